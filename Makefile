@@ -1,0 +1,17 @@
+# The two entry points of the README. Both run scripts/setup.sh first, which
+# installs whatever is missing and returns at once when nothing is.
+.PHONY: run test setup
+
+setup:
+	@scripts/setup.sh
+
+# Build, then start the lab: namespaces, the example policies, live traffic.
+run: setup
+	cargo build --release
+	target/release/tollgate lab
+
+# Build, then everything CI checks: formatting, lints, the whole test suite.
+test: setup
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	cargo nextest run --no-fail-fast

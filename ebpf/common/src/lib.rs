@@ -1,0 +1,42 @@
+//! The ABI shared by Tollgate's BPF program and its controller.
+//!
+//! Everything the two halves exchange through maps is defined here once:
+//! map names, key and value layouts, flag bits and counter indices. Every type
+//! is `repr(C)` with explicit padding fields, so its layout is identical on
+//! both sides and no uninitialised byte ever reaches the kernel; the size
+//! asserts at the bottom of each module catch accidental changes.
+//!
+//! # Double-buffered policy
+//! Every table derived from a policy exists twice, once per *slot*. The slot
+//! number is part of every key (or of the array index), and `TG_ACTIVE` holds
+//! the slot the dataplane reads. The controller rewrites the inactive slot,
+//! then flips `TG_ACTIVE` with one 4-byte store, so a packet sees either the
+//! whole old policy or the whole new one. A packet reads `TG_ACTIVE` once.
+#![no_std]
+
+pub mod event;
+pub mod maps;
+pub mod policy;
+pub mod stats;
+
+pub use event::*;
+pub use maps::*;
+pub use policy::*;
+pub use stats::*;
+
+/// Address family tags stored in keys and events.
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// Implements `aya::Pod` for ABI types when built for userspace.
+macro_rules! pod {
+    ($($t:ty),* $(,)?) => {
+        $(
+            #[cfg(feature = "user")]
+            // SAFETY: every listed type is `repr(C)`, `Copy`, and has explicit
+            // padding fields, so every byte pattern is a valid value.
+            unsafe impl aya::Pod for $t {}
+        )*
+    };
+}
+pub(crate) use pod;

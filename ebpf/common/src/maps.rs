@@ -1,0 +1,57 @@
+//! Map names and capacities.
+//!
+//! Names are at most 15 bytes, the kernel's limit for object names; the same
+//! names are used for the pins under [`PIN_DIR`].
+
+/// Where the controller pins the program, links and maps (bpffs).
+pub const PIN_DIR: &str = "/sys/fs/bpf/tollgate";
+
+/// Program names (the entry-point function names in the BPF object).
+pub const PROG_XDP: &str = "tollgate_xdp";
+pub const PROG_TC: &str = "tollgate_tc";
+
+/// `Array<u32>` with one entry: the slot the dataplane currently reads.
+pub const MAP_ACTIVE: &str = "TG_ACTIVE";
+/// `Array<GroupInfo>` indexed by `slot * MAX_GROUPS + group`.
+pub const MAP_GROUPS: &str = "TG_GROUPS";
+/// `HashMap<DeviceKey, u32>`: exact device addresses (/32, /128) to group.
+pub const MAP_DEVICE_EXACT: &str = "TG_DEV_EXACT";
+/// `LpmTrie<DevicePrefix, u32>`: device prefixes to group.
+pub const MAP_DEVICE_PREFIX: &str = "TG_DEV_PREFIX";
+/// `LpmTrie<Destination, u32>`: (group, destination prefix) to rule set.
+pub const MAP_DESTINATIONS: &str = "TG_DST";
+/// `Array<RuleSet>` indexed by `slot * MAX_RULESETS + ruleset`.
+pub const MAP_RULESETS: &str = "TG_RULESETS";
+/// `PerCpuArray<Counter>`: per-rule, per-default and per-verdict counters.
+pub const MAP_COUNTERS: &str = "TG_COUNTERS";
+/// `Array<u64>`: identity hash of what owns each counter index (userspace
+/// bookkeeping that survives controller restarts with the pinned counters).
+pub const MAP_COUNTER_OWNERS: &str = "TG_OWNERS";
+/// `PerCpuArray<Counter>` indexed by [`crate::Stat`].
+pub const MAP_STATS: &str = "TG_STATS";
+/// `LruHashMap<FragmentKey, FragmentVerdict>`: allowed first fragments.
+pub const MAP_FRAGMENTS: &str = "TG_FRAGS";
+/// `RingBuf` of [`crate::DenyEvent`].
+pub const MAP_EVENTS: &str = "TG_EVENTS";
+/// `PerCpuArray<u64>` with one entry: the deny-event limiter's state.
+pub const MAP_EVENT_LIMITER: &str = "TG_EVENT_BKT";
+/// `Array<Settings>` with one entry: runtime knobs set by the controller.
+pub const MAP_SETTINGS: &str = "TG_SETTINGS";
+
+/// Number of policy slots (double buffering).
+pub const SLOTS: u32 = 2;
+/// Groups per slot, including the unknown-device pseudo-group 0.
+pub const MAX_GROUPS: u32 = 4096;
+/// Distinct rule sets per slot (identical rule sets are shared).
+pub const MAX_RULESETS: u32 = 8192;
+/// Rules one destination prefix of one group can carry, inherited ones included.
+pub const RULESET_ENTRIES: usize = 32;
+
+/// Default capacities of the maps whose size the controller may override
+/// (they are not used in index arithmetic). Per slot where noted.
+pub const DEFAULT_DEVICE_EXACT_PER_SLOT: u32 = 1 << 20;
+pub const DEFAULT_DEVICE_PREFIXES_PER_SLOT: u32 = 1 << 16;
+pub const DEFAULT_DESTINATIONS_PER_SLOT: u32 = 1 << 18;
+pub const DEFAULT_COUNTERS: u32 = 1 << 17;
+pub const DEFAULT_FRAGMENTS: u32 = 1 << 14;
+pub const EVENT_RING_BYTES: u32 = 1 << 18;

@@ -1,0 +1,168 @@
+//! Policy tables: how a compiled policy is laid out in the maps.
+//!
+//! Decision path (see `ebpf/program/src/decide.rs` for the precedence):
+//! source address -> group (`TG_DEV_EXACT`, then `TG_DEV_PREFIX`), then
+//! (group, destination) -> rule set (`TG_DST`, longest prefix), then the first
+//! matching entry of that rule set, else the group's default.
+
+use crate::pod;
+
+/// Group 0 stands for "no group contains the source"; its default verdict is
+/// the policy's `unknown-devices`.
+pub const UNKNOWN_GROUP: u32 = 0;
+
+/// Key of `TG_DEV_EXACT`: one device address in one slot.
+///
+/// IPv4 addresses occupy `addr[..4]`, the rest is zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DeviceKey {
+    pub slot: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+    pub addr: [u8; 16],
+}
+
+/// LPM data of `TG_DEV_PREFIX`. The prefix length of the LPM key is
+/// [`DEVICE_PREFIX_HEADER_BITS`] plus the device prefix length, so slot and
+/// family always match exactly.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DevicePrefix {
+    pub slot: u8,
+    pub family: u8,
+    pub addr: [u8; 16],
+    pub _pad: [u8; 2],
+}
+pub const DEVICE_PREFIX_HEADER_BITS: u32 = 16;
+
+/// LPM data of `TG_DST`. The prefix length of the LPM key is
+/// [`DESTINATION_HEADER_BITS`] plus the destination prefix length, so slot,
+/// family and group always match exactly. `group` is big-endian so that the
+/// bits are in trie order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Destination {
+    pub slot: u8,
+    pub family: u8,
+    pub group: [u8; 2],
+    pub addr: [u8; 16],
+}
+pub const DESTINATION_HEADER_BITS: u32 = 32;
+
+/// Value of `TG_GROUPS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// Counter charged when the group default decides.
+    pub default_counter: u32,
+    /// Per-group verdict totals, one counter per [`crate::Verdict`].
+    pub allow_counter: u32,
+    pub deny_counter: u32,
+    pub audit_deny_counter: u32,
+    /// `GROUP_*` bits.
+    pub flags: u32,
+}
+/// The group default is deny (else allow).
+pub const GROUP_DEFAULT_DENY: u32 = 1;
+/// Audit mode: denies are counted and reported as audit-deny, never dropped.
+pub const GROUP_AUDIT: u32 = 2;
+
+/// One compiled rule in a rule set. Entries are sorted by precedence, so the
+/// first entry that matches a packet decides.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RuleEntry {
+    /// Counter charged when this entry decides.
+    pub counter: u32,
+    /// Inclusive destination port range; only read with [`RULE_PORTS`].
+    pub port_lo: u16,
+    pub port_hi: u16,
+    /// IP protocol number; ignored with [`RULE_ANY_PROTO`].
+    pub proto: u8,
+    /// `RULE_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 2],
+}
+/// Matches every protocol.
+pub const RULE_ANY_PROTO: u8 = 1;
+/// Matches only packets whose destination port is known and in range.
+pub const RULE_PORTS: u8 = 2;
+/// The entry denies (else allows).
+pub const RULE_DENY: u8 = 4;
+/// The entry is the implicit NTP allow, not a rule from a file.
+pub const RULE_BUILTIN: u8 = 8;
+
+/// Value of `TG_RULESETS`: the rules that apply to one destination prefix
+/// of one group, its own and those inherited from less specific prefixes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RuleSet {
+    pub len: u32,
+    pub entries: [RuleEntry; crate::RULESET_ENTRIES],
+}
+
+impl Default for RuleSet {
+    fn default() -> Self {
+        Self {
+            len: 0,
+            entries: [RuleEntry::default(); crate::RULESET_ENTRIES],
+        }
+    }
+}
+
+/// Key of `TG_FRAGMENTS`: identifies one fragmented datagram.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragmentKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub id: u32,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Value of `TG_FRAGMENTS`: the counters the allowed first fragment charged,
+/// so the remaining fragments are charged to the same rule.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragmentVerdict {
+    pub counter: u32,
+    pub allow_counter: u32,
+}
+
+/// Value of `TG_SETTINGS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Nanoseconds between deny events per CPU (1e9 / rate); 0 disables events.
+    pub event_interval_ns: u64,
+    /// How far ahead of schedule a burst may run, in nanoseconds.
+    pub event_burst_ns: u64,
+}
+
+pod!(
+    DeviceKey,
+    DevicePrefix,
+    Destination,
+    GroupInfo,
+    RuleEntry,
+    RuleSet,
+    FragmentKey,
+    FragmentVerdict,
+    Settings
+);
+
+const _: () = {
+    use core::mem::size_of;
+    assert!(size_of::<DeviceKey>() == 20);
+    assert!(size_of::<DevicePrefix>() == 20);
+    assert!(size_of::<Destination>() == 20);
+    assert!(size_of::<GroupInfo>() == 20);
+    assert!(size_of::<RuleEntry>() == 12);
+    assert!(size_of::<RuleSet>() == 4 + 12 * crate::RULESET_ENTRIES);
+    assert!(size_of::<FragmentKey>() == 40);
+    assert!(size_of::<FragmentVerdict>() == 8);
+    assert!(size_of::<Settings>() == 16);
+};

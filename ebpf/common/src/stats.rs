@@ -1,0 +1,94 @@
+//! Global per-CPU statistics: drop reasons and other non-policy outcomes.
+
+use crate::pod;
+
+/// A packet and byte count, one per CPU in per-CPU maps; userspace sums them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+pod!(Counter);
+
+const _: () = assert!(core::mem::size_of::<Counter>() == 16);
+
+/// Index into `TG_STATS`. Every packet the program sees is charged to
+/// [`Stat::Seen`] and to at most one other entry that explains a non-policy
+/// outcome; policy outcomes are charged to `TG_COUNTERS`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stat {
+    /// Every packet the program ran on.
+    Seen = 0,
+    /// Truncated or inconsistent headers (IPv4 ihl < 5, short TCP, bad option
+    /// lengths, ...).
+    DropMalformed,
+    /// More than two VLAN tags.
+    DropVlan,
+    /// IPv4 loose or strict source route option.
+    DropSourceRoute,
+    /// IPv6 extension header chain longer than the walk bound, or a
+    /// hop-by-hop header anywhere but first.
+    DropIpv6Ext,
+    /// IPv6 routing header with segments left.
+    DropRoutingHeader,
+    /// IPv6 packet to an IPv4-mapped address (::ffff:0:0/96).
+    DropIpv4Mapped,
+    /// First fragment too small to hold its transport header, or a TCP
+    /// fragment at offset 8 overlapping that header (RFC 1858).
+    DropFragment,
+    /// Source in no group and `unknown-devices: deny`.
+    DropUnknownDevice,
+    /// Denied by a rule or a group default.
+    DropPolicy,
+    /// ARP and other non-IP frames, passed untouched.
+    PassNonIp,
+    /// IPv6 router solicitation and neighbour discovery on the link.
+    PassNeighborDiscovery,
+    /// Non-first fragments passed because their first fragment was allowed.
+    FragmentCacheHit,
+    /// Deny events not sent because of the per-CPU rate limit.
+    EventsSuppressed,
+    /// Deny events not sent because the ring buffer was full.
+    EventsLost,
+}
+
+impl Stat {
+    pub const COUNT: u32 = Stat::EventsLost as u32 + 1;
+
+    pub const ALL: [Stat; Stat::COUNT as usize] = [
+        Stat::Seen,
+        Stat::DropMalformed,
+        Stat::DropVlan,
+        Stat::DropSourceRoute,
+        Stat::DropIpv6Ext,
+        Stat::DropRoutingHeader,
+        Stat::DropIpv4Mapped,
+        Stat::DropFragment,
+        Stat::DropUnknownDevice,
+        Stat::DropPolicy,
+        Stat::PassNonIp,
+        Stat::PassNeighborDiscovery,
+        Stat::FragmentCacheHit,
+        Stat::EventsSuppressed,
+        Stat::EventsLost,
+    ];
+
+    /// The `reason` label of `tollgate_drops_total`, for drop stats.
+    pub const fn drop_reason(self) -> Option<&'static str> {
+        Some(match self {
+            Stat::DropMalformed => "malformed",
+            Stat::DropVlan => "vlan",
+            Stat::DropSourceRoute => "source_route",
+            Stat::DropIpv6Ext => "ipv6_ext",
+            Stat::DropRoutingHeader => "routing_header",
+            Stat::DropIpv4Mapped => "ipv4_mapped",
+            Stat::DropFragment => "fragment",
+            Stat::DropUnknownDevice => "unknown_device",
+            Stat::DropPolicy => "policy",
+            _ => return None,
+        })
+    }
+}

@@ -1,0 +1,27 @@
+//! Shared helpers for the integration suites.
+//!
+//! Tests that need root call [`require_root`] first: without root they fail
+//! with a clear message instead of passing silently.
+#![allow(dead_code)] // each suite uses a different subset
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use tollgate::netns::Namespace;
+
+/// Fails the test unless it runs as root (BPF, namespaces and XDP need it).
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test needs root (BPF, network namespaces, XDP); run the suite with `make test` as root"
+    );
+}
+
+/// Creates a namespace whose name is unique to this process and call site.
+pub fn namespace(tag: &str) -> Namespace {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let name = format!("tg-{tag}-{}-{n}", std::process::id());
+    Namespace::create(&name).unwrap_or_else(|e| panic!("create namespace {name}: {e:#}"))
+}

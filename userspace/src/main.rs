@@ -1,0 +1,8 @@
+use anyhow::Result;
+use clap::Parser;
+
+mod cli;
+
+fn main() -> Result<()> {
+    cli::Cli::parse().run()
+}

@@ -1,0 +1,127 @@
+//! The compiled policy: the lookup tables the dataplane reads, as plain data.
+//!
+//! `compile` produces a [`CompiledPolicy`]; `datapath` writes it into the
+//! maps of one slot; `model` evaluates it exactly as the kernel does. Table
+//! semantics (the kernel's `decide.rs` implements the same steps):
+//!
+//! 1. **Group.** `device_exact[src]`, else the longest `device_prefixes`
+//!    entry containing `src`, else group 0 (unknown devices).
+//! 2. **Destination.** For a group other than 0: the longest `destinations`
+//!    entry of that group containing `dst` (same family). None: step 4.
+//! 3. **Rule.** The first entry of that entry's rule set that matches: its
+//!    `proto` is `None` or equal to the packet's, and its `ports` is `None`
+//!    or contains the packet's destination port (an unknown port — non-TCP/UDP
+//!    or a non-first fragment — never matches a port range). It decides.
+//! 4. **Default.** No destination entry or no matching rule: the group's
+//!    default. Group 0's default is the policy's `unknown-devices`.
+//! 5. **Audit.** A deny in an audit group becomes audit-deny (passes).
+//!
+//! Rule sets are sorted by precedence and already contain the rules inherited
+//! from less specific destination prefixes, so "first match" in step 3 is
+//! "winner by the policy semantics".
+//!
+//! Counters are *logical* here: indices into [`CompiledPolicy::counters`].
+//! The datapath maps each [`CounterOwner`] to a stable kernel counter, so a
+//! rule keeps its counter across reloads.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use tollgate_common::Verdict;
+
+/// Name of group 0, the sources no group contains (metrics label, logs).
+pub const UNKNOWN_GROUP_NAME: &str = "_unknown";
+
+/// A compiled policy, ready to be written into one slot of the maps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompiledPolicy {
+    /// Indexed by group id; index 0 is the unknown-device pseudo-group.
+    pub groups: Vec<GroupTable>,
+    /// Exact device addresses (/32, /128) and their group id, sorted.
+    pub device_exact: Vec<(IpAddr, u32)>,
+    /// Device prefixes shorter than a host address and their group id, sorted.
+    pub device_prefixes: Vec<(IpNet, u32)>,
+    /// (group id, destination prefix) to rule set index, sorted.
+    pub destinations: Vec<DestinationEntry>,
+    /// Deduplicated rule sets; entries in precedence order (first match wins).
+    pub rulesets: Vec<Vec<RuleEntry>>,
+    /// Logical counters: what each index counts.
+    pub counters: Vec<CounterOwner>,
+}
+
+/// One group's verdict defaults and counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupTable {
+    pub name: String,
+    pub default_deny: bool,
+    pub audit: bool,
+    /// Charged when the default decides.
+    pub default_counter: u32,
+    /// Per-verdict totals: allow, deny, audit-deny.
+    pub allow_counter: u32,
+    pub deny_counter: u32,
+    pub audit_deny_counter: u32,
+}
+
+impl GroupTable {
+    pub fn verdict_counter(&self, verdict: Verdict) -> u32 {
+        match verdict {
+            Verdict::Allow => self.allow_counter,
+            Verdict::Deny => self.deny_counter,
+            Verdict::AuditDeny => self.audit_deny_counter,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DestinationEntry {
+    pub group: u32,
+    pub prefix: IpNet,
+    pub ruleset: u32,
+}
+
+/// One compiled rule: a match on protocol and port range, and an action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RuleEntry {
+    /// `None` matches every protocol.
+    pub proto: Option<u8>,
+    /// Inclusive destination port range; `None` matches every port, known or not.
+    pub ports: Option<(u16, u16)>,
+    pub deny: bool,
+    /// The implicit allow of UDP/123 to the NTP addresses.
+    pub builtin: bool,
+    /// Logical counter charged when this entry decides.
+    pub counter: u32,
+}
+
+/// What a counter counts. Stable across reloads: the datapath keeps the same
+/// kernel counter for the same owner, so counters never go backwards.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CounterOwner {
+    /// Packets decided by a rule, a group default or the built-in NTP allow.
+    Decision { group: String, decider: Decider },
+    /// A group's per-verdict totals.
+    Verdict { group: String, verdict: Verdict },
+}
+
+/// What decided a packet within a group.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Decider {
+    /// A rule from a policy file, by its stable id.
+    Rule(String),
+    /// The group's `default` (for group 0: `unknown-devices`).
+    GroupDefault,
+    /// The implicit allow of UDP/123 to the NTP addresses.
+    BuiltinNtp,
+}
+
+/// The facts of a packet that the decision reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PacketFacts {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// IP protocol number (after IPv6 extension headers).
+    pub proto: u8,
+    /// Destination port; `None` for non-TCP/UDP and for non-first fragments.
+    pub dport: Option<u16>,
+}
