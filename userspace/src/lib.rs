@@ -3,7 +3,9 @@
 //!
 //! The binary in `main.rs` is a thin CLI over this library.
 
+pub mod config;
 pub mod datapath;
+pub mod diagnostic;
 pub mod lab;
 pub mod netns;
 pub mod tables;

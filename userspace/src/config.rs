@@ -1,0 +1,446 @@
+//! The controller's configuration file (`tollgate run --config FILE`).
+//!
+//! Keys are kebab-case and unknown keys are errors. Every error carries
+//! file:line:col. Structural errors come from yaml_serde; cross-field checks
+//! run in `TryFrom` conversions during deserialisation, so they carry the
+//! position of the mapping they concern.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::diagnostic::{Diagnostic, validated_map};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/tollgate/tollgate.yaml";
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// Device-facing interfaces the dataplane attaches to.
+    pub interfaces: Vec<String>,
+    #[serde(default)]
+    pub attach: AttachPolicy,
+    /// The policy directory (a git checkout), watched for changes.
+    pub policy_dir: PathBuf,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(
+        default,
+        deserialize_with = "validated_map::<_, RawNtpConfig, NtpConfig>"
+    )]
+    pub ntp: NtpConfig,
+    #[serde(default)]
+    pub deny_events: DenyEventsConfig,
+    #[serde(default)]
+    pub on_exit: OnExit,
+    /// Where the program, links and maps are pinned (bpffs).
+    #[serde(default = "default_pin_dir")]
+    pub pin_dir: PathBuf,
+    /// Unix socket `tollgate status` asks.
+    #[serde(default = "default_control_socket")]
+    pub control_socket: PathBuf,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Which attach modes to try, in order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttachPolicy {
+    /// Native XDP, else generic XDP, else TC.
+    #[default]
+    Auto,
+    XdpNative,
+    XdpGeneric,
+    Tc,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MetricsConfig {
+    /// Address of the Prometheus endpoint; loopback by default.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+/// The private NTP endpoint.
+#[derive(Clone, Debug)]
+pub struct NtpConfig {
+    /// Addresses to serve on; also what the policy keyword `ntp` means.
+    /// Empty: no NTP server.
+    pub listen: Vec<SocketAddr>,
+    pub reference: NtpReference,
+    /// Longest time without a good upstream sample before advertising
+    /// "unsynchronised" (leap indicator 3).
+    pub holdover: Duration,
+    /// Sources answered besides the members of policy groups.
+    pub allow: Vec<IpNet>,
+    pub rate_limit: NtpRateLimit,
+    /// Replies per second across all sources.
+    pub max_rate: u32,
+}
+
+/// Where the advertised time quality comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NtpReference {
+    /// Poll these NTP servers (host:port) and advertise their stratum + 1.
+    Upstream { servers: Vec<String> },
+    /// Always synchronised at this stratum (isolated networks, labs).
+    Local { stratum: u8 },
+}
+
+/// Per-source response rate limiting, with chrony's `ratelimit` semantics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NtpRateLimit {
+    /// Minimum mean interval between replies to one source, as log2 seconds.
+    #[serde(default = "default_rate_interval")]
+    pub interval: i8,
+    /// Replies a source may get in a burst above that rate.
+    #[serde(default = "default_rate_burst")]
+    pub burst: u32,
+    /// One reply in 2^leak still goes out when limited (0 disables leaking),
+    /// so a spoofed flood cannot lock a device out.
+    #[serde(default = "default_rate_leak")]
+    pub leak: u8,
+}
+
+impl Default for NtpRateLimit {
+    fn default() -> Self {
+        NtpRateLimit {
+            interval: default_rate_interval(),
+            burst: default_rate_burst(),
+            leak: default_rate_leak(),
+        }
+    }
+}
+
+impl NtpConfig {
+    /// The addresses the policy keyword `ntp` stands for.
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        self.listen.iter().map(SocketAddr::ip).collect()
+    }
+}
+
+impl Default for NtpConfig {
+    fn default() -> Self {
+        RawNtpConfig::default()
+            .try_into()
+            .expect("the default NTP configuration is valid")
+    }
+}
+
+/// The NTP section as written; [`NtpConfig`] is its validated form.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawNtpConfig {
+    #[serde(default)]
+    listen: Vec<SocketAddr>,
+    #[serde(default)]
+    reference: RawReference,
+    servers: Option<Vec<String>>,
+    stratum: Option<u8>,
+    #[serde(default, with = "humantime_serde::option")]
+    holdover: Option<Duration>,
+    #[serde(default)]
+    allow: Vec<IpNet>,
+    #[serde(default)]
+    rate_limit: NtpRateLimit,
+    max_rate: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum RawReference {
+    #[default]
+    Upstream,
+    Local,
+}
+
+impl TryFrom<RawNtpConfig> for NtpConfig {
+    type Error = String;
+
+    fn try_from(raw: RawNtpConfig) -> Result<Self, String> {
+        for addr in &raw.listen {
+            if addr.ip().is_unspecified() {
+                return Err(format!(
+                    "listen: {addr} is a wildcard; give the private address devices use, \
+                     it is also what the policy keyword `ntp` allows"
+                ));
+            }
+        }
+        let reference = match raw.reference {
+            RawReference::Upstream => {
+                if raw.stratum.is_some() {
+                    return Err("stratum is only valid with `reference: local`".into());
+                }
+                let servers = raw
+                    .servers
+                    .unwrap_or_else(|| vec![DEFAULT_UPSTREAM.to_string()]);
+                if servers.is_empty() {
+                    return Err("servers: `reference: upstream` needs at least one server".into());
+                }
+                NtpReference::Upstream { servers }
+            }
+            RawReference::Local => {
+                if raw.servers.is_some() {
+                    return Err("servers is only valid with `reference: upstream`".into());
+                }
+                let stratum = raw
+                    .stratum
+                    .ok_or("`reference: local` needs `stratum: N` (1-15)")?;
+                if !(1..=15).contains(&stratum) {
+                    return Err(format!("stratum: {stratum} is not a valid stratum (1-15)"));
+                }
+                NtpReference::Local { stratum }
+            }
+        };
+        let rate_limit = raw.rate_limit;
+        if !(-4..=12).contains(&rate_limit.interval) {
+            return Err(format!(
+                "rate-limit.interval: {} is out of range (-4..=12, log2 seconds)",
+                rate_limit.interval
+            ));
+        }
+        if rate_limit.burst == 0 {
+            return Err("rate-limit.burst: must be at least 1".into());
+        }
+        if rate_limit.leak > 4 {
+            return Err(format!(
+                "rate-limit.leak: {} is out of range (0..=4, one reply in 2^leak)",
+                rate_limit.leak
+            ));
+        }
+        Ok(NtpConfig {
+            listen: raw.listen,
+            reference,
+            holdover: raw.holdover.unwrap_or(Duration::from_secs(600)),
+            allow: raw.allow,
+            rate_limit,
+            max_rate: raw.max_rate.unwrap_or(DEFAULT_NTP_MAX_RATE),
+        })
+    }
+}
+
+/// The host's own NTP daemon, the default upstream.
+pub const DEFAULT_UPSTREAM: &str = "127.0.0.1:123";
+pub const DEFAULT_NTP_MAX_RATE: u32 = 200_000;
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DenyEventsConfig {
+    /// Deny events per second per CPU before suppression (0: none).
+    #[serde(default = "default_event_rate")]
+    pub rate: u32,
+    /// Events a CPU may send in a burst above the rate (default: `rate`).
+    pub burst: Option<u32>,
+}
+
+impl Default for DenyEventsConfig {
+    fn default() -> Self {
+        DenyEventsConfig {
+            rate: default_event_rate(),
+            burst: None,
+        }
+    }
+}
+
+/// What happens to the dataplane when the controller exits cleanly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnExit {
+    /// Filtering continues with the last policy; a restart re-adopts it.
+    #[default]
+    Keep,
+    /// Detach and unpin everything.
+    Detach,
+}
+
+/// Map capacities. Changing one takes effect on a fresh start (with
+/// `on-exit: detach` or after `tollgate run --replace`).
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Limits {
+    /// Exact device addresses (/32, /128) per policy.
+    #[serde(default = "default_device_addresses")]
+    pub device_addresses: u32,
+    /// Device prefixes shorter than a host address per policy.
+    #[serde(default = "default_device_prefixes")]
+    pub device_prefixes: u32,
+    /// (group, destination prefix) entries per policy.
+    #[serde(default = "default_destinations")]
+    pub destinations: u32,
+    /// Per-rule counters (kernel memory: 16 bytes per CPU each).
+    #[serde(default = "default_counters")]
+    pub counters: u32,
+    /// Fragmented datagrams whose first fragment verdict is remembered.
+    #[serde(default = "default_fragments")]
+    pub fragments: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            device_addresses: default_device_addresses(),
+            device_prefixes: default_device_prefixes(),
+            destinations: default_destinations(),
+            counters: default_counters(),
+            fragments: default_fragments(),
+        }
+    }
+}
+
+fn default_pin_dir() -> PathBuf {
+    PathBuf::from(tollgate_common::PIN_DIR)
+}
+fn default_control_socket() -> PathBuf {
+    PathBuf::from("/run/tollgate/control.sock")
+}
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9187))
+}
+fn default_rate_interval() -> i8 {
+    3
+}
+fn default_rate_burst() -> u32 {
+    8
+}
+fn default_rate_leak() -> u8 {
+    2
+}
+fn default_event_rate() -> u32 {
+    100
+}
+fn default_device_addresses() -> u32 {
+    tollgate_common::DEFAULT_DEVICE_EXACT_PER_SLOT
+}
+fn default_device_prefixes() -> u32 {
+    tollgate_common::DEFAULT_DEVICE_PREFIXES_PER_SLOT
+}
+fn default_destinations() -> u32 {
+    tollgate_common::DEFAULT_DESTINATIONS_PER_SLOT
+}
+fn default_counters() -> u32 {
+    tollgate_common::DEFAULT_COUNTERS
+}
+fn default_fragments() -> u32 {
+    tollgate_common::DEFAULT_FRAGMENTS
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, Diagnostic> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Diagnostic::error(path, 0, 0, "", format!("cannot read: {e}")))?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses configuration text; `path` only labels errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostic> {
+        let config: Config =
+            yaml_serde::from_str(text).map_err(|e| Diagnostic::from_yaml(path, &e))?;
+        if config.interfaces.is_empty() {
+            return Err(Diagnostic::error(
+                path,
+                0,
+                0,
+                "interfaces",
+                "name at least one device-facing interface".into(),
+            ));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(Path::new("tollgate.yaml"), text).map_err(|d| d.to_string())
+    }
+
+    #[test]
+    fn the_documented_example_parses_with_defaults() {
+        let c = parse(
+            "interfaces: [eth1]\nattach: auto\npolicy-dir: /etc/tollgate/policies\n\
+             metrics:\n  listen: 127.0.0.1:9187\nntp:\n  listen: [\"100.127.0.123:123\"]\n\
+             deny-events:\n  rate: 100\non-exit: keep\n",
+        )
+        .unwrap();
+        assert_eq!(c.interfaces, ["eth1"]);
+        assert_eq!(c.attach, AttachPolicy::Auto);
+        assert_eq!(c.ntp.addresses(), [IpAddr::from([100, 127, 0, 123])]);
+        assert_eq!(
+            c.ntp.reference,
+            NtpReference::Upstream {
+                servers: vec![DEFAULT_UPSTREAM.into()]
+            }
+        );
+        assert_eq!(c.ntp.holdover, Duration::from_secs(600));
+        assert_eq!(c.on_exit, OnExit::Keep);
+        assert_eq!(c.pin_dir, Path::new("/sys/fs/bpf/tollgate"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_their_position() {
+        let e = parse("interfaces: [eth1]\npolicy-dir: /p\nmetrics:\n  lisen: 1.2.3.4:5\n")
+            .unwrap_err();
+        assert!(
+            e.starts_with("tollgate.yaml:4:3: metrics: unknown field `lisen`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn local_reference_needs_a_valid_stratum() {
+        let e =
+            parse("interfaces: [eth1]\npolicy-dir: /p\nntp:\n  reference: local\n").unwrap_err();
+        assert!(
+            e.contains("tollgate.yaml:4:3: ntp: `reference: local` needs"),
+            "{e}"
+        );
+        let e =
+            parse("interfaces: [eth1]\npolicy-dir: /p\nntp:\n  reference: local\n  stratum: 16\n")
+                .unwrap_err();
+        assert!(e.contains("stratum: 16 is not a valid stratum"), "{e}");
+        let c =
+            parse("interfaces: [eth1]\npolicy-dir: /p\nntp:\n  reference: local\n  stratum: 8\n")
+                .unwrap();
+        assert_eq!(c.ntp.reference, NtpReference::Local { stratum: 8 });
+    }
+
+    #[test]
+    fn wildcard_ntp_listen_is_rejected() {
+        let e = parse("interfaces: [eth1]\npolicy-dir: /p\nntp:\n  listen: [\"0.0.0.0:123\"]\n")
+            .unwrap_err();
+        assert!(e.contains("is a wildcard"), "{e}");
+    }
+
+    #[test]
+    fn durations_are_human_readable() {
+        let c = parse("interfaces: [eth1]\npolicy-dir: /p\nntp:\n  holdover: 90s\n").unwrap();
+        assert_eq!(c.ntp.holdover, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn interfaces_are_required() {
+        let e = parse("interfaces: []\npolicy-dir: /p\n").unwrap_err();
+        assert!(e.contains("interfaces: name at least one"), "{e}");
+        let e = parse("policy-dir: /p\n").unwrap_err();
+        assert!(e.contains("missing field `interfaces`"), "{e}");
+    }
+}
