@@ -6,7 +6,8 @@ mod common;
 use std::{net::UdpSocket, time::Duration};
 
 use tollgate::{
-    datapath::{AttachMode, Dataplane},
+    config::AttachPolicy,
+    datapath::{Dataplane, Options, XDP_PASS},
     netns::veth,
 };
 use tollgate_common::Stat;
@@ -38,19 +39,19 @@ fn xdp_counts_real_udp_packets_between_namespaces() {
         ])
         .unwrap();
 
-    let mut dataplane = Dataplane::load().unwrap();
-    let mode = gateway
+    let mut dataplane = Dataplane::open(&Options::default()).unwrap();
+    let attachment = gateway
         .enter(|| {
             dataplane
-                .attach("devices0", &[AttachMode::XdpNative])
+                .attach("devices0", AttachPolicy::XdpNative)
                 .or_else(|e| {
                     eprintln!("native XDP unavailable ({e:#}); falling back to generic");
-                    dataplane.attach("devices0", &[AttachMode::XdpGeneric])
+                    dataplane.attach("devices0", AttachPolicy::XdpGeneric)
                 })
         })
         .unwrap()
         .unwrap();
-    eprintln!("attached in {mode} mode");
+    eprintln!("attached in {} mode", attachment.mode);
 
     let receiver = gateway
         .enter(|| UdpSocket::bind("192.0.2.1:9999").unwrap())
@@ -88,12 +89,12 @@ fn xdp_counts_real_udp_packets_between_namespaces() {
 #[test]
 fn test_run_returns_the_program_verdict() {
     common::require_root();
-    let dataplane = Dataplane::load().unwrap();
+    let dataplane = Dataplane::open(&Options::default()).unwrap();
     // An ARP request: the pass-through program must pass it.
     let mut frame = vec![0xff; 6];
     frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x08, 0x06]);
     frame.extend_from_slice(&[0; 28]);
-    let action = dataplane.test_run_xdp(&frame).unwrap();
-    assert_eq!(action, tollgate::datapath::XDP_PASS);
+    let (action, _) = dataplane.test_run_xdp(&frame, 1).unwrap();
+    assert_eq!(action, XDP_PASS);
     assert_eq!(dataplane.stat(Stat::Seen).unwrap().packets, 1);
 }

@@ -7,7 +7,8 @@ use anyhow::{Context as _, Result};
 use tollgate_common::Stat;
 
 use crate::{
-    datapath::{AttachMode, Dataplane},
+    config::AttachPolicy,
+    datapath::{Dataplane, Options},
     netns::{Namespace, veth},
 };
 
@@ -18,14 +19,13 @@ pub fn run() -> Result<()> {
     device.ip(&["addr", "add", "10.64.0.10/24", "dev", "eth0"])?;
     gateway.ip(&["addr", "add", "10.64.0.1/24", "dev", "devices0"])?;
 
-    let mut dataplane = Dataplane::load()?;
-    let modes = [
-        AttachMode::XdpNative,
-        AttachMode::XdpGeneric,
-        AttachMode::Tc,
-    ];
-    let mode = gateway.enter(|| dataplane.attach("devices0", &modes))??;
-    println!("attached to {}/devices0 in {mode} mode", gateway.name());
+    let mut dataplane = Dataplane::open(&Options::default())?;
+    let attachment = gateway.enter(|| dataplane.attach("devices0", AttachPolicy::Auto))??;
+    println!(
+        "attached to {}/devices0 in {} mode",
+        gateway.name(),
+        attachment.mode
+    );
 
     let sent = 10;
     device.enter(|| -> Result<()> {

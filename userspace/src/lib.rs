@@ -6,6 +6,7 @@
 pub mod config;
 pub mod datapath;
 pub mod diagnostic;
+pub mod frames;
 pub mod lab;
 pub mod netns;
 pub mod tables;

@@ -38,6 +38,11 @@ pub const MAP_EVENT_LIMITER: &str = "TG_EVENT_BKT";
 /// `Array<Settings>` with one entry: runtime knobs set by the controller.
 pub const MAP_SETTINGS: &str = "TG_SETTINGS";
 
+/// `ArrayOfMaps` with one entry, never read by the program: updating it from
+/// userspace returns only after an RCU grace period, i.e. after every program
+/// run that could still read the previously active slot has finished.
+pub const MAP_GRACE: &str = "TG_GRACE";
+
 /// Number of policy slots (double buffering).
 pub const SLOTS: u32 = 2;
 /// Groups per slot, including the unknown-device pseudo-group 0.

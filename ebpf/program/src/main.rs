@@ -1,27 +1,118 @@
 //! Tollgate dataplane: XDP on the device-facing interface, with a TC
-//! (clsact/tcx ingress) twin for interfaces where XDP is unavailable.
+//! (clsact/tcx ingress) twin for interfaces where XDP is unavailable. Both run
+//! the same [`filter`]: parse, decide, account.
 #![no_std]
 #![no_main]
 
+mod account;
+mod decide;
 mod maps;
+mod parse;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_UNSPEC, xdp_action},
+    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use tollgate_common::Stat;
+use tollgate_common::{Stat, Verdict};
+
+use crate::parse::{Fragment, Frame, Packet, Parsed};
+
+/// Bytes TC makes linear before parsing: enough for two VLAN tags, IPv6 with
+/// the largest extension chain we walk, and a TCP header.
+const TC_HEADER_BYTES: u32 = 22 + 40 + parse::MAX_EXT_BYTES as u32 + 8 + 20;
 
 #[xdp]
 pub fn tollgate_xdp(ctx: XdpContext) -> u32 {
-    maps::count(Stat::Seen, (ctx.data_end() - ctx.data()) as u64);
-    xdp_action::XDP_PASS
+    let frame = Frame {
+        start: ctx.data(),
+        end: ctx.data_end(),
+    };
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    if filter(&frame, bytes) {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
+    }
 }
 
 #[classifier]
 pub fn tollgate_tc(ctx: TcContext) -> i32 {
-    maps::count(Stat::Seen, u64::from(ctx.len()));
-    TC_ACT_UNSPEC
+    let len = ctx.len();
+    if ((ctx.data_end() - ctx.data()) as u32) < len.min(TC_HEADER_BYTES) {
+        // A failed pull leaves the headers short: parse then drops the packet
+        // as malformed, which is counted.
+        let _ = ctx.pull_data(len.min(TC_HEADER_BYTES));
+    }
+    let frame = Frame {
+        start: ctx.data(),
+        end: ctx.data_end(),
+    };
+    if filter(&frame, u64::from(len)) {
+        TC_ACT_UNSPEC
+    } else {
+        TC_ACT_SHOT
+    }
+}
+
+/// Returns whether the packet may pass.
+#[inline(always)]
+fn filter(frame: &Frame, bytes: u64) -> bool {
+    account::stat(Stat::Seen, bytes);
+    match parse::parse(frame) {
+        Err(drop) => {
+            account::stat(drop, bytes);
+            false
+        }
+        Ok(Parsed::NonIp) => {
+            account::stat(Stat::PassNonIp, bytes);
+            true
+        }
+        Ok(Parsed::NeighborDiscovery) => {
+            account::stat(Stat::PassNeighborDiscovery, bytes);
+            true
+        }
+        Ok(Parsed::Ip(packet)) => judge(&packet, bytes),
+    }
+}
+
+#[inline(always)]
+fn judge(p: &Packet, bytes: u64) -> bool {
+    if let Fragment::Later { id } = p.fragment
+        && let Some(first) = decide::remembered_fragment(p, id)
+    {
+        account::counter(first.counter, bytes);
+        account::counter(first.allow_counter, bytes);
+        account::stat(Stat::FragmentCacheHit, bytes);
+        return true;
+    }
+    let d = decide::decide(p);
+    account::counter(d.counter, bytes);
+    account::counter(d.verdict_counter, bytes);
+    match d.verdict {
+        Verdict::Allow => {
+            if let Fragment::First { id } = p.fragment {
+                decide::remember_fragment(p, id, &d);
+            }
+            true
+        }
+        Verdict::Deny => {
+            account::stat(
+                if d.reason == tollgate_common::DecisionReason::UnknownDevice {
+                    Stat::DropUnknownDevice
+                } else {
+                    Stat::DropPolicy
+                },
+                bytes,
+            );
+            account::report(p, &d);
+            false
+        }
+        Verdict::AuditDeny => {
+            account::report(p, &d);
+            true
+        }
+    }
 }
 
 #[cfg(not(test))]

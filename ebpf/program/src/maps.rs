@@ -1,18 +1,83 @@
-//! Map definitions; layouts and names come from `tollgate-common`.
+//! Map definitions. Layouts and names come from `tollgate-common`; the sizes
+//! given here are defaults that the controller may override at load time for
+//! maps not used in index arithmetic (see `config::Limits`).
 
-use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map};
-use tollgate_common::{Counter, Stat};
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    btf_maps::{
+        Array, ArrayOfMaps, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key,
+    },
+    macros::btf_map,
+};
+use tollgate_common::{
+    Counter, DEFAULT_COUNTERS, DEFAULT_DESTINATIONS_PER_SLOT, DEFAULT_DEVICE_EXACT_PER_SLOT,
+    DEFAULT_DEVICE_PREFIXES_PER_SLOT, DEFAULT_FRAGMENTS, DenyEvent, Destination, DeviceKey,
+    DevicePrefix, EVENT_RING_BYTES, FragmentKey, FragmentVerdict, GroupInfo, MAX_GROUPS,
+    MAX_RULESETS, RuleSet, SLOTS, Settings, Stat,
+};
+
+const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
 
 #[btf_map]
-static TG_STATS: PerCpuArray<Counter, { Stat::COUNT as usize }> = PerCpuArray::new();
+pub static TG_ACTIVE: Array<u32, 1> = Array::new();
 
+#[btf_map]
+pub static TG_GROUPS: Array<GroupInfo, { (SLOTS * MAX_GROUPS) as usize }> = Array::new();
+
+#[btf_map]
+pub static TG_DEV_EXACT: HashMap<
+    DeviceKey,
+    u32,
+    { (SLOTS * DEFAULT_DEVICE_EXACT_PER_SLOT) as usize },
+    NO_PREALLOC,
+> = HashMap::new();
+
+#[btf_map]
+pub static TG_DEV_PREFIX: LpmTrie<
+    DevicePrefix,
+    u32,
+    { (SLOTS * DEFAULT_DEVICE_PREFIXES_PER_SLOT) as usize },
+> = LpmTrie::new();
+
+#[btf_map]
+pub static TG_DST: LpmTrie<Destination, u32, { (SLOTS * DEFAULT_DESTINATIONS_PER_SLOT) as usize }> =
+    LpmTrie::new();
+
+#[btf_map]
+pub static TG_RULESETS: Array<RuleSet, { (SLOTS * MAX_RULESETS) as usize }> = Array::new();
+
+#[btf_map]
+pub static TG_COUNTERS: PerCpuArray<Counter, { DEFAULT_COUNTERS as usize }> = PerCpuArray::new();
+
+/// Userspace bookkeeping only: pinned with the counters so that a restarted
+/// controller knows which rule owns which counter.
+#[btf_map]
+pub static TG_OWNERS: Array<u64, { DEFAULT_COUNTERS as usize }> = Array::new();
+
+#[btf_map]
+pub static TG_STATS: PerCpuArray<Counter, { Stat::COUNT as usize }> = PerCpuArray::new();
+
+#[btf_map]
+pub static TG_FRAGS: LruHashMap<FragmentKey, FragmentVerdict, { DEFAULT_FRAGMENTS as usize }> =
+    LruHashMap::new();
+
+#[btf_map]
+pub static TG_EVENTS: RingBuf<DenyEvent, { EVENT_RING_BYTES as usize }> = RingBuf::new();
+
+#[btf_map]
+pub static TG_EVENT_BKT: PerCpuArray<u64, 1> = PerCpuArray::new();
+
+#[btf_map]
+pub static TG_SETTINGS: Array<Settings, 1> = Array::new();
+
+/// Userspace only: updating an array-of-maps from a syscall waits for an RCU
+/// grace period (every program run that started before it has finished),
+/// which is how the controller knows an inactive slot is no longer read.
+#[btf_map]
+pub static TG_GRACE: ArrayOfMaps<Array<u32, 1>, 1> = ArrayOfMaps::new();
+
+/// Builds an LPM lookup key that matches with every bit of `data`.
 #[inline(always)]
-pub fn count(stat: Stat, bytes: u64) {
-    if let Some(c) = TG_STATS.get_ptr_mut(stat as u32) {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        unsafe {
-            (*c).packets += 1;
-            (*c).bytes += bytes;
-        }
-    }
+pub fn full_key<K>(header_bits: u32, family_bits: u32, data: K) -> Key<K> {
+    Key::new(header_bits + family_bits, data)
 }

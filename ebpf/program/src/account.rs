@@ -1,0 +1,81 @@
+//! Accounting: per-CPU counters and rate-limited deny events.
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use tollgate_common::{Counter, DenyEvent, EVENT_FRAGMENT, EVENT_PORT_KNOWN, Stat};
+
+use crate::{
+    decide::Decision,
+    maps::{TG_COUNTERS, TG_EVENT_BKT, TG_EVENTS, TG_SETTINGS, TG_STATS},
+    parse::{Fragment, Packet},
+};
+
+#[inline(always)]
+fn add(counter: Option<*mut Counter>, bytes: u64) {
+    if let Some(c) = counter {
+        // SAFETY: a per-CPU slot; programs do not preempt each other on a CPU.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
+    }
+}
+
+/// Charges a global statistic.
+#[inline(always)]
+pub fn stat(stat: Stat, bytes: u64) {
+    add(TG_STATS.get_ptr_mut(stat as u32), bytes);
+}
+
+/// Charges a policy counter (rule, default or verdict total).
+#[inline(always)]
+pub fn counter(index: u32, bytes: u64) {
+    add(TG_COUNTERS.get_ptr_mut(index), bytes);
+}
+
+/// Sends a deny or audit-deny event unless this CPU is over its rate.
+///
+/// The limiter is GCRA per CPU: `TG_EVENT_BKT` holds the theoretical arrival
+/// time of the next event; an event may run at most `event_burst_ns` ahead of
+/// it. Suppressed and lost events are counted, so userspace knows.
+#[inline(always)]
+pub fn report(p: &Packet, d: &Decision) {
+    let Some(settings) = TG_SETTINGS.get(0) else {
+        return;
+    };
+    let Some(tat) = TG_EVENT_BKT.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: per-CPU slot, see `add`.
+    let next = unsafe { *tat }.max(now);
+    if settings.event_interval_ns == 0 || next - now > settings.event_burst_ns {
+        stat(Stat::EventsSuppressed, 0);
+        return;
+    }
+    // SAFETY: per-CPU slot, see `add`.
+    unsafe { *tat = next + settings.event_interval_ns };
+
+    let mut flags = 0;
+    if p.port_known {
+        flags |= EVENT_PORT_KNOWN;
+    }
+    if let Fragment::Later { .. } = p.fragment {
+        flags |= EVENT_FRAGMENT;
+    }
+    let event = DenyEvent {
+        src: p.src,
+        dst: p.dst,
+        counter: d.counter,
+        dport: p.dport,
+        proto: p.proto,
+        family: p.family,
+        verdict: d.verdict as u8,
+        reason: d.reason as u8,
+        flags,
+        _pad: 0,
+    };
+    if TG_EVENTS.output(&event, 0).is_err() {
+        stat(Stat::EventsLost, 0);
+    }
+}

@@ -1,0 +1,215 @@
+//! The policy decision for one parsed packet.
+//!
+//! Precedence, in order (mirrors "Verdict semantics" in the README and
+//! `userspace/src/tables.rs`; the userspace model implements the same steps
+//! and is tested against this code on random policies and packets):
+//!
+//! 1. **Remembered fragment.** A later fragment of a datagram whose first
+//!    fragment was allowed is allowed and charged to the same rule.
+//! 2. **Slot.** `TG_ACTIVE` is read once; every lookup below uses that slot,
+//!    so a packet never mixes two policies.
+//! 3. **Group.** Exact source address (`TG_DEV_EXACT`), else the longest
+//!    device prefix (`TG_DEV_PREFIX`), else group 0, the unknown devices.
+//! 4. **Destination.** The longest destination prefix of that group
+//!    containing the destination (`TG_DST`) selects a rule set: the rules of
+//!    that prefix and of every less specific one, sorted by precedence at
+//!    compile time (longer prefix, then specific protocol over any, then
+//!    narrower port range, then deny over allow).
+//! 5. **Rule.** The first entry whose protocol and port range match decides.
+//!    An entry with a port range never matches an unknown port (non-TCP/UDP,
+//!    later fragments).
+//! 6. **Default.** No prefix or no matching entry: the group's default; for
+//!    group 0 the policy's `unknown-devices`.
+//! 7. **Audit.** A deny in an audit-mode group becomes audit-deny: counted and
+//!    reported, not dropped.
+//!
+//! The number of map lookups is fixed (at most six), whatever the rule count.
+
+use tollgate_common::{
+    DESTINATION_HEADER_BITS, DEVICE_PREFIX_HEADER_BITS, DecisionReason, Destination, DeviceKey,
+    DevicePrefix, FAMILY_V4, FragmentKey, FragmentVerdict, GROUP_AUDIT, GROUP_DEFAULT_DENY,
+    GroupInfo, MAX_GROUPS, MAX_RULESETS, RULE_ANY_PROTO, RULE_BUILTIN, RULE_DENY, RULE_PORTS,
+    RULESET_ENTRIES, RuleEntry, RuleSet, UNKNOWN_GROUP, Verdict,
+};
+
+use crate::{
+    maps::{
+        TG_ACTIVE, TG_DEV_EXACT, TG_DEV_PREFIX, TG_DST, TG_FRAGS, TG_GROUPS, TG_RULESETS, full_key,
+    },
+    parse::Packet,
+};
+
+pub struct Decision {
+    pub verdict: Verdict,
+    pub reason: DecisionReason,
+    /// The counter of the deciding rule or default.
+    pub counter: u32,
+    /// The group's counter for `verdict`.
+    pub verdict_counter: u32,
+}
+
+#[inline(always)]
+pub fn decide(p: &Packet) -> Decision {
+    let slot = TG_ACTIVE.get(0).copied().unwrap_or(0) & 1;
+    let group_id = group_of(slot, p);
+    let group = group_info(slot, group_id);
+    let entry = if group_id == UNKNOWN_GROUP {
+        None
+    } else {
+        matching_rule(slot, group_id, p)
+    };
+    let (mut verdict, reason, counter) = match entry {
+        Some(e) => (
+            if e.flags & RULE_DENY != 0 {
+                Verdict::Deny
+            } else {
+                Verdict::Allow
+            },
+            if e.flags & RULE_BUILTIN != 0 {
+                DecisionReason::BuiltinNtp
+            } else {
+                DecisionReason::Rule
+            },
+            e.counter,
+        ),
+        None => (
+            if group.flags & GROUP_DEFAULT_DENY != 0 {
+                Verdict::Deny
+            } else {
+                Verdict::Allow
+            },
+            if group_id == UNKNOWN_GROUP {
+                DecisionReason::UnknownDevice
+            } else {
+                DecisionReason::GroupDefault
+            },
+            group.default_counter,
+        ),
+    };
+    if verdict == Verdict::Deny && group.flags & GROUP_AUDIT != 0 {
+        verdict = Verdict::AuditDeny;
+    }
+    let verdict_counter = match verdict {
+        Verdict::Allow => group.allow_counter,
+        Verdict::Deny => group.deny_counter,
+        Verdict::AuditDeny => group.audit_deny_counter,
+    };
+    Decision {
+        verdict,
+        reason,
+        counter,
+        verdict_counter,
+    }
+}
+
+#[inline(always)]
+fn address_bits(family: u8) -> u32 {
+    if family == FAMILY_V4 { 32 } else { 128 }
+}
+
+#[inline(always)]
+fn group_of(slot: u32, p: &Packet) -> u32 {
+    let exact = DeviceKey {
+        slot: slot as u8,
+        family: p.family,
+        _pad: [0; 2],
+        addr: p.src,
+    };
+    if let Some(group) = TG_DEV_EXACT.get_ptr(exact) {
+        // SAFETY: the value is read at once, before any other map call.
+        return unsafe { *group };
+    }
+    let prefix = full_key(
+        DEVICE_PREFIX_HEADER_BITS,
+        address_bits(p.family),
+        DevicePrefix {
+            slot: slot as u8,
+            family: p.family,
+            addr: p.src,
+            _pad: [0; 2],
+        },
+    );
+    TG_DEV_PREFIX.get(&prefix).copied().unwrap_or(UNKNOWN_GROUP)
+}
+
+#[inline(always)]
+fn group_info(slot: u32, group_id: u32) -> GroupInfo {
+    let group_id = if group_id < MAX_GROUPS {
+        group_id
+    } else {
+        UNKNOWN_GROUP
+    };
+    TG_GROUPS
+        .get(slot * MAX_GROUPS + group_id)
+        .copied()
+        .unwrap_or_default()
+}
+
+#[inline(always)]
+fn matching_rule(slot: u32, group_id: u32, p: &Packet) -> Option<RuleEntry> {
+    let key = full_key(
+        DESTINATION_HEADER_BITS,
+        address_bits(p.family),
+        Destination {
+            slot: slot as u8,
+            family: p.family,
+            group: (group_id as u16).to_be_bytes(),
+            addr: p.dst,
+        },
+    );
+    let ruleset = *TG_DST.get(&key)?;
+    if ruleset >= MAX_RULESETS {
+        return None;
+    }
+    let rules: &RuleSet = TG_RULESETS.get(slot * MAX_RULESETS + ruleset)?;
+    let len = rules.len as usize;
+    for i in 0..RULESET_ENTRIES {
+        if i >= len {
+            break;
+        }
+        let e = &rules.entries[i];
+        if e.flags & RULE_ANY_PROTO == 0 && e.proto != p.proto {
+            continue;
+        }
+        if e.flags & RULE_PORTS != 0
+            && !(p.port_known && e.port_lo <= p.dport && p.dport <= e.port_hi)
+        {
+            continue;
+        }
+        return Some(*e);
+    }
+    None
+}
+
+#[inline(always)]
+fn fragment_key(p: &Packet, id: u32) -> FragmentKey {
+    FragmentKey {
+        src: p.src,
+        dst: p.dst,
+        id,
+        proto: p.proto,
+        family: p.family,
+        _pad: [0; 2],
+    }
+}
+
+/// The verdict remembered for the datagram of a later fragment, if its first
+/// fragment was allowed.
+#[inline(always)]
+pub fn remembered_fragment(p: &Packet, id: u32) -> Option<FragmentVerdict> {
+    let v = TG_FRAGS.get_ptr(fragment_key(p, id))?;
+    // SAFETY: read at once, before any other map call.
+    Some(unsafe { *v })
+}
+
+/// Remembers an allowed first fragment for the rest of its datagram.
+#[inline(always)]
+pub fn remember_fragment(p: &Packet, id: u32, d: &Decision) {
+    let v = FragmentVerdict {
+        counter: d.counter,
+        allow_counter: d.verdict_counter,
+    };
+    // A full LRU evicts the oldest entry; an insert failure only means the
+    // later fragments are judged on their own (port unknown).
+    let _ = TG_FRAGS.insert(fragment_key(p, id), v, 0);
+}

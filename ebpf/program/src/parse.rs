@@ -1,0 +1,391 @@
+//! Header parsing: Ethernet, VLAN, IPv4 (with options), IPv6 (with extension
+//! headers), TCP, UDP, ICMP and ICMPv6.
+//!
+//! Rules, in the order they apply. Each failure is a counted drop with its own
+//! [`Stat`], never a pass:
+//! 1. Up to two VLAN tags (802.1Q, 802.1ad, 0x9100); a third: `DropVlan`.
+//! 2. ARP and every other non-IP ethertype: passed untouched (`PassNonIp`);
+//!    the gateway never routes them as IP.
+//! 3. IPv4: version 4, `ihl >= 5`, total length >= header length, every
+//!    option well formed (`DropMalformed`); loose or strict source route
+//!    options hide the real destination (`DropSourceRoute`).
+//! 4. IPv6: version 6; a destination inside ::ffff:0:0/96 would alias an IPv4
+//!    destination (`DropIpv4Mapped`). Extension headers (hop-by-hop first
+//!    only, destination options, routing, fragment, AH) are walked up to
+//!    [`MAX_EXT_HEADERS`] headers and [`MAX_EXT_BYTES`] bytes (`DropIpv6Ext`
+//!    beyond); a routing header with segments left redirects the packet
+//!    (`DropRoutingHeader`).
+//! 5. Transport headers must be complete within the packet and the IP length:
+//!    TCP 20 bytes (data offset >= 5), UDP 8, ICMP 8, ICMPv6 4
+//!    (`DropMalformed`; in a first fragment `DropFragment`, RFC 7112).
+//!    A TCP fragment at offset 8 would overwrite the TCP header
+//!    (`DropFragment`, RFC 1858). Later fragments carry no transport header:
+//!    their port is unknown.
+//! 6. IPv6 router solicitation and neighbour solicitation/advertisement with
+//!    hop limit 255 to a link-local or link-scope multicast destination pass
+//!    (`PassNeighborDiscovery`): IPv6 needs them and they cannot leave the
+//!    link. Any other ICMPv6 is subject to the policy.
+
+use tollgate_common::{FAMILY_V4, FAMILY_V6, Stat};
+
+/// Bounds on the IPv6 extension header walk.
+pub const MAX_EXT_HEADERS: usize = 8;
+pub const MAX_EXT_BYTES: usize = 512;
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_HLEN: usize = 14;
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_DSTOPTS: u8 = 60;
+
+const IPOPT_LSRR: u8 = 131;
+const IPOPT_SSRR: u8 = 137;
+
+const ND_ROUTER_SOLICIT: u8 = 133;
+const ND_NEIGHBOR_SOLICIT: u8 = 135;
+const ND_NEIGHBOR_ADVERT: u8 = 136;
+
+/// The packet bytes `[start, end)` as the context hands them over.
+pub struct Frame {
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Frame {
+    /// Copies `N` bytes at `offset`, or `None` past the end. The comparison
+    /// against `end` is what proves the access safe to the verifier.
+    #[inline(always)]
+    fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        if self.start + offset + N > self.end {
+            return None;
+        }
+        // SAFETY: bounds checked just above; packet memory may be unaligned.
+        Some(unsafe { core::ptr::read_unaligned((self.start + offset) as *const [u8; N]) })
+    }
+
+    #[inline(always)]
+    fn be16(&self, offset: usize) -> Option<u16> {
+        self.bytes::<2>(offset).map(u16::from_be_bytes)
+    }
+}
+
+/// Where a packet sits in a fragmented datagram.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Fragment {
+    Whole,
+    /// Offset 0 with more fragments: carries the transport header.
+    First {
+        id: u32,
+    },
+    /// Offset > 0: no transport header, port unknown.
+    Later {
+        id: u32,
+    },
+}
+
+/// The facts the decision needs.
+pub struct Packet {
+    pub family: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub proto: u8,
+    pub dport: u16,
+    pub port_known: bool,
+    pub fragment: Fragment,
+}
+
+pub enum Parsed {
+    NonIp,
+    NeighborDiscovery,
+    Ip(Packet),
+}
+
+#[inline(always)]
+fn is_vlan(ethertype: u16) -> bool {
+    matches!(ethertype, 0x8100 | 0x88a8 | 0x9100)
+}
+
+#[inline(always)]
+pub fn parse(f: &Frame) -> Result<Parsed, Stat> {
+    let mut ethertype = f.be16(12).ok_or(Stat::DropMalformed)?;
+    let mut l3 = ETH_HLEN;
+    if is_vlan(ethertype) {
+        ethertype = f.be16(16).ok_or(Stat::DropMalformed)?;
+        l3 += 4;
+        if is_vlan(ethertype) {
+            ethertype = f.be16(20).ok_or(Stat::DropMalformed)?;
+            l3 += 4;
+            if is_vlan(ethertype) {
+                return Err(Stat::DropVlan);
+            }
+        }
+    }
+    match ethertype {
+        ETH_P_IP => ipv4(f, l3).map(Parsed::Ip),
+        ETH_P_IPV6 => ipv6(f, l3),
+        _ => Ok(Parsed::NonIp),
+    }
+}
+
+#[inline(always)]
+fn ipv4(f: &Frame, l3: usize) -> Result<Packet, Stat> {
+    let h: [u8; 20] = f.bytes(l3).ok_or(Stat::DropMalformed)?;
+    let ihl = usize::from(h[0] & 0x0f);
+    if h[0] >> 4 != 4 || ihl < 5 {
+        return Err(Stat::DropMalformed);
+    }
+    let header_len = ihl * 4;
+    let total_len = usize::from(u16::from_be_bytes([h[2], h[3]]));
+    if total_len < header_len {
+        return Err(Stat::DropMalformed);
+    }
+    if header_len > 20 {
+        check_ipv4_options(f, l3 + 20, header_len - 20)?;
+    }
+    let frag = u16::from_be_bytes([h[6], h[7]]);
+    let offset = frag & 0x1fff;
+    let id = u32::from(u16::from_be_bytes([h[4], h[5]]));
+    let fragment = if offset != 0 {
+        Fragment::Later { id }
+    } else if frag & 0x2000 != 0 {
+        Fragment::First { id }
+    } else {
+        Fragment::Whole
+    };
+    let proto = h[9];
+    if proto == IPPROTO_TCP && offset == 1 {
+        return Err(Stat::DropFragment);
+    }
+    let mut p = Packet {
+        family: FAMILY_V4,
+        src: [0; 16],
+        dst: [0; 16],
+        proto,
+        dport: 0,
+        port_known: false,
+        fragment,
+    };
+    p.src[..4].copy_from_slice(&h[12..16]);
+    p.dst[..4].copy_from_slice(&h[16..20]);
+    transport(f, &mut p, l3 + header_len, l3 + total_len)?;
+    Ok(p)
+}
+
+/// Walks the IPv4 options (`len` bytes at `at`, at most 40).
+///
+/// The loop visits every byte position `i` and acts only where an option
+/// starts (`i == next`). Written the obvious way — jumping from option to
+/// option — the jump target feeds the packet address, so the verifier must
+/// track it exactly and explores every combination of option lengths. Here
+/// only `i` (one value per iteration) is an address; `next` only steers
+/// branches, and states that differ in it merge.
+///
+/// Reads are two bytes wide: the verifier learns a packet range from a bounds
+/// check at a variable offset only if it covers at least two bytes (LLVM turns
+/// a one-byte `p + 1 > end` into `p >= end`, which proves nothing). The last
+/// option byte is read together with the byte before it.
+#[inline(always)]
+fn check_ipv4_options(f: &Frame, at: usize, len: usize) -> Result<(), Stat> {
+    let mut next = 0usize;
+    for i in 0..40usize {
+        if i >= len {
+            break;
+        }
+        if i != next {
+            continue;
+        }
+        let (kind, opt_len) = if i + 2 <= len {
+            let b: [u8; 2] = f.bytes(at + i).ok_or(Stat::DropMalformed)?;
+            (b[0], usize::from(b[1]))
+        } else {
+            // The last byte (`len` is a multiple of 4, so i >= 3 here): only
+            // end-of-list or no-op fit, and they have no length byte.
+            let b: [u8; 2] = f.bytes(at + i - 1).ok_or(Stat::DropMalformed)?;
+            (b[1], 0)
+        };
+        match kind {
+            0 => break,
+            1 => next = i + 1,
+            _ => {
+                if opt_len < 2 || i + opt_len > len {
+                    return Err(Stat::DropMalformed);
+                }
+                if kind == IPOPT_LSRR || kind == IPOPT_SSRR {
+                    return Err(Stat::DropSourceRoute);
+                }
+                next = i + opt_len;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn ipv6(f: &Frame, l3: usize) -> Result<Parsed, Stat> {
+    let h: [u8; 40] = f.bytes(l3).ok_or(Stat::DropMalformed)?;
+    if h[0] >> 4 != 6 {
+        return Err(Stat::DropMalformed);
+    }
+    let payload_len = usize::from(u16::from_be_bytes([h[4], h[5]]));
+    let hop_limit = h[7];
+    let mut p = Packet {
+        family: FAMILY_V6,
+        src: [0; 16],
+        dst: [0; 16],
+        proto: h[6],
+        dport: 0,
+        port_known: false,
+        fragment: Fragment::Whole,
+    };
+    p.src.copy_from_slice(&h[8..24]);
+    p.dst.copy_from_slice(&h[24..40]);
+    if p.dst[..10] == [0; 10] && p.dst[10] == 0xff && p.dst[11] == 0xff {
+        return Err(Stat::DropIpv4Mapped);
+    }
+
+    let first_ext = l3 + 40;
+    let mut at = first_ext;
+    let mut walked = 0;
+    while walked < MAX_EXT_HEADERS {
+        let header_len = match p.proto {
+            IPPROTO_HOPOPTS | IPPROTO_DSTOPTS | IPPROTO_ROUTING | IPPROTO_AH => {
+                if p.proto == IPPROTO_HOPOPTS && walked != 0 {
+                    return Err(Stat::DropIpv6Ext);
+                }
+                let e: [u8; 4] = f.bytes(at).ok_or(Stat::DropMalformed)?;
+                if p.proto == IPPROTO_ROUTING && e[3] != 0 {
+                    return Err(Stat::DropRoutingHeader);
+                }
+                let len = usize::from(e[1]);
+                let header_len = if p.proto == IPPROTO_AH {
+                    (len + 2) * 4
+                } else {
+                    (len + 1) * 8
+                };
+                p.proto = e[0];
+                header_len
+            }
+            IPPROTO_FRAGMENT => {
+                let e: [u8; 8] = f.bytes(at).ok_or(Stat::DropMalformed)?;
+                p.proto = e[0];
+                let offset = u16::from_be_bytes([e[2], e[3]]) >> 3;
+                let id = u32::from_be_bytes([e[4], e[5], e[6], e[7]]);
+                if offset != 0 {
+                    // Nothing after this header is the start of anything.
+                    p.fragment = Fragment::Later { id };
+                    if p.proto == IPPROTO_TCP && offset == 1 {
+                        return Err(Stat::DropFragment);
+                    }
+                    return Ok(Parsed::Ip(p));
+                }
+                // Offset 0 without M is an atomic fragment (RFC 6946):
+                // processed as a whole packet.
+                if e[3] & 1 != 0 {
+                    p.fragment = Fragment::First { id };
+                }
+                8
+            }
+            _ => break,
+        };
+        at += header_len;
+        if at - first_ext > MAX_EXT_BYTES {
+            return Err(Stat::DropIpv6Ext);
+        }
+        walked += 1;
+    }
+    if is_ipv6_extension(p.proto) {
+        return Err(Stat::DropIpv6Ext);
+    }
+
+    let end = if payload_len == 0 {
+        usize::MAX
+    } else {
+        l3 + 40 + payload_len
+    };
+    let icmp_type = transport(f, &mut p, at, end)?;
+    if p.proto == IPPROTO_ICMPV6
+        && matches!(
+            icmp_type,
+            ND_ROUTER_SOLICIT | ND_NEIGHBOR_SOLICIT | ND_NEIGHBOR_ADVERT
+        )
+        && hop_limit == 255
+        && is_link_scope(&p.dst)
+    {
+        return Ok(Parsed::NeighborDiscovery);
+    }
+    Ok(Parsed::Ip(p))
+}
+
+#[inline(always)]
+fn is_ipv6_extension(proto: u8) -> bool {
+    matches!(
+        proto,
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_FRAGMENT | IPPROTO_AH | IPPROTO_DSTOPTS
+    )
+}
+
+/// fe80::/10 or ff02::/16: never forwarded off the link.
+#[inline(always)]
+fn is_link_scope(addr: &[u8; 16]) -> bool {
+    (addr[0] == 0xfe && addr[1] & 0xc0 == 0x80) || (addr[0] == 0xff && addr[1] == 0x02)
+}
+
+/// Reads the transport header at `at`, which must end by `end` (the IP
+/// datagram's declared end) and within the frame. Returns the ICMP type.
+#[inline(always)]
+fn transport(f: &Frame, p: &mut Packet, at: usize, end: usize) -> Result<u8, Stat> {
+    let truncated = if let Fragment::First { .. } = p.fragment {
+        Stat::DropFragment
+    } else {
+        Stat::DropMalformed
+    };
+    if let Fragment::Later { .. } = p.fragment {
+        return Ok(0);
+    }
+    match p.proto {
+        IPPROTO_TCP => {
+            let h: [u8; 20] = f.bytes(at).ok_or(truncated)?;
+            if at + 20 > end {
+                return Err(truncated);
+            }
+            if h[12] >> 4 < 5 {
+                return Err(Stat::DropMalformed);
+            }
+            p.dport = u16::from_be_bytes([h[2], h[3]]);
+            p.port_known = true;
+            Ok(0)
+        }
+        IPPROTO_UDP => {
+            let h: [u8; 8] = f.bytes(at).ok_or(truncated)?;
+            if at + 8 > end {
+                return Err(truncated);
+            }
+            p.dport = u16::from_be_bytes([h[2], h[3]]);
+            p.port_known = true;
+            Ok(0)
+        }
+        IPPROTO_ICMP => {
+            let h: [u8; 8] = f.bytes(at).ok_or(truncated)?;
+            if at + 8 > end {
+                return Err(truncated);
+            }
+            Ok(h[0])
+        }
+        IPPROTO_ICMPV6 => {
+            let h: [u8; 4] = f.bytes(at).ok_or(truncated)?;
+            if at + 4 > end {
+                return Err(truncated);
+            }
+            Ok(h[0])
+        }
+        _ => Ok(0),
+    }
+}

@@ -1,0 +1,288 @@
+//! Attaching the programs to interfaces, and keeping them attached across
+//! controller restarts and upgrades through links pinned in bpffs.
+//!
+//! A link pinned as `link:<mode>:<interface>` keeps filtering while no
+//! controller runs. A restarted controller finds it and either keeps it (the
+//! same program is attached) or swaps the program in place with
+//! `BPF_LINK_UPDATE`, which is atomic: no packet goes unfiltered.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Ebpf,
+    programs::{
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        loaded_programs,
+        tc::SchedClassifierLink,
+        xdp::XdpLink,
+    },
+};
+use tollgate_common::{PROG_TC, PROG_XDP};
+
+use crate::config::AttachPolicy;
+
+/// How the program is attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttachMode {
+    XdpNative,
+    XdpGeneric,
+    Tc,
+}
+
+impl AttachMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::XdpNative => "xdp-native",
+            AttachMode::XdpGeneric => "xdp-generic",
+            AttachMode::Tc => "tc",
+        }
+    }
+
+    fn is_xdp(self) -> bool {
+        self != AttachMode::Tc
+    }
+
+    /// The modes `policy` allows, in the order to try them.
+    pub fn candidates(policy: AttachPolicy) -> &'static [AttachMode] {
+        match policy {
+            AttachPolicy::Auto => &[
+                AttachMode::XdpNative,
+                AttachMode::XdpGeneric,
+                AttachMode::Tc,
+            ],
+            AttachPolicy::XdpNative => &[AttachMode::XdpNative],
+            AttachPolicy::XdpGeneric => &[AttachMode::XdpGeneric],
+            AttachPolicy::Tc => &[AttachMode::Tc],
+        }
+    }
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AttachMode {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "xdp-native" => Ok(AttachMode::XdpNative),
+            "xdp-generic" => Ok(AttachMode::XdpGeneric),
+            "tc" => Ok(AttachMode::Tc),
+            _ => bail!("unknown attach mode {s:?}"),
+        }
+    }
+}
+
+/// What attaching did on one interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Adoption {
+    /// Nothing was attached; now we are.
+    Fresh,
+    /// A previous run's link already runs this very program.
+    Kept,
+    /// A previous run's link now runs this program (atomic replace).
+    Replaced,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    pub interface: String,
+    pub mode: AttachMode,
+    pub adoption: Adoption,
+}
+
+fn link_pin(dir: &Path, mode: AttachMode, interface: &str) -> PathBuf {
+    dir.join(format!("link:{mode}:{interface}"))
+}
+
+/// Links pinned for `interface` by earlier runs, with their modes. Interface
+/// names cannot contain ':', so the file name parses unambiguously.
+pub fn pinned_links(dir: &Path, interface: &str) -> Result<Vec<(AttachMode, PathBuf)>> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(found);
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let mut parts = name.splitn(3, ':');
+        if parts.next() == Some("link")
+            && let (Some(mode), Some(iface)) = (parts.next(), parts.next())
+            && iface == interface
+        {
+            found.push((mode.parse()?, entry.path()));
+        }
+    }
+    Ok(found)
+}
+
+/// Every interface with a pinned link in `dir`.
+pub fn pinned_interfaces(dir: &Path) -> Result<Vec<(String, AttachMode)>> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(found);
+    };
+    for entry in entries {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let mut parts = name.splitn(3, ':');
+        if parts.next() == Some("link")
+            && let (Some(mode), Some(iface)) = (parts.next(), parts.next())
+        {
+            found.push((iface.to_string(), mode.parse()?));
+        }
+    }
+    Ok(found)
+}
+
+/// Attaches to `interface` (in the calling thread's network namespace) in
+/// the first of `modes` that works, or adopts the link a previous run pinned.
+/// With `pin_dir`, the new link is pinned and outlives this process.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    pin_dir: Option<&Path>,
+    interface: &str,
+    modes: &[AttachMode],
+) -> Result<Attachment> {
+    let previous = match pin_dir {
+        Some(dir) => pinned_links(dir, interface)?,
+        None => Vec::new(),
+    };
+    if let Some((mode, path)) = previous.iter().find(|(m, _)| modes.contains(m)) {
+        let adoption = adopt(ebpf, *mode, path)?;
+        for (_, stale) in previous.iter().filter(|(_, p)| p != path) {
+            unpin(stale)?;
+        }
+        return Ok(Attachment {
+            interface: interface.to_string(),
+            mode: *mode,
+            adoption,
+        });
+    }
+    // XDP allows one mode per interface: a previous run's XDP link in a mode
+    // the configuration no longer allows must go before the new one. Links
+    // of the other kind go after, so the interface is never unfiltered.
+    let mut errors = Vec::new();
+    for &mode in modes {
+        for (old, path) in &previous {
+            if old.is_xdp() && mode.is_xdp() {
+                unpin(path)?;
+            }
+        }
+        match attach_fresh(ebpf, pin_dir, interface, mode) {
+            Ok(()) => {
+                for (_, path) in &previous {
+                    if path.exists() {
+                        unpin(path)?;
+                    }
+                }
+                return Ok(Attachment {
+                    interface: interface.to_string(),
+                    mode,
+                    adoption: Adoption::Fresh,
+                });
+            }
+            Err(e) => errors.push(format!("{mode}: {e:#}")),
+        }
+    }
+    Err(anyhow!(
+        "cannot attach to {interface}: {}",
+        errors.join("; ")
+    ))
+}
+
+fn attach_fresh(
+    ebpf: &mut Ebpf,
+    pin_dir: Option<&Path>,
+    interface: &str,
+    mode: AttachMode,
+) -> Result<()> {
+    let link: FdLink = match mode {
+        AttachMode::XdpNative | AttachMode::XdpGeneric => {
+            let xdp: &mut Xdp = program_mut(ebpf, PROG_XDP)?;
+            let flags = if mode == AttachMode::XdpNative {
+                XdpMode::Driver
+            } else {
+                XdpMode::Skb
+            };
+            let id = xdp.attach(interface, flags)?;
+            if pin_dir.is_none() {
+                return Ok(());
+            }
+            xdp.take_link(id)?
+                .try_into()
+                .context("XDP attached without a bpf_link (kernel < 5.9): cannot pin it")?
+        }
+        AttachMode::Tc => {
+            let tc: &mut SchedClassifier = program_mut(ebpf, PROG_TC)?;
+            let id = tc.attach(interface, TcAttachType::Ingress)?;
+            if pin_dir.is_none() {
+                return Ok(());
+            }
+            tc.take_link(id)?
+                .try_into()
+                .context("TC attached without tcx (kernel < 6.6): cannot pin it")?
+        }
+    };
+    let dir = pin_dir.expect("checked above");
+    link.pin(link_pin(dir, mode, interface))
+        .with_context(|| format!("pin link for {interface}"))?;
+    Ok(())
+}
+
+/// Keeps or updates the program on a previous run's pinned link.
+fn adopt(ebpf: &mut Ebpf, mode: AttachMode, path: &Path) -> Result<Adoption> {
+    let link: FdLink = PinnedLink::from_pin(path)
+        .with_context(|| format!("open pinned link {}", path.display()))?
+        .into();
+    let running = link.info()?.program_id();
+    let name = if mode.is_xdp() { PROG_XDP } else { PROG_TC };
+    let ours = ebpf
+        .program(name)
+        .ok_or_else(|| anyhow!("no program {name}"))?
+        .info()?
+        .tag();
+    let running_tag = loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == running)
+        .map(|p| p.tag());
+    if running_tag == Some(ours) {
+        return Ok(Adoption::Kept);
+    }
+    if mode.is_xdp() {
+        let xdp: &mut Xdp = program_mut(ebpf, PROG_XDP)?;
+        let id = xdp.attach_to_link(XdpLink::try_from(link)?)?;
+        // The link stays pinned; release our handle without detaching.
+        drop(FdLink::try_from(xdp.take_link(id)?)?);
+    } else {
+        let tc: &mut SchedClassifier = program_mut(ebpf, PROG_TC)?;
+        let id = tc.attach_to_link(SchedClassifierLink::try_from(link)?)?;
+        drop(FdLink::try_from(tc.take_link(id)?)?);
+    }
+    Ok(Adoption::Replaced)
+}
+
+/// Removes a pinned link; the kernel detaches it once no fd refers to it.
+pub fn unpin(path: &Path) -> Result<()> {
+    std::fs::remove_file(path).with_context(|| format!("unpin {}", path.display()))
+}
+
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("BPF object has no program {name}"))?;
+    Ok(prog.try_into()?)
+}

@@ -1,0 +1,148 @@
+//! The maps the dataplane needs, with the sizes this configuration asks for,
+//! and the check that pinned maps from a previous run still fit them.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use aya::maps::MapInfo;
+use tollgate_common::{
+    Counter, Destination, DeviceKey, DevicePrefix, EVENT_RING_BYTES, FragmentKey, FragmentVerdict,
+    GroupInfo, MAP_ACTIVE, MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT,
+    MAP_DEVICE_PREFIX, MAP_EVENT_LIMITER, MAP_EVENTS, MAP_FRAGMENTS, MAP_GRACE, MAP_GROUPS,
+    MAP_RULESETS, MAP_SETTINGS, MAP_STATS, MAX_GROUPS, MAX_RULESETS, RuleSet, SLOTS, Settings,
+    Stat,
+};
+
+use crate::config::Limits;
+
+/// What a map must look like: the kernel's view of its definition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSpec {
+    pub name: &'static str,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    /// True for the maps whose size comes from `limits` (set at load time).
+    pub sized_by_config: bool,
+}
+
+const fn size<T>() -> u32 {
+    std::mem::size_of::<T>() as u32
+}
+
+/// LPM keys carry a 4-byte prefix length before the data.
+const fn lpm<T>() -> u32 {
+    4 + size::<T>()
+}
+
+/// Every map of the object, as this configuration sizes it.
+pub fn specs(limits: &Limits) -> Vec<MapSpec> {
+    let fixed = |name, key_size, value_size, max_entries| MapSpec {
+        name,
+        key_size,
+        value_size,
+        max_entries,
+        sized_by_config: false,
+    };
+    let sized = |name, key_size, value_size, max_entries| MapSpec {
+        name,
+        key_size,
+        value_size,
+        max_entries,
+        sized_by_config: true,
+    };
+    vec![
+        fixed(MAP_ACTIVE, 4, 4, 1),
+        fixed(MAP_GROUPS, 4, size::<GroupInfo>(), SLOTS * MAX_GROUPS),
+        sized(
+            MAP_DEVICE_EXACT,
+            size::<DeviceKey>(),
+            4,
+            SLOTS * limits.device_addresses,
+        ),
+        sized(
+            MAP_DEVICE_PREFIX,
+            lpm::<DevicePrefix>(),
+            4,
+            SLOTS * limits.device_prefixes,
+        ),
+        sized(
+            MAP_DESTINATIONS,
+            lpm::<Destination>(),
+            4,
+            SLOTS * limits.destinations,
+        ),
+        fixed(MAP_RULESETS, 4, size::<RuleSet>(), SLOTS * MAX_RULESETS),
+        sized(MAP_COUNTERS, 4, size::<Counter>(), limits.counters),
+        sized(MAP_COUNTER_OWNERS, 4, 8, limits.counters),
+        fixed(MAP_STATS, 4, size::<Counter>(), Stat::COUNT),
+        sized(
+            MAP_FRAGMENTS,
+            size::<FragmentKey>(),
+            size::<FragmentVerdict>(),
+            limits.fragments,
+        ),
+        fixed(MAP_EVENTS, 0, 0, EVENT_RING_BYTES),
+        fixed(MAP_EVENT_LIMITER, 4, 8, 1),
+        fixed(MAP_SETTINGS, 4, size::<Settings>(), 1),
+        fixed(MAP_GRACE, 4, 4, 1),
+    ]
+}
+
+/// The state of the pins in `dir` relative to what this build expects.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pinned {
+    /// No pinned maps: a fresh start.
+    Absent,
+    /// Every map is pinned and fits: adopt them, counters and all.
+    Compatible,
+    /// The pins belong to a build with another layout or other limits.
+    Incompatible(String),
+}
+
+pub fn check_pins(dir: &Path, limits: &Limits) -> Result<Pinned> {
+    let specs = specs(limits);
+    let present: Vec<_> = specs.iter().filter(|s| dir.join(s.name).exists()).collect();
+    if present.is_empty() {
+        return Ok(Pinned::Absent);
+    }
+    if present.len() != specs.len() {
+        let missing: Vec<_> = specs
+            .iter()
+            .filter(|s| !dir.join(s.name).exists())
+            .map(|s| s.name)
+            .collect();
+        return Ok(Pinned::Incompatible(format!(
+            "pins incomplete, missing {}",
+            missing.join(", ")
+        )));
+    }
+    for spec in &specs {
+        let info = MapInfo::from_pin(dir.join(spec.name))?;
+        let actual = (info.key_size(), info.value_size(), info.max_entries());
+        let expected = (spec.key_size, spec.value_size, spec.max_entries);
+        if actual != expected {
+            return Ok(Pinned::Incompatible(format!(
+                "{} is (key {}, value {}, entries {}), this build needs (key {}, value {}, entries {})",
+                spec.name, actual.0, actual.1, actual.2, expected.0, expected.1, expected.2
+            )));
+        }
+    }
+    Ok(Pinned::Compatible)
+}
+
+/// Rejects limits the kernel would refuse or that could never work.
+pub fn validate(limits: &Limits) -> Result<()> {
+    for (what, value) in [
+        ("device-addresses", limits.device_addresses),
+        ("device-prefixes", limits.device_prefixes),
+        ("destinations", limits.destinations),
+        ("counters", limits.counters),
+        ("fragments", limits.fragments),
+    ] {
+        if value == 0 || value > 1 << 26 {
+            bail!("limits.{what}: {value} is out of range (1..=67108864)");
+        }
+    }
+    Ok(())
+}

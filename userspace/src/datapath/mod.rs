@@ -1,0 +1,409 @@
+//! The dataplane as the controller sees it: load (or adopt) the BPF object,
+//! install compiled policies atomically, attach to interfaces, read counters.
+//!
+//! # Atomic install
+//! Policy tables are double-buffered (see `tollgate-common`). `install`
+//! writes the inactive slot — only the entries that differ from what it
+//! holds — then flips `TG_ACTIVE` with one 4-byte store. Before it writes a
+//! slot that was active, it waits for an RCU grace period (an update of the
+//! `TG_GRACE` array-of-maps returns only after one), so no packet that
+//! started under the old policy can see the slot change under it.
+
+pub mod attach;
+pub mod counters;
+pub mod events;
+pub mod layout;
+pub mod slots;
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, ArrayOfMaps, MapData, PerCpuArray, RingBuf},
+    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
+};
+use tollgate_common::{
+    Counter, MAP_ACTIVE, MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT,
+    MAP_DEVICE_PREFIX, MAP_EVENTS, MAP_GRACE, MAP_GROUPS, MAP_RULESETS, MAP_SETTINGS, MAP_STATS,
+    PROG_TC, PROG_XDP, Settings, Stat,
+};
+
+pub use self::attach::{Adoption, AttachMode, Attachment};
+use self::{
+    counters::CounterRegistry,
+    layout::Pinned,
+    slots::{PolicyMaps, SlotImage, WriteStats},
+};
+use crate::{
+    config::{AttachPolicy, DenyEventsConfig, Limits},
+    tables::CompiledPolicy,
+};
+
+/// The BPF object built by `build.rs` from `ebpf/program`.
+pub static PROGRAM_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tollgate"));
+
+/// XDP return codes (`enum xdp_action`), as `BPF_PROG_TEST_RUN` reports them.
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+/// TC return codes: pass to the next filter / drop.
+pub const TC_ACT_UNSPEC: u32 = -1i32 as u32;
+pub const TC_ACT_SHOT: u32 = 2;
+
+/// How to open the dataplane.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Pin maps, programs and links here (bpffs) so they outlive us and a
+    /// later run adopts them. `None`: everything goes when we do (tests).
+    pub pin_dir: Option<PathBuf>,
+    pub limits: Limits,
+    pub deny_events: DenyEventsConfig,
+}
+
+/// How `open` found the pins.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// No previous run: new maps.
+    Fresh,
+    /// A previous run's maps (policy in force, counters) were adopted.
+    Adopted,
+    /// A previous run used another layout: new maps; its links keep
+    /// filtering with its program until `attach` swaps ours in.
+    Upgraded { reason: String },
+}
+
+/// What one `install` did.
+#[derive(Clone, Copy, Debug)]
+pub struct InstallReport {
+    pub slot: u8,
+    pub writes: WriteStats,
+    /// Waiting for packets to leave the slot before rewriting it.
+    pub grace: Duration,
+    /// From the start of the install to the flip.
+    pub total: Duration,
+}
+
+pub struct Dataplane {
+    ebpf: Ebpf,
+    pin_dir: Option<PathBuf>,
+    start: Start,
+    active: Array<MapData, u32>,
+    active_slot: u8,
+    policy: PolicyMaps,
+    counters: CounterRegistry,
+    stats: PerCpuArray<MapData, Counter>,
+    grace: ArrayOfMaps<MapData, Array<MapData, u32>>,
+    grace_inner: Array<MapData, u32>,
+    /// True from a flip until the next grace period has passed.
+    grace_pending: bool,
+    events: Option<RingBuf<MapData>>,
+    /// What each slot holds; `None` until read back (after a restart).
+    slots: [Option<SlotImage>; 2],
+    /// Kernel counter of each logical counter of the installed policy.
+    installed_counters: Vec<u32>,
+    attachments: Vec<Attachment>,
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("BPF object has no map {name}"))?;
+    T::try_from(map).with_context(|| format!("map {name}"))
+}
+
+impl Dataplane {
+    /// Loads the program and its maps, adopting a previous run's pins.
+    pub fn open(options: &Options) -> Result<Dataplane> {
+        layout::validate(&options.limits)?;
+        let mut start = Start::Fresh;
+        if let Some(dir) = &options.pin_dir {
+            ensure_bpffs(dir)?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("create pin directory {}", dir.display()))?;
+            match layout::check_pins(dir, &options.limits)? {
+                Pinned::Absent => {}
+                Pinned::Compatible => start = Start::Adopted,
+                Pinned::Incompatible(reason) => {
+                    // The old program keeps its maps alive through its links
+                    // until `attach` replaces it; only the names go now.
+                    for spec in layout::specs(&options.limits) {
+                        let _ = std::fs::remove_file(dir.join(spec.name));
+                    }
+                    start = Start::Upgraded { reason };
+                }
+            }
+        }
+
+        let mut loader = EbpfLoader::new();
+        let specs = layout::specs(&options.limits);
+        let pins: Vec<(&str, PathBuf)> = match &options.pin_dir {
+            Some(dir) => specs.iter().map(|s| (s.name, dir.join(s.name))).collect(),
+            None => Vec::new(),
+        };
+        for spec in specs.iter().filter(|s| s.sized_by_config) {
+            loader.map_max_entries(spec.name, spec.max_entries);
+        }
+        for (name, path) in &pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(PROGRAM_OBJECT).context("load BPF object")?;
+        let xdp: &mut Xdp = ebpf
+            .program_mut(PROG_XDP)
+            .ok_or_else(|| anyhow!("no program {PROG_XDP}"))?
+            .try_into()?;
+        xdp.load().context("verify the XDP program")?;
+        let tc: &mut SchedClassifier = ebpf
+            .program_mut(PROG_TC)
+            .ok_or_else(|| anyhow!("no program {PROG_TC}"))?
+            .try_into()?;
+        tc.load().context("verify the TC program")?;
+        if let Some(dir) = &options.pin_dir {
+            for name in [PROG_XDP, PROG_TC] {
+                let path = dir.join(name);
+                let _ = std::fs::remove_file(&path);
+                ebpf.program_mut(name)
+                    .expect("loaded above")
+                    .pin(&path)
+                    .with_context(|| format!("pin {}", path.display()))?;
+            }
+        }
+
+        let active: Array<MapData, u32> = take(&mut ebpf, MAP_ACTIVE)?;
+        let active_slot = (active.get(&0, 0)? & 1) as u8;
+        let policy = PolicyMaps {
+            groups: take(&mut ebpf, MAP_GROUPS)?,
+            device_exact: take(&mut ebpf, MAP_DEVICE_EXACT)?,
+            device_prefixes: take(&mut ebpf, MAP_DEVICE_PREFIX)?,
+            destinations: take(&mut ebpf, MAP_DESTINATIONS)?,
+            rulesets: take(&mut ebpf, MAP_RULESETS)?,
+        };
+        let counters = CounterRegistry::adopt(
+            take(&mut ebpf, MAP_COUNTER_OWNERS)?,
+            take(&mut ebpf, MAP_COUNTERS)?,
+            usize::from(active_slot),
+        )?;
+        let mut settings: Array<MapData, Settings> = take(&mut ebpf, MAP_SETTINGS)?;
+        settings.set(0, event_settings(&options.deny_events), 0)?;
+        let slots = if start == Start::Adopted {
+            [None, None]
+        } else {
+            [Some(SlotImage::default()), Some(SlotImage::default())]
+        };
+        Ok(Dataplane {
+            stats: take(&mut ebpf, MAP_STATS)?,
+            grace: take(&mut ebpf, MAP_GRACE)?,
+            grace_inner: Array::create(1, 0).context("create TG_GRACE inner map")?,
+            events: Some(take(&mut ebpf, MAP_EVENTS)?),
+            ebpf,
+            pin_dir: options.pin_dir.clone(),
+            start,
+            active,
+            active_slot,
+            policy,
+            counters,
+            // A previous run may have flipped just before it died.
+            grace_pending: true,
+            slots,
+            installed_counters: Vec::new(),
+            attachments: Vec::new(),
+        })
+    }
+
+    pub fn start(&self) -> &Start {
+        &self.start
+    }
+
+    /// Makes `policy` the one every packet sees, in one step.
+    pub fn install(&mut self, policy: &CompiledPolicy) -> Result<InstallReport> {
+        let begin = Instant::now();
+        let slot = 1 - self.active_slot;
+        let grace = if self.grace_pending {
+            let t = Instant::now();
+            self.wait_grace_period()?;
+            t.elapsed()
+        } else {
+            Duration::ZERO
+        };
+        let indices = self.counters.assign(usize::from(slot), &policy.counters)?;
+        let target = SlotImage::build(slot, policy, &indices)?;
+        let mut current = match self.slots[usize::from(slot)].take() {
+            Some(image) => image,
+            None => self
+                .policy
+                .read_slot(slot)
+                .context("read back the inactive slot")?,
+        };
+        let result = self.policy.write_slot(slot, &mut current, &target);
+        self.slots[usize::from(slot)] = Some(current);
+        let writes = result?;
+
+        self.active
+            .set(0, u32::from(slot), 0)
+            .context("flip TG_ACTIVE")?;
+        self.active_slot = slot;
+        self.grace_pending = true;
+        self.installed_counters = indices;
+        Ok(InstallReport {
+            slot,
+            writes,
+            grace,
+            total: begin.elapsed(),
+        })
+    }
+
+    /// Blocks until every program run that started before now has ended.
+    fn wait_grace_period(&mut self) -> Result<()> {
+        self.grace
+            .set(0, &self.grace_inner, 0)
+            .context("update TG_GRACE (RCU grace period)")?;
+        self.grace_pending = false;
+        Ok(())
+    }
+
+    /// The slot packets read now.
+    pub fn active_slot(&self) -> u8 {
+        self.active_slot
+    }
+
+    /// Kernel counter index of logical counter `logical` of the installed
+    /// policy.
+    pub fn counter_index(&self, logical: u32) -> Option<u32> {
+        self.installed_counters.get(logical as usize).copied()
+    }
+
+    /// Sums a kernel counter over all CPUs.
+    pub fn counter(&self, index: u32) -> Result<Counter> {
+        self.counters.read(index)
+    }
+
+    /// Sums the per-CPU statistic `stat`.
+    pub fn stat(&self, stat: Stat) -> Result<Counter> {
+        let per_cpu = self.stats.get(&(stat as u32), 0)?;
+        Ok(counters::sum(per_cpu.iter()))
+    }
+
+    /// The deny-event ring buffer; it can be taken once.
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    /// Attaches to `interface` in the calling thread's network namespace.
+    pub fn attach(&mut self, interface: &str, policy: AttachPolicy) -> Result<Attachment> {
+        let attachment = attach::attach(
+            &mut self.ebpf,
+            self.pin_dir.as_deref(),
+            interface,
+            AttachMode::candidates(policy),
+        )?;
+        self.attachments.retain(|a| a.interface != interface);
+        self.attachments.push(attachment.clone());
+        Ok(attachment)
+    }
+
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attachments
+    }
+
+    /// Detaches from every interface and removes all pins: filtering stops.
+    pub fn detach_all(mut self) -> Result<()> {
+        if let Some(dir) = self.pin_dir.take() {
+            remove_pins(&dir)?;
+        }
+        // Unpinned links go with the programs when `self` drops.
+        Ok(())
+    }
+
+    /// Runs the XDP program once on `frame` (`BPF_PROG_TEST_RUN`).
+    pub fn test_run_xdp(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration)> {
+        let xdp: &Xdp = self
+            .ebpf
+            .program(PROG_XDP)
+            .ok_or_else(|| anyhow!("no program {PROG_XDP}"))?
+            .try_into()?;
+        let r = xdp.test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        })?;
+        Ok((r.return_value, r.duration))
+    }
+
+    /// Runs the TC program once on `frame` (`BPF_PROG_TEST_RUN`).
+    pub fn test_run_tc(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration)> {
+        let tc: &SchedClassifier = self
+            .ebpf
+            .program(PROG_TC)
+            .ok_or_else(|| anyhow!("no program {PROG_TC}"))?
+            .try_into()?;
+        let r = tc.test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        })?;
+        Ok((r.return_value, r.duration))
+    }
+}
+
+/// Removes everything a run pinned in `dir`: links (which detaches them),
+/// programs and maps.
+pub fn remove_pins(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        std::fs::remove_file(&path).with_context(|| format!("unpin {}", path.display()))?;
+    }
+    std::fs::remove_dir(dir).with_context(|| format!("remove {}", dir.display()))
+}
+
+fn event_settings(config: &DenyEventsConfig) -> Settings {
+    if config.rate == 0 {
+        return Settings::default();
+    }
+    let interval = 1_000_000_000 / u64::from(config.rate);
+    let burst = u64::from(config.burst.unwrap_or(config.rate).max(1));
+    Settings {
+        event_interval_ns: interval.max(1),
+        event_burst_ns: interval * (burst - 1),
+    }
+}
+
+/// bpffs must be mounted where we pin; mount it if the parent is the
+/// conventional /sys/fs/bpf and nothing is there (as systemd would).
+fn ensure_bpffs(dir: &Path) -> Result<()> {
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    let root = Path::new("/sys/fs/bpf");
+    if !dir.starts_with(root) {
+        bail!("pin-dir {} is not under /sys/fs/bpf (bpffs)", dir.display());
+    }
+    let is_bpffs = || -> bool {
+        let Ok(path) = std::ffi::CString::new("/sys/fs/bpf") else {
+            return false;
+        };
+        // SAFETY: statfs writes into the zeroed struct we own.
+        unsafe {
+            let mut s: libc::statfs = std::mem::zeroed();
+            libc::statfs(path.as_ptr(), &mut s) == 0 && s.f_type as i64 == BPF_FS_MAGIC
+        }
+    };
+    if is_bpffs() {
+        return Ok(());
+    }
+    tracing::info!("mounting bpffs at /sys/fs/bpf");
+    let status = std::process::Command::new("mount")
+        .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+        .status()
+        .context("run mount")?;
+    if !status.success() || !is_bpffs() {
+        bail!("bpffs is not mounted at /sys/fs/bpf and mounting it failed");
+    }
+    Ok(())
+}
