@@ -25,26 +25,25 @@ fn policy() -> CompiledPolicy {
         counters.push(owner);
         counters.len() as u32 - 1
     };
-    let mut group =
-        |name: &str, default_deny: bool, counter: &mut dyn FnMut(CounterOwner) -> u32| {
-            let c = |decider| CounterOwner::Decision {
-                group: name.into(),
-                decider,
-            };
-            let v = |verdict| CounterOwner::Verdict {
-                group: name.into(),
-                verdict,
-            };
-            GroupTable {
-                name: name.into(),
-                default_deny,
-                audit: false,
-                default_counter: counter(c(Decider::GroupDefault)),
-                allow_counter: counter(v(Verdict::Allow)),
-                deny_counter: counter(v(Verdict::Deny)),
-                audit_deny_counter: counter(v(Verdict::AuditDeny)),
-            }
+    let group = |name: &str, default_deny: bool, counter: &mut dyn FnMut(CounterOwner) -> u32| {
+        let c = |decider| CounterOwner::Decision {
+            group: name.into(),
+            decider,
         };
+        let v = |verdict| CounterOwner::Verdict {
+            group: name.into(),
+            verdict,
+        };
+        GroupTable {
+            name: name.into(),
+            default_deny,
+            audit: false,
+            default_counter: counter(c(Decider::GroupDefault)),
+            allow_counter: counter(v(Verdict::Allow)),
+            deny_counter: counter(v(Verdict::Deny)),
+            audit_deny_counter: counter(v(Verdict::AuditDeny)),
+        }
+    };
     let groups = vec![
         group(UNKNOWN_GROUP_NAME, true, &mut counter),
         group("devices", false, &mut counter),
