@@ -6,75 +6,30 @@ mod common;
 
 use std::net::IpAddr;
 
+use common::tables::Tables;
 use tollgate::{
     datapath::{Dataplane, Options, TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS},
     frames::{Extension, Frame, Ipv4Fragment, Transport},
-    tables::{
-        CompiledPolicy, CounterOwner, Decider, DestinationEntry, GroupTable, RuleEntry,
-        UNKNOWN_GROUP_NAME,
-    },
+    tables::CompiledPolicy,
 };
-use tollgate_common::{Stat, Verdict};
+use tollgate_common::Stat;
 
 /// Group 1 `devices` (10.0.0.0/8, fd00::/8) allows everything by default.
 /// Group 2 `strict` (10.1.0.0/16) allows only UDP/53 and denies the rest.
 /// Everything else is an unknown device, denied.
 fn policy() -> CompiledPolicy {
-    let mut counters = Vec::new();
-    let mut counter = |owner: CounterOwner| {
-        counters.push(owner);
-        counters.len() as u32 - 1
-    };
-    let group = |name: &str, default_deny: bool, counter: &mut dyn FnMut(CounterOwner) -> u32| {
-        let c = |decider| CounterOwner::Decision {
-            group: name.into(),
-            decider,
-        };
-        let v = |verdict| CounterOwner::Verdict {
-            group: name.into(),
-            verdict,
-        };
-        GroupTable {
-            name: name.into(),
-            default_deny,
-            audit: false,
-            default_counter: counter(c(Decider::GroupDefault)),
-            allow_counter: counter(v(Verdict::Allow)),
-            deny_counter: counter(v(Verdict::Deny)),
-            audit_deny_counter: counter(v(Verdict::AuditDeny)),
-        }
-    };
-    let groups = vec![
-        group(UNKNOWN_GROUP_NAME, true, &mut counter),
-        group("devices", false, &mut counter),
-        group("strict", true, &mut counter),
-    ];
-    let dns = counter(CounterOwner::Decision {
-        group: "strict".into(),
-        decider: Decider::Rule("allow-dns".into()),
-    });
-    CompiledPolicy {
-        groups,
-        device_exact: vec![],
-        device_prefixes: vec![
-            ("10.0.0.0/8".parse().unwrap(), 1),
-            ("10.1.0.0/16".parse().unwrap(), 2),
-            ("fd00::/8".parse().unwrap(), 1),
-        ],
-        destinations: vec![DestinationEntry {
-            group: 2,
-            prefix: "0.0.0.0/0".parse().unwrap(),
-            ruleset: 0,
-        }],
-        rulesets: vec![vec![RuleEntry {
-            proto: Some(17),
-            ports: Some((53, 53)),
-            deny: false,
-            builtin: false,
-            counter: dns,
-        }]],
-        counters,
-    }
+    let mut t = Tables::new(true);
+    t.group("devices", false, &["10.0.0.0/8", "fd00::/8"]);
+    let strict = t.group("strict", true, &["10.1.0.0/16"]);
+    t.rule(
+        strict,
+        "0.0.0.0/0",
+        Some(17),
+        Some((53, 53)),
+        false,
+        "allow-dns",
+    );
+    t.build()
 }
 
 fn ip(s: &str) -> IpAddr {

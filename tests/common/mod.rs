@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use tollgate::netns::Namespace;
 
+pub mod tables;
+
 /// Fails the test unless it runs as root (BPF, namespaces and XDP need it).
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
@@ -24,4 +26,45 @@ pub fn namespace(tag: &str) -> Namespace {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let name = format!("tg-{tag}-{}-{n}", std::process::id());
     Namespace::create(&name).unwrap_or_else(|e| panic!("create namespace {name}: {e:#}"))
+}
+
+/// Lets a test receiver absorb a burst without the socket dropping
+/// datagrams (SO_RCVBUFFORCE: root may exceed rmem_max).
+pub fn large_receive_buffer(socket: &std::net::UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 32 << 20;
+    // SAFETY: valid fd and option value of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+}
+
+/// A bpffs pin directory unique to this test, removed (with whatever is
+/// pinned in it, which detaches pinned links) when dropped.
+pub struct PinDir(pub std::path::PathBuf);
+
+impl PinDir {
+    pub fn new(tag: &str) -> PinDir {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        PinDir(std::path::PathBuf::from(format!(
+            "/sys/fs/bpf/tollgate-test-{tag}-{}-{n}",
+            std::process::id()
+        )))
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        if let Err(e) = tollgate::datapath::remove_pins(&self.0) {
+            eprintln!("warning: {e:#}");
+        }
+    }
 }

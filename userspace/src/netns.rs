@@ -125,3 +125,102 @@ pub fn ip(args: &[&str]) -> Result<String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// Three namespaces wired like a gateway site: devices → gateway → upstream.
+///
+/// | namespace | interface | addresses |
+/// |---|---|---|
+/// | devices | `eth0` | any in 10.0.0.0/8 and fd00::/16 (add with [`Rig::add_device`]); routes via the gateway |
+/// | gateway | `devices0` (device-facing: the dataplane attaches here) | 10.0.0.1/8, fd00::1/16 |
+/// | gateway | `uplink0` | 198.18.0.1/30, 2001:db8:ffff::1/64; forwards both families |
+/// | upstream | `eth0` | 198.18.0.2/30, 2001:db8:ffff::2/64; services on `lo` ([`Rig::add_service`]) |
+pub struct Rig {
+    pub devices: Namespace,
+    pub gateway: Namespace,
+    pub upstream: Namespace,
+}
+
+pub const RIG_DEVICE_IFACE: &str = "devices0";
+
+impl Rig {
+    /// Creates the namespaces `<prefix>-dev`, `<prefix>-gw`, `<prefix>-up`.
+    pub fn create(prefix: &str) -> Result<Rig> {
+        let rig = Rig {
+            devices: Namespace::create(&format!("{prefix}-dev"))?,
+            gateway: Namespace::create(&format!("{prefix}-gw"))?,
+            upstream: Namespace::create(&format!("{prefix}-up"))?,
+        };
+        veth((&rig.devices, "eth0"), (&rig.gateway, RIG_DEVICE_IFACE))?;
+        veth((&rig.gateway, "uplink0"), (&rig.upstream, "eth0"))?;
+        for (ns, iface, addrs) in [
+            (&rig.gateway, RIG_DEVICE_IFACE, ["10.0.0.1/8", "fd00::1/16"]),
+            (
+                &rig.gateway,
+                "uplink0",
+                ["198.18.0.1/30", "2001:db8:ffff::1/64"],
+            ),
+            (
+                &rig.upstream,
+                "eth0",
+                ["198.18.0.2/30", "2001:db8:ffff::2/64"],
+            ),
+        ] {
+            for addr in addrs {
+                ns.ip(&["addr", "add", addr, "dev", iface, "nodad"])?;
+            }
+        }
+        for sysctl in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+            let out = rig.gateway.exec("sysctl", &["-qw", sysctl])?;
+            if !out.status.success() {
+                bail!("sysctl {sysctl}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        // `onlink`: the device side has no address until `add_device`.
+        rig.devices.ip(&[
+            "route", "add", "default", "via", "10.0.0.1", "dev", "eth0", "onlink",
+        ])?;
+        rig.devices.ip(&[
+            "-6", "route", "add", "default", "via", "fd00::1", "dev", "eth0", "onlink",
+        ])?;
+        rig.upstream
+            .ip(&["route", "add", "10.0.0.0/8", "via", "198.18.0.1"])?;
+        rig.upstream
+            .ip(&["-6", "route", "add", "fd00::/16", "via", "2001:db8:ffff::1"])?;
+        Ok(rig)
+    }
+
+    /// Gives the device namespace another source address (10/8 or fd00::/16).
+    pub fn add_device(&self, addr: &str) -> Result<()> {
+        let prefixed = if addr.contains(':') {
+            format!("{addr}/16")
+        } else {
+            format!("{addr}/8")
+        };
+        self.devices
+            .ip(&["addr", "add", &prefixed, "dev", "eth0", "nodad"])?;
+        Ok(())
+    }
+
+    /// Gives the upstream namespace a service address (on `lo`), reachable
+    /// from the devices through the gateway.
+    pub fn add_service(&self, addr: &str) -> Result<()> {
+        let host = if addr.contains(':') {
+            format!("{addr}/128")
+        } else {
+            format!("{addr}/32")
+        };
+        self.upstream.ip(&["addr", "add", &host, "dev", "lo"])?;
+        self.gateway.ip(&[
+            "route",
+            "add",
+            &host,
+            "via",
+            if addr.contains(':') {
+                "2001:db8:ffff::2"
+            } else {
+                "198.18.0.2"
+            },
+        ])?;
+        Ok(())
+    }
+}

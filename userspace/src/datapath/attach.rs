@@ -250,13 +250,24 @@ fn adopt(ebpf: &mut Ebpf, mode: AttachMode, path: &Path) -> Result<Adoption> {
     let ours = ebpf
         .program(name)
         .ok_or_else(|| anyhow!("no program {name}"))?
-        .info()?
-        .tag();
-    let running_tag = loaded_programs()
+        .info()?;
+    // The same program means the same instructions (tag) on the same maps:
+    // after an upgrade to new maps the code may be identical.
+    let identity = |p: &aya::programs::ProgramInfo| -> Result<(u64, Option<Vec<u32>>)> {
+        let mut maps = p.map_ids()?;
+        if let Some(m) = maps.as_mut() {
+            m.sort_unstable();
+        }
+        Ok((p.tag(), maps))
+    };
+    let same = match loaded_programs()
         .filter_map(Result::ok)
         .find(|p| p.id() == running)
-        .map(|p| p.tag());
-    if running_tag == Some(ours) {
+    {
+        Some(p) => identity(&p)? == identity(&ours)?,
+        None => false,
+    };
+    if same {
         return Ok(Adoption::Kept);
     }
     if mode.is_xdp() {

@@ -137,6 +137,11 @@ impl CounterRegistry {
         Ok(indices)
     }
 
+    /// The kernel counter `owner` holds, if any loaded policy references it.
+    pub fn index_of(&self, owner: &CounterOwner) -> Option<u32> {
+        self.index_of.get(&owner_hash(owner)).copied()
+    }
+
     /// Sums one counter over all CPUs.
     pub fn read(&self, index: u32) -> Result<Counter> {
         let per_cpu = self.counters.get(&index, 0)?;

@@ -40,7 +40,7 @@ use self::{
 };
 use crate::{
     config::{AttachPolicy, DenyEventsConfig, Limits},
-    tables::CompiledPolicy,
+    tables::{CompiledPolicy, CounterOwner},
 };
 
 /// The BPF object built by `build.rs` from `ebpf/program`.
@@ -276,6 +276,15 @@ impl Dataplane {
     /// policy.
     pub fn counter_index(&self, logical: u32) -> Option<u32> {
         self.installed_counters.get(logical as usize).copied()
+    }
+
+    /// The counter of `owner`, while a loaded policy (either slot)
+    /// references it.
+    pub fn counter_of(&self, owner: &CounterOwner) -> Result<Option<Counter>> {
+        self.counters
+            .index_of(owner)
+            .map(|i| self.counters.read(i))
+            .transpose()
     }
 
     /// Sums a kernel counter over all CPUs.
