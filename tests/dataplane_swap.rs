@@ -89,7 +89,7 @@ fn hundred_swaps_under_traffic_never_mix_versions() {
                     .send_to(&sent.to_be_bytes(), (SERVICE, PORT))
                     .unwrap();
                 sent += 1;
-                if sent % 32 == 0 {
+                if sent.is_multiple_of(32) {
                     std::thread::sleep(Duration::from_micros(500));
                 }
             }
