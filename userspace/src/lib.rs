@@ -7,6 +7,8 @@ pub mod config;
 pub mod datapath;
 pub mod diagnostic;
 pub mod frames;
+pub mod git;
 pub mod lab;
 pub mod netns;
+pub mod reload;
 pub mod tables;

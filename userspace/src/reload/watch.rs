@@ -1,0 +1,222 @@
+//! Change detection for the policy directory.
+//!
+//! Deploy tools update a policy directory in three ways, all handled here:
+//! editing files in place (`git pull`, an editor), renaming a new directory
+//! over the old one, and re-pointing a symlink (`ln -sfn new current`). We
+//! watch the resolved directory recursively *and* the parent of the
+//! configured path, and re-resolve the path after every change. Bursts (a
+//! checkout touching 50 files) are debounced into one trigger.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
+use tokio::sync::mpsc;
+
+/// Quiet time after the last change before a reload starts.
+pub const DEBOUNCE: Duration = Duration::from_millis(150);
+/// A continuous stream of changes still reloads this often.
+pub const MAX_DELAY: Duration = Duration::from_secs(2);
+
+pub struct PolicyWatcher {
+    configured: PathBuf,
+    resolved: Option<PathBuf>,
+    /// (device, inode) of `resolved`: a directory renamed over the old one
+    /// has the same path but is another directory, needing a new watch.
+    identity: Option<(u64, u64)>,
+    watcher: RecommendedWatcher,
+    events: mpsc::UnboundedReceiver<PathBuf>,
+}
+
+impl PolicyWatcher {
+    pub fn new(configured: &Path) -> Result<PolicyWatcher> {
+        let (tx, events) = mpsc::unbounded_channel();
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            match res {
+                // Opening a directory (notify does, to add recursive
+                // watches) is not a change.
+                Ok(event) if event.kind.is_access() => {}
+                Ok(event) => {
+                    for path in event.paths {
+                        let _ = tx.send(path);
+                    }
+                }
+                // An overflowed inotify queue loses events: reload to be safe.
+                Err(e) => {
+                    tracing::warn!("policy watch: {e}");
+                    let _ = tx.send(PathBuf::new());
+                }
+            }
+        })
+        .context("create inotify watcher")?;
+        let parent = configured
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        watcher
+            .watch(parent, RecursiveMode::NonRecursive)
+            .with_context(|| format!("watch {}", parent.display()))?;
+        let mut w = PolicyWatcher {
+            configured: configured.to_path_buf(),
+            resolved: None,
+            identity: None,
+            watcher,
+            events,
+        };
+        w.rewatch();
+        Ok(w)
+    }
+
+    /// Follows the configured path to its current target and watches that.
+    fn rewatch(&mut self) {
+        use std::os::unix::fs::MetadataExt as _;
+        let target = self.configured.canonicalize().ok();
+        let identity = target
+            .as_ref()
+            .and_then(|t| std::fs::metadata(t).ok())
+            .map(|m| (m.dev(), m.ino()));
+        if target == self.resolved && identity == self.identity {
+            return;
+        }
+        if let Some(old) = self.resolved.take() {
+            let _ = self.watcher.unwatch(&old);
+        }
+        self.identity = None;
+        if let Some(new) = &target {
+            match self.watcher.watch(new, RecursiveMode::Recursive) {
+                Ok(()) => {
+                    tracing::debug!("watching {}", new.display());
+                    self.resolved = target;
+                    self.identity = identity;
+                }
+                Err(e) => tracing::warn!("cannot watch {}: {e}", new.display()),
+            }
+        }
+    }
+
+    fn relevant(&self, path: &Path) -> bool {
+        if path.as_os_str().is_empty() {
+            return true;
+        }
+        if path.components().any(|c| c.as_os_str() == ".git") {
+            return false;
+        }
+        let in_target = self
+            .resolved
+            .as_deref()
+            .is_some_and(|r| path.starts_with(r));
+        let is_configured = path.file_name() == self.configured.file_name()
+            && path.parent().map(|p| p.canonicalize().ok())
+                == self.configured.parent().map(|p| p.canonicalize().ok());
+        in_target || is_configured
+    }
+
+    /// Waits for the next change, then for the burst it belongs to to end.
+    /// Returns `None` when the watcher is gone.
+    pub async fn changed(&mut self) -> Option<()> {
+        loop {
+            let path = self.events.recv().await?;
+            if self.relevant(&path) {
+                break;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + MAX_DELAY;
+        loop {
+            let quiet = tokio::time::sleep(DEBOUNCE);
+            tokio::select! {
+                _ = quiet => break,
+                _ = tokio::time::sleep_until(deadline) => break,
+                more = self.events.recv() => { more?; }
+            }
+        }
+        self.rewatch();
+        Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tollgate-watch-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    async fn expect_change(w: &mut PolicyWatcher) {
+        tokio::time::timeout(Duration::from_secs(5), w.changed())
+            .await
+            .expect("a change was reported")
+            .expect("watcher alive");
+    }
+
+    async fn expect_quiet(w: &mut PolicyWatcher) {
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), w.changed())
+                .await
+                .is_err(),
+            "no further change expected"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_fifty_files_is_one_change() {
+        let root = temp_dir("burst");
+        let policies = root.join("policies");
+        std::fs::create_dir_all(policies.join("sub")).unwrap();
+        let mut w = PolicyWatcher::new(&policies).unwrap();
+        for i in 0..50 {
+            std::fs::write(policies.join(format!("sub/f{i}.yaml")), "x").unwrap();
+        }
+        expect_change(&mut w).await;
+        expect_quiet(&mut w).await;
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[tokio::test]
+    async fn symlink_swap_and_rename_are_seen_and_followed() {
+        let root = temp_dir("swap");
+        let v1 = root.join("v1");
+        let v2 = root.join("v2");
+        std::fs::create_dir_all(&v1).unwrap();
+        std::fs::create_dir_all(&v2).unwrap();
+        let current = root.join("current");
+        std::os::unix::fs::symlink(&v1, &current).unwrap();
+        let mut w = PolicyWatcher::new(&current).unwrap();
+
+        // ln -sfn v2 current, done atomically as deploy tools do.
+        let tmp = root.join("current.tmp");
+        std::os::unix::fs::symlink(&v2, &tmp).unwrap();
+        std::fs::rename(&tmp, &current).unwrap();
+        expect_change(&mut w).await;
+        assert_eq!(
+            w.resolved.as_deref(),
+            Some(v2.canonicalize().unwrap().as_path())
+        );
+
+        // Edits in the new target are seen, edits in the old one are not.
+        std::fs::write(v1.join("old.yaml"), "x").unwrap();
+        expect_quiet(&mut w).await;
+        std::fs::write(v2.join("new.yaml"), "x").unwrap();
+        expect_change(&mut w).await;
+
+        // A directory renamed over the configured path.
+        let plain = root.join("plain");
+        std::fs::create_dir_all(&plain).unwrap();
+        let mut w = PolicyWatcher::new(&plain).unwrap();
+        let staged = root.join("plain.new");
+        std::fs::create_dir_all(&staged).unwrap();
+        std::fs::write(staged.join("a.yaml"), "x").unwrap();
+        std::fs::remove_dir_all(&plain).unwrap();
+        std::fs::rename(&staged, &plain).unwrap();
+        expect_change(&mut w).await;
+        std::fs::write(plain.join("b.yaml"), "x").unwrap();
+        expect_change(&mut w).await;
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
