@@ -66,12 +66,18 @@ pub struct MetricsConfig {
     /// Address of the Prometheus endpoint; loopback by default.
     #[serde(default = "default_metrics_listen")]
     pub listen: SocketAddr,
+    /// Most rules exported with their own `tollgate_rule_*` series; beyond
+    /// it, the busiest rules are exported and the rest summed per group as
+    /// `rule="_other"`, bounding cardinality for very large policies.
+    #[serde(default = "default_rule_series_limit")]
+    pub rule_series_limit: usize,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
             listen: default_metrics_listen(),
+            rule_series_limit: default_rule_series_limit(),
         }
     }
 }
@@ -311,6 +317,9 @@ fn default_control_socket() -> PathBuf {
 }
 fn default_metrics_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9187))
+}
+fn default_rule_series_limit() -> usize {
+    10_000
 }
 fn default_rate_interval() -> i8 {
     3

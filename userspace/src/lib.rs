@@ -3,12 +3,15 @@
 //!
 //! The binary in `main.rs` is a thin CLI over this library.
 
+pub mod addresses;
 pub mod config;
+pub mod control;
 pub mod datapath;
 pub mod diagnostic;
 pub mod frames;
 pub mod git;
 pub mod lab;
+pub mod metrics;
 pub mod netns;
 pub mod reload;
 pub mod tables;

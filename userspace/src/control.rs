@@ -1,0 +1,112 @@
+//! The control socket: `tollgate status` asks the running daemon over a
+//! local unix socket (`control-socket` in the config) and gets JSON back.
+//! One request per connection: the client sends `status\n`.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+
+/// What the daemon reports.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub version: String,
+    pub pid: u32,
+    pub started_at_unix: u64,
+    /// How the dataplane was found at start: fresh, adopted or upgraded.
+    pub dataplane_start: String,
+    pub interfaces: Vec<InterfaceStatus>,
+    pub policy: PolicyStatus,
+    pub last_reload: Option<ReloadStatus>,
+    /// The NTP server's state (absent when `ntp.listen` is empty).
+    pub ntp: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct InterfaceStatus {
+    pub interface: String,
+    /// xdp-native | xdp-generic | tc, or null when not attached.
+    pub mode: Option<String>,
+    /// fresh | kept | replaced: what attaching found.
+    pub adoption: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct PolicyStatus {
+    pub dir: PathBuf,
+    pub generation: u64,
+    pub commit: Option<String>,
+    pub groups: usize,
+    pub rules: usize,
+    pub installed_at_unix: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ReloadStatus {
+    pub success: bool,
+    pub at_unix: u64,
+    pub duration_ms: f64,
+    /// What triggered it: start, watch, sighup, addresses.
+    pub trigger: String,
+    /// The errors, in file:line:col form, when it failed.
+    pub errors: Vec<String>,
+    /// One-line change summary when it succeeded.
+    pub summary: String,
+}
+
+/// Answers status requests until the task is dropped. The socket file is
+/// replaced if a previous run left one behind.
+pub async fn serve(path: &Path, status: Arc<RwLock<Status>>) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("bind control socket {}", path.display()))?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let status = status.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            let request = tokio::time::timeout(
+                Duration::from_secs(5),
+                BufReader::new(read).read_line(&mut line),
+            )
+            .await;
+            let reply = match (request, line.trim()) {
+                (Ok(Ok(_)), "status") => {
+                    let s = status.read().expect("status lock").clone();
+                    serde_json::to_string(&s).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+                }
+                _ => "{\"error\":\"unknown request; send `status`\"}".to_string(),
+            };
+            let _ = write.write_all(reply.as_bytes()).await;
+            let _ = write.write_all(b"\n").await;
+        });
+    }
+}
+
+/// Asks the daemon listening on `path` for its status.
+pub fn query(path: &Path) -> Result<Status> {
+    use std::io::{BufRead as _, Write as _};
+    let mut stream = std::os::unix::net::UnixStream::connect(path).with_context(|| {
+        format!(
+            "connect to {} (is `tollgate run` running with this control-socket?)",
+            path.display()
+        )
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"status\n")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stream).read_line(&mut line)?;
+    if line.contains("\"error\"") {
+        bail!("daemon answered: {}", line.trim());
+    }
+    serde_json::from_str(&line).context("parse status")
+}

@@ -1,0 +1,463 @@
+//! Prometheus metrics, served as text on `metrics.listen`.
+//!
+//! Controller events (reloads, generation) are ordinary `prometheus`
+//! metrics. Kernel counters are read at scrape time by
+//! [`DataplaneCollector`], per-CPU values summed; they never go backwards
+//! because each rule, default and verdict keeps its kernel counter across
+//! reloads and, pinned, across restarts.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, Mutex, RwLock},
+};
+
+use anyhow::{Context as _, Result};
+use http_body_util::Full;
+use hyper::{Request, Response, body::Bytes, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use prometheus::{
+    Encoder as _, Gauge, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    core::{Collector, Desc},
+    proto::{self, MetricFamily, MetricType},
+};
+use tollgate_common::{Counter, Stat, Verdict};
+
+use crate::{
+    datapath::{AttachMode, Dataplane},
+    tables::{CounterOwner, Decider},
+};
+
+/// Label value of the pseudo-rule summing rules beyond the series limit.
+pub const OTHER_RULES: &str = "_other";
+
+/// Controller-side metrics and the registry everything is gathered from.
+pub struct Metrics {
+    registry: Registry,
+    pub reloads: IntCounterVec,
+    pub generation: IntGauge,
+    pub last_reload_timestamp: Gauge,
+    pub last_reload_duration: Gauge,
+    pub last_reload_success: IntGauge,
+    pub policy_rules: IntGaugeVec,
+    pub policy_info: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Metrics> {
+        let registry = Registry::new();
+        let m = Metrics {
+            reloads: IntCounterVec::new(
+                Opts::new("tollgate_policy_reloads_total", "Policy reloads by result."),
+                &["result"],
+            )?,
+            generation: IntGauge::new(
+                "tollgate_policy_generation",
+                "Number of policies installed since the controller started.",
+            )?,
+            last_reload_timestamp: Gauge::new(
+                "tollgate_policy_last_reload_timestamp_seconds",
+                "Unix time of the last reload attempt.",
+            )?,
+            last_reload_duration: Gauge::new(
+                "tollgate_policy_last_reload_duration_seconds",
+                "Duration of the last reload attempt, load to swap.",
+            )?,
+            last_reload_success: IntGauge::new(
+                "tollgate_policy_last_reload_success",
+                "1 if the last reload attempt succeeded, else 0.",
+            )?,
+            policy_rules: IntGaugeVec::new(
+                Opts::new(
+                    "tollgate_policy_rules",
+                    "Rules in the installed policy per group.",
+                ),
+                &["group"],
+            )?,
+            policy_info: IntGaugeVec::new(
+                Opts::new(
+                    "tollgate_policy_info",
+                    "The installed policy's git commit (empty outside git).",
+                ),
+                &["commit"],
+            )?,
+            registry,
+        };
+        for r in ["success", "failure"] {
+            m.reloads.with_label_values(&[r]);
+        }
+        let build = IntGaugeVec::new(
+            Opts::new("tollgate_build_info", "Tollgate version."),
+            &["version"],
+        )?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        m.registry.register(Box::new(build))?;
+        m.registry.register(Box::new(m.reloads.clone()))?;
+        m.registry.register(Box::new(m.generation.clone()))?;
+        m.registry
+            .register(Box::new(m.last_reload_timestamp.clone()))?;
+        m.registry
+            .register(Box::new(m.last_reload_duration.clone()))?;
+        m.registry
+            .register(Box::new(m.last_reload_success.clone()))?;
+        m.registry.register(Box::new(m.policy_rules.clone()))?;
+        m.registry.register(Box::new(m.policy_info.clone()))?;
+        Ok(m)
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The text exposition of every registered metric.
+    pub fn render(&self) -> Result<String> {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(String::from_utf8(out)?)
+    }
+}
+
+/// One rule's labels, for its counters and its info series.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleLabels {
+    pub group: String,
+    /// Stable rule id, or `default` / `builtin-ntp`.
+    pub rule: String,
+    pub owner: CounterOwner,
+    /// allow | deny (for defaults: the default's verdict).
+    pub action: &'static str,
+    /// Where the rule is written; empty for defaults and the built-in.
+    pub file: String,
+    pub line: usize,
+}
+
+/// What the collector labels kernel counters with: the installed policy's
+/// groups and rules, and the attach state. Replaced on every reload.
+#[derive(Clone, Debug, Default)]
+pub struct ScrapeView {
+    pub groups: Vec<String>,
+    pub rules: Vec<RuleLabels>,
+    /// Configured interfaces and the mode each is attached in, if it is.
+    pub interfaces: Vec<(String, Option<AttachMode>)>,
+}
+
+impl RuleLabels {
+    pub fn rule_id(decider: &Decider) -> String {
+        match decider {
+            Decider::Rule(id) => id.clone(),
+            Decider::GroupDefault => "default".into(),
+            Decider::BuiltinNtp => "builtin-ntp".into(),
+        }
+    }
+}
+
+/// Reads the dataplane's counters at scrape time.
+pub struct DataplaneCollector {
+    dataplane: Arc<Mutex<Dataplane>>,
+    view: Arc<RwLock<ScrapeView>>,
+    rule_series_limit: usize,
+    descs: Vec<Desc>,
+}
+
+const FAMILIES: &[(&str, &str)] = &[
+    (
+        "tollgate_packets_total",
+        "Packets by device group and verdict.",
+    ),
+    ("tollgate_bytes_total", "Bytes by device group and verdict."),
+    (
+        "tollgate_rule_packets_total",
+        "Packets decided by each rule.",
+    ),
+    ("tollgate_rule_bytes_total", "Bytes decided by each rule."),
+    (
+        "tollgate_rule_info",
+        "Where each rule is written (file, line) and its action.",
+    ),
+    ("tollgate_drops_total", "Packets dropped, by reason."),
+    (
+        "tollgate_dataplane_packets_total",
+        "Packets the dataplane saw on the device-facing interfaces.",
+    ),
+    (
+        "tollgate_passed_unfiltered_total",
+        "Packets passed without a policy decision, by kind.",
+    ),
+    (
+        "tollgate_fragments_followed_total",
+        "Later IP fragments passed because their first fragment was allowed.",
+    ),
+    (
+        "tollgate_deny_events_suppressed_total",
+        "Deny events not sent because of the per-CPU rate limit.",
+    ),
+    (
+        "tollgate_deny_events_lost_total",
+        "Deny events lost because the ring buffer was full.",
+    ),
+    (
+        "tollgate_dataplane_attached",
+        "1 when the dataplane is attached to the interface in that mode.",
+    ),
+];
+
+impl DataplaneCollector {
+    pub fn new(
+        dataplane: Arc<Mutex<Dataplane>>,
+        view: Arc<RwLock<ScrapeView>>,
+        rule_series_limit: usize,
+    ) -> Result<DataplaneCollector> {
+        let descs = FAMILIES
+            .iter()
+            .map(|(name, help)| {
+                Desc::new(
+                    name.to_string(),
+                    help.to_string(),
+                    vec![],
+                    Default::default(),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(DataplaneCollector {
+            dataplane,
+            view,
+            rule_series_limit,
+            descs,
+        })
+    }
+
+    fn gather(&self) -> Result<Vec<MetricFamily>> {
+        let view = self.view.read().expect("scrape view lock").clone();
+        let dp = self.dataplane.lock().expect("dataplane lock");
+        let mut families = Families::default();
+
+        for group in &view.groups {
+            for verdict in Verdict::ALL {
+                let owner = CounterOwner::Verdict {
+                    group: group.clone(),
+                    verdict,
+                };
+                let c = dp.counter_of(&owner)?.unwrap_or_default();
+                let labels = [
+                    ("group", group.as_str()),
+                    ("verdict", verdict_label(verdict)),
+                ];
+                families.counter("tollgate_packets_total", &labels, c.packets);
+                families.counter("tollgate_bytes_total", &labels, c.bytes);
+            }
+        }
+
+        let mut rules: Vec<(&RuleLabels, Counter)> = view
+            .rules
+            .iter()
+            .map(|r| Ok((r, dp.counter_of(&r.owner)?.unwrap_or_default())))
+            .collect::<Result<_>>()?;
+        if rules.len() > self.rule_series_limit {
+            rules.sort_by_key(|r| std::cmp::Reverse(r.1.packets));
+        }
+        let mut other: std::collections::BTreeMap<&str, Counter> = Default::default();
+        for (i, (r, c)) in rules.iter().enumerate() {
+            if i >= self.rule_series_limit {
+                let o = other.entry(r.group.as_str()).or_default();
+                o.packets += c.packets;
+                o.bytes += c.bytes;
+                continue;
+            }
+            let labels = [("group", r.group.as_str()), ("rule", r.rule.as_str())];
+            families.counter("tollgate_rule_packets_total", &labels, c.packets);
+            families.counter("tollgate_rule_bytes_total", &labels, c.bytes);
+            let line = r.line.to_string();
+            families.gauge(
+                "tollgate_rule_info",
+                &[
+                    ("group", r.group.as_str()),
+                    ("rule", r.rule.as_str()),
+                    ("action", r.action),
+                    ("file", r.file.as_str()),
+                    ("line", line.as_str()),
+                ],
+                1.0,
+            );
+        }
+        for (group, c) in other {
+            let labels = [("group", group), ("rule", OTHER_RULES)];
+            families.counter("tollgate_rule_packets_total", &labels, c.packets);
+            families.counter("tollgate_rule_bytes_total", &labels, c.bytes);
+        }
+
+        for stat in Stat::ALL {
+            let c = dp.stat(stat)?;
+            match stat {
+                Stat::Seen => families.counter("tollgate_dataplane_packets_total", &[], c.packets),
+                Stat::PassNonIp => families.counter(
+                    "tollgate_passed_unfiltered_total",
+                    &[("kind", "non_ip")],
+                    c.packets,
+                ),
+                Stat::PassNeighborDiscovery => families.counter(
+                    "tollgate_passed_unfiltered_total",
+                    &[("kind", "neighbor_discovery")],
+                    c.packets,
+                ),
+                Stat::FragmentCacheHit => {
+                    families.counter("tollgate_fragments_followed_total", &[], c.packets)
+                }
+                Stat::EventsSuppressed => {
+                    families.counter("tollgate_deny_events_suppressed_total", &[], c.packets)
+                }
+                Stat::EventsLost => {
+                    families.counter("tollgate_deny_events_lost_total", &[], c.packets)
+                }
+                _ => {
+                    let reason = stat.drop_reason().expect("every other stat is a drop");
+                    families.counter("tollgate_drops_total", &[("reason", reason)], c.packets);
+                }
+            }
+        }
+        for (interface, mode) in &view.interfaces {
+            let mode_label = mode.map_or("none", AttachMode::as_str);
+            families.gauge(
+                "tollgate_dataplane_attached",
+                &[("interface", interface), ("mode", mode_label)],
+                if mode.is_some() { 1.0 } else { 0.0 },
+            );
+        }
+        Ok(families.finish())
+    }
+}
+
+fn verdict_label(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Allow => "allow",
+        Verdict::Deny => "deny",
+        Verdict::AuditDeny => "audit_deny",
+    }
+}
+
+impl Collector for DataplaneCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.gather().unwrap_or_else(|e| {
+            tracing::warn!("reading dataplane counters: {e:#}");
+            Vec::new()
+        })
+    }
+}
+
+/// Builds metric families in `FAMILIES` order.
+#[derive(Default)]
+struct Families {
+    metrics: std::collections::HashMap<&'static str, (MetricType, Vec<proto::Metric>)>,
+}
+
+impl Families {
+    fn push(
+        &mut self,
+        name: &'static str,
+        kind: MetricType,
+        labels: &[(&str, &str)],
+        m: proto::Metric,
+    ) {
+        let mut m = m;
+        m.set_label(
+            labels
+                .iter()
+                .map(|(k, v)| {
+                    let mut l = proto::LabelPair::default();
+                    l.set_name(k.to_string());
+                    l.set_value(v.to_string());
+                    l
+                })
+                .collect(),
+        );
+        self.metrics
+            .entry(name)
+            .or_insert((kind, Vec::new()))
+            .1
+            .push(m);
+    }
+
+    fn counter(&mut self, name: &'static str, labels: &[(&str, &str)], value: u64) {
+        let mut c = proto::Counter::default();
+        c.set_value(value as f64);
+        let mut m = proto::Metric::default();
+        m.set_counter(c);
+        self.push(name, MetricType::COUNTER, labels, m);
+    }
+
+    fn gauge(&mut self, name: &'static str, labels: &[(&str, &str)], value: f64) {
+        let mut g = proto::Gauge::default();
+        g.set_value(value);
+        let mut m = proto::Metric::default();
+        m.set_gauge(g);
+        self.push(name, MetricType::GAUGE, labels, m);
+    }
+
+    fn finish(mut self) -> Vec<MetricFamily> {
+        FAMILIES
+            .iter()
+            .filter_map(|(name, help)| {
+                let (kind, metrics) = self.metrics.remove(name)?;
+                let mut f = MetricFamily::default();
+                f.set_name(name.to_string());
+                f.set_help(help.to_string());
+                f.set_field_type(kind);
+                f.set_metric(metrics);
+                Some(f)
+            })
+            .collect()
+    }
+}
+
+/// Serves `GET /metrics` until the listener fails.
+pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("bind metrics endpoint {listen}"))?;
+    tracing::info!("metrics on http://{listen}/metrics");
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| respond(req, metrics.clone()));
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!("metrics connection: {e}");
+            }
+        });
+    }
+}
+
+async fn respond(
+    req: Request<hyper::body::Incoming>,
+    metrics: Arc<Metrics>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let reply = |status: u16, content_type: &str, body: String| {
+        Response::builder()
+            .status(status)
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::from(body)))
+            .expect("valid response")
+    };
+    Ok(match (req.method(), req.uri().path()) {
+        (&hyper::Method::GET, "/metrics") => {
+            // Reading many per-CPU counters blocks; keep it off the runtime.
+            match tokio::task::spawn_blocking(move || metrics.render()).await {
+                Ok(Ok(text)) => reply(200, "text/plain; version=0.0.4; charset=utf-8", text),
+                Ok(Err(e)) => reply(500, "text/plain", format!("{e:#}\n")),
+                Err(e) => reply(500, "text/plain", format!("{e}\n")),
+            }
+        }
+        (&hyper::Method::GET, "/") => reply(
+            200,
+            "text/plain",
+            "tollgate: metrics at /metrics\n".to_string(),
+        ),
+        _ => reply(404, "text/plain", "not found\n".to_string()),
+    })
+}
