@@ -3,6 +3,7 @@
 //!
 //! The binary in `main.rs` is a thin CLI over this library.
 
+pub mod compile;
 pub mod config;
 pub mod datapath;
 pub mod diagnostic;

@@ -20,8 +20,9 @@ pub struct RuleId(String);
 pub const RESERVED_IDS: [&str; 2] = ["default", "builtin-ntp"];
 
 impl RuleId {
-    /// An id the operator wrote (already validated).
-    pub fn explicit(id: &str) -> RuleId {
+    /// An id as written in a policy (already validated) or carried by a
+    /// counter owner.
+    pub fn new(id: &str) -> RuleId {
         RuleId(id.to_string())
     }
 

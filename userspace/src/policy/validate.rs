@@ -45,11 +45,14 @@ pub(super) fn validate(
     let (unknown_devices, unknown_devices_origin) = checker.unknown_devices(files);
     checker.lists(files);
     let groups = checker.groups(files);
+    let mut ntp = env.ntp.clone();
+    ntp.sort();
+    ntp.dedup();
     Some(Policy {
         groups,
         unknown_devices,
         unknown_devices_origin,
-        ntp: env.ntp.clone(),
+        ntp,
     })
 }
 
@@ -422,7 +425,7 @@ impl Checker<'_> {
                 }
             });
             match checked {
-                Ok(()) => Some(RuleId::explicit(&id.0)),
+                Ok(()) => Some(RuleId::new(&id.0)),
                 Err(message) => {
                     self.error(&at.value(&id_field), &id_field, message);
                     None
