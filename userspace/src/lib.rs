@@ -8,6 +8,7 @@ pub mod config;
 pub mod datapath;
 pub mod diagnostic;
 pub mod lab;
+pub mod model;
 pub mod netns;
 pub mod policy;
 pub mod tables;
