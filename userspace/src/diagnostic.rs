@@ -36,6 +36,13 @@ impl Diagnostic {
         }
     }
 
+    pub fn warning(file: &Path, line: usize, column: usize, field: &str, message: String) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(file, line, column, field, message)
+        }
+    }
+
     /// Converts a yaml_serde error. Its message already starts with the field
     /// path; its location is moved to the front.
     pub fn from_yaml(file: &Path, err: &yaml_serde::Error) -> Self {

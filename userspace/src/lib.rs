@@ -4,6 +4,7 @@
 //! The binary in `main.rs` is a thin CLI over this library.
 
 pub mod addresses;
+pub mod compile;
 pub mod config;
 pub mod control;
 pub mod datapath;
@@ -12,6 +13,8 @@ pub mod frames;
 pub mod git;
 pub mod lab;
 pub mod metrics;
+pub mod model;
 pub mod netns;
+pub mod policy;
 pub mod reload;
 pub mod tables;

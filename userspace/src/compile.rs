@@ -1,0 +1,404 @@
+//! Compiles a validated [`Policy`] into the dataplane's lookup tables
+//! ([`CompiledPolicy`]). Pure: no IO, same input, same tables.
+//!
+//! The kernel does a fixed number of lookups per packet whatever the rule
+//! count: one or two for the group, one longest-prefix match for the
+//! destination, then a scan of at most [`RULESET_ENTRIES`] entries. To make
+//! "first matching entry" equal "winner by the policy semantics", each
+//! destination prefix P of a group gets a rule set holding every entry whose
+//! prefix equals or contains P (rules inherited from less specific prefixes
+//! are resolved here, not in the kernel), sorted by precedence:
+//!
+//! 1. longer destination prefix first;
+//! 2. a specific protocol before `any`;
+//! 3. a narrower port range first (one port: 1, `lo-hi`: hi-lo+1, no ports:
+//!    65536);
+//! 4. deny before allow;
+//! 5. explicit rules before the built-in NTP allow;
+//! 6. source order (rule position, then position in its `ports` list), which
+//!    only picks which of several same-verdict rules is counted.
+//!
+//! A rule expands to one entry per destination prefix and per `ports` item.
+//! Entries that can never be first to match (everything a higher entry's
+//! conditions already cover) are pruned before the capacity check.
+
+use std::{
+    cmp::Reverse,
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
+    path::Path,
+};
+
+use ipnet::IpNet;
+use tollgate_common::{MAX_GROUPS, MAX_RULESETS, RULESET_ENTRIES, Verdict};
+
+use crate::{
+    config::Limits,
+    diagnostic::Diagnostic,
+    policy::{ALL_PORTS_WIDTH, Action, Group, Origin, PROTO_UDP, Policy, PortRange},
+    tables::{
+        CompiledPolicy, CounterOwner, Decider, DestinationEntry, GroupTable, RuleEntry,
+        UNKNOWN_GROUP_NAME,
+    },
+};
+
+/// The port of the built-in NTP allow.
+pub const NTP_PORT: u16 = 123;
+
+/// Compiles `policy` within `limits` (and the fixed limits of the ABI).
+/// `Err` lists every capacity that is exceeded, each naming the group,
+/// prefix or map concerned, the count and the limit.
+pub fn compile(policy: &Policy, limits: &Limits) -> Result<CompiledPolicy, Vec<Diagnostic>> {
+    let mut c = Compiler {
+        policy,
+        tables: CompiledPolicy::default(),
+        rulesets: HashMap::new(),
+        errors: Vec::new(),
+    };
+    if policy.groups.len() > MAX_GROUPS as usize - 1 {
+        let extra = &policy.groups[MAX_GROUPS as usize - 1];
+        c.error(
+            &extra.origin,
+            &format!("groups.{}", extra.name),
+            format!(
+                "{} groups; at most {} fit (MAX_GROUPS, one id is the unknown-device group)",
+                policy.groups.len(),
+                MAX_GROUPS - 1
+            ),
+        );
+        return Err(c.errors);
+    }
+    c.unknown_group();
+    for (index, group) in policy.groups.iter().enumerate() {
+        c.group(index as u32 + 1, group);
+    }
+    c.tables.device_exact.sort();
+    c.tables.device_prefixes.sort();
+    c.tables.destinations.sort();
+    c.check_map_limits(limits);
+    if c.errors.is_empty() {
+        Ok(c.tables)
+    } else {
+        Err(c.errors)
+    }
+}
+
+struct Compiler<'p> {
+    policy: &'p Policy,
+    tables: CompiledPolicy,
+    /// Rule set contents to their index, to share identical ones.
+    rulesets: HashMap<Vec<RuleEntry>, u32>,
+    errors: Vec<Diagnostic>,
+}
+
+/// One entry before sorting: its match, action and where it came from.
+#[derive(Clone, Copy)]
+struct Candidate {
+    prefix: IpNet,
+    proto: Option<u8>,
+    ports: Option<PortRange>,
+    deny: bool,
+    builtin: bool,
+    /// Source order: rule index, then index in its `ports` list.
+    order: (usize, usize),
+    counter: u32,
+}
+
+/// Sort key: the precedence of the module doc, smallest first.
+type Precedence = (Reverse<u8>, bool, u32, bool, bool, (usize, usize));
+
+impl Candidate {
+    fn precedence(&self) -> Precedence {
+        (
+            Reverse(self.prefix.prefix_len()),
+            self.proto.is_none(),
+            self.ports.map_or(ALL_PORTS_WIDTH, |p| p.width()),
+            !self.deny,
+            self.builtin,
+            self.order,
+        )
+    }
+
+    /// Whether every packet `other` matches is also matched by `self`.
+    fn covers(&self, other: &Candidate) -> bool {
+        let proto = self.proto.is_none() || self.proto == other.proto;
+        let ports = match (self.ports, other.ports) {
+            (None, _) => true,
+            // `other` also matches packets with no known port; `self` not.
+            (Some(_), None) => false,
+            (Some(mine), Some(theirs)) => mine.lo <= theirs.lo && theirs.hi <= mine.hi,
+        };
+        proto && ports
+    }
+
+    fn entry(&self) -> RuleEntry {
+        RuleEntry {
+            proto: self.proto,
+            ports: self.ports.map(|p| (p.lo, p.hi)),
+            deny: self.deny,
+            builtin: self.builtin,
+            counter: self.counter,
+        }
+    }
+}
+
+impl Compiler<'_> {
+    fn error(&mut self, origin: &Origin, field: &str, message: String) {
+        self.errors.push(Diagnostic::error(
+            Path::new(&origin.file),
+            origin.line,
+            origin.column,
+            field,
+            message,
+        ));
+    }
+
+    fn counter(&mut self, group: &str, decider: Decider) -> u32 {
+        self.tables.counters.push(CounterOwner::Decision {
+            group: group.to_string(),
+            decider,
+        });
+        self.tables.counters.len() as u32 - 1
+    }
+
+    /// Appends a group's table with its default counter and its three
+    /// verdict totals (added last, after its rule counters).
+    fn group_table(&mut self, name: &str, default_deny: bool, audit: bool, default_counter: u32) {
+        let mut verdict_counter = |verdict| {
+            self.tables.counters.push(CounterOwner::Verdict {
+                group: name.to_string(),
+                verdict,
+            });
+            self.tables.counters.len() as u32 - 1
+        };
+        let table = GroupTable {
+            name: name.to_string(),
+            default_deny,
+            audit,
+            default_counter,
+            allow_counter: verdict_counter(Verdict::Allow),
+            deny_counter: verdict_counter(Verdict::Deny),
+            audit_deny_counter: verdict_counter(Verdict::AuditDeny),
+        };
+        self.tables.groups.push(table);
+    }
+
+    /// Group 0: sources in no group. Its default is `unknown-devices`; it has
+    /// no destinations, so no rule and no built-in NTP allow applies.
+    fn unknown_group(&mut self) {
+        let default = self.counter(UNKNOWN_GROUP_NAME, Decider::GroupDefault);
+        let deny = self.policy.unknown_devices == Action::Deny;
+        self.group_table(UNKNOWN_GROUP_NAME, deny, false, default);
+    }
+
+    fn group(&mut self, id: u32, group: &Group) {
+        let default = self.counter(&group.name, Decider::GroupDefault);
+        let builtin =
+            (!self.policy.ntp.is_empty()).then(|| self.counter(&group.name, Decider::BuiltinNtp));
+        let rule_counters: Vec<u32> = group
+            .rules
+            .iter()
+            .map(|r| self.counter(&group.name, Decider::Rule(r.id.as_str().to_string())))
+            .collect();
+        self.group_table(
+            &group.name,
+            group.default == Action::Deny,
+            group.audit,
+            default,
+        );
+
+        for device in &group.devices {
+            let prefix = device.prefix;
+            if prefix.prefix_len() == prefix.max_prefix_len() {
+                self.tables.device_exact.push((prefix.addr(), id));
+            } else {
+                self.tables.device_prefixes.push((prefix, id));
+            }
+        }
+
+        let mut candidates = self.candidates(group, &rule_counters);
+        if let Some(counter) = builtin {
+            for (i, addr) in self.policy.ntp.iter().enumerate() {
+                let entry = builtin_ntp(*addr, i, counter);
+                candidates.entry(entry.prefix).or_default().push(entry);
+            }
+        }
+        self.destinations(id, group, &candidates);
+    }
+
+    /// The group's rules expanded to entries, by destination prefix.
+    fn candidates(&self, group: &Group, counters: &[u32]) -> HashMap<IpNet, Vec<Candidate>> {
+        let mut by_prefix: HashMap<IpNet, Vec<Candidate>> = HashMap::new();
+        for (index, rule) in group.rules.iter().enumerate() {
+            let ports: Vec<Option<PortRange>> = match &rule.ports {
+                None => vec![None],
+                Some(ports) => ports.iter().copied().map(Some).collect(),
+            };
+            let prefixes: BTreeSet<IpNet> = rule.prefixes().copied().collect();
+            for prefix in prefixes {
+                for (port_index, ports) in ports.iter().enumerate() {
+                    by_prefix.entry(prefix).or_default().push(Candidate {
+                        prefix,
+                        proto: rule.proto,
+                        ports: *ports,
+                        deny: rule.action == Action::Deny,
+                        builtin: false,
+                        order: (index, port_index),
+                        counter: counters[index],
+                    });
+                }
+            }
+        }
+        by_prefix
+    }
+
+    /// One destination entry per distinct prefix, with its rule set.
+    fn destinations(&mut self, id: u32, group: &Group, by_prefix: &HashMap<IpNet, Vec<Candidate>>) {
+        // Only the prefix lengths in use can hold an ancestor.
+        let lengths: BTreeSet<(bool, u8)> = by_prefix
+            .keys()
+            .map(|p| (p.addr().is_ipv6(), p.prefix_len()))
+            .collect();
+        let mut prefixes: Vec<&IpNet> = by_prefix.keys().collect();
+        prefixes.sort();
+        let mut overflows = Vec::new();
+        for prefix in prefixes {
+            let v6 = prefix.addr().is_ipv6();
+            let mut entries: Vec<Candidate> = lengths
+                .range((v6, 0)..=(v6, prefix.prefix_len()))
+                .filter_map(|&(_, len)| {
+                    let ancestor = IpNet::new(prefix.addr(), len).ok()?.trunc();
+                    by_prefix.get(&ancestor)
+                })
+                .flatten()
+                .copied()
+                .collect();
+            entries.sort_by_cached_key(Candidate::precedence);
+            let mut kept: Vec<Candidate> = Vec::with_capacity(entries.len());
+            for entry in entries {
+                if !kept.iter().any(|k| k.covers(&entry)) {
+                    kept.push(entry);
+                }
+            }
+            if kept.len() > RULESET_ENTRIES {
+                overflows.push((*prefix, kept.len()));
+                continue;
+            }
+            let entries: Vec<RuleEntry> = kept.iter().map(Candidate::entry).collect();
+            let next = self.rulesets.len() as u32;
+            let ruleset = *self.rulesets.entry(entries.clone()).or_insert(next);
+            if ruleset == next {
+                self.tables.rulesets.push(entries);
+            }
+            self.tables.destinations.push(DestinationEntry {
+                group: id,
+                prefix: *prefix,
+                ruleset,
+            });
+        }
+        self.report_overflows(group, &overflows);
+        if self.tables.rulesets.len() > MAX_RULESETS as usize {
+            let message = format!(
+                "the policy needs {} distinct rule sets once this group is added; at most {} fit \
+                 (MAX_RULESETS): use fewer distinct destination prefixes or simpler rules",
+                self.tables.rulesets.len(),
+                MAX_RULESETS
+            );
+            self.error(&group.origin, &format!("groups.{}", group.name), message);
+        }
+    }
+
+    fn report_overflows(&mut self, group: &Group, overflows: &[(IpNet, usize)]) {
+        const SHOWN: usize = 5;
+        for (prefix, count) in overflows.iter().take(SHOWN) {
+            let message = format!(
+                "destination {prefix} needs {count} rule entries (its own and those inherited \
+                 from less specific prefixes, one per `to` prefix and `ports` item); at most \
+                 {RULESET_ENTRIES} fit (RULESET_ENTRIES): merge ports into ranges or split the group"
+            );
+            self.error(&group.origin, &format!("groups.{}", group.name), message);
+        }
+        if overflows.len() > SHOWN {
+            let message = format!(
+                "and {} more destination prefixes over {RULESET_ENTRIES} rule entries",
+                overflows.len() - SHOWN
+            );
+            self.error(&group.origin, &format!("groups.{}", group.name), message);
+        }
+    }
+
+    /// The per-map limits of the controller config. Each excess is reported
+    /// once, at the group that first goes over.
+    fn check_map_limits(&mut self, limits: &Limits) {
+        let policy = self.policy;
+        let mut destinations_of = vec![0usize; policy.groups.len() + 1];
+        for d in &self.tables.destinations {
+            destinations_of[d.group as usize] += 1;
+        }
+        let totals = [
+            self.tables.device_exact.len(),
+            self.tables.device_prefixes.len(),
+            self.tables.destinations.len(),
+            self.tables.counters.len(),
+        ];
+        let names = [
+            ("device addresses (/32, /128)", "device-addresses"),
+            ("device prefixes", "device-prefixes"),
+            ("(group, destination prefix) entries", "destinations"),
+            (
+                "counters (a default, the verdict totals and one per rule, per group)",
+                "counters",
+            ),
+        ];
+        let limits = [
+            limits.device_addresses,
+            limits.device_prefixes,
+            limits.destinations,
+            limits.counters,
+        ];
+        // Group 0 has its default and three verdict counters.
+        let mut so_far = [0, 0, 0, 4];
+        let mut reported = [false; 4];
+        let builtin = usize::from(!policy.ntp.is_empty());
+        for (index, group) in policy.groups.iter().enumerate() {
+            let exact = group
+                .devices
+                .iter()
+                .filter(|d| d.prefix.prefix_len() == d.prefix.max_prefix_len())
+                .count();
+            so_far[0] += exact;
+            so_far[1] += group.devices.len() - exact;
+            so_far[2] += destinations_of[index + 1];
+            so_far[3] += 4 + builtin + group.rules.len();
+            for i in 0..4 {
+                if reported[i] || so_far[i] <= limits[i] as usize {
+                    continue;
+                }
+                reported[i] = true;
+                let ((what, key), total, limit) = (names[i], totals[i], limits[i]);
+                let message = format!(
+                    "the policy needs {total} {what}, over the limit of {limit} \
+                     (limits.{key} in the controller config); this group brings it to {}",
+                    so_far[i]
+                );
+                self.error(&group.origin, &format!("groups.{}", group.name), message);
+            }
+        }
+    }
+}
+
+/// The implicit allow of UDP/123 to one NTP address, at full length.
+fn builtin_ntp(addr: IpAddr, index: usize, counter: u32) -> Candidate {
+    Candidate {
+        prefix: IpNet::from(addr),
+        proto: Some(PROTO_UDP),
+        ports: Some(PortRange::new(NTP_PORT, NTP_PORT)),
+        deny: false,
+        builtin: true,
+        order: (usize::MAX, index),
+        counter,
+    }
+}
+
+#[cfg(test)]
+mod tests;

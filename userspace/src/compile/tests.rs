@@ -1,0 +1,282 @@
+use std::path::PathBuf;
+
+use super::*;
+use crate::policy::{Environment, Source, from_sources};
+
+fn policy_with(text: &str, ntp: &[&str]) -> Policy {
+    let env = Environment {
+        gateway: vec!["10.64.0.1".parse().unwrap()],
+        ntp: ntp.iter().map(|a| a.parse().unwrap()).collect(),
+    };
+    let source = Source {
+        path: PathBuf::from("p.yaml"),
+        text: text.to_string(),
+    };
+    match from_sources(&[source], &env) {
+        Ok(loaded) => loaded.policy,
+        Err(diags) => panic!("{diags:#?}"),
+    }
+}
+
+fn policy(text: &str) -> Policy {
+    policy_with(text, &[])
+}
+
+fn ruleset_of<'t>(tables: &'t CompiledPolicy, group: u32, prefix: &str) -> &'t [RuleEntry] {
+    let prefix: IpNet = prefix.parse().unwrap();
+    let d = tables
+        .destinations
+        .iter()
+        .find(|d| d.group == group && d.prefix == prefix)
+        .unwrap_or_else(|| panic!("no destination {prefix} in group {group}"));
+    &tables.rulesets[d.ruleset as usize]
+}
+
+fn counter_of(tables: &CompiledPolicy, group: &str, decider: Decider) -> u32 {
+    let owner = CounterOwner::Decision {
+        group: group.into(),
+        decider,
+    };
+    tables.counters.iter().position(|o| *o == owner).unwrap() as u32
+}
+
+const METERS: &str = "\
+unknown-devices: allow
+groups:
+  meters:
+    devices: [10.64.0.0/16, 10.99.0.7, \"fd00:64::/48\"]
+    default: deny
+    rules:
+      - deny: {to: 10.0.0.0/8, id: lateral}
+      - allow: {to: 10.64.0.0/16, proto: tcp, ports: [443, \"8000-8999\"], id: web}
+      - allow: {to: any, proto: udp, ports: 53, id: dns}
+      - deny: {to: 10.64.0.0/16, proto: tcp, ports: [443], id: no-443}
+";
+
+#[test]
+fn groups_devices_and_counters() {
+    let t = compile(&policy(METERS), &Limits::default()).unwrap();
+    assert_eq!(t.groups.len(), 2);
+    assert_eq!(t.groups[0].name, UNKNOWN_GROUP_NAME);
+    assert!(!t.groups[0].default_deny && !t.groups[0].audit);
+    assert!(t.groups[1].default_deny);
+    assert_eq!(t.device_exact, [("10.99.0.7".parse().unwrap(), 1)]);
+    assert_eq!(
+        t.device_prefixes,
+        [
+            ("10.64.0.0/16".parse().unwrap(), 1),
+            ("fd00:64::/48".parse().unwrap(), 1)
+        ]
+    );
+    let decision = |g: &str, d| CounterOwner::Decision {
+        group: g.into(),
+        decider: d,
+    };
+    let verdict = |g: &str, v| CounterOwner::Verdict {
+        group: g.into(),
+        verdict: v,
+    };
+    assert_eq!(
+        t.counters,
+        [
+            decision("_unknown", Decider::GroupDefault),
+            verdict("_unknown", Verdict::Allow),
+            verdict("_unknown", Verdict::Deny),
+            verdict("_unknown", Verdict::AuditDeny),
+            decision("meters", Decider::GroupDefault),
+            decision("meters", Decider::Rule("lateral".into())),
+            decision("meters", Decider::Rule("web".into())),
+            decision("meters", Decider::Rule("dns".into())),
+            decision("meters", Decider::Rule("no-443".into())),
+            verdict("meters", Verdict::Allow),
+            verdict("meters", Verdict::Deny),
+            verdict("meters", Verdict::AuditDeny),
+        ]
+    );
+    let g = &t.groups[1];
+    assert_eq!(
+        (
+            g.default_counter,
+            g.allow_counter,
+            g.deny_counter,
+            g.audit_deny_counter
+        ),
+        (4, 9, 10, 11)
+    );
+    assert_eq!(t.groups[0].verdict_counter(Verdict::Deny), 2);
+}
+
+#[test]
+fn rule_sets_inherit_sort_and_prune() {
+    let t = compile(&policy(METERS), &Limits::default()).unwrap();
+    let c = |id: &str| counter_of(&t, "meters", Decider::Rule(id.into()));
+    let entry = |proto, ports, deny, counter| RuleEntry {
+        proto,
+        ports,
+        deny,
+        builtin: false,
+        counter,
+    };
+    let dns = entry(Some(17), Some((53, 53)), false, c("dns"));
+    // Destinations: 0.0.0.0/0, ::/0 (dns), 10.0.0.0/8, 10.64.0.0/16.
+    assert_eq!(t.destinations.len(), 4);
+    assert_eq!(ruleset_of(&t, 1, "0.0.0.0/0"), [dns]);
+    assert_eq!(ruleset_of(&t, 1, "::/0"), [dns]);
+    // The /8 deny has no conditions: the inherited dns entry after it is
+    // unreachable and pruned.
+    assert_eq!(
+        ruleset_of(&t, 1, "10.0.0.0/8"),
+        [entry(None, None, true, c("lateral"))]
+    );
+    // Own entries first (specific proto, narrow ports, deny before allow:
+    // no-443 takes 443 from web), then the inherited /8 deny.
+    assert_eq!(
+        ruleset_of(&t, 1, "10.64.0.0/16"),
+        [
+            entry(Some(6), Some((443, 443)), true, c("no-443")),
+            entry(Some(6), Some((8000, 8999)), false, c("web")),
+            entry(None, None, true, c("lateral")),
+        ]
+    );
+}
+
+#[test]
+fn identical_rule_sets_are_shared() {
+    let t = compile(
+        &policy(
+            "groups:\n  g:\n    devices: [10.1.0.0/16]\n    default: deny\n    rules:\n      \
+             - allow: {to: [192.0.2.0/24, 198.51.100.0/24, \"2001:db8::/32\"], proto: tcp}\n",
+        ),
+        &Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(t.destinations.len(), 3);
+    assert_eq!(t.rulesets.len(), 1);
+}
+
+#[test]
+fn builtin_ntp_is_a_full_length_entry_after_explicit_ties() {
+    let text = "\
+groups:
+  g:
+    devices: [10.1.0.0/16]
+    default: deny
+    rules:
+      - deny: {to: 100.64.0.0/10}
+      - allow: {to: ntp, proto: udp, ports: [123], id: explicit-ntp}
+  h:
+    devices: [10.2.0.0/16]
+    default: deny
+    rules:
+      - deny: {to: 100.127.0.123, proto: udp, ports: [123], id: no-ntp}
+";
+    let t = compile(
+        &policy_with(text, &["100.127.0.123", "fd00::123"]),
+        &Limits::default(),
+    )
+    .unwrap();
+    let builtin = |group: &str| RuleEntry {
+        proto: Some(17),
+        ports: Some((123, 123)),
+        deny: false,
+        builtin: true,
+        counter: counter_of(&t, group, Decider::BuiltinNtp),
+    };
+    let g = ruleset_of(&t, 1, "100.127.0.123/32");
+    // The explicit allow ties the built-in on every key but wins (explicit
+    // first), so the built-in is pruned; the /10 deny stays for other ports.
+    assert_eq!(g.len(), 2);
+    assert_eq!(
+        g[0].counter,
+        counter_of(&t, "g", Decider::Rule("explicit-ntp".into()))
+    );
+    assert!(!g[1].builtin && g[1].deny);
+    // `to: ntp` covers the IPv6 NTP address too.
+    assert_eq!(ruleset_of(&t, 1, "fd00::123/128").len(), 1);
+    assert!(!ruleset_of(&t, 1, "fd00::123/128")[0].builtin);
+    // Where no rule names it, the NTP address has only the built-in.
+    assert_eq!(ruleset_of(&t, 2, "fd00::123/128"), [builtin("h")]);
+    // An explicit deny of the same address and port overrides the built-in.
+    let h = ruleset_of(&t, 2, "100.127.0.123/32");
+    assert_eq!(h.len(), 1);
+    assert!(h[0].deny);
+    // Group 0 has no destinations, so no built-in.
+    assert!(t.destinations.iter().all(|d| d.group != 0));
+}
+
+#[test]
+fn compiling_is_deterministic() {
+    let p = policy(METERS);
+    assert_eq!(
+        compile(&p, &Limits::default()),
+        compile(&p, &Limits::default())
+    );
+}
+
+#[test]
+fn a_rule_set_over_capacity_names_group_prefix_count_and_limit() {
+    let ports: Vec<String> = (1..=33).map(|p| (p * 10).to_string()).collect();
+    let text = format!(
+        "groups:\n  g:\n    devices: [10.1.0.0/16]\n    default: deny\n    rules:\n      \
+         - allow: {{to: 192.0.2.0/24, proto: tcp, ports: [{}]}}\n",
+        ports.join(", ")
+    );
+    let errs = compile(&policy(&text), &Limits::default()).unwrap_err();
+    let rendered: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        rendered,
+        [
+            "p.yaml:2:3: groups.g: destination 192.0.2.0/24 needs 33 rule entries (its own and \
+          those inherited from less specific prefixes, one per `to` prefix and `ports` item); \
+          at most 32 fit (RULESET_ENTRIES): merge ports into ranges or split the group"
+        ]
+    );
+}
+
+#[test]
+fn map_limits_from_the_config_are_enforced() {
+    let limits = Limits {
+        device_addresses: 0,
+        device_prefixes: 1,
+        destinations: 3,
+        counters: 11,
+        ..Limits::default()
+    };
+    let errs = compile(&policy(METERS), &limits).unwrap_err();
+    let rendered: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        rendered,
+        [
+            "p.yaml:3:3: groups.meters: the policy needs 1 device addresses (/32, /128), over the \
+             limit of 0 (limits.device-addresses in the controller config); this group brings it to 1",
+            "p.yaml:3:3: groups.meters: the policy needs 2 device prefixes, over the limit of 1 \
+             (limits.device-prefixes in the controller config); this group brings it to 2",
+            "p.yaml:3:3: groups.meters: the policy needs 4 (group, destination prefix) entries, \
+             over the limit of 3 (limits.destinations in the controller config); this group brings it to 4",
+            "p.yaml:3:3: groups.meters: the policy needs 12 counters (a default, the verdict \
+             totals and one per rule, per group), over the limit of 11 (limits.counters in the \
+             controller config); this group brings it to 12",
+        ]
+    );
+}
+
+#[test]
+fn too_many_groups() {
+    let mut text = String::from("groups:\n");
+    for i in 0..MAX_GROUPS {
+        text.push_str(&format!(
+            "  g{i:04}:\n    devices: [10.{}.{}.0/24]\n    default: deny\n",
+            i / 256,
+            i % 256
+        ));
+    }
+    let errs = compile(&policy(&text), &Limits::default()).unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert!(
+        errs[0].to_string().ends_with(
+            "groups.g4095: 4096 groups; at most 4095 fit (MAX_GROUPS, one id is the unknown-device group)"
+        ),
+        "{}",
+        errs[0]
+    );
+}

@@ -1,0 +1,147 @@
+//! The reference model of the dataplane's decision.
+//!
+//! [`verdict`] evaluates a packet over the compiled tables exactly as the
+//! kernel does (the steps of [`crate::tables`]); the kernel's differential
+//! test compares its counters with [`Decision::counter`]. [`naive`] is a
+//! second evaluator written straight from the language semantics over the
+//! validated policy, sharing no code with `compile`; property tests check
+//! that the two always agree, and `explain` uses it to list the candidates.
+
+pub mod naive;
+
+use ipnet::IpNet;
+use tollgate_common::{DecisionReason, UNKNOWN_GROUP, Verdict};
+
+use crate::{
+    policy::RuleId,
+    tables::{CompiledPolicy, CounterOwner, Decider, PacketFacts, RuleEntry},
+};
+
+/// What the dataplane does with a packet, and what it charges.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Group id; 0 for a source in no group.
+    pub group: u32,
+    pub group_name: String,
+    /// The device entry that chose the group (`None` for group 0).
+    pub device: Option<IpNet>,
+    /// The destination entry whose rule set was scanned.
+    pub destination: Option<IpNet>,
+    pub verdict: Verdict,
+    pub reason: DecisionReason,
+    /// Logical counter charged: the deciding entry's or the group default's.
+    pub counter: u32,
+    /// The deciding rule, when a rule from a file decided.
+    pub rule: Option<RuleId>,
+}
+
+/// Decides `packet` over `tables`, step by step as the kernel does.
+pub fn verdict(tables: &CompiledPolicy, packet: &PacketFacts) -> Decision {
+    // 1. Group: exact device address, else longest device prefix, else 0.
+    let (group, device) = match tables
+        .device_exact
+        .binary_search_by(|(addr, _)| addr.cmp(&packet.src))
+    {
+        Ok(i) => (tables.device_exact[i].1, Some(IpNet::from(packet.src))),
+        Err(_) => longest_match(packet.src, |net| {
+            tables
+                .device_prefixes
+                .binary_search_by(|(p, _)| p.cmp(&net))
+                .ok()
+                .map(|i| tables.device_prefixes[i].1)
+        })
+        .map_or((UNKNOWN_GROUP, None), |(net, group)| (group, Some(net))),
+    };
+    let table = &tables.groups[group as usize];
+
+    // 2. Destination: the group's longest destination prefix holding dst.
+    let destination = (group != UNKNOWN_GROUP)
+        .then(|| {
+            longest_match(packet.dst, |net| {
+                tables
+                    .destinations
+                    .binary_search_by(|d| (d.group, d.prefix).cmp(&(group, net)))
+                    .ok()
+                    .map(|i| tables.destinations[i].ruleset)
+            })
+        })
+        .flatten();
+
+    // 3. Rule: the first entry of its rule set that matches.
+    let entry = destination.and_then(|(_, ruleset)| {
+        tables.rulesets[ruleset as usize]
+            .iter()
+            .find(|e| matches(e, packet))
+    });
+
+    // 4. Default when nothing matched.
+    let (deny, reason, counter) = match entry {
+        Some(e) if e.builtin => (e.deny, DecisionReason::BuiltinNtp, e.counter),
+        Some(e) => (e.deny, DecisionReason::Rule, e.counter),
+        None if group == UNKNOWN_GROUP => (
+            table.default_deny,
+            DecisionReason::UnknownDevice,
+            table.default_counter,
+        ),
+        None => (
+            table.default_deny,
+            DecisionReason::GroupDefault,
+            table.default_counter,
+        ),
+    };
+
+    // 5. Audit: a deny in an audit group passes, as audit-deny.
+    let verdict = match (deny, table.audit) {
+        (false, _) => Verdict::Allow,
+        (true, false) => Verdict::Deny,
+        (true, true) => Verdict::AuditDeny,
+    };
+    let rule = match (reason, &tables.counters[counter as usize]) {
+        (
+            DecisionReason::Rule,
+            CounterOwner::Decision {
+                decider: Decider::Rule(id),
+                ..
+            },
+        ) => Some(RuleId::new(id)),
+        _ => None,
+    };
+    Decision {
+        group,
+        group_name: table.name.clone(),
+        device,
+        destination: destination.map(|(net, _)| net),
+        verdict,
+        reason,
+        counter,
+        rule,
+    }
+}
+
+/// Whether a rule entry matches: its protocol is any or the packet's, and
+/// its port range is absent or holds the packet's (known) port.
+fn matches(entry: &RuleEntry, packet: &PacketFacts) -> bool {
+    let proto = entry.proto.is_none_or(|p| p == packet.proto);
+    let ports = match (entry.ports, packet.dport) {
+        (None, _) => true,
+        (Some((lo, hi)), Some(port)) => (lo..=hi).contains(&port),
+        (Some(_), None) => false,
+    };
+    proto && ports
+}
+
+/// Longest-prefix match by trying each prefix of `addr`, longest first,
+/// against an exact lookup (what an LPM trie returns).
+fn longest_match<T>(
+    addr: std::net::IpAddr,
+    mut lookup: impl FnMut(IpNet) -> Option<T>,
+) -> Option<(IpNet, T)> {
+    let max = IpNet::from(addr).prefix_len();
+    (0..=max).rev().find_map(|len| {
+        let net = IpNet::new(addr, len).expect("length within family").trunc();
+        lookup(net).map(|found| (net, found))
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,255 @@
+//! The verdict semantics of the language, evaluated literally over the
+//! validated policy: no tables, no precomputed inheritance, no pruning. It
+//! exists to be obviously right, so the compiled model can be checked
+//! against it, and it keeps every candidate so `explain` can say why the
+//! winner won.
+//!
+//! For a packet from S to D, protocol P, destination port X (unknown for
+//! non-TCP/UDP and for non-first fragments):
+//! 1. Group: the group whose devices contain S with the longest prefix; none:
+//!    the `unknown-devices` verdict.
+//! 2. Candidates: the group's rules whose `to` contains D, whose proto is
+//!    `any` or P, and whose ports contain X (no `ports`: every port, known or
+//!    not; with `ports`, an unknown X never matches). Each rule counts with
+//!    its longest matching `to` prefix and narrowest matching `ports` item.
+//!    Plus the built-in allow of UDP/123 to each NTP address at full length.
+//! 3. Winner: longest prefix; then a specific proto over `any`; then the
+//!    narrowest port range; then deny over allow. Remaining ties (same
+//!    verdict) go to an explicit rule over the built-in, then to the rule
+//!    first in the file; they only decide which rule is counted.
+//! 4. No candidate: the group's default.
+//! 5. Audit mode turns deny into audit-deny.
+
+use std::{cmp::Reverse, fmt, net::IpAddr};
+
+use ipnet::IpNet;
+use tollgate_common::{DecisionReason, Verdict};
+
+use crate::{
+    policy::{ALL_PORTS_WIDTH, Action, Device, Group, PROTO_UDP, Policy, PortRange, Rule, RuleId},
+    tables::PacketFacts,
+};
+
+/// The built-in NTP allow's port.
+const NTP_PORT: u16 = 123;
+
+/// The outcome, with everything that competed for it.
+#[derive(Clone, Debug)]
+pub struct Evaluation<'p> {
+    /// `None`: the source is in no group.
+    pub group: Option<GroupMatch<'p>>,
+    /// Every candidate, the winner first.
+    pub candidates: Vec<Candidate<'p>>,
+    pub verdict: Verdict,
+    pub reason: DecisionReason,
+}
+
+impl Evaluation<'_> {
+    /// The deciding rule's id, when a rule decided.
+    pub fn rule_id(&self) -> Option<&RuleId> {
+        match self.candidates.first()?.source {
+            Source::Rule(rule) => Some(&rule.id),
+            Source::BuiltinNtp(_) => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct GroupMatch<'p> {
+    pub id: u32,
+    pub group: &'p Group,
+    /// The device prefix that chose the group.
+    pub device: &'p Device,
+}
+
+/// A rule (or the built-in) that matches the packet.
+#[derive(Clone, Copy, Debug)]
+pub struct Candidate<'p> {
+    pub source: Source<'p>,
+    pub action: Action,
+    /// The longest of its destination prefixes that contains D.
+    pub prefix: IpNet,
+    /// The `to` item that prefix came from.
+    pub target: &'p str,
+    pub proto: Option<u8>,
+    /// The narrowest of its port ranges that contains X; `None`: no `ports`.
+    pub ports: Option<PortRange>,
+    /// Position of the rule in its group (the built-in comes after all).
+    pub order: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Source<'p> {
+    Rule(&'p Rule),
+    BuiltinNtp(IpAddr),
+}
+
+/// Why a candidate lost to the winner: the first tie-break that separates
+/// them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Beaten {
+    LongerPrefix,
+    SpecificProtocol,
+    NarrowerPorts,
+    DenyOverAllow,
+    ExplicitOverBuiltin,
+    EarlierInFile,
+}
+
+impl fmt::Display for Beaten {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Beaten::LongerPrefix => "the winner's destination prefix is longer",
+            Beaten::SpecificProtocol => "the winner names a protocol, this one is any",
+            Beaten::NarrowerPorts => "the winner's port range is narrower",
+            Beaten::DenyOverAllow => "equal specificity: deny wins over allow",
+            Beaten::ExplicitOverBuiltin => {
+                "equal specificity: an explicit rule wins over the built-in"
+            }
+            Beaten::EarlierInFile => {
+                "same verdict and specificity: the first rule in the file is counted"
+            }
+        })
+    }
+}
+
+impl Candidate<'_> {
+    pub fn port_width(&self) -> u32 {
+        self.ports.map_or(ALL_PORTS_WIDTH, |p| p.width())
+    }
+
+    /// The ranking of step 3 and its remaining ties; the largest wins.
+    fn rank(&self) -> (u8, bool, Reverse<u32>, bool, bool, Reverse<usize>) {
+        (
+            self.prefix.prefix_len(),
+            self.proto.is_some(),
+            Reverse(self.port_width()),
+            self.action == Action::Deny,
+            matches!(self.source, Source::Rule(_)),
+            Reverse(self.order),
+        )
+    }
+
+    /// Why `self` lost to `winner`.
+    pub fn lost_to(&self, winner: &Candidate) -> Beaten {
+        let (a, b) = (winner.rank(), self.rank());
+        if a.0 != b.0 {
+            Beaten::LongerPrefix
+        } else if a.1 != b.1 {
+            Beaten::SpecificProtocol
+        } else if a.2 != b.2 {
+            Beaten::NarrowerPorts
+        } else if a.3 != b.3 {
+            Beaten::DenyOverAllow
+        } else if a.4 != b.4 {
+            Beaten::ExplicitOverBuiltin
+        } else {
+            Beaten::EarlierInFile
+        }
+    }
+}
+
+/// Evaluates `packet` against `policy` by the semantics above.
+pub fn evaluate<'p>(policy: &'p Policy, packet: &PacketFacts) -> Evaluation<'p> {
+    let group = policy
+        .groups
+        .iter()
+        .enumerate()
+        .flat_map(|(i, group)| {
+            group.devices.iter().map(move |device| GroupMatch {
+                id: i as u32 + 1,
+                group,
+                device,
+            })
+        })
+        .filter(|m| m.device.prefix.contains(&packet.src))
+        .max_by_key(|m| m.device.prefix.prefix_len());
+    let Some(group) = group else {
+        let verdict = match policy.unknown_devices {
+            Action::Allow => Verdict::Allow,
+            Action::Deny => Verdict::Deny,
+        };
+        return Evaluation {
+            group: None,
+            candidates: Vec::new(),
+            verdict,
+            reason: DecisionReason::UnknownDevice,
+        };
+    };
+
+    let mut candidates: Vec<Candidate> = group
+        .group
+        .rules
+        .iter()
+        .enumerate()
+        .filter_map(|(order, rule)| candidate(rule, order, packet))
+        .collect();
+    for addr in &policy.ntp {
+        if *addr == packet.dst && packet.proto == PROTO_UDP && packet.dport == Some(NTP_PORT) {
+            candidates.push(Candidate {
+                source: Source::BuiltinNtp(*addr),
+                action: Action::Allow,
+                prefix: IpNet::from(*addr),
+                target: "ntp",
+                proto: Some(PROTO_UDP),
+                ports: Some(PortRange::new(NTP_PORT, NTP_PORT)),
+                order: usize::MAX,
+            });
+        }
+    }
+    candidates.sort_by_key(|c| Reverse(c.rank()));
+
+    let (action, reason) = match candidates.first() {
+        Some(Candidate {
+            source: Source::BuiltinNtp(_),
+            action,
+            ..
+        }) => (*action, DecisionReason::BuiltinNtp),
+        Some(winner) => (winner.action, DecisionReason::Rule),
+        None => (group.group.default, DecisionReason::GroupDefault),
+    };
+    let verdict = match (action, group.group.audit) {
+        (Action::Allow, _) => Verdict::Allow,
+        (Action::Deny, false) => Verdict::Deny,
+        (Action::Deny, true) => Verdict::AuditDeny,
+    };
+    Evaluation {
+        group: Some(group),
+        candidates,
+        verdict,
+        reason,
+    }
+}
+
+/// The rule as a candidate for this packet, if it matches.
+fn candidate<'p>(rule: &'p Rule, order: usize, packet: &PacketFacts) -> Option<Candidate<'p>> {
+    if rule.proto.is_some_and(|p| p != packet.proto) {
+        return None;
+    }
+    let ports = match (&rule.ports, packet.dport) {
+        (None, _) => None,
+        (Some(_), None) => return None,
+        (Some(list), Some(port)) => Some(
+            *list
+                .iter()
+                .filter(|r| r.contains(port))
+                .min_by_key(|r| r.width())?,
+        ),
+    };
+    let (target, prefix) = rule
+        .targets
+        .iter()
+        .flat_map(|t| t.prefixes.iter().map(move |p| (t.written.as_str(), *p)))
+        .filter(|(_, p)| p.contains(&packet.dst))
+        .max_by_key(|(_, p)| p.prefix_len())?;
+    Some(Candidate {
+        source: Source::Rule(rule),
+        action: rule.action,
+        prefix,
+        target,
+        proto: rule.proto,
+        ports,
+        order,
+    })
+}

@@ -1,0 +1,240 @@
+//! The policy language: loading a directory of YAML files, validating it and
+//! the validated [`Policy`] that `compile` and the reference model read.
+//!
+//! - [`model`]: the serde model of one file, strict in structure, lenient in
+//!   leaves.
+//! - [`positions`]: line and column of every value, for semantic errors.
+//! - [`load`]: reads the directory, parses each file, hands all of them to
+//!   `validate`, which merges them and resolves names and keywords.
+//! - [`rule_id`]: stable rule ids.
+//!
+//! The language reference, with the verdict semantics, is
+//! `policies/README.md`.
+
+pub mod load;
+pub mod model;
+pub mod positions;
+pub mod rule_id;
+mod shadow;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::{fmt, net::IpAddr};
+
+use ipnet::IpNet;
+
+pub use load::{Loaded, Source, from_sources, load};
+pub use rule_id::RuleId;
+
+/// A validated policy: every name resolved, every value checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Sorted by name. A group's id is its index + 1; id 0 is the
+    /// unknown-device pseudo-group.
+    pub groups: Vec<Group>,
+    /// The verdict for sources in no group.
+    pub unknown_devices: Action,
+    /// Where `unknown-devices` is set; `None` when it defaults to deny.
+    pub unknown_devices_origin: Option<Origin>,
+    /// The addresses the keyword `ntp` stands for; each gets the built-in
+    /// allow of UDP port 123 in every group.
+    pub ntp: Vec<IpAddr>,
+}
+
+impl Policy {
+    /// The group with this id (1-based; 0 is not a policy group).
+    pub fn group(&self, id: u32) -> Option<&Group> {
+        (id as usize)
+            .checked_sub(1)
+            .and_then(|i| self.groups.get(i))
+    }
+
+    pub fn group_id(&self, name: &str) -> Option<u32> {
+        self.groups
+            .binary_search_by(|g| g.name.as_str().cmp(name))
+            .ok()
+            .map(|i| i as u32 + 1)
+    }
+
+    /// The rule behind a `rule` metrics label or deny-event counter.
+    pub fn rule(&self, group: &str, id: &str) -> Option<&Rule> {
+        let group = self.group(self.group_id(group)?)?;
+        group.rules.iter().find(|r| r.id.as_str() == id)
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.groups.iter().map(|g| g.rules.len()).sum()
+    }
+
+    pub fn device_count(&self) -> usize {
+        self.groups.iter().map(|g| g.devices.len()).sum()
+    }
+}
+
+/// A place in a policy file (1-based line and column).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct Origin {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Allow,
+    Deny,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Allow => "allow",
+            Action::Deny => "deny",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    pub name: String,
+    pub description: Option<String>,
+    pub devices: Vec<Device>,
+    /// The verdict when no rule matches.
+    pub default: Action,
+    /// Audit mode: a deny verdict becomes audit-deny (counted, reported,
+    /// passed).
+    pub audit: bool,
+    pub rules: Vec<Rule>,
+    /// The group's name in its file.
+    pub origin: Origin,
+    /// The `default:` value.
+    pub default_origin: Origin,
+}
+
+/// One source prefix of a group (a bare address is a /32 or /128).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    pub prefix: IpNet,
+    pub origin: Origin,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub id: RuleId,
+    pub action: Action,
+    /// The `to` items, each with the prefixes it resolved to.
+    pub targets: Vec<Target>,
+    /// IP protocol number; `None` is `any`.
+    pub proto: Option<u8>,
+    /// `None`: every port, known or not. Only with TCP or UDP.
+    pub ports: Option<Vec<PortRange>>,
+    pub comment: Option<String>,
+    /// The rule's action key (`allow:` / `deny:`) in its file.
+    pub origin: Origin,
+}
+
+impl Rule {
+    /// Every destination prefix the rule names.
+    pub fn prefixes(&self) -> impl Iterator<Item = &IpNet> {
+        self.targets.iter().flat_map(|t| &t.prefixes)
+    }
+}
+
+/// One `to` item and the prefixes it stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// A normalised CIDR, or a list name or keyword as written.
+    pub written: String,
+    pub prefixes: Vec<IpNet>,
+}
+
+/// An inclusive destination port range (a single port is `lo == hi`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl PortRange {
+    pub fn new(lo: u16, hi: u16) -> PortRange {
+        PortRange { lo, hi }
+    }
+
+    /// How many ports it holds: 1 for a single port.
+    pub fn width(&self) -> u32 {
+        u32::from(self.hi) - u32::from(self.lo) + 1
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        (self.lo..=self.hi).contains(&port)
+    }
+}
+
+/// The width of "no `ports`": every port.
+pub const ALL_PORTS_WIDTH: u32 = 65536;
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.lo == self.hi {
+            write!(f, "{}", self.lo)
+        } else {
+            write!(f, "{}-{}", self.lo, self.hi)
+        }
+    }
+}
+
+/// What the keywords `gateway` and `ntp` stand for: supplied by the
+/// controller's configuration (or `--gateway`/`--ntp` flags of the CLI).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Environment {
+    /// The gateway's own addresses on the device-facing interfaces.
+    pub gateway: Vec<IpAddr>,
+    /// The private NTP listen addresses.
+    pub ntp: Vec<IpAddr>,
+}
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+
+/// Parses a protocol as the language writes it: `tcp`, `udp`, `icmp`,
+/// `icmpv6`, `any` (`None`) or a number 0-255.
+pub fn parse_proto(text: &str) -> Result<Option<u8>, String> {
+    Ok(Some(match text {
+        "any" => return Ok(None),
+        "tcp" => PROTO_TCP,
+        "udp" => PROTO_UDP,
+        "icmp" => PROTO_ICMP,
+        "icmpv6" => PROTO_ICMPV6,
+        n => n.parse::<u8>().map_err(|_| {
+            format!("\"{n}\" is not a protocol (tcp | udp | icmp | icmpv6 | any | 0-255)")
+        })?,
+    }))
+}
+
+/// The name `explain` shows for a protocol number.
+pub fn proto_name(proto: Option<u8>) -> String {
+    match proto {
+        None => "any".into(),
+        Some(PROTO_TCP) => "tcp".into(),
+        Some(PROTO_UDP) => "udp".into(),
+        Some(PROTO_ICMP) => "icmp".into(),
+        Some(PROTO_ICMPV6) => "icmpv6".into(),
+        Some(n) => n.to_string(),
+    }
+}
+
+/// Whether packets of this protocol carry a destination port the dataplane
+/// reads.
+pub fn has_ports(proto: u8) -> bool {
+    proto == PROTO_TCP || proto == PROTO_UDP
+}

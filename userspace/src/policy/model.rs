@@ -1,0 +1,207 @@
+//! The policy language as written: one file's serde model.
+//!
+//! Structure is strict (kebab-case keys, unknown keys are errors), leaves are
+//! lenient: CIDRs, ports, protocols and verdicts are kept as the text the
+//! operator wrote ([`Scalar`]), so `validate` can report every bad value in
+//! one run with its position instead of serde stopping at the first.
+
+use std::{collections::BTreeMap, fmt};
+
+use serde::{Deserialize, Deserializer, de};
+
+/// One policy file. Every field is optional: a file may hold only lists,
+/// only groups, or only the top-level settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PolicyFile {
+    #[serde(default)]
+    pub lists: BTreeMap<String, OneOrMany>,
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupSpec>,
+    pub unknown_devices: Option<Scalar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a group: a mapping with devices, default and rules"
+)]
+pub struct GroupSpec {
+    pub description: Option<String>,
+    pub devices: Option<OneOrMany>,
+    /// Required; optional here so that its absence is reported with the
+    /// group's other errors.
+    pub default: Option<Scalar>,
+    pub mode: Option<Scalar>,
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+}
+
+/// `- allow: {...}` or `- deny: {...}`: a mapping with exactly one of the
+/// two keys (yaml_serde reads enums only from YAML tags, so this is a struct
+/// and `validate` checks that exactly one is present).
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a rule: `allow:` or `deny:` and what it matches"
+)]
+pub struct RuleSpec {
+    pub allow: Option<MatchSpec>,
+    pub deny: Option<MatchSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a rule body: a mapping with to, proto, ports"
+)]
+pub struct MatchSpec {
+    pub to: Option<OneOrMany>,
+    pub proto: Option<Scalar>,
+    pub ports: Option<OneOrMany>,
+    pub comment: Option<String>,
+    /// Stable rule id; derived from the rule's meaning when absent.
+    pub id: Option<Scalar>,
+}
+
+/// Any YAML scalar, kept as text (`443`, `"10000-10100"`, `10.0.0.0/8`).
+/// A null is the empty string.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scalar(pub String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a single value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
+                Ok(Scalar(String::new()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// A single value or a sequence of them (`to: aws-tokyo`, `to: [a, b]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OneOrMany {
+    One(Scalar),
+    Many(Vec<Scalar>),
+}
+
+impl OneOrMany {
+    /// The items with their field-path suffix: `""` for a single value,
+    /// `"[i]"` for sequence items.
+    pub fn items(&self) -> Vec<(String, &Scalar)> {
+        match self {
+            OneOrMany::One(s) => vec![(String::new(), s)],
+            OneOrMany::Many(v) => v
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("[{i}]"), s))
+                .collect(),
+        }
+    }
+
+    /// True for an empty sequence or a null.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            OneOrMany::One(s) => s.0.is_empty(),
+            OneOrMany::Many(v) => v.is_empty(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a value or a sequence of values")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(OneOrMany::Many(items))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(Scalar(v.to_string())))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(Scalar(v.to_string())))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(Scalar(v.to_string())))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(Scalar(v.to_string())))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(Scalar(v.to_string())))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::Many(Vec::new()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaves_keep_the_text_as_written() {
+        let f: PolicyFile = yaml_serde::from_str(
+            "groups:\n  g:\n    default: deny\n    rules:\n      - allow:\n          to: x\n          ports: [443, \"1-2\"]\n",
+        )
+        .unwrap();
+        let m = f.groups["g"].rules[0].allow.as_ref().unwrap();
+        assert_eq!(m.to, Some(OneOrMany::One(Scalar("x".into()))));
+        let ports: Vec<_> = m.ports.as_ref().unwrap().items();
+        assert_eq!(ports[0], ("[0]".into(), &Scalar("443".into())));
+        assert_eq!(ports[1].1.0, "1-2");
+    }
+
+    #[test]
+    fn structure_is_strict() {
+        let e = yaml_serde::from_str::<PolicyFile>("groups:\n  g:\n    defualt: deny\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("groups.g: unknown field `defualt`"), "{e}");
+        let e = yaml_serde::from_str::<PolicyFile>(
+            "groups:\n  g:\n    rules:\n      - permit: {to: any}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("groups.g.rules[0]: unknown field `permit`, expected `allow` or `deny`"),
+            "{e}"
+        );
+    }
+}

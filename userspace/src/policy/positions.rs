@@ -1,0 +1,390 @@
+//! Where every key and value of a YAML file starts, by field path.
+//!
+//! yaml_serde reports positions only for its own (structural) errors. The
+//! semantic checks need the position of any leaf, e.g.
+//! `groups.meters.rules[2].allow.ports[1]`, and every rule needs its line for
+//! counters and `explain`. This module walks the event stream of libyaml-rs
+//! (the parser yaml_serde itself uses, so positions agree) once per file and
+//! records the start of every key and value under the path syntax yaml_serde
+//! prints. It also finds duplicate mapping keys, which serde would silently
+//! collapse into one entry.
+
+use std::collections::HashMap;
+
+/// A 1-based line and column.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Mark {
+    pub line: usize,
+    pub column: usize,
+}
+
+/// A key that appears twice in one mapping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DuplicateKey {
+    /// Path of the second occurrence.
+    pub path: String,
+    pub first: Mark,
+    pub second: Mark,
+}
+
+/// The positions of one file.
+#[derive(Debug, Default)]
+pub struct Positions {
+    values: HashMap<String, Mark>,
+    keys: HashMap<String, Mark>,
+    duplicates: Vec<DuplicateKey>,
+    has_nodes: bool,
+    ended: bool,
+}
+
+impl Positions {
+    /// Indexes `text`. A syntax error stops the walk; what came before it is
+    /// kept (yaml_serde reports the error itself).
+    pub fn index(text: &str) -> Positions {
+        let mut walk = Walk::default();
+        let mut parser = events::Parser::new(text);
+        while let Some((event, mark)) = parser.next() {
+            walk.event(event, mark);
+        }
+        walk.positions
+    }
+
+    /// Where the value at `path` starts. A path with no recorded value (from
+    /// an alias or a merge) falls back to its nearest recorded ancestor.
+    pub fn value(&self, path: &str) -> Mark {
+        let mut path = path;
+        loop {
+            if let Some(mark) = self.values.get(path) {
+                return *mark;
+            }
+            match parent(path) {
+                Some(p) => path = p,
+                None => return Mark { line: 1, column: 1 },
+            }
+        }
+    }
+
+    /// Where the key naming the value at `path` starts (the value's own start
+    /// for sequence items and the root).
+    pub fn key(&self, path: &str) -> Mark {
+        self.keys
+            .get(path)
+            .copied()
+            .unwrap_or_else(|| self.value(path))
+    }
+
+    pub fn duplicate_keys(&self) -> &[DuplicateKey] {
+        &self.duplicates
+    }
+
+    /// True for a well-formed file with nothing but comments and blank
+    /// lines (which yaml_serde would not accept as a mapping).
+    pub fn is_blank(&self) -> bool {
+        self.ended && !self.has_nodes
+    }
+}
+
+/// `a.b[2].c` -> `a.b[2]` -> `a.b` -> `a` -> none.
+fn parent(path: &str) -> Option<&str> {
+    if path.is_empty() {
+        return None;
+    }
+    if path.ends_with(']')
+        && let Some(open) = path.rfind('[')
+    {
+        return Some(&path[..open]);
+    }
+    Some(path.rfind('.').map_or("", |dot| &path[..dot]))
+}
+
+fn child_of_map(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// The walk's state: one frame per open collection.
+#[derive(Default)]
+struct Walk {
+    positions: Positions,
+    stack: Vec<Frame>,
+}
+
+enum Frame {
+    Map {
+        path: String,
+        /// The key whose value comes next; `None` while expecting a key.
+        key: Option<String>,
+        seen: HashMap<String, Mark>,
+    },
+    Seq {
+        path: String,
+        next: usize,
+    },
+    /// A collection used as a mapping key: its contents have no path.
+    Ignored,
+}
+
+impl Walk {
+    fn event(&mut self, event: events::Event, mark: Mark) {
+        use events::Event;
+        match event {
+            Event::Scalar(text) => {
+                if self.take_key(Some(text), mark) {
+                    return;
+                }
+                self.node(mark);
+            }
+            Event::Alias => {
+                if !self.take_key(None, mark) {
+                    self.node(mark);
+                }
+            }
+            Event::SequenceStart | Event::MappingStart => {
+                let frame = if self.take_key(None, mark) {
+                    Frame::Ignored
+                } else {
+                    match self.node(mark) {
+                        Some(path) if matches!(event, Event::MappingStart) => Frame::Map {
+                            path,
+                            key: None,
+                            seen: HashMap::new(),
+                        },
+                        Some(path) => Frame::Seq { path, next: 0 },
+                        None => Frame::Ignored,
+                    }
+                };
+                self.stack.push(frame);
+            }
+            Event::CollectionEnd => {
+                self.stack.pop();
+            }
+            Event::StreamEnd => self.positions.ended = true,
+            Event::Other => {}
+        }
+    }
+
+    /// If the innermost open collection is a mapping waiting for a key, the
+    /// node starting at `mark` is that key: records it and returns true.
+    /// A non-scalar key (`text` is `None`) is accepted but has no name.
+    fn take_key(&mut self, text: Option<String>, mark: Mark) -> bool {
+        let Some(Frame::Map { path, key, seen }) = self.stack.last_mut() else {
+            return false;
+        };
+        if key.is_some() {
+            return false;
+        }
+        let name = text.unwrap_or_else(|| "?".to_string());
+        let full = child_of_map(path, &name);
+        if let Some(first) = seen.get(&name) {
+            self.positions.duplicates.push(DuplicateKey {
+                path: full.clone(),
+                first: *first,
+                second: mark,
+            });
+        } else {
+            seen.insert(name.clone(), mark);
+        }
+        self.positions.keys.entry(full).or_insert(mark);
+        *key = Some(name);
+        true
+    }
+
+    /// Records a value node starting at `mark` and returns its path (`None`
+    /// inside a collection used as a key).
+    fn node(&mut self, mark: Mark) -> Option<String> {
+        self.positions.has_nodes = true;
+        let path = match self.stack.last_mut() {
+            None => String::new(),
+            Some(Frame::Map { path, key, .. }) => {
+                let key = key.take().unwrap_or_default();
+                child_of_map(path, &key)
+            }
+            Some(Frame::Seq { path, next }) => {
+                *next += 1;
+                format!("{path}[{}]", *next - 1)
+            }
+            Some(Frame::Ignored) => return None,
+        };
+        self.positions.values.entry(path.clone()).or_insert(mark);
+        Some(path)
+    }
+}
+
+/// A safe event iterator over libyaml-rs, which is a C translation with a
+/// raw-pointer API.
+mod events {
+    use std::{marker::PhantomData, mem::MaybeUninit};
+
+    use libyaml_rs as sys;
+
+    use super::Mark;
+
+    pub(super) enum Event {
+        Scalar(String),
+        Alias,
+        SequenceStart,
+        MappingStart,
+        CollectionEnd,
+        StreamEnd,
+        /// Stream start and document boundaries.
+        Other,
+    }
+
+    pub(super) struct Parser<'input> {
+        /// Boxed: libyaml keeps a pointer to the parser in the parser (its
+        /// read handler's data), so it must never move.
+        sys: Box<MaybeUninit<sys::yaml_parser_t>>,
+        done: bool,
+        /// libyaml reads the input through a raw pointer until dropped.
+        _input: PhantomData<&'input [u8]>,
+    }
+
+    impl<'input> Parser<'input> {
+        pub(super) fn new(input: &'input str) -> Self {
+            let mut sys = Box::new(MaybeUninit::<sys::yaml_parser_t>::uninit());
+            let parser = sys.as_mut_ptr();
+            // SAFETY: `parser` points to writable memory for a parser, which
+            // initialize fills in; it fails only when allocation fails. The
+            // input outlives the parser (the `'input` borrow).
+            unsafe {
+                assert!(
+                    sys::yaml_parser_initialize(parser).ok,
+                    "libyaml: out of memory"
+                );
+                sys::yaml_parser_set_encoding(parser, sys::YAML_UTF8_ENCODING);
+                sys::yaml_parser_set_input_string(parser, input.as_ptr(), input.len() as u64);
+            }
+            Parser {
+                sys,
+                done: false,
+                _input: PhantomData,
+            }
+        }
+
+        /// The next event and where it starts; `None` after the end of the
+        /// stream or at the first syntax error.
+        pub(super) fn next(&mut self) -> Option<(Event, Mark)> {
+            if self.done {
+                return None;
+            }
+            let mut raw = MaybeUninit::<sys::yaml_event_t>::uninit();
+            // SAFETY: the parser was initialised in `new` and not deleted;
+            // on success `parse` initialises the event, which is read and
+            // then deleted exactly once.
+            unsafe {
+                if sys::yaml_parser_parse(self.sys.as_mut_ptr(), raw.as_mut_ptr()).fail {
+                    self.done = true;
+                    return None;
+                }
+                let event = raw.as_mut_ptr();
+                let mark = Mark {
+                    line: (*event).start_mark.line as usize + 1,
+                    column: (*event).start_mark.column as usize + 1,
+                };
+                let converted = match (*event).type_ {
+                    sys::YAML_SCALAR_EVENT => {
+                        let scalar = (*event).data.scalar;
+                        let bytes = if scalar.value.is_null() || scalar.length == 0 {
+                            &[][..]
+                        } else {
+                            std::slice::from_raw_parts(scalar.value, scalar.length as usize)
+                        };
+                        Event::Scalar(String::from_utf8_lossy(bytes).into_owned())
+                    }
+                    sys::YAML_ALIAS_EVENT => Event::Alias,
+                    sys::YAML_SEQUENCE_START_EVENT => Event::SequenceStart,
+                    sys::YAML_MAPPING_START_EVENT => Event::MappingStart,
+                    sys::YAML_SEQUENCE_END_EVENT | sys::YAML_MAPPING_END_EVENT => {
+                        Event::CollectionEnd
+                    }
+                    sys::YAML_STREAM_END_EVENT => {
+                        self.done = true;
+                        Event::StreamEnd
+                    }
+                    _ => Event::Other,
+                };
+                sys::yaml_event_delete(event);
+                Some((converted, mark))
+            }
+        }
+    }
+
+    impl Drop for Parser<'_> {
+        fn drop(&mut self) {
+            // SAFETY: initialised in `new`, deleted only here.
+            unsafe { sys::yaml_parser_delete(self.sys.as_mut_ptr()) }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(line: usize, column: usize) -> Mark {
+        Mark { line, column }
+    }
+
+    const TEXT: &str = "\
+groups:
+  meters:
+    devices:
+      - 10.64.0.0/16
+    rules:
+      - allow:
+          to: [a, b]
+          ports: [443, \"1-2\"]
+      - deny: {to: c}
+";
+
+    #[test]
+    fn values_and_keys_are_found_by_path() {
+        let p = Positions::index(TEXT);
+        assert_eq!(p.value("groups.meters.devices[0]"), at(4, 9));
+        assert_eq!(p.key("groups.meters"), at(2, 3));
+        assert_eq!(p.value("groups.meters"), at(3, 5));
+        assert_eq!(p.value("groups.meters.rules[0]"), at(6, 9));
+        assert_eq!(p.value("groups.meters.rules[0].allow.to[1]"), at(7, 19));
+        assert_eq!(p.value("groups.meters.rules[0].allow.ports[1]"), at(8, 24));
+        assert_eq!(p.value("groups.meters.rules[1].deny.to"), at(9, 20));
+        assert_eq!(p.key("groups.meters.rules[1].deny.to"), at(9, 16));
+        assert!(!p.is_blank());
+    }
+
+    #[test]
+    fn unknown_paths_fall_back_to_the_nearest_ancestor() {
+        let p = Positions::index(TEXT);
+        assert_eq!(p.value("groups.meters.rules[0].allow.to[7]"), at(7, 15));
+        assert_eq!(p.value("nothing.here"), at(1, 1));
+    }
+
+    #[test]
+    fn duplicate_keys_are_reported() {
+        let p = Positions::index("a: 1\nb:\n  c: 1\n  c: 2\na: 3\n");
+        let d = p.duplicate_keys();
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].path, "b.c");
+        assert_eq!((d[0].first, d[0].second), (at(3, 3), at(4, 3)));
+        assert_eq!(d[1].path, "a");
+    }
+
+    #[test]
+    fn aliases_and_complex_keys_do_not_derail_the_walk() {
+        let p = Positions::index("x: &a [1, 2]\ny: *a\n? [k]\n: v\nz: 1\n");
+        assert_eq!(p.value("y"), at(2, 4));
+        assert_eq!(p.value("z"), at(5, 4));
+    }
+
+    #[test]
+    fn comments_only_is_blank_and_syntax_errors_stop_quietly() {
+        assert!(Positions::index("# nothing\n\n").is_blank());
+        assert!(Positions::index("").is_blank());
+        assert!(!Positions::index("%BAD\n").is_blank());
+        let p = Positions::index("a: 1\nb: [\n");
+        assert_eq!(p.value("a"), at(1, 4));
+        assert!(!p.is_blank());
+    }
+}

@@ -1,0 +1,722 @@
+//! Semantic checks over all files of a policy, and their resolution into a
+//! [`Policy`]: names and keywords become prefixes, text becomes numbers.
+//!
+//! Every check reports and carries on, so one run lists every error. Each
+//! diagnostic names the file, the position of the offending value (from
+//! [`Positions`]) and its field path.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    path::Path,
+};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use super::{
+    Action, Device, Environment, Group, Origin, Policy, PortRange, Rule, RuleId, Target, has_ports,
+    load::ParsedFile,
+    model::{GroupSpec, MatchSpec, OneOrMany, Scalar},
+    parse_proto,
+    positions::Positions,
+    rule_id::RESERVED_IDS,
+    shadow,
+};
+use crate::diagnostic::Diagnostic;
+
+/// The keywords a `to` item may be besides CIDRs, addresses and list names.
+const KEYWORDS: [&str; 3] = ["any", "gateway", "ntp"];
+
+/// Resolves and checks `files`, appending every finding to `out`. The policy
+/// returned is meaningful only when `out` holds no error.
+pub(super) fn validate(
+    files: &[ParsedFile],
+    env: &Environment,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Policy> {
+    let mut checker = Checker {
+        out,
+        env,
+        // A file that did not parse may define the names others use: do not
+        // report those as unknown on top of its own error.
+        all_parsed: files.iter().all(|f| f.spec.is_some()),
+        lists: BTreeMap::new(),
+    };
+    let (unknown_devices, unknown_devices_origin) = checker.unknown_devices(files);
+    checker.lists(files);
+    let groups = checker.groups(files);
+    let mut ntp = env.ntp.clone();
+    ntp.sort();
+    ntp.dedup();
+    Some(Policy {
+        groups,
+        unknown_devices,
+        unknown_devices_origin,
+        ntp,
+    })
+}
+
+struct Checker<'a> {
+    out: &'a mut Vec<Diagnostic>,
+    env: &'a Environment,
+    all_parsed: bool,
+    lists: BTreeMap<String, List>,
+}
+
+struct List {
+    prefixes: Vec<IpNet>,
+    origin: Origin,
+}
+
+/// Where a finding is: a file and a field path in it.
+#[derive(Clone, Copy)]
+struct At<'f> {
+    file: &'f str,
+    positions: &'f Positions,
+}
+
+impl At<'_> {
+    fn value(&self, path: &str) -> Origin {
+        self.origin(self.positions.value(path))
+    }
+
+    fn key(&self, path: &str) -> Origin {
+        self.origin(self.positions.key(path))
+    }
+
+    fn origin(&self, mark: super::positions::Mark) -> Origin {
+        Origin {
+            file: self.file.to_string(),
+            line: mark.line,
+            column: mark.column,
+        }
+    }
+}
+
+impl<'f> From<&'f ParsedFile> for At<'f> {
+    fn from(f: &'f ParsedFile) -> Self {
+        At {
+            file: &f.file,
+            positions: &f.positions,
+        }
+    }
+}
+
+impl Checker<'_> {
+    fn error(&mut self, origin: &Origin, field: &str, message: String) {
+        let path = Path::new(&origin.file);
+        self.out.push(Diagnostic::error(
+            path,
+            origin.line,
+            origin.column,
+            field,
+            message,
+        ));
+    }
+
+    fn warning(&mut self, origin: &Origin, field: &str, message: String) {
+        let path = Path::new(&origin.file);
+        self.out.push(Diagnostic::warning(
+            path,
+            origin.line,
+            origin.column,
+            field,
+            message,
+        ));
+    }
+
+    /// `unknown-devices`, set in at most one file; deny when unset.
+    fn unknown_devices(&mut self, files: &[ParsedFile]) -> (Action, Option<Origin>) {
+        let mut found: Option<(Action, Origin)> = None;
+        for f in files {
+            let Some(value) = f.spec.as_ref().and_then(|s| s.unknown_devices.as_ref()) else {
+                continue;
+            };
+            let at = At::from(f);
+            let field = "unknown-devices";
+            if let Some((_, first)) = &found {
+                let message = format!("is also set at {first}; set it in one file");
+                self.error(&at.key(field), field, message);
+                continue;
+            }
+            match parse_verdict(&value.0) {
+                Ok(action) => found = Some((action, at.value(field))),
+                Err(message) => self.error(&at.value(field), field, message),
+            }
+        }
+        match found {
+            Some((action, origin)) => (action, Some(origin)),
+            None => (Action::Deny, None),
+        }
+    }
+
+    /// Named destination sets, each defined once across all files.
+    fn lists(&mut self, files: &[ParsedFile]) {
+        for f in files {
+            let Some(spec) = &f.spec else { continue };
+            let at = At::from(f);
+            for (name, items) in &spec.lists {
+                let path = format!("lists.{name}");
+                if let Some(first) = self.lists.get(name) {
+                    let message = format!("list \"{name}\" is also defined at {}", first.origin);
+                    self.error(&at.key(&path), &path, message);
+                    continue;
+                }
+                if let Err(message) = check_name("list", name) {
+                    self.error(&at.key(&path), &path, message);
+                }
+                let mut prefixes: Vec<IpNet> = Vec::new();
+                for (suffix, item) in items.items() {
+                    let field = format!("{path}{suffix}");
+                    match parse_prefix(&item.0) {
+                        Ok(net) if prefixes.contains(&net) => {
+                            let message = format!("{net} is listed twice");
+                            self.warning(&at.value(&field), &field, message);
+                        }
+                        Ok(net) => prefixes.push(net),
+                        Err(message) => self.error(&at.value(&field), &field, message),
+                    }
+                }
+                if items.is_empty() {
+                    let message = "the list is empty: rules using it match nothing".to_string();
+                    self.warning(&at.key(&path), &path, message);
+                }
+                let origin = at.key(&path);
+                self.lists.insert(name.clone(), List { prefixes, origin });
+            }
+        }
+    }
+
+    /// Every group, sorted by name (their ids), each defined once and no
+    /// device prefix in two of them.
+    fn groups(&mut self, files: &[ParsedFile]) -> Vec<Group> {
+        let mut specs: BTreeMap<&str, (At, &GroupSpec)> = BTreeMap::new();
+        for f in files {
+            let Some(spec) = &f.spec else { continue };
+            let at = At::from(f);
+            for (name, group) in &spec.groups {
+                if let Some((first, _)) = specs.get(name.as_str()) {
+                    let path = format!("groups.{name}");
+                    let message =
+                        format!("group \"{name}\" is also defined at {}", first.key(&path));
+                    self.error(&at.key(&path), &path, message);
+                    continue;
+                }
+                specs.insert(name, (at, group));
+            }
+        }
+        let mut devices_seen: HashMap<IpNet, (String, Origin)> = HashMap::new();
+        specs
+            .into_iter()
+            .map(|(name, (at, spec))| self.group(at, name, spec, &mut devices_seen))
+            .collect()
+    }
+
+    fn group(
+        &mut self,
+        at: At,
+        name: &str,
+        spec: &GroupSpec,
+        devices_seen: &mut HashMap<IpNet, (String, Origin)>,
+    ) -> Group {
+        let path = format!("groups.{name}");
+        let origin = at.key(&path);
+        if let Err(message) = check_name("group", name) {
+            self.error(&origin, &path, message);
+        }
+
+        let mut devices = Vec::new();
+        for (suffix, item) in spec.devices.iter().flat_map(OneOrMany::items) {
+            let field = format!("{path}.devices{suffix}");
+            let here = at.value(&field);
+            let prefix = match parse_prefix(&item.0) {
+                Ok(prefix) => prefix,
+                Err(message) => {
+                    self.error(&here, &field, message);
+                    continue;
+                }
+            };
+            match devices_seen.get(&prefix) {
+                Some((group, first)) if group == name => {
+                    let message = format!("{prefix} is listed twice (first at {first})");
+                    self.warning(&here, &field, message);
+                    continue;
+                }
+                Some((group, first)) => {
+                    let message = format!(
+                        "{prefix} is also a device prefix of group \"{group}\" ({first}); \
+                         a source belongs to one group"
+                    );
+                    self.error(&here, &field, message);
+                    continue;
+                }
+                None => {
+                    devices_seen.insert(prefix, (name.to_string(), here.clone()));
+                }
+            }
+            devices.push(Device {
+                prefix,
+                origin: here,
+            });
+        }
+        if spec.devices.as_ref().is_none_or(OneOrMany::is_empty) {
+            let message = "the group has no devices: no packet is ever in it".to_string();
+            self.warning(&origin, &path, message);
+        }
+
+        let default_field = format!("{path}.default");
+        let default_origin = at.value(&default_field);
+        let default = match &spec.default {
+            Some(value) => parse_verdict(&value.0).unwrap_or_else(|message| {
+                self.error(&default_origin, &default_field, message);
+                Action::Deny
+            }),
+            None => {
+                let message = "missing `default` (allow | deny): the verdict when no rule matches"
+                    .to_string();
+                self.error(&at.value(&path), &path, message);
+                Action::Deny
+            }
+        };
+
+        let mode_field = format!("{path}.mode");
+        let audit = match spec.mode.as_ref().map(|m| m.0.as_str()) {
+            None | Some("enforce") => false,
+            Some("audit") => true,
+            Some(other) => {
+                let message = format!("\"{other}\" is not a mode (enforce | audit)");
+                self.error(&at.value(&mode_field), &mode_field, message);
+                false
+            }
+        };
+
+        let mut rules: Vec<(String, Rule)> = Vec::new();
+        for (i, rule) in spec.rules.iter().enumerate() {
+            let field = format!("{path}.rules[{i}]");
+            let (action, body) = match (&rule.allow, &rule.deny) {
+                (Some(body), None) => (Action::Allow, body),
+                (None, Some(body)) => (Action::Deny, body),
+                (both, _) => {
+                    let message = if both.is_some() {
+                        "a rule is `allow:` or `deny:`, not both; split it in two"
+                    } else {
+                        "empty rule: write `allow:` or `deny:` and what it matches"
+                    };
+                    self.error(&at.value(&field), &field, message.to_string());
+                    continue;
+                }
+            };
+            let field = format!("{field}.{action}");
+            if let Some(rule) = self.rule(at, &field, action, body) {
+                rules.push((field, rule));
+            }
+        }
+        self.duplicate_rules(&rules);
+        let views: Vec<&Rule> = rules.iter().map(|(_, r)| r).collect();
+        for shadowed in shadow::find(&views) {
+            let (field, rule) = &rules[shadowed.rule];
+            let by: Vec<String> = shadowed
+                .by
+                .iter()
+                .map(|&i| format!("{} ({})", rules[i].1.id, rules[i].1.origin))
+                .collect();
+            let message = format!(
+                "rule {} never decides: {} rule(s) {} take every destination it matches \
+                 (with a longer prefix, or the same prefix where deny wins)",
+                rule.id,
+                opposite(rule.action),
+                by.join(", ")
+            );
+            self.warning(&rule.origin, field, message);
+        }
+
+        Group {
+            name: name.to_string(),
+            description: spec.description.clone(),
+            devices,
+            default,
+            audit,
+            rules: rules.into_iter().map(|(_, r)| r).collect(),
+            origin,
+            default_origin,
+        }
+    }
+
+    /// Checks and resolves one rule; `None` when it has errors.
+    fn rule(&mut self, at: At, path: &str, action: Action, body: &MatchSpec) -> Option<Rule> {
+        let errors_before = self.error_count();
+        let origin = at.key(path);
+
+        let to_field = format!("{path}.to");
+        let mut targets = Vec::new();
+        let mut unresolved = false;
+        match &body.to {
+            None => {
+                let message = "missing `to`: a CIDR, an address, a list name, any, gateway or \
+                               ntp, or a list of these"
+                    .to_string();
+                self.error(&at.value(path), path, message);
+            }
+            Some(to) if to.is_empty() => {
+                let message = "empty `to`: name at least one CIDR, address, list or keyword \
+                               (any, gateway, ntp)"
+                    .to_string();
+                self.error(&at.value(&to_field), &to_field, message);
+            }
+            Some(to) => {
+                for (suffix, item) in to.items() {
+                    let field = format!("{to_field}{suffix}");
+                    match self.target(item) {
+                        Ok(target) => targets.push(target),
+                        Err(Some(message)) => self.error(&at.value(&field), &field, message),
+                        Err(None) => unresolved = true,
+                    }
+                }
+            }
+        }
+
+        let proto_field = format!("{path}.proto");
+        let mut proto_valid = true;
+        let proto = match &body.proto {
+            None => None,
+            Some(p) => parse_proto(&p.0).unwrap_or_else(|message| {
+                self.error(&at.value(&proto_field), &proto_field, message);
+                proto_valid = false;
+                None
+            }),
+        };
+
+        let ports_field = format!("{path}.ports");
+        let ports = match &body.ports {
+            None => None,
+            Some(list) if list.is_empty() => {
+                let message = "empty `ports`: omit it to match every port".to_string();
+                self.error(&at.value(&ports_field), &ports_field, message);
+                None
+            }
+            Some(list) => {
+                if proto_valid && !proto.is_some_and(has_ports) {
+                    let written = body.proto.as_ref().map_or("any", |p| p.0.as_str());
+                    let message = format!(
+                        "ports need `proto: tcp` or `proto: udp` (proto is {written}): \
+                         only TCP and UDP packets carry ports"
+                    );
+                    self.error(&at.key(&ports_field), &ports_field, message);
+                }
+                let mut ranges = Vec::new();
+                for (suffix, item) in list.items() {
+                    let field = format!("{ports_field}{suffix}");
+                    match parse_port_range(&item.0) {
+                        Ok(range) => ranges.push(range),
+                        Err(message) => self.error(&at.value(&field), &field, message),
+                    }
+                }
+                Some(ranges)
+            }
+        };
+
+        let id_field = format!("{path}.id");
+        let explicit_id = body.id.as_ref().and_then(|id| {
+            let checked = check_name("rule id", &id.0).and_then(|()| {
+                if RESERVED_IDS.contains(&id.0.as_str()) {
+                    Err(format!("\"{}\" is reserved (default, builtin-ntp)", id.0))
+                } else {
+                    Ok(())
+                }
+            });
+            match checked {
+                Ok(()) => Some(RuleId::new(&id.0)),
+                Err(message) => {
+                    self.error(&at.value(&id_field), &id_field, message);
+                    None
+                }
+            }
+        });
+
+        if unresolved || self.error_count() > errors_before {
+            return None;
+        }
+        let written: Vec<String> = targets.iter().map(|t| t.written.clone()).collect();
+        let id = explicit_id
+            .unwrap_or_else(|| RuleId::derived(action, &written, proto, ports.as_deref()));
+        let rule = Rule {
+            id,
+            action,
+            targets,
+            proto,
+            ports,
+            comment: body.comment.clone(),
+            origin,
+        };
+        self.rule_warnings(at, path, &rule);
+        Some(rule)
+    }
+
+    fn rule_warnings(&mut self, at: At, path: &str, rule: &Rule) {
+        let to_field = format!("{path}.to");
+        if rule.prefixes().next().is_none() {
+            let why: Vec<String> = rule.targets.iter().map(|t| self.why_empty(t)).collect();
+            let message = format!(
+                "`to` resolves to no address ({}): the rule never matches",
+                why.join("; ")
+            );
+            self.warning(&at.value(&to_field), &to_field, message);
+        }
+        let (wrong_v6, family) = match rule.proto {
+            Some(super::PROTO_ICMP) => (true, "IPv6"),
+            Some(super::PROTO_ICMPV6) => (false, "IPv4"),
+            _ => return,
+        };
+        let wrong = |net: &IpNet| matches!(net, IpNet::V6(_)) == wrong_v6;
+        if rule.prefixes().next().is_some() && rule.prefixes().all(wrong) {
+            let proto_field = format!("{path}.proto");
+            let message = format!(
+                "{} never matches {family} destinations, and this rule has only those \
+                 (ICMP is icmp for IPv4, icmpv6 for IPv6)",
+                super::proto_name(rule.proto)
+            );
+            self.warning(&at.value(&proto_field), &proto_field, message);
+        }
+    }
+
+    fn why_empty(&self, target: &Target) -> String {
+        match target.written.as_str() {
+            "gateway" => "gateway: no gateway addresses known (give --gateway or --config)".into(),
+            "ntp" => "ntp: no NTP listen addresses known (give --ntp or --config)".into(),
+            name => format!("list \"{name}\" is empty"),
+        }
+    }
+
+    /// Two rules of a group with one id: an id collision or a rule written
+    /// twice (derived ids are equal exactly when the meaning is).
+    fn duplicate_rules(&mut self, rules: &[(String, Rule)]) {
+        let mut seen: HashMap<&RuleId, &Rule> = HashMap::new();
+        for (field, rule) in rules {
+            match seen.get(&rule.id) {
+                None => {
+                    seen.insert(&rule.id, rule);
+                }
+                Some(first) => {
+                    let message = format!(
+                        "duplicate rule: id \"{}\" is also the id of the rule at {} \
+                         (a derived id repeats when two rules mean the same; \
+                         otherwise give each an `id:`)",
+                        rule.id, first.origin
+                    );
+                    self.error(&rule.origin, field, message);
+                }
+            }
+        }
+    }
+
+    /// Resolves one `to` item. `Err(None)`: unresolved, but not worth
+    /// reporting (it may be defined in a file that did not parse).
+    fn target(&self, item: &Scalar) -> Result<Target, Option<String>> {
+        let text = item.0.as_str();
+        let hosts = |addrs: &[IpAddr]| addrs.iter().map(|a| IpNet::from(*a)).collect();
+        let prefixes = match text {
+            "" => return Err(Some("empty `to` item".into())),
+            "any" => vec![IpNet::V4(Ipv4Net::default()), IpNet::V6(Ipv6Net::default())],
+            "gateway" => hosts(&self.env.gateway),
+            "ntp" => hosts(&self.env.ntp),
+            _ if looks_like_address(text) => {
+                let net = parse_prefix(text).map_err(Some)?;
+                return Ok(Target {
+                    written: net.to_string(),
+                    prefixes: vec![net],
+                });
+            }
+            name => match self.lists.get(name) {
+                Some(list) => list.prefixes.clone(),
+                None if !self.all_parsed => return Err(None),
+                None => return Err(Some(self.unknown_name(name))),
+            },
+        };
+        Ok(Target {
+            written: text.to_string(),
+            prefixes,
+        })
+    }
+
+    fn unknown_name(&self, name: &str) -> String {
+        let names = self
+            .lists
+            .keys()
+            .map(String::as_str)
+            .chain(KEYWORDS)
+            .filter(|candidate| edit_distance(candidate, name) <= 2)
+            .min_by_key(|candidate| edit_distance(candidate, name));
+        let hint = names.map_or(String::new(), |n| format!("; did you mean \"{n}\"?"));
+        format!(
+            "\"{name}\" is not a CIDR, an address, a defined list or a keyword \
+             (any, gateway, ntp){hint}"
+        )
+    }
+
+    fn error_count(&self) -> usize {
+        self.out.iter().filter(|d| d.is_error()).count()
+    }
+}
+
+fn opposite(action: Action) -> Action {
+    match action {
+        Action::Allow => Action::Deny,
+        Action::Deny => Action::Allow,
+    }
+}
+
+/// Group names, list names and rule ids: `[a-z0-9-]{1,48}`.
+fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let ok = (1..=48).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !ok {
+        return Err(format!(
+            "{what} \"{name}\" must be 1-48 characters of a-z, 0-9 and -"
+        ));
+    }
+    if what == "list" && KEYWORDS.contains(&name) {
+        return Err(format!(
+            "list \"{name}\" is a keyword (any, gateway, ntp); pick another name"
+        ));
+    }
+    Ok(())
+}
+
+fn parse_verdict(text: &str) -> Result<Action, String> {
+    match text {
+        "allow" => Ok(Action::Allow),
+        "deny" => Ok(Action::Deny),
+        other => Err(format!("\"{other}\" is not a verdict (allow | deny)")),
+    }
+}
+
+/// Names never contain these; addresses and CIDRs always do.
+fn looks_like_address(text: &str) -> bool {
+    text.contains(['.', ':', '/'])
+}
+
+/// A CIDR or a bare address (a /32 or /128). Rejects host bits (suggesting
+/// the network) and IPv4-mapped IPv6 prefixes (suggesting the IPv4 prefix).
+pub(super) fn parse_prefix(text: &str) -> Result<IpNet, String> {
+    let net = match text.split_once('/') {
+        Some((addr, len)) => {
+            let addr: IpAddr = addr.parse().map_err(|_| {
+                format!("\"{text}\" is not a CIDR: \"{addr}\" is not an IP address")
+            })?;
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            let net = len
+                .parse::<u8>()
+                .ok()
+                .and_then(|len| IpNet::new(addr, len).ok())
+                .ok_or_else(|| {
+                    format!("\"{text}\" is not a CIDR: the prefix length must be 0-{max}")
+                })?;
+            if net.trunc() != net {
+                return Err(format!(
+                    "\"{text}\" has host bits set; did you mean {}?",
+                    net.trunc()
+                ));
+            }
+            net
+        }
+        None => IpNet::from(
+            text.parse::<IpAddr>()
+                .map_err(|_| format!("\"{text}\" is not an IP address or CIDR"))?,
+        ),
+    };
+    if let IpNet::V6(v6) = net
+        && let Some(v4) = ipv4_mapped(v6)
+    {
+        return Err(format!(
+            "\"{text}\" is IPv4-mapped IPv6, which the dataplane never matches (it drops \
+             IPv6 packets to ::ffff:0:0/96); write the IPv4 prefix {v4}"
+        ));
+    }
+    Ok(net)
+}
+
+/// The IPv4 prefix an IPv6 prefix inside ::ffff:0:0/96 stands for.
+fn ipv4_mapped(net: Ipv6Net) -> Option<Ipv4Net> {
+    let v4 = net.network().to_ipv4_mapped()?;
+    let len = net.prefix_len().checked_sub(96)?;
+    Ipv4Net::new(v4, len).ok()
+}
+
+/// `443` or `"10000-10100"`.
+fn parse_port_range(text: &str) -> Result<PortRange, String> {
+    let port = |part: &str| {
+        part.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("\"{part}\" is not a port (0-65535)"))
+    };
+    let Some((lo, hi)) = text.split_once('-') else {
+        let p = port(text)?;
+        return Ok(PortRange::new(p, p));
+    };
+    if lo.trim().is_empty() || hi.trim().is_empty() {
+        return Err(format!(
+            "\"{text}\" is not a port or a range (a port 0-65535, or \"lo-hi\")"
+        ));
+    }
+    let (lo, hi) = (port(lo)?, port(hi)?);
+    if lo > hi {
+        return Err(format!(
+            "\"{text}\" is an inverted range: {lo} is above {hi}; write \"{hi}-{lo}\""
+        ));
+    }
+    Ok(PortRange::new(lo, hi))
+}
+
+/// Levenshtein distance, for "did you mean" hints.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                diagonal
+            } else {
+                1 + diagonal.min(above).min(row[j])
+            };
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_checked_and_normalised() {
+        assert_eq!(parse_prefix("10.0.0.1").unwrap().to_string(), "10.0.0.1/32");
+        assert_eq!(
+            parse_prefix("2001:DB8::/32").unwrap().to_string(),
+            "2001:db8::/32"
+        );
+        assert_eq!(
+            parse_prefix("10.64.1.0/16").unwrap_err(),
+            "\"10.64.1.0/16\" has host bits set; did you mean 10.64.0.0/16?"
+        );
+        assert!(
+            parse_prefix("::ffff:10.0.0.0/104")
+                .unwrap_err()
+                .contains("10.0.0.0/8")
+        );
+        assert!(parse_prefix("::/0").is_ok());
+    }
+
+    #[test]
+    fn ports_and_ranges() {
+        assert_eq!(parse_port_range("443"), Ok(PortRange::new(443, 443)));
+        assert_eq!(parse_port_range("1-2"), Ok(PortRange::new(1, 2)));
+        assert!(parse_port_range("-5").is_err());
+        assert_eq!(edit_distance("aws-tokio", "aws-tokyo"), 1);
+    }
+}
