@@ -8,9 +8,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use tollgate::netns::Namespace;
 
+pub mod daemon;
 pub mod tables;
 
-/// Fails the test unless it runs as root (BPF, namespaces and XDP need it).
+/// Fails the test unless it runs as root (BPF, namespaces and XDP need it),
+/// and clears what killed test runs left behind.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
@@ -18,6 +20,35 @@ pub fn require_root() {
         euid, 0,
         "this test needs root (BPF, network namespaces, XDP); run the suite with `make test` as root"
     );
+    sweep_stale();
+}
+
+/// Test namespaces and pin directories carry the pid of the test process
+/// that made them (`tg-<tag>-<pid>…`, `tollgate-test-<tag>-<pid>-…`); a
+/// process killed before its guards ran leaves them. Remove those whose
+/// process is gone.
+fn sweep_stale() {
+    let dead = |name: &str| {
+        name.split('-')
+            .filter_map(|part| part.parse::<u32>().ok())
+            .any(|pid| pid > 1 && !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    };
+    if let Ok(entries) = std::fs::read_dir("/run/netns") {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("tg-") && dead(&name) {
+                let _ = tollgate::netns::ip(&["netns", "del", &name]);
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/bpf") {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("tollgate-test-") && dead(&name) {
+                let _ = tollgate::datapath::remove_pins(&e.path());
+            }
+        }
+    }
 }
 
 /// Creates a namespace whose name is unique to this process and call site.

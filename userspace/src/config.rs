@@ -312,7 +312,8 @@ impl Default for Limits {
 fn default_pin_dir() -> PathBuf {
     PathBuf::from(tollgate_common::PIN_DIR)
 }
-fn default_control_socket() -> PathBuf {
+/// Where `tollgate run` listens for `tollgate status` by default.
+pub fn default_control_socket() -> PathBuf {
     PathBuf::from("/run/tollgate/control.sock")
 }
 fn default_metrics_listen() -> SocketAddr {

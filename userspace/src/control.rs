@@ -59,17 +59,27 @@ pub struct ReloadStatus {
     pub summary: String,
 }
 
-/// Answers status requests until the task is dropped. The socket file is
-/// replaced if a previous run left one behind.
-pub async fn serve(path: &Path, status: Arc<RwLock<Status>>) -> Result<()> {
+/// Binds the control socket, replacing one a previous run left behind.
+pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
     let _ = std::fs::remove_file(path);
-    let listener = tokio::net::UnixListener::bind(path)
-        .with_context(|| format!("bind control socket {}", path.display()))?;
+    tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("bind control socket {}", path.display()))
+}
+
+/// Answers status requests on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::UnixListener, status: Arc<RwLock<Status>>) {
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!("control socket accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let status = status.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();

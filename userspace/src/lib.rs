@@ -7,6 +7,7 @@ pub mod addresses;
 pub mod compile;
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod datapath;
 pub mod diagnostic;
 pub mod frames;

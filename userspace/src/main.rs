@@ -1,8 +1,15 @@
-use anyhow::Result;
+use std::process::ExitCode;
+
 use clap::Parser;
 
 mod cli;
 
-fn main() -> Result<()> {
-    cli::Cli::parse().run()
+fn main() -> ExitCode {
+    match cli::Cli::parse().run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

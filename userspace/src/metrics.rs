@@ -412,14 +412,24 @@ impl Families {
     }
 }
 
-/// Serves `GET /metrics` until the listener fails.
-pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
+/// Binds the metrics endpoint (at start, so a taken port fails the start).
+pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("bind metrics endpoint {listen}"))?;
-    tracing::info!("metrics on http://{listen}/metrics");
+        .with_context(|| format!("bind metrics endpoint {listen}"))
+}
+
+/// Serves `GET /metrics` on `listener`.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!("metrics accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| respond(req, metrics.clone()));

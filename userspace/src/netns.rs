@@ -99,6 +99,19 @@ impl Drop for Namespace {
     }
 }
 
+/// Moves the calling thread into the named network namespace, for good.
+/// Threads it creates afterwards inherit it. Unlike `ip netns exec`, the
+/// mount namespace (and so the host's bpffs at /sys/fs/bpf) stays.
+pub fn enter_for_good(name: &str) -> Result<()> {
+    let file = File::open(format!("/run/netns/{name}"))
+        .with_context(|| format!("network namespace {name} (ip netns list)"))?;
+    // SAFETY: setns on the current thread with a valid fd.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns into {name}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Creates a veth pair with one end in each namespace and brings both up.
 pub fn veth(a: (&Namespace, &str), b: (&Namespace, &str)) -> Result<()> {
     ip(&[

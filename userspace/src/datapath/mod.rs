@@ -81,9 +81,9 @@ pub enum Start {
 pub struct InstallReport {
     pub slot: u8,
     pub writes: WriteStats,
-    /// Waiting for packets to leave the slot before rewriting it.
+    /// Waiting for packets to leave the old slot (after the flip).
     pub grace: Duration,
-    /// From the start of the install to the flip.
+    /// From the start of the install to the flip: when the policy is live.
     pub total: Duration,
 }
 
@@ -320,13 +320,14 @@ impl Dataplane {
         &self.attachments
     }
 
-    /// Detaches from every interface and removes all pins: filtering stops.
-    pub fn detach_all(mut self) -> Result<()> {
-        if let Some(dir) = self.pin_dir.take() {
-            remove_pins(&dir)?;
+    /// Detaches from every interface and removes all pins: filtering stops
+    /// (links attached without pins go when `self` drops).
+    pub fn detach_all(&mut self) -> Result<()> {
+        self.attachments.clear();
+        match self.pin_dir.take() {
+            Some(dir) => remove_pins(&dir),
+            None => Ok(()),
         }
-        // Unpinned links go with the programs when `self` drops.
-        Ok(())
     }
 
     /// Runs the XDP program once on `frame` (`BPF_PROG_TEST_RUN`).
@@ -385,8 +386,10 @@ fn event_settings(config: &DenyEventsConfig) -> Settings {
     }
 }
 
-/// bpffs must be mounted where we pin; mount it if the parent is the
-/// conventional /sys/fs/bpf and nothing is there (as systemd would).
+/// bpffs must be mounted where we pin. When it is not, mount it the way
+/// systemd would — but only in the host's mount namespace: a bpffs mounted
+/// in a private one (as under `ip netns exec`, which remounts /sys) dies
+/// with this process, and pinned links with it.
 fn ensure_bpffs(dir: &Path) -> Result<()> {
     const BPF_FS_MAGIC: i64 = 0xcafe4a11;
     let root = Path::new("/sys/fs/bpf");
@@ -405,6 +408,15 @@ fn ensure_bpffs(dir: &Path) -> Result<()> {
     };
     if is_bpffs() {
         return Ok(());
+    }
+    let own = std::fs::read_link("/proc/self/ns/mnt").ok();
+    let host = std::fs::read_link("/proc/1/ns/mnt").ok();
+    if own.is_none() || own != host {
+        bail!(
+            "/sys/fs/bpf is not bpffs in this mount namespace, and a bpffs mounted here would \
+             vanish with this process (taking the pinned links, i.e. filtering, with it). \
+             Under `ip netns exec` (which remounts /sys), use `tollgate run --netns NAME` instead."
+        );
     }
     tracing::info!("mounting bpffs at /sys/fs/bpf");
     let status = std::process::Command::new("mount")

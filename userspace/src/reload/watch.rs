@@ -16,8 +16,9 @@ use anyhow::{Context as _, Result};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
-/// Quiet time after the last change before a reload starts.
-pub const DEBOUNCE: Duration = Duration::from_millis(150);
+/// Quiet time after the last change before a reload starts: a `git
+/// checkout` writes its files within a few milliseconds of each other.
+pub const DEBOUNCE: Duration = Duration::from_millis(50);
 /// A continuous stream of changes still reloads this often.
 pub const MAX_DELAY: Duration = Duration::from_secs(2);
 
@@ -29,6 +30,9 @@ pub struct PolicyWatcher {
     identity: Option<(u64, u64)>,
     watcher: RecommendedWatcher,
     events: mpsc::UnboundedReceiver<PathBuf>,
+    /// A change was seen: (end of the quiet period, latest reload time).
+    /// Kept here, not in the future, so `changed` is cancel-safe.
+    pending: Option<(tokio::time::Instant, tokio::time::Instant)>,
 }
 
 impl PolicyWatcher {
@@ -65,6 +69,7 @@ impl PolicyWatcher {
             identity: None,
             watcher,
             events,
+            pending: None,
         };
         w.rewatch();
         Ok(w)
@@ -115,25 +120,36 @@ impl PolicyWatcher {
     }
 
     /// Waits for the next change, then for the burst it belongs to to end.
-    /// Returns `None` when the watcher is gone.
+    /// Returns `None` when the watcher is gone. Cancel-safe: dropping the
+    /// future (another `select!` branch won) loses no change.
     pub async fn changed(&mut self) -> Option<()> {
         loop {
-            let path = self.events.recv().await?;
-            if self.relevant(&path) {
-                break;
+            match self.pending {
+                None => {
+                    let path = self.events.recv().await?;
+                    if self.relevant(&path) {
+                        let now = tokio::time::Instant::now();
+                        self.pending = Some((now + DEBOUNCE, now + MAX_DELAY));
+                    }
+                }
+                Some((quiet, deadline)) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(quiet.min(deadline)) => {
+                            self.pending = None;
+                            self.rewatch();
+                            return Some(());
+                        }
+                        more = self.events.recv() => {
+                            let path = more?;
+                            if self.relevant(&path) {
+                                let quiet = tokio::time::Instant::now() + DEBOUNCE;
+                                self.pending = Some((quiet, deadline));
+                            }
+                        }
+                    }
+                }
             }
         }
-        let deadline = tokio::time::Instant::now() + MAX_DELAY;
-        loop {
-            let quiet = tokio::time::sleep(DEBOUNCE);
-            tokio::select! {
-                _ = quiet => break,
-                _ = tokio::time::sleep_until(deadline) => break,
-                more = self.events.recv() => { more?; }
-            }
-        }
-        self.rewatch();
-        Some(())
     }
 }
 

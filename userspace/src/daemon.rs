@@ -1,0 +1,680 @@
+//! `tollgate run`: the daemon an operator runs under systemd.
+//!
+//! Start-up order is what keeps a gateway safe:
+//! 1. open the dataplane, adopting the maps a previous run pinned;
+//! 2. load, validate and compile the policy;
+//! 3. install it, and only then attach (or re-adopt the pinned links).
+//!
+//! A fresh start without a valid policy attaches nothing and exits with an
+//! error: an empty dataplane would let everything through. A restart whose
+//! policy is now invalid keeps filtering with the last good policy the
+//! pinned maps still hold, and says so.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use tokio::signal::unix::{SignalKind, signal};
+use tollgate_common::{DecisionReason, Stat, Verdict};
+
+use crate::{
+    addresses::{self, AddressChanges},
+    config::{Config, OnExit},
+    control::{self, InterfaceStatus, PolicyStatus, ReloadStatus, Status},
+    datapath::{Dataplane, Options, Start, events},
+    diagnostic::Diagnostic,
+    metrics::{DataplaneCollector, Metrics, RuleLabels, ScrapeView},
+    policy::{Environment, Policy},
+    reload::{Candidate, ChangeSummary, prepare, watch::PolicyWatcher},
+    tables::{CompiledPolicy, CounterOwner, Decider},
+};
+
+/// How the daemon logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Sets up logging: text or one JSON object per line, level from RUST_LOG
+/// (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// `tollgate run --check-config`: the config and the policy it points to
+/// are valid. Touches nothing in the kernel.
+pub fn check_config(config: &Config) -> Result<(), Vec<Diagnostic>> {
+    let env = environment(config);
+    let candidate = prepare(&config.policy_dir, &env, &config.limits)?;
+    for w in &candidate.warnings {
+        eprintln!("{w}");
+    }
+    Ok(())
+}
+
+fn environment(config: &Config) -> Environment {
+    Environment {
+        gateway: addresses::current(&config.interfaces).unwrap_or_default(),
+        ntp: config.ntp.addresses(),
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Tells systemd (`Type=notify`) about our state through `$NOTIFY_SOCKET`.
+/// Never blocks: if the manager is not reading, the message is dropped
+/// rather than stalling the daemon.
+fn notify(state: &str) {
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let result = (|| -> std::io::Result<()> {
+        let socket = UnixDatagram::unbound()?;
+        socket.set_nonblocking(true)?;
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+        let addr = match bytes.strip_prefix(b"@") {
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt as _;
+                SocketAddr::from_abstract_name(name)?
+            }
+            None => SocketAddr::from_pathname(&path)?,
+        };
+        socket.send_to_addr(state.as_bytes(), &addr)?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        tracing::debug!("sd_notify {state:?}: {e}");
+    }
+}
+
+/// CLOCK_MONOTONIC in microseconds, which systemd wants with RELOADING=1.
+fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+}
+
+/// The policy in force, as this process installed it.
+struct Installed {
+    policy: Policy,
+    tables: CompiledPolicy,
+    commit: Option<String>,
+}
+
+/// What a kernel counter stands for, to label deny events.
+#[derive(Clone)]
+struct CounterLabel {
+    group: String,
+    rule: String,
+    file: String,
+    line: usize,
+}
+
+pub struct Daemon {
+    config: Config,
+    dataplane: Arc<Mutex<Dataplane>>,
+    metrics: Arc<Metrics>,
+    view: Arc<RwLock<ScrapeView>>,
+    status: Arc<RwLock<Status>>,
+    /// Kernel counter → labels, for the current and the previous policy
+    /// (an event read just after a swap may name the previous one).
+    event_labels: Arc<RwLock<HashMap<u32, CounterLabel>>>,
+    installed: Option<Installed>,
+    generation: u64,
+    gateway: Vec<IpAddr>,
+    /// READY=1 was sent: reloads report RELOADING/READY to systemd.
+    ready: bool,
+}
+
+impl Daemon {
+    /// Runs until SIGTERM/SIGINT.
+    pub async fn run(config: Config) -> Result<()> {
+        let mut daemon = Daemon::start(config).await?;
+        daemon.serve().await
+    }
+
+    async fn start(config: Config) -> Result<Daemon> {
+        let options = Options {
+            pin_dir: Some(config.pin_dir.clone()),
+            limits: config.limits,
+            deny_events: config.deny_events,
+        };
+        let dataplane = Dataplane::open(&options)?;
+        match dataplane.start() {
+            Start::Fresh => tracing::info!("dataplane loaded (fresh start)"),
+            Start::Adopted => tracing::info!(
+                "dataplane adopted from {} (the last policy stayed in force meanwhile)",
+                config.pin_dir.display()
+            ),
+            Start::Upgraded { reason } => tracing::warn!(
+                "dataplane layout changed ({reason}): new maps, counters restart from zero; \
+                 the previous program keeps filtering until it is replaced"
+            ),
+        }
+        let adopted = *dataplane.start() == Start::Adopted;
+        let status = Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            started_at_unix: unix_now(),
+            dataplane_start: match dataplane.start() {
+                Start::Fresh => "fresh",
+                Start::Adopted => "adopted",
+                Start::Upgraded { .. } => "upgraded",
+            }
+            .into(),
+            ..Status::default()
+        };
+        let metrics = Arc::new(Metrics::new()?);
+        let dataplane = Arc::new(Mutex::new(dataplane));
+        let view = Arc::new(RwLock::new(ScrapeView::default()));
+        metrics
+            .registry()
+            .register(Box::new(DataplaneCollector::new(
+                dataplane.clone(),
+                view.clone(),
+                config.metrics.rule_series_limit,
+            )?))?;
+        let mut daemon = Daemon {
+            gateway: addresses::current(&config.interfaces)?,
+            config,
+            dataplane,
+            metrics,
+            view,
+            status: Arc::new(RwLock::new(status)),
+            event_labels: Arc::new(RwLock::new(HashMap::new())),
+            installed: None,
+            generation: 0,
+            ready: false,
+        };
+
+        let installed = daemon.reload("start").await;
+        if !installed && !adopted {
+            bail!(
+                "no valid policy in {} and none in force: refusing to attach an empty dataplane",
+                daemon.config.policy_dir.display()
+            );
+        }
+        if !installed {
+            tracing::error!(
+                "the policy in {} is invalid; the last good policy from the previous run stays in force",
+                daemon.config.policy_dir.display()
+            );
+        }
+        daemon.attach_all()?;
+        Ok(daemon)
+    }
+
+    fn attach_all(&mut self) -> Result<()> {
+        let mut dp = self.dataplane.lock().expect("dataplane lock");
+        let mut interfaces = Vec::new();
+        for interface in &self.config.interfaces {
+            let a = dp
+                .attach(interface, self.config.attach)
+                .with_context(|| format!("attach to {interface}"))?;
+            tracing::info!(
+                "attached to {interface} in {} mode ({})",
+                a.mode,
+                match a.adoption {
+                    crate::datapath::Adoption::Fresh => "new link",
+                    crate::datapath::Adoption::Kept => "kept the running link",
+                    crate::datapath::Adoption::Replaced =>
+                        "program replaced atomically on the running link",
+                }
+            );
+            interfaces.push(InterfaceStatus {
+                interface: interface.clone(),
+                mode: Some(a.mode.to_string()),
+                adoption: Some(format!("{:?}", a.adoption).to_lowercase()),
+            });
+        }
+        self.view.write().expect("view lock").interfaces = dp
+            .attachments()
+            .iter()
+            .map(|a| (a.interface.clone(), Some(a.mode)))
+            .collect();
+        self.status.write().expect("status lock").interfaces = interfaces;
+        Ok(())
+    }
+
+    async fn serve(&mut self) -> Result<()> {
+        let listener = crate::metrics::bind(self.config.metrics.listen).await?;
+        tracing::info!("metrics on http://{}/metrics", self.config.metrics.listen);
+        let metrics_task = tokio::spawn(crate::metrics::serve(listener, self.metrics.clone()));
+        let control = control::bind(&self.config.control_socket)?;
+        let control_task = tokio::spawn(control::serve(control, self.status.clone()));
+        let events_task = self.spawn_event_reader()?;
+
+        let mut watcher = PolicyWatcher::new(&self.config.policy_dir)?;
+        let mut address_changes = AddressChanges::subscribe()?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        notify("READY=1");
+        self.ready = true;
+        tracing::info!("ready");
+
+        loop {
+            tokio::select! {
+                changed = watcher.changed() => {
+                    changed.ok_or_else(|| anyhow!("policy watcher stopped"))?;
+                    self.reload("watch").await;
+                }
+                _ = hangup.recv() => {
+                    self.reload("sighup").await;
+                }
+                changed = address_changes.next() => {
+                    changed?;
+                    let now = addresses::current(&self.config.interfaces)?;
+                    if now != self.gateway {
+                        tracing::info!("gateway addresses now {now:?}");
+                        self.gateway = now;
+                        self.reload("addresses").await;
+                    }
+                }
+                _ = terminate.recv() => break,
+                _ = interrupt.recv() => break,
+            }
+        }
+        notify("STOPPING=1");
+        metrics_task.abort();
+        control_task.abort();
+        events_task.abort();
+        let _ = std::fs::remove_file(&self.config.control_socket);
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        match self.config.on_exit {
+            OnExit::Keep => {
+                tracing::info!(
+                    "exiting; filtering continues with generation {} (on-exit: keep)",
+                    self.generation
+                );
+                Ok(())
+            }
+            OnExit::Detach => {
+                tracing::info!("exiting; detaching (on-exit: detach)");
+                self.dataplane.lock().expect("dataplane lock").detach_all()
+            }
+        }
+    }
+
+    /// Loads, validates, compiles and installs the policy. Returns whether a
+    /// policy is now installed by this process. On any error the running
+    /// policy stays untouched.
+    async fn reload(&mut self, trigger: &str) -> bool {
+        if self.ready {
+            notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+        }
+        let started = Instant::now();
+        let env = Environment {
+            gateway: self.gateway.clone(),
+            ntp: self.config.ntp.addresses(),
+        };
+        let dir = self.config.policy_dir.clone();
+        let limits = self.config.limits;
+        let prepared = tokio::task::spawn_blocking(move || prepare(&dir, &env, &limits))
+            .await
+            .unwrap_or_else(|e| Err(vec![panic_diagnostic(&e)]));
+        let outcome = match prepared {
+            Err(errors) => Err(errors),
+            Ok(candidate) => self.install(candidate, started).map_err(|e| {
+                vec![Diagnostic::error(
+                    &self.config.policy_dir,
+                    0,
+                    0,
+                    "",
+                    format!("install failed: {e:#}"),
+                )]
+            }),
+        };
+        let elapsed = started.elapsed();
+        self.metrics.last_reload_timestamp.set(unix_now() as f64);
+        self.metrics.last_reload_duration.set(elapsed.as_secs_f64());
+        let record = match &outcome {
+            Ok(summary) => {
+                self.metrics.reloads.with_label_values(&["success"]).inc();
+                self.metrics.last_reload_success.set(1);
+                ReloadStatus {
+                    success: true,
+                    at_unix: unix_now(),
+                    duration_ms: elapsed.as_secs_f64() * 1e3,
+                    trigger: trigger.into(),
+                    errors: Vec::new(),
+                    summary: summary.clone(),
+                }
+            }
+            Err(errors) => {
+                self.metrics.reloads.with_label_values(&["failure"]).inc();
+                self.metrics.last_reload_success.set(0);
+                let in_force = if self.installed.is_some() {
+                    format!("generation {} stays in force", self.generation)
+                } else {
+                    "the policy already in the dataplane stays in force".into()
+                };
+                tracing::error!(
+                    "policy reload ({trigger}) failed with {} error(s); {in_force}",
+                    errors.iter().filter(|d| d.is_error()).count()
+                );
+                for d in errors {
+                    if d.is_error() {
+                        tracing::error!("{d}");
+                    } else {
+                        tracing::warn!("{d}");
+                    }
+                }
+                ReloadStatus {
+                    success: false,
+                    at_unix: unix_now(),
+                    duration_ms: elapsed.as_secs_f64() * 1e3,
+                    trigger: trigger.into(),
+                    errors: errors
+                        .iter()
+                        .filter(|d| d.is_error())
+                        .map(ToString::to_string)
+                        .collect(),
+                    summary: String::new(),
+                }
+            }
+        };
+        self.status.write().expect("status lock").last_reload = Some(record);
+        if self.ready {
+            notify("READY=1");
+        }
+        outcome.is_ok() || self.installed.is_some()
+    }
+
+    /// Swaps `candidate` in (when it differs from what runs) and updates
+    /// everything that describes the policy. Returns the change summary.
+    fn install(&mut self, candidate: Candidate, started: Instant) -> Result<String> {
+        for w in &candidate.warnings {
+            tracing::warn!("{w}");
+        }
+        let summary = ChangeSummary::between(
+            self.installed.as_ref().map(|i| &i.policy),
+            &candidate.policy,
+        );
+        let commit = candidate.commit.clone().unwrap_or_default();
+        if let Some(current) = &mut self.installed
+            && current.tables == candidate.tables
+            && current.policy == candidate.policy
+        {
+            tracing::info!(
+                "policy unchanged (generation {}, commit {})",
+                self.generation,
+                if commit.is_empty() { "none" } else { &commit }
+            );
+            if current.commit != candidate.commit {
+                current.commit = candidate.commit.clone();
+                self.metrics.policy_info.reset();
+                self.metrics
+                    .policy_info
+                    .with_label_values(&[&commit])
+                    .set(1);
+                self.status.write().expect("status lock").policy.commit = candidate.commit;
+            }
+            return Ok("unchanged".into());
+        }
+        let report = self
+            .dataplane
+            .lock()
+            .expect("dataplane lock")
+            .install(&candidate.tables)?;
+        self.generation += 1;
+        tracing::info!(
+            "policy generation {} in force (commit {}): {summary}; {} entries, {} map writes, swap {:.1} ms, reload {:.1} ms",
+            self.generation,
+            if commit.is_empty() { "none" } else { &commit },
+            candidate.tables.destinations.len()
+                + candidate.tables.device_exact.len()
+                + candidate.tables.device_prefixes.len(),
+            report.writes.inserted + report.writes.removed,
+            report.total.as_secs_f64() * 1e3,
+            started.elapsed().as_secs_f64() * 1e3,
+        );
+        self.describe(&candidate)?;
+        self.installed = Some(Installed {
+            policy: candidate.policy,
+            tables: candidate.tables,
+            commit: candidate.commit,
+        });
+        Ok(summary.to_string())
+    }
+
+    /// Refreshes metrics labels, status and event labels for a new policy.
+    fn describe(&self, c: &Candidate) -> Result<()> {
+        let dp = self.dataplane.lock().expect("dataplane lock");
+        let mut rules = Vec::new();
+        let mut labels = HashMap::new();
+        for (logical, owner) in c.tables.counters.iter().enumerate() {
+            let CounterOwner::Decision { group, decider } = owner else {
+                continue;
+            };
+            let (action, file, line) = match decider {
+                Decider::Rule(id) => {
+                    let rule = c
+                        .policy
+                        .rule(group, id)
+                        .ok_or_else(|| anyhow!("rule {group}/{id} missing from the policy"))?;
+                    (
+                        rule.action.to_string(),
+                        rule.origin.file.clone(),
+                        rule.origin.line,
+                    )
+                }
+                Decider::GroupDefault => {
+                    let (default, file, line) =
+                        match c.policy.group(c.policy.group_id(group).unwrap_or(0)) {
+                            Some(g) => (
+                                g.default,
+                                g.default_origin.file.clone(),
+                                g.default_origin.line,
+                            ),
+                            None => (
+                                c.policy.unknown_devices,
+                                c.policy
+                                    .unknown_devices_origin
+                                    .as_ref()
+                                    .map(|o| o.file.clone())
+                                    .unwrap_or_default(),
+                                c.policy
+                                    .unknown_devices_origin
+                                    .as_ref()
+                                    .map_or(0, |o| o.line),
+                            ),
+                        };
+                    (default.to_string(), file, line)
+                }
+                Decider::BuiltinNtp => ("allow".to_string(), String::new(), 0),
+            };
+            let rule = RuleLabels::rule_id(decider);
+            if let Some(index) = dp.counter_index(logical as u32) {
+                labels.insert(
+                    index,
+                    CounterLabel {
+                        group: group.clone(),
+                        rule: rule.clone(),
+                        file: file.clone(),
+                        line,
+                    },
+                );
+            }
+            rules.push(RuleLabels {
+                group: group.clone(),
+                rule,
+                owner: owner.clone(),
+                action: if action == "deny" { "deny" } else { "allow" },
+                file,
+                line,
+            });
+        }
+        drop(dp);
+        {
+            let mut view = self.view.write().expect("view lock");
+            view.groups = c.tables.groups.iter().map(|g| g.name.clone()).collect();
+            view.rules = rules;
+        }
+        {
+            let mut l = self.event_labels.write().expect("labels lock");
+            // Keep the previous policy's labels: events may still name them.
+            l.extend(labels);
+        }
+        self.metrics.generation.set(self.generation as i64);
+        self.metrics.policy_info.reset();
+        self.metrics
+            .policy_info
+            .with_label_values(&[c.commit.as_deref().unwrap_or("")])
+            .set(1);
+        self.metrics.policy_rules.reset();
+        for g in &c.policy.groups {
+            self.metrics
+                .policy_rules
+                .with_label_values(&[&g.name])
+                .set(g.rules.len() as i64);
+        }
+        let mut status = self.status.write().expect("status lock");
+        status.policy = PolicyStatus {
+            dir: self.config.policy_dir.clone(),
+            generation: self.generation,
+            commit: c.commit.clone(),
+            groups: c.policy.groups.len(),
+            rules: c.policy.rule_count(),
+            installed_at_unix: unix_now(),
+        };
+        Ok(())
+    }
+
+    /// Logs deny and audit-deny events from the kernel, one line each, and
+    /// once a minute how many the rate limit suppressed.
+    fn spawn_event_reader(&mut self) -> Result<tokio::task::JoinHandle<()>> {
+        let ring = self
+            .dataplane
+            .lock()
+            .expect("dataplane lock")
+            .take_events()
+            .ok_or_else(|| anyhow!("deny event ring buffer already taken"))?;
+        // SAFETY: the ring buffer owns its fd for as long as the AsyncFd lives.
+        let mut ring =
+            unsafe { tokio::io::unix::AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
+        let labels = self.event_labels.clone();
+        let dataplane = self.dataplane.clone();
+        Ok(tokio::spawn(async move {
+            let mut suppressed = suppressed_total(&dataplane);
+            let mut report = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    guard = ring.readable_mut() => {
+                        let Ok(mut guard) = guard else { return };
+                        let ring = guard.get_inner_mut();
+                        while let Some(item) = ring.next() {
+                            match events::decode(&item) {
+                                Ok(e) => log_event(&e, &labels.read().expect("labels lock")),
+                                Err(err) => tracing::warn!("deny event: {err:#}"),
+                            }
+                        }
+                        guard.clear_ready();
+                    }
+                    _ = report.tick() => {
+                        let now = suppressed_total(&dataplane);
+                        if now > suppressed {
+                            tracing::warn!("{} deny events suppressed by the rate limit in the last minute", now - suppressed);
+                        }
+                        suppressed = now;
+                    }
+                }
+            }
+        }))
+    }
+}
+
+fn suppressed_total(dataplane: &Mutex<Dataplane>) -> u64 {
+    dataplane
+        .lock()
+        .expect("dataplane lock")
+        .stat(Stat::EventsSuppressed)
+        .map_or(0, |c| c.packets)
+}
+
+fn log_event(e: &events::Event, labels: &HashMap<u32, CounterLabel>) {
+    let unknown = CounterLabel {
+        group: "?".into(),
+        rule: "?".into(),
+        file: String::new(),
+        line: 0,
+    };
+    let l = labels.get(&e.counter).unwrap_or(&unknown);
+    let verdict = match e.verdict {
+        Verdict::Allow => "allow",
+        Verdict::Deny => "deny",
+        Verdict::AuditDeny => "audit-deny",
+    };
+    let reason = match e.reason {
+        DecisionReason::Rule => "rule",
+        DecisionReason::GroupDefault => "group default",
+        DecisionReason::UnknownDevice => "unknown device",
+        DecisionReason::BuiltinNtp => "built-in ntp",
+        DecisionReason::FragmentCache => "fragment",
+    };
+    let port = e.dport.map_or_else(|| "-".to_string(), |p| p.to_string());
+    let at = if l.file.is_empty() {
+        String::new()
+    } else {
+        format!("{}:{}", l.file, l.line)
+    };
+    tracing::info!(
+        target: "tollgate::deny",
+        group = %l.group,
+        src = %e.src,
+        dst = %e.dst,
+        proto = e.proto,
+        port = %port,
+        rule = %l.rule,
+        at = %at,
+        reason,
+        fragment = e.fragment,
+        "{verdict}"
+    );
+}
+
+fn panic_diagnostic(e: &tokio::task::JoinError) -> Diagnostic {
+    Diagnostic::error(
+        Path::new(""),
+        0,
+        0,
+        "",
+        format!("policy loader crashed: {e}"),
+    )
+}
+
+/// Where `tollgate status` finds the daemon.
+pub fn control_socket_of(config_path: Option<&Path>) -> Result<PathBuf> {
+    match config_path {
+        Some(p) => Ok(Config::load(p).map_err(|d| anyhow!("{d}"))?.control_socket),
+        None => Ok(crate::config::default_control_socket()),
+    }
+}
