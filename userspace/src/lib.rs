@@ -7,6 +7,8 @@ pub mod compile;
 pub mod config;
 pub mod datapath;
 pub mod diagnostic;
+pub mod explain;
+pub mod host;
 pub mod lab;
 pub mod model;
 pub mod netns;

@@ -1,8 +1,9 @@
-use anyhow::Result;
+use std::process::ExitCode;
+
 use clap::Parser;
 
 mod cli;
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     cli::Cli::parse().run()
 }
