@@ -209,7 +209,7 @@ fn ports_words(width: u32, c: &Candidate) -> String {
     }
 }
 
-pub fn verdict_name(verdict: Verdict) -> &'static str {
+fn verdict_name(verdict: Verdict) -> &'static str {
     match verdict {
         Verdict::Allow => "allow",
         Verdict::Deny => "deny",
