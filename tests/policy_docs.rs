@@ -97,3 +97,23 @@ fn the_tie_break_examples_cover_every_tie_break() {
     assert!(text.contains("decided   built-in ntp"));
     assert!(text.contains("beat      builtin-ntp"));
 }
+
+#[test]
+fn the_reference_example_is_a_valid_policy() {
+    let text = std::fs::read_to_string(common::repo_root().join(README)).unwrap();
+    let reference = &text[text.find("## Reference").expect("a Reference section")..];
+    let start = reference.find("```yaml\n").expect("a YAML example") + "```yaml\n".len();
+    let yaml = &reference[start..start + reference[start..].find("```").unwrap()];
+    let env = tollgate::policy::Environment {
+        gateway: vec!["10.64.0.1".parse().unwrap()],
+        ntp: vec!["100.127.0.123".parse().unwrap()],
+    };
+    let source = tollgate::policy::Source {
+        path: "README.md".into(),
+        text: yaml.to_string(),
+    };
+    let loaded = tollgate::policy::from_sources(&[source], &env)
+        .unwrap_or_else(|d| panic!("the reference example is invalid: {d:#?}"));
+    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+    assert_eq!(loaded.policy.groups[0].name, "meters");
+}
