@@ -219,7 +219,7 @@ fn kill_9_and_restart_never_let_a_denied_packet_through() {
             while !stop.load(Ordering::Relaxed) {
                 sender.send_to(b"flood", (SERVICE, 7001)).unwrap();
                 let n = sent.fetch_add(1, Ordering::Relaxed);
-                if n % 64 == 0 {
+                if n.is_multiple_of(64) {
                     std::thread::sleep(Duration::from_micros(200));
                 }
             }
@@ -276,7 +276,7 @@ fn a_hundred_reloads_under_traffic_drop_nothing_allowed_and_pass_nothing_denied(
                 sender.send_to(b"ok", (SERVICE, 7000)).unwrap();
                 sender.send_to(b"no", (SERVICE, 7001)).unwrap();
                 n += 1;
-                if n % 32 == 0 {
+                if n.is_multiple_of(32) {
                     std::thread::sleep(Duration::from_micros(300));
                 }
             }

@@ -99,3 +99,36 @@ impl Drop for PinDir {
         }
     }
 }
+
+/// The repository root (tests run with the package directory as cwd).
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("userspace/ is inside the repository")
+        .to_path_buf()
+}
+
+/// Output of the `tollgate` binary run from the repository root.
+pub struct Run {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn tollgate(args: &[&str]) -> Run {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("run the tollgate binary");
+    Run {
+        status: output.status.code().expect("exited, not killed"),
+        stdout: String::from_utf8(output.stdout).expect("UTF-8 stdout"),
+        stderr: String::from_utf8(output.stderr).expect("UTF-8 stderr"),
+    }
+}
+
+/// Golden files are rewritten instead of compared when this is set.
+pub fn blessing() -> bool {
+    std::env::var_os("TOLLGATE_BLESS").is_some()
+}

@@ -58,6 +58,18 @@ pub fn current(interfaces: &[String]) -> Result<Vec<IpAddr>> {
     Ok(found.into_iter().collect())
 }
 
+/// The addresses of one interface; `None` when no such interface exists.
+pub fn of_interface(name: &str) -> Result<Option<Vec<IpAddr>>> {
+    let Ok(c_name) = std::ffi::CString::new(name) else {
+        return Ok(None);
+    };
+    // SAFETY: if_nametoindex reads a NUL-terminated name.
+    if unsafe { libc::if_nametoindex(c_name.as_ptr()) } == 0 {
+        return Ok(None);
+    }
+    current(&[name.to_string()]).map(Some)
+}
+
 /// Notifies of address changes in this network namespace.
 pub struct AddressChanges {
     socket: AsyncFd<OwnedFd>,

@@ -1,12 +1,28 @@
 //! Command-line interface.
+//!
+//! Exit codes of `check` and `explain`: 0 success (a valid policy), 1 the
+//! policy is invalid (every error on stderr as file:line:col), 2 the command
+//! could not run as asked (bad flags, a missing directory, an unusable
+//! `--config`).
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
-use anyhow::{Context as _, Result};
-use clap::{Parser, Subcommand};
+use anyhow::Context as _;
+use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand, ValueEnum, error::ErrorKind};
+use serde::Serialize;
 use tollgate::{
-    config::{Config, DEFAULT_CONFIG_PATH},
+    addresses,
+    config::{Config, DEFAULT_CONFIG_PATH, Limits},
     daemon::{self, Daemon, LogFormat},
+    diagnostic::Diagnostic,
+    explain::explain,
+    policy::{Environment, has_ports, parse_proto},
+    reload::{Candidate, prepare},
+    tables::PacketFacts,
 };
 
 #[derive(Parser)]
@@ -25,7 +41,7 @@ enum Command {
     /// Run the daemon: attach the dataplane, keep the policy in force and
     /// reload it on change, serve metrics and NTP.
     Run {
-        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
         /// Validate the configuration and the policy it names, then exit.
         #[arg(long)]
@@ -35,32 +51,91 @@ enum Command {
         /// Run in this network namespace (`ip netns` name). Use this rather
         /// than `ip netns exec`, which remounts /sys and so hides the
         /// host's bpffs where pins must live.
-        #[arg(long)]
+        #[arg(long, value_name = "NAME")]
         netns: Option<String>,
     },
     /// Ask the running daemon for its state.
     Status {
         /// The daemon's configuration (to find its control socket).
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// The control socket, overriding the configuration.
-        #[arg(long)]
+        #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
     /// Build a lab of network namespaces, attach the dataplane and show it counting.
     Lab,
+    /// Validate and compile a policy directory (a pre-merge CI step).
+    #[command(group(
+        ArgGroup::new("location").required(true).multiple(true).args(["dir", "policy", "config"])
+    ))]
+    Check {
+        /// The policy directory (same as --policy).
+        #[arg(value_name = "DIR", conflicts_with = "policy")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        source: PolicySource,
+    },
+    /// Show how the policy decides one packet, and why.
+    #[command(group(
+        ArgGroup::new("location").required(true).multiple(true).args(["policy", "config"])
+    ))]
+    Explain {
+        #[command(flatten)]
+        source: PolicySource,
+        /// Source address (a device).
+        #[arg(long, value_name = "IP")]
+        src: IpAddr,
+        /// Destination address.
+        #[arg(long, value_name = "IP")]
+        dst: IpAddr,
+        /// IP protocol: tcp, udp, icmp, icmpv6 or a number 0-255.
+        #[arg(long, value_name = "P", default_value = "tcp", value_parser = packet_proto)]
+        proto: u8,
+        /// Destination port (TCP and UDP). Without it the port is unknown.
+        #[arg(long, value_name = "N")]
+        dport: Option<u16>,
+        /// The packet is a non-first fragment: its port is unknown.
+        #[arg(long, conflicts_with = "dport")]
+        fragment: bool,
+    },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// Where the policy is and what `gateway` and `ntp` stand for.
+#[derive(Args)]
+struct PolicySource {
+    /// The policy directory (default: `policy-dir` of --config).
+    #[arg(long, value_name = "DIR")]
+    policy: Option<PathBuf>,
+    /// Controller config: its interfaces' addresses are `gateway`, its NTP
+    /// listen addresses are `ntp`, and its limits apply.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// An address `gateway` stands for (repeatable; replaces --config's).
+    #[arg(long = "gateway", value_name = "ADDR")]
+    gateway: Vec<IpAddr>,
+    /// An address `ntp` stands for (repeatable; replaces --config's).
+    #[arg(long = "ntp", value_name = "ADDR")]
+    ntp: Vec<IpAddr>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Format {
     Text,
     Json,
 }
 
+fn packet_proto(text: &str) -> Result<u8, String> {
+    parse_proto(text)?.ok_or_else(|| "a packet has one protocol, not `any`".to_string())
+}
+
 impl Cli {
-    pub fn run(self) -> Result<ExitCode> {
+    pub fn run(self) -> ExitCode {
         match self.command {
             Command::Run {
                 config,
@@ -68,9 +143,11 @@ impl Cli {
                 log_format,
                 netns,
             } => {
-                if let Some(name) = &netns {
+                if let Some(name) = &netns
                     // Before any thread exists, so all of them inherit it.
-                    tollgate::netns::enter_for_good(name)?;
+                    && let Err(e) = tollgate::netns::enter_for_good(name)
+                {
+                    return usage_failure(&format!("--netns: {e:#}"));
                 }
                 run(&config, check_config, log_format)
             }
@@ -78,22 +155,352 @@ impl Cli {
                 config,
                 socket,
                 format,
-            } => status(config, socket, format),
-            Command::Lab => tollgate::lab::run().map(|()| ExitCode::SUCCESS),
+            } => match status(config, socket, format) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tollgate status: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
+            Command::Lab => match tollgate::lab::run() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tollgate lab: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
+            Command::Check { dir, source } => match source.resolve(dir) {
+                Ok(ctx) => check(&ctx),
+                Err(message) => usage_failure(&message),
+            },
+            Command::Explain {
+                source,
+                src,
+                dst,
+                proto,
+                dport,
+                fragment,
+            } => {
+                if src.is_ipv4() != dst.is_ipv4() {
+                    usage_error("--src and --dst must be of one family (IPv4 or IPv6)");
+                }
+                if dport.is_some() && !has_ports(proto) {
+                    usage_error("--dport needs --proto tcp or udp: other protocols carry no port");
+                }
+                let ctx = match source.resolve(None) {
+                    Ok(ctx) => ctx,
+                    Err(message) => return usage_failure(&message),
+                };
+                let mut notes = Vec::new();
+                if has_ports(proto) && dport.is_none() && !fragment {
+                    notes.push(
+                        "no --dport: the port is unknown, as for a non-first fragment".into(),
+                    );
+                }
+                if fragment {
+                    notes.push(
+                        "a non-first fragment on its own, with no port; the dataplane passes \
+                         the rest of a datagram whose first fragment it allowed"
+                            .into(),
+                    );
+                }
+                let packet = PacketFacts {
+                    src,
+                    dst,
+                    proto,
+                    dport: if fragment { None } else { dport },
+                };
+                explain_packet(&ctx, &packet, notes)
+            }
         }
     }
 }
 
-fn run(path: &PathBuf, check: bool, log_format: LogFormat) -> Result<ExitCode> {
+/// Exits with clap's usage error for `explain` (status 2).
+fn usage_error(message: &str) -> ! {
+    let mut cli = Cli::command();
+    cli.build();
+    let explain = cli
+        .find_subcommand_mut("explain")
+        .expect("explain is a subcommand");
+    explain.error(ErrorKind::ArgumentConflict, message).exit()
+}
+
+fn usage_failure(message: &str) -> ExitCode {
+    eprintln!("tollgate: {message}");
+    ExitCode::from(2)
+}
+
+/// What a command needs besides its own flags.
+struct Context {
+    dir: PathBuf,
+    env: Environment,
+    limits: Limits,
+    /// Said before the results: what `gateway` and `ntp` resolved from.
+    notes: Vec<String>,
+    format: Format,
+}
+
+impl PolicySource {
+    fn resolve(self, dir: Option<PathBuf>) -> Result<Context, String> {
+        let config = match &self.config {
+            Some(path) => Some(Config::load(path).map_err(|d| format!("--config: {d}"))?),
+            None => None,
+        };
+        let dir = dir
+            .or(self.policy)
+            .or_else(|| config.as_ref().map(|c| c.policy_dir.clone()))
+            .expect("clap requires a directory or --config");
+        if !dir.is_dir() {
+            return Err(format!("{}: not a directory", dir.display()));
+        }
+        let from_config = self.config.as_deref().zip(config.as_ref());
+        let mut notes = Vec::new();
+        let gateway = match from_config {
+            _ if !self.gateway.is_empty() => self.gateway,
+            Some((path, config)) => gateway_of(path, config, &mut notes),
+            None => {
+                notes.push(
+                    "`gateway` resolves to nothing: give --gateway ADDR or --config FILE".into(),
+                );
+                Vec::new()
+            }
+        };
+        let ntp = match from_config {
+            _ if !self.ntp.is_empty() => self.ntp,
+            Some((path, config)) => {
+                let ntp = config.ntp.addresses();
+                if ntp.is_empty() {
+                    notes.push(format!(
+                        "`ntp` resolves to nothing: {} sets no ntp.listen address \
+                         (no built-in NTP allow)",
+                        path.display()
+                    ));
+                }
+                ntp
+            }
+            None => {
+                notes.push(
+                    "`ntp` resolves to nothing (no built-in NTP allow): give --ntp ADDR or \
+                     --config FILE"
+                        .into(),
+                );
+                Vec::new()
+            }
+        };
+        Ok(Context {
+            dir,
+            env: Environment { gateway, ntp },
+            limits: config.map_or_else(Limits::default, |c| c.limits),
+            notes,
+            format: self.format,
+        })
+    }
+}
+
+/// The current addresses of the config's device-facing interfaces, noting
+/// those this host does not have.
+fn gateway_of(path: &Path, config: &Config, notes: &mut Vec<String>) -> Vec<IpAddr> {
+    let mut addresses = Vec::new();
+    for name in &config.interfaces {
+        match addresses::of_interface(name) {
+            Ok(Some(found)) => addresses.extend(found),
+            Ok(None) => notes.push(format!(
+                "interface {name} (from {}) does not exist on this host: `gateway` has no \
+                 addresses from it (give --gateway ADDR)",
+                path.display()
+            )),
+            Err(e) => notes.push(format!("interface {name}: {e:#}")),
+        }
+    }
+    addresses
+}
+
+/// Loads and compiles; `Err` holds every error and warning.
+fn build(ctx: &Context) -> Result<Candidate, Vec<Diagnostic>> {
+    prepare(&ctx.dir, &ctx.env, &ctx.limits)
+}
+
+/// `check --format json`.
+#[derive(Serialize)]
+struct CheckReport<'a> {
+    valid: bool,
+    errors: Vec<&'a Diagnostic>,
+    warnings: Vec<&'a Diagnostic>,
+    notes: &'a [String],
+    summary: Option<Summary>,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    groups: usize,
+    device_prefixes: usize,
+    rules: usize,
+    /// Rule entries over all (group, destination prefix) pairs, inherited
+    /// ones included: the policy as the kernel matches it.
+    compiled_entries: usize,
+    /// (group, destination prefix) entries.
+    destinations: usize,
+    /// Distinct rule sets, and the entries they hold (what kernel memory
+    /// holds, identical rule sets being shared).
+    rulesets: usize,
+    ruleset_entries: usize,
+    counters: usize,
+    warnings: usize,
+}
+
+fn check(ctx: &Context) -> ExitCode {
+    let outcome = build(ctx);
+    let (diagnostics, summary) = match &outcome {
+        Ok(Candidate {
+            policy,
+            tables,
+            warnings,
+            ..
+        }) => (
+            warnings,
+            Some(Summary {
+                groups: policy.groups.len(),
+                device_prefixes: policy.device_count(),
+                rules: policy.rule_count(),
+                compiled_entries: tables
+                    .destinations
+                    .iter()
+                    .map(|d| tables.rulesets[d.ruleset as usize].len())
+                    .sum(),
+                destinations: tables.destinations.len(),
+                rulesets: tables.rulesets.len(),
+                ruleset_entries: tables.rulesets.iter().map(Vec::len).sum(),
+                counters: tables.counters.len(),
+                warnings: warnings.len(),
+            }),
+        ),
+        Err(diagnostics) => (diagnostics, None),
+    };
+    let (errors, warnings): (Vec<&Diagnostic>, Vec<&Diagnostic>) =
+        diagnostics.iter().partition(|d| d.is_error());
+    let dir = ctx.dir.display();
+    let valid = summary.is_some();
+    match ctx.format {
+        Format::Json => {
+            let report = CheckReport {
+                valid,
+                errors,
+                warnings,
+                notes: &ctx.notes,
+                summary,
+            };
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).expect("serialisable")
+            );
+        }
+        Format::Text => {
+            print_notes(&ctx.notes);
+            for d in diagnostics {
+                eprintln!("{d}");
+            }
+            match &summary {
+                Some(s) => println!(
+                    "{dir}: ok: {}, {}, {}, {}, {}",
+                    plural(s.groups, "group"),
+                    plural(s.device_prefixes, "device prefix"),
+                    plural(s.rules, "rule"),
+                    plural(s.compiled_entries, "compiled entry"),
+                    plural(s.warnings, "warning"),
+                ),
+                None => eprintln!(
+                    "{dir}: invalid: {}, {}",
+                    plural(errors.len(), "error"),
+                    plural(warnings.len(), "warning")
+                ),
+            }
+        }
+    }
+    if valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn explain_packet(ctx: &Context, packet: &PacketFacts, mut notes: Vec<String>) -> ExitCode {
+    let Candidate {
+        policy,
+        tables,
+        warnings,
+        ..
+    } = match build(ctx) {
+        Ok(built) => built,
+        Err(diagnostics) => {
+            for d in &diagnostics {
+                eprintln!("{d}");
+            }
+            eprintln!("{}: invalid policy, nothing to explain", ctx.dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    notes.splice(0..0, ctx.notes.iter().cloned());
+    let explanation = explain(&policy, &tables, packet);
+    match ctx.format {
+        Format::Json => {
+            #[derive(Serialize)]
+            struct Report<'a> {
+                #[serde(flatten)]
+                explanation: &'a tollgate::explain::Explanation,
+                notes: &'a [String],
+                warnings: &'a [Diagnostic],
+            }
+            let report = Report {
+                explanation: &explanation,
+                notes: &notes,
+                warnings: &warnings,
+            };
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).expect("serialisable")
+            );
+        }
+        Format::Text => {
+            if !warnings.is_empty() {
+                notes.push(format!(
+                    "the policy has {}; `tollgate check` lists them",
+                    plural(warnings.len(), "warning")
+                ));
+            }
+            print_notes(&notes);
+            print!("{}", explanation.render());
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_notes(notes: &[String]) {
+    for note in notes {
+        eprintln!("note: {note}");
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    match (n, word) {
+        (1, _) => format!("1 {word}"),
+        (_, "device prefix") => format!("{n} device prefixes"),
+        (_, "compiled entry") => format!("{n} compiled entries"),
+        _ => format!("{n} {word}s"),
+    }
+}
+
+/// `tollgate run`: exit 1 on a bad configuration or a daemon failure.
+fn run(path: &Path, check: bool, log_format: LogFormat) -> ExitCode {
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(d) => {
             eprintln!("{d}");
-            return Ok(ExitCode::FAILURE);
+            return ExitCode::FAILURE;
         }
     };
     if check {
-        return Ok(match daemon::check_config(&config) {
+        return match daemon::check_config(&config) {
             Ok(()) => {
                 println!(
                     "{}: ok (policy {} valid)",
@@ -108,32 +515,42 @@ fn run(path: &PathBuf, check: bool, log_format: LogFormat) -> Result<ExitCode> {
                 }
                 ExitCode::FAILURE
             }
-        });
+        };
     }
     daemon::init_logging(log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .context("start the async runtime")?;
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match runtime.block_on(Daemon::run(config)) {
-        Ok(()) => Ok(ExitCode::SUCCESS),
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
-            Ok(ExitCode::FAILURE)
+            ExitCode::FAILURE
         }
     }
 }
 
-fn status(config: Option<PathBuf>, socket: Option<PathBuf>, format: Format) -> Result<ExitCode> {
+/// `tollgate status`.
+fn status(config: Option<PathBuf>, socket: Option<PathBuf>, format: Format) -> anyhow::Result<()> {
     let socket = match socket {
         Some(s) => s,
         None => daemon::control_socket_of(config.as_deref())?,
     };
     let s = tollgate::control::query(&socket)?;
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
-        return Ok(ExitCode::SUCCESS);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&s).context("encode status")?
+        );
+        return Ok(());
     }
     println!(
         "tollgate {} (pid {}), dataplane {}",
@@ -170,5 +587,5 @@ fn status(config: Option<PathBuf>, socket: Option<PathBuf>, format: Format) -> R
     if let Some(ntp) = &s.ntp {
         println!("ntp: {ntp}");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -35,15 +35,12 @@ use tollgate_common::{MAX_GROUPS, MAX_RULESETS, RULESET_ENTRIES, Verdict};
 use crate::{
     config::Limits,
     diagnostic::Diagnostic,
-    policy::{ALL_PORTS_WIDTH, Action, Group, Origin, PROTO_UDP, Policy, PortRange},
+    policy::{ALL_PORTS_WIDTH, Action, Group, NTP_PORT, Origin, PROTO_UDP, Policy, PortRange},
     tables::{
         CompiledPolicy, CounterOwner, Decider, DestinationEntry, GroupTable, RuleEntry,
         UNKNOWN_GROUP_NAME,
     },
 };
-
-/// The port of the built-in NTP allow.
-pub const NTP_PORT: u16 = 123;
 
 /// Compiles `policy` within `limits` (and the fixed limits of the ABI).
 /// `Err` lists every capacity that is exceeded, each naming the group,

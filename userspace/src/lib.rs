@@ -10,6 +10,7 @@ pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod diagnostic;
+pub mod explain;
 pub mod frames;
 pub mod git;
 pub mod lab;

@@ -5,11 +5,5 @@ use clap::Parser;
 mod cli;
 
 fn main() -> ExitCode {
-    match cli::Cli::parse().run() {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::Cli::parse().run()
 }

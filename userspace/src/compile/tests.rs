@@ -280,3 +280,32 @@ fn too_many_groups() {
         errs[0]
     );
 }
+
+#[test]
+fn every_counter_maps_back_to_its_place_in_the_files() {
+    let p = policy(METERS);
+    let t = compile(&p, &Limits::default()).unwrap();
+    let places: Vec<Option<String>> = t
+        .counters
+        .iter()
+        .map(|owner| p.origin_of(owner).map(ToString::to_string))
+        .collect();
+    let at = |s: &str| Some(s.to_string());
+    assert_eq!(
+        places,
+        [
+            at("p.yaml:1:18"), // unknown-devices
+            None,
+            None,
+            None,
+            at("p.yaml:5:14"), // meters default
+            at("p.yaml:7:9"),  // lateral
+            at("p.yaml:8:9"),  // web
+            at("p.yaml:9:9"),  // dns
+            at("p.yaml:10:9"), // no-443
+            at("p.yaml:3:3"),  // meters verdict totals
+            at("p.yaml:3:3"),
+            at("p.yaml:3:3"),
+        ]
+    );
+}

@@ -26,12 +26,12 @@ use ipnet::IpNet;
 use tollgate_common::{DecisionReason, Verdict};
 
 use crate::{
-    policy::{ALL_PORTS_WIDTH, Action, Device, Group, PROTO_UDP, Policy, PortRange, Rule, RuleId},
+    policy::{
+        ALL_PORTS_WIDTH, Action, Device, Group, NTP_PORT, PROTO_UDP, Policy, PortRange, Rule,
+        RuleId,
+    },
     tables::PacketFacts,
 };
-
-/// The built-in NTP allow's port.
-const NTP_PORT: u16 = 123;
 
 /// The outcome, with everything that competed for it.
 #[derive(Clone, Debug)]

@@ -27,6 +27,8 @@ use ipnet::IpNet;
 pub use load::{Loaded, Source, from_sources, load};
 pub use rule_id::RuleId;
 
+use crate::tables::{CounterOwner, Decider, UNKNOWN_GROUP_NAME};
+
 /// A validated policy: every name resolved, every value checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -61,6 +63,33 @@ impl Policy {
     pub fn rule(&self, group: &str, id: &str) -> Option<&Rule> {
         let group = self.group(self.group_id(group)?)?;
         group.rules.iter().find(|r| r.id.as_str() == id)
+    }
+
+    /// Where what a compiled counter counts is written: the rule, the
+    /// group's `default:` (for `_unknown`: `unknown-devices:`, if set), the
+    /// group for its verdict totals; `None` for the built-in NTP allow.
+    pub fn origin_of(&self, owner: &CounterOwner) -> Option<&Origin> {
+        let (group, decider) = match owner {
+            CounterOwner::Decision { group, decider } => (group, Some(decider)),
+            CounterOwner::Verdict { group, .. } => (group, None),
+        };
+        if group == UNKNOWN_GROUP_NAME {
+            return match decider {
+                Some(Decider::GroupDefault) => self.unknown_devices_origin.as_ref(),
+                _ => None,
+            };
+        }
+        let group = self.group(self.group_id(group)?)?;
+        match decider {
+            None => Some(&group.origin),
+            Some(Decider::Rule(id)) => group
+                .rules
+                .iter()
+                .find(|r| r.id.as_str() == id)
+                .map(|r| &r.origin),
+            Some(Decider::GroupDefault) => Some(&group.default_origin),
+            Some(Decider::BuiltinNtp) => None,
+        }
     }
 
     pub fn rule_count(&self) -> usize {
@@ -200,6 +229,9 @@ pub struct Environment {
     /// The private NTP listen addresses.
     pub ntp: Vec<IpAddr>,
 }
+
+/// The port of the built-in NTP allow (udp/123 to each `ntp` address).
+pub const NTP_PORT: u16 = 123;
 
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;

@@ -376,7 +376,7 @@ fn warning_group_without_devices_and_to_resolving_to_nothing() {
         w,
         [
             "p.yaml:2:3: warning: groups.g: the group has no devices: no packet is ever in it",
-            "p.yaml:5:21: warning: groups.g.rules[0].allow.to: `to` resolves to no address (gateway: no gateway addresses known (give --gateway or --config); list \"empty\" is empty): the rule never matches",
+            "p.yaml:5:21: warning: groups.g.rules[0].allow.to: `to` resolves to no address (gateway: no gateway addresses known; list \"empty\" is empty): the rule never matches",
             "p.yaml:7:3: warning: lists.empty: the list is empty: rules using it match nothing",
         ]
     );

@@ -481,8 +481,8 @@ impl Checker<'_> {
 
     fn why_empty(&self, target: &Target) -> String {
         match target.written.as_str() {
-            "gateway" => "gateway: no gateway addresses known (give --gateway or --config)".into(),
-            "ntp" => "ntp: no NTP listen addresses known (give --ntp or --config)".into(),
+            "gateway" => "gateway: no gateway addresses known".into(),
+            "ntp" => "ntp: no NTP listen addresses known".into(),
             name => format!("list \"{name}\" is empty"),
         }
     }

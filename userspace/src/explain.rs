@@ -1,0 +1,341 @@
+//! `tollgate explain`: why a packet is allowed or dropped.
+//!
+//! The verdict comes from the compiled model (what the kernel does); the
+//! list of competing rules comes from the naive evaluator, which keeps every
+//! candidate. The two are asserted to agree (the property tests prove they
+//! always do).
+
+use std::fmt::{self, Write as _};
+
+use serde::Serialize;
+use tollgate_common::{DecisionReason, Verdict};
+
+use crate::{
+    model::{
+        self,
+        naive::{self, Beaten, Candidate, Source},
+    },
+    policy::{Action, Origin, Policy, proto_name},
+    tables::{CompiledPolicy, PacketFacts},
+};
+
+/// Everything `explain` reports; serialised as its JSON output.
+#[derive(Clone, Debug, Serialize)]
+pub struct Explanation {
+    pub packet: PacketView,
+    pub group: String,
+    pub group_id: u32,
+    /// The device prefix that chose the group; `null` for unknown devices.
+    pub device_prefix: Option<String>,
+    /// Where that device prefix is written.
+    pub device_at: Option<Place>,
+    /// `allow`, `deny` or `audit-deny`.
+    pub verdict: &'static str,
+    /// `rule`, `group-default`, `unknown-device` or `builtin-ntp`.
+    pub reason: &'static str,
+    /// The deciding rule's place; `null` unless a rule decided.
+    pub rule: Option<Place>,
+    pub rule_id: Option<String>,
+    /// Where the decider is written: the rule, the group's `default:` or
+    /// `unknown-devices:` (`null` for the built-in and an unset default).
+    pub decided_at: Option<Place>,
+    /// The logical counter charged (an index into the compiled counters).
+    pub counter: u32,
+    /// Every rule that matched, the winner first.
+    pub candidates: Vec<CandidateView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Place {
+    pub file: String,
+    pub line: usize,
+}
+
+impl From<&Origin> for Place {
+    fn from(o: &Origin) -> Self {
+        Place {
+            file: o.file.clone(),
+            line: o.line,
+        }
+    }
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PacketView {
+    pub src: String,
+    pub dst: String,
+    pub proto: String,
+    /// `null` when unknown (non-TCP/UDP, non-first fragment).
+    pub dport: Option<u16>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CandidateView {
+    /// The rule id, or `builtin-ntp`.
+    pub rule_id: String,
+    pub file: Option<String>,
+    pub line: Option<usize>,
+    pub action: Action,
+    /// The `to` item that matched and the prefix it contributed.
+    pub to: String,
+    pub prefix: String,
+    pub proto: String,
+    /// The port item that matched; `null` when the rule has no ports.
+    pub ports: Option<String>,
+    pub won: bool,
+    /// The tie-break it lost on (`null` for the winner).
+    pub lost_on: Option<Beaten>,
+    /// The same, in words, with the values compared.
+    pub why: Option<String>,
+}
+
+/// Explains how `tables` (compiled from `policy`) decide `packet`.
+pub fn explain(policy: &Policy, tables: &CompiledPolicy, packet: &PacketFacts) -> Explanation {
+    let decision = model::verdict(tables, packet);
+    let evaluation = naive::evaluate(policy, packet);
+    debug_assert_eq!(
+        (
+            decision.group,
+            decision.verdict,
+            decision.reason,
+            decision.rule.as_ref()
+        ),
+        (
+            evaluation.group.map_or(0, |g| g.id),
+            evaluation.verdict,
+            evaluation.reason,
+            evaluation.rule_id()
+        ),
+        "the compiled model and the naive semantics disagree on {packet:?}"
+    );
+
+    let group = evaluation.group;
+    let winner = evaluation.candidates.first();
+    let decided_at = match decision.reason {
+        DecisionReason::Rule => winner.and_then(|w| rule_origin(w)).map(Place::from),
+        DecisionReason::GroupDefault => group.map(|g| Place::from(&g.group.default_origin)),
+        DecisionReason::UnknownDevice => policy.unknown_devices_origin.as_ref().map(Place::from),
+        _ => None,
+    };
+    let candidates = evaluation
+        .candidates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| candidate_view(c, (i > 0).then_some(winner).flatten()))
+        .collect();
+    Explanation {
+        packet: PacketView {
+            src: packet.src.to_string(),
+            dst: packet.dst.to_string(),
+            proto: proto_name(Some(packet.proto)),
+            dport: packet.dport,
+        },
+        group: decision.group_name,
+        group_id: decision.group,
+        device_prefix: decision.device.map(|d| d.to_string()),
+        device_at: group.map(|g| Place::from(&g.device.origin)),
+        verdict: verdict_name(decision.verdict),
+        reason: reason_name(decision.reason),
+        rule: (decision.reason == DecisionReason::Rule)
+            .then(|| decided_at.clone())
+            .flatten(),
+        rule_id: decision.rule.map(|r| r.to_string()),
+        decided_at,
+        counter: decision.counter,
+        candidates,
+    }
+}
+
+fn rule_origin<'p>(c: &Candidate<'p>) -> Option<&'p Origin> {
+    match c.source {
+        Source::Rule(rule) => Some(&rule.origin),
+        Source::BuiltinNtp(_) => None,
+    }
+}
+
+fn candidate_view(c: &Candidate, winner: Option<&Candidate>) -> CandidateView {
+    let origin = rule_origin(c);
+    let lost_on = winner.map(|w| c.lost_to(w));
+    CandidateView {
+        rule_id: match c.source {
+            Source::Rule(rule) => rule.id.to_string(),
+            Source::BuiltinNtp(_) => "builtin-ntp".into(),
+        },
+        file: origin.map(|o| o.file.clone()),
+        line: origin.map(|o| o.line),
+        action: c.action,
+        to: c.target.to_string(),
+        prefix: c.prefix.to_string(),
+        proto: proto_name(c.proto),
+        ports: c.ports.map(|p| p.to_string()),
+        won: winner.is_none(),
+        lost_on,
+        why: winner.zip(lost_on).map(|(w, beaten)| why(beaten, w, c)),
+    }
+}
+
+/// The tie-break in words, with the two values it compared.
+fn why(beaten: Beaten, winner: &Candidate, loser: &Candidate) -> String {
+    let detail = match beaten {
+        Beaten::LongerPrefix => format!(
+            "/{} over /{}",
+            winner.prefix.prefix_len(),
+            loser.prefix.prefix_len()
+        ),
+        Beaten::SpecificProtocol => format!("{} over any", proto_name(winner.proto)),
+        Beaten::NarrowerPorts => format!(
+            "{} over {}",
+            ports_words(winner.port_width(), winner),
+            ports_words(loser.port_width(), loser)
+        ),
+        Beaten::DenyOverAllow | Beaten::ExplicitOverBuiltin | Beaten::EarlierInFile => {
+            return beaten.to_string();
+        }
+    };
+    format!("{beaten} ({detail})")
+}
+
+fn ports_words(width: u32, c: &Candidate) -> String {
+    match c.ports {
+        None => "all ports".into(),
+        Some(p) if width == 1 => format!("port {p}"),
+        Some(p) => format!("{width} ports {p}"),
+    }
+}
+
+fn verdict_name(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Allow => "allow",
+        Verdict::Deny => "deny",
+        Verdict::AuditDeny => "audit-deny",
+    }
+}
+
+fn reason_name(reason: DecisionReason) -> &'static str {
+    match reason {
+        DecisionReason::Rule => "rule",
+        DecisionReason::GroupDefault => "group-default",
+        DecisionReason::UnknownDevice => "unknown-device",
+        DecisionReason::BuiltinNtp => "builtin-ntp",
+        DecisionReason::FragmentCache => "fragment-cache",
+    }
+}
+
+impl Explanation {
+    /// The operator-facing text form.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut line = |label: &str, text: &str| {
+            let _ = writeln!(out, "{label:<10}{text}");
+        };
+        let p = &self.packet;
+        let port = match p.dport {
+            Some(d) => format!(" port {d}"),
+            None if p.proto == "tcp" || p.proto == "udp" => ", port unknown".to_string(),
+            None => String::new(),
+        };
+        line(
+            "packet",
+            &format!("{} -> {} {}{port}", p.src, p.dst, p.proto),
+        );
+        match (&self.device_prefix, &self.device_at) {
+            (Some(prefix), Some(at)) => line(
+                "group",
+                &format!("{} (device prefix {prefix}, {at})", self.group),
+            ),
+            _ => line(
+                "group",
+                &format!("{} ({} is in no group's devices)", self.group, p.src),
+            ),
+        }
+        let audit = if self.verdict == "audit-deny" {
+            " (audit mode: counted and reported, the packet passes)"
+        } else {
+            ""
+        };
+        line("verdict", &format!("{}{audit}", self.verdict));
+        let at = |place: &Option<Place>| place.as_ref().map_or(String::new(), |p| format!(", {p}"));
+        match self.reason {
+            "rule" => {
+                let w = &self.candidates[0];
+                line(
+                    "decided",
+                    &format!("rule {}{}", w.rule_id, at(&self.decided_at)),
+                );
+                line("", &describe(w));
+            }
+            "builtin-ntp" => line(
+                "decided",
+                &format!(
+                    "built-in ntp: every group may query the NTP address {} on udp port 123",
+                    p.dst
+                ),
+            ),
+            "unknown-device" => line(
+                "decided",
+                &match &self.decided_at {
+                    Some(place) => format!(
+                        "unknown device: unknown-devices is {} ({place})",
+                        self.verdict
+                    ),
+                    None => "unknown device: unknown-devices is not set, so deny".to_string(),
+                },
+            ),
+            _ => {
+                let default = if self.verdict == "allow" {
+                    "allow"
+                } else {
+                    "deny"
+                };
+                line(
+                    "decided",
+                    &format!(
+                        "group default ({default}{}): no rule of {} matches",
+                        at(&self.decided_at),
+                        self.group
+                    ),
+                );
+            }
+        }
+        for c in self.candidates.iter().skip(1) {
+            let place = match (&c.file, c.line) {
+                (Some(file), Some(line)) => format!(", {file}:{line}"),
+                _ => String::new(),
+            };
+            line("beat", &format!("{}{place}", c.rule_id));
+            line("", &describe(c));
+            line(
+                "",
+                &format!("lost: {}", c.why.as_deref().unwrap_or_default()),
+            );
+        }
+        out
+    }
+}
+
+/// `allow tcp to aws-tokyo (13.112.0.0/14) port 443`: the rule as it
+/// matched this packet.
+fn describe(c: &CandidateView) -> String {
+    let proto = if c.proto == "any" {
+        "any protocol"
+    } else {
+        &c.proto
+    };
+    let to = if c.to == c.prefix {
+        c.prefix.clone()
+    } else {
+        format!("{} ({})", c.to, c.prefix)
+    };
+    let ports = match &c.ports {
+        None => String::new(),
+        Some(p) if p.contains('-') => format!(" ports {p}"),
+        Some(p) => format!(" port {p}"),
+    };
+    format!("{} {proto} to {to}{ports}", c.action)
+}
