@@ -86,6 +86,8 @@ pub struct NtpConfig {
     /// Longest time without a good upstream sample before advertising
     /// "unsynchronised" (leap indicator 3).
     pub holdover: Duration,
+    /// How often the upstream servers are polled (`reference: upstream`).
+    pub poll_interval: Duration,
     /// Sources answered besides the members of policy groups.
     pub allow: Vec<IpNet>,
     pub rate_limit: NtpRateLimit,
@@ -155,6 +157,8 @@ struct RawNtpConfig {
     stratum: Option<u8>,
     #[serde(default, with = "humantime_serde::option")]
     holdover: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    poll_interval: Option<Duration>,
     #[serde(default)]
     allow: Vec<IpNet>,
     #[serde(default)]
@@ -199,6 +203,9 @@ impl TryFrom<RawNtpConfig> for NtpConfig {
                 if raw.servers.is_some() {
                     return Err("servers is only valid with `reference: upstream`".into());
                 }
+                if raw.poll_interval.is_some() {
+                    return Err("poll-interval is only valid with `reference: upstream`".into());
+                }
                 let stratum = raw
                     .stratum
                     .ok_or("`reference: local` needs `stratum: N` (1-15)")?;
@@ -208,6 +215,14 @@ impl TryFrom<RawNtpConfig> for NtpConfig {
                 NtpReference::Local { stratum }
             }
         };
+        let poll_interval = raw.poll_interval.unwrap_or(MAX_NTP_POLL_INTERVAL);
+        if !(MIN_NTP_POLL_INTERVAL..=MAX_NTP_POLL_INTERVAL).contains(&poll_interval) {
+            return Err(format!(
+                "poll-interval: {} is out of range (1s..=16s: the advertised state is \
+                 refreshed at least every 16 s)",
+                humantime_serde::re::humantime::format_duration(poll_interval)
+            ));
+        }
         let rate_limit = raw.rate_limit;
         if !(-4..=12).contains(&rate_limit.interval) {
             return Err(format!(
@@ -228,6 +243,7 @@ impl TryFrom<RawNtpConfig> for NtpConfig {
             listen: raw.listen,
             reference,
             holdover: raw.holdover.unwrap_or(Duration::from_secs(600)),
+            poll_interval,
             allow: raw.allow,
             rate_limit,
             max_rate: raw.max_rate.unwrap_or(DEFAULT_NTP_MAX_RATE),
@@ -238,6 +254,9 @@ impl TryFrom<RawNtpConfig> for NtpConfig {
 /// The host's own NTP daemon, the default upstream.
 pub const DEFAULT_UPSTREAM: &str = "127.0.0.1:123";
 pub const DEFAULT_NTP_MAX_RATE: u32 = 200_000;
+pub const MIN_NTP_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Also the default: the advertised state must be at most 16 s old.
+pub const MAX_NTP_POLL_INTERVAL: Duration = Duration::from_secs(16);
 
 #[derive(Clone, Copy, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -434,6 +453,26 @@ mod tests {
     fn durations_are_human_readable() {
         let c = parse("interfaces: [eth1]\npolicy-dir: /p\nntp:\n  holdover: 90s\n").unwrap();
         assert_eq!(c.ntp.holdover, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn poll_interval_defaults_to_16s_and_is_bounded() {
+        let c = parse("interfaces: [eth1]\npolicy-dir: /p\n").unwrap();
+        assert_eq!(c.ntp.poll_interval, Duration::from_secs(16));
+        let c = parse("interfaces: [eth1]\npolicy-dir: /p\nntp:\n  poll-interval: 2s\n").unwrap();
+        assert_eq!(c.ntp.poll_interval, Duration::from_secs(2));
+        let e =
+            parse("interfaces: [eth1]\npolicy-dir: /p\nntp:\n  poll-interval: 64s\n").unwrap_err();
+        assert!(
+            e.contains("ntp: poll-interval: 1m 4s is out of range"),
+            "{e}"
+        );
+        let e = parse(
+            "interfaces: [eth1]\npolicy-dir: /p\nntp:\n  reference: local\n  stratum: 8\n  \
+             poll-interval: 4s\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("poll-interval is only valid with"), "{e}");
     }
 
     #[test]
