@@ -8,4 +8,5 @@ pub mod datapath;
 pub mod diagnostic;
 pub mod lab;
 pub mod netns;
+pub mod ntp;
 pub mod tables;
