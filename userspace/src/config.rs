@@ -93,6 +93,9 @@ pub struct NtpConfig {
     pub rate_limit: NtpRateLimit,
     /// Replies per second across all sources.
     pub max_rate: u32,
+    /// Server sockets (and tasks) per listen address, sharing it through
+    /// SO_REUSEPORT; more than one only pays on gateways with cores to spare.
+    pub workers: u8,
 }
 
 /// Where the advertised time quality comes from.
@@ -164,6 +167,7 @@ struct RawNtpConfig {
     #[serde(default)]
     rate_limit: NtpRateLimit,
     max_rate: Option<u32>,
+    workers: Option<u8>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -239,6 +243,12 @@ impl TryFrom<RawNtpConfig> for NtpConfig {
                 rate_limit.leak
             ));
         }
+        let workers = raw.workers.unwrap_or(1);
+        if !(1..=MAX_NTP_WORKERS).contains(&workers) {
+            return Err(format!(
+                "workers: {workers} is out of range (1..={MAX_NTP_WORKERS})"
+            ));
+        }
         Ok(NtpConfig {
             listen: raw.listen,
             reference,
@@ -247,6 +257,7 @@ impl TryFrom<RawNtpConfig> for NtpConfig {
             allow: raw.allow,
             rate_limit,
             max_rate: raw.max_rate.unwrap_or(DEFAULT_NTP_MAX_RATE),
+            workers,
         })
     }
 }
@@ -254,6 +265,7 @@ impl TryFrom<RawNtpConfig> for NtpConfig {
 /// The host's own NTP daemon, the default upstream.
 pub const DEFAULT_UPSTREAM: &str = "127.0.0.1:123";
 pub const DEFAULT_NTP_MAX_RATE: u32 = 200_000;
+pub const MAX_NTP_WORKERS: u8 = 64;
 pub const MIN_NTP_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Also the default: the advertised state must be at most 16 s old.
 pub const MAX_NTP_POLL_INTERVAL: Duration = Duration::from_secs(16);
@@ -473,6 +485,19 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("poll-interval is only valid with"), "{e}");
+    }
+
+    #[test]
+    fn ntp_workers_default_to_one() {
+        let c = parse("interfaces: [eth1]\npolicy-dir: /p\n").unwrap();
+        assert_eq!(c.ntp.workers, 1);
+        let c = parse("interfaces: [eth1]\npolicy-dir: /p\nntp:\n  workers: 4\n").unwrap();
+        assert_eq!(c.ntp.workers, 4);
+        let e = parse("interfaces: [eth1]\npolicy-dir: /p\nntp:\n  workers: 0\n").unwrap_err();
+        assert!(
+            e.contains("ntp: workers: 0 is out of range (1..=64)"),
+            "{e}"
+        );
     }
 
     #[test]
