@@ -19,6 +19,7 @@
 
 mod access;
 mod adapter;
+mod batch_socket;
 mod kernel_clock;
 mod metrics;
 mod rate_limit;
@@ -44,6 +45,7 @@ pub use self::{
     metrics::RequestCounts,
 };
 use self::{
+    batch_socket::BatchSocket,
     metrics::NtpMetrics,
     rate_limit::RateLimiter,
     reference::{Advertised, Holdover, Leap, Source},
@@ -105,13 +107,24 @@ impl NtpService {
         if config.listen.is_empty() {
             bail!("ntp.listen is empty: no address to serve NTP on");
         }
-        let sockets = config
-            .listen
-            .iter()
-            .map(|addr| {
-                socket::bind(*addr).with_context(|| format!("ntp.listen: cannot bind {addr}"))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let reuse_port = config.workers > 1;
+        let mut sockets = Vec::new();
+        let mut local_addrs = Vec::new();
+        for addr in &config.listen {
+            let first = BatchSocket::bind(*addr, reuse_port)
+                .with_context(|| format!("ntp.listen: cannot bind {addr}"))?;
+            // The other workers' sockets share the bound address (a port 0
+            // resolved by the first bind).
+            let bound = first.local_addr();
+            local_addrs.push(bound);
+            sockets.push(first);
+            for _ in 1..config.workers {
+                sockets.push(
+                    BatchSocket::bind(bound, reuse_port)
+                        .with_context(|| format!("ntp.listen: cannot bind {bound} again"))?,
+                );
+            }
+        }
         let (source, initial, reference) = match &config.reference {
             NtpReference::Local { stratum } => (
                 Source::Local { stratum: *stratum },
@@ -136,7 +149,6 @@ impl NtpService {
             metrics: metrics.clone(),
             limiter: Mutex::new(RateLimiter::new(config.rate_limit, config.max_rate)),
         });
-        let local_addrs = sockets.iter().map(|s| s.local_addr()).collect();
         let mut tasks = vec![tokio::spawn(reference::run(
             source,
             config.poll_interval,

@@ -19,10 +19,10 @@ use tokio::sync::watch;
 use super::{
     access::{ALLOW_LIST_LABEL, Membership, SourceGroups},
     adapter::{Malformed, Responder},
+    batch_socket::{BatchSocket, RecvBatch, SendBatch},
     metrics::{NtpMetrics, Refusal, RequestCounters},
     rate_limit::{Admission, RateLimiter},
     reference::Advertised,
-    socket::{self, UdpSocket},
 };
 
 /// The largest request answered. A header with a MAC is 68 bytes; NTPv4
@@ -179,26 +179,33 @@ fn refusal(m: Malformed) -> Refusal {
     }
 }
 
-/// Serves one listen address until the task is aborted.
-pub async fn serve(mut socket: UdpSocket, mut handler: Handler) {
-    let mut request = [0u8; MAX_REQUEST + 1];
-    let mut out = [0u8; MAX_REQUEST];
+/// Serves one socket until the task is aborted: a batch of requests in, a
+/// batch of replies out.
+pub async fn serve(socket: BatchSocket, mut handler: Handler) {
+    let mut requests = RecvBatch::<{ MAX_REQUEST + 1 }>::new();
+    let mut replies = SendBatch::<MAX_REQUEST>::new();
     loop {
-        let received = match socket.recv(&mut request).await {
-            Ok(received) => received,
+        let count = match socket.recv(&mut requests).await {
+            Ok(count) => count,
             Err(e) => {
                 tracing::warn!(addr = %socket.local_addr(), "NTP receive failed: {e}");
                 continue;
             }
         };
-        let at = socket::received_at(&received);
-        let from = received.remote_addr;
-        let len = received.bytes_read;
-        if let Some(reply) = handler.handle(from.ip(), at, &request[..len], &mut out)
-            && let Err(e) = socket.send_to(reply, from).await
-        {
-            handler.shared.metrics.send_errors.inc();
-            tracing::debug!(%from, "NTP reply not sent: {e}");
+        replies.clear();
+        for i in 0..count {
+            let (request, from, received) = requests.get(i);
+            let Some(from) = from else { continue };
+            if let Some(len) = handler
+                .handle(from.ip(), received, request, replies.next_buffer())
+                .map(<[u8]>::len)
+            {
+                replies.push(len, &requests, i);
+            }
+        }
+        match socket.send(&replies).await {
+            Ok(refused) => handler.shared.metrics.send_errors.inc_by(refused as u64),
+            Err(e) => tracing::warn!(addr = %socket.local_addr(), "NTP send failed: {e}"),
         }
     }
 }
