@@ -187,7 +187,11 @@ impl NtpService {
     }
 
     pub fn status(&self) -> NtpStatus {
-        let advertised = *self.advertised.borrow();
+        let mut advertised = *self.advertised.borrow();
+        if self.advertised.has_changed().is_err() {
+            // As the server tasks do: without a reference, no claim.
+            advertised = advertised.orphaned();
+        }
         let metrics = &self.shared.metrics;
         NtpStatus {
             reference: self.reference,

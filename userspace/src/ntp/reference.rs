@@ -105,6 +105,15 @@ impl Advertised {
         }
     }
 
+    /// The same state with the alarm raised: what to advertise once nothing
+    /// refreshes it any more (the reference task is gone).
+    pub fn orphaned(self) -> Self {
+        Advertised {
+            leap: Leap::Alarm,
+            ..self
+        }
+    }
+
     /// Root dispersion at `t`.
     pub fn root_dispersion_at(&self, t: SystemTime) -> f64 {
         let elapsed = t.duration_since(self.since).unwrap_or_default();

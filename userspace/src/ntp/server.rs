@@ -75,6 +75,7 @@ pub struct Handler {
     sources: watch::Receiver<Arc<Sources>>,
     current: Arc<Sources>,
     shared: Arc<Shared>,
+    orphaned: bool,
 }
 
 impl Handler {
@@ -92,6 +93,7 @@ impl Handler {
             sources,
             current,
             shared,
+            orphaned: false,
         }
     }
 
@@ -110,9 +112,19 @@ impl Handler {
         if self.sources.has_changed().unwrap_or(false) {
             self.current = self.sources.borrow_and_update().clone();
         }
-        if self.advertised.has_changed().unwrap_or(false) {
-            self.responder
-                .advertise(&self.advertised.borrow_and_update());
+        match self.advertised.has_changed() {
+            Ok(false) => {}
+            Ok(true) => self
+                .responder
+                .advertise(&self.advertised.borrow_and_update()),
+            // The reference task is gone (it only ends with the service):
+            // nothing vouches for the clock any more, so say so, once.
+            Err(_) if !self.orphaned => {
+                self.orphaned = true;
+                self.responder
+                    .advertise(&self.advertised.borrow().orphaned());
+            }
+            Err(_) => {}
         }
         let metrics = &self.shared.metrics;
         let (membership, counters) = self.current.lookup(from);
@@ -207,5 +219,86 @@ pub async fn serve(socket: BatchSocket, mut handler: Handler) {
             Ok(refused) => handler.shared.metrics.send_errors.inc_by(refused as u64),
             Err(e) => tracing::warn!(addr = %socket.local_addr(), "NTP send failed: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use prometheus::Registry;
+
+    use super::*;
+    use crate::{config::NtpRateLimit, tables::CompiledPolicy};
+
+    const MEMBER: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
+    const STRANGER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
+
+    struct Fixture {
+        handler: Handler,
+        metrics: Arc<NtpMetrics>,
+        advertised: Option<watch::Sender<Advertised>>,
+        _sources: watch::Sender<Arc<Sources>>,
+    }
+
+    fn fixture() -> Fixture {
+        let metrics = Arc::new(NtpMetrics::register(&Registry::new()).unwrap());
+        let groups = SourceGroups::from_policy(
+            &CompiledPolicy::default(),
+            &["192.0.2.0/24".parse().unwrap()],
+        );
+        let (sources_tx, sources_rx) = watch::channel(Arc::new(Sources::new(groups, &metrics)));
+        let (advertised_tx, advertised_rx) =
+            watch::channel(Advertised::local(2, SystemTime::now()));
+        let shared = Arc::new(Shared {
+            metrics: metrics.clone(),
+            limiter: Mutex::new(RateLimiter::new(NtpRateLimit::default(), 1000)),
+        });
+        Fixture {
+            handler: Handler::new(advertised_rx, sources_rx, shared, -20),
+            metrics,
+            advertised: Some(advertised_tx),
+            _sources: sources_tx,
+        }
+    }
+
+    fn request() -> [u8; 48] {
+        let mut r = [0u8; 48];
+        r[0] = (4 << 3) | 3;
+        r
+    }
+
+    fn leap_of(f: &mut Fixture) -> u8 {
+        let mut out = [0u8; MAX_REQUEST];
+        let reply = f
+            .handler
+            .handle(MEMBER, SystemTime::now(), &request(), &mut out)
+            .expect("a reply");
+        reply[0] >> 6
+    }
+
+    #[test]
+    fn non_members_are_denied_before_anything_is_parsed() {
+        let mut f = fixture();
+        let mut out = [0u8; MAX_REQUEST];
+        let now = SystemTime::now();
+        assert!(f.handler.handle(STRANGER, now, &[0; 3], &mut out).is_none());
+        let counts = f.metrics.request_counts();
+        assert_eq!(counts["_unknown"].denied, 1);
+        assert_eq!(counts["_unknown"].malformed, 0);
+        // An oversize request from a member is malformed.
+        let oversize = [0u8; MAX_REQUEST + 1];
+        assert!(f.handler.handle(MEMBER, now, &oversize, &mut out).is_none());
+        assert_eq!(f.metrics.request_counts()["allow-list"].malformed, 1);
+        assert_eq!(f.metrics.refusal_counts()["oversize"], 1);
+    }
+
+    #[test]
+    fn a_dead_reference_raises_the_alarm() {
+        let mut f = fixture();
+        assert_eq!(leap_of(&mut f), 0);
+        f.advertised = None;
+        assert_eq!(leap_of(&mut f), 3, "nothing vouches for the clock");
+        assert_eq!(f.metrics.request_counts()["allow-list"].served, 2);
     }
 }
