@@ -5,7 +5,8 @@
 //! The kernel's UDP path, not Tollgate's NTP code, is what a request costs
 //! (see BENCHMARKS.md); batching pays the system-call overhead once per
 //! batch instead of once per datagram. `timestamped-socket` (used by the
-//! upstream poller) owns its file descriptor and offers none of this.
+//! upstream poller, see `poll_socket`) owns its file descriptor and offers
+//! none of this.
 
 use std::{
     io,

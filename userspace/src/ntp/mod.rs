@@ -5,8 +5,9 @@
 //! | module | job |
 //! |---|---|
 //! | `adapter` | the only user of `ntp_proto`: answer requests, query upstreams |
-//! | `socket` | the only user of `timestamped-socket`: kernel receive timestamps |
-//! | `server` | one task per listen address: membership, shape, rate, reply |
+//! | `batch_socket` | server sockets: `recvmmsg`/`sendmmsg` with kernel receive timestamps, SO_REUSEPORT |
+//! | `poll_socket` | the upstream poller's socket (`timestamped-socket`) |
+//! | `server` | one task per socket: membership, shape, rate, reply |
 //! | `access` | source address → policy group, `ntp.allow` |
 //! | `rate_limit` | per-source limits (chrony semantics) and the global cap |
 //! | `reference` | what is advertised: local stratum, or upstream + holdover |
@@ -22,10 +23,10 @@ mod adapter;
 mod batch_socket;
 mod kernel_clock;
 mod metrics;
+mod poll_socket;
 mod rate_limit;
 mod reference;
 mod server;
-mod socket;
 mod upstream;
 
 use std::{

@@ -1,5 +1,5 @@
-//! The socket tasks: one per listen address, each answering the requests
-//! that reach it.
+//! The socket tasks: one per listen address (and per worker), each answering
+//! the requests that reach its socket.
 //!
 //! Every datagram goes through the same steps, each with its own counter:
 //! group membership (non-members: `denied`), shape (`malformed`: oversize,

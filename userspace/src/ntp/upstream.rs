@@ -17,7 +17,7 @@ use tokio::time::{Instant, timeout_at};
 
 use super::{
     adapter::{self, Query, UpstreamReply},
-    socket::{self, UdpSocket},
+    poll_socket::{self, UdpSocket},
 };
 
 /// How long a round waits for replies.
@@ -67,8 +67,8 @@ impl Poller {
     /// Opens the polling socket in the calling thread's namespace.
     pub fn open(servers: &[String], poll: Duration) -> std::io::Result<Self> {
         // Dual-stack where the kernel has IPv6, IPv4 only where it has not.
-        let socket = socket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
-            .or_else(|_| socket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))))?;
+        let socket = poll_socket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
+            .or_else(|_| poll_socket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))))?;
         Ok(Poller {
             servers: servers.to_vec(),
             socket,
@@ -118,7 +118,7 @@ impl Poller {
                 }
             };
             let from = canonical(received.remote_addr);
-            let at = socket::received_at(&received);
+            let at = poll_socket::received_at(&received);
             let Some(i) = pending.iter().position(|p| p.to == from) else {
                 continue;
             };

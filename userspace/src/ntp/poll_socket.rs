@@ -1,9 +1,11 @@
-//! UDP sockets with kernel receive timestamps (`timestamped-socket`, as
-//! ntpd-rs uses). The only module that uses that crate.
+//! The upstream poller's UDP socket, with kernel receive timestamps
+//! (`timestamped-socket`, as ntpd-rs uses). The only module that uses that
+//! crate.
 //!
-//! A receive timestamp taken by the kernel when the datagram arrived is what
-//! the server reports as its receive time (T2), so time spent queued in the
-//! socket or waiting for the task does not count as network delay.
+//! The kernel's timestamp of a reply's arrival is the poll's T4, so time the
+//! reply spends queued or waiting for the task does not count as network
+//! delay. (The server's sockets need batching, which this crate does not
+//! offer: see `batch_socket`.)
 
 use std::{
     net::SocketAddr,
