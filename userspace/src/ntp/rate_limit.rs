@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use crate::config::NtpRateLimit;
 
-/// Sources tracked at once (about 2 MiB).
+/// Sources tracked at once (40 bytes each: 2.5 MiB).
 const SLOTS: usize = 1 << 16;
 
 /// What the limiter lets through.
@@ -180,6 +180,13 @@ mod tests {
         let got = replies(&mut l, A, n, t0);
         let leaked = (got - 8) as f64 / 40_000.0;
         assert!((leaked - 0.25).abs() < 0.02, "leak ratio {leaked}");
+    }
+
+    #[test]
+    fn the_source_table_has_a_fixed_size() {
+        assert_eq!(std::mem::size_of::<Option<Slot>>(), 40);
+        let l = limiter(3, 8, 2, 100);
+        assert_eq!(l.slots.len(), SLOTS);
     }
 
     #[test]
