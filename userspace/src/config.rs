@@ -92,11 +92,16 @@ pub struct NtpConfig {
     /// Longest time without a good upstream sample before advertising
     /// "unsynchronised" (leap indicator 3).
     pub holdover: Duration,
+    /// How often the upstream servers are polled (`reference: upstream`).
+    pub poll_interval: Duration,
     /// Sources answered besides the members of policy groups.
     pub allow: Vec<IpNet>,
     pub rate_limit: NtpRateLimit,
     /// Replies per second across all sources.
     pub max_rate: u32,
+    /// Server sockets (and tasks) per listen address, sharing it through
+    /// SO_REUSEPORT; more than one only pays on gateways with cores to spare.
+    pub workers: u8,
 }
 
 /// Where the advertised time quality comes from.
@@ -161,11 +166,14 @@ struct RawNtpConfig {
     stratum: Option<u8>,
     #[serde(default, with = "humantime_serde::option")]
     holdover: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    poll_interval: Option<Duration>,
     #[serde(default)]
     allow: Vec<IpNet>,
     #[serde(default)]
     rate_limit: NtpRateLimit,
     max_rate: Option<u32>,
+    workers: Option<u8>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -205,6 +213,9 @@ impl TryFrom<RawNtpConfig> for NtpConfig {
                 if raw.servers.is_some() {
                     return Err("servers is only valid with `reference: upstream`".into());
                 }
+                if raw.poll_interval.is_some() {
+                    return Err("poll-interval is only valid with `reference: upstream`".into());
+                }
                 let stratum = raw
                     .stratum
                     .ok_or("`reference: local` needs `stratum: N` (1-15)")?;
@@ -214,6 +225,14 @@ impl TryFrom<RawNtpConfig> for NtpConfig {
                 NtpReference::Local { stratum }
             }
         };
+        let poll_interval = raw.poll_interval.unwrap_or(MAX_NTP_POLL_INTERVAL);
+        if !(MIN_NTP_POLL_INTERVAL..=MAX_NTP_POLL_INTERVAL).contains(&poll_interval) {
+            return Err(format!(
+                "poll-interval: {} is out of range (1s..=16s: the advertised state is \
+                 refreshed at least every 16 s)",
+                humantime_serde::re::humantime::format_duration(poll_interval)
+            ));
+        }
         let rate_limit = raw.rate_limit;
         if !(-4..=12).contains(&rate_limit.interval) {
             return Err(format!(
@@ -230,13 +249,21 @@ impl TryFrom<RawNtpConfig> for NtpConfig {
                 rate_limit.leak
             ));
         }
+        let workers = raw.workers.unwrap_or(1);
+        if !(1..=MAX_NTP_WORKERS).contains(&workers) {
+            return Err(format!(
+                "workers: {workers} is out of range (1..={MAX_NTP_WORKERS})"
+            ));
+        }
         Ok(NtpConfig {
             listen: raw.listen,
             reference,
             holdover: raw.holdover.unwrap_or(Duration::from_secs(600)),
+            poll_interval,
             allow: raw.allow,
             rate_limit,
             max_rate: raw.max_rate.unwrap_or(DEFAULT_NTP_MAX_RATE),
+            workers,
         })
     }
 }
@@ -244,6 +271,10 @@ impl TryFrom<RawNtpConfig> for NtpConfig {
 /// The host's own NTP daemon, the default upstream.
 pub const DEFAULT_UPSTREAM: &str = "127.0.0.1:123";
 pub const DEFAULT_NTP_MAX_RATE: u32 = 200_000;
+pub const MAX_NTP_WORKERS: u8 = 64;
+pub const MIN_NTP_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Also the default: the advertised state must be at most 16 s old.
+pub const MAX_NTP_POLL_INTERVAL: Duration = Duration::from_secs(16);
 
 #[derive(Clone, Copy, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -444,6 +475,39 @@ mod tests {
     fn durations_are_human_readable() {
         let c = parse("interfaces: [eth1]\npolicy-dir: /p\nntp:\n  holdover: 90s\n").unwrap();
         assert_eq!(c.ntp.holdover, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn poll_interval_defaults_to_16s_and_is_bounded() {
+        let c = parse("interfaces: [eth1]\npolicy-dir: /p\n").unwrap();
+        assert_eq!(c.ntp.poll_interval, Duration::from_secs(16));
+        let c = parse("interfaces: [eth1]\npolicy-dir: /p\nntp:\n  poll-interval: 2s\n").unwrap();
+        assert_eq!(c.ntp.poll_interval, Duration::from_secs(2));
+        let e =
+            parse("interfaces: [eth1]\npolicy-dir: /p\nntp:\n  poll-interval: 64s\n").unwrap_err();
+        assert!(
+            e.contains("ntp: poll-interval: 1m 4s is out of range"),
+            "{e}"
+        );
+        let e = parse(
+            "interfaces: [eth1]\npolicy-dir: /p\nntp:\n  reference: local\n  stratum: 8\n  \
+             poll-interval: 4s\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("poll-interval is only valid with"), "{e}");
+    }
+
+    #[test]
+    fn ntp_workers_default_to_one() {
+        let c = parse("interfaces: [eth1]\npolicy-dir: /p\n").unwrap();
+        assert_eq!(c.ntp.workers, 1);
+        let c = parse("interfaces: [eth1]\npolicy-dir: /p\nntp:\n  workers: 4\n").unwrap();
+        assert_eq!(c.ntp.workers, 4);
+        let e = parse("interfaces: [eth1]\npolicy-dir: /p\nntp:\n  workers: 0\n").unwrap_err();
+        assert!(
+            e.contains("ntp: workers: 0 is out of range (1..=64)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod lab;
 pub mod metrics;
 pub mod model;
 pub mod netns;
+pub mod ntp;
 pub mod policy;
 pub mod reload;
 pub mod tables;

@@ -1,0 +1,304 @@
+//! The socket tasks: one per listen address (and per worker), each answering
+//! the requests that reach its socket.
+//!
+//! Every datagram goes through the same steps, each with its own counter:
+//! group membership (non-members: `denied`), shape (`malformed`: oversize,
+//! truncated, not a v3/v4 client request), rate limits (`rate_limited`), and
+//! only then the reply (`served`). Nothing is answered by accident: a
+//! datagram that fails a step gets no reply at all, so Tollgate can never be
+//! used to amplify traffic.
+
+use std::{
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::{Instant, SystemTime},
+};
+
+use tokio::sync::watch;
+
+use super::{
+    access::{ALLOW_LIST_LABEL, Membership, SourceGroups},
+    adapter::{Malformed, Responder},
+    batch_socket::{BatchSocket, RecvBatch, SendBatch},
+    metrics::{NtpMetrics, Refusal, RequestCounters},
+    rate_limit::{Admission, RateLimiter},
+    reference::Advertised,
+};
+
+/// The largest request answered. A header with a MAC is 68 bytes; NTPv4
+/// extension fields (a unique identifier, padding) stay well below this.
+pub const MAX_REQUEST: usize = 1024;
+
+/// A policy generation's source classification with its counters.
+pub struct Sources {
+    groups: SourceGroups,
+    /// By group id; index 0 (`_unknown`) counts denied non-members.
+    counters: Vec<RequestCounters>,
+    allow_list: RequestCounters,
+}
+
+impl Sources {
+    pub fn new(groups: SourceGroups, metrics: &NtpMetrics) -> Self {
+        let counters = groups
+            .group_names()
+            .iter()
+            .map(|name| metrics.group(name))
+            .collect();
+        Sources {
+            groups,
+            counters,
+            allow_list: metrics.group(ALLOW_LIST_LABEL),
+        }
+    }
+
+    fn lookup(&self, source: IpAddr) -> (Membership, &RequestCounters) {
+        let membership = self.groups.classify(source);
+        let counters = match membership {
+            Membership::Group(id) => self.counters.get(id as usize),
+            Membership::AllowList => Some(&self.allow_list),
+            Membership::Denied => None,
+        };
+        (membership, counters.unwrap_or(&self.counters[0]))
+    }
+}
+
+/// State every socket task shares.
+pub struct Shared {
+    pub metrics: Arc<NtpMetrics>,
+    pub limiter: Mutex<RateLimiter>,
+}
+
+/// Decides and builds the reply to one datagram.
+pub struct Handler {
+    responder: Responder,
+    advertised: watch::Receiver<Advertised>,
+    sources: watch::Receiver<Arc<Sources>>,
+    current: Arc<Sources>,
+    shared: Arc<Shared>,
+    orphaned: bool,
+}
+
+impl Handler {
+    pub fn new(
+        mut advertised: watch::Receiver<Advertised>,
+        mut sources: watch::Receiver<Arc<Sources>>,
+        shared: Arc<Shared>,
+        precision_log2: i8,
+    ) -> Self {
+        let responder = Responder::new(&advertised.borrow_and_update(), precision_log2);
+        let current = sources.borrow_and_update().clone();
+        Handler {
+            responder,
+            advertised,
+            sources,
+            current,
+            shared,
+            orphaned: false,
+        }
+    }
+
+    /// The reply to `request` from `from`, received at `received`, built in
+    /// `out`; `None` when it gets no reply. `request` may be one byte longer
+    /// than [`MAX_REQUEST`]: that is how an oversize datagram shows.
+    pub fn handle<'a>(
+        &mut self,
+        from: IpAddr,
+        received: SystemTime,
+        request: &[u8],
+        out: &'a mut [u8; MAX_REQUEST],
+    ) -> Option<&'a [u8]> {
+        // Picks up a new policy or advertised state: two atomic loads when
+        // nothing changed.
+        if self.sources.has_changed().unwrap_or(false) {
+            self.current = self.sources.borrow_and_update().clone();
+        }
+        match self.advertised.has_changed() {
+            Ok(false) => {}
+            Ok(true) => self
+                .responder
+                .advertise(&self.advertised.borrow_and_update()),
+            // The reference task is gone (it only ends with the service):
+            // nothing vouches for the clock any more, so say so, once.
+            Err(_) if !self.orphaned => {
+                self.orphaned = true;
+                self.responder
+                    .advertise(&self.advertised.borrow().orphaned());
+            }
+            Err(_) => {}
+        }
+        let metrics = &self.shared.metrics;
+        let (membership, counters) = self.current.lookup(from);
+        if membership == Membership::Denied {
+            counters.denied.inc();
+            metrics.refused(Refusal::NotMember).inc();
+            return None;
+        }
+        let shape = if request.len() > MAX_REQUEST {
+            Err(Refusal::Oversize)
+        } else {
+            self.responder.check(request).map_err(refusal)
+        };
+        if let Err(reason) = shape {
+            counters.malformed.inc();
+            metrics.refused(reason).inc();
+            return None;
+        }
+        let admission = self
+            .shared
+            .limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(from, Instant::now());
+        match admission {
+            Admission::Reply => {}
+            Admission::SourceLimited | Admission::GlobalLimited => {
+                counters.rate_limited.inc();
+                metrics
+                    .refused(if admission == Admission::SourceLimited {
+                        Refusal::SourceRate
+                    } else {
+                        Refusal::GlobalRate
+                    })
+                    .inc();
+                return None;
+            }
+        }
+        // The reply buffer is as long as the request: never a larger reply.
+        match self
+            .responder
+            .respond(from, received, request, &mut out[..request.len()])
+        {
+            Ok(reply) => {
+                counters.served.inc();
+                Some(reply)
+            }
+            Err(m) => {
+                counters.malformed.inc();
+                metrics.refused(refusal(m)).inc();
+                None
+            }
+        }
+    }
+}
+
+fn refusal(m: Malformed) -> Refusal {
+    match m {
+        Malformed::Truncated => Refusal::Truncated,
+        Malformed::NotClientMode => Refusal::NotClientMode,
+        Malformed::UnsupportedVersion => Refusal::UnsupportedVersion,
+        Malformed::Unparsable => Refusal::Unparsable,
+        Malformed::ReplyTooLarge => Refusal::ReplyTooLarge,
+    }
+}
+
+/// Serves one socket until the task is aborted: a batch of requests in, a
+/// batch of replies out.
+pub async fn serve(socket: BatchSocket, mut handler: Handler) {
+    let mut requests = RecvBatch::<{ MAX_REQUEST + 1 }>::new();
+    let mut replies = SendBatch::<MAX_REQUEST>::new();
+    loop {
+        let count = match socket.recv(&mut requests).await {
+            Ok(count) => count,
+            Err(e) => {
+                tracing::warn!(addr = %socket.local_addr(), "NTP receive failed: {e}");
+                continue;
+            }
+        };
+        replies.clear();
+        for i in 0..count {
+            let (request, from, received) = requests.get(i);
+            let Some(from) = from else { continue };
+            if let Some(len) = handler
+                .handle(from.ip(), received, request, replies.next_buffer())
+                .map(<[u8]>::len)
+            {
+                replies.push(len, &requests, i);
+            }
+        }
+        match socket.send(&replies).await {
+            Ok(refused) => handler.shared.metrics.send_errors.inc_by(refused as u64),
+            Err(e) => tracing::warn!(addr = %socket.local_addr(), "NTP send failed: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use prometheus::Registry;
+
+    use super::*;
+    use crate::{config::NtpRateLimit, tables::CompiledPolicy};
+
+    const MEMBER: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
+    const STRANGER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
+
+    struct Fixture {
+        handler: Handler,
+        metrics: Arc<NtpMetrics>,
+        advertised: Option<watch::Sender<Advertised>>,
+        _sources: watch::Sender<Arc<Sources>>,
+    }
+
+    fn fixture() -> Fixture {
+        let metrics = Arc::new(NtpMetrics::register(&Registry::new()).unwrap());
+        let groups = SourceGroups::from_policy(
+            &CompiledPolicy::default(),
+            &["192.0.2.0/24".parse().unwrap()],
+        );
+        let (sources_tx, sources_rx) = watch::channel(Arc::new(Sources::new(groups, &metrics)));
+        let (advertised_tx, advertised_rx) =
+            watch::channel(Advertised::local(2, SystemTime::now()));
+        let shared = Arc::new(Shared {
+            metrics: metrics.clone(),
+            limiter: Mutex::new(RateLimiter::new(NtpRateLimit::default(), 1000)),
+        });
+        Fixture {
+            handler: Handler::new(advertised_rx, sources_rx, shared, -20),
+            metrics,
+            advertised: Some(advertised_tx),
+            _sources: sources_tx,
+        }
+    }
+
+    fn request() -> [u8; 48] {
+        let mut r = [0u8; 48];
+        r[0] = (4 << 3) | 3;
+        r
+    }
+
+    fn leap_of(f: &mut Fixture) -> u8 {
+        let mut out = [0u8; MAX_REQUEST];
+        let reply = f
+            .handler
+            .handle(MEMBER, SystemTime::now(), &request(), &mut out)
+            .expect("a reply");
+        reply[0] >> 6
+    }
+
+    #[test]
+    fn non_members_are_denied_before_anything_is_parsed() {
+        let mut f = fixture();
+        let mut out = [0u8; MAX_REQUEST];
+        let now = SystemTime::now();
+        assert!(f.handler.handle(STRANGER, now, &[0; 3], &mut out).is_none());
+        let counts = f.metrics.request_counts();
+        assert_eq!(counts["_unknown"].denied, 1);
+        assert_eq!(counts["_unknown"].malformed, 0);
+        // An oversize request from a member is malformed.
+        let oversize = [0u8; MAX_REQUEST + 1];
+        assert!(f.handler.handle(MEMBER, now, &oversize, &mut out).is_none());
+        assert_eq!(f.metrics.request_counts()["allow-list"].malformed, 1);
+        assert_eq!(f.metrics.refusal_counts()["oversize"], 1);
+    }
+
+    #[test]
+    fn a_dead_reference_raises_the_alarm() {
+        let mut f = fixture();
+        assert_eq!(leap_of(&mut f), 0);
+        f.advertised = None;
+        assert_eq!(leap_of(&mut f), 3, "nothing vouches for the clock");
+        assert_eq!(f.metrics.request_counts()["allow-list"].served, 2);
+    }
+}
