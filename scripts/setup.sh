@@ -5,7 +5,8 @@
 #   Debian packages  iproute2, nftables, bpftool, xdp-tools (xdp-filter for the
 #                    benchmark), chrony + ntpsec-ntpdate + sntp (real NTP
 #                    clients and the reference server), prometheus (promtool),
-#                    netsniff-ng (trafgen), iperf3, git
+#                    netsniff-ng (trafgen), iperf3, git, systemd
+#                    (systemd-analyze verifies the unit in deploy/)
 #   Rust             nightly rust-src (BPF target build-std), bpf-linker built
 #                    against rustc's own libLLVM, cargo-nextest, rustfmt, clippy
 #   Kernel           bpffs mounted at /sys/fs/bpf
@@ -18,7 +19,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-packages=(iproute2 nftables bpftool xdp-tools chrony ntpsec-ntpdate sntp prometheus netsniff-ng iperf3 git)
+packages=(iproute2 nftables bpftool xdp-tools chrony ntpsec-ntpdate sntp prometheus netsniff-ng iperf3 git systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
