@@ -69,8 +69,15 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
         .with_context(|| format!("bind control socket {}", path.display()))
 }
 
+/// Fills in the parts of the status that change by themselves (NTP's).
+pub type Refresh = Arc<dyn Fn(&mut Status) + Send + Sync>;
+
 /// Answers status requests on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::UnixListener, status: Arc<RwLock<Status>>) {
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    status: Arc<RwLock<Status>>,
+    refresh: Refresh,
+) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -81,6 +88,7 @@ pub async fn serve(listener: tokio::net::UnixListener, status: Arc<RwLock<Status
             }
         };
         let status = status.clone();
+        let refresh = refresh.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
@@ -91,7 +99,8 @@ pub async fn serve(listener: tokio::net::UnixListener, status: Arc<RwLock<Status
             .await;
             let reply = match (request, line.trim()) {
                 (Ok(Ok(_)), "status") => {
-                    let s = status.read().expect("status lock").clone();
+                    let mut s = status.read().expect("status lock").clone();
+                    refresh(&mut s);
                     serde_json::to_string(&s).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
                 }
                 _ => "{\"error\":\"unknown request; send `status`\"}".to_string(),

@@ -29,6 +29,7 @@ use crate::{
     datapath::{Dataplane, Options, Start, events},
     diagnostic::Diagnostic,
     metrics::{DataplaneCollector, Metrics, RuleLabels, ScrapeView},
+    ntp::{NtpService, SourceGroups},
     policy::{Environment, Policy},
     reload::{Candidate, ChangeSummary, prepare, watch::PolicyWatcher},
     tables::{CompiledPolicy, CounterOwner, Decider},
@@ -149,6 +150,8 @@ pub struct Daemon {
     gateway: Vec<IpAddr>,
     /// READY=1 was sent: reloads report RELOADING/READY to systemd.
     ready: bool,
+    /// The private NTP server, when `ntp.listen` names addresses.
+    ntp: Option<Arc<NtpService>>,
 }
 
 impl Daemon {
@@ -210,6 +213,7 @@ impl Daemon {
             installed: None,
             generation: 0,
             ready: false,
+            ntp: None,
         };
 
         let installed = daemon.reload("start").await;
@@ -226,7 +230,22 @@ impl Daemon {
             );
         }
         daemon.attach_all()?;
+        if !daemon.config.ntp.listen.is_empty() {
+            let sources = daemon.ntp_sources();
+            let service = NtpService::start(&daemon.config.ntp, sources, daemon.metrics.registry())
+                .context("start the NTP server")?;
+            tracing::info!("NTP served on {:?}", service.local_addrs());
+            daemon.ntp = Some(Arc::new(service));
+        }
         Ok(daemon)
+    }
+
+    /// Who may ask for the time: the devices of the installed policy's
+    /// groups, and `ntp.allow`.
+    fn ntp_sources(&self) -> SourceGroups {
+        let empty = CompiledPolicy::default();
+        let tables = self.installed.as_ref().map_or(&empty, |i| &i.tables);
+        SourceGroups::from_policy(tables, &self.config.ntp.allow)
     }
 
     fn attach_all(&mut self) -> Result<()> {
@@ -266,7 +285,13 @@ impl Daemon {
         tracing::info!("metrics on http://{}/metrics", self.config.metrics.listen);
         let metrics_task = tokio::spawn(crate::metrics::serve(listener, self.metrics.clone()));
         let control = control::bind(&self.config.control_socket)?;
-        let control_task = tokio::spawn(control::serve(control, self.status.clone()));
+        let ntp = self.ntp.clone();
+        let refresh: control::Refresh = Arc::new(move |s: &mut Status| {
+            s.ntp = ntp
+                .as_ref()
+                .and_then(|n| serde_json::to_value(n.status()).ok());
+        });
+        let control_task = tokio::spawn(control::serve(control, self.status.clone(), refresh));
         let events_task = self.spawn_event_reader()?;
 
         let mut watcher = PolicyWatcher::new(&self.config.policy_dir)?;
@@ -305,6 +330,13 @@ impl Daemon {
         control_task.abort();
         events_task.abort();
         let _ = std::fs::remove_file(&self.config.control_socket);
+        // The status hook may still hold a reference; dropping the last one
+        // stops the server too.
+        if let Some(ntp) = self.ntp.take()
+            && let Ok(ntp) = Arc::try_unwrap(ntp)
+        {
+            ntp.shutdown().await;
+        }
         self.shutdown()
     }
 
@@ -463,6 +495,9 @@ impl Daemon {
             tables: candidate.tables,
             commit: candidate.commit,
         });
+        if let Some(ntp) = &self.ntp {
+            ntp.update_sources(self.ntp_sources());
+        }
         Ok(summary.to_string())
     }
 

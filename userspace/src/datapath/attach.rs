@@ -16,7 +16,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf,
     programs::{
-        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        ProgramInfo, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
         loaded_programs,
         tc::SchedClassifierLink,
@@ -148,18 +148,21 @@ pub fn pinned_interfaces(dir: &Path) -> Result<Vec<(String, AttachMode)>> {
 /// Attaches to `interface` (in the calling thread's network namespace) in
 /// the first of `modes` that works, or adopts the link a previous run pinned.
 /// With `pin_dir`, the new link is pinned and outlives this process.
+/// `pinned_programs` are the programs the previous run pinned: the running
+/// program on a link is compared with ours through them.
 pub fn attach(
     ebpf: &mut Ebpf,
     pin_dir: Option<&Path>,
     interface: &str,
     modes: &[AttachMode],
+    pinned_programs: &[ProgramInfo],
 ) -> Result<Attachment> {
     let previous = match pin_dir {
         Some(dir) => pinned_links(dir, interface)?,
         None => Vec::new(),
     };
     if let Some((mode, path)) = previous.iter().find(|(m, _)| modes.contains(m)) {
-        let adoption = adopt(ebpf, *mode, path)?;
+        let adoption = adopt(ebpf, *mode, path, pinned_programs)?;
         for (_, stale) in previous.iter().filter(|(_, p)| p != path) {
             unpin(stale)?;
         }
@@ -241,7 +244,12 @@ fn attach_fresh(
 }
 
 /// Keeps or updates the program on a previous run's pinned link.
-fn adopt(ebpf: &mut Ebpf, mode: AttachMode, path: &Path) -> Result<Adoption> {
+fn adopt(
+    ebpf: &mut Ebpf,
+    mode: AttachMode,
+    path: &Path,
+    pinned_programs: &[ProgramInfo],
+) -> Result<Adoption> {
     let link: FdLink = PinnedLink::from_pin(path)
         .with_context(|| format!("open pinned link {}", path.display()))?
         .into();
@@ -253,20 +261,25 @@ fn adopt(ebpf: &mut Ebpf, mode: AttachMode, path: &Path) -> Result<Adoption> {
         .info()?;
     // The same program means the same instructions (tag) on the same maps:
     // after an upgrade to new maps the code may be identical.
-    let identity = |p: &aya::programs::ProgramInfo| -> Result<(u64, Option<Vec<u32>>)> {
+    let identity = |p: &ProgramInfo| -> Result<(u64, Option<Vec<u32>>)> {
         let mut maps = p.map_ids()?;
         if let Some(m) = maps.as_mut() {
             m.sort_unstable();
         }
         Ok((p.tag(), maps))
     };
-    let same = match loaded_programs()
-        .filter_map(Result::ok)
-        .find(|p| p.id() == running)
-    {
-        Some(p) => identity(&p)? == identity(&ours)?,
-        None => false,
+    // The previous run's pinned program, else any loaded program (listing
+    // those needs CAP_SYS_ADMIN; without it we cannot tell, and replace —
+    // atomically, so that is safe, only not minimal).
+    let running_info = match pinned_programs.iter().find(|p| p.id() == running) {
+        Some(p) => Some(identity(p)?),
+        None => loaded_programs()
+            .filter_map(Result::ok)
+            .find(|p| p.id() == running)
+            .map(|p| identity(&p))
+            .transpose()?,
     };
+    let same = running_info.is_some_and(|r| Some(r) == identity(&ours).ok());
     if same {
         return Ok(Adoption::Kept);
     }

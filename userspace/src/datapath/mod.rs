@@ -106,6 +106,8 @@ pub struct Dataplane {
     /// Kernel counter of each logical counter of the installed policy.
     installed_counters: Vec<u32>,
     attachments: Vec<Attachment>,
+    /// The programs a previous run pinned.
+    previous_programs: Vec<aya::programs::ProgramInfo>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T>
@@ -164,9 +166,15 @@ impl Dataplane {
             .ok_or_else(|| anyhow!("no program {PROG_TC}"))?
             .try_into()?;
         tc.load().context("verify the TC program")?;
+        // What the previous run pinned, to recognise its programs on links
+        // (listing all loaded programs would need CAP_SYS_ADMIN).
+        let mut previous_programs = Vec::new();
         if let Some(dir) = &options.pin_dir {
             for name in [PROG_XDP, PROG_TC] {
                 let path = dir.join(name);
+                if let Ok(info) = aya::programs::ProgramInfo::from_pin(&path) {
+                    previous_programs.push(info);
+                }
                 let _ = std::fs::remove_file(&path);
                 ebpf.program_mut(name)
                     .expect("loaded above")
@@ -213,6 +221,7 @@ impl Dataplane {
             slots,
             installed_counters: Vec::new(),
             attachments: Vec::new(),
+            previous_programs,
         })
     }
 
@@ -310,6 +319,7 @@ impl Dataplane {
             self.pin_dir.as_deref(),
             interface,
             AttachMode::candidates(policy),
+            &self.previous_programs,
         )?;
         self.attachments.retain(|a| a.interface != interface);
         self.attachments.push(attachment.clone());
