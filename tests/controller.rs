@@ -303,3 +303,148 @@ fn a_hundred_reloads_under_traffic_drop_nothing_allowed_and_pass_nothing_denied(
         "no allowed datagram dropped"
     );
 }
+
+#[test]
+fn deny_events_are_structured_log_lines_naming_the_rule() {
+    common::require_root();
+    let rig = rig("events");
+    let mut daemon = Daemon::prepare(
+        &rig.gateway,
+        "events",
+        &[RIG_DEVICE_IFACE],
+        "",
+        &[(
+            "meters.yaml",
+            &format!(
+                "{}      - deny: {{to: 203.0.113.30, proto: udp, ports: [7009], id: no-debug}}\n",
+                policy_allowing(7000)
+            ),
+        )],
+    );
+    daemon.args = vec!["--log-format".into(), "json".into()];
+    daemon.spawn();
+    probe(&rig, &[7009], 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let logs = daemon.logs();
+    let event = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["target"] == "tollgate::deny" && v["rule"] == "no-debug")
+        .unwrap_or_else(|| panic!("no deny event for the rule in:\n{logs}"));
+    assert_eq!(event["message"], "deny");
+    assert_eq!(event["group"], "meters");
+    assert_eq!(event["src"], DEVICE);
+    assert_eq!(event["dst"], SERVICE);
+    assert_eq!(event["proto"], 17);
+    assert_eq!(event["port"], "7009");
+    assert_eq!(event["reason"], "rule");
+    assert!(
+        event["at"].as_str().unwrap().ends_with("meters.yaml:7"),
+        "rule file:line: {event}"
+    );
+}
+
+#[test]
+fn status_and_check_config_commands() {
+    common::require_root();
+    let rig = rig("status");
+    let mut daemon = Daemon::start(
+        &rig.gateway,
+        "status",
+        &[RIG_DEVICE_IFACE],
+        "",
+        &[("meters.yaml", &policy_allowing(7000))],
+    );
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let config = daemon.config.to_str().unwrap().to_string();
+    let (code, out, _) = run(&["status", "--config", &config]);
+    assert_eq!(code, 0);
+    assert!(out.contains("devices0: xdp-native"), "{out}");
+    assert!(
+        out.contains("policy: generation 1, commit none, 1 groups, 1 rules"),
+        "{out}"
+    );
+    assert!(out.contains("last reload: ok (start)"), "{out}");
+    let (code, out, _) = run(&["status", "--config", &config, "--format", "json"]);
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["policy"]["generation"], 1);
+    assert_eq!(json["interfaces"][0]["mode"], "xdp-native");
+
+    let (code, out, _) = run(&["run", "--check-config", "--config", &config]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(": ok (policy "), "{out}");
+    daemon.write_policy(
+        "broken.yaml",
+        "groups:\n  meters:\n    devices: [10.64.0.0/16]\n    default: deny\n",
+    );
+    let (code, _, err) = run(&["run", "--check-config", "--config", &config]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("meters.yaml:2:3: groups.meters: group \"meters\" is also defined at")
+            && err.contains("broken.yaml:2:3"),
+        "{err}"
+    );
+
+    // A clean stop with `on-exit: detach` removes everything.
+    std::fs::remove_file(daemon.policy_dir.join("broken.yaml")).unwrap();
+    let text = std::fs::read_to_string(&daemon.config).unwrap() + "on-exit: detach\n";
+    std::fs::write(&daemon.config, text).unwrap();
+    assert!(daemon.stop().success());
+    daemon.spawn();
+    assert!(daemon.stop().success());
+    assert!(!daemon.pins.0.exists(), "pins removed");
+    assert_eq!(probe(&rig, &[7000, 7001], 5), [5, 5], "no longer filtered");
+}
+
+#[test]
+fn a_new_gateway_address_is_covered_by_the_gateway_keyword_at_once() {
+    common::require_root();
+    let rig = rig("addr");
+    let daemon = Daemon::start(
+        &rig.gateway,
+        "addr",
+        &[RIG_DEVICE_IFACE],
+        "",
+        &[(
+            "meters.yaml",
+            "groups:\n  meters:\n    devices: [10.64.0.0/16]\n    default: allow\n    rules:\n      \
+             - deny: {to: gateway, proto: udp, ports: [5353]}\n",
+        )],
+    );
+    rig.gateway
+        .ip(&["addr", "add", "10.0.0.2/8", "dev", RIG_DEVICE_IFACE])
+        .unwrap();
+    let s = daemon.wait_status(Duration::from_secs(5), |s| s.policy.generation == 2);
+    assert_eq!(s.last_reload.unwrap().trigger, "addresses");
+    let mdns = rig
+        .gateway
+        .enter(|| UdpSocket::bind(("10.0.0.2", 5353)).unwrap())
+        .unwrap();
+    mdns.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let other = rig
+        .gateway
+        .enter(|| UdpSocket::bind(("10.0.0.2", 5354)).unwrap())
+        .unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let s = sender(&rig);
+    for _ in 0..3 {
+        s.send_to(b"x", ("10.0.0.2", 5353)).unwrap();
+        s.send_to(b"x", ("10.0.0.2", 5354)).unwrap();
+    }
+    assert_eq!(drain(&mdns), 0, "the new address is `gateway`: denied");
+    assert_eq!(drain(&other), 3);
+}

@@ -11,10 +11,9 @@
 mod common;
 
 use std::{
-    io::Write as _,
     net::{IpAddr, SocketAddr, UdpSocket},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
@@ -177,22 +176,9 @@ impl Rig {
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut text)
             .unwrap();
-        let mut promtool = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("promtool (Debian package prometheus)");
-        promtool.stdin.take().unwrap().write_all(&text).unwrap();
-        let out = promtool.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool check metrics: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(text).unwrap()
+        let text = String::from_utf8(text).unwrap();
+        common::promtool_check_metrics(&text);
+        text
     }
 }
 

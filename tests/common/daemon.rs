@@ -23,12 +23,27 @@ pub struct Daemon {
     pub pins: PinDir,
     namespace: String,
     extra_config: String,
+    /// Extra arguments for `tollgate run`.
+    pub args: Vec<String>,
 }
 
 impl Daemon {
     /// Writes a config (`extra` is appended YAML) and `policy` files into a
     /// fresh directory, and starts the daemon in `ns`.
     pub fn start(
+        ns: &Namespace,
+        tag: &str,
+        interfaces: &[&str],
+        extra: &str,
+        policy: &[(&str, &str)],
+    ) -> Daemon {
+        let mut d = Daemon::prepare(ns, tag, interfaces, extra, policy);
+        d.spawn();
+        d
+    }
+
+    /// Like [`Daemon::start`] without starting it (set `args` first).
+    pub fn prepare(
         ns: &Namespace,
         tag: &str,
         interfaces: &[&str],
@@ -48,7 +63,7 @@ impl Daemon {
         notify
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
-        let mut d = Daemon {
+        let d = Daemon {
             child: None,
             config: root.join("tollgate.yaml"),
             policy_dir,
@@ -58,6 +73,7 @@ impl Daemon {
             pins: PinDir::new(tag),
             namespace: ns.name().to_string(),
             extra_config: extra.to_string(),
+            args: Vec::new(),
             root,
         };
         let config = format!(
@@ -69,7 +85,6 @@ impl Daemon {
             d.extra_config
         );
         std::fs::write(&d.config, config).unwrap();
-        d.spawn();
         d
     }
 
@@ -88,6 +103,7 @@ impl Daemon {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .args(["run", "--netns", &self.namespace, "--config"])
             .arg(&self.config)
+            .args(&self.args)
             .env("NOTIFY_SOCKET", self.root.join("notify.sock"))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
