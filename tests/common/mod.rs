@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use tollgate::netns::Namespace;
 
 pub mod daemon;
+pub mod random;
 pub mod tables;
 
 /// Fails the test unless it runs as root (BPF, namespaces and XDP need it),

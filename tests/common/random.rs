@@ -1,0 +1,307 @@
+//! Random policies and packets for the property tests: the model agreement
+//! test (compiled model vs naive semantics) and the kernel differential test
+//! (kernel vs compiled model) draw from the same generator.
+//!
+//! Policies and packets come from a small address universe so that prefixes
+//! nest, overlap and tie, and packets hit them. A policy is built as
+//! `validate` would produce it, without going through YAML.
+
+use std::{
+    collections::HashSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use ipnet::IpNet;
+use proptest::{
+    collection::vec,
+    prelude::*,
+    sample::{Index, select},
+};
+use tollgate::{
+    policy::{Action, Device, Group, Origin, Policy, PortRange, Rule, RuleId, Target},
+    tables::PacketFacts,
+};
+
+pub const NTP_V4: Ipv4Addr = Ipv4Addr::new(100, 127, 0, 123);
+pub const NTP_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x123);
+
+fn v4() -> impl Strategy<Value = IpAddr> {
+    (
+        select(vec![10u8, 100, 192]),
+        select(vec![0u8, 1, 127]),
+        select(vec![0u8, 1, 2]),
+        select(vec![0u8, 1, 123, 128, 255]),
+    )
+        .prop_map(|(a, b, c, d)| IpAddr::from([a, b, c, d]))
+}
+
+fn v6() -> impl Strategy<Value = IpAddr> {
+    (
+        select(vec![0u16, 1]),
+        select(vec![0u16, 1]),
+        select(vec![0u16, 1, 0x123, 0x8000, 0xffff]),
+    )
+        .prop_map(|(a, b, c)| IpAddr::from(Ipv6Addr::new(0xfd00, a, 0, 0, 0, 0, b, c)))
+}
+
+fn prefix() -> impl Strategy<Value = IpNet> {
+    prop_oneof![
+        (v4(), select(vec![0u8, 8, 16, 23, 24, 25, 31, 32])),
+        (v6(), select(vec![0u8, 16, 32, 64, 112, 127, 128])),
+    ]
+    .prop_map(|(addr, len)| IpNet::new(addr, len).unwrap().trunc())
+}
+
+const PORTS: [u16; 8] = [0, 50, 53, 100, 123, 443, 1000, 65535];
+
+fn port_range() -> impl Strategy<Value = PortRange> {
+    prop_oneof![
+        select(PORTS.to_vec()).prop_map(|p| PortRange::new(p, p)),
+        (select(PORTS.to_vec()), select(PORTS.to_vec()))
+            .prop_map(|(a, b)| PortRange::new(a.min(b), a.max(b))),
+    ]
+}
+
+/// A protocol and, for TCP/UDP, maybe ports.
+fn proto_ports() -> impl Strategy<Value = (Option<u8>, Option<Vec<PortRange>>)> {
+    prop_oneof![
+        Just((None, None)),
+        select(vec![1u8, 58, 47]).prop_map(|p| (Some(p), None)),
+        (
+            select(vec![6u8, 17]),
+            proptest::option::weighted(0.7, vec(port_range(), 1..4))
+        )
+            .prop_map(|(p, ports)| (Some(p), ports)),
+    ]
+}
+
+#[derive(Clone, Debug)]
+struct RuleSpec {
+    deny: bool,
+    to: Vec<IpNet>,
+    any: bool,
+    proto: Option<u8>,
+    ports: Option<Vec<PortRange>>,
+}
+
+fn rule() -> impl Strategy<Value = RuleSpec> {
+    let general = (
+        any::<bool>(),
+        vec(prefix(), 1..3),
+        proptest::bool::weighted(0.15),
+        proto_ports(),
+    )
+        .prop_map(|(deny, to, any, (proto, ports))| RuleSpec {
+            deny,
+            to,
+            any,
+            proto,
+            ports,
+        });
+    // Rules that compete with the built-in NTP allow on its own ground.
+    let ntp = (
+        any::<bool>(),
+        select(vec![
+            IpNet::from(IpAddr::from(NTP_V4)),
+            IpNet::from(IpAddr::from(NTP_V6)),
+        ]),
+        select(vec![
+            PortRange::new(123, 123),
+            PortRange::new(100, 200),
+            PortRange::new(0, 65535),
+        ]),
+    )
+        .prop_map(|(deny, to, ports)| RuleSpec {
+            deny,
+            to: vec![to],
+            any: false,
+            proto: Some(17),
+            ports: Some(vec![ports]),
+        });
+    prop_oneof![6 => general, 1 => ntp]
+}
+
+#[derive(Clone, Debug)]
+struct GroupSpec {
+    devices: Vec<IpNet>,
+    default_deny: bool,
+    audit: bool,
+    rules: Vec<RuleSpec>,
+}
+
+fn group() -> impl Strategy<Value = GroupSpec> {
+    (
+        vec(prefix(), 0..4),
+        any::<bool>(),
+        proptest::bool::weighted(0.3),
+        vec(rule(), 0..8),
+    )
+        .prop_map(|(devices, default_deny, audit, rules)| GroupSpec {
+            devices,
+            default_deny,
+            audit,
+            rules,
+        })
+}
+
+/// A random valid policy over a small address universe.
+pub fn policy() -> impl Strategy<Value = Policy> {
+    (
+        vec(group(), 1..5),
+        any::<bool>(),
+        select(vec![
+            vec![],
+            vec![IpAddr::from(NTP_V4)],
+            vec![NTP_V4.into(), NTP_V6.into()],
+        ]),
+    )
+        .prop_map(|(groups, unknown_deny, ntp)| build(groups, unknown_deny, ntp))
+}
+
+fn origin(line: usize) -> Origin {
+    Origin {
+        file: "random.yaml".into(),
+        line,
+        column: 1,
+    }
+}
+
+/// A policy as `validate` would produce it: names sorted, each device prefix
+/// in one group only, ids unique in their group.
+fn build(groups: Vec<GroupSpec>, unknown_deny: bool, ntp: Vec<IpAddr>) -> Policy {
+    let mut taken = HashSet::new();
+    let groups = groups
+        .into_iter()
+        .enumerate()
+        .map(|(g, spec)| Group {
+            name: format!("g{g}"),
+            description: None,
+            devices: spec
+                .devices
+                .into_iter()
+                .filter(|p| taken.insert(*p))
+                .map(|prefix| Device {
+                    prefix,
+                    origin: origin(1),
+                })
+                .collect(),
+            default: if spec.default_deny {
+                Action::Deny
+            } else {
+                Action::Allow
+            },
+            audit: spec.audit,
+            rules: spec
+                .rules
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let mut targets: Vec<Target> =
+                        r.to.iter()
+                            .map(|p| Target {
+                                written: p.to_string(),
+                                prefixes: vec![*p],
+                            })
+                            .collect();
+                    if r.any {
+                        targets.push(Target {
+                            written: "any".into(),
+                            prefixes: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
+                        });
+                    }
+                    Rule {
+                        id: RuleId::new(&format!("r{i}")),
+                        action: if r.deny { Action::Deny } else { Action::Allow },
+                        targets,
+                        proto: r.proto,
+                        ports: r.ports,
+                        comment: None,
+                        origin: origin(i + 10),
+                    }
+                })
+                .collect(),
+            origin: origin(1),
+            default_origin: origin(1),
+        })
+        .collect();
+    Policy {
+        groups,
+        unknown_devices: if unknown_deny {
+            Action::Deny
+        } else {
+            Action::Allow
+        },
+        unknown_devices_origin: None,
+        ntp,
+    }
+}
+
+/// Packets for `policy`: sources mostly from its device prefixes, and
+/// destinations often at the edges of its rule prefixes and at the NTP
+/// addresses, so that most packets meet groups and rules.
+pub fn packets(policy: &Policy, count: usize) -> impl Strategy<Value = Vec<PacketFacts>> + use<> {
+    let sources: Vec<IpAddr> = policy
+        .groups
+        .iter()
+        .flat_map(|g| &g.devices)
+        .flat_map(|d| [d.prefix.network(), d.prefix.broadcast()])
+        .collect();
+    let destinations: Vec<IpAddr> = policy
+        .groups
+        .iter()
+        .flat_map(|g| &g.rules)
+        .flat_map(|r| r.prefixes())
+        .flat_map(|p| [p.network(), p.broadcast()])
+        .chain(policy.ntp.iter().copied())
+        .collect();
+    let ports = vec![0u16, 52, 53, 54, 100, 122, 123, 124, 443, 444, 1000, 65535];
+    let transport = prop_oneof![
+        select(vec![1u8, 58, 47]).prop_map(|p| (p, None)),
+        (
+            select(vec![6u8, 17]),
+            // None: a non-first fragment.
+            proptest::option::weighted(0.85, select(ports))
+        ),
+    ];
+    let ntp = policy.ntp.clone();
+    let packet = (
+        any::<bool>(),
+        (0..4u8, any::<Index>(), v4(), v6()),
+        (0..2u8, any::<Index>(), v4(), v6()),
+        transport,
+        proptest::bool::weighted(0.15),
+    )
+        .prop_map(move |(v6, src, dst, (proto, dport), ntp_query)| {
+            let src = pick(v6, src, &sources);
+            match ntp.iter().find(|a| a.is_ipv6() == v6) {
+                Some(server) if ntp_query => PacketFacts {
+                    src,
+                    dst: *server,
+                    proto: 17,
+                    dport: Some(123),
+                },
+                _ => PacketFacts {
+                    src,
+                    dst: pick(v6, dst, &destinations),
+                    proto,
+                    dport,
+                },
+            }
+        });
+    vec(packet, count)
+}
+
+/// An address of the wanted family: from `hot` unless `choice` is 0 or
+/// `hot` has none of that family, else from the universe.
+fn pick(
+    v6: bool,
+    (choice, index, v4, v6_addr): (u8, Index, IpAddr, IpAddr),
+    hot: &[IpAddr],
+) -> IpAddr {
+    let family: Vec<IpAddr> = hot.iter().copied().filter(|a| a.is_ipv6() == v6).collect();
+    match (choice, family.is_empty(), v6) {
+        (1.., false, _) => *index.get(&family),
+        (_, _, false) => v4,
+        (_, _, true) => v6_addr,
+    }
+}
