@@ -19,7 +19,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-packages=(iproute2 nftables bpftool xdp-tools chrony ntpsec-ntpdate sntp prometheus netsniff-ng iperf3 git systemd)
+packages=(iproute2 iputils-ping nftables bpftool xdp-tools chrony ntpsec-ntpdate sntp prometheus netsniff-ng iperf3 git systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

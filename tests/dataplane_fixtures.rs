@@ -16,7 +16,7 @@ use tollgate_common::Stat;
 
 /// Group 1 `devices` (10.0.0.0/8, fd00::/8) allows everything by default.
 /// Group 2 `strict` (10.1.0.0/16) allows only UDP/53 and denies the rest.
-/// Everything else is an unknown device, denied.
+/// Everything else is an unknown device, denied. The gateway is fd00::1.
 fn policy() -> CompiledPolicy {
     let mut t = Tables::new(true);
     t.group("devices", false, &["10.0.0.0/8", "fd00::/8"]);
@@ -29,6 +29,7 @@ fn policy() -> CompiledPolicy {
         false,
         "allow-dns",
     );
+    t.gateway("fd00::1");
     t.build()
 }
 
@@ -368,7 +369,12 @@ fn fixtures() -> Vec<(&'static str, Vec<u8>, Expect)> {
         dropped(Stat::DropUnknownDevice),
     );
     row(
-        "neighbour solicitation to a global address",
+        "neighbour advertisement to the gateway's global address",
+        nd(136, "fd00::1", 255),
+        passed(Stat::PassNeighborDiscovery),
+    );
+    row(
+        "neighbour solicitation to another global address",
         nd(135, "2001:db8::1", 255),
         dropped(Stat::DropUnknownDevice),
     );

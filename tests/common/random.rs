@@ -233,6 +233,7 @@ fn build(groups: Vec<GroupSpec>, unknown_deny: bool, ntp: Vec<IpAddr>) -> Policy
         },
         unknown_devices_origin: None,
         ntp,
+        gateway: Vec::new(),
     }
 }
 

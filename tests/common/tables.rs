@@ -103,6 +103,11 @@ impl Tables {
         counter
     }
 
+    /// Adds an address of the gateway (for neighbour discovery).
+    pub fn gateway(&mut self, addr: &str) {
+        self.policy.gateway.push(addr.parse().unwrap());
+    }
+
     pub fn build(mut self) -> CompiledPolicy {
         for (gid, prefix, entries) in self.rules {
             self.policy.rulesets.push(entries);

@@ -571,6 +571,15 @@ fn status(config: Option<PathBuf>, socket: Option<PathBuf>, format: Format) -> a
         s.policy.rules,
         s.policy.dir.display()
     );
+    println!(
+        "gateway addresses: {}",
+        s.policy
+            .gateway
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     if let Some(r) = &s.last_reload {
         println!(
             "last reload: {} ({}), {:.1} ms, {}",

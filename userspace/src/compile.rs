@@ -30,7 +30,7 @@ use std::{
 };
 
 use ipnet::IpNet;
-use tollgate_common::{MAX_GROUPS, MAX_RULESETS, RULESET_ENTRIES, Verdict};
+use tollgate_common::{MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_RULESETS, RULESET_ENTRIES, Verdict};
 
 use crate::{
     config::Limits,
@@ -72,6 +72,20 @@ pub fn compile(policy: &Policy, limits: &Limits) -> Result<CompiledPolicy, Vec<D
     c.tables.device_exact.sort();
     c.tables.device_prefixes.sort();
     c.tables.destinations.sort();
+    c.tables.gateway = policy.gateway.clone();
+    if c.tables.gateway.len() > MAX_GATEWAY_ADDRESSES as usize {
+        c.errors.push(Diagnostic::error(
+            Path::new("interfaces"),
+            0,
+            0,
+            "",
+            format!(
+                "the device-facing interfaces have {} addresses; the dataplane knows at most \
+                 {MAX_GATEWAY_ADDRESSES} (MAX_GATEWAY_ADDRESSES)",
+                c.tables.gateway.len()
+            ),
+        ));
+    }
     c.check_map_limits(limits);
     if c.errors.is_empty() {
         Ok(c.tables)

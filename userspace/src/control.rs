@@ -44,6 +44,8 @@ pub struct PolicyStatus {
     pub groups: usize,
     pub rules: usize,
     pub installed_at_unix: u64,
+    /// What the keyword `gateway` stands for in it.
+    pub gateway: Vec<std::net::IpAddr>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

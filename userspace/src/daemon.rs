@@ -600,6 +600,7 @@ impl Daemon {
             groups: c.policy.groups.len(),
             rules: c.policy.rule_count(),
             installed_at_unix: unix_now(),
+            gateway: c.policy.gateway.clone(),
         };
         Ok(())
     }

@@ -67,6 +67,19 @@ impl Namespace {
         cmd
     }
 
+    /// Sets a sysctl (`name=value`) inside the namespace.
+    pub fn sysctl(&self, setting: &str) -> Result<()> {
+        let out = self.exec("sysctl", &["-qw", setting])?;
+        if !out.status.success() {
+            bail!(
+                "sysctl {setting} in {}: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
     /// Runs `f` on a thread that has entered this namespace.
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
         let file = File::open(format!("/run/netns/{}", self.name))
@@ -163,6 +176,12 @@ impl Rig {
             gateway: Namespace::create(&format!("{prefix}-gw"))?,
             upstream: Namespace::create(&format!("{prefix}-up"))?,
         };
+        // Duplicate address detection would hold IPv6 back for a second on
+        // every new link; on these private links no address can collide.
+        for ns in [&rig.devices, &rig.gateway, &rig.upstream] {
+            ns.sysctl("net.ipv6.conf.default.accept_dad=0")?;
+            ns.sysctl("net.ipv6.conf.all.accept_dad=0")?;
+        }
         veth((&rig.devices, "eth0"), (&rig.gateway, RIG_DEVICE_IFACE))?;
         veth((&rig.gateway, "uplink0"), (&rig.upstream, "eth0"))?;
         for (ns, iface, addrs) in [
@@ -182,12 +201,8 @@ impl Rig {
                 ns.ip(&["addr", "add", addr, "dev", iface, "nodad"])?;
             }
         }
-        for sysctl in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
-            let out = rig.gateway.exec("sysctl", &["-qw", sysctl])?;
-            if !out.status.success() {
-                bail!("sysctl {sysctl}: {}", String::from_utf8_lossy(&out.stderr));
-            }
-        }
+        rig.gateway.sysctl("net.ipv4.ip_forward=1")?;
+        rig.gateway.sysctl("net.ipv6.conf.all.forwarding=1")?;
         // `onlink`: the device side has no address until `add_device`.
         rig.devices.ip(&[
             "route", "add", "default", "via", "10.0.0.1", "dev", "eth0", "onlink",

@@ -16,6 +16,9 @@
 //!    default. Group 0's default is the policy's `unknown-devices`.
 //! 5. **Audit.** A deny in an audit group becomes audit-deny (passes).
 //!
+//! Before all that, the dataplane passes IPv6 neighbour discovery that stays
+//! on the link, including to the addresses in `gateway`.
+//!
 //! Rule sets are sorted by precedence and already contain the rules inherited
 //! from less specific destination prefixes, so "first match" in step 3 is
 //! "winner by the policy semantics".
@@ -47,6 +50,9 @@ pub struct CompiledPolicy {
     pub rulesets: Vec<Vec<RuleEntry>>,
     /// Logical counters: what each index counts.
     pub counters: Vec<CounterOwner>,
+    /// The gateway's own addresses, sorted: IPv6 neighbour discovery to them
+    /// passes without a policy decision (parse rule 6 of the dataplane).
+    pub gateway: Vec<IpAddr>,
 }
 
 /// One group's verdict defaults and counters.

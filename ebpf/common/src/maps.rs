@@ -18,6 +18,9 @@ pub const MAP_GROUPS: &str = "TG_GROUPS";
 pub const MAP_DEVICE_EXACT: &str = "TG_DEV_EXACT";
 /// `LpmTrie<DevicePrefix, u32>`: device prefixes to group.
 pub const MAP_DEVICE_PREFIX: &str = "TG_DEV_PREFIX";
+/// `HashMap<DeviceKey, u8>`: the gateway's own addresses, per slot. IPv6
+/// neighbour discovery addressed to them passes without a policy decision.
+pub const MAP_GATEWAY: &str = "TG_GATEWAY";
 /// `LpmTrie<Destination, u32>`: (group, destination prefix) to rule set.
 pub const MAP_DESTINATIONS: &str = "TG_DST";
 /// `Array<RuleSet>` indexed by `slot * MAX_RULESETS + ruleset`.
@@ -51,6 +54,8 @@ pub const MAX_GROUPS: u32 = 4096;
 pub const MAX_RULESETS: u32 = 8192;
 /// Rules one destination prefix of one group can carry, inherited ones included.
 pub const RULESET_ENTRIES: usize = 32;
+/// Gateway addresses (on the device-facing interfaces) per slot.
+pub const MAX_GATEWAY_ADDRESSES: u32 = 256;
 
 /// Default capacities of the maps whose size the controller may override
 /// (they are not used in index arithmetic). Per slot where noted.

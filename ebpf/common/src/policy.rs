@@ -11,7 +11,8 @@ use crate::pod;
 /// the policy's `unknown-devices`.
 pub const UNKNOWN_GROUP: u32 = 0;
 
-/// Key of `TG_DEV_EXACT`: one device address in one slot.
+/// Key of `TG_DEV_EXACT` (a device address) and `TG_GATEWAY` (a gateway
+/// address): one address in one slot.
 ///
 /// IPv4 addresses occupy `addr[..4]`, the rest is zero.
 #[repr(C)]

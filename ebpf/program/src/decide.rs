@@ -34,7 +34,8 @@ use tollgate_common::{
 
 use crate::{
     maps::{
-        TG_ACTIVE, TG_DEV_EXACT, TG_DEV_PREFIX, TG_DST, TG_FRAGS, TG_GROUPS, TG_RULESETS, full_key,
+        TG_ACTIVE, TG_DEV_EXACT, TG_DEV_PREFIX, TG_DST, TG_FRAGS, TG_GATEWAY, TG_GROUPS,
+        TG_RULESETS, full_key,
     },
     parse::Packet,
 };
@@ -179,6 +180,19 @@ fn matching_rule(slot: u32, group_id: u32, p: &Packet) -> Option<RuleEntry> {
         return Some(*e);
     }
     None
+}
+
+/// Whether the packet is addressed to one of the gateway's own addresses.
+#[inline(always)]
+pub fn to_gateway(p: &Packet) -> bool {
+    let slot = TG_ACTIVE.get(0).copied().unwrap_or(0) & 1;
+    let key = DeviceKey {
+        slot: slot as u8,
+        family: p.family,
+        _pad: [0; 2],
+        addr: p.dst,
+    };
+    TG_GATEWAY.get_ptr(key).is_some()
 }
 
 #[inline(always)]

@@ -68,11 +68,15 @@ fn filter(frame: &Frame, bytes: u64) -> bool {
             account::stat(Stat::PassNonIp, bytes);
             true
         }
-        Ok(Parsed::NeighborDiscovery) => {
-            account::stat(Stat::PassNeighborDiscovery, bytes);
-            true
+        Ok(Parsed::Ip(packet)) => {
+            if packet.neighbor_discovery
+                && (parse::is_link_scope(&packet.dst) || decide::to_gateway(&packet))
+            {
+                account::stat(Stat::PassNeighborDiscovery, bytes);
+                return true;
+            }
+            judge(&packet, bytes)
         }
-        Ok(Parsed::Ip(packet)) => judge(&packet, bytes),
     }
 }
 

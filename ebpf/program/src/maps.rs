@@ -12,8 +12,8 @@ use aya_ebpf::{
 use tollgate_common::{
     Counter, DEFAULT_COUNTERS, DEFAULT_DESTINATIONS_PER_SLOT, DEFAULT_DEVICE_EXACT_PER_SLOT,
     DEFAULT_DEVICE_PREFIXES_PER_SLOT, DEFAULT_FRAGMENTS, DenyEvent, Destination, DeviceKey,
-    DevicePrefix, EVENT_RING_BYTES, FragmentKey, FragmentVerdict, GroupInfo, MAX_GROUPS,
-    MAX_RULESETS, RuleSet, SLOTS, Settings, Stat,
+    DevicePrefix, EVENT_RING_BYTES, FragmentKey, FragmentVerdict, GroupInfo, MAX_GATEWAY_ADDRESSES,
+    MAX_GROUPS, MAX_RULESETS, RuleSet, SLOTS, Settings, Stat,
 };
 
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
@@ -31,6 +31,10 @@ pub static TG_DEV_EXACT: HashMap<
     { (SLOTS * DEFAULT_DEVICE_EXACT_PER_SLOT) as usize },
     NO_PREALLOC,
 > = HashMap::new();
+
+#[btf_map]
+pub static TG_GATEWAY: HashMap<DeviceKey, u8, { (SLOTS * MAX_GATEWAY_ADDRESSES) as usize }> =
+    HashMap::new();
 
 #[btf_map]
 pub static TG_DEV_PREFIX: LpmTrie<

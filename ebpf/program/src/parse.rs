@@ -22,9 +22,12 @@
 //!    (`DropFragment`, RFC 1858). Later fragments carry no transport header:
 //!    their port is unknown.
 //! 6. IPv6 router solicitation and neighbour solicitation/advertisement with
-//!    hop limit 255 to a link-local or link-scope multicast destination pass
-//!    (`PassNeighborDiscovery`): IPv6 needs them and they cannot leave the
-//!    link. Any other ICMPv6 is subject to the policy.
+//!    hop limit 255 are marked [`Packet::neighbor_discovery`]; `main` passes
+//!    them (`PassNeighborDiscovery`) when they stay on the link: to a
+//!    link-local or link-scope multicast address, or to one of the gateway's
+//!    own addresses. IPv6 cannot work without them; to anywhere else they are
+//!    an ICMPv6 packet like any other, subject to the policy (so they cannot
+//!    carry data off the link).
 
 use tollgate_common::{FAMILY_V4, FAMILY_V6, Stat};
 
@@ -100,11 +103,12 @@ pub struct Packet {
     pub dport: u16,
     pub port_known: bool,
     pub fragment: Fragment,
+    /// An IPv6 RS, NS or NA with hop limit 255 (see rule 6).
+    pub neighbor_discovery: bool,
 }
 
 pub enum Parsed {
     NonIp,
-    NeighborDiscovery,
     Ip(Packet),
 }
 
@@ -172,6 +176,7 @@ fn ipv4(f: &Frame, l3: usize) -> Result<Packet, Stat> {
         dport: 0,
         port_known: false,
         fragment,
+        neighbor_discovery: false,
     };
     p.src[..4].copy_from_slice(&h[12..16]);
     p.dst[..4].copy_from_slice(&h[16..20]);
@@ -244,6 +249,7 @@ fn ipv6(f: &Frame, l3: usize) -> Result<Parsed, Stat> {
         dport: 0,
         port_known: false,
         fragment: Fragment::Whole,
+        neighbor_discovery: false,
     };
     p.src.copy_from_slice(&h[8..24]);
     p.dst.copy_from_slice(&h[24..40]);
@@ -311,16 +317,12 @@ fn ipv6(f: &Frame, l3: usize) -> Result<Parsed, Stat> {
         l3 + 40 + payload_len
     };
     let icmp_type = transport(f, &mut p, at, end)?;
-    if p.proto == IPPROTO_ICMPV6
+    p.neighbor_discovery = p.proto == IPPROTO_ICMPV6
         && matches!(
             icmp_type,
             ND_ROUTER_SOLICIT | ND_NEIGHBOR_SOLICIT | ND_NEIGHBOR_ADVERT
         )
-        && hop_limit == 255
-        && is_link_scope(&p.dst)
-    {
-        return Ok(Parsed::NeighborDiscovery);
-    }
+        && hop_limit == 255;
     Ok(Parsed::Ip(p))
 }
 
@@ -334,7 +336,7 @@ fn is_ipv6_extension(proto: u8) -> bool {
 
 /// fe80::/10 or ff02::/16: never forwarded off the link.
 #[inline(always)]
-fn is_link_scope(addr: &[u8; 16]) -> bool {
+pub fn is_link_scope(addr: &[u8; 16]) -> bool {
     (addr[0] == 0xfe && addr[1] & 0xc0 == 0x80) || (addr[0] == 0xff && addr[1] == 0x02)
 }
 

@@ -8,9 +8,9 @@ use aya::maps::MapInfo;
 use tollgate_common::{
     Counter, Destination, DeviceKey, DevicePrefix, EVENT_RING_BYTES, FragmentKey, FragmentVerdict,
     GroupInfo, MAP_ACTIVE, MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT,
-    MAP_DEVICE_PREFIX, MAP_EVENT_LIMITER, MAP_EVENTS, MAP_FRAGMENTS, MAP_GRACE, MAP_GROUPS,
-    MAP_RULESETS, MAP_SETTINGS, MAP_STATS, MAX_GROUPS, MAX_RULESETS, RuleSet, SLOTS, Settings,
-    Stat,
+    MAP_DEVICE_PREFIX, MAP_EVENT_LIMITER, MAP_EVENTS, MAP_FRAGMENTS, MAP_GATEWAY, MAP_GRACE,
+    MAP_GROUPS, MAP_RULESETS, MAP_SETTINGS, MAP_STATS, MAX_GATEWAY_ADDRESSES, MAX_GROUPS,
+    MAX_RULESETS, RuleSet, SLOTS, Settings, Stat,
 };
 
 use crate::config::Limits;
@@ -59,6 +59,12 @@ pub fn specs(limits: &Limits) -> Vec<MapSpec> {
             size::<DeviceKey>(),
             4,
             SLOTS * limits.device_addresses,
+        ),
+        fixed(
+            MAP_GATEWAY,
+            size::<DeviceKey>(),
+            1,
+            SLOTS * MAX_GATEWAY_ADDRESSES,
         ),
         sized(
             MAP_DEVICE_PREFIX,

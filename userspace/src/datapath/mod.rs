@@ -28,8 +28,8 @@ use aya::{
 };
 use tollgate_common::{
     Counter, MAP_ACTIVE, MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT,
-    MAP_DEVICE_PREFIX, MAP_EVENTS, MAP_GRACE, MAP_GROUPS, MAP_RULESETS, MAP_SETTINGS, MAP_STATS,
-    PROG_TC, PROG_XDP, Settings, Stat,
+    MAP_DEVICE_PREFIX, MAP_EVENTS, MAP_GATEWAY, MAP_GRACE, MAP_GROUPS, MAP_RULESETS, MAP_SETTINGS,
+    MAP_STATS, PROG_TC, PROG_XDP, Settings, Stat,
 };
 
 pub use self::attach::{Adoption, AttachMode, Attachment};
@@ -188,6 +188,7 @@ impl Dataplane {
         let policy = PolicyMaps {
             groups: take(&mut ebpf, MAP_GROUPS)?,
             device_exact: take(&mut ebpf, MAP_DEVICE_EXACT)?,
+            gateway: take(&mut ebpf, MAP_GATEWAY)?,
             device_prefixes: take(&mut ebpf, MAP_DEVICE_PREFIX)?,
             destinations: take(&mut ebpf, MAP_DESTINATIONS)?,
             rulesets: take(&mut ebpf, MAP_RULESETS)?,

@@ -22,6 +22,8 @@ use crate::tables::CompiledPolicy;
 pub struct SlotImage {
     pub groups: Vec<GroupInfo>,
     pub device_exact: HashMap<DeviceKey, u32>,
+    /// The gateway's addresses (value unused, always 1).
+    pub gateway: HashMap<DeviceKey, u8>,
     /// (LPM prefix length, data) → group.
     pub device_prefixes: HashMap<(u32, DevicePrefix), u32>,
     /// (LPM prefix length, data) → rule set.
@@ -106,6 +108,18 @@ impl SlotImage {
                 group,
             );
         }
+        for &addr in &policy.gateway {
+            let (family, addr) = family_and_bytes(addr);
+            image.gateway.insert(
+                DeviceKey {
+                    slot,
+                    family,
+                    _pad: [0; 2],
+                    addr,
+                },
+                1,
+            );
+        }
         for &(prefix, group) in &policy.device_prefixes {
             let (family, addr) = family_and_bytes(prefix.network());
             image.device_prefixes.insert(
@@ -181,6 +195,7 @@ impl SlotImage {
 pub struct PolicyMaps {
     pub groups: Array<MapData, GroupInfo>,
     pub device_exact: BpfHashMap<MapData, DeviceKey, u32>,
+    pub gateway: BpfHashMap<MapData, DeviceKey, u8>,
     pub device_prefixes: LpmTrie<MapData, DevicePrefix, u32>,
     pub destinations: LpmTrie<MapData, Destination, u32>,
     pub rulesets: Array<MapData, RuleSet>,
@@ -206,6 +221,12 @@ impl PolicyMaps {
             let (k, v) = entry?;
             if k.slot == slot {
                 image.device_exact.insert(k, v);
+            }
+        }
+        for entry in self.gateway.iter() {
+            let (k, v) = entry?;
+            if k.slot == slot {
+                image.gateway.insert(k, v);
             }
         }
         for entry in self.device_prefixes.iter() {
@@ -257,6 +278,13 @@ impl PolicyMaps {
             &mut stats,
         )
         .context("write TG_DEV_EXACT")?;
+        sync_map(
+            &mut self.gateway,
+            &mut current.gateway,
+            &target.gateway,
+            &mut stats,
+        )
+        .context("write TG_GATEWAY")?;
         sync_map(
             &mut LpmMap(&mut self.device_prefixes),
             &mut current.device_prefixes,

@@ -42,6 +42,9 @@ pub struct Policy {
     /// The addresses the keyword `ntp` stands for; each gets the built-in
     /// allow of UDP port 123 in every group.
     pub ntp: Vec<IpAddr>,
+    /// The addresses the keyword `gateway` stands for. Besides rules, the
+    /// dataplane lets neighbour discovery to them through (IPv6 needs it).
+    pub gateway: Vec<IpAddr>,
 }
 
 impl Policy {

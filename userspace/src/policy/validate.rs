@@ -45,14 +45,18 @@ pub(super) fn validate(
     let (unknown_devices, unknown_devices_origin) = checker.unknown_devices(files);
     checker.lists(files);
     let groups = checker.groups(files);
-    let mut ntp = env.ntp.clone();
-    ntp.sort();
-    ntp.dedup();
+    let sorted = |addrs: &[IpAddr]| {
+        let mut v = addrs.to_vec();
+        v.sort();
+        v.dedup();
+        v
+    };
     Some(Policy {
         groups,
         unknown_devices,
         unknown_devices_origin,
-        ntp,
+        ntp: sorted(&env.ntp),
+        gateway: sorted(&env.gateway),
     })
 }
 

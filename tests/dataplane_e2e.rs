@@ -1,0 +1,296 @@
+//! Real traffic through the real dataplane, in both attach modes: from a
+//! device namespace, through the gateway namespace where the program sits on
+//! the device-facing veth, to listeners in the upstream namespace. Real TCP
+//! connects, UDP datagrams and pings (iputils `ping`), IPv4 and IPv6, are
+//! allowed or blocked exactly as `explain` predicts.
+
+mod common;
+
+use std::{
+    collections::HashSet,
+    net::{IpAddr, SocketAddr, TcpListener, UdpSocket},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tollgate::{
+    addresses,
+    compile::compile,
+    config::{AttachPolicy, Limits},
+    datapath::{Dataplane, Options},
+    explain::explain,
+    netns::{RIG_DEVICE_IFACE, Rig},
+    policy::{self, Environment, Policy, Source},
+    tables::{CompiledPolicy, PacketFacts},
+};
+
+const POLICY: &str = "\
+lists:
+  cloud: [203.0.113.0/24, 2001:db8:100::/48]
+groups:
+  meters:
+    devices: [10.64.0.0/16, fd00:64::/48]
+    default: deny
+    rules:
+      - allow: {to: cloud, proto: tcp, ports: [443]}
+      - allow: {to: cloud, proto: udp, ports: [\"7000-7010\"]}
+      - allow: {to: 203.0.113.5, proto: icmp}
+      - allow: {to: \"2001:db8:100::5\", proto: icmpv6}
+      - deny: {to: [203.0.113.6, \"2001:db8:100::6\"], proto: tcp, ports: [443]}
+  cameras:
+    devices: [10.65.0.0/16, fd00:65::/48]
+    default: allow
+    rules:
+      - deny: {to: cloud, proto: udp}
+      - deny: {to: 203.0.113.6, proto: icmp}
+";
+
+const DEVICES: [&str; 6] = [
+    "10.64.0.10",
+    "fd00:64::10",
+    "10.65.0.10",
+    "fd00:65::10",
+    "10.66.0.10",
+    "fd00:66::10",
+];
+const SERVICES: [&str; 4] = [
+    "203.0.113.5",
+    "203.0.113.6",
+    "2001:db8:100::5",
+    "2001:db8:100::6",
+];
+const TCP_PORTS: [u16; 2] = [443, 8443];
+const UDP_PORTS: [u16; 2] = [7000, 7020];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Probe {
+    Tcp(u16),
+    Udp(u16),
+    Ping,
+}
+
+/// The policy, with `gateway` the addresses of the gateway's device-facing
+/// interface (as the daemon reads them), so IPv6 neighbour discovery to it
+/// passes.
+fn load(rig: &Rig) -> (Policy, CompiledPolicy) {
+    let gateway = rig
+        .gateway
+        .enter(|| addresses::current(&[RIG_DEVICE_IFACE.to_string()]))
+        .unwrap()
+        .unwrap();
+    let loaded = policy::from_sources(
+        &[Source {
+            path: "e2e.yaml".into(),
+            text: POLICY.into(),
+        }],
+        &Environment {
+            gateway,
+            ntp: Vec::new(),
+        },
+    )
+    .unwrap_or_else(|d| panic!("{d:#?}"));
+    let tables = compile(&loaded.policy, &Limits::default()).unwrap();
+    (loaded.policy, tables)
+}
+
+/// What `explain` says of the probe's first packet.
+fn predicted(
+    policy: &Policy,
+    tables: &CompiledPolicy,
+    src: IpAddr,
+    dst: IpAddr,
+    probe: Probe,
+) -> bool {
+    let (proto, dport) = match probe {
+        Probe::Tcp(p) => (6, Some(p)),
+        Probe::Udp(p) => (17, Some(p)),
+        Probe::Ping if src.is_ipv4() => (1, None),
+        Probe::Ping => (58, None),
+    };
+    explain(
+        policy,
+        tables,
+        &PacketFacts {
+            src,
+            dst,
+            proto,
+            dport,
+        },
+    )
+    .verdict
+        != "deny"
+}
+
+/// Runs one probe from the device namespace; true if it got through.
+fn run_probe(
+    rig: &Rig,
+    src: IpAddr,
+    dst: IpAddr,
+    probe: Probe,
+    udp_seen: &Mutex<HashSet<String>>,
+) -> bool {
+    match probe {
+        Probe::Tcp(port) => rig
+            .devices
+            .enter(|| {
+                let socket = Socket::new(
+                    Domain::for_address(SocketAddr::new(src, 0)),
+                    Type::STREAM,
+                    Some(Protocol::TCP),
+                )
+                .unwrap();
+                socket.bind(&SocketAddr::new(src, 0).into()).unwrap();
+                socket
+                    .connect_timeout(
+                        &SocketAddr::new(dst, port).into(),
+                        Duration::from_millis(700),
+                    )
+                    .is_ok()
+            })
+            .unwrap(),
+        Probe::Udp(port) => {
+            let token = format!("{src}>{dst}:{port}");
+            rig.devices
+                .enter(|| {
+                    let s = UdpSocket::bind((src, 0)).unwrap();
+                    s.send_to(token.as_bytes(), (dst, port)).unwrap();
+                })
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+            udp_seen.lock().unwrap().contains(&token)
+        }
+        Probe::Ping => rig
+            .devices
+            .exec(
+                "ping",
+                &[
+                    "-c",
+                    "1",
+                    "-W",
+                    "1",
+                    "-I",
+                    &src.to_string(),
+                    &dst.to_string(),
+                ],
+            )
+            .unwrap()
+            .status
+            .success(),
+    }
+}
+
+#[test]
+fn real_traffic_is_allowed_and_blocked_as_explain_predicts_in_xdp_and_tc() {
+    common::require_root();
+    let rig = Rig::create(&format!("tg-e2e-{}", std::process::id())).unwrap();
+    for d in DEVICES {
+        rig.add_device(d).unwrap();
+    }
+    for s in SERVICES {
+        rig.add_service(s).unwrap();
+    }
+    // Listeners: TCP accepts and drops; UDP records what it receives.
+    let udp_seen = Arc::new(Mutex::new(HashSet::new()));
+    for service in SERVICES {
+        let addr: IpAddr = service.parse().unwrap();
+        for port in TCP_PORTS {
+            let listener = rig
+                .upstream
+                .enter(|| TcpListener::bind((addr, port)).unwrap())
+                .unwrap();
+            std::thread::spawn(move || for _ in listener.incoming() {});
+        }
+        for port in UDP_PORTS {
+            let socket = rig
+                .upstream
+                .enter(|| UdpSocket::bind((addr, port)).unwrap())
+                .unwrap();
+            let seen = udp_seen.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 128];
+                while let Ok(n) = socket.recv(&mut buf) {
+                    seen.lock()
+                        .unwrap()
+                        .insert(String::from_utf8_lossy(&buf[..n]).into_owned());
+                }
+            });
+        }
+    }
+
+    let (policy, tables) = load(&rig);
+    let mut cases = Vec::new();
+    for d in DEVICES {
+        let src: IpAddr = d.parse().unwrap();
+        for s in SERVICES {
+            let dst: IpAddr = s.parse().unwrap();
+            if src.is_ipv4() != dst.is_ipv4() {
+                continue;
+            }
+            let probes = TCP_PORTS
+                .map(Probe::Tcp)
+                .into_iter()
+                .chain(UDP_PORTS.map(Probe::Udp))
+                .chain([Probe::Ping]);
+            for probe in probes {
+                cases.push((
+                    src,
+                    dst,
+                    probe,
+                    predicted(&policy, &tables, src, dst, probe),
+                ));
+            }
+        }
+    }
+    let allowed = cases.iter().filter(|c| c.3).count();
+    assert!(
+        allowed > 10 && allowed < cases.len() - 10,
+        "both outcomes covered"
+    );
+
+    for mode in [AttachPolicy::XdpNative, AttachPolicy::Tc] {
+        let mut dataplane = Dataplane::open(&Options::default()).unwrap();
+        dataplane.install(&tables).unwrap();
+        let attachment = rig
+            .gateway
+            .enter(|| dataplane.attach(RIG_DEVICE_IFACE, mode))
+            .unwrap()
+            .unwrap();
+        udp_seen.lock().unwrap().clear();
+        let outcomes: Vec<bool> = std::thread::scope(|scope| {
+            let handles: Vec<_> = cases
+                .iter()
+                .map(|&(src, dst, probe, _)| {
+                    let (rig, seen) = (&rig, &udp_seen);
+                    scope.spawn(move || run_probe(rig, src, dst, probe, seen))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let wrong: Vec<String> = cases
+            .iter()
+            .zip(&outcomes)
+            .filter(|((.., want), got)| *want != **got)
+            .map(|((src, dst, probe, want), got)| {
+                format!(
+                    "{src} -> {dst} {probe:?}: explain says {}, traffic {}",
+                    if *want { "allow" } else { "deny" },
+                    if *got { "passed" } else { "was blocked" }
+                )
+            })
+            .collect();
+        eprintln!(
+            "{}: {} probes ({allowed} predicted allowed), {} disagreements",
+            attachment.mode,
+            cases.len(),
+            wrong.len()
+        );
+        assert!(
+            wrong.is_empty(),
+            "{} mode:\n{}",
+            attachment.mode,
+            wrong.join("\n")
+        );
+        drop(dataplane);
+    }
+}
