@@ -2,8 +2,9 @@
 # Installs everything Tollgate's build, lab and test suite use, on Debian 12
 # with rustup. Idempotent: a second run checks and returns in about a second.
 #
-#   Debian packages  iproute2, nftables, bpftool, xdp-tools (xdp-filter for the
-#                    benchmark), chrony + ntpsec-ntpdate + sntp (real NTP
+#   Debian packages  iproute2, iputils-ping, curl, nftables, bpftool,
+#                    xdp-tools (xdp-filter for the benchmark),
+#                    chrony + ntpsec-ntpdate + sntp (real NTP
 #                    clients and the reference server), prometheus (promtool),
 #                    netsniff-ng (trafgen), iperf3, git, systemd
 #                    (systemd-analyze verifies the unit in deploy/)
@@ -19,7 +20,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-packages=(iproute2 iputils-ping nftables bpftool xdp-tools chrony ntpsec-ntpdate sntp prometheus netsniff-ng iperf3 git systemd)
+packages=(iproute2 iputils-ping curl nftables bpftool xdp-tools chrony ntpsec-ntpdate sntp prometheus netsniff-ng iperf3 git systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

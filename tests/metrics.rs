@@ -7,7 +7,7 @@ mod common;
 
 use std::{net::UdpSocket, time::Duration};
 
-use common::{daemon::Daemon, http_get, promtool_check_metrics};
+use common::{daemon::Daemon, promtool_check_metrics};
 use tollgate::netns::{RIG_DEVICE_IFACE, Rig};
 
 const SERVICE: &str = "203.0.113.40";
@@ -35,7 +35,7 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 fn scrape(rig: &Rig) -> String {
-    let (status, body) = http_get(&rig.gateway, "127.0.0.1:9187", "/metrics");
+    let (status, body) = rig.gateway.http_get("127.0.0.1:9187", "/metrics").unwrap();
     assert_eq!(status, 200);
     promtool_check_metrics(&body);
     body

@@ -134,30 +134,6 @@ pub fn blessing() -> bool {
     std::env::var_os("TOLLGATE_BLESS").is_some()
 }
 
-/// `GET path` over HTTP/1.1 from inside `ns`; returns (status, body).
-pub fn http_get(ns: &Namespace, addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read as _, Write as _};
-    let addr = addr.to_string();
-    let path = path.to_string();
-    ns.enter(move || {
-        let mut s =
-            std::net::TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut response = String::new();
-        s.read_to_string(&mut response).unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
-        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-        (status, body.to_string())
-    })
-    .unwrap()
-}
-
 /// Runs `promtool check metrics` on an exposition; panics with its output
 /// unless it passes. promtool comes from Debian's `prometheus` package.
 pub fn promtool_check_metrics(text: &str) {

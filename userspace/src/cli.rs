@@ -65,8 +65,16 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
-    /// Build a lab of network namespaces, attach the dataplane and show it counting.
-    Lab,
+    /// Run the whole appliance in network namespaces with the example
+    /// policies: live traffic, deny events, NTP, a live policy edit.
+    Lab {
+        /// Tear down after this many seconds (default: wait for Ctrl-C).
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<u64>,
+        /// The policy directory to run the lab with.
+        #[arg(long, value_name = "DIR", default_value = "policies")]
+        policy: PathBuf,
+    },
     /// Validate and compile a policy directory (a pre-merge CI step).
     #[command(group(
         ArgGroup::new("location").required(true).multiple(true).args(["dir", "policy", "config"])
@@ -162,13 +170,18 @@ impl Cli {
                     ExitCode::FAILURE
                 }
             },
-            Command::Lab => match tollgate::lab::run() {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("tollgate lab: {e:#}");
-                    ExitCode::FAILURE
+            Command::Lab { duration, policy } => {
+                match tollgate::lab::run(&tollgate::lab::LabOptions {
+                    policies: policy,
+                    duration: duration.map(std::time::Duration::from_secs),
+                }) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("tollgate lab: {e:#}");
+                        ExitCode::FAILURE
+                    }
                 }
-            },
+            }
             Command::Check { dir, source } => match source.resolve(dir) {
                 Ok(ctx) => check(&ctx),
                 Err(message) => usage_failure(&message),

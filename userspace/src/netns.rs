@@ -80,6 +80,32 @@ impl Namespace {
         Ok(())
     }
 
+    /// `GET path` over HTTP/1.1 from inside the namespace (the metrics
+    /// endpoint of a daemon that runs in it); returns status and body.
+    pub fn http_get(&self, addr: &str, path: &str) -> Result<(u16, String)> {
+        use std::io::{Read as _, Write as _};
+        self.enter(|| -> Result<(u16, String)> {
+            let mut s =
+                std::net::TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut response = String::new();
+            s.read_to_string(&mut response)?;
+            let (head, body) = response
+                .split_once("\r\n\r\n")
+                .context("not an HTTP response")?;
+            let status = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .context("no HTTP status")?;
+            Ok((status, body.to_string()))
+        })?
+    }
+
     /// Runs `f` on a thread that has entered this namespace.
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
         let file = File::open(format!("/run/netns/{}", self.name))
