@@ -317,3 +317,21 @@ fn explain_golden_outputs() {
         wrong.join("\n")
     );
 }
+
+#[test]
+fn completions_and_man_page_come_from_the_cli_definition() {
+    let bash = common::tollgate(&["completions", "bash"]);
+    assert_eq!(bash.status, 0, "{}", bash.stderr);
+    for sub in ["run", "check", "explain", "status", "lab"] {
+        assert!(bash.stdout.contains(sub), "bash completion lacks {sub}");
+    }
+    assert!(bash.stdout.contains("--check-config"));
+    let zsh = common::tollgate(&["completions", "zsh"]);
+    assert_eq!(zsh.status, 0);
+    assert!(zsh.stdout.starts_with("#compdef tollgate"));
+    let man = common::tollgate(&["man"]);
+    assert_eq!(man.status, 0, "{}", man.stderr);
+    assert!(man.stdout.contains(".TH tollgate 1"));
+    assert!(man.stdout.contains("explain"));
+    assert_eq!(common::tollgate(&["completions", "tcsh"]).status, 2);
+}

@@ -54,27 +54,6 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         netns: Option<String>,
     },
-    /// Ask the running daemon for its state.
-    Status {
-        /// The daemon's configuration (to find its control socket).
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// The control socket, overriding the configuration.
-        #[arg(long, value_name = "PATH")]
-        socket: Option<PathBuf>,
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-    },
-    /// Run the whole appliance in network namespaces with the example
-    /// policies: live traffic, deny events, NTP, a live policy edit.
-    Lab {
-        /// Tear down after this many seconds (default: wait for Ctrl-C).
-        #[arg(long, value_name = "SECONDS")]
-        duration: Option<u64>,
-        /// The policy directory to run the lab with.
-        #[arg(long, value_name = "DIR", default_value = "policies")]
-        policy: PathBuf,
-    },
     /// Validate and compile a policy directory (a pre-merge CI step).
     #[command(group(
         ArgGroup::new("location").required(true).multiple(true).args(["dir", "policy", "config"])
@@ -109,6 +88,34 @@ enum Command {
         #[arg(long, conflicts_with = "dport")]
         fragment: bool,
     },
+    /// Ask the running daemon for its state.
+    Status {
+        /// The daemon's configuration (to find its control socket).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The control socket, overriding the configuration.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Run the whole appliance in network namespaces with the example
+    /// policies: live traffic, deny events, NTP, a live policy edit.
+    Lab {
+        /// Tear down after this many seconds (default: wait for Ctrl-C).
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<u64>,
+        /// The policy directory to run the lab with.
+        #[arg(long, value_name = "DIR", default_value = "policies")]
+        policy: PathBuf,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout.
+    Man,
 }
 
 /// Where the policy is and what `gateway` and `ntp` stand for.
@@ -145,6 +152,24 @@ fn packet_proto(text: &str) -> Result<u8, String> {
 impl Cli {
     pub fn run(self) -> ExitCode {
         match self.command {
+            Command::Completions { shell } => {
+                clap_complete::generate(
+                    shell,
+                    &mut Cli::command(),
+                    "tollgate",
+                    &mut std::io::stdout(),
+                );
+                ExitCode::SUCCESS
+            }
+            Command::Man => {
+                match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("tollgate man: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
             Command::Run {
                 config,
                 check_config,
