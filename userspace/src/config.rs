@@ -306,8 +306,9 @@ pub enum OnExit {
     Detach,
 }
 
-/// Map capacities. Changing one takes effect on a fresh start (with
-/// `on-exit: detach` or after `tollgate run --replace`).
+/// Map capacities. A change takes effect at the next start: the maps are
+/// rebuilt at the new size and the program is swapped atomically on the
+/// pinned links (no filtering gap; the kernel counters restart from zero).
 #[derive(Clone, Copy, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Limits {
