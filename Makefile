@@ -10,8 +10,10 @@ run: setup
 	cargo build --release
 	target/release/tollgate lab
 
-# Build, then everything CI checks: formatting, lints, the whole test suite.
+# Build, then everything CI checks: formatting, lints (host crates and the
+# BPF program, which only builds for the BPF target), the whole test suite.
 test: setup
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	cargo +nightly clippy -p tollgate-ebpf --target bpfel-unknown-none -Z build-std=core --target-dir target/bpf-clippy -- -D warnings
 	cargo nextest run --no-fail-fast

@@ -75,7 +75,7 @@ pub fn report(p: &Packet, d: &Decision) {
         flags,
         _pad: 0,
     };
-    if TG_EVENTS.output(&event, 0).is_err() {
+    if TG_EVENTS.output(event, 0).is_err() {
         stat(Stat::EventsLost, 0);
     }
 }
