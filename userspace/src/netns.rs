@@ -32,6 +32,10 @@ impl Namespace {
             name: name.to_string(),
         };
         ns.ip(&["link", "set", "lo", "up"])?;
+        // Duplicate address detection would hold IPv6 back for a second on
+        // every new link; on links private to the namespaces nothing collides.
+        ns.sysctl("net.ipv6.conf.default.accept_dad=0")?;
+        ns.sysctl("net.ipv6.conf.all.accept_dad=0")?;
         Ok(ns)
     }
 
@@ -202,12 +206,6 @@ impl Rig {
             gateway: Namespace::create(&format!("{prefix}-gw"))?,
             upstream: Namespace::create(&format!("{prefix}-up"))?,
         };
-        // Duplicate address detection would hold IPv6 back for a second on
-        // every new link; on these private links no address can collide.
-        for ns in [&rig.devices, &rig.gateway, &rig.upstream] {
-            ns.sysctl("net.ipv6.conf.default.accept_dad=0")?;
-            ns.sysctl("net.ipv6.conf.all.accept_dad=0")?;
-        }
         veth((&rig.devices, "eth0"), (&rig.gateway, RIG_DEVICE_IFACE))?;
         veth((&rig.gateway, "uplink0"), (&rig.upstream, "eth0"))?;
         for (ns, iface, addrs) in [

@@ -61,11 +61,6 @@ impl Topology {
             gateway: ns("gw")?,
             cloud: ns("cloud")?,
         };
-        for n in t.all() {
-            // No duplicate address detection: IPv6 works at once.
-            n.sysctl("net.ipv6.conf.default.accept_dad=0")?;
-            n.sysctl("net.ipv6.conf.all.accept_dad=0")?;
-        }
         t.gateway.sysctl("net.ipv4.ip_forward=1")?;
         t.gateway.sysctl("net.ipv6.conf.all.forwarding=1")?;
 
@@ -125,16 +120,6 @@ impl Topology {
         t.gateway
             .ip(&["addr", "add", &format!("{NTP_ADDR}/32"), "dev", "lo"])?;
         Ok(t)
-    }
-
-    pub fn all(&self) -> [&Namespace; 5] {
-        [
-            &self.meters,
-            &self.cameras,
-            &self.others,
-            &self.gateway,
-            &self.cloud,
-        ]
     }
 
     /// The device namespace an address lives in.
