@@ -222,7 +222,7 @@ impl Rig {
             ),
         ] {
             for addr in addrs {
-                ns.ip(&["addr", "add", addr, "dev", iface, "nodad"])?;
+                ns.ip(&["addr", "add", addr, "dev", iface])?;
             }
         }
         rig.gateway.sysctl("net.ipv4.ip_forward=1")?;
@@ -249,7 +249,7 @@ impl Rig {
             format!("{addr}/8")
         };
         self.devices
-            .ip(&["addr", "add", &prefixed, "dev", "eth0", "nodad"])?;
+            .ip(&["addr", "add", &prefixed, "dev", "eth0"])?;
         Ok(())
     }
 
