@@ -7,8 +7,11 @@
 //! Each cell is `BPF_PROG_TEST_RUN` with `repeat` = 10⁶ (one frame, run 10⁶
 //! times in the kernel's loop); the kernel reports the mean duration of one
 //! run, in whole nanoseconds. A cell is run `DATAPLANE_BENCH_TRIALS` times
-//! (default 7) and shows the median, with the lowest and highest trial in
-//! brackets. Every run's return code is checked against the verdict the
+//! (default 9) and shows the lowest trial, then the median in brackets: the
+//! program's work is the same in every trial, and load from elsewhere on a
+//! shared machine only ever adds to it. The trials of one program's cells
+//! run in rounds, so a burst of that load spreads over cells instead of
+//! spoiling one. Every run's return code is checked against the verdict the
 //! reference model (`tollgate::model`) gives for the same packet, so a cell
 //! cannot silently measure the wrong path.
 //!
@@ -55,7 +58,7 @@
 //!   time minus the floor is the cost of that lookup.
 //!
 //! Run as root: `cargo bench --bench dataplane`. `DATAPLANE_BENCH_REPEAT`
-//! (default 1,000,000) and `DATAPLANE_BENCH_TRIALS` (default 7) change the
+//! (default 1,000,000) and `DATAPLANE_BENCH_TRIALS` (default 9) change the
 //! repeat count and the number of trials per cell.
 
 mod common;
@@ -103,7 +106,7 @@ fn main() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     ensure!(unsafe { libc::geteuid() } == 0, "needs root (BPF)");
     let repeat: u32 = env_number("DATAPLANE_BENCH_REPEAT", 1_000_000)?;
-    let trials: usize = env_number("DATAPLANE_BENCH_TRIALS", 7)?;
+    let trials: usize = env_number("DATAPLANE_BENCH_TRIALS", 9)?;
     ensure!(
         repeat >= 1 && trials >= 1,
         "repeat and trials must be positive"
@@ -120,8 +123,8 @@ fn main() -> Result<()> {
     common::print_machine_facts();
     println!(
         " method: BPF_PROG_TEST_RUN, repeat {repeat} per trial, {trials} trials per cell; \
-         ns per packet as the kernel reports it (mean of the repeats, whole ns), median \
-         [lowest-highest trial]"
+         ns per packet as the kernel reports it (mean of the repeats, whole ns): lowest \
+         trial (median trial); trials of the cells of one program run in rounds"
     );
     let measure = Measure { repeat, trials };
     let pool = common::Pool::load()?;
@@ -132,14 +135,22 @@ fn main() -> Result<()> {
     let mut floor_ns = Vec::new();
     let mut tc_floor_ns = Vec::new();
     let mut tc = Vec::new();
+    let frames = [Family::V4, Family::V6]
+        .map(|family| Probes::frames_for(family, &probe_sources(DEVICE_COUNTS[1])).allow);
+    let xdp_floor = measure.run_all(
+        |f, r| floor.test_run(f, r),
+        &[(&frames[0], XDP_PASS), (&frames[1], XDP_PASS)],
+    )?;
+    let tc_floors = measure.run_all(
+        |f, r| tc_floor.test_run(f, r),
+        &[(&frames[0], TC_ACT_UNSPEC), (&frames[1], TC_ACT_UNSPEC)],
+    )?;
     for family in [Family::V4, Family::V6] {
-        let frames = Probes::frames_for(family, &probe_sources(DEVICE_COUNTS[1]));
-        let cell = measure.run(|f, r| floor.test_run(f, r), &frames.allow, XDP_PASS)?;
-        floor_ns.push(cell.median);
+        let (cell, tc_cell) = (xdp_floor[family as usize], tc_floors[family as usize]);
+        floor_ns.push(cell.min);
         table.push(Row::floor("floor xdp (r0=2; exit)", family, cell));
-        let cell = measure.run(|f, r| tc_floor.test_run(f, r), &frames.allow, TC_ACT_UNSPEC)?;
-        tc_floor_ns.push(cell.median);
-        tc.push(Row::floor("floor tc (r0=-1; exit)", family, cell));
+        tc_floor_ns.push(tc_cell.min);
+        tc.push(Row::floor("floor tc (r0=-1; exit)", family, tc_cell));
     }
     let floor_of = |family: Family| floor_ns[family as usize];
 
@@ -159,47 +170,51 @@ fn main() -> Result<()> {
                 started.elapsed(),
                 setup.writes,
             );
-            for family in [Family::V4, Family::V6] {
-                let probes = setup.probes(family)?;
-                let xdp = |f: &[u8], r: u32| {
-                    let (action, d) = setup.dataplane.test_run_xdp(f, r)?;
-                    Ok((action, d.as_nanos() as u64))
-                };
-                let allow = measure.run(xdp, &probes.allow, XDP_PASS)?;
-                let deny_default = measure.run(xdp, &probes.deny_default, XDP_DROP)?;
-                let deny_rule = measure.run(xdp, &probes.deny_rule, XDP_DROP)?;
-                table.push(Row {
-                    program: "tollgate (xdp)".into(),
-                    rules: count(rules),
-                    devices: count(devices),
-                    family,
-                    allow: Some(allow),
-                    deny_default: Some(deny_default),
-                    deny_rule: Ok(deny_rule),
-                    floor: floor_of(family),
-                });
-                if rules == TARGET_RULES {
+            let probes = [setup.probes(Family::V4)?, setup.probes(Family::V6)?];
+            let jobs = |pass: u32, drop: u32| -> Vec<(&[u8], u32)> {
+                probes
+                    .iter()
+                    .flat_map(|p| {
+                        [
+                            (&p.allow[..], pass),
+                            (&p.deny_default[..], drop),
+                            (&p.deny_rule[..], drop),
+                        ]
+                    })
+                    .collect()
+            };
+            let xdp = |f: &[u8], r: u32| {
+                let (action, d) = setup.dataplane.test_run_xdp(f, r)?;
+                Ok((action, d.as_nanos() as u64))
+            };
+            let cells = measure.run_all(xdp, &jobs(XDP_PASS, XDP_DROP))?;
+            let row = |program: &str, family: Family, cells: &[Cell], floor: u64| Row {
+                program: program.into(),
+                rules: count(rules),
+                devices: count(devices),
+                family,
+                allow: Some(cells[0]),
+                deny_default: Some(cells[1]),
+                deny_rule: Ok(cells[2]),
+                floor,
+            };
+            for (family, cells) in [Family::V4, Family::V6].into_iter().zip(cells.chunks(3)) {
+                table.push(row("tollgate (xdp)", family, cells, floor_of(family)));
+            }
+            if rules == TARGET_RULES {
+                for family in [Family::V4, Family::V6] {
                     costs.extend(lookup_costs(&measure, &setup, family, devices)?);
                 }
-                if rules == TARGET_RULES && devices == TARGET_DEVICES {
-                    let tc_run = |f: &[u8], r: u32| {
-                        let (action, d) = setup.dataplane.test_run_tc(f, r)?;
-                        Ok((action, d.as_nanos() as u64))
-                    };
-                    tc.push(Row {
-                        program: "tollgate (tc)".into(),
-                        rules: count(rules),
-                        devices: count(devices),
-                        family,
-                        allow: Some(measure.run(tc_run, &probes.allow, TC_ACT_UNSPEC)?),
-                        deny_default: Some(measure.run(
-                            tc_run,
-                            &probes.deny_default,
-                            TC_ACT_SHOT,
-                        )?),
-                        deny_rule: Ok(measure.run(tc_run, &probes.deny_rule, TC_ACT_SHOT)?),
-                        floor: tc_floor_ns[family as usize],
-                    });
+            }
+            if rules == TARGET_RULES && devices == TARGET_DEVICES {
+                let tc_run = |f: &[u8], r: u32| {
+                    let (action, d) = setup.dataplane.test_run_tc(f, r)?;
+                    Ok((action, d.as_nanos() as u64))
+                };
+                let cells = measure.run_all(tc_run, &jobs(TC_ACT_UNSPEC, TC_ACT_SHOT))?;
+                for (family, cells) in [Family::V4, Family::V6].into_iter().zip(cells.chunks(3)) {
+                    let floor = tc_floor_ns[family as usize];
+                    tc.push(row("tollgate (tc)", family, cells, floor));
                 }
             }
         }
@@ -210,17 +225,32 @@ fn main() -> Result<()> {
         let destinations = pool.take(entries);
         match XdpFilter::load(&destinations) {
             Ok(filter) => {
-                for family in [Family::V4, Family::V6] {
-                    let frames = Probes::frames_for(family, &probe_sources(DEVICE_COUNTS[1]));
-                    let allow_frame = xdp_filter_allow_frame(&destinations, family)?;
-                    let run = |f: &[u8], r: u32| filter.test_run(f, r);
+                let sources = probe_sources(DEVICE_COUNTS[1]);
+                let frames = [Family::V4, Family::V6].map(|family| {
+                    Ok::<_, anyhow::Error>((
+                        xdp_filter_allow_frame(&destinations, family)?,
+                        Probes::frames_for(family, &sources).deny_default,
+                    ))
+                });
+                let [v4, v6] = frames;
+                let (v4, v6) = (v4?, v6?);
+                let cells = measure.run_all(
+                    |f, r| filter.test_run(f, r),
+                    &[
+                        (&v4.0, XDP_PASS),
+                        (&v4.1, XDP_DROP),
+                        (&v6.0, XDP_PASS),
+                        (&v6.1, XDP_DROP),
+                    ],
+                )?;
+                for (family, cells) in [Family::V4, Family::V6].into_iter().zip(cells.chunks(2)) {
                     table.push(Row {
                         program: format!("xdp-filter ({})", filter.name),
                         rules: count(entries),
                         devices: "-".into(),
                         family,
-                        allow: Some(measure.run(run, &allow_frame, XDP_PASS)?),
-                        deny_default: Some(measure.run(run, &frames.deny_default, XDP_DROP)?),
+                        allow: Some(cells[0]),
+                        deny_default: Some(cells[1]),
                         deny_rule: Err("n/a (no rules)".into()),
                         floor: floor_of(family),
                     });
@@ -270,7 +300,7 @@ fn print_costs(costs: &[(String, Cell)], floor: u64) {
         println!(
             "{what:<68} {:>14} {:>+8}",
             cell.to_string(),
-            cell.median as i64 - floor as i64
+            cell.min as i64 - floor as i64
         );
     }
 }
@@ -503,17 +533,17 @@ impl Family {
     }
 }
 
-/// Median and spread of one cell's trials, in ns per packet.
+/// One cell's trials, in ns per packet: the lowest (the headline: noise
+/// from the shared machine only ever adds) and the median.
 #[derive(Clone, Copy, Debug)]
 struct Cell {
+    min: u64,
     median: u64,
-    low: u64,
-    high: u64,
 }
 
 impl std::fmt::Display for Cell {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} [{}-{}]", self.median, self.low, self.high)
+        write!(f, "{} ({})", self.min, self.median)
     }
 }
 
@@ -523,35 +553,53 @@ struct Measure {
 }
 
 impl Measure {
-    /// Test-runs `frame` `trials` times; every run must return `expect`.
+    /// Test-runs each `(frame, expected return code)` `trials` times, in
+    /// rounds (one trial of each, then the next round), so that a burst of
+    /// load from elsewhere lands on one trial of several cells rather than
+    /// on every trial of one. Every run must return what is expected.
+    fn run_all(
+        &self,
+        run: impl Fn(&[u8], u32) -> Result<(u32, u64)>,
+        cells: &[(&[u8], u32)],
+    ) -> Result<Vec<Cell>> {
+        let checked = |frame: &[u8], expect: u32, repeat: u32| -> Result<u64> {
+            let (action, per_run) = run(frame, repeat)?;
+            ensure!(
+                action == expect,
+                "the program returned {action}, expected {expect}"
+            );
+            Ok(per_run)
+        };
+        // A short run of each first: caches warm, verdicts checked before
+        // anything is timed.
+        for &(frame, expect) in cells {
+            checked(frame, expect, 1000)?;
+        }
+        let mut ns = vec![Vec::with_capacity(self.trials); cells.len()];
+        for _ in 0..self.trials {
+            for (samples, &(frame, expect)) in ns.iter_mut().zip(cells) {
+                samples.push(checked(frame, expect, self.repeat)?);
+            }
+        }
+        Ok(ns
+            .into_iter()
+            .map(|mut samples| {
+                samples.sort_unstable();
+                Cell {
+                    min: samples[0],
+                    median: samples[samples.len() / 2],
+                }
+            })
+            .collect())
+    }
+
     fn run(
         &self,
         run: impl Fn(&[u8], u32) -> Result<(u32, u64)>,
         frame: &[u8],
         expect: u32,
     ) -> Result<Cell> {
-        // One short run first: caches and branch predictors warm, and the
-        // verdict is checked before anything is timed.
-        let (action, _) = run(frame, 1000)?;
-        ensure!(
-            action == expect,
-            "the program returned {action}, expected {expect}"
-        );
-        let mut ns = Vec::with_capacity(self.trials);
-        for _ in 0..self.trials {
-            let (action, per_run) = run(frame, self.repeat)?;
-            ensure!(
-                action == expect,
-                "the program returned {action}, expected {expect}"
-            );
-            ns.push(per_run);
-        }
-        ns.sort_unstable();
-        Ok(Cell {
-            median: ns[ns.len() / 2],
-            low: ns[0],
-            high: ns[ns.len() - 1],
-        })
+        Ok(self.run_all(run, &[(frame, expect)])?[0])
     }
 }
 
@@ -578,7 +626,7 @@ impl Row {
             allow: Some(cell),
             deny_default: None,
             deny_rule: Err("-".into()),
-            floor: cell.median,
+            floor: cell.min,
         }
     }
 }
@@ -602,7 +650,7 @@ fn print_table(rows: &[Row]) {
             .allow
             .filter(|_| !r.program.starts_with("floor"))
             .map_or("-".to_string(), |c| {
-                format!("{:+}", c.median as i64 - r.floor as i64)
+                format!("{:+}", c.min as i64 - r.floor as i64)
             });
         if r.allow.is_none() {
             println!("{:<26} {:>11}  {}", "xdp-filter", r.rules, r.program);
@@ -641,12 +689,12 @@ fn print_verdicts(rows: &[Row]) {
         ];
         for (path, cell) in paths {
             let Some(cell) = cell else { continue };
-            let over = cell.median as i64 - r.floor as i64;
+            let over = cell.min as i64 - r.floor as i64;
             println!(
                 "target <= floor + {TARGET_NS_OVER_FLOOR} ns at 10^5 rules / 10^6 devices, {} \
                  {path}: {} ns = floor {} + {over} ns: {}",
                 r.family.name(),
-                cell.median,
+                cell.min,
                 r.floor,
                 if over <= TARGET_NS_OVER_FLOOR as i64 {
                     "MET"
@@ -659,7 +707,7 @@ fn print_verdicts(rows: &[Row]) {
             println!(
                 "deny(default) - allow at 10^5 rules / 10^6 devices, {}: {:+} ns",
                 r.family.name(),
-                d.median as i64 - a.median as i64
+                d.min as i64 - a.min as i64
             );
         }
     }
