@@ -133,7 +133,7 @@ fn main() -> Result<()> {
     println!();
     println!(
         "reload latency, ms: p50 / p99 over {iterations} iterations (tollgate: file written -> \
-         install returned, including the {} ms debounce)",
+         flip, including the {} ms debounce; nft: file written -> nft exited)",
         DEBOUNCE.as_millis()
     );
     println!(
