@@ -311,7 +311,8 @@ const HELPER_KTIME_GET_NS: i32 = 5;
 /// The cost of each lookup the program makes for `family`'s probes, each
 /// timed alone: an XDP program that builds the key the kernel program
 /// would build, calls `bpf_map_lookup_elem` on the live map once and
-/// returns XDP_PASS. Minus the floor, that is the lookup.
+/// returns XDP_PASS if it found an entry, XDP_DROP if not (checked against
+/// what the lookup should find). Minus the floor, that is the lookup.
 fn lookup_costs(
     measure: &Measure,
     setup: &Setup,
@@ -330,10 +331,13 @@ fn lookup_costs(
     let (fam, bits, addr) = family_key(src);
     let probes = setup.probes(family)?;
     let mut out = Vec::new();
-    let mut time = |what: String, map_fd: i32, key: Vec<u8>| -> Result<()> {
-        let program = Asm::new().lookup(map_fd, &key).pass();
+    let mut time = |what: String, map_fd: i32, key: Vec<u8>, found: bool| -> Result<()> {
+        let program = Asm::new().lookup(map_fd, &key).pass_if_found();
         let fd = bpf::prog_load(ProgType::Xdp, &program.0, "tg_lookup")?;
-        let cell = measure.run(|f, r| bpf::test_run(&fd, f, r), &frame_any(), XDP_PASS)?;
+        let expect = if found { XDP_PASS } else { XDP_DROP };
+        let cell = measure
+            .run(|f, r| bpf::test_run(&fd, f, r), &frame_any(), expect)
+            .with_context(|| format!("{what}: found {found}?"))?;
         out.push((what, cell));
         Ok(())
     };
@@ -348,6 +352,7 @@ fn lookup_costs(
         ),
         map("TG_DEV_EXACT")?,
         key,
+        devices >= 100_000,
     )?;
     if devices < 100_000 {
         let mut key = (DEVICE_PREFIX_HEADER_BITS + bits).to_ne_bytes().to_vec();
@@ -361,13 +366,14 @@ fn lookup_costs(
             ),
             map("TG_DEV_PREFIX")?,
             key,
+            true,
         )?;
     }
     if devices >= 100_000 {
-        for (path, dst) in [
-            ("allow", probes.allow_dst),
-            ("deny(default)", probes.deny_default_dst),
-            ("deny(rule)", probes.deny_rule_dst),
+        for (path, dst, found) in [
+            ("allow", probes.allow_dst, true),
+            ("deny(default)", probes.deny_default_dst, false),
+            ("deny(rule)", probes.deny_rule_dst, true),
         ] {
             let (fam, bits, addr) = family_key(dst);
             let mut key = (DESTINATION_HEADER_BITS + bits).to_ne_bytes().to_vec();
@@ -378,6 +384,7 @@ fn lookup_costs(
                 format!("TG_DST LPM, 10^5 prefixes, {name} {path} destination"),
                 map("TG_DST")?,
                 key,
+                found,
             )?;
         }
         if family == Family::V4 {
@@ -385,11 +392,13 @@ fn lookup_costs(
                 "TG_COUNTERS per-CPU array (twice per packet)".into(),
                 map("TG_COUNTERS")?,
                 0u32.to_ne_bytes().to_vec(),
+                true,
             )?;
             time(
                 "TG_RULESETS array (once per packet with a destination)".into(),
                 map("TG_RULESETS")?,
                 0u32.to_ne_bytes().to_vec(),
+                true,
             )?;
         }
     }
@@ -452,6 +461,15 @@ impl Asm {
     /// `r0 = XDP_PASS; exit`: the whole XDP floor program.
     fn pass(self) -> Asm {
         self.ret(XDP_PASS as i32)
+    }
+
+    /// `if r0 == 0 { r0 = XDP_DROP } else { r0 = XDP_PASS }; exit`: after
+    /// a lookup, says whether it found an entry.
+    fn pass_if_found(self) -> Asm {
+        // BPF_JMP | BPF_JEQ | BPF_K: if r0 == 0 skip the next two.
+        self.insn(0x15, 0, 0, 2, 0)
+            .ret(XDP_PASS as i32)
+            .ret(XDP_DROP as i32)
     }
 
     /// `r0 = value; exit`.
