@@ -249,11 +249,22 @@ fn main() -> Result<()> {
         }
     }
 
-    costs.push(("bpf_ktime_get_ns() (deny-event limiter)".into(), {
-        let program = Asm::new().call(HELPER_KTIME_GET_NS).pass();
-        let fd = bpf::prog_load(ProgType::Xdp, &program.0, "tg_ktime")?;
-        measure.run(|f, r| bpf::test_run(&fd, f, r), &frame_any(), XDP_PASS)?
-    }));
+    // The clock the deny-event limiter reads, and the coarse one it could.
+    for (what, helper) in [
+        (
+            "bpf_ktime_get_ns() (deny-event limiter)",
+            HELPER_KTIME_GET_NS,
+        ),
+        (
+            "bpf_ktime_get_coarse_ns() (not used; for comparison)",
+            HELPER_KTIME_GET_COARSE_NS,
+        ),
+    ] {
+        let program = Asm::new().call(helper).pass();
+        let fd = bpf::prog_load(ProgType::Xdp, &program.0, "tg_clock")?;
+        let cell = measure.run(|f, r| bpf::test_run(&fd, f, r), &frame_any(), XDP_PASS)?;
+        costs.push((what.into(), cell));
+    }
 
     let floors = floors_first.lower(&Floors::measure(&measure)?);
     let mut rows = floors.rows();
@@ -358,6 +369,7 @@ fn print_costs(costs: &[(String, Cell)], floor: u64) {
 
 const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
 const HELPER_KTIME_GET_NS: i32 = 5;
+const HELPER_KTIME_GET_COARSE_NS: i32 = 160;
 
 /// The cost of each lookup the program makes for `family`'s probes, each
 /// timed alone: an XDP program that builds the key the kernel program
