@@ -22,12 +22,7 @@
 //! Entries that can never be first to match (everything a higher entry's
 //! conditions already cover) are pruned before the capacity check.
 
-use std::{
-    cmp::Reverse,
-    collections::{BTreeSet, HashMap},
-    net::IpAddr,
-    path::Path,
-};
+use std::{cmp::Reverse, collections::HashMap, net::IpAddr, path::Path};
 
 use ipnet::IpNet;
 use tollgate_common::{MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_RULESETS, RULESET_ENTRIES, Verdict};
@@ -230,25 +225,28 @@ impl Compiler<'_> {
         let mut candidates = self.candidates(group, &rule_counters);
         if let Some(counter) = builtin {
             for (i, addr) in self.policy.ntp.iter().enumerate() {
-                let entry = builtin_ntp(*addr, i, counter);
-                candidates.entry(entry.prefix).or_default().push(entry);
+                candidates.push(builtin_ntp(*addr, i, counter));
             }
         }
-        self.destinations(id, group, &candidates);
+        self.destinations(id, group, candidates);
     }
 
-    /// The group's rules expanded to entries, by destination prefix.
-    fn candidates(&self, group: &Group, counters: &[u32]) -> HashMap<IpNet, Vec<Candidate>> {
-        let mut by_prefix: HashMap<IpNet, Vec<Candidate>> = HashMap::new();
+    /// The group's rules expanded to entries: one per destination prefix
+    /// (each once per rule) and `ports` item. A flat vector, not a map of
+    /// vectors: lists run to 10^5 prefixes.
+    fn candidates(&self, group: &Group, counters: &[u32]) -> Vec<Candidate> {
+        let mut all = Vec::new();
         for (index, rule) in group.rules.iter().enumerate() {
             let ports: Vec<Option<PortRange>> = match &rule.ports {
                 None => vec![None],
                 Some(ports) => ports.iter().copied().map(Some).collect(),
             };
-            let prefixes: BTreeSet<IpNet> = rule.prefixes().copied().collect();
+            let mut prefixes: Vec<IpNet> = rule.prefixes().copied().collect();
+            prefixes.sort_unstable();
+            prefixes.dedup();
             for prefix in prefixes {
                 for (port_index, ports) in ports.iter().enumerate() {
-                    by_prefix.entry(prefix).or_default().push(Candidate {
+                    all.push(Candidate {
                         prefix,
                         proto: rule.proto,
                         ports: *ports,
@@ -260,50 +258,61 @@ impl Compiler<'_> {
                 }
             }
         }
-        by_prefix
+        all
     }
 
     /// One destination entry per distinct prefix, with its rule set.
-    fn destinations(&mut self, id: u32, group: &Group, by_prefix: &HashMap<IpNet, Vec<Candidate>>) {
-        // Only the prefix lengths in use can hold an ancestor.
-        let lengths: BTreeSet<(bool, u8)> = by_prefix
-            .keys()
-            .map(|p| (p.addr().is_ipv6(), p.prefix_len()))
-            .collect();
-        let mut prefixes: Vec<&IpNet> = by_prefix.keys().collect();
-        prefixes.sort();
+    fn destinations(&mut self, id: u32, group: &Group, mut candidates: Vec<Candidate>) {
+        // Normalised prefixes sort by (family, address, length): a prefix
+        // comes after every prefix containing it, and the prefixes between
+        // them lie inside them too. So, walking the prefixes in order, a
+        // stack holds exactly the current prefix's ancestors, shortest
+        // first: one pass, instead of probing every shorter length.
+        candidates.sort_unstable_by_key(|c| c.prefix);
+        let mut ancestors: Vec<&[Candidate]> = Vec::new();
+        // Buffers reused from prefix to prefix.
+        let mut entries: Vec<Candidate> = Vec::new();
+        let mut kept: Vec<Candidate> = Vec::new();
+        let mut rules: Vec<RuleEntry> = Vec::new();
         let mut overflows = Vec::new();
-        for prefix in prefixes {
-            let v6 = prefix.addr().is_ipv6();
-            let mut entries: Vec<Candidate> = lengths
-                .range((v6, 0)..=(v6, prefix.prefix_len()))
-                .filter_map(|&(_, len)| {
-                    let ancestor = IpNet::new(prefix.addr(), len).ok()?.trunc();
-                    by_prefix.get(&ancestor)
-                })
-                .flatten()
-                .copied()
-                .collect();
-            entries.sort_by_cached_key(Candidate::precedence);
-            let mut kept: Vec<Candidate> = Vec::with_capacity(entries.len());
-            for entry in entries {
-                if !kept.iter().any(|k| k.covers(&entry)) {
-                    kept.push(entry);
+        for own in candidates.chunk_by(|a, b| a.prefix == b.prefix) {
+            let prefix = own[0].prefix;
+            while ancestors
+                .last()
+                .is_some_and(|ancestor| !ancestor[0].prefix.contains(&prefix))
+            {
+                ancestors.pop();
+            }
+            entries.clear();
+            entries.extend(ancestors.iter().copied().flatten().chain(own));
+            ancestors.push(own);
+            // Precedence is a total order here (no two entries of one
+            // prefix share it), so the sort's stability does not matter.
+            entries.sort_unstable_by_key(Candidate::precedence);
+            kept.clear();
+            for entry in &entries {
+                if !kept.iter().any(|k| k.covers(entry)) {
+                    kept.push(*entry);
                 }
             }
             if kept.len() > RULESET_ENTRIES {
-                overflows.push((*prefix, kept.len()));
+                overflows.push((prefix, kept.len()));
                 continue;
             }
-            let entries: Vec<RuleEntry> = kept.iter().map(Candidate::entry).collect();
-            let next = self.rulesets.len() as u32;
-            let ruleset = *self.rulesets.entry(entries.clone()).or_insert(next);
-            if ruleset == next {
-                self.tables.rulesets.push(entries);
-            }
+            rules.clear();
+            rules.extend(kept.iter().map(Candidate::entry));
+            let ruleset = match self.rulesets.get(rules.as_slice()) {
+                Some(&index) => index,
+                None => {
+                    let index = self.rulesets.len() as u32;
+                    self.rulesets.insert(rules.clone(), index);
+                    self.tables.rulesets.push(rules.clone());
+                    index
+                }
+            };
             self.tables.destinations.push(DestinationEntry {
                 group: id,
-                prefix: *prefix,
+                prefix,
                 ruleset,
             });
         }

@@ -4,10 +4,12 @@
 //! # Atomic install
 //! Policy tables are double-buffered (see `tollgate-common`). `install`
 //! writes the inactive slot — only the entries that differ from what it
-//! holds — then flips `TG_ACTIVE` with one 4-byte store. Before it writes a
-//! slot that was active, it waits for an RCU grace period (an update of the
+//! holds — then flips `TG_ACTIVE` with one 4-byte store. A slot that was
+//! active is written only after an RCU grace period (an update of the
 //! `TG_GRACE` array-of-maps returns only after one), so no packet that
-//! started under the old policy can see the slot change under it.
+//! started under the old policy can see the slot change under it. `install`
+//! waits for it right after its flip, when the new policy is already live,
+//! so the next install can write at once.
 
 pub mod attach;
 pub mod counters;
@@ -81,7 +83,8 @@ pub enum Start {
 pub struct InstallReport {
     pub slot: u8,
     pub writes: WriteStats,
-    /// Waiting for packets to leave the old slot (after the flip).
+    /// Waiting for packets to leave the old slot, after the flip (so not
+    /// part of `total`).
     pub grace: Duration,
     /// From the start of the install to the flip: when the policy is live.
     pub total: Duration,
@@ -234,13 +237,12 @@ impl Dataplane {
     pub fn install(&mut self, policy: &CompiledPolicy) -> Result<InstallReport> {
         let begin = Instant::now();
         let slot = 1 - self.active_slot;
-        let grace = if self.grace_pending {
-            let t = Instant::now();
+        // Normally the last install waited already; not after an adoption
+        // (a previous run may have flipped just before it died) or a wait
+        // that failed.
+        if self.grace_pending {
             self.wait_grace_period()?;
-            t.elapsed()
-        } else {
-            Duration::ZERO
-        };
+        }
         let indices = self.counters.assign(usize::from(slot), &policy.counters)?;
         let target = SlotImage::build(slot, policy, &indices)?;
         let mut current = match self.slots[usize::from(slot)].take() {
@@ -257,14 +259,28 @@ impl Dataplane {
         self.active
             .set(0, u32::from(slot), 0)
             .context("flip TG_ACTIVE")?;
+        let total = begin.elapsed();
         self.active_slot = slot;
         self.grace_pending = true;
         self.installed_counters = indices;
+        // Packets that started before the flip may still be reading the old
+        // slot. Wait for them now, when the new policy is already live,
+        // rather than at the start of the next install, which would then
+        // take that long to make its policy live. The flip is done: a
+        // failed wait is only retried then.
+        let waited = Instant::now();
+        let grace = match self.wait_grace_period() {
+            Ok(()) => waited.elapsed(),
+            Err(e) => {
+                tracing::warn!("{e:#}; the next install waits instead");
+                Duration::ZERO
+            }
+        };
         Ok(InstallReport {
             slot,
             writes,
             grace,
-            total: begin.elapsed(),
+            total,
         })
     }
 

@@ -3,8 +3,13 @@
 //!
 //! Only the inactive slot is ever written, so the order of writes within a
 //! slot does not matter; the flip of `TG_ACTIVE` publishes the whole slot.
+//!
+//! Map entries are kept as vectors sorted by key, in the order `compile`
+//! already produces them, so building an image and diffing two are linear
+//! passes: with 10^5 destinations, hashing every key twice per reload cost
+//! more than the map writes of a small edit.
 
-use std::{collections::HashMap, hash::Hash, net::IpAddr};
+use std::net::IpAddr;
 
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{Array, HashMap as BpfHashMap, LpmTrie, MapData, lpm_trie::Key};
@@ -17,18 +22,63 @@ use tollgate_common::{
 
 use crate::tables::CompiledPolicy;
 
-/// The kernel entries of one slot. Keys include the slot number.
+/// The kernel entries of one slot. Keys include the slot number. The hash
+/// and LPM entries are sorted by key ([`Sorted`]), each key once.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SlotImage {
     pub groups: Vec<GroupInfo>,
-    pub device_exact: HashMap<DeviceKey, u32>,
+    pub device_exact: Vec<(DeviceKey, u32)>,
     /// The gateway's addresses (value unused, always 1).
-    pub gateway: HashMap<DeviceKey, u8>,
+    pub gateway: Vec<(DeviceKey, u8)>,
     /// (LPM prefix length, data) → group.
-    pub device_prefixes: HashMap<(u32, DevicePrefix), u32>,
+    pub device_prefixes: Vec<((u32, DevicePrefix), u32)>,
     /// (LPM prefix length, data) → rule set.
-    pub destinations: HashMap<(u32, Destination), u32>,
+    pub destinations: Vec<((u32, Destination), u32)>,
     pub rulesets: Vec<RuleSet>,
+}
+
+/// The order of a map's keys in an image: the order `compile` sorts its
+/// tables in (group, then family, address, prefix length), so sorting a
+/// freshly built image finds it sorted already.
+pub trait Sorted: Copy {
+    type Order: Ord;
+    fn order(&self) -> Self::Order;
+}
+
+impl Sorted for DeviceKey {
+    type Order = (u8, u8, [u8; 16]);
+    fn order(&self) -> Self::Order {
+        (self.slot, self.family, self.addr)
+    }
+}
+
+impl Sorted for (u32, DevicePrefix) {
+    type Order = (u8, u8, [u8; 16], u32);
+    fn order(&self) -> Self::Order {
+        (self.1.slot, self.1.family, self.1.addr, self.0)
+    }
+}
+
+impl Sorted for (u32, Destination) {
+    /// The group is big-endian, so its bytes sort as the number does.
+    type Order = (u8, [u8; 2], u8, [u8; 16], u32);
+    fn order(&self) -> Self::Order {
+        let d = &self.1;
+        (d.slot, d.group, d.family, d.addr, self.0)
+    }
+}
+
+/// Sorts `entries` by key; of entries with one key, the last one added
+/// stays (as a map insert would).
+fn sort_entries<K: Sorted, V: Copy>(entries: &mut Vec<(K, V)>) {
+    entries.sort_by_key(|(k, _)| k.order());
+    entries.dedup_by(|later, earlier| {
+        let same = later.0.order() == earlier.0.order();
+        if same {
+            earlier.1 = later.1;
+        }
+        same
+    });
 }
 
 /// Counts of map writes, for logs and benchmarks.
@@ -98,7 +148,7 @@ impl SlotImage {
         }
         for &(addr, group) in &policy.device_exact {
             let (family, addr) = family_and_bytes(addr);
-            image.device_exact.insert(
+            image.device_exact.push((
                 DeviceKey {
                     slot,
                     family,
@@ -106,11 +156,11 @@ impl SlotImage {
                     addr,
                 },
                 group,
-            );
+            ));
         }
         for &addr in &policy.gateway {
             let (family, addr) = family_and_bytes(addr);
-            image.gateway.insert(
+            image.gateway.push((
                 DeviceKey {
                     slot,
                     family,
@@ -118,11 +168,11 @@ impl SlotImage {
                     addr,
                 },
                 1,
-            );
+            ));
         }
         for &(prefix, group) in &policy.device_prefixes {
             let (family, addr) = family_and_bytes(prefix.network());
-            image.device_prefixes.insert(
+            image.device_prefixes.push((
                 (
                     DEVICE_PREFIX_HEADER_BITS + u32::from(prefix.prefix_len()),
                     DevicePrefix {
@@ -133,11 +183,11 @@ impl SlotImage {
                     },
                 ),
                 group,
-            );
+            ));
         }
         for d in &policy.destinations {
             let (family, addr) = family_and_bytes(d.prefix.network());
-            image.destinations.insert(
+            image.destinations.push((
                 (
                     DESTINATION_HEADER_BITS + u32::from(d.prefix.prefix_len()),
                     Destination {
@@ -148,7 +198,7 @@ impl SlotImage {
                     },
                 ),
                 d.ruleset,
-            );
+            ));
         }
         for rules in &policy.rulesets {
             if rules.len() > RULESET_ENTRIES {
@@ -187,7 +237,15 @@ impl SlotImage {
             }
             image.rulesets.push(set);
         }
+        image.sort();
         Ok(image)
+    }
+
+    fn sort(&mut self) {
+        sort_entries(&mut self.device_exact);
+        sort_entries(&mut self.gateway);
+        sort_entries(&mut self.device_prefixes);
+        sort_entries(&mut self.destinations);
     }
 }
 
@@ -220,27 +278,28 @@ impl PolicyMaps {
         for entry in self.device_exact.iter() {
             let (k, v) = entry?;
             if k.slot == slot {
-                image.device_exact.insert(k, v);
+                image.device_exact.push((k, v));
             }
         }
         for entry in self.gateway.iter() {
             let (k, v) = entry?;
             if k.slot == slot {
-                image.gateway.insert(k, v);
+                image.gateway.push((k, v));
             }
         }
         for entry in self.device_prefixes.iter() {
             let (k, v) = entry?;
             if k.data().slot == slot {
-                image.device_prefixes.insert((k.prefix_len(), k.data()), v);
+                image.device_prefixes.push(((k.prefix_len(), k.data()), v));
             }
         }
         for entry in self.destinations.iter() {
             let (k, v) = entry?;
             if k.data().slot == slot {
-                image.destinations.insert((k.prefix_len(), k.data()), v);
+                image.destinations.push(((k.prefix_len(), k.data()), v));
             }
         }
+        image.sort();
         Ok(image)
     }
 
@@ -352,28 +411,142 @@ impl<K: aya::Pod, V: aya::Pod> KernelMap<(u32, K), V> for LpmMap<'_, K, V> {
     }
 }
 
-fn sync_map<K: Clone + Eq + Hash, V: Copy + PartialEq>(
+/// Makes `map` hold `target` where it holds `current` (both sorted by key),
+/// writing only the differences: stale entries are removed first, so the
+/// map never holds more than the larger of the two. `current` follows every
+/// write, so after a failure it still describes the map exactly.
+fn sync_map<K: Sorted, V: Copy + PartialEq>(
     map: &mut impl KernelMap<K, V>,
-    current: &mut HashMap<K, V>,
-    target: &HashMap<K, V>,
+    current: &mut Vec<(K, V)>,
+    target: &[(K, V)],
     stats: &mut WriteStats,
 ) -> Result<()> {
-    let stale: Vec<K> = current
-        .keys()
-        .filter(|k| !target.contains_key(*k))
-        .cloned()
-        .collect();
-    for k in stale {
-        map.remove(&k)?;
-        current.remove(&k);
+    let old = std::mem::take(current);
+    let mut t = 0;
+    for (i, &(key, value)) in old.iter().enumerate() {
+        let order = key.order();
+        while t < target.len() && target[t].0.order() < order {
+            t += 1;
+        }
+        if t < target.len() && target[t].0.order() == order {
+            current.push((key, value));
+            continue;
+        }
+        if let Err(e) = map.remove(&key) {
+            current.extend_from_slice(&old[i..]);
+            return Err(e);
+        }
         stats.removed += 1;
     }
-    for (k, v) in target {
-        if current.get(k) != Some(v) {
-            map.insert(k, *v)?;
-            current.insert(k.clone(), *v);
-            stats.inserted += 1;
+    // Every entry left is in `target`: walk both in step.
+    let kept = std::mem::take(current);
+    let mut k = 0;
+    for &(key, value) in target {
+        let present = k < kept.len() && kept[k].0.order() == key.order();
+        if present && kept[k].1 == value {
+            current.push(kept[k]);
+            k += 1;
+            continue;
         }
+        if let Err(e) = map.insert(&key, value) {
+            // A failed update leaves the old value in place.
+            current.extend_from_slice(&kept[k..]);
+            return Err(e);
+        }
+        if present {
+            k += 1;
+        }
+        current.push((key, value));
+        stats.inserted += 1;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    impl Sorted for u32 {
+        type Order = u32;
+        fn order(&self) -> u32 {
+            *self
+        }
+    }
+
+    /// A map that fails its `fail_at`-th write.
+    #[derive(Default)]
+    struct FakeMap {
+        entries: BTreeMap<u32, u32>,
+        writes: usize,
+        fail_at: Option<usize>,
+    }
+
+    impl FakeMap {
+        fn write(&mut self) -> Result<()> {
+            self.writes += 1;
+            if Some(self.writes) == self.fail_at {
+                bail!("injected failure");
+            }
+            Ok(())
+        }
+    }
+
+    impl KernelMap<u32, u32> for FakeMap {
+        fn remove(&mut self, key: &u32) -> Result<()> {
+            self.write()?;
+            self.entries.remove(key);
+            Ok(())
+        }
+        fn insert(&mut self, key: &u32, value: u32) -> Result<()> {
+            self.write()?;
+            self.entries.insert(*key, value);
+            Ok(())
+        }
+    }
+
+    fn entries(map: &FakeMap) -> Vec<(u32, u32)> {
+        map.entries.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    #[test]
+    fn writes_only_differences_and_tracks_failures() {
+        let old: Vec<(u32, u32)> = vec![(1, 10), (2, 20), (3, 30), (5, 50)];
+        let new: Vec<(u32, u32)> = vec![(0, 0), (2, 20), (3, 31), (4, 40), (6, 60)];
+        let mut map = FakeMap {
+            entries: old.iter().copied().collect(),
+            ..FakeMap::default()
+        };
+        let mut current = old.clone();
+        let mut stats = WriteStats::default();
+        sync_map(&mut map, &mut current, &new, &mut stats).unwrap();
+        assert_eq!(current, new);
+        assert_eq!(entries(&map), new);
+        // Removed 1 and 5; wrote 0, 3 (changed), 4 and 6; left 2 alone.
+        assert_eq!((stats.removed, stats.inserted), (2, 4));
+
+        for fail_at in 1..=6 {
+            let mut map = FakeMap {
+                entries: old.iter().copied().collect(),
+                fail_at: Some(fail_at),
+                ..FakeMap::default()
+            };
+            let mut current = old.clone();
+            let result = sync_map(&mut map, &mut current, &new, &mut WriteStats::default());
+            assert!(result.is_err(), "write {fail_at} fails");
+            assert_eq!(current, entries(&map), "after failing write {fail_at}");
+            // A retry from there completes the job.
+            map.fail_at = None;
+            sync_map(&mut map, &mut current, &new, &mut WriteStats::default()).unwrap();
+            assert_eq!(entries(&map), new);
+        }
+    }
+
+    #[test]
+    fn images_are_sorted_and_keep_the_last_of_a_key() {
+        let mut v = vec![(3u32, 1u32), (1, 1), (3, 2), (2, 1)];
+        sort_entries(&mut v);
+        assert_eq!(v, vec![(1, 1), (2, 1), (3, 2)]);
+    }
 }

@@ -114,13 +114,27 @@ impl OneOrMany {
     /// The items with their field-path suffix: `""` for a single value,
     /// `"[i]"` for sequence items.
     pub fn items(&self) -> Vec<(String, &Scalar)> {
+        self.values()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (self.suffix(i), s))
+            .collect()
+    }
+
+    /// The items without their field paths: lists are long, and the path
+    /// of an item is only needed when something is wrong with it.
+    pub fn values(&self) -> &[Scalar] {
         match self {
-            OneOrMany::One(s) => vec![(String::new(), s)],
-            OneOrMany::Many(v) => v
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (format!("[{i}]"), s))
-                .collect(),
+            OneOrMany::One(s) => std::slice::from_ref(s),
+            OneOrMany::Many(v) => v,
+        }
+    }
+
+    /// The field-path suffix of item `index`.
+    pub fn suffix(&self, index: usize) -> String {
+        match self {
+            OneOrMany::One(_) => String::new(),
+            OneOrMany::Many(_) => format!("[{index}]"),
         }
     }
 

@@ -8,6 +8,10 @@
 //! records the start of every key and value under the path syntax yaml_serde
 //! prints. It also finds duplicate mapping keys, which serde would silently
 //! collapse into one entry.
+//!
+//! Lists of cloud ranges run to 10^5 items, so sequence items cost no
+//! string: their starts are kept in one vector per sequence, and a scalar's
+//! text is only copied out of the parser when it is a mapping key.
 
 use std::collections::HashMap;
 
@@ -30,7 +34,10 @@ pub struct DuplicateKey {
 /// The positions of one file.
 #[derive(Debug, Default)]
 pub struct Positions {
+    /// Values that are not sequence items, and the sequences' own starts.
     values: HashMap<String, Mark>,
+    /// The start of every item of each sequence, by the sequence's path.
+    items: HashMap<String, Vec<Mark>>,
     keys: HashMap<String, Mark>,
     duplicates: Vec<DuplicateKey>,
     has_nodes: bool,
@@ -43,10 +50,24 @@ impl Positions {
     pub fn index(text: &str) -> Positions {
         let mut walk = Walk::default();
         let mut parser = events::Parser::new(text);
-        while let Some((event, mark)) = parser.next() {
+        while let Some((event, mark)) = parser.next(walk.wants_key()) {
             walk.event(event, mark);
         }
+        // After a syntax error, sequences still open keep their items.
+        while !walk.stack.is_empty() {
+            walk.close();
+        }
         walk.positions
+    }
+
+    /// The start of the value at exactly `path`, if recorded.
+    fn lookup(&self, path: &str) -> Option<Mark> {
+        if let Some(mark) = self.values.get(path) {
+            return Some(*mark);
+        }
+        let open = path.strip_suffix(']')?.rfind('[')?;
+        let index: usize = path[open + 1..path.len() - 1].parse().ok()?;
+        self.items.get(&path[..open])?.get(index).copied()
     }
 
     /// Where the value at `path` starts. A path with no recorded value (from
@@ -54,8 +75,8 @@ impl Positions {
     pub fn value(&self, path: &str) -> Mark {
         let mut path = path;
         loop {
-            if let Some(mark) = self.values.get(path) {
-                return *mark;
+            if let Some(mark) = self.lookup(path) {
+                return mark;
             }
             match parent(path) {
                 Some(p) => path = p,
@@ -121,46 +142,53 @@ enum Frame {
     },
     Seq {
         path: String,
-        next: usize,
+        /// Where each item starts.
+        items: Vec<Mark>,
     },
     /// A collection used as a mapping key: its contents have no path.
     Ignored,
 }
 
 impl Walk {
+    /// Whether the next node is a mapping key (whose text is needed).
+    fn wants_key(&self) -> bool {
+        matches!(self.stack.last(), Some(Frame::Map { key: None, .. }))
+    }
+
     fn event(&mut self, event: events::Event, mark: Mark) {
         use events::Event;
         match event {
             Event::Scalar(text) => {
-                if self.take_key(Some(text), mark) {
+                if self.take_key(text, mark) {
                     return;
                 }
-                self.node(mark);
+                self.node(mark, false);
             }
             Event::Alias => {
                 if !self.take_key(None, mark) {
-                    self.node(mark);
+                    self.node(mark, false);
                 }
             }
             Event::SequenceStart | Event::MappingStart => {
                 let frame = if self.take_key(None, mark) {
                     Frame::Ignored
                 } else {
-                    match self.node(mark) {
+                    match self.node(mark, true) {
                         Some(path) if matches!(event, Event::MappingStart) => Frame::Map {
                             path,
                             key: None,
                             seen: HashMap::new(),
                         },
-                        Some(path) => Frame::Seq { path, next: 0 },
+                        Some(path) => Frame::Seq {
+                            path,
+                            items: Vec::new(),
+                        },
                         None => Frame::Ignored,
                     }
                 };
                 self.stack.push(frame);
             }
-            Event::CollectionEnd => {
-                self.stack.pop();
-            }
+            Event::CollectionEnd => self.close(),
             Event::StreamEnd => self.positions.ended = true,
             Event::Other => {}
         }
@@ -192,9 +220,18 @@ impl Walk {
         true
     }
 
-    /// Records a value node starting at `mark` and returns its path (`None`
-    /// inside a collection used as a key).
-    fn node(&mut self, mark: Mark) -> Option<String> {
+    /// Ends the innermost collection; a sequence hands over its items (the
+    /// first sequence at a path wins, as for values).
+    fn close(&mut self) {
+        if let Some(Frame::Seq { path, items }) = self.stack.pop() {
+            self.positions.items.entry(path).or_insert(items);
+        }
+    }
+
+    /// Records a value node starting at `mark`. Returns the path of a
+    /// `collection`, whose frame needs it (`None` inside a collection used
+    /// as a key).
+    fn node(&mut self, mark: Mark, collection: bool) -> Option<String> {
         self.positions.has_nodes = true;
         let path = match self.stack.last_mut() {
             None => String::new(),
@@ -202,9 +239,9 @@ impl Walk {
                 let key = key.take().unwrap_or_default();
                 child_of_map(path, &key)
             }
-            Some(Frame::Seq { path, next }) => {
-                *next += 1;
-                format!("{path}[{}]", *next - 1)
+            Some(Frame::Seq { path, items }) => {
+                items.push(mark);
+                return collection.then(|| format!("{path}[{}]", items.len() - 1));
             }
             Some(Frame::Ignored) => return None,
         };
@@ -223,7 +260,8 @@ mod events {
     use super::Mark;
 
     pub(super) enum Event {
-        Scalar(String),
+        /// The text, when it was asked for.
+        Scalar(Option<String>),
         Alias,
         SequenceStart,
         MappingStart,
@@ -265,8 +303,9 @@ mod events {
         }
 
         /// The next event and where it starts; `None` after the end of the
-        /// stream or at the first syntax error.
-        pub(super) fn next(&mut self) -> Option<(Event, Mark)> {
+        /// stream or at the first syntax error. A scalar's text is copied
+        /// out only if `want_text`.
+        pub(super) fn next(&mut self, want_text: bool) -> Option<(Event, Mark)> {
             if self.done {
                 return None;
             }
@@ -285,6 +324,7 @@ mod events {
                     column: (*event).start_mark.column as usize + 1,
                 };
                 let converted = match (*event).type_ {
+                    sys::YAML_SCALAR_EVENT if !want_text => Event::Scalar(None),
                     sys::YAML_SCALAR_EVENT => {
                         let scalar = (*event).data.scalar;
                         let bytes = if scalar.value.is_null() || scalar.length == 0 {
@@ -292,7 +332,7 @@ mod events {
                         } else {
                             std::slice::from_raw_parts(scalar.value, scalar.length as usize)
                         };
-                        Event::Scalar(String::from_utf8_lossy(bytes).into_owned())
+                        Event::Scalar(Some(String::from_utf8_lossy(bytes).into_owned()))
                     }
                     sys::YAML_ALIAS_EVENT => Event::Alias,
                     sys::YAML_SEQUENCE_START_EVENT => Event::SequenceStart,
@@ -352,6 +392,17 @@ groups:
         assert_eq!(p.value("groups.meters.rules[1].deny.to"), at(9, 20));
         assert_eq!(p.key("groups.meters.rules[1].deny.to"), at(9, 16));
         assert!(!p.is_blank());
+    }
+
+    #[test]
+    fn sequence_items_nested_and_unterminated() {
+        let p = Positions::index("a:\n  - [x, y]\n  - - z\n    - w\nb: [1, 2\n");
+        assert_eq!(p.value("a[0]"), at(2, 5));
+        assert_eq!(p.value("a[0][1]"), at(2, 9));
+        assert_eq!(p.value("a[1][1]"), at(4, 7));
+        // The walk stops at the syntax error; what came before is kept.
+        assert_eq!(p.value("b[0]"), at(5, 5));
+        assert_eq!(p.value("a[9]"), at(2, 3));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! [`Positions`]) and its field path.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
     path::Path,
 };
@@ -170,15 +170,21 @@ impl Checker<'_> {
                     self.error(&at.key(&path), &path, message);
                 }
                 let mut prefixes: Vec<IpNet> = Vec::new();
-                for (suffix, item) in items.items() {
-                    let field = format!("{path}{suffix}");
+                // Lists run to 10^5 items (cloud provider ranges): a linear
+                // `contains` per item made this quadratic.
+                let mut seen: HashSet<IpNet> = HashSet::new();
+                for (i, item) in items.values().iter().enumerate() {
+                    let field = || format!("{path}{}", items.suffix(i));
                     match parse_prefix(&item.0) {
-                        Ok(net) if prefixes.contains(&net) => {
-                            let message = format!("{net} is listed twice");
+                        Ok(net) if !seen.insert(net) => {
+                            let (field, message) = (field(), format!("{net} is listed twice"));
                             self.warning(&at.value(&field), &field, message);
                         }
                         Ok(net) => prefixes.push(net),
-                        Err(message) => self.error(&at.value(&field), &field, message),
+                        Err(message) => {
+                            let field = field();
+                            self.error(&at.value(&field), &field, message);
+                        }
                     }
                 }
                 if items.is_empty() {
