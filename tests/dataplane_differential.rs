@@ -25,7 +25,7 @@ use tollgate::{
     model,
     tables::PacketFacts,
 };
-use tollgate_common::Verdict;
+use tollgate_common::{RECORD_ENTRIES, Verdict};
 
 const POLICIES: u32 = 500;
 const PACKETS_PER_POLICY: usize = 200;
@@ -81,7 +81,7 @@ fn kernel_agrees_with_the_model_on_random_policies_and_packets() {
         ..Config::default()
     });
     let next_id = RefCell::new(0u32);
-    let counts = RefCell::new((0u64, 0u64, 0u64));
+    let counts = RefCell::new((0u64, 0u64, 0u64, 0u32));
     let started = Instant::now();
     runner
         .run(
@@ -90,6 +90,9 @@ fn kernel_agrees_with_the_model_on_random_policies_and_packets() {
             |(policy, packets)| {
                 let tables = compile(&policy, &Limits::default())
                     .map_err(|e| TestCaseError::fail(format!("compile failed: {e:#?}")))?;
+                if tables.rulesets.iter().any(|r| r.len() > RECORD_ENTRIES) {
+                    counts.borrow_mut().3 += 1;
+                }
                 let mut dp = dataplane.borrow_mut();
                 dp.install(&tables)
                     .map_err(|e| TestCaseError::fail(format!("install failed: {e:#}")))?;
@@ -139,11 +142,15 @@ fn kernel_agrees_with_the_model_on_random_policies_and_packets() {
             },
         )
         .unwrap();
-    let (cases, denied, tc) = counts.into_inner();
+    let (cases, denied, tc, chained) = counts.into_inner();
     eprintln!(
         "{cases} (policy, packet) cases over {POLICIES} policies: kernel = model ({denied} denied, \
-         {tc} also through TC) in {:.2?}",
+         {tc} also through TC; {chained} policies with chained rule records) in {:.2?}",
         started.elapsed()
+    );
+    assert!(
+        chained >= POLICIES / 10,
+        "rule lists longer than one record exercised"
     );
     assert!(cases >= 100_000);
     assert!(

@@ -645,6 +645,7 @@ const CONFIG_KEYS: &[&str] = &[
     "device-prefixes",
     "destinations",
     "counters",
+    "rule-records",
     "fragments",
 ];
 

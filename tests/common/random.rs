@@ -129,12 +129,43 @@ struct GroupSpec {
     rules: Vec<RuleSpec>,
 }
 
+/// A rule to `any` with many port ranges: it lands in every rule list of
+/// its group, so those lists outgrow one kernel record and chain.
+fn wide_rule() -> impl Strategy<Value = RuleSpec> {
+    (
+        any::<bool>(),
+        select(vec![6u8, 17]),
+        vec(port_range(), 9..12),
+    )
+        .prop_map(|(deny, proto, ports)| RuleSpec {
+            deny,
+            to: vec![],
+            any: true,
+            proto: Some(proto),
+            ports: Some(ports),
+        })
+}
+
+/// A group's rules: up to 7 (each at most 3 port ranges), or up to 5 and
+/// one wide rule; either way a list stays within the dataplane's 32
+/// entries (21 + the NTP allow, or 15 + 11 + 1; an entry a rule's more
+/// specific prefix shadows is dropped, so a rule counts once).
+fn rules() -> impl Strategy<Value = Vec<RuleSpec>> {
+    prop_oneof![
+        3 => vec(rule(), 0..8),
+        1 => (vec(rule(), 0..6), wide_rule()).prop_map(|(mut rules, wide)| {
+            rules.push(wide);
+            rules
+        }),
+    ]
+}
+
 fn group() -> impl Strategy<Value = GroupSpec> {
     (
         vec(prefix(), 0..4),
         any::<bool>(),
         proptest::bool::weighted(0.3),
-        vec(rule(), 0..8),
+        rules(),
     )
         .prop_map(|(devices, default_deny, audit, rules)| GroupSpec {
             devices,

@@ -7,8 +7,9 @@
 //! The daemon's reload, in this process, on the real parts: a
 //! `PolicyWatcher` on the policy directory (inotify, then the fixed
 //! debounce `reload::watch::DEBOUNCE` of quiet time), then what
-//! `reload::prepare` does (`policy::load`: read, parse and validate the
-//! YAML; `compile`), the daemon's bookkeeping before the swap
+//! `reload::prepare` does (`policy::load_cached`: read the files, parse
+//! those whose text changed since the last reload, validate; `compile`),
+//! the daemon's bookkeeping before the swap
 //! (`ChangeSummary::between` and its is-anything-different comparison) and
 //! `Dataplane::install`, which writes the inactive slot and flips it. The
 //! clock starts just before the file is written and stops at the flip
@@ -18,14 +19,19 @@
 //!
 //! The policy: `lists/allowed.yaml` holds one list of N prefixes (the
 //! first N of the pool in `common`: AWS ip-ranges.json, then derived
-//! subnets), `groups.yaml` one group `fleet` with 1,000 devices (250 /32,
-//! 250 /24, 250 /128, 250 /64), default deny, and one rule:
-//! `allow: {to: allowed, proto: tcp, ports: [443, 8883]}`.
+//! subnets), `lists/extra.yaml` a list `extra` of one prefix, `groups.yaml`
+//! one group `fleet` with 1,000 devices (250 /32, 250 /24, 250 /128, 250
+//! /64), default deny, and one rule:
+//! `allow: {to: [allowed, extra], proto: tcp, ports: [443, 8883]}`.
 //! - **edit**: a one-line change, the common GitOps case: the last line of
-//!   the list names one extra prefix, and each edit changes it (in turn
+//!   the big list names one extra prefix, and each edit changes it (in turn
 //!   203.0.113.0/24, 198.51.100.0/24, 192.0.2.0/24: three, so that the slot
 //!   being written holds the policy before last, which differs from the new
-//!   one by that line: one entry removed, one written).
+//!   one by that line: one entry removed, one written). The big file is
+//!   parsed again.
+//! - **edit-small**: the same change, made in `lists/extra.yaml` (the big
+//!   list is left as it was): a policy kept as large vendor lists plus
+//!   the operator's own small files. Only the small file is parsed again.
 //! - **full**: every file rewritten with a different list of N prefixes
 //!   (three versions in turn, so the slot being written never already
 //!   holds the new version: every destination entry is removed and
@@ -39,12 +45,13 @@
 //! list nests prefixes) of the device addresses and of the N allowed
 //! prefixes, per family, and a forward chain, policy drop, that accepts
 //! `saddr @devices daddr @allowed tcp dport {443, 8883}` with a counter.
-//! - **edit**: `delete element` of the old extra prefix and `add element`
-//!   of the new one, in one file: one transaction.
+//! - **edit** (and edit-small: the same for nft): `delete element` of the
+//!   old extra prefix and `add element` of the new one, in one file: one
+//!   transaction.
 //! - **full**: `flush table inet tollgate` and the whole table again (same
 //!   three versions of the list), in one file: one transaction.
 //!
-//! Last, the load and compile times of a policy of 8,000 rules written one
+//! Last, the load and compile times of a policy of 20,000 rules written one
 //! by one (each with its own prefix), the other way a policy grows.
 //!
 //! Run as root: `cargo bench --bench reload`. `RELOAD_BENCH_ITERATIONS`
@@ -68,7 +75,7 @@ use tollgate::{
     datapath::{Dataplane, Options, XDP_DROP, XDP_PASS},
     frames::{Frame, Transport},
     netns::Namespace,
-    policy::{self, Environment},
+    policy::{self, Environment, ParseCache},
     reload::{ChangeSummary, watch::DEBOUNCE, watch::PolicyWatcher},
 };
 
@@ -81,6 +88,8 @@ const EDIT_PREFIXES: [(&str, Ipv4Addr); 3] = [
     ("198.51.100.0/24", Ipv4Addr::new(198, 51, 100, 9)),
     ("192.0.2.0/24", Ipv4Addr::new(192, 0, 2, 9)),
 ];
+/// `lists/extra.yaml`'s prefix while the edits happen in the big list.
+const QUIET_EXTRA: &str = "2001:db8::/32";
 /// Versions of the list the full replacements cycle through.
 const VERSIONS: usize = 3;
 const TARGET: Duration = Duration::from_millis(100);
@@ -140,14 +149,15 @@ fn main() -> Result<()> {
         DEBOUNCE.as_millis()
     );
     println!(
-        "{:>9} {:>20} {:>20} {:>20} {:>20}",
-        "prefixes", "tollgate edit", "tollgate full", "nft edit", "nft full"
+        "{:>9} {:>20} {:>20} {:>20} {:>20} {:>20}",
+        "prefixes", "tollgate edit", "tollgate edit-small", "tollgate full", "nft edit", "nft full"
     );
     for (size, t, n) in &results {
         println!(
-            "{:>9} {:>20} {:>20} {:>20} {:>20}",
+            "{:>9} {:>20} {:>20} {:>20} {:>20} {:>20}",
             size,
             t.edit.total.summary(),
+            t.edit_small.total.summary(),
             t.full.total.summary(),
             n.edit.summary(),
             n.full.summary()
@@ -160,7 +170,7 @@ fn main() -> Result<()> {
          writes up to the flip; grace = the RCU wait after the flip (not in the total)"
     );
     println!(
-        "{:>9} {:>5} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>16}",
+        "{:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>16}",
         "prefixes",
         "kind",
         "watch",
@@ -173,9 +183,9 @@ fn main() -> Result<()> {
         "w/o debounce"
     );
     for (size, t, _) in &results {
-        for (kind, r) in [("edit", &t.edit), ("full", &t.full)] {
+        for (kind, r) in t.kinds() {
             println!(
-                "{:>9} {:>5} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9} {:>16}",
+                "{:>9} {:>10} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9} {:>16}",
                 size,
                 kind,
                 r.watch.p50_ms(),
@@ -203,7 +213,7 @@ fn main() -> Result<()> {
     );
     for (size, t, _) in &results {
         if *size == 100_000 {
-            for (kind, r) in [("edit", &t.edit), ("full", &t.full)] {
+            for (kind, r) in t.kinds() {
                 let p50 = r.total.percentile(50);
                 println!(
                     "target <= {} ms p50 at 10^5 prefixes, tollgate {kind}: {:.1} ms: {}",
@@ -264,7 +274,18 @@ struct Breakdown {
 
 struct TollgateResults {
     edit: Breakdown,
+    edit_small: Breakdown,
     full: Breakdown,
+}
+
+impl TollgateResults {
+    fn kinds(&self) -> [(&'static str, &Breakdown); 3] {
+        [
+            ("edit", &self.edit),
+            ("edit-small", &self.edit_small),
+            ("full", &self.full),
+        ]
+    }
 }
 
 struct NftResults {
@@ -272,25 +293,44 @@ struct NftResults {
     full: Samples,
 }
 
-/// The policy files of one version, with the extra prefix `extra` last in
-/// the list: (relative path, text).
-fn policy_files(allowed: &[IpNet], extra: Option<&str>) -> Vec<(&'static str, String)> {
+/// Where an edit puts the extra prefix.
+#[derive(Clone, Copy)]
+enum Extra<'a> {
+    /// Nowhere (`extra` holds `QUIET_EXTRA`).
+    None,
+    /// Last in the big list.
+    InBigList(&'a str),
+    /// In `lists/extra.yaml`, instead of `QUIET_EXTRA`.
+    InSmallFile(&'a str),
+}
+
+/// The policy files of one version: (relative path, text).
+fn policy_files(allowed: &[IpNet], extra: Extra) -> Vec<(&'static str, String)> {
     let mut list = String::from("lists:\n  allowed:\n");
     for net in allowed {
         let _ = writeln!(list, "    - \"{net}\"");
     }
-    if let Some(extra) = extra {
+    if let Extra::InBigList(extra) = extra {
         let _ = writeln!(list, "    - \"{extra}\"");
     }
+    let small = match extra {
+        Extra::InSmallFile(extra) => extra,
+        _ => QUIET_EXTRA,
+    };
+    let small = format!("lists:\n  extra:\n    - \"{small}\"\n");
     let mut groups = String::from("groups:\n  fleet:\n    devices:\n");
     for device in devices() {
         let _ = writeln!(groups, "      - \"{device}\"");
     }
     groups.push_str(
         "    default: deny\n    rules:\n      \
-         - allow: {to: allowed, proto: tcp, ports: [443, 8883]}\n",
+         - allow: {to: [allowed, extra], proto: tcp, ports: [443, 8883]}\n",
     );
-    vec![("lists/allowed.yaml", list), ("groups.yaml", groups)]
+    vec![
+        ("lists/allowed.yaml", list),
+        ("lists/extra.yaml", small),
+        ("groups.yaml", groups),
+    ]
 }
 
 /// 1,000 devices: a quarter each of /32, /24, /128, /64.
@@ -332,13 +372,17 @@ fn tollgate_reloads(
     std::fs::create_dir_all(dir.join("lists"))?;
     let env = Environment::default();
     let limits = Limits::default();
-    write_files(dir, &policy_files(&versions[0], Some(EDIT_PREFIXES[0].0)))?;
+    write_files(
+        dir,
+        &policy_files(&versions[0], Extra::InBigList(EDIT_PREFIXES[0].0)),
+    )?;
+    let mut cache = ParseCache::default();
     let mut dataplane = Dataplane::open(&Options {
         pin_dir: None,
         limits,
         ..Options::default()
     })?;
-    let loaded = policy::load(dir, &env).map_err(diagnostics)?;
+    let loaded = policy::load_cached(dir, &env, &mut cache).map_err(diagnostics)?;
     let tables = compile(&loaded.policy, &limits).map_err(diagnostics)?;
     dataplane.install(&tables)?;
     let mut installed = (loaded.policy, tables);
@@ -359,7 +403,7 @@ fn tollgate_reloads(
             .context("no change seen within 10 s")?
             .context("the watcher stopped")?;
         let watched = Instant::now();
-        let loaded = policy::load(dir, &env).map_err(diagnostics)?;
+        let loaded = policy::load_cached(dir, &env, &mut cache).map_err(diagnostics)?;
         let parsed = Instant::now();
         let tables = compile(&loaded.policy, &limits).map_err(diagnostics)?;
         let compiled = Instant::now();
@@ -400,15 +444,24 @@ fn tollgate_reloads(
         Ok(())
     };
 
-    // Edits 1, 2, 3, ...: the first fills the other slot and is not counted.
+    // Edits 1, 2, 3, ...: the first of each kind fills the other slot (and
+    // moves the prefix) and is not counted.
     let mut edit = Breakdown::default();
+    let mut edit_small = Breakdown::default();
     let mut warm_up = Breakdown::default();
-    for i in 1..=iterations + 1 {
-        let (new, new_probe) = EDIT_PREFIXES[i % EDIT_PREFIXES.len()];
-        let (_, old_probe) = EDIT_PREFIXES[(i - 1) % EDIT_PREFIXES.len()];
-        let into = if i == 1 { &mut warm_up } else { &mut edit };
-        let probes = [(new_probe, true), (old_probe, false)];
-        reload(policy_files(&versions[0], Some(new)), &probes, into)?;
+    for small in [false, true] {
+        for i in 1..=iterations + 1 {
+            let (new, new_probe) = EDIT_PREFIXES[i % EDIT_PREFIXES.len()];
+            let (_, old_probe) = EDIT_PREFIXES[(i - 1) % EDIT_PREFIXES.len()];
+            let (extra, into) = match (small, i) {
+                (false, 1) => (Extra::InBigList(new), &mut warm_up),
+                (false, _) => (Extra::InBigList(new), &mut edit),
+                (true, 1) => (Extra::InSmallFile(new), &mut warm_up),
+                (true, _) => (Extra::InSmallFile(new), &mut edit_small),
+            };
+            let probes = [(new_probe, true), (old_probe, false)];
+            reload(policy_files(&versions[0], extra), &probes, into)?;
+        }
     }
     let mut full = Breakdown::default();
     for i in 0..iterations {
@@ -420,15 +473,22 @@ fn tollgate_reloads(
                 IpNet::V6(_) => None,
             })
             .context("a version without IPv4 prefixes")?;
-        reload(policy_files(version, None), &[(probe, true)], &mut full)?;
+        reload(
+            policy_files(version, Extra::None),
+            &[(probe, true)],
+            &mut full,
+        )?;
     }
-    Ok(TollgateResults { edit, full })
+    Ok(TollgateResults {
+        edit,
+        edit_small,
+        full,
+    })
 }
 
 /// Rules written one by one rather than through a list: each rule's own
-/// counter makes its rule set distinct, so a policy compiles to at most
-/// `MAX_RULESETS` (8,192) of them; 8,000 is near that.
-const EXPLICIT_RULES: usize = 8_000;
+/// counter makes its rule list distinct, one rule record each.
+const EXPLICIT_RULES: usize = 20_000;
 
 /// Load and compile times of a policy of `EXPLICIT_RULES` rules, each
 /// naming its own prefix, allow and deny in turn.
@@ -491,7 +551,7 @@ fn nft_full(allowed: &[IpNet], extra: Option<&str>) -> String {
         elements(&mut devices.iter().filter(v6)),
         elements(&mut allowed.iter().filter(v4))
             + &extra.map_or(String::new(), |e| format!(", {e}")),
-        elements(&mut allowed.iter().filter(v6)),
+        elements(&mut allowed.iter().filter(v6)) + ", " + QUIET_EXTRA,
     );
     text
 }

@@ -20,7 +20,7 @@ use tollgate::{
     daemon::{self, Daemon, LogFormat},
     diagnostic::Diagnostic,
     explain::explain,
-    policy::{Environment, has_ports, parse_proto},
+    policy::{Environment, ParseCache, has_ports, parse_proto},
     reload::{Candidate, prepare},
     tables::PacketFacts,
 };
@@ -356,7 +356,7 @@ fn gateway_of(path: &Path, config: &Config, notes: &mut Vec<String>) -> Vec<IpAd
 
 /// Loads and compiles; `Err` holds every error and warning.
 fn build(ctx: &Context) -> Result<Candidate, Vec<Diagnostic>> {
-    prepare(&ctx.dir, &ctx.env, &ctx.limits)
+    prepare(&ctx.dir, &ctx.env, &ctx.limits, &mut ParseCache::default())
 }
 
 /// `check --format json`.

@@ -25,7 +25,9 @@
 use std::{cmp::Reverse, collections::HashMap, net::IpAddr, path::Path};
 
 use ipnet::IpNet;
-use tollgate_common::{MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_RULESETS, RULESET_ENTRIES, Verdict};
+use tollgate_common::{
+    MAX_GATEWAY_ADDRESSES, MAX_GROUPS, RECORD_ENTRIES, RULESET_ENTRIES, Verdict,
+};
 
 use crate::{
     config::Limits,
@@ -45,6 +47,8 @@ pub fn compile(policy: &Policy, limits: &Limits) -> Result<CompiledPolicy, Vec<D
         policy,
         tables: CompiledPolicy::default(),
         rulesets: HashMap::new(),
+        records: 0,
+        record_limit: limits.rule_records as usize,
         errors: Vec::new(),
     };
     if policy.groups.len() > MAX_GROUPS as usize - 1 {
@@ -94,6 +98,9 @@ struct Compiler<'p> {
     tables: CompiledPolicy,
     /// Rule set contents to their index, to share identical ones.
     rulesets: HashMap<Vec<RuleEntry>, u32>,
+    /// Dataplane records the distinct rule sets take (RECORD_ENTRIES each).
+    records: usize,
+    record_limit: usize,
     errors: Vec<Diagnostic>,
 }
 
@@ -307,6 +314,7 @@ impl Compiler<'_> {
                     let index = self.rulesets.len() as u32;
                     self.rulesets.insert(rules.clone(), index);
                     self.tables.rulesets.push(rules.clone());
+                    self.records += rules.len().div_ceil(RECORD_ENTRIES).max(1);
                     index
                 }
             };
@@ -317,14 +325,17 @@ impl Compiler<'_> {
             });
         }
         self.report_overflows(group, &overflows);
-        if self.tables.rulesets.len() > MAX_RULESETS as usize {
+        if self.records > self.record_limit {
             let message = format!(
-                "the policy needs {} distinct rule sets once this group is added; at most {} fit \
-                 (MAX_RULESETS): use fewer distinct destination prefixes or simpler rules",
+                "the policy needs {} rule records ({} distinct rule lists, {RECORD_ENTRIES} \
+                 entries a record) once this group is added; limits.rule-records is {}",
+                self.records,
                 self.tables.rulesets.len(),
-                MAX_RULESETS
+                self.record_limit
             );
             self.error(&group.origin, &format!("groups.{}", group.name), message);
+            // Said once, at the group that crossed the limit.
+            self.record_limit = usize::MAX;
         }
     }
 

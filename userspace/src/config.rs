@@ -324,6 +324,10 @@ pub struct Limits {
     /// Per-rule counters (kernel memory: 16 bytes per CPU each).
     #[serde(default = "default_counters")]
     pub counters: u32,
+    /// Rule records per policy: each distinct rule list of a destination
+    /// prefix takes one per 8 entries (kernel memory: 104 bytes each, twice).
+    #[serde(default = "default_rule_records")]
+    pub rule_records: u32,
     /// Fragmented datagrams whose first fragment verdict is remembered.
     #[serde(default = "default_fragments")]
     pub fragments: u32,
@@ -336,6 +340,7 @@ impl Default for Limits {
             device_prefixes: default_device_prefixes(),
             destinations: default_destinations(),
             counters: default_counters(),
+            rule_records: default_rule_records(),
             fragments: default_fragments(),
         }
     }
@@ -377,6 +382,9 @@ fn default_destinations() -> u32 {
 }
 fn default_counters() -> u32 {
     tollgate_common::DEFAULT_COUNTERS
+}
+fn default_rule_records() -> u32 {
+    tollgate_common::DEFAULT_RULE_RECORDS_PER_SLOT
 }
 fn default_fragments() -> u32 {
     tollgate_common::DEFAULT_FRAGMENTS

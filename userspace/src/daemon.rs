@@ -30,7 +30,7 @@ use crate::{
     diagnostic::Diagnostic,
     metrics::{DataplaneCollector, Metrics, RuleLabels, ScrapeView},
     ntp::{NtpService, SourceGroups},
-    policy::{Environment, Policy},
+    policy::{Environment, ParseCache, Policy},
     reload::{Candidate, ChangeSummary, prepare, watch::PolicyWatcher},
     tables::{CompiledPolicy, CounterOwner, Decider},
 };
@@ -62,7 +62,12 @@ pub fn init_logging(format: LogFormat) {
 /// are valid. Touches nothing in the kernel.
 pub fn check_config(config: &Config) -> Result<(), Vec<Diagnostic>> {
     let env = environment(config);
-    let candidate = prepare(&config.policy_dir, &env, &config.limits)?;
+    let candidate = prepare(
+        &config.policy_dir,
+        &env,
+        &config.limits,
+        &mut ParseCache::default(),
+    )?;
     for w in &candidate.warnings {
         eprintln!("{w}");
     }
@@ -152,6 +157,9 @@ pub struct Daemon {
     ready: bool,
     /// The private NTP server, when `ntp.listen` names addresses.
     ntp: Option<Arc<NtpService>>,
+    /// The policy files as last parsed (reloads run one at a time; the
+    /// mutex only moves it into the blocking task).
+    parse_cache: Arc<Mutex<ParseCache>>,
 }
 
 impl Daemon {
@@ -214,6 +222,7 @@ impl Daemon {
             generation: 0,
             ready: false,
             ntp: None,
+            parse_cache: Arc::default(),
         };
 
         let installed = daemon.reload("start").await;
@@ -370,9 +379,13 @@ impl Daemon {
         };
         let dir = self.config.policy_dir.clone();
         let limits = self.config.limits;
-        let prepared = tokio::task::spawn_blocking(move || prepare(&dir, &env, &limits))
-            .await
-            .unwrap_or_else(|e| Err(vec![panic_diagnostic(&e)]));
+        let cache = self.parse_cache.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            let mut cache = cache.lock().expect("parse cache lock");
+            prepare(&dir, &env, &limits, &mut cache)
+        })
+        .await
+        .unwrap_or_else(|e| Err(vec![panic_diagnostic(&e)]));
         let outcome = match prepared {
             Err(errors) => Err(errors),
             Ok(candidate) => self.install(candidate, started).map_err(|e| {

@@ -23,7 +23,8 @@ pub const MAP_DEVICE_PREFIX: &str = "TG_DEV_PREFIX";
 pub const MAP_GATEWAY: &str = "TG_GATEWAY";
 /// `LpmTrie<Destination, u32>`: (group, destination prefix) to rule set.
 pub const MAP_DESTINATIONS: &str = "TG_DST";
-/// `Array<RuleSet>` indexed by `slot * MAX_RULESETS + ruleset`.
+/// `Array<RuleRecord>`: rule lists, as chains of records. Each slot owns
+/// half the records; indices stored in `TG_DST` and in `next` are absolute.
 pub const MAP_RULESETS: &str = "TG_RULESETS";
 /// `PerCpuArray<Counter>`: per-rule, per-default and per-verdict counters.
 pub const MAP_COUNTERS: &str = "TG_COUNTERS";
@@ -50,10 +51,12 @@ pub const MAP_GRACE: &str = "TG_GRACE";
 pub const SLOTS: u32 = 2;
 /// Groups per slot, including the unknown-device pseudo-group 0.
 pub const MAX_GROUPS: u32 = 4096;
-/// Distinct rule sets per slot (identical rule sets are shared).
-pub const MAX_RULESETS: u32 = 8192;
 /// Rules one destination prefix of one group can carry, inherited ones included.
 pub const RULESET_ENTRIES: usize = 32;
+/// Entries per rule record; a rule list longer than that chains records.
+pub const RECORD_ENTRIES: usize = 8;
+/// Records one rule list can chain (RULESET_ENTRIES / RECORD_ENTRIES).
+pub const MAX_CHAIN: usize = RULESET_ENTRIES / RECORD_ENTRIES;
 /// Gateway addresses (on the device-facing interfaces) per slot.
 pub const MAX_GATEWAY_ADDRESSES: u32 = 256;
 
@@ -63,5 +66,6 @@ pub const DEFAULT_DEVICE_EXACT_PER_SLOT: u32 = 1 << 20;
 pub const DEFAULT_DEVICE_PREFIXES_PER_SLOT: u32 = 1 << 16;
 pub const DEFAULT_DESTINATIONS_PER_SLOT: u32 = 1 << 18;
 pub const DEFAULT_COUNTERS: u32 = 1 << 17;
+pub const DEFAULT_RULE_RECORDS_PER_SLOT: u32 = 1 << 16;
 pub const DEFAULT_FRAGMENTS: u32 = 1 << 14;
 pub const EVENT_RING_BYTES: u32 = 1 << 18;

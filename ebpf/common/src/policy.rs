@@ -94,20 +94,28 @@ pub const RULE_DENY: u8 = 4;
 /// The entry is the implicit NTP allow, not a rule from a file.
 pub const RULE_BUILTIN: u8 = 8;
 
-/// Value of `TG_RULESETS`: the rules that apply to one destination prefix
-/// of one group, its own and those inherited from less specific prefixes.
+/// Value of `TG_RULESETS`: up to [`crate::RECORD_ENTRIES`] rules of the
+/// list that applies to one destination prefix of one group (its own rules
+/// and those inherited from less specific prefixes), continued in `next`.
+/// Most lists fit one record; chaining keeps memory proportional to the
+/// rules written rather than to the longest possible list.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct RuleSet {
+pub struct RuleRecord {
+    /// Entries used in this record.
     pub len: u32,
-    pub entries: [RuleEntry; crate::RULESET_ENTRIES],
+    /// Absolute index of the next record of the list, or [`NO_RECORD`].
+    pub next: u32,
+    pub entries: [RuleEntry; crate::RECORD_ENTRIES],
 }
+pub const NO_RECORD: u32 = u32::MAX;
 
-impl Default for RuleSet {
+impl Default for RuleRecord {
     fn default() -> Self {
         Self {
             len: 0,
-            entries: [RuleEntry::default(); crate::RULESET_ENTRIES],
+            next: NO_RECORD,
+            entries: [RuleEntry::default(); crate::RECORD_ENTRIES],
         }
     }
 }
@@ -149,7 +157,7 @@ pod!(
     Destination,
     GroupInfo,
     RuleEntry,
-    RuleSet,
+    RuleRecord,
     FragmentKey,
     FragmentVerdict,
     Settings
@@ -162,7 +170,7 @@ const _: () = {
     assert!(size_of::<Destination>() == 20);
     assert!(size_of::<GroupInfo>() == 20);
     assert!(size_of::<RuleEntry>() == 12);
-    assert!(size_of::<RuleSet>() == 4 + 12 * crate::RULESET_ENTRIES);
+    assert!(size_of::<RuleRecord>() == 8 + 12 * crate::RECORD_ENTRIES);
     assert!(size_of::<FragmentKey>() == 40);
     assert!(size_of::<FragmentVerdict>() == 8);
     assert!(size_of::<Settings>() == 16);

@@ -11,10 +11,11 @@
 //! 3. **Group.** Exact source address (`TG_DEV_EXACT`), else the longest
 //!    device prefix (`TG_DEV_PREFIX`), else group 0, the unknown devices.
 //! 4. **Destination.** The longest destination prefix of that group
-//!    containing the destination (`TG_DST`) selects a rule set: the rules of
-//!    that prefix and of every less specific one, sorted by precedence at
-//!    compile time (longer prefix, then specific protocol over any, then
-//!    narrower port range, then deny over allow).
+//!    containing the destination (`TG_DST`) selects a rule list (chained
+//!    records in `TG_RULESETS`): the rules of that prefix and of every less
+//!    specific one, sorted by precedence at compile time (longer prefix,
+//!    then specific protocol over any, then narrower port range, then deny
+//!    over allow).
 //! 5. **Rule.** The first entry whose protocol and port range match decides.
 //!    An entry with a port range never matches an unknown port (non-TCP/UDP,
 //!    later fragments).
@@ -23,13 +24,14 @@
 //! 7. **Audit.** A deny in an audit-mode group becomes audit-deny: counted and
 //!    reported, not dropped.
 //!
-//! The number of map lookups is fixed (at most six), whatever the rule count.
+//! The number of map lookups is bounded (group: two; destination: one, then
+//! one per record of the list, at most four), whatever the rule count.
 
 use tollgate_common::{
     DESTINATION_HEADER_BITS, DEVICE_PREFIX_HEADER_BITS, DecisionReason, Destination, DeviceKey,
     DevicePrefix, FAMILY_V4, FragmentKey, FragmentVerdict, GROUP_AUDIT, GROUP_DEFAULT_DENY,
-    GroupInfo, MAX_GROUPS, MAX_RULESETS, RULE_ANY_PROTO, RULE_BUILTIN, RULE_DENY, RULE_PORTS,
-    RULESET_ENTRIES, RuleEntry, RuleSet, UNKNOWN_GROUP, Verdict,
+    GroupInfo, MAX_CHAIN, MAX_GROUPS, NO_RECORD, RECORD_ENTRIES, RULE_ANY_PROTO, RULE_BUILTIN,
+    RULE_DENY, RULE_PORTS, RuleEntry, UNKNOWN_GROUP, Verdict,
 };
 
 use crate::{
@@ -158,26 +160,29 @@ fn matching_rule(slot: u32, group_id: u32, p: &Packet) -> Option<RuleEntry> {
             addr: p.dst,
         },
     );
-    let ruleset = *TG_DST.get(&key)?;
-    if ruleset >= MAX_RULESETS {
-        return None;
-    }
-    let rules: &RuleSet = TG_RULESETS.get(slot * MAX_RULESETS + ruleset)?;
-    let len = rules.len as usize;
-    for i in 0..RULESET_ENTRIES {
-        if i >= len {
-            break;
+    let mut record = *TG_DST.get(&key)?;
+    for _ in 0..MAX_CHAIN {
+        let rules = TG_RULESETS.get(record)?;
+        let len = rules.len as usize;
+        for i in 0..RECORD_ENTRIES {
+            if i >= len {
+                break;
+            }
+            let e = &rules.entries[i];
+            if e.flags & RULE_ANY_PROTO == 0 && e.proto != p.proto {
+                continue;
+            }
+            if e.flags & RULE_PORTS != 0
+                && !(p.port_known && e.port_lo <= p.dport && p.dport <= e.port_hi)
+            {
+                continue;
+            }
+            return Some(*e);
         }
-        let e = &rules.entries[i];
-        if e.flags & RULE_ANY_PROTO == 0 && e.proto != p.proto {
-            continue;
+        if rules.next == NO_RECORD {
+            return None;
         }
-        if e.flags & RULE_PORTS != 0
-            && !(p.port_known && e.port_lo <= p.dport && p.dport <= e.port_hi)
-        {
-            continue;
-        }
-        return Some(*e);
+        record = rules.next;
     }
     None
 }

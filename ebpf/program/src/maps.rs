@@ -11,9 +11,9 @@ use aya_ebpf::{
 };
 use tollgate_common::{
     Counter, DEFAULT_COUNTERS, DEFAULT_DESTINATIONS_PER_SLOT, DEFAULT_DEVICE_EXACT_PER_SLOT,
-    DEFAULT_DEVICE_PREFIXES_PER_SLOT, DEFAULT_FRAGMENTS, DenyEvent, Destination, DeviceKey,
-    DevicePrefix, EVENT_RING_BYTES, FragmentKey, FragmentVerdict, GroupInfo, MAX_GATEWAY_ADDRESSES,
-    MAX_GROUPS, MAX_RULESETS, RuleSet, SLOTS, Settings, Stat,
+    DEFAULT_DEVICE_PREFIXES_PER_SLOT, DEFAULT_FRAGMENTS, DEFAULT_RULE_RECORDS_PER_SLOT, DenyEvent,
+    Destination, DeviceKey, DevicePrefix, EVENT_RING_BYTES, FragmentKey, FragmentVerdict,
+    GroupInfo, MAX_GATEWAY_ADDRESSES, MAX_GROUPS, RuleRecord, SLOTS, Settings, Stat,
 };
 
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
@@ -48,7 +48,8 @@ pub static TG_DST: LpmTrie<Destination, u32, { (SLOTS * DEFAULT_DESTINATIONS_PER
     LpmTrie::new();
 
 #[btf_map]
-pub static TG_RULESETS: Array<RuleSet, { (SLOTS * MAX_RULESETS) as usize }> = Array::new();
+pub static TG_RULESETS: Array<RuleRecord, { (SLOTS * DEFAULT_RULE_RECORDS_PER_SLOT) as usize }> =
+    Array::new();
 
 #[btf_map]
 pub static TG_COUNTERS: PerCpuArray<Counter, { DEFAULT_COUNTERS as usize }> = PerCpuArray::new();

@@ -10,7 +10,7 @@ use tollgate_common::{
     GroupInfo, MAP_ACTIVE, MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT,
     MAP_DEVICE_PREFIX, MAP_EVENT_LIMITER, MAP_EVENTS, MAP_FRAGMENTS, MAP_GATEWAY, MAP_GRACE,
     MAP_GROUPS, MAP_RULESETS, MAP_SETTINGS, MAP_STATS, MAX_GATEWAY_ADDRESSES, MAX_GROUPS,
-    MAX_RULESETS, RuleSet, SLOTS, Settings, Stat,
+    RuleRecord, SLOTS, Settings, Stat,
 };
 
 use crate::config::Limits;
@@ -78,7 +78,12 @@ pub fn specs(limits: &Limits) -> Vec<MapSpec> {
             4,
             SLOTS * limits.destinations,
         ),
-        fixed(MAP_RULESETS, 4, size::<RuleSet>(), SLOTS * MAX_RULESETS),
+        sized(
+            MAP_RULESETS,
+            4,
+            size::<RuleRecord>(),
+            SLOTS * limits.rule_records,
+        ),
         sized(MAP_COUNTERS, 4, size::<Counter>(), limits.counters),
         sized(MAP_COUNTER_OWNERS, 4, 8, limits.counters),
         fixed(MAP_STATS, 4, size::<Counter>(), Stat::COUNT),
@@ -144,6 +149,7 @@ pub fn validate(limits: &Limits) -> Result<()> {
         ("device-prefixes", limits.device_prefixes),
         ("destinations", limits.destinations),
         ("counters", limits.counters),
+        ("rule-records", limits.rule_records),
         ("fragments", limits.fragments),
     ] {
         if value == 0 || value > 1 << 26 {

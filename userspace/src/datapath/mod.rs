@@ -15,6 +15,7 @@ pub mod attach;
 pub mod counters;
 pub mod events;
 pub mod layout;
+pub mod records;
 pub mod slots;
 
 use std::{
@@ -195,6 +196,7 @@ impl Dataplane {
             device_prefixes: take(&mut ebpf, MAP_DEVICE_PREFIX)?,
             destinations: take(&mut ebpf, MAP_DESTINATIONS)?,
             rulesets: take(&mut ebpf, MAP_RULESETS)?,
+            records_per_slot: options.limits.rule_records,
         };
         let counters = CounterRegistry::adopt(
             take(&mut ebpf, MAP_COUNTER_OWNERS)?,
@@ -244,13 +246,25 @@ impl Dataplane {
             self.wait_grace_period()?;
         }
         let indices = self.counters.assign(usize::from(slot), &policy.counters)?;
-        let target = SlotImage::build(slot, policy, &indices)?;
         let mut current = match self.slots[usize::from(slot)].take() {
             Some(image) => image,
             None => self
                 .policy
                 .read_slot(slot)
                 .context("read back the inactive slot")?,
+        };
+        let target = match SlotImage::build(
+            slot,
+            policy,
+            &indices,
+            &current,
+            self.policy.records_per_slot,
+        ) {
+            Ok(target) => target,
+            Err(e) => {
+                self.slots[usize::from(slot)] = Some(current);
+                return Err(e);
+            }
         };
         let result = self.policy.write_slot(slot, &mut current, &target);
         self.slots[usize::from(slot)] = Some(current);

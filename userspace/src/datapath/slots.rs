@@ -15,11 +15,12 @@ use anyhow::{Context as _, Result, bail};
 use aya::maps::{Array, HashMap as BpfHashMap, LpmTrie, MapData, lpm_trie::Key};
 use tollgate_common::{
     DESTINATION_HEADER_BITS, DEVICE_PREFIX_HEADER_BITS, Destination, DeviceKey, DevicePrefix,
-    FAMILY_V4, FAMILY_V6, GROUP_AUDIT, GROUP_DEFAULT_DENY, GroupInfo, MAX_GROUPS, MAX_RULESETS,
-    RULE_ANY_PROTO, RULE_BUILTIN, RULE_DENY, RULE_PORTS, RULESET_ENTRIES, RuleEntry as KernelEntry,
-    RuleSet,
+    FAMILY_V4, FAMILY_V6, GROUP_AUDIT, GROUP_DEFAULT_DENY, GroupInfo, MAX_CHAIN, MAX_GROUPS,
+    NO_RECORD, RULE_ANY_PROTO, RULE_BUILTIN, RULE_DENY, RULE_PORTS, RuleEntry as KernelEntry,
+    RuleRecord,
 };
 
+use super::records;
 use crate::tables::CompiledPolicy;
 
 /// The kernel entries of one slot. Keys include the slot number. The hash
@@ -32,9 +33,10 @@ pub struct SlotImage {
     pub gateway: Vec<(DeviceKey, u8)>,
     /// (LPM prefix length, data) → group.
     pub device_prefixes: Vec<((u32, DevicePrefix), u32)>,
-    /// (LPM prefix length, data) → rule set.
+    /// (LPM prefix length, data) → first record of its rule list.
     pub destinations: Vec<((u32, Destination), u32)>,
-    pub rulesets: Vec<RuleSet>,
+    /// The records of the rule lists, by absolute index, sorted.
+    pub records: Vec<(u32, RuleRecord)>,
 }
 
 /// The order of a map's keys in an image: the order `compile` sorts its
@@ -108,18 +110,20 @@ fn family_and_bytes(addr: IpAddr) -> (u8, [u8; 16]) {
 
 impl SlotImage {
     /// Lays out `policy` for `slot`; `counters` maps its logical counters to
-    /// kernel indices.
-    pub fn build(slot: u8, policy: &CompiledPolicy, counters: &[u32]) -> Result<SlotImage> {
+    /// kernel indices. Rule lists keep the records they have in `current`
+    /// (what the slot holds now) when unchanged; `records_per_slot` is the
+    /// slot's share of `TG_RULESETS`.
+    pub fn build(
+        slot: u8,
+        policy: &CompiledPolicy,
+        counters: &[u32],
+        current: &SlotImage,
+        records_per_slot: u32,
+    ) -> Result<SlotImage> {
         if policy.groups.len() > MAX_GROUPS as usize {
             bail!(
                 "{} groups exceed the dataplane's {MAX_GROUPS}",
                 policy.groups.len()
-            );
-        }
-        if policy.rulesets.len() > MAX_RULESETS as usize {
-            bail!(
-                "{} rule sets exceed the dataplane's {MAX_RULESETS}",
-                policy.rulesets.len()
             );
         }
         let counter = |logical: u32| -> Result<u32> {
@@ -185,6 +189,44 @@ impl SlotImage {
                 group,
             ));
         }
+        let mut lists = Vec::with_capacity(policy.rulesets.len());
+        for rules in &policy.rulesets {
+            let list = rules
+                .iter()
+                .map(|rule| {
+                    let mut flags = 0;
+                    if rule.proto.is_none() {
+                        flags |= RULE_ANY_PROTO;
+                    }
+                    if rule.ports.is_some() {
+                        flags |= RULE_PORTS;
+                    }
+                    if rule.deny {
+                        flags |= RULE_DENY;
+                    }
+                    if rule.builtin {
+                        flags |= RULE_BUILTIN;
+                    }
+                    let (port_lo, port_hi) = rule.ports.unwrap_or((0, 0));
+                    Ok(KernelEntry {
+                        counter: counter(rule.counter)?,
+                        port_lo,
+                        port_hi,
+                        proto: rule.proto.unwrap_or(0),
+                        flags,
+                        _pad: [0; 2],
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            lists.push(list);
+        }
+        let base = u32::from(slot) * records_per_slot;
+        let placement = records::place(
+            &lists,
+            current.destinations.iter().map(|(_, head)| *head),
+            &current.records,
+            base..base + records_per_slot,
+        )?;
         for d in &policy.destinations {
             let (family, addr) = family_and_bytes(d.prefix.network());
             image.destinations.push((
@@ -197,46 +239,10 @@ impl SlotImage {
                         addr,
                     },
                 ),
-                d.ruleset,
+                placement.heads[d.ruleset as usize],
             ));
         }
-        for rules in &policy.rulesets {
-            if rules.len() > RULESET_ENTRIES {
-                bail!(
-                    "a rule set has {} entries, the dataplane holds {RULESET_ENTRIES}",
-                    rules.len()
-                );
-            }
-            let mut set = RuleSet {
-                len: rules.len() as u32,
-                ..RuleSet::default()
-            };
-            for (slot_entry, rule) in set.entries.iter_mut().zip(rules) {
-                let mut flags = 0;
-                if rule.proto.is_none() {
-                    flags |= RULE_ANY_PROTO;
-                }
-                if rule.ports.is_some() {
-                    flags |= RULE_PORTS;
-                }
-                if rule.deny {
-                    flags |= RULE_DENY;
-                }
-                if rule.builtin {
-                    flags |= RULE_BUILTIN;
-                }
-                let (port_lo, port_hi) = rule.ports.unwrap_or((0, 0));
-                *slot_entry = KernelEntry {
-                    counter: counter(rule.counter)?,
-                    port_lo,
-                    port_hi,
-                    proto: rule.proto.unwrap_or(0),
-                    flags,
-                    _pad: [0; 2],
-                };
-            }
-            image.rulesets.push(set);
-        }
+        image.records = placement.records;
         image.sort();
         Ok(image)
     }
@@ -256,7 +262,9 @@ pub struct PolicyMaps {
     pub gateway: BpfHashMap<MapData, DeviceKey, u8>,
     pub device_prefixes: LpmTrie<MapData, DevicePrefix, u32>,
     pub destinations: LpmTrie<MapData, Destination, u32>,
-    pub rulesets: Array<MapData, RuleSet>,
+    pub rulesets: Array<MapData, RuleRecord>,
+    /// Each slot's share of `rulesets`.
+    pub records_per_slot: u32,
 }
 
 impl PolicyMaps {
@@ -269,11 +277,6 @@ impl PolicyMaps {
             image
                 .groups
                 .push(self.groups.get(&(base * MAX_GROUPS + i), 0)?);
-        }
-        for i in 0..MAX_RULESETS {
-            image
-                .rulesets
-                .push(self.rulesets.get(&(base * MAX_RULESETS + i), 0)?);
         }
         for entry in self.device_exact.iter() {
             let (k, v) = entry?;
@@ -299,6 +302,26 @@ impl PolicyMaps {
                 image.destinations.push(((k.prefix_len(), k.data()), v));
             }
         }
+        // The records the slot's lists use, chain by chain.
+        let heads: std::collections::BTreeSet<u32> =
+            image.destinations.iter().map(|(_, head)| *head).collect();
+        let region = base * self.records_per_slot..(base + 1) * self.records_per_slot;
+        for head in heads {
+            let mut next = head;
+            for _ in 0..MAX_CHAIN {
+                if !region.contains(&next) {
+                    break;
+                }
+                let record = self.rulesets.get(&next, 0)?;
+                image.records.push((next, record));
+                if record.next == NO_RECORD {
+                    break;
+                }
+                next = record.next;
+            }
+        }
+        image.records.sort_by_key(|(i, _)| *i);
+        image.records.dedup_by_key(|(i, _)| *i);
         image.sort();
         Ok(image)
     }
@@ -322,11 +345,10 @@ impl PolicyMaps {
             &mut stats,
         )
         .context("write TG_GROUPS")?;
-        write_array(
+        write_records(
             &mut self.rulesets,
-            base * MAX_RULESETS,
-            &mut current.rulesets,
-            &target.rulesets,
+            &mut current.records,
+            &target.records,
             &mut stats,
         )
         .context("write TG_RULESETS")?;
@@ -381,6 +403,38 @@ fn write_array<T: aya::Pod + PartialEq>(
         }
     }
     // Entries past the target's length are unreferenced; leave them.
+    Ok(())
+}
+
+/// Writes the records of `target` that the kernel does not hold yet (both
+/// sorted by index). Records only `current` has are left as they are: no
+/// list of the new policy reaches them.
+fn write_records(
+    map: &mut Array<MapData, RuleRecord>,
+    current: &mut Vec<(u32, RuleRecord)>,
+    target: &[(u32, RuleRecord)],
+    stats: &mut WriteStats,
+) -> Result<()> {
+    let held: std::collections::HashMap<u32, RuleRecord> = current.iter().copied().collect();
+    let mut written = Vec::with_capacity(target.len());
+    for &(index, record) in target {
+        if held.get(&index) != Some(&record) {
+            if let Err(e) = map.set(index, record, 0) {
+                // What the kernel holds: the old records, but those written.
+                let done: std::collections::HashMap<u32, RuleRecord> =
+                    written.into_iter().collect();
+                for (i, r) in current.iter_mut() {
+                    if let Some(w) = done.get(i) {
+                        *r = *w;
+                    }
+                }
+                return Err(e.into());
+            }
+            stats.inserted += 1;
+        }
+        written.push((index, record));
+    }
+    *current = written;
     Ok(())
 }
 

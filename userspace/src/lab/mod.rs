@@ -26,7 +26,7 @@ use self::{
 use crate::{
     addresses,
     config::Limits,
-    policy::Environment,
+    policy::{Environment, ParseCache},
     reload::{Candidate, prepare},
 };
 
@@ -99,7 +99,13 @@ pub fn run(options: &LabOptions) -> Result<()> {
             gateway,
             ntp: vec![NTP_ADDR.parse()?],
         };
-        prepare(&policy_dir, &env, &Limits::default()).map_err(|d| {
+        prepare(
+            &policy_dir,
+            &env,
+            &Limits::default(),
+            &mut ParseCache::default(),
+        )
+        .map_err(|d| {
             anyhow::anyhow!(
                 "{}",
                 d.iter()

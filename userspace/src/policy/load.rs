@@ -3,6 +3,7 @@
 //! structural error in one file is reported and the others are still checked.
 
 use std::{
+    collections::HashMap,
     fs,
     path::{Path, PathBuf},
 };
@@ -31,9 +32,33 @@ pub(super) struct ParsedFile {
     pub spec: Option<PolicyFile>,
 }
 
+/// The files parsed by the previous load, reused while their text is the
+/// same. A reload usually follows an edit of one small file; parsing a
+/// large prefix list again would dominate it.
+#[derive(Default)]
+pub struct ParseCache {
+    files: HashMap<PathBuf, CachedFile>,
+}
+
+struct CachedFile {
+    text: String,
+    parsed: ParsedFile,
+    /// What parsing it reported (validation runs again every time).
+    diagnostics: Vec<Diagnostic>,
+}
+
 /// Loads and validates the policy in `dir`. `Err` holds every error, and the
 /// warnings, sorted by file and position.
 pub fn load(dir: &Path, env: &Environment) -> Result<Loaded, Vec<Diagnostic>> {
+    load_cached(dir, env, &mut ParseCache::default())
+}
+
+/// [`load`], reusing the parse of every file whose text `cache` has seen.
+pub fn load_cached(
+    dir: &Path,
+    env: &Environment,
+    cache: &mut ParseCache,
+) -> Result<Loaded, Vec<Diagnostic>> {
     let mut sources = Vec::new();
     let mut errors = Vec::new();
     collect(dir, 0, &mut sources, &mut errors);
@@ -49,17 +74,45 @@ pub fn load(dir: &Path, env: &Environment) -> Result<Loaded, Vec<Diagnostic>> {
     if !errors.is_empty() {
         return Err(errors);
     }
-    from_sources(&sources, env)
+    validate_sources(sources, env, cache)
 }
 
 /// Validates a policy given as file texts (in the order given; `load` sorts
 /// them by path).
 pub fn from_sources(sources: &[Source], env: &Environment) -> Result<Loaded, Vec<Diagnostic>> {
-    let mut diagnostics = Vec::new();
-    let files: Vec<ParsedFile> = sources
+    validate_sources(sources.to_vec(), env, &mut ParseCache::default())
+}
+
+fn validate_sources(
+    sources: Vec<Source>,
+    env: &Environment,
+    cache: &mut ParseCache,
+) -> Result<Loaded, Vec<Diagnostic>> {
+    let mut order = Vec::with_capacity(sources.len());
+    let mut current = HashMap::with_capacity(sources.len());
+    for source in sources {
+        let cached = match cache.files.remove(&source.path) {
+            Some(cached) if cached.text == source.text => cached,
+            _ => {
+                let mut diagnostics = Vec::new();
+                let parsed = parse(&source, &mut diagnostics);
+                CachedFile {
+                    text: source.text,
+                    parsed,
+                    diagnostics,
+                }
+            }
+        };
+        order.push(source.path.clone());
+        current.insert(source.path, cached);
+    }
+    // Files that are gone are forgotten.
+    cache.files = current;
+    let mut diagnostics: Vec<Diagnostic> = order
         .iter()
-        .map(|source| parse(source, &mut diagnostics))
+        .flat_map(|p| cache.files[p].diagnostics.iter().cloned())
         .collect();
+    let files: Vec<&ParsedFile> = order.iter().map(|p| &cache.files[p].parsed).collect();
     let policy = validate::validate(&files, env, &mut diagnostics);
     diagnostics.sort_by(|a, b| {
         (&a.file, a.line, a.column, a.severity).cmp(&(&b.file, b.line, b.column, b.severity))
@@ -159,4 +212,57 @@ fn is_policy_file(path: &Path) -> bool {
         path.extension().and_then(|e| e.to_str()),
         Some("yaml" | "yml")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `load` says, in a comparable form.
+    fn outcome(
+        result: Result<Loaded, Vec<Diagnostic>>,
+    ) -> Result<(Policy, Vec<String>), Vec<String>> {
+        let text = |d: Vec<Diagnostic>| d.iter().map(ToString::to_string).collect();
+        match result {
+            Ok(loaded) => Ok((loaded.policy, text(loaded.warnings))),
+            Err(errors) => Err(text(errors)),
+        }
+    }
+
+    #[test]
+    fn a_cached_load_says_what_a_fresh_one_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| fs::write(dir.path().join(name), text).unwrap();
+        let env = Environment::default();
+        let mut cache = ParseCache::default();
+        let mut check = |step: &str| {
+            let fresh = outcome(load(dir.path(), &env));
+            let cached = outcome(load_cached(dir.path(), &env, &mut cache));
+            assert_eq!(cached, fresh, "{step}");
+            fresh
+        };
+
+        write(
+            "groups.yaml",
+            "groups:\n  meters:\n    devices: [10.1.0.0/16]\n    default: deny\n    rules:\n      - allow: {to: cloud, proto: tcp, ports: [443]}\n",
+        );
+        write("lists.yaml", "lists:\n  cloud: [198.51.100.0/24]\n");
+        assert!(check("first load").is_ok());
+        // An edit of one file, seen through the cache.
+        write("lists.yaml", "lists:\n  cloud: [203.0.113.0/24]\n");
+        let edited = check("edit").unwrap();
+        assert_eq!(
+            edited.0.groups[0].rules[0].targets[0].prefixes[0].to_string(),
+            "203.0.113.0/24"
+        );
+        // A broken file is reported on every load, not only the first.
+        write("broken.yaml", "groups: [\n");
+        assert!(check("broken file").is_err());
+        assert!(check("broken file, unchanged").is_err());
+        // A removed file is forgotten; a removed list is an error again.
+        fs::remove_file(dir.path().join("broken.yaml")).unwrap();
+        assert!(check("broken file removed").is_ok());
+        fs::remove_file(dir.path().join("lists.yaml")).unwrap();
+        assert!(check("list removed").is_err());
+    }
 }

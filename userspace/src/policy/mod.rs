@@ -24,7 +24,7 @@ use std::{fmt, net::IpAddr};
 
 use ipnet::IpNet;
 
-pub use load::{Loaded, Source, from_sources, load};
+pub use load::{Loaded, ParseCache, Source, from_sources, load, load_cached};
 pub use rule_id::RuleId;
 
 use crate::tables::{CounterOwner, Decider, UNKNOWN_GROUP_NAME};

@@ -30,7 +30,7 @@ const KEYWORDS: [&str; 3] = ["any", "gateway", "ntp"];
 /// Resolves and checks `files`, appending every finding to `out`. The policy
 /// returned is meaningful only when `out` holds no error.
 pub(super) fn validate(
-    files: &[ParsedFile],
+    files: &[&ParsedFile],
     env: &Environment,
     out: &mut Vec<Diagnostic>,
 ) -> Option<Policy> {
@@ -130,13 +130,13 @@ impl Checker<'_> {
     }
 
     /// `unknown-devices`, set in at most one file; deny when unset.
-    fn unknown_devices(&mut self, files: &[ParsedFile]) -> (Action, Option<Origin>) {
+    fn unknown_devices(&mut self, files: &[&ParsedFile]) -> (Action, Option<Origin>) {
         let mut found: Option<(Action, Origin)> = None;
         for f in files {
             let Some(value) = f.spec.as_ref().and_then(|s| s.unknown_devices.as_ref()) else {
                 continue;
             };
-            let at = At::from(f);
+            let at = At::from(*f);
             let field = "unknown-devices";
             if let Some((_, first)) = &found {
                 let message = format!("is also set at {first}; set it in one file");
@@ -155,10 +155,10 @@ impl Checker<'_> {
     }
 
     /// Named destination sets, each defined once across all files.
-    fn lists(&mut self, files: &[ParsedFile]) {
+    fn lists(&mut self, files: &[&ParsedFile]) {
         for f in files {
             let Some(spec) = &f.spec else { continue };
-            let at = At::from(f);
+            let at = At::from(*f);
             for (name, items) in &spec.lists {
                 let path = format!("lists.{name}");
                 if let Some(first) = self.lists.get(name) {
@@ -199,11 +199,11 @@ impl Checker<'_> {
 
     /// Every group, sorted by name (their ids), each defined once and no
     /// device prefix in two of them.
-    fn groups(&mut self, files: &[ParsedFile]) -> Vec<Group> {
+    fn groups(&mut self, files: &[&ParsedFile]) -> Vec<Group> {
         let mut specs: BTreeMap<&str, (At, &GroupSpec)> = BTreeMap::new();
         for f in files {
             let Some(spec) = &f.spec else { continue };
-            let at = At::from(f);
+            let at = At::from(*f);
             for (name, group) in &spec.groups {
                 if let Some((first, _)) = specs.get(name.as_str()) {
                     let path = format!("groups.{name}");

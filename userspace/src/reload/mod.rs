@@ -11,7 +11,7 @@ use crate::{
     compile::compile,
     config::Limits,
     diagnostic::Diagnostic,
-    policy::{self, Environment, Group, Policy, Rule},
+    policy::{self, Environment, Group, ParseCache, Policy, Rule},
     tables::CompiledPolicy,
 };
 
@@ -27,12 +27,15 @@ pub struct Candidate {
 
 /// Loads, validates and compiles the policy in `dir`. Pure apart from
 /// reading the files; nothing is installed. `Err` holds every error.
+/// `cache` keeps the parse of each file between calls: a reload after an
+/// edit parses only the files that changed.
 pub fn prepare(
     dir: &Path,
     env: &Environment,
     limits: &Limits,
+    cache: &mut ParseCache,
 ) -> Result<Candidate, Vec<Diagnostic>> {
-    let loaded = policy::load(dir, env)?;
+    let loaded = policy::load_cached(dir, env, cache)?;
     let tables = compile(&loaded.policy, limits)?;
     Ok(Candidate {
         commit: crate::git::head_commit(dir),
