@@ -7,6 +7,12 @@
 //! kernel counter the model names (the deciding rule, default or built-in)
 //! must be the one that moved. A sample also goes through the TC program.
 //! ≥ 10⁵ cases; any disagreement prints the policy and the packet.
+//!
+//! The remembered flow verdicts (`TG_FLOWS`) must be invisible: the TC
+//! sample repeats a packet the XDP program just judged (an allowed one then
+//! comes from the cache), and each policy first replays packets of the
+//! policy before it, which the cache may still hold under the old
+//! generation.
 
 mod common;
 
@@ -25,12 +31,14 @@ use tollgate::{
     model,
     tables::PacketFacts,
 };
-use tollgate_common::{RECORD_ENTRIES, Verdict};
+use tollgate_common::{RECORD_ENTRIES, Stat, Verdict};
 
 const POLICIES: u32 = 500;
 const PACKETS_PER_POLICY: usize = 200;
 /// Every n-th packet also runs through the TC program.
 const TC_SAMPLE: usize = 10;
+/// Packets of the previous policy replayed under each new one.
+const REPLAYED: usize = 20;
 
 /// The frame the kernel sees for `p`. A packet without a port (TCP/UDP)
 /// is a later fragment; each gets its own IP id, so no fragment of an
@@ -82,6 +90,8 @@ fn kernel_agrees_with_the_model_on_random_policies_and_packets() {
     });
     let next_id = RefCell::new(0u32);
     let counts = RefCell::new((0u64, 0u64, 0u64, 0u32));
+    let previous = RefCell::new(Vec::<PacketFacts>::new());
+    let hits_before = dataplane.borrow().stat(Stat::FlowCacheHit).unwrap().packets;
     let started = Instant::now();
     runner
         .run(
@@ -96,7 +106,8 @@ fn kernel_agrees_with_the_model_on_random_policies_and_packets() {
                 let mut dp = dataplane.borrow_mut();
                 dp.install(&tables)
                     .map_err(|e| TestCaseError::fail(format!("install failed: {e:#}")))?;
-                for (i, packet) in packets.iter().enumerate() {
+                let replayed = std::mem::replace(&mut *previous.borrow_mut(), packets.clone());
+                for (i, packet) in replayed.iter().take(REPLAYED).chain(&packets).enumerate() {
                     let expected = model::verdict(&tables, packet);
                     let counter = dp.counter_index(expected.counter).expect("installed counter");
                     let mut id = next_id.borrow_mut();
@@ -143,11 +154,14 @@ fn kernel_agrees_with_the_model_on_random_policies_and_packets() {
         )
         .unwrap();
     let (cases, denied, tc, chained) = counts.into_inner();
+    let hits = dataplane.borrow().stat(Stat::FlowCacheHit).unwrap().packets - hits_before;
     eprintln!(
         "{cases} (policy, packet) cases over {POLICIES} policies: kernel = model ({denied} denied, \
-         {tc} also through TC; {chained} policies with chained rule records) in {:.2?}",
+         {tc} also through TC, {hits} allowed from the flow cache; {chained} policies with \
+         chained rule records) in {:.2?}",
         started.elapsed()
     );
+    assert!(hits > 0, "remembered flow verdicts exercised");
     assert!(
         chained >= POLICIES / 10,
         "rule lists longer than one record exercised"

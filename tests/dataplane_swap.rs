@@ -1,7 +1,10 @@
 //! Policy swaps are atomic: while real traffic flows through the XDP program,
 //! the policy flips 100 times between two versions that both allow the flow
 //! through different rules. A packet that saw half of each version would hit
-//! a group default (deny) instead; none may, and the counters add up.
+//! a group default (deny) instead; none may, and the counters add up. Every
+//! datagram of the test is one flow, so this also shows that each flip
+//! retires the remembered flow verdict of the version before: without that,
+//! every datagram would stay with the first version's rule.
 
 mod common;
 
@@ -14,7 +17,8 @@ use std::{
 use common::tables::Tables;
 use tollgate::{
     config::AttachPolicy,
-    datapath::{Dataplane, Options},
+    datapath::{Dataplane, Options, XDP_DROP, XDP_PASS},
+    frames::{Frame, Transport},
     netns::{RIG_DEVICE_IFACE, Rig},
     tables::{CompiledPolicy, CounterOwner, Decider},
 };
@@ -143,4 +147,83 @@ fn hundred_swaps_under_traffic_never_mix_versions() {
     );
     assert!(rule_a > 0 && rule_b > 0, "traffic saw both versions");
     assert_eq!(received, sent, "no datagram lost");
+}
+
+/// A remembered flow verdict lives exactly as long as its policy generation:
+/// allowed under A (the second packet from the cache, charged to A's rule),
+/// denied under B, allowed again under A re-installed into the slot it had
+/// before, where the first packet takes the full decision again.
+#[test]
+fn a_remembered_flow_verdict_ends_with_its_policy() {
+    common::require_root();
+    let mut a = Tables::new(true);
+    let fleet = a.group("fleet", true, &["10.64.0.10"]);
+    a.rule(
+        fleet,
+        "203.0.113.0/24",
+        Some(17),
+        Some((PORT, PORT)),
+        false,
+        "a",
+    );
+    let a = a.build();
+    let mut b = Tables::new(true);
+    b.group("fleet", true, &["10.64.0.10"]);
+    let b = b.build();
+    let frame = Frame::new(
+        "10.64.0.10".parse().unwrap(),
+        SERVICE.parse().unwrap(),
+        Transport::Udp { dport: PORT },
+    )
+    .build();
+
+    let mut dataplane = Dataplane::open(&Options::default()).unwrap();
+    let hits = |dp: &Dataplane| dp.stat(Stat::FlowCacheHit).unwrap().packets;
+    let rule_a = CounterOwner::Decision {
+        group: "fleet".into(),
+        decider: Decider::Rule("a".into()),
+    };
+    let default = CounterOwner::Decision {
+        group: "fleet".into(),
+        decider: Decider::GroupDefault,
+    };
+    let count =
+        |dp: &Dataplane, owner: &CounterOwner| dp.counter_of(owner).unwrap().unwrap().packets;
+
+    dataplane.install(&a).unwrap();
+    let slot_of_a = dataplane.active_slot();
+    assert_eq!(dataplane.test_run_xdp(&frame, 1).unwrap().0, XDP_PASS);
+    assert_eq!(
+        hits(&dataplane),
+        0,
+        "the first packet takes the full decision"
+    );
+    assert_eq!(dataplane.test_run_xdp(&frame, 1).unwrap().0, XDP_PASS);
+    assert_eq!(
+        hits(&dataplane),
+        1,
+        "the second packet takes the remembered verdict"
+    );
+    assert_eq!(count(&dataplane, &rule_a), 2, "both charged to rule a");
+
+    dataplane.install(&b).unwrap();
+    assert_eq!(
+        dataplane.test_run_xdp(&frame, 1).unwrap().0,
+        XDP_DROP,
+        "B denies the flow A allowed"
+    );
+    assert_eq!(hits(&dataplane), 1);
+    assert_eq!(count(&dataplane, &default), 1);
+
+    dataplane.install(&a).unwrap();
+    assert_eq!(dataplane.active_slot(), slot_of_a, "A is back in its slot");
+    assert_eq!(dataplane.test_run_xdp(&frame, 1).unwrap().0, XDP_PASS);
+    assert_eq!(
+        hits(&dataplane),
+        1,
+        "a new generation in the same slot does not find the old entry"
+    );
+    assert_eq!(dataplane.test_run_xdp(&frame, 1).unwrap().0, XDP_PASS);
+    assert_eq!(hits(&dataplane), 2);
+    assert_eq!(count(&dataplane, &rule_a), 4);
 }

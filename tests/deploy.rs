@@ -31,6 +31,7 @@ const METRICS: &[&str] = &[
     "tollgate_dataplane_packets_total",
     "tollgate_passed_unfiltered_total",
     "tollgate_fragments_followed_total",
+    "tollgate_flow_cache_hits_total",
     "tollgate_deny_events_suppressed_total",
     "tollgate_deny_events_lost_total",
     "tollgate_policy_generation",
@@ -647,6 +648,7 @@ const CONFIG_KEYS: &[&str] = &[
     "counters",
     "rule-records",
     "fragments",
+    "flow-cache",
 ];
 
 #[test]

@@ -331,6 +331,11 @@ pub struct Limits {
     /// Fragmented datagrams whose first fragment verdict is remembered.
     #[serde(default = "default_fragments")]
     pub fragments: u32,
+    /// Allowed flows whose verdict is remembered, so that their later
+    /// packets skip the group and destination lookups (least recently used
+    /// go first; kernel memory: about 110 bytes each).
+    #[serde(default = "default_flow_cache")]
+    pub flow_cache: u32,
 }
 
 impl Default for Limits {
@@ -342,6 +347,7 @@ impl Default for Limits {
             counters: default_counters(),
             rule_records: default_rule_records(),
             fragments: default_fragments(),
+            flow_cache: default_flow_cache(),
         }
     }
 }
@@ -388,6 +394,9 @@ fn default_rule_records() -> u32 {
 }
 fn default_fragments() -> u32 {
     tollgate_common::DEFAULT_FRAGMENTS
+}
+fn default_flow_cache() -> u32 {
+    tollgate_common::DEFAULT_FLOWS
 }
 
 impl Config {

@@ -188,6 +188,10 @@ const FAMILIES: &[(&str, &str)] = &[
         "Later IP fragments passed because their first fragment was allowed.",
     ),
     (
+        "tollgate_flow_cache_hits_total",
+        "Allowed packets that took their flow's remembered verdict (same policy generation) instead of the full lookup.",
+    ),
+    (
         "tollgate_deny_events_suppressed_total",
         "Deny events not sent because of the per-CPU rate limit.",
     ),
@@ -307,6 +311,9 @@ impl DataplaneCollector {
                 }
                 Stat::EventsLost => {
                     families.counter("tollgate_deny_events_lost_total", &[], c.packets)
+                }
+                Stat::FlowCacheHit => {
+                    families.counter("tollgate_flow_cache_hits_total", &[], c.packets)
                 }
                 _ => {
                     let reason = stat.drop_reason().expect("every other stat is a drop");

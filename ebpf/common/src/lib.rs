@@ -9,9 +9,10 @@
 //! # Double-buffered policy
 //! Every table derived from a policy exists twice, once per *slot*. The slot
 //! number is part of every key (or of the array index), and `TG_ACTIVE` holds
-//! the slot the dataplane reads. The controller rewrites the inactive slot,
-//! then flips `TG_ACTIVE` with one 4-byte store, so a packet sees either the
-//! whole old policy or the whole new one. A packet reads `TG_ACTIVE` once.
+//! the policy generation, whose low bit is the slot the dataplane reads. The
+//! controller rewrites the inactive slot, then writes the next generation to
+//! `TG_ACTIVE` with one 4-byte store, so a packet sees either the whole old
+//! policy or the whole new one. A packet reads `TG_ACTIVE` once.
 #![no_std]
 
 pub mod event;

@@ -10,7 +10,8 @@ pub const PIN_DIR: &str = "/sys/fs/bpf/tollgate";
 pub const PROG_XDP: &str = "tollgate_xdp";
 pub const PROG_TC: &str = "tollgate_tc";
 
-/// `Array<u32>` with one entry: the slot the dataplane currently reads.
+/// `Array<u32>` with one entry: the policy generation in force. Its low bit
+/// is the slot the dataplane reads; each install writes the next generation.
 pub const MAP_ACTIVE: &str = "TG_ACTIVE";
 /// `Array<GroupInfo>` indexed by `slot * MAX_GROUPS + group`.
 pub const MAP_GROUPS: &str = "TG_GROUPS";
@@ -33,8 +34,11 @@ pub const MAP_COUNTERS: &str = "TG_COUNTERS";
 pub const MAP_COUNTER_OWNERS: &str = "TG_OWNERS";
 /// `PerCpuArray<Counter>` indexed by [`crate::Stat`].
 pub const MAP_STATS: &str = "TG_STATS";
-/// `LruHashMap<FragmentKey, FragmentVerdict>`: allowed first fragments.
+/// `LruHashMap<FragmentKey, Allowed>`: allowed first fragments.
 pub const MAP_FRAGMENTS: &str = "TG_FRAGS";
+/// `LruHashMap<FlowKey, Allowed>`: allowed flows of the current generation,
+/// so their later packets skip the group and destination lookups.
+pub const MAP_FLOWS: &str = "TG_FLOWS";
 /// `RingBuf` of [`crate::DenyEvent`].
 pub const MAP_EVENTS: &str = "TG_EVENTS";
 /// `PerCpuArray<u64>` with one entry: the deny-event limiter's state.
@@ -68,4 +72,5 @@ pub const DEFAULT_DESTINATIONS_PER_SLOT: u32 = 1 << 18;
 pub const DEFAULT_COUNTERS: u32 = 1 << 17;
 pub const DEFAULT_RULE_RECORDS_PER_SLOT: u32 = 1 << 16;
 pub const DEFAULT_FRAGMENTS: u32 = 1 << 14;
+pub const DEFAULT_FLOWS: u32 = 1 << 16;
 pub const EVENT_RING_BYTES: u32 = 1 << 18;

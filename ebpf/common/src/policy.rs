@@ -120,7 +120,7 @@ impl Default for RuleRecord {
     }
 }
 
-/// Key of `TG_FRAGMENTS`: identifies one fragmented datagram.
+/// Key of `TG_FRAGS`: identifies one fragmented datagram.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FragmentKey {
@@ -132,11 +132,28 @@ pub struct FragmentKey {
     pub _pad: [u8; 2],
 }
 
-/// Value of `TG_FRAGMENTS`: the counters the allowed first fragment charged,
-/// so the remaining fragments are charged to the same rule.
+/// Key of `TG_FLOWS`: one flow (source, destination, protocol, destination
+/// port) under one policy generation (the value of `TG_ACTIVE`). A new
+/// generation never finds the entries of an older one, so a flip needs no
+/// flush. `dport` is 0 where the port is unknown (not TCP or UDP); later
+/// fragments are never looked up here.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub generation: u32,
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+}
+
+/// Value of `TG_FRAGS` and `TG_FLOWS`: the counters an allowed packet
+/// charged (its deciding rule or default, and its group's allow total), so
+/// the rest of its datagram or flow is charged to the same ones.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FragmentVerdict {
+pub struct Allowed {
     pub counter: u32,
     pub allow_counter: u32,
 }
@@ -159,7 +176,8 @@ pod!(
     RuleEntry,
     RuleRecord,
     FragmentKey,
-    FragmentVerdict,
+    FlowKey,
+    Allowed,
     Settings
 );
 
@@ -172,6 +190,7 @@ const _: () = {
     assert!(size_of::<RuleEntry>() == 12);
     assert!(size_of::<RuleRecord>() == 8 + 12 * crate::RECORD_ENTRIES);
     assert!(size_of::<FragmentKey>() == 40);
-    assert!(size_of::<FragmentVerdict>() == 8);
+    assert!(size_of::<FlowKey>() == 40);
+    assert!(size_of::<Allowed>() == 8);
     assert!(size_of::<Settings>() == 16);
 };

@@ -16,7 +16,8 @@ const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 
 /// Index into `TG_STATS`. Every packet the program sees is charged to
 /// [`Stat::Seen`] and to at most one other entry that explains a non-policy
-/// outcome; policy outcomes are charged to `TG_COUNTERS`.
+/// outcome (plus [`Stat::FlowCacheHit`] when it applies); policy outcomes are
+/// charged to `TG_COUNTERS`.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Stat {
@@ -53,10 +54,14 @@ pub enum Stat {
     EventsSuppressed,
     /// Deny events not sent because the ring buffer was full.
     EventsLost,
+    /// Packets allowed from `TG_FLOWS`, the verdict of their flow's first
+    /// packet under the same policy generation (an optimisation, charged
+    /// besides the packet's outcome).
+    FlowCacheHit,
 }
 
 impl Stat {
-    pub const COUNT: u32 = Stat::EventsLost as u32 + 1;
+    pub const COUNT: u32 = Stat::FlowCacheHit as u32 + 1;
 
     pub const ALL: [Stat; Stat::COUNT as usize] = [
         Stat::Seen,
@@ -74,6 +79,7 @@ impl Stat {
         Stat::FragmentCacheHit,
         Stat::EventsSuppressed,
         Stat::EventsLost,
+        Stat::FlowCacheHit,
     ];
 
     /// The `reason` label of `tollgate_drops_total`, for drop stats.

@@ -4,10 +4,16 @@
 //! `userspace/src/tables.rs`; the userspace model implements the same steps
 //! and is tested against this code on random policies and packets):
 //!
-//! 1. **Remembered fragment.** A later fragment of a datagram whose first
-//!    fragment was allowed is allowed and charged to the same rule.
-//! 2. **Slot.** `TG_ACTIVE` is read once; every lookup below uses that slot,
-//!    so a packet never mixes two policies.
+//! 1. **Generation.** `TG_ACTIVE` is read once: the policy generation, whose
+//!    low bit is the slot every lookup below uses, so a packet never mixes
+//!    two policies.
+//! 2. **Remembered flow or fragment.** A later fragment of a datagram whose
+//!    first fragment was allowed is allowed and charged to the same rule. A
+//!    packet of a flow (source, destination, protocol, port) allowed before
+//!    under the same generation is allowed and charged to the same rule:
+//!    steps 3-7 are a function of those fields and of the generation's
+//!    tables, so their answer cannot have changed. Only allows are
+//!    remembered, so a device cannot flush the cache with flows it is denied.
 //! 3. **Group.** Exact source address (`TG_DEV_EXACT`), else the longest
 //!    device prefix (`TG_DEV_PREFIX`), else group 0, the unknown devices.
 //! 4. **Destination.** The longest destination prefix of that group
@@ -28,15 +34,15 @@
 //! one per record of the list, at most four), whatever the rule count.
 
 use tollgate_common::{
-    DESTINATION_HEADER_BITS, DEVICE_PREFIX_HEADER_BITS, DecisionReason, Destination, DeviceKey,
-    DevicePrefix, FAMILY_V4, FragmentKey, FragmentVerdict, GROUP_AUDIT, GROUP_DEFAULT_DENY,
+    Allowed, DESTINATION_HEADER_BITS, DEVICE_PREFIX_HEADER_BITS, DecisionReason, Destination,
+    DeviceKey, DevicePrefix, FAMILY_V4, FlowKey, FragmentKey, GROUP_AUDIT, GROUP_DEFAULT_DENY,
     GroupInfo, MAX_CHAIN, MAX_GROUPS, NO_RECORD, RECORD_ENTRIES, RULE_ANY_PROTO, RULE_BUILTIN,
     RULE_DENY, RULE_PORTS, RuleEntry, UNKNOWN_GROUP, Verdict,
 };
 
 use crate::{
     maps::{
-        TG_ACTIVE, TG_DEV_EXACT, TG_DEV_PREFIX, TG_DST, TG_FRAGS, TG_GATEWAY, TG_GROUPS,
+        TG_ACTIVE, TG_DEV_EXACT, TG_DEV_PREFIX, TG_DST, TG_FLOWS, TG_FRAGS, TG_GATEWAY, TG_GROUPS,
         TG_RULESETS, full_key,
     },
     parse::Packet,
@@ -51,9 +57,27 @@ pub struct Decision {
     pub verdict_counter: u32,
 }
 
+impl Decision {
+    /// What an allowed packet charged, to charge the rest of its flow or
+    /// datagram the same.
+    #[inline(always)]
+    pub fn allowed(&self) -> Allowed {
+        Allowed {
+            counter: self.counter,
+            allow_counter: self.verdict_counter,
+        }
+    }
+}
+
+/// The policy generation in force; its low bit is the slot.
 #[inline(always)]
-pub fn decide(p: &Packet) -> Decision {
-    let slot = TG_ACTIVE.get(0).copied().unwrap_or(0) & 1;
+pub fn generation() -> u32 {
+    TG_ACTIVE.get(0).copied().unwrap_or(0)
+}
+
+#[inline(always)]
+pub fn decide(generation: u32, p: &Packet) -> Decision {
+    let slot = generation & 1;
     let group_id = group_of(slot, p);
     let group = group_info(slot, group_id);
     let entry = if group_id == UNKNOWN_GROUP {
@@ -190,7 +214,7 @@ fn matching_rule(slot: u32, group_id: u32, p: &Packet) -> Option<RuleEntry> {
 /// Whether the packet is addressed to one of the gateway's own addresses.
 #[inline(always)]
 pub fn to_gateway(p: &Packet) -> bool {
-    let slot = TG_ACTIVE.get(0).copied().unwrap_or(0) & 1;
+    let slot = generation() & 1;
     let key = DeviceKey {
         slot: slot as u8,
         family: p.family,
@@ -215,7 +239,7 @@ fn fragment_key(p: &Packet, id: u32) -> FragmentKey {
 /// The verdict remembered for the datagram of a later fragment, if its first
 /// fragment was allowed.
 #[inline(always)]
-pub fn remembered_fragment(p: &Packet, id: u32) -> Option<FragmentVerdict> {
+pub fn remembered_fragment(p: &Packet, id: u32) -> Option<Allowed> {
     let v = TG_FRAGS.get_ptr(fragment_key(p, id))?;
     // SAFETY: read at once, before any other map call.
     Some(unsafe { *v })
@@ -223,12 +247,38 @@ pub fn remembered_fragment(p: &Packet, id: u32) -> Option<FragmentVerdict> {
 
 /// Remembers an allowed first fragment for the rest of its datagram.
 #[inline(always)]
-pub fn remember_fragment(p: &Packet, id: u32, d: &Decision) {
-    let v = FragmentVerdict {
-        counter: d.counter,
-        allow_counter: d.verdict_counter,
-    };
+pub fn remember_fragment(p: &Packet, id: u32, allowed: Allowed) {
     // A full LRU evicts the oldest entry; an insert failure only means the
     // later fragments are judged on their own (port unknown).
-    let _ = TG_FRAGS.insert(fragment_key(p, id), v, 0);
+    let _ = TG_FRAGS.insert(fragment_key(p, id), allowed, 0);
+}
+
+#[inline(always)]
+fn flow_key(generation: u32, p: &Packet) -> FlowKey {
+    FlowKey {
+        generation,
+        dport: if p.port_known { p.dport } else { 0 },
+        proto: p.proto,
+        family: p.family,
+        src: p.src,
+        dst: p.dst,
+    }
+}
+
+/// The verdict remembered for the packet's flow under `generation`, if an
+/// earlier packet of it was allowed. Not for later fragments: their port is
+/// unknown, so they are not the flow's packets as far as the rules go.
+#[inline(always)]
+pub fn remembered_flow(generation: u32, p: &Packet) -> Option<Allowed> {
+    let v = TG_FLOWS.get_ptr(flow_key(generation, p))?;
+    // SAFETY: read at once, before any other map call.
+    Some(unsafe { *v })
+}
+
+/// Remembers an allowed packet's flow for the rest of `generation`.
+#[inline(always)]
+pub fn remember_flow(generation: u32, p: &Packet, allowed: Allowed) {
+    // A full LRU evicts the least recently used flow; an insert failure only
+    // means the next packet takes the full decision again.
+    let _ = TG_FLOWS.insert(flow_key(generation, p), allowed, 0);
 }

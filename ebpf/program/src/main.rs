@@ -82,22 +82,35 @@ fn filter(frame: &Frame, bytes: u64) -> bool {
 
 #[inline(always)]
 fn judge(p: &Packet, bytes: u64) -> bool {
-    if let Fragment::Later { id } = p.fragment
-        && let Some(first) = decide::remembered_fragment(p, id)
-    {
-        account::counter(first.counter, bytes);
-        account::counter(first.allow_counter, bytes);
-        account::stat(Stat::FragmentCacheHit, bytes);
+    let generation = decide::generation();
+    let remembered = match p.fragment {
+        Fragment::Later { id } => {
+            decide::remembered_fragment(p, id).map(|first| (first, Stat::FragmentCacheHit))
+        }
+        _ => decide::remembered_flow(generation, p).map(|flow| (flow, Stat::FlowCacheHit)),
+    };
+    if let Some((allowed, hit)) = remembered {
+        account::counter(allowed.counter, bytes);
+        account::counter(allowed.allow_counter, bytes);
+        account::stat(hit, bytes);
+        if let Fragment::First { id } = p.fragment {
+            decide::remember_fragment(p, id, allowed);
+        }
         return true;
     }
-    let d = decide::decide(p);
+    let d = decide::decide(generation, p);
     account::counter(d.counter, bytes);
     account::counter(d.verdict_counter, bytes);
     match d.verdict {
         Verdict::Allow => {
-            if let Fragment::First { id } = p.fragment {
-                decide::remember_fragment(p, id, &d);
+            let allowed = d.allowed();
+            match p.fragment {
+                Fragment::First { id } => decide::remember_fragment(p, id, allowed),
+                // Its port is unknown: not the flow's verdict.
+                Fragment::Later { .. } => return true,
+                Fragment::Whole => {}
             }
+            decide::remember_flow(generation, p, allowed);
             true
         }
         Verdict::Deny => {

@@ -10,10 +10,11 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use tollgate_common::{
-    Counter, DEFAULT_COUNTERS, DEFAULT_DESTINATIONS_PER_SLOT, DEFAULT_DEVICE_EXACT_PER_SLOT,
-    DEFAULT_DEVICE_PREFIXES_PER_SLOT, DEFAULT_FRAGMENTS, DEFAULT_RULE_RECORDS_PER_SLOT, DenyEvent,
-    Destination, DeviceKey, DevicePrefix, EVENT_RING_BYTES, FragmentKey, FragmentVerdict,
-    GroupInfo, MAX_GATEWAY_ADDRESSES, MAX_GROUPS, RuleRecord, SLOTS, Settings, Stat,
+    Allowed, Counter, DEFAULT_COUNTERS, DEFAULT_DESTINATIONS_PER_SLOT,
+    DEFAULT_DEVICE_EXACT_PER_SLOT, DEFAULT_DEVICE_PREFIXES_PER_SLOT, DEFAULT_FLOWS,
+    DEFAULT_FRAGMENTS, DEFAULT_RULE_RECORDS_PER_SLOT, DenyEvent, Destination, DeviceKey,
+    DevicePrefix, EVENT_RING_BYTES, FlowKey, FragmentKey, GroupInfo, MAX_GATEWAY_ADDRESSES,
+    MAX_GROUPS, RuleRecord, SLOTS, Settings, Stat,
 };
 
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
@@ -63,8 +64,11 @@ pub static TG_OWNERS: Array<u64, { DEFAULT_COUNTERS as usize }> = Array::new();
 pub static TG_STATS: PerCpuArray<Counter, { Stat::COUNT as usize }> = PerCpuArray::new();
 
 #[btf_map]
-pub static TG_FRAGS: LruHashMap<FragmentKey, FragmentVerdict, { DEFAULT_FRAGMENTS as usize }> =
+pub static TG_FRAGS: LruHashMap<FragmentKey, Allowed, { DEFAULT_FRAGMENTS as usize }> =
     LruHashMap::new();
+
+#[btf_map]
+pub static TG_FLOWS: LruHashMap<FlowKey, Allowed, { DEFAULT_FLOWS as usize }> = LruHashMap::new();
 
 #[btf_map]
 pub static TG_EVENTS: RingBuf<DenyEvent, { EVENT_RING_BYTES as usize }> = RingBuf::new();

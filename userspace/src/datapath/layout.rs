@@ -6,11 +6,11 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use aya::maps::MapInfo;
 use tollgate_common::{
-    Counter, Destination, DeviceKey, DevicePrefix, EVENT_RING_BYTES, FragmentKey, FragmentVerdict,
+    Allowed, Counter, Destination, DeviceKey, DevicePrefix, EVENT_RING_BYTES, FlowKey, FragmentKey,
     GroupInfo, MAP_ACTIVE, MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT,
-    MAP_DEVICE_PREFIX, MAP_EVENT_LIMITER, MAP_EVENTS, MAP_FRAGMENTS, MAP_GATEWAY, MAP_GRACE,
-    MAP_GROUPS, MAP_RULESETS, MAP_SETTINGS, MAP_STATS, MAX_GATEWAY_ADDRESSES, MAX_GROUPS,
-    RuleRecord, SLOTS, Settings, Stat,
+    MAP_DEVICE_PREFIX, MAP_EVENT_LIMITER, MAP_EVENTS, MAP_FLOWS, MAP_FRAGMENTS, MAP_GATEWAY,
+    MAP_GRACE, MAP_GROUPS, MAP_RULESETS, MAP_SETTINGS, MAP_STATS, MAX_GATEWAY_ADDRESSES,
+    MAX_GROUPS, RuleRecord, SLOTS, Settings, Stat,
 };
 
 use crate::config::Limits;
@@ -90,8 +90,14 @@ pub fn specs(limits: &Limits) -> Vec<MapSpec> {
         sized(
             MAP_FRAGMENTS,
             size::<FragmentKey>(),
-            size::<FragmentVerdict>(),
+            size::<Allowed>(),
             limits.fragments,
+        ),
+        sized(
+            MAP_FLOWS,
+            size::<FlowKey>(),
+            size::<Allowed>(),
+            limits.flow_cache,
         ),
         fixed(MAP_EVENTS, 0, 0, EVENT_RING_BYTES),
         fixed(MAP_EVENT_LIMITER, 4, 8, 1),
@@ -151,6 +157,7 @@ pub fn validate(limits: &Limits) -> Result<()> {
         ("counters", limits.counters),
         ("rule-records", limits.rule_records),
         ("fragments", limits.fragments),
+        ("flow-cache", limits.flow_cache),
     ] {
         if value == 0 || value > 1 << 26 {
             bail!("limits.{what}: {value} is out of range (1..=67108864)");

@@ -4,7 +4,10 @@
 //! # Atomic install
 //! Policy tables are double-buffered (see `tollgate-common`). `install`
 //! writes the inactive slot — only the entries that differ from what it
-//! holds — then flips `TG_ACTIVE` with one 4-byte store. A slot that was
+//! holds — then flips `TG_ACTIVE` to the next policy generation (its low
+//! bit is the slot) with one 4-byte store. The remembered verdicts of allowed
+//! flows (`TG_FLOWS`) are keyed by generation, so the flip retires them all
+//! without a flush. A slot that was
 //! active is written only after an RCU grace period (an update of the
 //! `TG_GRACE` array-of-maps returns only after one), so no packet that
 //! started under the old policy can see the slot change under it. `install`
@@ -96,7 +99,9 @@ pub struct Dataplane {
     pin_dir: Option<PathBuf>,
     start: Start,
     active: Array<MapData, u32>,
-    active_slot: u8,
+    /// What `TG_ACTIVE` holds: the generation in force; its low bit is the
+    /// slot packets read.
+    generation: u32,
     policy: PolicyMaps,
     counters: CounterRegistry,
     stats: PerCpuArray<MapData, Counter>,
@@ -188,7 +193,8 @@ impl Dataplane {
         }
 
         let active: Array<MapData, u32> = take(&mut ebpf, MAP_ACTIVE)?;
-        let active_slot = (active.get(&0, 0)? & 1) as u8;
+        let generation = active.get(&0, 0)?;
+        let active_slot = (generation & 1) as u8;
         let policy = PolicyMaps {
             groups: take(&mut ebpf, MAP_GROUPS)?,
             device_exact: take(&mut ebpf, MAP_DEVICE_EXACT)?,
@@ -219,7 +225,7 @@ impl Dataplane {
             pin_dir: options.pin_dir.clone(),
             start,
             active,
-            active_slot,
+            generation,
             policy,
             counters,
             // A previous run may have flipped just before it died.
@@ -238,7 +244,9 @@ impl Dataplane {
     /// Makes `policy` the one every packet sees, in one step.
     pub fn install(&mut self, policy: &CompiledPolicy) -> Result<InstallReport> {
         let begin = Instant::now();
-        let slot = 1 - self.active_slot;
+        // Wrapping keeps the parity alternating: 2^32 is even.
+        let generation = self.generation.wrapping_add(1);
+        let slot = (generation & 1) as u8;
         // Normally the last install waited already; not after an adoption
         // (a previous run may have flipped just before it died) or a wait
         // that failed.
@@ -271,10 +279,10 @@ impl Dataplane {
         let writes = result?;
 
         self.active
-            .set(0, u32::from(slot), 0)
+            .set(0, generation, 0)
             .context("flip TG_ACTIVE")?;
         let total = begin.elapsed();
-        self.active_slot = slot;
+        self.generation = generation;
         self.grace_pending = true;
         self.installed_counters = indices;
         // Packets that started before the flip may still be reading the old
@@ -309,7 +317,7 @@ impl Dataplane {
 
     /// The slot packets read now.
     pub fn active_slot(&self) -> u8 {
-        self.active_slot
+        (self.generation & 1) as u8
     }
 
     /// Kernel counter index of logical counter `logical` of the installed
