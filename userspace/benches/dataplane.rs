@@ -40,6 +40,16 @@
 //!   192.0.2.1 / 2001:db8::1 (in no list: the group default decides), *deny
 //!   (rule)* to the last blocked prefix. Denies also run the deny-event rate
 //!   limiter (100/s by default: the steady state of a deny flood).
+//! - **Established and new flows**: a repeated frame is one flow, so from
+//!   its second run on, *allow* takes the flow cache (`TG_FLOWS`): that is
+//!   the cost of an established flow's packets. Denies are never cached.
+//!   *Allow (new flow)* is the first packet of a flow: the full decision
+//!   plus the insert into the cache. It is measured with `repeat` = 1 on
+//!   250 frames from 250 devices (per trial, the same policy is installed
+//!   again first: a new generation, so every flow is new), and the trial's
+//!   value is the median of those 250 runs. Its floor is measured the same
+//!   way, frame by frame in between, because one run at a time carries the
+//!   timer's own cost.
 //! - **xdp-filter** (xdp-tools, `/usr/sbin/xdp-filter`): loaded with
 //!   `xdp-filter load -m skb -p deny -f ipv4,ipv6` on a veth in a namespace
 //!   of our own (its allow-list program, `xdpfilt_dny_ip`), filled with
@@ -99,6 +109,8 @@ const TARGET_DEVICES: usize = 1_000_000;
 const TARGET_NS_OVER_FLOOR: u64 = 25;
 const NTP_ADDRESS: Ipv4Addr = Ipv4Addr::new(100, 127, 0, 123);
 const PORT: u16 = 443;
+/// First packets per trial for *allow (new flow)*.
+const NEW_FLOWS: u8 = 250;
 
 fn main() -> Result<()> {
     if std::env::args().skip(1).any(|a| a != "--bench") {
@@ -139,7 +151,7 @@ fn main() -> Result<()> {
     for &rules in &RULE_COUNTS {
         for &devices in &DEVICE_COUNTS {
             let started = Instant::now();
-            let setup = Setup::build(&pool, rules, devices)?;
+            let mut setup = Setup::build(&pool, rules, devices)?;
             eprintln!(
                 "tollgate: {rules} destination prefixes, {devices} devices: {} destination \
                  entries, {} exact + {} prefix devices, {} rule sets; built and installed in \
@@ -176,11 +188,14 @@ fn main() -> Result<()> {
                 devices: count(devices),
                 family,
                 allow: Some(cells[0]),
+                allow_new: None,
                 deny_default: Some(cells[1]),
                 deny_rule: Ok(cells[2]),
             };
             for (family, cells) in [Family::V4, Family::V6].into_iter().zip(cells.chunks(3)) {
-                table.push(row("tollgate (xdp)", ProgType::Xdp, family, cells));
+                let mut r = row("tollgate (xdp)", ProgType::Xdp, family, cells);
+                r.allow_new = Some(setup.first_packets(&measure, &probes[family as usize])?);
+                table.push(r);
             }
             if rules == TARGET_RULES {
                 for family in [Family::V4, Family::V6] {
@@ -231,6 +246,7 @@ fn main() -> Result<()> {
                         devices: "-".into(),
                         family,
                         allow: Some(cells[0]),
+                        allow_new: None,
                         deny_default: Some(cells[1]),
                         deny_rule: Err("n/a (no rules)".into()),
                     });
@@ -243,6 +259,7 @@ fn main() -> Result<()> {
                 devices: "-".into(),
                 family: Family::V4,
                 allow: None,
+                allow_new: None,
                 deny_default: None,
                 deny_rule: Err("-".into()),
             }),
@@ -252,11 +269,11 @@ fn main() -> Result<()> {
     // The clock the deny-event limiter reads, and the coarse one it could.
     for (what, helper) in [
         (
-            "bpf_ktime_get_ns() (deny-event limiter)",
+            "bpf_ktime_get_ns() (not used; for comparison)",
             HELPER_KTIME_GET_NS,
         ),
         (
-            "bpf_ktime_get_coarse_ns() (not used; for comparison)",
+            "bpf_ktime_get_coarse_ns() (deny-event limiter)",
             HELPER_KTIME_GET_COARSE_NS,
         ),
     ] {
@@ -334,6 +351,7 @@ impl Floors {
                     devices: "-".into(),
                     family,
                     allow: Some(cells[family as usize]),
+                    allow_new: None,
                     deny_default: None,
                     deny_rule: Err("-".into()),
                 });
@@ -368,6 +386,7 @@ fn print_costs(costs: &[(String, Cell)], floor: u64) {
 }
 
 const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
+const HELPER_MAP_UPDATE_ELEM: i32 = 2;
 const HELPER_KTIME_GET_NS: i32 = 5;
 const HELPER_KTIME_GET_COARSE_NS: i32 = 160;
 
@@ -405,6 +424,7 @@ fn lookup_costs(
         Ok(())
     };
     let name = family.name();
+    let mut insert = None;
     let exact = if devices >= 100_000 { "hit" } else { "miss" };
     let mut key = vec![slot, fam, 0, 0];
     key.extend_from_slice(&addr);
@@ -450,6 +470,35 @@ fn lookup_costs(
                 found,
             )?;
         }
+        // The allow probe's flow, remembered by one run under the
+        // generation in force.
+        let (action, _) = setup.dataplane.test_run_xdp(&probes.allow, 1)?;
+        ensure!(action == XDP_PASS);
+        let (_, _, dst) = family_key(probes.allow_dst);
+        let mut key = setup.dataplane.generation().to_ne_bytes().to_vec();
+        key.extend_from_slice(&PORT.to_ne_bytes());
+        key.extend_from_slice(&[6, fam]);
+        key.extend_from_slice(&addr);
+        key.extend_from_slice(&dst);
+        time(
+            format!("TG_FLOWS LRU hash, {name} allow flow, hit (established flows)"),
+            map("TG_FLOWS")?,
+            key.clone(),
+            true,
+        )?;
+        // The insert of a new flow, timed as the update of one key in a
+        // generation far from the live one (an LRU update takes a free
+        // node and releases the old one: the work of an insert).
+        key[..4].copy_from_slice(&(setup.dataplane.generation() ^ 1 << 31).to_ne_bytes());
+        let program = Asm::new()
+            .update(map("TG_FLOWS")?, &key, &[0; 8])
+            .pass_if_zero();
+        let fd = bpf::prog_load(ProgType::Xdp, &program.0, "tg_insert")?;
+        let cell = measure.run(|f, r| bpf::test_run(&fd, f, r), &frame_any(), XDP_PASS)?;
+        insert = Some((
+            format!("TG_FLOWS LRU hash update, {name} (a new flow's insert)"),
+            cell,
+        ));
         if family == Family::V4 {
             time(
                 "TG_COUNTERS per-CPU array (twice per packet)".into(),
@@ -465,6 +514,7 @@ fn lookup_costs(
             )?;
         }
     }
+    out.extend(insert);
     Ok(out)
 }
 
@@ -545,23 +595,55 @@ impl Asm {
         self.insn(0x85, 0, 0, 0, helper)
     }
 
-    /// `bpf_map_lookup_elem(map, &key)` with `key` built on the stack.
-    fn lookup(mut self, map_fd: i32, key: &[u8]) -> Asm {
-        let len = key.len().div_ceil(8) * 8;
-        let base = -(len as i16);
-        let mut padded = key.to_vec();
-        padded.resize(len, 0);
+    /// `if r0 == 0 { r0 = XDP_PASS } else { r0 = XDP_DROP }; exit`: after
+    /// an update, says whether it succeeded.
+    fn pass_if_zero(self) -> Asm {
+        self.insn(0x15, 0, 0, 2, 0)
+            .ret(XDP_DROP as i32)
+            .ret(XDP_PASS as i32)
+    }
+
+    /// Stores `bytes` on the stack at `base` (8-byte aligned, below r10).
+    fn stack(mut self, base: i16, bytes: &[u8]) -> Asm {
+        let mut padded = bytes.to_vec();
+        padded.resize(bytes.len().div_ceil(8) * 8, 0);
         for (i, word) in padded.chunks(4).enumerate() {
             let imm = i32::from_ne_bytes(word.try_into().expect("4 bytes"));
             // BPF_ST | BPF_MEM | BPF_W: *(u32 *)(r10 + off) = imm.
             self = self.insn(0x62, 10, 0, base + 4 * i as i16, imm);
         }
-        // r1 = map (BPF_LD | BPF_DW | BPF_IMM, BPF_PSEUDO_MAP_FD), r2 = r10 + base.
+        self
+    }
+
+    /// `r1 = map` (BPF_LD | BPF_DW | BPF_IMM, BPF_PSEUDO_MAP_FD); `reg =
+    /// r10 + base`.
+    fn map_and_pointer(self, map_fd: i32, reg: u8, base: i16) -> Asm {
         self.insn(0x18, 1, 1, 0, map_fd)
             .insn(0, 0, 0, 0, 0)
-            .insn(0xbf, 2, 10, 0, 0)
-            .insn(0x07, 2, 0, 0, i32::from(base))
+            .insn(0xbf, reg, 10, 0, 0)
+            .insn(0x07, reg, 0, 0, i32::from(base))
+    }
+
+    /// `bpf_map_lookup_elem(map, &key)` with `key` built on the stack.
+    fn lookup(self, map_fd: i32, key: &[u8]) -> Asm {
+        let base = -((key.len().div_ceil(8) * 8) as i16);
+        self.stack(base, key)
+            .map_and_pointer(map_fd, 2, base)
             .call(HELPER_MAP_LOOKUP_ELEM)
+    }
+
+    /// `bpf_map_update_elem(map, &key, &value, BPF_ANY)`, both on the stack.
+    fn update(self, map_fd: i32, key: &[u8], value: &[u8]) -> Asm {
+        let key_base = -((key.len().div_ceil(8) * 8) as i16);
+        let value_base = key_base - (value.len().div_ceil(8) * 8) as i16;
+        self.stack(key_base, key)
+            .stack(value_base, value)
+            .map_and_pointer(map_fd, 2, key_base)
+            // r3 = r10 + value_base; r4 = 0.
+            .insn(0xbf, 3, 10, 0, 0)
+            .insn(0x07, 3, 0, 0, i32::from(value_base))
+            .insn(0xb7, 4, 0, 0, 0)
+            .call(HELPER_MAP_UPDATE_ELEM)
     }
 }
 
@@ -622,6 +704,17 @@ struct Cell {
     median: u64,
 }
 
+impl Cell {
+    /// The lowest and the median of the trials.
+    fn of(trials: &mut [u64]) -> Cell {
+        trials.sort_unstable();
+        Cell {
+            min: trials[0],
+            median: trials[trials.len() / 2],
+        }
+    }
+}
+
 impl std::fmt::Display for Cell {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({})", self.min, self.median)
@@ -662,16 +755,7 @@ impl Measure {
                 samples.push(checked(frame, expect, self.repeat)?);
             }
         }
-        Ok(ns
-            .into_iter()
-            .map(|mut samples| {
-                samples.sort_unstable();
-                Cell {
-                    min: samples[0],
-                    median: samples[samples.len() / 2],
-                }
-            })
-            .collect())
+        Ok(ns.into_iter().map(|mut s| Cell::of(&mut s)).collect())
     }
 
     fn run(
@@ -692,6 +776,8 @@ struct Row {
     devices: String,
     family: Family,
     allow: Option<Cell>,
+    /// The first packet of a flow, and the floor measured the same way.
+    allow_new: Option<FirstPackets>,
     deny_default: Option<Cell>,
     /// `Err` says why there is no number.
     deny_rule: Result<Cell, String>,
@@ -701,7 +787,7 @@ fn print_table(rows: &[Row], floors: &Floors) {
     let cell = |c: &Option<Cell>| c.map_or("-".to_string(), |c| c.to_string());
     println!();
     println!(
-        "{:<26} {:>11} {:>9} {:>6} {:>14} {:>15} {:>15} {:>12}",
+        "{:<26} {:>11} {:>9} {:>6} {:>14} {:>15} {:>15} {:>12} {:>16} {:>10}",
         "program",
         "dst entries",
         "devices",
@@ -709,7 +795,9 @@ fn print_table(rows: &[Row], floors: &Floors) {
         "allow ns",
         "deny(default)",
         "deny(rule)",
-        "allow-floor"
+        "allow-floor",
+        "allow(new flow)",
+        "new-floor1"
     );
     for r in rows {
         let over = r
@@ -722,8 +810,15 @@ fn print_table(rows: &[Row], floors: &Floors) {
             println!("{:<26} {:>11}  {}", "xdp-filter", r.rules, r.program);
             continue;
         }
+        let (new, new_over) = match r.allow_new {
+            Some(first) => (
+                first.allow.to_string(),
+                format!("{:+}", first.allow.min as i64 - first.floor.min as i64),
+            ),
+            None => ("-".into(), "-".into()),
+        };
         println!(
-            "{:<26} {:>11} {:>9} {:>6} {:>14} {:>15} {:>15} {:>12}",
+            "{:<26} {:>11} {:>9} {:>6} {:>14} {:>15} {:>15} {:>12} {:>16} {:>10}",
             r.program,
             r.rules,
             r.devices,
@@ -734,7 +829,9 @@ fn print_table(rows: &[Row], floors: &Floors) {
                 Ok(c) => c.to_string(),
                 Err(why) => why.clone(),
             },
-            over
+            over,
+            new,
+            new_over
         );
     }
 }
@@ -768,6 +865,17 @@ fn print_verdicts(rows: &[Row], floors: &Floors) {
                 } else {
                     "MISSED"
                 }
+            );
+        }
+        if let Some(first) = r.allow_new {
+            println!(
+                "at 10^5 rules / 10^6 devices, {} allow (new flow): {} ns = floor at repeat 1 {} \
+                 + {} ns; deny(default) from the same devices, one at a time: {} ns (no insert)",
+                r.family.name(),
+                first.allow.min,
+                first.floor.min,
+                first.allow.min as i64 - first.floor.min as i64,
+                first.deny_default.min
             );
         }
         if let (Some(a), Some(d)) = (r.allow, r.deny_default) {
@@ -876,8 +984,106 @@ impl Setup {
     }
 }
 
+impl Setup {
+    /// *Allow (new flow)* for `probes`' family: per trial, a new generation
+    /// (the same policy installed again: no map writes, every remembered
+    /// flow retired), then the allow probe's destination from 250 devices,
+    /// each frame once, with the floor run on the same frame in between.
+    /// A trial's value is the median of its 250 first packets; the cells
+    /// show the lowest and the median trial, as elsewhere.
+    fn first_packets(&mut self, measure: &Measure, probes: &Probes) -> Result<FirstPackets> {
+        let floor = Floor::load(ProgType::Xdp)?;
+        let src = self.sources[probes.family as usize];
+        let frames: Vec<(Vec<u8>, Vec<u8>)> = (1..=NEW_FLOWS)
+            .map(|host| {
+                let src = with_last_byte(src, host);
+                let d = model::verdict(
+                    &self.tables,
+                    &PacketFacts {
+                        src,
+                        dst: probes.allow_dst,
+                        proto: 6,
+                        dport: Some(PORT),
+                    },
+                );
+                ensure!(
+                    d.verdict == Verdict::Allow,
+                    "{src} -> {} is not allowed: {d:?}",
+                    probes.allow_dst
+                );
+                Ok((
+                    frame(src, probes.allow_dst),
+                    frame(src, probes.deny_default_dst),
+                ))
+            })
+            .collect::<Result<_>>()?;
+        // Once into the other slot, so that both hold this policy and the
+        // installs below write nothing.
+        self.dataplane.install(&self.tables)?;
+        let mut trials = [Vec::new(), Vec::new(), Vec::new()];
+        for _ in 0..measure.trials {
+            let report = self.dataplane.install(&self.tables)?;
+            ensure!(report.writes.inserted + report.writes.removed == 0);
+            let mut runs = [Vec::new(), Vec::new(), Vec::new()];
+            for (allow, deny) in &frames {
+                let (action, d) = self.dataplane.test_run_xdp(allow, 1)?;
+                ensure!(action == XDP_PASS, "a new flow was not allowed");
+                runs[0].push(d.as_nanos() as u64);
+                runs[1].push(floor.test_run(allow, 1)?.1);
+                let (action, d) = self.dataplane.test_run_xdp(deny, 1)?;
+                ensure!(action == XDP_DROP, "a deny(default) probe passed");
+                runs[2].push(d.as_nanos() as u64);
+            }
+            for (trial, runs) in trials.iter_mut().zip(&mut runs) {
+                trial.push(median(runs));
+            }
+        }
+        let [allow, floor, deny_default] = trials.map(|mut t| Cell::of(&mut t));
+        Ok(FirstPackets {
+            allow,
+            floor,
+            deny_default,
+        })
+    }
+}
+
+/// One packet at a time (`repeat` 1), each from another device.
+#[derive(Clone, Copy)]
+struct FirstPackets {
+    /// A flow's first packet: the full decision and the cache insert.
+    allow: Cell,
+    /// The floor program on the same frames.
+    floor: Cell,
+    /// The deny(default) probe from the same devices: a full decision
+    /// without an insert, just as cold.
+    deny_default: Cell,
+}
+
+fn median(samples: &mut [u64]) -> u64 {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+/// `addr` with its last byte replaced: another device of the same fleet
+/// (every probe source sits where its neighbours are devices too).
+fn with_last_byte(addr: IpAddr, last: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let mut o = a.octets();
+            o[3] = last;
+            IpAddr::V4(o.into())
+        }
+        IpAddr::V6(a) => {
+            let mut o = a.octets();
+            o[15] = last;
+            IpAddr::V6(o.into())
+        }
+    }
+}
+
 /// The probe frames of one family.
 struct Probes {
+    family: Family,
     allow: Vec<u8>,
     allow_dst: IpAddr,
     deny_default: Vec<u8>,
@@ -896,6 +1102,7 @@ impl Probes {
             Family::V6 => "2001:db8::1".parse().expect("an address"),
         };
         Probes {
+            family,
             allow: frame(src, nowhere),
             allow_dst: nowhere,
             deny_default: frame(src, nowhere),

@@ -315,6 +315,11 @@ impl Dataplane {
         Ok(())
     }
 
+    /// The policy generation in force (what `TG_ACTIVE` holds).
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
     /// The slot packets read now.
     pub fn active_slot(&self) -> u8 {
         (self.generation & 1) as u8
