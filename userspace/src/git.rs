@@ -15,6 +15,13 @@ pub fn head_commit(dir: &Path) -> Option<String> {
     }
 }
 
+/// Whether a git command is writing the checkout containing `dir`: git
+/// holds `index.lock` in the repository while a checkout, pull, merge or
+/// reset rewrites the work tree, and removes it when done.
+pub fn operation_in_progress(dir: &Path) -> bool {
+    find_git_dir(dir).is_some_and(|git_dir| git_dir.join("index.lock").exists())
+}
+
 /// The `.git` directory for `dir`: walks up; follows `gitdir:` files
 /// (worktrees, submodules).
 fn find_git_dir(dir: &Path) -> Option<PathBuf> {

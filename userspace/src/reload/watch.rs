@@ -5,7 +5,11 @@
 //! over the old one, and re-pointing a symlink (`ln -sfn new current`). We
 //! watch the resolved directory recursively *and* the parent of the
 //! configured path, and re-resolve the path after every change. Bursts (a
-//! checkout touching 50 files) are debounced into one trigger.
+//! checkout touching 50 files) are debounced into one trigger, and while a
+//! git command is rewriting the checkout (it holds `index.lock`), the
+//! trigger waits for it to finish, so a half-applied checkout is never
+//! loaded however slowly git writes. Tools other than git should deploy by
+//! renaming or re-pointing a symlink, which is one atomic change.
 
 use std::{
     path::{Path, PathBuf},
@@ -16,11 +20,17 @@ use anyhow::{Context as _, Result};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
-/// Quiet time after the last change before a reload starts: a `git
-/// checkout` writes its files within a few milliseconds of each other.
-pub const DEBOUNCE: Duration = Duration::from_millis(50);
+/// Quiet time after the last change before a reload starts: an editor's
+/// save (write to a temporary file, rename) is a few events within a
+/// millisecond or two; a git operation is covered by its lock instead.
+pub const DEBOUNCE: Duration = Duration::from_millis(15);
 /// A continuous stream of changes still reloads this often.
 pub const MAX_DELAY: Duration = Duration::from_secs(2);
+/// How often a reload held for a running git command checks again.
+const GIT_POLL: Duration = Duration::from_millis(10);
+/// A git command holding its lock longer than this (or a stale lock left by
+/// a crashed one) no longer holds the reload back.
+pub const GIT_HOLD_MAX: Duration = Duration::from_secs(30);
 
 pub struct PolicyWatcher {
     configured: PathBuf,
@@ -30,9 +40,19 @@ pub struct PolicyWatcher {
     identity: Option<(u64, u64)>,
     watcher: RecommendedWatcher,
     events: mpsc::UnboundedReceiver<PathBuf>,
-    /// A change was seen: (end of the quiet period, latest reload time).
-    /// Kept here, not in the future, so `changed` is cancel-safe.
-    pending: Option<(tokio::time::Instant, tokio::time::Instant)>,
+    /// A change was seen and not yet reported. Kept here, not in the
+    /// future, so `changed` is cancel-safe.
+    pending: Option<Pending>,
+}
+
+#[derive(Clone, Copy)]
+struct Pending {
+    /// End of the quiet period (moved by every further change).
+    quiet: tokio::time::Instant,
+    /// Latest reload time for a continuous stream of changes.
+    deadline: tokio::time::Instant,
+    /// When the first change of this trigger was seen.
+    since: tokio::time::Instant,
 }
 
 impl PolicyWatcher {
@@ -119,9 +139,15 @@ impl PolicyWatcher {
         in_target || is_configured
     }
 
-    /// Waits for the next change, then for the burst it belongs to to end.
-    /// Returns `None` when the watcher is gone. Cancel-safe: dropping the
-    /// future (another `select!` branch won) loses no change.
+    /// Whether a git command is rewriting the watched checkout.
+    fn git_busy(&self) -> bool {
+        crate::git::operation_in_progress(self.resolved.as_deref().unwrap_or(&self.configured))
+    }
+
+    /// Waits for the next change, then for the burst it belongs to to end
+    /// and for a git command writing the checkout to finish. Returns `None`
+    /// when the watcher is gone. Cancel-safe: dropping the future (another
+    /// `select!` branch won) loses no change.
     pub async fn changed(&mut self) -> Option<()> {
         loop {
             match self.pending {
@@ -129,12 +155,31 @@ impl PolicyWatcher {
                     let path = self.events.recv().await?;
                     if self.relevant(&path) {
                         let now = tokio::time::Instant::now();
-                        self.pending = Some((now + DEBOUNCE, now + MAX_DELAY));
+                        self.pending = Some(Pending {
+                            quiet: now + DEBOUNCE,
+                            deadline: now + MAX_DELAY,
+                            since: now,
+                        });
                     }
                 }
-                Some((quiet, deadline)) => {
+                Some(pending) => {
                     tokio::select! {
-                        _ = tokio::time::sleep_until(quiet.min(deadline)) => {
+                        _ = tokio::time::sleep_until(pending.quiet.min(pending.deadline)) => {
+                            let now = tokio::time::Instant::now();
+                            if self.git_busy() {
+                                if now < pending.since + GIT_HOLD_MAX {
+                                    self.pending = Some(Pending {
+                                        quiet: now + GIT_POLL,
+                                        deadline: now + GIT_POLL,
+                                        ..pending
+                                    });
+                                    continue;
+                                }
+                                tracing::warn!(
+                                    "git has held index.lock for {GIT_HOLD_MAX:?} (a stale lock?); \
+                                     reloading anyway"
+                                );
+                            }
                             self.pending = None;
                             self.rewatch();
                             return Some(());
@@ -143,7 +188,7 @@ impl PolicyWatcher {
                             let path = more?;
                             if self.relevant(&path) {
                                 let quiet = tokio::time::Instant::now() + DEBOUNCE;
-                                self.pending = Some((quiet, deadline));
+                                self.pending = Some(Pending { quiet, ..pending });
                             }
                         }
                     }
@@ -178,6 +223,35 @@ mod tests {
                 .is_err(),
             "no further change expected"
         );
+    }
+
+    #[tokio::test]
+    async fn a_running_git_command_holds_the_reload_until_it_is_done() {
+        let root = temp_dir("git-lock");
+        let policies = root.join("policies");
+        std::fs::create_dir_all(&policies).unwrap();
+        let git = std::process::Command::new("git")
+            .args(["init", "-q"])
+            .current_dir(&root)
+            .status()
+            .unwrap();
+        assert!(git.success());
+        let lock = root.join(".git/index.lock");
+        let mut w = PolicyWatcher::new(&policies).unwrap();
+        // What a checkout looks like: the lock, files written well apart
+        // (a slow disk, a big checkout), then the lock goes.
+        std::fs::write(&lock, "").unwrap();
+        std::fs::write(policies.join("a.yaml"), "x").unwrap();
+        expect_quiet(&mut w).await;
+        std::fs::write(policies.join("b.yaml"), "x").unwrap();
+        expect_quiet(&mut w).await;
+        std::fs::remove_file(&lock).unwrap();
+        expect_change(&mut w).await;
+        expect_quiet(&mut w).await;
+        // Without the lock, a change is reported after the debounce.
+        std::fs::write(policies.join("c.yaml"), "x").unwrap();
+        expect_change(&mut w).await;
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[tokio::test]
