@@ -257,7 +257,8 @@ pub fn remember_fragment(p: &Packet, id: u32, allowed: Allowed) {
 fn flow_key(generation: u32, p: &Packet) -> FlowKey {
     FlowKey {
         generation,
-        dport: if p.port_known { p.dport } else { 0 },
+        // Parse leaves it 0 where the port is unknown.
+        dport: p.dport,
         proto: p.proto,
         family: p.family,
         src: p.src,
