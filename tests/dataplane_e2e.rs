@@ -253,7 +253,7 @@ fn real_traffic_is_allowed_and_blocked_as_explain_predicts_in_xdp_and_tc() {
         dataplane.install(&tables).unwrap();
         let attachment = rig
             .gateway
-            .enter(|| dataplane.attach(RIG_DEVICE_IFACE, mode))
+            .enter(|| dataplane.attach_by_name(RIG_DEVICE_IFACE, mode))
             .unwrap()
             .unwrap();
         udp_seen.lock().unwrap().clear();

@@ -1,6 +1,12 @@
 //! The parse rules of the dataplane, one crafted frame each, run through the
 //! real XDP and TC programs with `BPF_PROG_TEST_RUN`. Each row names the
 //! input, the expected action and the statistic that must count it.
+//!
+//! The same IP rows, without their Ethernet header, also run through the
+//! raw-IP XDP variant (tun, WireGuard, PPP, IP tunnels): a packet is judged
+//! the same whichever link it arrives on. (The skb test-run always parses
+//! an Ethernet header, so the raw-IP TC variant is proven with real packets
+//! on a tun device in `dataplane_links`.)
 
 mod common;
 
@@ -10,6 +16,7 @@ use common::tables::Tables;
 use tollgate::{
     datapath::{Dataplane, Options, TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS},
     frames::{Extension, Frame, Ipv4Fragment, Transport},
+    links::LinkKind,
     tables::CompiledPolicy,
 };
 use tollgate_common::Stat;
@@ -390,10 +397,60 @@ fn fixtures() -> Vec<(&'static str, Vec<u8>, Expect)> {
         Frame::new(ip("192.0.2.1"), ip("198.51.100.7"), UDP),
         dropped(Stat::DropUnknownDevice),
     );
-    let mut arp = vec![0xff; 6];
-    arp.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x08, 0x06]);
-    arp.extend_from_slice(&[0; 28]);
-    rows.push(("ARP request", arp, passed(Stat::PassNonIp)));
+    // Non-IP frames: ARP passes, every other EtherType is dropped.
+    rows.push(("ARP request", non_ip(&[0x0806]), passed(Stat::PassArp)));
+    for (name, ethertypes) in NON_IP {
+        rows.push((name, non_ip(ethertypes), dropped(Stat::DropNonIp)));
+    }
+    rows
+}
+
+/// Non-IP EtherTypes that must be dropped (the tags before the type).
+const NON_IP: [(&str, &[u16]); 7] = [
+    ("PPPoE discovery", &[0x8863]),
+    ("PPPoE session", &[0x8864]),
+    ("MPLS unicast", &[0x8847]),
+    ("MPLS multicast", &[0x8848]),
+    ("LLDP", &[0x88cc]),
+    ("unknown EtherType 0x1234", &[0x1234]),
+    ("LLDP inside a VLAN tag", &[0x8100, 0x88cc]),
+];
+
+/// A broadcast frame with these EtherTypes (VLAN tags first) and 46 bytes
+/// of payload.
+fn non_ip(ethertypes: &[u16]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+    for (i, t) in ethertypes.iter().enumerate() {
+        f.extend_from_slice(&t.to_be_bytes());
+        if i + 1 < ethertypes.len() {
+            f.extend_from_slice(&[0, 1]);
+        }
+    }
+    f.extend_from_slice(&[0; 46]);
+    f
+}
+
+/// The rows of an untagged IP frame, without the Ethernet header: what a
+/// raw-IP link carries. Rows the XDP test-run would refuse (under 14 bytes)
+/// are left out, and rows only a raw-IP link can see are added.
+fn raw_ip_fixtures() -> Vec<(&'static str, Vec<u8>, Expect)> {
+    let mut rows: Vec<(&'static str, Vec<u8>, Expect)> = fixtures()
+        .into_iter()
+        .filter(|(_, f, _)| matches!(f[12..14], [0x08, 0x00] | [0x86, 0xdd]))
+        .map(|(name, f, expect)| (name, f[14..].to_vec(), expect))
+        .filter(|(_, f, _)| f.len() >= 14)
+        .collect();
+    let ip = v4(UDP).build()[14..].to_vec();
+    for (name, version) in [
+        ("raw IP: version 5", 5u8),
+        ("raw IP: version 0", 0),
+        ("raw IP: version 15", 15),
+    ] {
+        let mut f = ip.clone();
+        f[0] = (version << 4) | (f[0] & 0x0f);
+        rows.push((name, f, dropped(Stat::DropNonIp)));
+    }
     rows
 }
 
@@ -402,7 +459,13 @@ fn fixtures() -> Vec<(&'static str, Vec<u8>, Expect)> {
 const SKB_REFUSES_TRUNCATED_IPV4: &str = "ipv4 header truncated";
 
 /// Runs the table; `run` returns `None` when the kernel refuses the frame.
-fn run_table(program: &str, run: impl Fn(&Dataplane, &[u8]) -> Option<u32>, pass: u32, drop: u32) {
+fn run_table(
+    program: &str,
+    rows: Vec<(&'static str, Vec<u8>, Expect)>,
+    run: impl Fn(&Dataplane, &[u8]) -> Option<u32>,
+    pass: u32,
+    drop: u32,
+) {
     common::require_root();
     let mut dataplane = Dataplane::open(&Options::default()).unwrap();
     let policy = policy();
@@ -419,7 +482,8 @@ fn run_table(program: &str, run: impl Fn(&Dataplane, &[u8]) -> Option<u32>, pass
             .sum()
     };
     let mut failures = Vec::new();
-    for (name, frame, expect) in fixtures() {
+    let count = rows.len();
+    for (name, frame, expect) in rows {
         let stats_before: Vec<u64> = Stat::ALL
             .iter()
             .map(|s| dataplane.stat(*s).unwrap().packets)
@@ -466,12 +530,14 @@ fn run_table(program: &str, run: impl Fn(&Dataplane, &[u8]) -> Option<u32>, pass
         "fixture failures:\n{}",
         failures.join("\n")
     );
+    eprintln!("{program}: {count} rows as expected");
 }
 
 #[test]
 fn xdp_fixture_table() {
     run_table(
         "xdp",
+        fixtures(),
         |dp, f| Some(dp.test_run_xdp(f, 1).unwrap().0),
         XDP_PASS,
         XDP_DROP,
@@ -479,9 +545,59 @@ fn xdp_fixture_table() {
 }
 
 #[test]
+fn raw_ip_xdp_fixture_table() {
+    run_table(
+        "xdp (raw IP)",
+        raw_ip_fixtures(),
+        |dp, f| Some(dp.test_run_xdp_on(LinkKind::Ip, f, 1).unwrap().0),
+        XDP_PASS,
+        XDP_DROP,
+    );
+}
+
+/// `pass-ethertypes` lets the listed EtherTypes through, counted apart,
+/// and nothing else.
+#[test]
+fn pass_ethertypes_let_the_listed_ones_through() {
+    common::require_root();
+    let dataplane = Dataplane::open(&Options {
+        pass_ethertypes: vec![0x88cc, 0x8863],
+        ..Options::default()
+    })
+    .unwrap();
+    let mut dataplane = dataplane;
+    dataplane.install(&policy()).unwrap();
+    let count = |dp: &Dataplane, s| dp.stat(s).unwrap().packets;
+    for (name, ethertypes) in NON_IP {
+        let listed = matches!(ethertypes.last(), Some(0x88cc | 0x8863));
+        let (passed, dropped) = (
+            count(&dataplane, Stat::PassNonIp),
+            count(&dataplane, Stat::DropNonIp),
+        );
+        let (action, _) = dataplane.test_run_xdp(&non_ip(ethertypes), 1).unwrap();
+        assert_eq!(
+            action,
+            if listed { XDP_PASS } else { XDP_DROP },
+            "{name}"
+        );
+        assert_eq!(
+            (
+                count(&dataplane, Stat::PassNonIp) - passed,
+                count(&dataplane, Stat::DropNonIp) - dropped
+            ),
+            if listed { (1, 0) } else { (0, 1) },
+            "{name}"
+        );
+    }
+    let (action, _) = dataplane.test_run_xdp(&non_ip(&[0x0806]), 1).unwrap();
+    assert_eq!(action, XDP_PASS, "ARP");
+}
+
+#[test]
 fn tc_fixture_table() {
     run_table(
         "tc",
+        fixtures(),
         |dp, f| match dp.test_run_tc(f, 1) {
             Ok((action, _)) => Some(action),
             Err(e) if format!("{e:#}").contains("Invalid argument") => None,

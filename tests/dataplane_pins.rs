@@ -91,7 +91,7 @@ fn filtering_outlives_the_controller_and_restarts_adopt_it() {
     };
     let attach = |dp: &mut Dataplane| {
         rig.gateway
-            .enter(|| dp.attach(RIG_DEVICE_IFACE, AttachPolicy::Auto))
+            .enter(|| dp.attach_by_name(RIG_DEVICE_IFACE, AttachPolicy::Auto))
             .unwrap()
             .unwrap()
     };

@@ -67,7 +67,7 @@ fn hundred_swaps_under_traffic_never_mix_versions() {
     let mut dataplane = Dataplane::open(&Options::default()).unwrap();
     dataplane.install(&a).unwrap();
     rig.gateway
-        .enter(|| dataplane.attach(RIG_DEVICE_IFACE, AttachPolicy::XdpNative))
+        .enter(|| dataplane.attach_by_name(RIG_DEVICE_IFACE, AttachPolicy::XdpNative))
         .unwrap()
         .unwrap();
 

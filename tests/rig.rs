@@ -43,10 +43,10 @@ fn xdp_counts_real_udp_packets_between_namespaces() {
     let attachment = gateway
         .enter(|| {
             dataplane
-                .attach("devices0", AttachPolicy::XdpNative)
+                .attach_by_name("devices0", AttachPolicy::XdpNative)
                 .or_else(|e| {
                     eprintln!("native XDP unavailable ({e:#}); falling back to generic");
-                    dataplane.attach("devices0", AttachPolicy::XdpGeneric)
+                    dataplane.attach_by_name("devices0", AttachPolicy::XdpGeneric)
                 })
         })
         .unwrap()

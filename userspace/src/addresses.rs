@@ -1,17 +1,15 @@
 //! The gateway's own addresses on the device-facing interfaces — what the
 //! policy keyword `gateway` means — read at start and again whenever the
-//! kernel announces an address change (rtnetlink multicast), so nobody has
-//! to type them into a file.
+//! kernel announces an address change (`links::InterfaceChanges`), so
+//! nobody has to type them into a file.
 
 use std::{
     collections::BTreeSet,
     ffi::CStr,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
 use anyhow::{Result, bail};
-use tokio::io::unix::AsyncFd;
 
 /// Every address currently on `interfaces` (link-local included: devices can
 /// reach the gateway over it), sorted.
@@ -68,84 +66,6 @@ pub fn of_interface(name: &str) -> Result<Option<Vec<IpAddr>>> {
         return Ok(None);
     }
     current(&[name.to_string()]).map(Some)
-}
-
-/// Notifies of address changes in this network namespace.
-pub struct AddressChanges {
-    socket: AsyncFd<OwnedFd>,
-}
-
-impl AddressChanges {
-    pub fn subscribe() -> Result<AddressChanges> {
-        // SAFETY: plain socket creation; the fd is owned right after.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            bail!("netlink socket: {}", std::io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh, valid descriptor.
-        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: zeroed sockaddr_nl is valid; fields set below.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as u16;
-        addr.nl_groups = (libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR) as u32;
-        // SAFETY: bind with a properly sized sockaddr_nl.
-        let rc = unsafe {
-            libc::bind(
-                socket.as_raw_fd(),
-                (&addr as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if rc != 0 {
-            bail!("bind netlink socket: {}", std::io::Error::last_os_error());
-        }
-        // SAFETY: the OwnedFd is moved into the AsyncFd, which keeps it open
-        // and unchanged for its whole life.
-        let socket = unsafe { AsyncFd::register(socket) }.map_err(|e| e.into_parts().1)?;
-        Ok(AddressChanges { socket })
-    }
-
-    /// Waits until at least one address was added or removed anywhere in the
-    /// namespace (callers re-read [`current`] and compare).
-    pub async fn next(&mut self) -> Result<()> {
-        loop {
-            let mut guard = self.socket.readable().await?;
-            let mut buf = [0u8; 8192];
-            let mut got = false;
-            loop {
-                // SAFETY: reading into a buffer we own.
-                let n = unsafe {
-                    libc::recv(
-                        self.socket.get_ref().as_raw_fd(),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                        0,
-                    )
-                };
-                if n > 0 {
-                    got = true;
-                    continue;
-                }
-                let err = std::io::Error::last_os_error();
-                // ENOBUFS: notifications were dropped; treat as a change.
-                if n < 0 && err.raw_os_error() == Some(libc::ENOBUFS) {
-                    got = true;
-                    continue;
-                }
-                break;
-            }
-            guard.clear_ready();
-            if got {
-                return Ok(());
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -46,6 +46,106 @@ pub struct Config {
     pub control_socket: PathBuf,
     #[serde(default)]
     pub limits: Limits,
+    /// Non-IP EtherTypes passed on purpose on Ethernet links. ARP always
+    /// passes; every other non-IP frame is dropped (`reason="non_ip"`).
+    #[serde(default, deserialize_with = "ethertypes")]
+    pub pass_ethertypes: Vec<u16>,
+}
+
+/// One `pass-ethertypes` entry: a number (`0x88cc` or `35020`) or a string
+/// holding a hexadecimal one (`"0x88cc"`). Checked as it is read, so an
+/// error carries the entry's own position.
+struct EtherType(u16);
+
+impl<'de> Deserialize<'de> for EtherType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = EtherType;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an EtherType (0x0600-0xffff, e.g. 0x88cc)")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<EtherType, E> {
+                let t = u16::try_from(v).map_err(|_| {
+                    E::custom(format!(
+                        "pass-ethertypes: {v:#x} is not an EtherType (0x0600-0xffff)"
+                    ))
+                })?;
+                check_ethertype(t).map_err(E::custom)
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<EtherType, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::custom(format!(
+                        "pass-ethertypes: {v} is not an EtherType (0x0600-0xffff)"
+                    ))),
+                }
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<EtherType, E> {
+                v.strip_prefix("0x")
+                    .or_else(|| v.strip_prefix("0X"))
+                    .and_then(|h| u64::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| {
+                        E::custom(format!(
+                            "pass-ethertypes: {v:?} is not an EtherType (0x0600-0xffff, e.g. 0x88cc)"
+                        ))
+                    })
+                    .and_then(|n| self.visit_u64(n))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// Refuses values that are not EtherTypes (below 0x0600 they are 802.3
+/// lengths) and those Tollgate handles itself (IP, IPv6, ARP, VLAN tags).
+fn check_ethertype(t: u16) -> Result<EtherType, String> {
+    let reason = match t {
+        ..0x0600 => "is an 802.3 length, not an EtherType (0x0600-0xffff)",
+        0x0800 | 0x86dd => "is IP: it is always filtered by the policy",
+        0x0806 => "is ARP: it always passes",
+        0x8100 | 0x88a8 | 0x9100 => "is a VLAN tag: the frame inside it is judged",
+        _ => return Ok(EtherType(t)),
+    };
+    Err(format!("pass-ethertypes: {t:#06x} {reason}"))
+}
+
+/// Reads `pass-ethertypes`: at most [`tollgate_common::MAX_PASS_ETHERTYPES`]
+/// entries, none twice.
+fn ethertypes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Vec<u16>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of EtherTypes")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u16>, A::Error> {
+            use serde::de::Error as _;
+            let max = tollgate_common::MAX_PASS_ETHERTYPES as usize;
+            let mut out: Vec<u16> = Vec::new();
+            while let Some(EtherType(t)) = seq.next_element()? {
+                if out.contains(&t) {
+                    return Err(A::Error::custom(format!(
+                        "pass-ethertypes: {t:#06x} is listed twice"
+                    )));
+                }
+                if out.len() == max {
+                    return Err(A::Error::custom(format!(
+                        "pass-ethertypes: more than {max} entries"
+                    )));
+                }
+                out.push(t);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Visitor)
 }
 
 /// Which attach modes to try, in order.
@@ -336,6 +436,16 @@ pub struct Limits {
     /// go first; kernel memory: about 110 bytes each).
     #[serde(default = "default_flow_cache")]
     pub flow_cache: u32,
+    /// How long the later fragments of an allowed first fragment follow its
+    /// verdict; after that they are judged with the port unknown. The
+    /// default is the kernel's own reassembly timeout.
+    #[serde(default = "default_fragment_lifetime", with = "humantime_serde")]
+    pub fragment_lifetime: Duration,
+    /// Allowed first fragments one source may have remembered per
+    /// fragment lifetime, so that one device cannot push every other
+    /// device's datagrams out of the `fragments` cache.
+    #[serde(default = "default_fragments_per_source")]
+    pub fragments_per_source: u32,
 }
 
 impl Default for Limits {
@@ -348,6 +458,8 @@ impl Default for Limits {
             rule_records: default_rule_records(),
             fragments: default_fragments(),
             flow_cache: default_flow_cache(),
+            fragment_lifetime: default_fragment_lifetime(),
+            fragments_per_source: default_fragments_per_source(),
         }
     }
 }
@@ -397,6 +509,12 @@ fn default_fragments() -> u32 {
 }
 fn default_flow_cache() -> u32 {
     tollgate_common::DEFAULT_FLOWS
+}
+fn default_fragment_lifetime() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_fragments_per_source() -> u32 {
+    256
 }
 
 impl Config {
@@ -526,6 +644,44 @@ mod tests {
             e.contains("ntp: workers: 0 is out of range (1..=64)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn pass_ethertypes_take_numbers_or_hex_strings_and_refuse_what_tollgate_parses() {
+        let c = parse("interfaces: [eth1]\npolicy-dir: /p\n").unwrap();
+        assert!(c.pass_ethertypes.is_empty());
+        let c = parse("interfaces: [eth1]\npolicy-dir: /p\npass-ethertypes: [0x88cc, \"0x8863\", 35143]\n")
+            .unwrap();
+        assert_eq!(c.pass_ethertypes, [0x88cc, 0x8863, 0x8947]);
+        for (bad, why) in [
+            ("0x0800", "is IP"),
+            ("0x86dd", "is IP"),
+            ("0x0806", "is ARP"),
+            ("0x8100", "is a VLAN tag"),
+            ("0x05dc", "802.3 length"),
+            ("0x10000", "is not an EtherType"),
+            ("\"lldp\"", "is not an EtherType"),
+            ("[0x88cc, 0x88cc]", "listed twice"),
+        ] {
+            let list = if bad.starts_with('[') { bad.to_string() } else { format!("[{bad}]") };
+            let e = parse(&format!("interfaces: [eth1]\npolicy-dir: /p\npass-ethertypes: {list}\n"))
+                .unwrap_err();
+            assert!(e.contains("pass-ethertypes: ") && e.contains(why), "{bad}: {e}");
+            assert!(e.starts_with("tollgate.yaml:3:"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn fragment_limits_default_to_the_kernel_reassembly_timeout() {
+        let c = parse("interfaces: [eth1]\npolicy-dir: /p\n").unwrap();
+        assert_eq!(c.limits.fragment_lifetime, Duration::from_secs(30));
+        assert_eq!(c.limits.fragments_per_source, 256);
+        let c = parse(
+            "interfaces: [eth1]\npolicy-dir: /p\nlimits:\n  fragment-lifetime: 2s\n  fragments-per-source: 8\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.fragment_lifetime, Duration::from_secs(2));
+        assert_eq!(c.limits.fragments_per_source, 8);
     }
 
     #[test]

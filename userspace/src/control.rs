@@ -28,12 +28,20 @@ pub struct Status {
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct InterfaceStatus {
     pub interface: String,
+    /// attached | missing (no such interface now) | refused (a link type
+    /// Tollgate cannot parse) | failed (attaching failed).
+    pub state: String,
     /// xdp-native | xdp-generic | tc, or null when not attached.
     pub mode: Option<String>,
+    /// ethernet | ip: where the attached program parses from.
+    pub link: Option<String>,
     /// fresh | kept | replaced: what attaching found.
     pub adoption: Option<String>,
+    /// Why it is refused or failed.
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

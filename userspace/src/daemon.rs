@@ -23,10 +23,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use tollgate_common::{DecisionReason, Stat, Verdict};
 
 use crate::{
-    addresses::{self, AddressChanges},
+    addresses,
+    attachments::{Attachments, InterfaceState},
     config::{Config, OnExit},
-    control::{self, InterfaceStatus, PolicyStatus, ReloadStatus, Status},
+    control::{self, PolicyStatus, ReloadStatus, Status},
     datapath::{Dataplane, Options, Start, events},
+    links::InterfaceChanges,
     diagnostic::Diagnostic,
     metrics::{DataplaneCollector, Metrics, RuleLabels, ScrapeView},
     ntp::{NtpService, SourceGroups},
@@ -160,6 +162,8 @@ pub struct Daemon {
     /// The policy files as last parsed (reloads run one at a time; the
     /// mutex only moves it into the blocking task).
     parse_cache: Arc<Mutex<ParseCache>>,
+    /// The configured interfaces and what is attached to each.
+    attachments: Attachments,
 }
 
 impl Daemon {
@@ -174,6 +178,7 @@ impl Daemon {
             pin_dir: Some(config.pin_dir.clone()),
             limits: config.limits,
             deny_events: config.deny_events,
+            pass_ethertypes: config.pass_ethertypes.clone(),
         };
         let dataplane = Dataplane::open(&options)?;
         match dataplane.start() {
@@ -212,6 +217,7 @@ impl Daemon {
             )?))?;
         let mut daemon = Daemon {
             gateway: addresses::current(&config.interfaces)?,
+            attachments: Attachments::new(&config.interfaces, config.attach),
             config,
             dataplane,
             metrics,
@@ -238,7 +244,7 @@ impl Daemon {
                 daemon.config.policy_dir.display()
             );
         }
-        daemon.attach_all()?;
+        daemon.attach_at_start()?;
         if !daemon.config.ntp.listen.is_empty() {
             let sources = daemon.ntp_sources();
             let service = NtpService::start(&daemon.config.ntp, sources, daemon.metrics.registry())
@@ -257,35 +263,37 @@ impl Daemon {
         SourceGroups::from_policy(tables, &self.config.ntp.allow)
     }
 
-    fn attach_all(&mut self) -> Result<()> {
-        let mut dp = self.dataplane.lock().expect("dataplane lock");
-        let mut interfaces = Vec::new();
-        for interface in &self.config.interfaces {
-            let a = dp
-                .attach(interface, self.config.attach)
-                .with_context(|| format!("attach to {interface}"))?;
-            tracing::info!(
-                "attached to {interface} in {} mode ({})",
-                a.mode,
-                match a.adoption {
-                    crate::datapath::Adoption::Fresh => "new link",
-                    crate::datapath::Adoption::Kept => "kept the running link",
-                    crate::datapath::Adoption::Replaced =>
-                        "program replaced atomically on the running link",
-                }
-            );
-            interfaces.push(InterfaceStatus {
-                interface: interface.clone(),
-                mode: Some(a.mode.to_string()),
-                adoption: Some(format!("{:?}", a.adoption).to_lowercase()),
-            });
+    /// Attaches to every configured interface present now. An interface of
+    /// a link type Tollgate cannot parse, or one it cannot attach to, stops
+    /// the start with that error; a missing one is attached when it appears.
+    fn attach_at_start(&mut self) -> Result<()> {
+        self.reconcile_interfaces()?;
+        for (name, state) in self.attachments.states() {
+            match state {
+                InterfaceState::Refused(e) => bail!("{e}"),
+                InterfaceState::Failed(e) => bail!("attach to {name}: {e}"),
+                _ => {}
+            }
         }
-        self.view.write().expect("view lock").interfaces = dp
-            .attachments()
-            .iter()
-            .map(|a| (a.interface.clone(), Some(a.mode)))
-            .collect();
-        self.status.write().expect("status lock").interfaces = interfaces;
+        Ok(())
+    }
+
+    /// Attaches to configured interfaces that appeared or were recreated,
+    /// forgets those that went, and publishes the result.
+    fn reconcile_interfaces(&mut self) -> Result<()> {
+        let changes = {
+            let mut dp = self.dataplane.lock().expect("dataplane lock");
+            self.attachments.reconcile(&mut dp)?
+        };
+        for c in &changes {
+            match c.now {
+                InterfaceState::Attached(_) => tracing::info!("{c}"),
+                InterfaceState::Missing => tracing::warn!("{c}"),
+                InterfaceState::Refused(_) | InterfaceState::Failed(_) => tracing::error!("{c}"),
+            }
+        }
+        self.view.write().expect("view lock").interfaces = self.attachments.gauge_view();
+        self.status.write().expect("status lock").interfaces = self.attachments.statuses();
         Ok(())
     }
 
@@ -304,7 +312,10 @@ impl Daemon {
         let events_task = self.spawn_event_reader()?;
 
         let mut watcher = PolicyWatcher::new(&self.config.policy_dir)?;
-        let mut address_changes = AddressChanges::subscribe()?;
+        let mut interface_changes = InterfaceChanges::subscribe()?;
+        // A link may have come or gone between the start and the
+        // subscription.
+        self.reconcile_interfaces()?;
         let mut hangup = signal(SignalKind::hangup())?;
         let mut terminate = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;
@@ -321,8 +332,9 @@ impl Daemon {
                 _ = hangup.recv() => {
                     self.reload("sighup").await;
                 }
-                changed = address_changes.next() => {
+                changed = interface_changes.next() => {
                     changed?;
+                    self.reconcile_interfaces()?;
                     let now = addresses::current(&self.config.interfaces)?;
                     if now != self.gateway {
                         tracing::info!("gateway addresses now {now:?}");

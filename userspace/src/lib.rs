@@ -4,6 +4,7 @@
 //! The binary in `main.rs` is a thin CLI over this library.
 
 pub mod addresses;
+pub mod attachments;
 pub mod compile;
 pub mod config;
 pub mod control;
@@ -14,6 +15,7 @@ pub mod explain;
 pub mod frames;
 pub mod git;
 pub mod lab;
+pub mod links;
 pub mod metrics;
 pub mod model;
 pub mod netns;

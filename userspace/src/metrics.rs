@@ -25,6 +25,7 @@ use tollgate_common::{Counter, Stat, Verdict};
 
 use crate::{
     datapath::{AttachMode, Dataplane},
+    links::LinkKind,
     tables::{CounterOwner, Decider},
 };
 
@@ -137,8 +138,9 @@ pub struct RuleLabels {
 pub struct ScrapeView {
     pub groups: Vec<String>,
     pub rules: Vec<RuleLabels>,
-    /// Configured interfaces and the mode each is attached in, if it is.
-    pub interfaces: Vec<(String, Option<AttachMode>)>,
+    /// Configured interfaces and the mode and link kind each is attached
+    /// with, if it is.
+    pub interfaces: Vec<(String, Option<(AttachMode, LinkKind)>)>,
 }
 
 impl RuleLabels {
@@ -157,6 +159,8 @@ pub struct DataplaneCollector {
     view: Arc<RwLock<ScrapeView>>,
     rule_series_limit: usize,
     descs: Vec<Desc>,
+    /// Scrapes whose kernel counters could not be read.
+    errors: std::sync::atomic::AtomicU64,
 }
 
 const FAMILIES: &[(&str, &str)] = &[
@@ -188,6 +192,14 @@ const FAMILIES: &[(&str, &str)] = &[
         "Later IP fragments passed because their first fragment was allowed.",
     ),
     (
+        "tollgate_fragments_expired_total",
+        "Later IP fragments judged with the port unknown because their first fragment's verdict had outlived limits.fragment-lifetime.",
+    ),
+    (
+        "tollgate_fragments_over_quota_total",
+        "Allowed first fragments not remembered because their source was at limits.fragments-per-source.",
+    ),
+    (
         "tollgate_flow_cache_hits_total",
         "Allowed packets that took their flow's remembered verdict (same policy generation) instead of the full lookup.",
     ),
@@ -201,7 +213,11 @@ const FAMILIES: &[(&str, &str)] = &[
     ),
     (
         "tollgate_dataplane_attached",
-        "1 when the dataplane is attached to the interface in that mode.",
+        "1 when the dataplane is attached to the interface in that mode (link: ethernet or ip); 0 with mode and link \"none\" while it is not (missing, refused or failed).",
+    ),
+    (
+        "tollgate_collector_errors_total",
+        "Scrapes whose kernel counters could not be read (tollgate_dataplane_attached is exported regardless).",
     ),
 ];
 
@@ -227,11 +243,27 @@ impl DataplaneCollector {
             view,
             rule_series_limit,
             descs,
+            errors: Default::default(),
         })
     }
 
-    fn gather(&self) -> Result<Vec<MetricFamily>> {
+    fn gather(&self) -> Vec<MetricFamily> {
         let view = self.view.read().expect("scrape view lock").clone();
+        let counters = self.read_counters(&view);
+        if let Err(e) = &counters {
+            tracing::warn!("reading dataplane counters: {e:#}");
+            self.errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        export(
+            &view,
+            counters,
+            self.errors.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// Every family read from the kernel's counters.
+    fn read_counters(&self, view: &ScrapeView) -> Result<Families> {
         let dp = self.dataplane.lock().expect("dataplane lock");
         let mut families = Families::default();
 
@@ -298,6 +330,17 @@ impl DataplaneCollector {
                     &[("kind", "non_ip")],
                     c.packets,
                 ),
+                Stat::PassArp => families.counter(
+                    "tollgate_passed_unfiltered_total",
+                    &[("kind", "arp")],
+                    c.packets,
+                ),
+                Stat::FragmentExpired => {
+                    families.counter("tollgate_fragments_expired_total", &[], c.packets)
+                }
+                Stat::FragmentOverQuota => {
+                    families.counter("tollgate_fragments_over_quota_total", &[], c.packets)
+                }
                 Stat::PassNeighborDiscovery => families.counter(
                     "tollgate_passed_unfiltered_total",
                     &[("kind", "neighbor_discovery")],
@@ -321,16 +364,28 @@ impl DataplaneCollector {
                 }
             }
         }
-        for (interface, mode) in &view.interfaces {
-            let mode_label = mode.map_or("none", AttachMode::as_str);
-            families.gauge(
-                "tollgate_dataplane_attached",
-                &[("interface", interface), ("mode", mode_label)],
-                if mode.is_some() { 1.0 } else { 0.0 },
-            );
-        }
-        Ok(families.finish())
+        Ok(families)
     }
+}
+
+/// The exposition of one scrape: the counters when they could be read, and
+/// always the attach state and the error count, so the detach alert can
+/// fire whatever happened to the counters.
+fn export(view: &ScrapeView, counters: Result<Families>, errors: u64) -> Vec<MetricFamily> {
+    let mut families = counters.unwrap_or_default();
+    for (interface, attached) in &view.interfaces {
+        let (mode, link) = match attached {
+            Some((mode, link)) => (mode.as_str(), link.as_str()),
+            None => ("none", "none"),
+        };
+        families.gauge(
+            "tollgate_dataplane_attached",
+            &[("interface", interface), ("mode", mode), ("link", link)],
+            if attached.is_some() { 1.0 } else { 0.0 },
+        );
+    }
+    families.counter("tollgate_collector_errors_total", &[], errors);
+    families.finish()
 }
 
 fn verdict_label(v: Verdict) -> &'static str {
@@ -347,10 +402,7 @@ impl Collector for DataplaneCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        self.gather().unwrap_or_else(|e| {
-            tracing::warn!("reading dataplane counters: {e:#}");
-            Vec::new()
-        })
+        self.gather()
     }
 }
 
@@ -477,4 +529,44 @@ async fn respond(
         ),
         _ => reply(404, "text/plain", "not found\n".to_string()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(families: &[MetricFamily]) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(families, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_attached_gauge_survives_a_failed_counter_read() {
+        let view = ScrapeView {
+            interfaces: vec![
+                (
+                    "tun0".into(),
+                    Some((AttachMode::XdpGeneric, LinkKind::Ip)),
+                ),
+                ("wg0".into(), None),
+            ],
+            ..ScrapeView::default()
+        };
+        let text = render(&export(&view, Err(anyhow::anyhow!("map read failed")), 3));
+        assert!(
+            text.contains(
+                "tollgate_dataplane_attached{interface=\"tun0\",mode=\"xdp-generic\",link=\"ip\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "tollgate_dataplane_attached{interface=\"wg0\",mode=\"none\",link=\"none\"} 0"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("tollgate_collector_errors_total 3"), "{text}");
+        assert!(!text.contains("tollgate_drops_total"), "{text}");
+    }
 }

@@ -6,9 +6,16 @@
 /// Where the controller pins the program, links and maps (bpffs).
 pub const PIN_DIR: &str = "/sys/fs/bpf/tollgate";
 
-/// Program names (the entry-point function names in the BPF object).
+/// Program names (the entry-point function names in the BPF object). Each
+/// hook has two variants: one for Ethernet links, which parses from the
+/// EtherType, and one for raw-IP (L3) links such as tun, WireGuard, PPP,
+/// IP tunnels and raw-IP modems, whose packets start at the IP header.
 pub const PROG_XDP: &str = "tollgate_xdp";
+pub const PROG_XDP_IP: &str = "tollgate_xdp_ip";
 pub const PROG_TC: &str = "tollgate_tc";
+pub const PROG_TC_IP: &str = "tollgate_tc_ip";
+/// Every program, in the order the controller loads them.
+pub const PROGRAMS: [&str; 4] = [PROG_XDP, PROG_XDP_IP, PROG_TC, PROG_TC_IP];
 
 /// `Array<u32>` with one entry: the policy generation in force. Its low bit
 /// is the slot the dataplane reads; each install writes the next generation.
@@ -34,8 +41,15 @@ pub const MAP_COUNTERS: &str = "TG_COUNTERS";
 pub const MAP_COUNTER_OWNERS: &str = "TG_OWNERS";
 /// `PerCpuArray<Counter>` indexed by [`crate::Stat`].
 pub const MAP_STATS: &str = "TG_STATS";
-/// `LruHashMap<FragmentKey, Allowed>`: allowed first fragments.
+/// `LruHashMap<FragmentKey, FragmentVerdict>`: allowed first fragments, per
+/// policy generation, with the time they were seen.
 pub const MAP_FRAGMENTS: &str = "TG_FRAGS";
+/// `LruHashMap<SourceKey, FragmentQuota>`: how many first fragments each
+/// source had remembered in the current lifetime window.
+pub const MAP_FRAGMENT_SOURCES: &str = "TG_FRAG_SRC";
+/// `HashMap<u16, u8>`: EtherTypes the operator passes on purpose
+/// (`pass-ethertypes`); every other non-IP EtherType but ARP is dropped.
+pub const MAP_PASS_ETHERTYPES: &str = "TG_ETHERTYPES";
 /// `LruHashMap<FlowKey, Allowed>`: allowed flows of the current generation,
 /// so their later packets skip the group and destination lookups.
 pub const MAP_FLOWS: &str = "TG_FLOWS";
@@ -63,6 +77,10 @@ pub const RECORD_ENTRIES: usize = 8;
 pub const MAX_CHAIN: usize = RULESET_ENTRIES / RECORD_ENTRIES;
 /// Gateway addresses (on the device-facing interfaces) per slot.
 pub const MAX_GATEWAY_ADDRESSES: u32 = 256;
+/// Entries of `pass-ethertypes`.
+pub const MAX_PASS_ETHERTYPES: u32 = 64;
+/// Sources whose fragment quota is tracked at once (least recently used go).
+pub const FRAGMENT_SOURCES: u32 = 1 << 14;
 
 /// Default capacities of the maps whose size the controller may override
 /// (they are not used in index arithmetic). Per slot where noted.

@@ -120,16 +120,49 @@ impl Default for RuleRecord {
     }
 }
 
-/// Key of `TG_FRAGS`: identifies one fragmented datagram.
+/// Key of `TG_FRAGS`: identifies one fragmented datagram under one policy
+/// generation, so a remembered verdict never outlives the policy that made
+/// it. `proto` is what every fragment of the datagram carries: the IPv4
+/// protocol, or the next-header value of the IPv6 Fragment header.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FragmentKey {
+    pub generation: u32,
+    pub id: u32,
     pub src: [u8; 16],
     pub dst: [u8; 16],
-    pub id: u32,
     pub proto: u8,
     pub family: u8,
     pub _pad: [u8; 2],
+}
+
+/// Value of `TG_FRAGS`: what the first fragment charged, and when it was
+/// seen (coarse monotonic clock); later fragments follow it for
+/// [`Settings::fragment_lifetime_ns`] at most.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragmentVerdict {
+    pub allowed: Allowed,
+    pub seen_ns: u64,
+}
+
+/// Key of `TG_FRAG_SRC`: one source address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SourceKey {
+    pub family: u8,
+    pub _pad: [u8; 3],
+    pub addr: [u8; 16],
+}
+
+/// Value of `TG_FRAG_SRC`: first fragments remembered for one source since
+/// `window_ns`; a window lasts one fragment lifetime.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragmentQuota {
+    pub window_ns: u64,
+    pub count: u32,
+    pub _pad: u32,
 }
 
 /// Key of `TG_FLOWS`: one flow (source, destination, protocol, destination
@@ -166,6 +199,11 @@ pub struct Settings {
     pub event_interval_ns: u64,
     /// How far ahead of schedule a burst may run, in nanoseconds.
     pub event_burst_ns: u64,
+    /// How long later fragments follow their first fragment's verdict.
+    pub fragment_lifetime_ns: u64,
+    /// First fragments one source may have remembered per lifetime window.
+    pub fragments_per_source: u32,
+    pub _pad: u32,
 }
 
 pod!(
@@ -176,6 +214,9 @@ pod!(
     RuleEntry,
     RuleRecord,
     FragmentKey,
+    FragmentVerdict,
+    SourceKey,
+    FragmentQuota,
     FlowKey,
     Allowed,
     Settings
@@ -189,8 +230,11 @@ const _: () = {
     assert!(size_of::<GroupInfo>() == 20);
     assert!(size_of::<RuleEntry>() == 12);
     assert!(size_of::<RuleRecord>() == 8 + 12 * crate::RECORD_ENTRIES);
-    assert!(size_of::<FragmentKey>() == 40);
+    assert!(size_of::<FragmentKey>() == 44);
+    assert!(size_of::<FragmentVerdict>() == 16);
+    assert!(size_of::<SourceKey>() == 20);
+    assert!(size_of::<FragmentQuota>() == 16);
     assert!(size_of::<FlowKey>() == 40);
     assert!(size_of::<Allowed>() == 8);
-    assert!(size_of::<Settings>() == 16);
+    assert!(size_of::<Settings>() == 32);
 };

@@ -44,7 +44,8 @@ pub enum Stat {
     DropUnknownDevice,
     /// Denied by a rule or a group default.
     DropPolicy,
-    /// ARP and other non-IP frames, passed untouched.
+    /// Non-IP frames of an EtherType listed in `pass-ethertypes`, passed
+    /// untouched.
     PassNonIp,
     /// IPv6 router solicitation and neighbour discovery on the link.
     PassNeighborDiscovery,
@@ -58,10 +59,23 @@ pub enum Stat {
     /// packet under the same policy generation (an optimisation, charged
     /// besides the packet's outcome).
     FlowCacheHit,
+    /// ARP on Ethernet links, passed untouched (devices need it to reach
+    /// the gateway).
+    PassArp,
+    /// Every other non-IP frame: an EtherType neither IP, ARP nor listed in
+    /// `pass-ethertypes` (PPPoE, MPLS, LLDP, ...), or on a raw-IP link a
+    /// packet that is neither IPv4 nor IPv6.
+    DropNonIp,
+    /// Later fragments whose first fragment's verdict had expired: judged
+    /// with the port unknown.
+    FragmentExpired,
+    /// Allowed first fragments not remembered because their source was at
+    /// its quota: their later fragments are judged with the port unknown.
+    FragmentOverQuota,
 }
 
 impl Stat {
-    pub const COUNT: u32 = Stat::FlowCacheHit as u32 + 1;
+    pub const COUNT: u32 = Stat::FragmentOverQuota as u32 + 1;
 
     pub const ALL: [Stat; Stat::COUNT as usize] = [
         Stat::Seen,
@@ -80,6 +94,10 @@ impl Stat {
         Stat::EventsSuppressed,
         Stat::EventsLost,
         Stat::FlowCacheHit,
+        Stat::PassArp,
+        Stat::DropNonIp,
+        Stat::FragmentExpired,
+        Stat::FragmentOverQuota,
     ];
 
     /// The `reason` label of `tollgate_drops_total`, for drop stats.
@@ -94,6 +112,7 @@ impl Stat {
             Stat::DropFragment => "fragment",
             Stat::DropUnknownDevice => "unknown_device",
             Stat::DropPolicy => "policy",
+            Stat::DropNonIp => "non_ip",
             _ => return None,
         })
     }

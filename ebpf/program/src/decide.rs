@@ -8,7 +8,8 @@
 //!    low bit is the slot every lookup below uses, so a packet never mixes
 //!    two policies.
 //! 2. **Remembered flow or fragment.** A later fragment of a datagram whose
-//!    first fragment was allowed is allowed and charged to the same rule. A
+//!    first fragment was allowed under the same generation, less than the
+//!    fragment lifetime ago, is allowed and charged to the same rule. A
 //!    packet of a flow (source, destination, protocol, port) allowed before
 //!    under the same generation is allowed and charged to the same rule:
 //!    steps 3-7 are a function of those fields and of the generation's
@@ -33,17 +34,20 @@
 //! The number of map lookups is bounded (group: two; destination: one, then
 //! one per record of the list, at most four), whatever the rule count.
 
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use tollgate_common::{
     Allowed, DESTINATION_HEADER_BITS, DEVICE_PREFIX_HEADER_BITS, DecisionReason, Destination,
-    DeviceKey, DevicePrefix, FAMILY_V4, FlowKey, FragmentKey, GROUP_AUDIT, GROUP_DEFAULT_DENY,
-    GroupInfo, MAX_CHAIN, MAX_GROUPS, NO_RECORD, RECORD_ENTRIES, RULE_ANY_PROTO, RULE_BUILTIN,
-    RULE_DENY, RULE_PORTS, RuleEntry, UNKNOWN_GROUP, Verdict,
+    DeviceKey, DevicePrefix, FAMILY_V4, FlowKey, FragmentKey, FragmentQuota, FragmentVerdict,
+    GROUP_AUDIT, GROUP_DEFAULT_DENY, GroupInfo, MAX_CHAIN, MAX_GROUPS, NO_RECORD,
+    RECORD_ENTRIES, RULE_ANY_PROTO, RULE_BUILTIN, RULE_DENY, RULE_PORTS, RuleEntry, SourceKey,
+    Stat, UNKNOWN_GROUP, Verdict,
 };
 
 use crate::{
+    account,
     maps::{
-        TG_ACTIVE, TG_DEV_EXACT, TG_DEV_PREFIX, TG_DST, TG_FLOWS, TG_FRAGS, TG_GATEWAY, TG_GROUPS,
-        TG_RULESETS, full_key,
+        TG_ACTIVE, TG_DEV_EXACT, TG_DEV_PREFIX, TG_DST, TG_ETHERTYPES, TG_FLOWS, TG_FRAG_SRC,
+        TG_FRAGS, TG_GATEWAY, TG_GROUPS, TG_RULESETS, TG_SETTINGS, full_key,
     },
     parse::Packet,
 };
@@ -224,33 +228,108 @@ pub fn to_gateway(p: &Packet) -> bool {
     TG_GATEWAY.get_ptr(key).is_some()
 }
 
+/// Whether the operator passes non-IP frames of `ethertype` on purpose.
 #[inline(always)]
-fn fragment_key(p: &Packet, id: u32) -> FragmentKey {
+pub fn pass_ethertype(ethertype: u16) -> bool {
+    TG_ETHERTYPES.get_ptr(ethertype).is_some()
+}
+
+#[inline(always)]
+fn fragment_key(generation: u32, p: &Packet, id: u32) -> FragmentKey {
     FragmentKey {
+        generation,
+        id,
         src: p.src,
         dst: p.dst,
-        id,
-        proto: p.proto,
+        proto: p.fragment_proto,
         family: p.family,
         _pad: [0; 2],
     }
 }
 
-/// The verdict remembered for the datagram of a later fragment, if its first
-/// fragment was allowed.
+/// (now, fragment lifetime, per-source quota) from the coarse clock (a few
+/// ms of resolution, against a lifetime of seconds) and `TG_SETTINGS`.
 #[inline(always)]
-pub fn remembered_fragment(p: &Packet, id: u32) -> Option<Allowed> {
-    let v = TG_FRAGS.get_ptr(fragment_key(p, id))?;
-    // SAFETY: read at once, before any other map call.
-    Some(unsafe { *v })
+fn fragment_clock() -> Option<(u64, u64, u32)> {
+    let settings = TG_SETTINGS.get(0)?;
+    // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    Some((
+        now,
+        settings.fragment_lifetime_ns,
+        settings.fragments_per_source,
+    ))
 }
 
-/// Remembers an allowed first fragment for the rest of its datagram.
+/// The verdict remembered for the datagram of a later fragment, if its first
+/// fragment was allowed under `generation` within the fragment lifetime.
+/// An expired entry is a miss: the fragment is judged with its port unknown.
 #[inline(always)]
-pub fn remember_fragment(p: &Packet, id: u32, allowed: Allowed) {
+pub fn remembered_fragment(generation: u32, p: &Packet, id: u32) -> Option<Allowed> {
+    let v = TG_FRAGS.get_ptr(fragment_key(generation, p, id))?;
+    // SAFETY: read at once, before any other map call.
+    let v: FragmentVerdict = unsafe { *v };
+    let (now, lifetime, _) = fragment_clock()?;
+    if now.wrapping_sub(v.seen_ns) > lifetime {
+        account::stat(Stat::FragmentExpired, 0);
+        return None;
+    }
+    Some(v.allowed)
+}
+
+/// Remembers an allowed first fragment for the rest of its datagram, unless
+/// its source already had `fragments_per_source` remembered in the current
+/// window (one lifetime long): then one device cannot push every other
+/// device's datagrams out of the LRU. The per-source count is per window,
+/// not per live entry (the LRU does not report evictions), and concurrent
+/// CPUs may each admit one more: a bound, not an exact quota.
+#[inline(always)]
+pub fn remember_fragment(generation: u32, p: &Packet, id: u32, allowed: Allowed) {
+    let Some((now, lifetime, per_source)) = fragment_clock() else {
+        return;
+    };
+    let source = SourceKey {
+        family: p.family,
+        _pad: [0; 3],
+        addr: p.src,
+    };
+    match TG_FRAG_SRC.get_ptr_mut(source) {
+        Some(quota) => {
+            // SAFETY: a map value; a racing CPU can at worst lose one count.
+            let q = unsafe { &mut *quota };
+            if now.wrapping_sub(q.window_ns) > lifetime {
+                q.window_ns = now;
+                q.count = 0;
+            }
+            if q.count >= per_source {
+                account::stat(Stat::FragmentOverQuota, 0);
+                return;
+            }
+            q.count += 1;
+        }
+        None => {
+            if per_source == 0 {
+                account::stat(Stat::FragmentOverQuota, 0);
+                return;
+            }
+            let fresh = FragmentQuota {
+                window_ns: now,
+                count: 1,
+                _pad: 0,
+            };
+            let _ = TG_FRAG_SRC.insert(source, fresh, 0);
+        }
+    }
     // A full LRU evicts the oldest entry; an insert failure only means the
     // later fragments are judged on their own (port unknown).
-    let _ = TG_FRAGS.insert(fragment_key(p, id), allowed, 0);
+    let _ = TG_FRAGS.insert(
+        fragment_key(generation, p, id),
+        FragmentVerdict {
+            allowed,
+            seen_ns: now,
+        },
+        0,
+    );
 }
 
 #[inline(always)]

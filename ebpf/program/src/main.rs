@@ -1,6 +1,10 @@
 //! Tollgate dataplane: XDP on the device-facing interface, with a TC
-//! (clsact/tcx ingress) twin for interfaces where XDP is unavailable. Both run
-//! the same [`filter`]: parse, decide, account.
+//! (clsact/tcx ingress) twin for interfaces where XDP is unavailable. Each
+//! hook comes in two variants, one per kind of link: Ethernet links parse
+//! from the EtherType, raw-IP links (tun, WireGuard, PPP, IP tunnels,
+//! raw-IP modems) from the IP header. The controller reads each interface's
+//! link type and attaches the matching variant; all four run the same
+//! [`filter`]: parse, decide, account.
 #![no_std]
 #![no_main]
 
@@ -22,22 +26,55 @@ use crate::parse::{Fragment, Frame, Packet, Parsed};
 /// the largest extension chain we walk, and a TCP header.
 const TC_HEADER_BYTES: u32 = 22 + 40 + parse::MAX_EXT_BYTES as u32 + 8 + 20;
 
+/// Where a link's packets start.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Ethernet,
+    /// At the IP header; `Some` carries the skb's protocol (TC).
+    Ip(Option<u16>),
+}
+
 #[xdp]
 pub fn tollgate_xdp(ctx: XdpContext) -> u32 {
+    xdp(&ctx, Link::Ethernet)
+}
+
+#[xdp]
+pub fn tollgate_xdp_ip(ctx: XdpContext) -> u32 {
+    // XDP has no skb protocol: the version nibble tells, as in the tun
+    // driver.
+    xdp(&ctx, Link::Ip(None))
+}
+
+#[classifier]
+pub fn tollgate_tc(ctx: TcContext) -> i32 {
+    tc(&ctx, Link::Ethernet)
+}
+
+#[classifier]
+pub fn tollgate_tc_ip(ctx: TcContext) -> i32 {
+    // On an L3 device the skb's protocol is what the stack will hand the
+    // packet to: parse it as that, never as a guessed header.
+    let protocol = u16::from_be(ctx.skb.protocol() as u16);
+    tc(&ctx, Link::Ip(Some(protocol)))
+}
+
+#[inline(always)]
+fn xdp(ctx: &XdpContext, link: Link) -> u32 {
     let frame = Frame {
         start: ctx.data(),
         end: ctx.data_end(),
     };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    if filter(&frame, bytes) {
+    if filter(&frame, bytes, link) {
         xdp_action::XDP_PASS
     } else {
         xdp_action::XDP_DROP
     }
 }
 
-#[classifier]
-pub fn tollgate_tc(ctx: TcContext) -> i32 {
+#[inline(always)]
+fn tc(ctx: &TcContext, link: Link) -> i32 {
     let len = ctx.len();
     if ((ctx.data_end() - ctx.data()) as u32) < len.min(TC_HEADER_BYTES) {
         // A failed pull leaves the headers short: parse then drops the packet
@@ -48,7 +85,7 @@ pub fn tollgate_tc(ctx: TcContext) -> i32 {
         start: ctx.data(),
         end: ctx.data_end(),
     };
-    if filter(&frame, u64::from(len)) {
+    if filter(&frame, u64::from(len), link) {
         TC_ACT_UNSPEC
     } else {
         TC_ACT_SHOT
@@ -57,16 +94,28 @@ pub fn tollgate_tc(ctx: TcContext) -> i32 {
 
 /// Returns whether the packet may pass.
 #[inline(always)]
-fn filter(frame: &Frame, bytes: u64) -> bool {
+fn filter(frame: &Frame, bytes: u64, link: Link) -> bool {
     account::stat(Stat::Seen, bytes);
-    match parse::parse(frame) {
+    let parsed = match link {
+        Link::Ethernet => parse::ethernet(frame),
+        Link::Ip(protocol) => parse::raw_ip(frame, protocol),
+    };
+    match parsed {
         Err(drop) => {
             account::stat(drop, bytes);
             false
         }
-        Ok(Parsed::NonIp) => {
-            account::stat(Stat::PassNonIp, bytes);
+        Ok(Parsed::Arp) => {
+            account::stat(Stat::PassArp, bytes);
             true
+        }
+        Ok(Parsed::NonIp { ethertype }) => {
+            let pass = decide::pass_ethertype(ethertype);
+            account::stat(
+                if pass { Stat::PassNonIp } else { Stat::DropNonIp },
+                bytes,
+            );
+            pass
         }
         Ok(Parsed::Ip(packet)) => {
             if packet.neighbor_discovery
@@ -84,9 +133,8 @@ fn filter(frame: &Frame, bytes: u64) -> bool {
 fn judge(p: &Packet, bytes: u64) -> bool {
     let generation = decide::generation();
     let remembered = match p.fragment {
-        Fragment::Later { id } => {
-            decide::remembered_fragment(p, id).map(|first| (first, Stat::FragmentCacheHit))
-        }
+        Fragment::Later { id } => decide::remembered_fragment(generation, p, id)
+            .map(|first| (first, Stat::FragmentCacheHit)),
         _ => decide::remembered_flow(generation, p).map(|flow| (flow, Stat::FlowCacheHit)),
     };
     if let Some((allowed, hit)) = remembered {
@@ -94,7 +142,7 @@ fn judge(p: &Packet, bytes: u64) -> bool {
         account::counter(allowed.allow_counter, bytes);
         account::stat(hit, bytes);
         if let Fragment::First { id } = p.fragment {
-            decide::remember_fragment(p, id, allowed);
+            decide::remember_fragment(generation, p, id, allowed);
         }
         return true;
     }
@@ -105,7 +153,7 @@ fn judge(p: &Packet, bytes: u64) -> bool {
         Verdict::Allow => {
             let allowed = d.allowed();
             match p.fragment {
-                Fragment::First { id } => decide::remember_fragment(p, id, allowed),
+                Fragment::First { id } => decide::remember_fragment(generation, p, id, allowed),
                 // Its port is unknown: not the flow's verdict.
                 Fragment::Later { .. } => return true,
                 Fragment::Whole => {}

@@ -13,8 +13,9 @@ use tollgate_common::{
     Allowed, Counter, DEFAULT_COUNTERS, DEFAULT_DESTINATIONS_PER_SLOT,
     DEFAULT_DEVICE_EXACT_PER_SLOT, DEFAULT_DEVICE_PREFIXES_PER_SLOT, DEFAULT_FLOWS,
     DEFAULT_FRAGMENTS, DEFAULT_RULE_RECORDS_PER_SLOT, DenyEvent, Destination, DeviceKey,
-    DevicePrefix, EVENT_RING_BYTES, FlowKey, FragmentKey, GroupInfo, MAX_GATEWAY_ADDRESSES,
-    MAX_GROUPS, RuleRecord, SLOTS, Settings, Stat,
+    DevicePrefix, EVENT_RING_BYTES, FRAGMENT_SOURCES, FlowKey, FragmentKey, FragmentQuota,
+    FragmentVerdict, GroupInfo, MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_PASS_ETHERTYPES,
+    RuleRecord, SLOTS, Settings, SourceKey, Stat,
 };
 
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
@@ -64,8 +65,15 @@ pub static TG_OWNERS: Array<u64, { DEFAULT_COUNTERS as usize }> = Array::new();
 pub static TG_STATS: PerCpuArray<Counter, { Stat::COUNT as usize }> = PerCpuArray::new();
 
 #[btf_map]
-pub static TG_FRAGS: LruHashMap<FragmentKey, Allowed, { DEFAULT_FRAGMENTS as usize }> =
+pub static TG_FRAGS: LruHashMap<FragmentKey, FragmentVerdict, { DEFAULT_FRAGMENTS as usize }> =
     LruHashMap::new();
+
+#[btf_map]
+pub static TG_FRAG_SRC: LruHashMap<SourceKey, FragmentQuota, { FRAGMENT_SOURCES as usize }> =
+    LruHashMap::new();
+
+#[btf_map]
+pub static TG_ETHERTYPES: HashMap<u16, u8, { MAX_PASS_ETHERTYPES as usize }> = HashMap::new();
 
 #[btf_map]
 pub static TG_FLOWS: LruHashMap<FlowKey, Allowed, { DEFAULT_FLOWS as usize }> = LruHashMap::new();

@@ -1,11 +1,20 @@
 //! Header parsing: Ethernet, VLAN, IPv4 (with options), IPv6 (with extension
-//! headers), TCP, UDP, ICMP and ICMPv6.
+//! headers), TCP, UDP, ICMP and ICMPv6, on Ethernet links ([`ethernet`]) and
+//! on raw-IP links ([`raw_ip`]: tun, WireGuard, PPP, IP tunnels, raw-IP
+//! modems), where a packet starts at its IP header.
 //!
 //! Rules, in the order they apply. Each failure is a counted drop with its own
 //! [`Stat`], never a pass:
-//! 1. Up to two VLAN tags (802.1Q, 802.1ad, 0x9100); a third: `DropVlan`.
-//! 2. ARP and every other non-IP ethertype: passed untouched (`PassNonIp`);
-//!    the gateway never routes them as IP.
+//! 1. Ethernet links: up to two VLAN tags (802.1Q, 802.1ad, 0x9100); a
+//!    third: `DropVlan`.
+//! 2. Ethernet links: ARP is [`Parsed::Arp`] (`main` passes it, `PassArp`);
+//!    every other non-IP EtherType is [`Parsed::NonIp`], which `main` drops
+//!    (`DropNonIp`) unless the operator listed it in `pass-ethertypes`
+//!    (`PassNonIp`). Raw-IP links: the IP version comes from the skb's
+//!    protocol where the hook has one (TC), else from the version nibble
+//!    (XDP, as the kernel's own tun driver decides it); neither IPv4 nor
+//!    IPv6 is `DropNonIp`, and a header whose version disagrees with the
+//!    skb's protocol is `DropMalformed`.
 //! 3. IPv4: version 4, `ihl >= 5`, total length >= header length, every
 //!    option well formed (`DropMalformed`); loose or strict source route
 //!    options hide the real destination (`DropSourceRoute`).
@@ -37,6 +46,7 @@ pub const MAX_EXT_BYTES: usize = 512;
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_ARP: u16 = 0x0806;
 const ETH_HLEN: usize = 14;
 
 pub const IPPROTO_ICMP: u8 = 1;
@@ -103,12 +113,18 @@ pub struct Packet {
     pub dport: u16,
     pub port_known: bool,
     pub fragment: Fragment,
+    /// The protocol every fragment of the datagram carries, which keys the
+    /// remembered first-fragment verdict: the IPv4 protocol, or the IPv6
+    /// Fragment header's next header (`proto` of an IPv6 first fragment is
+    /// the upper layer after any further extension headers).
+    pub fragment_proto: u8,
     /// An IPv6 RS, NS or NA with hop limit 255 (see rule 6).
     pub neighbor_discovery: bool,
 }
 
 pub enum Parsed {
-    NonIp,
+    Arp,
+    NonIp { ethertype: u16 },
     Ip(Packet),
 }
 
@@ -117,8 +133,9 @@ fn is_vlan(ethertype: u16) -> bool {
     matches!(ethertype, 0x8100 | 0x88a8 | 0x9100)
 }
 
+/// Parses a frame of an Ethernet link.
 #[inline(always)]
-pub fn parse(f: &Frame) -> Result<Parsed, Stat> {
+pub fn ethernet(f: &Frame) -> Result<Parsed, Stat> {
     let mut ethertype = f.be16(12).ok_or(Stat::DropMalformed)?;
     let mut l3 = ETH_HLEN;
     if is_vlan(ethertype) {
@@ -135,7 +152,29 @@ pub fn parse(f: &Frame) -> Result<Parsed, Stat> {
     match ethertype {
         ETH_P_IP => ipv4(f, l3).map(Parsed::Ip),
         ETH_P_IPV6 => ipv6(f, l3),
-        _ => Ok(Parsed::NonIp),
+        ETH_P_ARP => Ok(Parsed::Arp),
+        _ => Ok(Parsed::NonIp { ethertype }),
+    }
+}
+
+/// Parses a packet of a raw-IP link, which starts at its IP header.
+/// `protocol` is the skb's protocol (host order) where the hook has one.
+#[inline(always)]
+pub fn raw_ip(f: &Frame, protocol: Option<u16>) -> Result<Parsed, Stat> {
+    // Two bytes: the verifier learns nothing from a one-byte bounds check
+    // (see `check_ipv4_options`); every IP header is longer anyway.
+    let version = f.bytes::<2>(0).ok_or(Stat::DropMalformed)?[0] >> 4;
+    let ethertype = match protocol {
+        Some(p) => p,
+        None if version == 4 => ETH_P_IP,
+        None if version == 6 => ETH_P_IPV6,
+        None => return Err(Stat::DropNonIp),
+    };
+    // ipv4 and ipv6 check the version nibble against the protocol.
+    match ethertype {
+        ETH_P_IP => ipv4(f, 0).map(Parsed::Ip),
+        ETH_P_IPV6 => ipv6(f, 0),
+        _ => Err(Stat::DropNonIp),
     }
 }
 
@@ -176,6 +215,7 @@ fn ipv4(f: &Frame, l3: usize) -> Result<Packet, Stat> {
         dport: 0,
         port_known: false,
         fragment,
+        fragment_proto: proto,
         neighbor_discovery: false,
     };
     p.src[..4].copy_from_slice(&h[12..16]);
@@ -249,6 +289,7 @@ fn ipv6(f: &Frame, l3: usize) -> Result<Parsed, Stat> {
         dport: 0,
         port_known: false,
         fragment: Fragment::Whole,
+        fragment_proto: 0,
         neighbor_discovery: false,
     };
     p.src.copy_from_slice(&h[8..24]);
@@ -282,6 +323,7 @@ fn ipv6(f: &Frame, l3: usize) -> Result<Parsed, Stat> {
             IPPROTO_FRAGMENT => {
                 let e: [u8; 8] = f.bytes(at).ok_or(Stat::DropMalformed)?;
                 p.proto = e[0];
+                p.fragment_proto = e[0];
                 let offset = u16::from_be_bytes([e[2], e[3]]) >> 3;
                 let id = u32::from_be_bytes([e[4], e[5], e[6], e[7]]);
                 if offset != 0 {

@@ -5,6 +5,16 @@
 //! controller runs. A restarted controller finds it and either keeps it (the
 //! same program is attached) or swaps the program in place with
 //! `BPF_LINK_UPDATE`, which is atomic: no packet goes unfiltered.
+//!
+//! The program variant follows the interface's link kind: Ethernet links get
+//! the Ethernet parser, raw-IP links the one that starts at the IP header.
+//! On raw-IP links only generic XDP and TC are tried: the drivers of L3
+//! devices run no native XDP (tun runs a native program only in TAP mode),
+//! while generic XDP runs in the core for every device.
+//!
+//! A pinned link outlives its interface: when a VPN daemon deletes `tun0`
+//! the link stays pinned but attached to nothing. Before keeping one, its
+//! interface index is compared with the interface's current one.
 
 use std::{
     fmt,
@@ -23,9 +33,9 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use tollgate_common::{PROG_TC, PROG_XDP};
+use tollgate_common::{PROG_TC, PROG_TC_IP, PROG_XDP, PROG_XDP_IP};
 
-use crate::config::AttachPolicy;
+use crate::{config::AttachPolicy, links::LinkKind};
 
 /// How the program is attached to an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -48,17 +58,33 @@ impl AttachMode {
         self != AttachMode::Tc
     }
 
-    /// The modes `policy` allows, in the order to try them.
-    pub fn candidates(policy: AttachPolicy) -> &'static [AttachMode] {
-        match policy {
-            AttachPolicy::Auto => &[
+    /// The modes `policy` allows on a link of `kind`, in the order to try
+    /// them.
+    pub fn candidates(policy: AttachPolicy, kind: LinkKind) -> Result<&'static [AttachMode]> {
+        Ok(match (policy, kind) {
+            (AttachPolicy::Auto, LinkKind::Ethernet) => &[
                 AttachMode::XdpNative,
                 AttachMode::XdpGeneric,
                 AttachMode::Tc,
             ],
-            AttachPolicy::XdpNative => &[AttachMode::XdpNative],
-            AttachPolicy::XdpGeneric => &[AttachMode::XdpGeneric],
-            AttachPolicy::Tc => &[AttachMode::Tc],
+            (AttachPolicy::Auto, LinkKind::Ip) => &[AttachMode::XdpGeneric, AttachMode::Tc],
+            (AttachPolicy::XdpNative, LinkKind::Ethernet) => &[AttachMode::XdpNative],
+            (AttachPolicy::XdpNative, LinkKind::Ip) => bail!(
+                "attach: xdp-native is not available on raw-IP links (their drivers run no \
+                 native XDP); use auto, xdp-generic or tc"
+            ),
+            (AttachPolicy::XdpGeneric, _) => &[AttachMode::XdpGeneric],
+            (AttachPolicy::Tc, _) => &[AttachMode::Tc],
+        })
+    }
+
+    /// The program that runs in this mode on a link of `kind`.
+    pub fn program(self, kind: LinkKind) -> &'static str {
+        match (self.is_xdp(), kind) {
+            (true, LinkKind::Ethernet) => PROG_XDP,
+            (true, LinkKind::Ip) => PROG_XDP_IP,
+            (false, LinkKind::Ethernet) => PROG_TC,
+            (false, LinkKind::Ip) => PROG_TC_IP,
         }
     }
 }
@@ -96,6 +122,9 @@ pub enum Adoption {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attachment {
     pub interface: String,
+    /// The interface index attached to: a recreated interface has another.
+    pub index: u32,
+    pub kind: LinkKind,
     pub mode: AttachMode,
     pub adoption: Adoption,
 }
@@ -145,29 +174,43 @@ pub fn pinned_interfaces(dir: &Path) -> Result<Vec<(String, AttachMode)>> {
     Ok(found)
 }
 
-/// Attaches to `interface` (in the calling thread's network namespace) in
-/// the first of `modes` that works, or adopts the link a previous run pinned.
-/// With `pin_dir`, the new link is pinned and outlives this process.
-/// `pinned_programs` are the programs the previous run pinned: the running
-/// program on a link is compared with ours through them.
+/// Attaches to `interface` (in the calling thread's network namespace, with
+/// index `index` and link kind `kind`) in the first of `modes` that works,
+/// or adopts the link a previous run pinned. With `pin_dir`, the new link is
+/// pinned and outlives this process. `pinned_programs` are the programs the
+/// previous run pinned: the running program on a link is compared with ours
+/// through them.
 pub fn attach(
     ebpf: &mut Ebpf,
     pin_dir: Option<&Path>,
-    interface: &str,
+    (interface, index, kind): (&str, u32, LinkKind),
     modes: &[AttachMode],
     pinned_programs: &[ProgramInfo],
 ) -> Result<Attachment> {
-    let previous = match pin_dir {
+    let mut previous = match pin_dir {
         Some(dir) => pinned_links(dir, interface)?,
         None => Vec::new(),
     };
+    // Links left attached to nothing (their interface was deleted, maybe
+    // recreated since) filter nothing: drop them.
+    let mut live = Vec::new();
+    for (mode, path) in previous.drain(..) {
+        if pinned_link_ifindex(&path).ok() == Some(index) {
+            live.push((mode, path));
+        } else {
+            unpin(&path)?;
+        }
+    }
+    let previous = live;
     if let Some((mode, path)) = previous.iter().find(|(m, _)| modes.contains(m)) {
-        let adoption = adopt(ebpf, *mode, path, pinned_programs)?;
+        let adoption = adopt(ebpf, *mode, kind, path, pinned_programs)?;
         for (_, stale) in previous.iter().filter(|(_, p)| p != path) {
             unpin(stale)?;
         }
         return Ok(Attachment {
             interface: interface.to_string(),
+            index,
+            kind,
             mode: *mode,
             adoption,
         });
@@ -182,7 +225,7 @@ pub fn attach(
                 unpin(path)?;
             }
         }
-        match attach_fresh(ebpf, pin_dir, interface, mode) {
+        match attach_fresh(ebpf, pin_dir, interface, kind, mode) {
             Ok(()) => {
                 for (_, path) in &previous {
                     if path.exists() {
@@ -191,6 +234,8 @@ pub fn attach(
                 }
                 return Ok(Attachment {
                     interface: interface.to_string(),
+                    index,
+                    kind,
                     mode,
                     adoption: Adoption::Fresh,
                 });
@@ -208,11 +253,12 @@ fn attach_fresh(
     ebpf: &mut Ebpf,
     pin_dir: Option<&Path>,
     interface: &str,
+    kind: LinkKind,
     mode: AttachMode,
 ) -> Result<()> {
     let link: FdLink = match mode {
         AttachMode::XdpNative | AttachMode::XdpGeneric => {
-            let xdp: &mut Xdp = program_mut(ebpf, PROG_XDP)?;
+            let xdp: &mut Xdp = program_mut(ebpf, mode.program(kind))?;
             let flags = if mode == AttachMode::XdpNative {
                 XdpMode::Driver
             } else {
@@ -227,7 +273,7 @@ fn attach_fresh(
                 .context("XDP attached without a bpf_link (kernel < 5.9): cannot pin it")?
         }
         AttachMode::Tc => {
-            let tc: &mut SchedClassifier = program_mut(ebpf, PROG_TC)?;
+            let tc: &mut SchedClassifier = program_mut(ebpf, mode.program(kind))?;
             let id = tc.attach(interface, TcAttachType::Ingress)?;
             if pin_dir.is_none() {
                 return Ok(());
@@ -247,6 +293,7 @@ fn attach_fresh(
 fn adopt(
     ebpf: &mut Ebpf,
     mode: AttachMode,
+    kind: LinkKind,
     path: &Path,
     pinned_programs: &[ProgramInfo],
 ) -> Result<Adoption> {
@@ -254,7 +301,7 @@ fn adopt(
         .with_context(|| format!("open pinned link {}", path.display()))?
         .into();
     let running = link.info()?.program_id();
-    let name = if mode.is_xdp() { PROG_XDP } else { PROG_TC };
+    let name = mode.program(kind);
     let ours = ebpf
         .program(name)
         .ok_or_else(|| anyhow!("no program {name}"))?
@@ -284,16 +331,65 @@ fn adopt(
         return Ok(Adoption::Kept);
     }
     if mode.is_xdp() {
-        let xdp: &mut Xdp = program_mut(ebpf, PROG_XDP)?;
+        let xdp: &mut Xdp = program_mut(ebpf, name)?;
         let id = xdp.attach_to_link(XdpLink::try_from(link)?)?;
         // The link stays pinned; release our handle without detaching.
         drop(FdLink::try_from(xdp.take_link(id)?)?);
     } else {
-        let tc: &mut SchedClassifier = program_mut(ebpf, PROG_TC)?;
+        let tc: &mut SchedClassifier = program_mut(ebpf, name)?;
         let id = tc.attach_to_link(SchedClassifierLink::try_from(link)?)?;
         drop(FdLink::try_from(tc.take_link(id)?)?);
     }
     Ok(Adoption::Replaced)
+}
+
+/// The interface index a pinned XDP or tcx link is attached to; 0 once its
+/// interface is gone. aya's `LinkInfo` does not expose it, so this asks
+/// the kernel directly (`BPF_OBJ_GET`, then `BPF_OBJ_GET_INFO_BY_FD`).
+fn pinned_link_ifindex(path: &Path) -> Result<u32> {
+    use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // union bpf_attr for BPF_OBJ_GET: pathname, bpf_fd, file_flags.
+    let mut attr = [0u64; 4];
+    attr[0] = c_path.as_ptr() as u64;
+    // SAFETY: the bpf syscall reads `attr` (and the path it points to),
+    // both alive for the call.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, attr.as_mut_ptr(), 32) };
+    if fd < 0 {
+        bail!(
+            "open pinned link {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    // SAFETY: a fresh fd returned by the kernel, owned from here on.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    // struct bpf_link_info: type, id, prog_id, then an 8-byte aligned union
+    // whose xdp and tcx members both start with the ifindex (offset 16).
+    let mut info = [0u64; 32];
+    let mut attr = [0u64; 2];
+    attr[0] = u64::from(std::os::fd::AsRawFd::as_raw_fd(&fd) as u32)
+        | (((info.len() * 8) as u64) << 32);
+    attr[1] = info.as_mut_ptr() as u64;
+    // SAFETY: the kernel writes at most info_len bytes into `info`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            attr.as_mut_ptr(),
+            16,
+        )
+    };
+    if rc < 0 {
+        bail!(
+            "link info of {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(info[2] as u32)
 }
 
 /// Removes a pinned link; the kernel detaches it once no fd refers to it.

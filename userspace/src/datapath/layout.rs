@@ -6,11 +6,13 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use aya::maps::MapInfo;
 use tollgate_common::{
-    Allowed, Counter, Destination, DeviceKey, DevicePrefix, EVENT_RING_BYTES, FlowKey, FragmentKey,
-    GroupInfo, MAP_ACTIVE, MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT,
-    MAP_DEVICE_PREFIX, MAP_EVENT_LIMITER, MAP_EVENTS, MAP_FLOWS, MAP_FRAGMENTS, MAP_GATEWAY,
-    MAP_GRACE, MAP_GROUPS, MAP_RULESETS, MAP_SETTINGS, MAP_STATS, MAX_GATEWAY_ADDRESSES,
-    MAX_GROUPS, RuleRecord, SLOTS, Settings, Stat,
+    Allowed, Counter, Destination, DeviceKey, DevicePrefix, EVENT_RING_BYTES, FRAGMENT_SOURCES,
+    FlowKey, FragmentKey, FragmentQuota, FragmentVerdict, GroupInfo, MAP_ACTIVE,
+    MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT, MAP_DEVICE_PREFIX,
+    MAP_EVENT_LIMITER, MAP_EVENTS, MAP_FLOWS, MAP_FRAGMENT_SOURCES, MAP_FRAGMENTS, MAP_GATEWAY,
+    MAP_GRACE, MAP_GROUPS, MAP_PASS_ETHERTYPES, MAP_RULESETS, MAP_SETTINGS, MAP_STATS,
+    MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_PASS_ETHERTYPES, RuleRecord, SLOTS, Settings,
+    SourceKey, Stat,
 };
 
 use crate::config::Limits;
@@ -90,9 +92,16 @@ pub fn specs(limits: &Limits) -> Vec<MapSpec> {
         sized(
             MAP_FRAGMENTS,
             size::<FragmentKey>(),
-            size::<Allowed>(),
+            size::<FragmentVerdict>(),
             limits.fragments,
         ),
+        fixed(
+            MAP_FRAGMENT_SOURCES,
+            size::<SourceKey>(),
+            size::<FragmentQuota>(),
+            FRAGMENT_SOURCES,
+        ),
+        fixed(MAP_PASS_ETHERTYPES, 2, 1, MAX_PASS_ETHERTYPES),
         sized(
             MAP_FLOWS,
             size::<FlowKey>(),
@@ -162,6 +171,22 @@ pub fn validate(limits: &Limits) -> Result<()> {
         if value == 0 || value > 1 << 26 {
             bail!("limits.{what}: {value} is out of range (1..=67108864)");
         }
+    }
+    let lifetime = limits.fragment_lifetime;
+    if lifetime < std::time::Duration::from_secs(1) || lifetime > std::time::Duration::from_secs(120)
+    {
+        bail!(
+            "limits.fragment-lifetime: {lifetime:?} is out of range (1s..=120s; the kernel \
+             reassembles for 30s)"
+        );
+    }
+    if limits.fragments_per_source > limits.fragments {
+        bail!(
+            "limits.fragments-per-source: {} is more than limits.fragments ({}): one source \
+             could fill the whole cache",
+            limits.fragments_per_source,
+            limits.fragments
+        );
     }
     Ok(())
 }

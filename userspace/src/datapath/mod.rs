@@ -29,13 +29,14 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, ArrayOfMaps, MapData, PerCpuArray, RingBuf},
+    maps::{Array, ArrayOfMaps, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use tollgate_common::{
     Counter, MAP_ACTIVE, MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT,
-    MAP_DEVICE_PREFIX, MAP_EVENTS, MAP_GATEWAY, MAP_GRACE, MAP_GROUPS, MAP_RULESETS, MAP_SETTINGS,
-    MAP_STATS, PROG_TC, PROG_XDP, Settings, Stat,
+    MAP_DEVICE_PREFIX, MAP_EVENTS, MAP_GATEWAY, MAP_GRACE, MAP_GROUPS, MAP_PASS_ETHERTYPES,
+    MAP_RULESETS, MAP_SETTINGS, MAP_STATS, PROG_TC, PROG_TC_IP, PROG_XDP, PROG_XDP_IP, PROGRAMS,
+    Settings, Stat,
 };
 
 pub use self::attach::{Adoption, AttachMode, Attachment};
@@ -46,6 +47,7 @@ use self::{
 };
 use crate::{
     config::{AttachPolicy, DenyEventsConfig, Limits},
+    links::{Link, LinkKind},
     tables::{CompiledPolicy, CounterOwner},
 };
 
@@ -68,6 +70,8 @@ pub struct Options {
     pub pin_dir: Option<PathBuf>,
     pub limits: Limits,
     pub deny_events: DenyEventsConfig,
+    /// Non-IP EtherTypes to pass on Ethernet links (`pass-ethertypes`).
+    pub pass_ethertypes: Vec<u16>,
 }
 
 /// How `open` found the pins.
@@ -165,21 +169,25 @@ impl Dataplane {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(PROGRAM_OBJECT).context("load BPF object")?;
-        let xdp: &mut Xdp = ebpf
-            .program_mut(PROG_XDP)
-            .ok_or_else(|| anyhow!("no program {PROG_XDP}"))?
-            .try_into()?;
-        xdp.load().context("verify the XDP program")?;
-        let tc: &mut SchedClassifier = ebpf
-            .program_mut(PROG_TC)
-            .ok_or_else(|| anyhow!("no program {PROG_TC}"))?
-            .try_into()?;
-        tc.load().context("verify the TC program")?;
+        for name in [PROG_XDP, PROG_XDP_IP] {
+            let xdp: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("no program {name}"))?
+                .try_into()?;
+            xdp.load().with_context(|| format!("verify {name}"))?;
+        }
+        for name in [PROG_TC, PROG_TC_IP] {
+            let tc: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("no program {name}"))?
+                .try_into()?;
+            tc.load().with_context(|| format!("verify {name}"))?;
+        }
         // What the previous run pinned, to recognise its programs on links
         // (listing all loaded programs would need CAP_SYS_ADMIN).
         let mut previous_programs = Vec::new();
         if let Some(dir) = &options.pin_dir {
-            for name in [PROG_XDP, PROG_TC] {
+            for name in PROGRAMS {
                 let path = dir.join(name);
                 if let Ok(info) = aya::programs::ProgramInfo::from_pin(&path) {
                     previous_programs.push(info);
@@ -210,7 +218,18 @@ impl Dataplane {
             usize::from(active_slot),
         )?;
         let mut settings: Array<MapData, Settings> = take(&mut ebpf, MAP_SETTINGS)?;
-        settings.set(0, event_settings(&options.deny_events), 0)?;
+        settings.set(0, runtime_settings(options), 0)?;
+        let mut ethertypes: HashMap<MapData, u16, u8> = take(&mut ebpf, MAP_PASS_ETHERTYPES)?;
+        // Pinned with the rest: what an earlier configuration passed goes.
+        let old: Vec<u16> = ethertypes.keys().collect::<Result<_, _>>()?;
+        for t in old.iter().filter(|t| !options.pass_ethertypes.contains(t)) {
+            ethertypes.remove(t)?;
+        }
+        for t in &options.pass_ethertypes {
+            ethertypes
+                .insert(t, 1, 0)
+                .with_context(|| format!("pass-ethertypes {t:#06x}"))?;
+        }
         let slots = if start == Start::Adopted {
             [None, None]
         } else {
@@ -356,18 +375,40 @@ impl Dataplane {
         self.events.take()
     }
 
-    /// Attaches to `interface` in the calling thread's network namespace.
-    pub fn attach(&mut self, interface: &str, policy: AttachPolicy) -> Result<Attachment> {
+    /// Attaches to `link` (in the calling thread's network namespace) with
+    /// the program variant of its link kind. A link of a type Tollgate
+    /// cannot parse is refused, naming the type.
+    pub fn attach(&mut self, link: &Link, policy: AttachPolicy) -> Result<Attachment> {
+        let kind = link.kind()?;
         let attachment = attach::attach(
             &mut self.ebpf,
             self.pin_dir.as_deref(),
-            interface,
-            AttachMode::candidates(policy),
+            (&link.name, link.index, kind),
+            AttachMode::candidates(policy, kind)?,
             &self.previous_programs,
         )?;
-        self.attachments.retain(|a| a.interface != interface);
+        self.attachments.retain(|a| a.interface != link.name);
         self.attachments.push(attachment.clone());
         Ok(attachment)
+    }
+
+    /// Attaches to the interface called `name` (see [`Dataplane::attach`]).
+    pub fn attach_by_name(&mut self, name: &str, policy: AttachPolicy) -> Result<Attachment> {
+        let link = crate::links::find(name)?
+            .ok_or_else(|| anyhow!("no interface {name} in this network namespace"))?;
+        self.attach(&link, policy)
+    }
+
+    /// Forgets the attachment to `interface`, which is gone or must not be
+    /// filtered by the wrong variant, and removes its pinned links.
+    pub fn forget(&mut self, interface: &str) -> Result<()> {
+        self.attachments.retain(|a| a.interface != interface);
+        if let Some(dir) = &self.pin_dir {
+            for (_, path) in attach::pinned_links(dir, interface)? {
+                attach::unpin(&path)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn attachments(&self) -> &[Attachment] {
@@ -384,12 +425,24 @@ impl Dataplane {
         }
     }
 
-    /// Runs the XDP program once on `frame` (`BPF_PROG_TEST_RUN`).
+    /// Runs the Ethernet XDP program once on `frame` (`BPF_PROG_TEST_RUN`).
     pub fn test_run_xdp(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration)> {
+        self.test_run_xdp_on(LinkKind::Ethernet, frame, repeat)
+    }
+
+    /// Runs the XDP program of `kind` once on `frame`: an Ethernet frame,
+    /// or for [`LinkKind::Ip`] a packet starting at its IP header.
+    pub fn test_run_xdp_on(
+        &self,
+        kind: LinkKind,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, Duration)> {
+        let name = AttachMode::XdpGeneric.program(kind);
         let xdp: &Xdp = self
             .ebpf
-            .program(PROG_XDP)
-            .ok_or_else(|| anyhow!("no program {PROG_XDP}"))?
+            .program(name)
+            .ok_or_else(|| anyhow!("no program {name}"))?
             .try_into()?;
         let r = xdp.test_run(TestRunOptions {
             data_in: Some(frame),
@@ -428,16 +481,27 @@ pub fn remove_pins(dir: &Path) -> Result<()> {
     std::fs::remove_dir(dir).with_context(|| format!("remove {}", dir.display()))
 }
 
-fn event_settings(config: &DenyEventsConfig) -> Settings {
+/// The program's runtime knobs: the deny-event limiter and the fragment
+/// cache's lifetime and per-source quota.
+fn runtime_settings(options: &Options) -> Settings {
+    let (event_interval_ns, event_burst_ns) = event_rate(&options.deny_events);
+    Settings {
+        event_interval_ns,
+        event_burst_ns,
+        fragment_lifetime_ns: options.limits.fragment_lifetime.as_nanos() as u64,
+        fragments_per_source: options.limits.fragments_per_source,
+        _pad: 0,
+    }
+}
+
+/// (interval, burst) in nanoseconds; (0, 0) disables deny events.
+fn event_rate(config: &DenyEventsConfig) -> (u64, u64) {
     if config.rate == 0 {
-        return Settings::default();
+        return (0, 0);
     }
     let interval = 1_000_000_000 / u64::from(config.rate);
     let burst = u64::from(config.burst.unwrap_or(config.rate).max(1));
-    Settings {
-        event_interval_ns: interval.max(1),
-        event_burst_ns: interval * (burst - 1),
-    }
+    (interval.max(1), interval * (burst - 1))
 }
 
 /// bpffs must be mounted where we pin. When it is not, mount it the way
