@@ -5,8 +5,10 @@
 //! frames and run through the real XDP program with `BPF_PROG_TEST_RUN`.
 //! For every packet, the XDP action must match the model's verdict and the
 //! kernel counter the model names (the deciding rule, default or built-in)
-//! must be the one that moved. A sample also goes through the TC program.
-//! ≥ 10⁵ cases; any disagreement prints the policy and the packet.
+//! must be the one that moved. Every other packet goes, without its
+//! Ethernet header, through the raw-IP XDP variant (the program of tun,
+//! WireGuard, PPP and IP-tunnel links). A sample also goes through the TC
+//! program. ≥ 10⁵ cases; any disagreement prints the policy and the packet.
 //!
 //! The remembered flow verdicts (`TG_FLOWS`) must be invisible: the TC
 //! sample repeats a packet the XDP program just judged (an allowed one then
@@ -28,6 +30,7 @@ use tollgate::{
     config::Limits,
     datapath::{Dataplane, Options, TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS},
     frames::{Extension, Frame, Ipv4Fragment, Transport},
+    links::LinkKind,
     model,
     tables::PacketFacts,
 };
@@ -89,7 +92,7 @@ fn kernel_agrees_with_the_model_on_random_policies_and_packets() {
         ..Config::default()
     });
     let next_id = RefCell::new(0u32);
-    let counts = RefCell::new((0u64, 0u64, 0u64, 0u32));
+    let counts = RefCell::new((0u64, 0u64, 0u64, 0u32, 0u64));
     let previous = RefCell::new(Vec::<PacketFacts>::new());
     let hits_before = dataplane.borrow().stat(Stat::FlowCacheHit).unwrap().packets;
     let started = Instant::now();
@@ -119,7 +122,12 @@ fn kernel_agrees_with_the_model_on_random_policies_and_packets() {
                         )
                     };
                     let before = dp.counter(counter).unwrap().packets;
-                    let (action, _) = dp.test_run_xdp(&bytes, 1).unwrap();
+                    let (action, _) = if i % 2 == 0 {
+                        dp.test_run_xdp(&bytes, 1).unwrap()
+                    } else {
+                        counts.borrow_mut().4 += 1;
+                        dp.test_run_xdp_on(LinkKind::Ip, &bytes[14..], 1).unwrap()
+                    };
                     let want = if expected.verdict == Verdict::Deny {
                         XDP_DROP
                     } else {
@@ -153,12 +161,12 @@ fn kernel_agrees_with_the_model_on_random_policies_and_packets() {
             },
         )
         .unwrap();
-    let (cases, denied, tc, chained) = counts.into_inner();
+    let (cases, denied, tc, chained, raw_ip) = counts.into_inner();
     let hits = dataplane.borrow().stat(Stat::FlowCacheHit).unwrap().packets - hits_before;
     eprintln!(
         "{cases} (policy, packet) cases over {POLICIES} policies: kernel = model ({denied} denied, \
-         {tc} also through TC, {hits} allowed from the flow cache; {chained} policies with \
-         chained rule records) in {:.2?}",
+         {raw_ip} through the raw-IP variant, {tc} also through TC, {hits} allowed from the flow \
+         cache; {chained} policies with chained rule records) in {:.2?}",
         started.elapsed()
     );
     assert!(hits > 0, "remembered flow verdicts exercised");
@@ -167,6 +175,7 @@ fn kernel_agrees_with_the_model_on_random_policies_and_packets() {
         "rule lists longer than one record exercised"
     );
     assert!(cases >= 100_000);
+    assert!(raw_ip >= cases / 3, "the raw-IP variant judged its share");
     assert!(
         denied > cases / 10 && denied < cases * 9 / 10,
         "both verdicts exercised"
