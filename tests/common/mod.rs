@@ -11,6 +11,7 @@ use tollgate::netns::Namespace;
 pub mod daemon;
 pub mod random;
 pub mod tables;
+pub mod tun;
 
 /// Fails the test unless it runs as root (BPF, namespaces and XDP need it),
 /// and clears what killed test runs left behind.

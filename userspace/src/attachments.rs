@@ -24,6 +24,8 @@ use crate::{
 /// What is known of one configured interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InterfaceState {
+    /// Not looked up yet.
+    Pending,
     Attached(Attachment),
     /// No interface of that name exists (yet, or any more).
     Missing,
@@ -51,7 +53,7 @@ impl Attachments {
             policy,
             states: interfaces
                 .iter()
-                .map(|i| (i.clone(), InterfaceState::Missing))
+                .map(|i| (i.clone(), InterfaceState::Pending))
                 .collect(),
         }
     }
@@ -133,6 +135,7 @@ impl Attachments {
                         status.link = Some(a.kind.to_string());
                         status.adoption = Some(adoption_label(a.adoption).into());
                     }
+                    InterfaceState::Pending => status.state = "pending".into(),
                     InterfaceState::Missing => status.state = "missing".into(),
                     InterfaceState::Refused(e) => {
                         status.state = "refused".into();
@@ -173,6 +176,7 @@ impl std::fmt::Display for Change {
                     Adoption::Replaced => "program replaced atomically on the running link",
                 }
             ),
+            InterfaceState::Pending => write!(f, "{i}: not looked up yet"),
             InterfaceState::Missing => write!(
                 f,
                 "interface {i} is missing: nothing to filter until it appears, then it is attached"

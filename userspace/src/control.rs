@@ -32,7 +32,8 @@ pub struct Status {
 pub struct InterfaceStatus {
     pub interface: String,
     /// attached | missing (no such interface now) | refused (a link type
-    /// Tollgate cannot parse) | failed (attaching failed).
+    /// Tollgate cannot parse) | failed (attaching failed) | pending (not
+    /// looked up yet, only before the first attach).
     pub state: String,
     /// xdp-native | xdp-generic | tc, or null when not attached.
     pub mode: Option<String>,
@@ -134,8 +135,11 @@ pub fn query(path: &Path) -> Result<Status> {
     stream.write_all(b"status\n")?;
     let mut line = String::new();
     std::io::BufReader::new(stream).read_line(&mut line)?;
-    if line.contains("\"error\"") {
+    let answer: serde_json::Value = serde_json::from_str(&line).context("parse status")?;
+    // A refusal is `{"error": ...}` at the top; fields deeper down may
+    // carry that name too.
+    if answer.get("error").is_some() {
         bail!("daemon answered: {}", line.trim());
     }
-    serde_json::from_str(&line).context("parse status")
+    serde_json::from_value(answer).context("parse status")
 }

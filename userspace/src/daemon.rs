@@ -288,7 +288,7 @@ impl Daemon {
         for c in &changes {
             match c.now {
                 InterfaceState::Attached(_) => tracing::info!("{c}"),
-                InterfaceState::Missing => tracing::warn!("{c}"),
+                InterfaceState::Missing | InterfaceState::Pending => tracing::warn!("{c}"),
                 InterfaceState::Refused(_) | InterfaceState::Failed(_) => tracing::error!("{c}"),
             }
         }
