@@ -575,11 +575,7 @@ fn pass_ethertypes_let_the_listed_ones_through() {
             count(&dataplane, Stat::DropNonIp),
         );
         let (action, _) = dataplane.test_run_xdp(&non_ip(ethertypes), 1).unwrap();
-        assert_eq!(
-            action,
-            if listed { XDP_PASS } else { XDP_DROP },
-            "{name}"
-        );
+        assert_eq!(action, if listed { XDP_PASS } else { XDP_DROP }, "{name}");
         assert_eq!(
             (
                 count(&dataplane, Stat::PassNonIp) - passed,

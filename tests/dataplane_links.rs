@@ -381,7 +381,8 @@ fn an_interface_of_an_unsupported_link_type_is_refused_at_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("interface tun0 has link type ieee80211 (801), which Tollgate cannot filter"),
+        stderr
+            .contains("interface tun0 has link type ieee80211 (801), which Tollgate cannot filter"),
         "{stderr}"
     );
 }
@@ -412,7 +413,9 @@ fn an_interface_that_disappears_and_returns_is_attached_again_by_itself() {
 
     // The VPN goes down: the device goes.
     drop(tun);
-    d.wait_status(Duration::from_secs(5), |s| s.interfaces[0].state == "missing");
+    d.wait_status(Duration::from_secs(5), |s| {
+        s.interfaces[0].state == "missing"
+    });
     let text = metrics(&rig.gateway, port);
     common::promtool_check_metrics(&text);
     assert_eq!(
@@ -423,7 +426,9 @@ fn an_interface_that_disappears_and_returns_is_attached_again_by_itself() {
 
     // A device of a type Tollgate cannot parse under the same name.
     let wifi = Tun::create(&rig.gateway, "tun0", Some(801));
-    let s = d.wait_status(Duration::from_secs(5), |s| s.interfaces[0].state == "refused");
+    let s = d.wait_status(Duration::from_secs(5), |s| {
+        s.interfaces[0].state == "refused"
+    });
     assert!(
         s.interfaces[0]
             .error
@@ -432,7 +437,9 @@ fn an_interface_that_disappears_and_returns_is_attached_again_by_itself() {
         "{s:#?}"
     );
     drop(wifi);
-    d.wait_status(Duration::from_secs(5), |s| s.interfaces[0].state == "missing");
+    d.wait_status(Duration::from_secs(5), |s| {
+        s.interfaces[0].state == "missing"
+    });
 
     // It comes back, down as devices are created: attached before it is up.
     let created = Instant::now();
@@ -450,12 +457,16 @@ fn an_interface_that_disappears_and_returns_is_attached_again_by_itself() {
         (true, false),
         "filtering resumed without a restart"
     );
-    d.wait_status(Duration::from_secs(5), |s| s.interfaces[0].state == "attached");
+    d.wait_status(Duration::from_secs(5), |s| {
+        s.interfaces[0].state == "attached"
+    });
 
     // A VPN daemon that brings the device up at once while a device sends:
     // measure how long the new device went unfiltered and what leaked.
     drop(tun);
-    d.wait_status(Duration::from_secs(5), |s| s.interfaces[0].state == "missing");
+    d.wait_status(Duration::from_secs(5), |s| {
+        s.interfaces[0].state == "missing"
+    });
     let created = Instant::now();
     let tun = Tun::create(&rig.gateway, "tun0", None);
     route_devices(&rig.gateway, "tun0");
@@ -506,8 +517,14 @@ fn a_configured_interface_missing_at_start_is_reported_and_attached_when_it_appe
         "missing shows as 0"
     );
     let tun = Tun::create(&rig.gateway, "tun0", None);
-    d.wait_status(Duration::from_secs(5), |s| s.interfaces[0].state == "attached");
+    d.wait_status(Duration::from_secs(5), |s| {
+        s.interfaces[0].state == "attached"
+    });
     route_devices(&rig.gateway, "tun0");
     assert_eq!(allowed_and_denied(&tun, 33000), (true, false));
-    assert!(d.logs().contains("interface tun0 is missing"), "{}", d.logs());
+    assert!(
+        d.logs().contains("interface tun0 is missing"),
+        "{}",
+        d.logs()
+    );
 }

@@ -595,11 +595,20 @@ fn status(config: Option<PathBuf>, socket: Option<PathBuf>, format: Format) -> a
         s.version, s.pid, s.dataplane_start
     );
     for i in &s.interfaces {
-        println!(
-            "  {}: {}",
-            i.interface,
-            i.mode.as_deref().unwrap_or("not attached")
-        );
+        match (&i.mode, &i.link) {
+            (Some(mode), Some(link)) => {
+                println!("  {}: attached, {mode} ({link} link)", i.interface)
+            }
+            _ => println!(
+                "  {}: NOT ATTACHED ({}{})",
+                i.interface,
+                i.state,
+                i.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ),
+        }
     }
     println!(
         "policy: generation {}, commit {}, {} groups, {} rules ({})",

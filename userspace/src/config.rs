@@ -650,8 +650,10 @@ mod tests {
     fn pass_ethertypes_take_numbers_or_hex_strings_and_refuse_what_tollgate_parses() {
         let c = parse("interfaces: [eth1]\npolicy-dir: /p\n").unwrap();
         assert!(c.pass_ethertypes.is_empty());
-        let c = parse("interfaces: [eth1]\npolicy-dir: /p\npass-ethertypes: [0x88cc, \"0x8863\", 35143]\n")
-            .unwrap();
+        let c = parse(
+            "interfaces: [eth1]\npolicy-dir: /p\npass-ethertypes: [0x88cc, \"0x8863\", 35143]\n",
+        )
+        .unwrap();
         assert_eq!(c.pass_ethertypes, [0x88cc, 0x8863, 0x8947]);
         for (bad, why) in [
             ("0x0800", "is IP"),
@@ -663,10 +665,19 @@ mod tests {
             ("\"lldp\"", "is not an EtherType"),
             ("[0x88cc, 0x88cc]", "listed twice"),
         ] {
-            let list = if bad.starts_with('[') { bad.to_string() } else { format!("[{bad}]") };
-            let e = parse(&format!("interfaces: [eth1]\npolicy-dir: /p\npass-ethertypes: {list}\n"))
-                .unwrap_err();
-            assert!(e.contains("pass-ethertypes: ") && e.contains(why), "{bad}: {e}");
+            let list = if bad.starts_with('[') {
+                bad.to_string()
+            } else {
+                format!("[{bad}]")
+            };
+            let e = parse(&format!(
+                "interfaces: [eth1]\npolicy-dir: /p\npass-ethertypes: {list}\n"
+            ))
+            .unwrap_err();
+            assert!(
+                e.contains("pass-ethertypes: ") && e.contains(why),
+                "{bad}: {e}"
+            );
             assert!(e.starts_with("tollgate.yaml:3:"), "{bad}: {e}");
         }
     }

@@ -545,10 +545,7 @@ mod tests {
     fn the_attached_gauge_survives_a_failed_counter_read() {
         let view = ScrapeView {
             interfaces: vec![
-                (
-                    "tun0".into(),
-                    Some((AttachMode::XdpGeneric, LinkKind::Ip)),
-                ),
+                ("tun0".into(), Some((AttachMode::XdpGeneric, LinkKind::Ip))),
                 ("wg0".into(), None),
             ],
             ..ScrapeView::default()

@@ -112,7 +112,11 @@ fn filter(frame: &Frame, bytes: u64, link: Link) -> bool {
         Ok(Parsed::NonIp { ethertype }) => {
             let pass = decide::pass_ethertype(ethertype);
             account::stat(
-                if pass { Stat::PassNonIp } else { Stat::DropNonIp },
+                if pass {
+                    Stat::PassNonIp
+                } else {
+                    Stat::DropNonIp
+                },
                 bytes,
             );
             pass

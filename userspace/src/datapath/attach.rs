@@ -370,18 +370,11 @@ fn pinned_link_ifindex(path: &Path) -> Result<u32> {
     // whose xdp and tcx members both start with the ifindex (offset 16).
     let mut info = [0u64; 32];
     let mut attr = [0u64; 2];
-    attr[0] = u64::from(std::os::fd::AsRawFd::as_raw_fd(&fd) as u32)
-        | (((info.len() * 8) as u64) << 32);
+    attr[0] =
+        u64::from(std::os::fd::AsRawFd::as_raw_fd(&fd) as u32) | (((info.len() * 8) as u64) << 32);
     attr[1] = info.as_mut_ptr() as u64;
     // SAFETY: the kernel writes at most info_len bytes into `info`.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            attr.as_mut_ptr(),
-            16,
-        )
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, attr.as_mut_ptr(), 16) };
     if rc < 0 {
         bail!(
             "link info of {}: {}",

@@ -11,8 +11,8 @@ use tollgate_common::{
     MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT, MAP_DEVICE_PREFIX,
     MAP_EVENT_LIMITER, MAP_EVENTS, MAP_FLOWS, MAP_FRAGMENT_SOURCES, MAP_FRAGMENTS, MAP_GATEWAY,
     MAP_GRACE, MAP_GROUPS, MAP_PASS_ETHERTYPES, MAP_RULESETS, MAP_SETTINGS, MAP_STATS,
-    MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_PASS_ETHERTYPES, RuleRecord, SLOTS, Settings,
-    SourceKey, Stat,
+    MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_PASS_ETHERTYPES, RuleRecord, SLOTS, Settings, SourceKey,
+    Stat,
 };
 
 use crate::config::Limits;
@@ -173,7 +173,8 @@ pub fn validate(limits: &Limits) -> Result<()> {
         }
     }
     let lifetime = limits.fragment_lifetime;
-    if lifetime < std::time::Duration::from_secs(1) || lifetime > std::time::Duration::from_secs(120)
+    if lifetime < std::time::Duration::from_secs(1)
+        || lifetime > std::time::Duration::from_secs(120)
     {
         bail!(
             "limits.fragment-lifetime: {lifetime:?} is out of range (1s..=120s; the kernel \
