@@ -382,7 +382,8 @@ fn tollgate_reloads(
         limits,
         ..Options::default()
     })?;
-    let loaded = policy::load_cached(dir, &env, &mut cache).map_err(diagnostics)?;
+    let loaded = policy::load_cached(dir, &env, &policy::ReadLimits::default(), &mut cache)
+        .map_err(diagnostics)?;
     let tables = compile(&loaded.policy, &limits).map_err(diagnostics)?;
     dataplane.install(&tables)?;
     let mut installed = (loaded.policy, tables);
@@ -403,7 +404,8 @@ fn tollgate_reloads(
             .context("no change seen within 10 s")?
             .context("the watcher stopped")?;
         let watched = Instant::now();
-        let loaded = policy::load_cached(dir, &env, &mut cache).map_err(diagnostics)?;
+        let loaded = policy::load_cached(dir, &env, &policy::ReadLimits::default(), &mut cache)
+            .map_err(diagnostics)?;
         let parsed = Instant::now();
         let tables = compile(&loaded.policy, &limits).map_err(diagnostics)?;
         let compiled = Instant::now();

@@ -446,6 +446,34 @@ pub struct Limits {
     /// device's datagrams out of the `fragments` cache.
     #[serde(default = "default_fragments_per_source")]
     pub fragments_per_source: u32,
+    /// Bytes of one policy file.
+    #[serde(default = "default_policy_file_bytes")]
+    pub policy_file_bytes: u64,
+    /// Bytes of all policy files together.
+    #[serde(default = "default_policy_bytes")]
+    pub policy_bytes: u64,
+    /// Policy files in the policy directory.
+    #[serde(default = "default_policy_files")]
+    pub policy_files: usize,
+    /// Directory levels below the policy directory.
+    #[serde(default = "default_policy_depth")]
+    pub policy_depth: usize,
+    /// How long preparing a reload (read, validate, compile) may take; past
+    /// it the reload fails and the last good policy stays in force.
+    #[serde(default = "default_reload_timeout", with = "humantime_serde")]
+    pub reload_timeout: Duration,
+}
+
+impl Limits {
+    /// The bounds on reading the policy directory.
+    pub fn read_limits(&self) -> crate::policy::ReadLimits {
+        crate::policy::ReadLimits {
+            file_bytes: self.policy_file_bytes,
+            total_bytes: self.policy_bytes,
+            files: self.policy_files,
+            depth: self.policy_depth,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -460,6 +488,11 @@ impl Default for Limits {
             flow_cache: default_flow_cache(),
             fragment_lifetime: default_fragment_lifetime(),
             fragments_per_source: default_fragments_per_source(),
+            policy_file_bytes: default_policy_file_bytes(),
+            policy_bytes: default_policy_bytes(),
+            policy_files: default_policy_files(),
+            policy_depth: default_policy_depth(),
+            reload_timeout: default_reload_timeout(),
         }
     }
 }
@@ -515,6 +548,21 @@ fn default_fragment_lifetime() -> Duration {
 }
 fn default_fragments_per_source() -> u32 {
     256
+}
+fn default_policy_file_bytes() -> u64 {
+    crate::policy::ReadLimits::default().file_bytes
+}
+fn default_policy_bytes() -> u64 {
+    crate::policy::ReadLimits::default().total_bytes
+}
+fn default_policy_files() -> usize {
+    crate::policy::ReadLimits::default().files
+}
+fn default_policy_depth() -> usize {
+    crate::policy::ReadLimits::default().depth
+}
+fn default_reload_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl Config {

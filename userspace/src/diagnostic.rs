@@ -24,15 +24,49 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+/// Longest message or field path kept; the rest of a hostile file's text
+/// never reaches the journal or `status`.
+const MAX_MESSAGE: usize = 400;
+/// Longest prefix of a key or value that [`quote`] shows.
+const MAX_QUOTED: usize = 40;
+
+/// A key or value from an input file as a message shows it: quoted,
+/// control characters escaped, at most 40 characters of it.
+pub fn quote(text: &str) -> String {
+    let mut shown: String = text.chars().take(MAX_QUOTED).collect();
+    if shown.len() < text.len() {
+        shown.push('…');
+    }
+    format!("\"{}\"", shown.escape_debug())
+}
+
+/// Escapes control characters (a message is one line of a log) and caps
+/// the length.
+fn bounded(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_MESSAGE + 8));
+    for c in text.chars() {
+        if out.len() >= MAX_MESSAGE {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl Diagnostic {
     pub fn error(file: &Path, line: usize, column: usize, field: &str, message: String) -> Self {
         Diagnostic {
             severity: Severity::Error,
-            file: file.display().to_string(),
+            file: bounded(&file.display().to_string()),
             line,
             column,
-            field: field.to_string(),
-            message,
+            field: bounded(field),
+            message: bounded(&message),
         }
     }
 
@@ -60,18 +94,31 @@ impl Diagnostic {
             Some((field, rest)) if is_field_path(field) => (field.to_string(), rest.to_string()),
             _ => (String::new(), message),
         };
-        Diagnostic {
-            severity: Severity::Error,
-            file: file.display().to_string(),
-            line,
-            column,
-            field,
-            message,
-        }
+        Diagnostic::error(file, line, column, &field, message)
     }
 
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoed_text_is_short_and_escaped() {
+        assert_eq!(quote("aws-tokyo"), "\"aws-tokyo\"");
+        let long = "x".repeat(1000);
+        assert_eq!(quote(&long), format!("\"{}…\"", "x".repeat(40)));
+        assert_eq!(quote("a\nb\u{1b}[31m"), "\"a\\nb\\u{1b}[31m\"");
+        let d = Diagnostic::error(Path::new("f.yaml"), 1, 1, "", format!("{long}\n{long}"));
+        assert!(
+            d.message.chars().count() <= MAX_MESSAGE + 1,
+            "{}",
+            d.message.len()
+        );
+        assert!(!d.to_string().contains('\n'));
     }
 }
 

@@ -1,10 +1,19 @@
 //! Reads a policy directory: every `*.yaml`/`*.yml` file under it,
 //! recursively, in path order. Each file is parsed on its own, so a
 //! structural error in one file is reported and the others are still checked.
+//!
+//! The directory is written by many hands, so reading it is confined
+//! ([`ReadLimits`]): only regular files are read (never a FIFO, socket or
+//! device); a symlink is followed only when its target resolves inside the
+//! policy root (the root itself may be a symlink, swapped to a new checkout);
+//! a directory reached twice (by (device, inode)) is a loop, reported once;
+//! and file size, total size, file count and depth are bounded.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fs,
+    io::Read as _,
+    os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
 };
 
@@ -47,21 +56,68 @@ struct CachedFile {
     diagnostics: Vec<Diagnostic>,
 }
 
-/// Loads and validates the policy in `dir`. `Err` holds every error, and the
-/// warnings, sorted by file and position.
-pub fn load(dir: &Path, env: &Environment) -> Result<Loaded, Vec<Diagnostic>> {
-    load_cached(dir, env, &mut ParseCache::default())
+/// Bounds on what reading a policy directory may take (`limits:` in the
+/// controller's configuration). The defaults are far above real fleets: a
+/// 10⁵-prefix list is about 2 MB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// Bytes of one file.
+    pub file_bytes: u64,
+    /// Bytes of all files together.
+    pub total_bytes: u64,
+    /// Policy files.
+    pub files: usize,
+    /// Directory levels below the root.
+    pub depth: usize,
 }
 
-/// [`load`], reusing the parse of every file whose text `cache` has seen.
+impl Default for ReadLimits {
+    fn default() -> Self {
+        ReadLimits {
+            file_bytes: 64 << 20,
+            total_bytes: 256 << 20,
+            files: 10_000,
+            depth: 16,
+        }
+    }
+}
+
+/// Loads and validates the policy in `dir` within the default limits.
+/// `Err` holds every error, and the warnings, sorted by file and position.
+pub fn load(dir: &Path, env: &Environment) -> Result<Loaded, Vec<Diagnostic>> {
+    load_cached(dir, env, &ReadLimits::default(), &mut ParseCache::default())
+}
+
+/// [`load`] within `limits`, reusing the parse of every file whose text
+/// `cache` has seen.
 pub fn load_cached(
     dir: &Path,
     env: &Environment,
+    limits: &ReadLimits,
     cache: &mut ParseCache,
 ) -> Result<Loaded, Vec<Diagnostic>> {
     let mut sources = Vec::new();
     let mut errors = Vec::new();
-    collect(dir, 0, &mut sources, &mut errors);
+    match fs::canonicalize(dir) {
+        Ok(root) => {
+            let mut reader = Reader {
+                root,
+                limits,
+                visited: HashSet::new(),
+                bytes: 0,
+                sources: &mut sources,
+                errors: &mut errors,
+            };
+            reader.directory(dir, 0);
+        }
+        Err(e) => errors.push(Diagnostic::error(
+            dir,
+            0,
+            0,
+            "",
+            format!("cannot read: {e}"),
+        )),
+    }
     if sources.is_empty() && errors.is_empty() {
         errors.push(Diagnostic::error(
             dir,
@@ -117,6 +173,7 @@ fn validate_sources(
     diagnostics.sort_by(|a, b| {
         (&a.file, a.line, a.column, a.severity).cmp(&(&b.file, b.line, b.column, b.severity))
     });
+    bound_report(&mut diagnostics);
     match policy {
         Some(policy) if !diagnostics.iter().any(Diagnostic::is_error) => Ok(Loaded {
             policy,
@@ -126,9 +183,50 @@ fn validate_sources(
     }
 }
 
+/// Diagnostics reported at most; a hostile directory can produce millions.
+const MAX_REPORTED: usize = 100;
+
+/// Keeps the first [`MAX_REPORTED`] diagnostics and says how many more
+/// there were, under the file of the last one kept.
+fn bound_report(diagnostics: &mut Vec<Diagnostic>) {
+    if diagnostics.len() <= MAX_REPORTED {
+        return;
+    }
+    let more = diagnostics.len() - MAX_REPORTED;
+    let errors = diagnostics[MAX_REPORTED..]
+        .iter()
+        .filter(|d| d.is_error())
+        .count();
+    diagnostics.truncate(MAX_REPORTED);
+    let file = std::path::PathBuf::from(&diagnostics[MAX_REPORTED - 1].file);
+    diagnostics.push(Diagnostic::error(
+        &file,
+        0,
+        0,
+        "",
+        format!("{more} more findings not shown ({errors} of them errors); fix these first"),
+    ));
+}
+
 fn parse(source: &Source, diagnostics: &mut Vec<Diagnostic>) -> ParsedFile {
     let file = source.path.display().to_string();
     let positions = Positions::index(&source.text);
+    for (mark, message) in positions.problems() {
+        diagnostics.push(Diagnostic::error(
+            &source.path,
+            mark.line,
+            mark.column,
+            "",
+            message.clone(),
+        ));
+    }
+    if positions.refuses_parsing() {
+        return ParsedFile {
+            file,
+            positions,
+            spec: None,
+        };
+    }
     for dup in positions.duplicate_keys() {
         diagnostics.push(Diagnostic::error(
             &source.path,
@@ -159,51 +257,179 @@ fn parse(source: &Source, diagnostics: &mut Vec<Diagnostic>) -> ParsedFile {
     }
 }
 
-/// Deeper than this is a symlink loop, not a policy repository.
-const MAX_DEPTH: usize = 32;
+/// One walk over a policy directory.
+struct Reader<'a> {
+    /// The policy root, resolved: symlinks must stay inside it.
+    root: PathBuf,
+    limits: &'a ReadLimits,
+    /// (device, inode) of every directory read, to stop loops.
+    visited: HashSet<(u64, u64)>,
+    /// Bytes read so far.
+    bytes: u64,
+    sources: &'a mut Vec<Source>,
+    errors: &'a mut Vec<Diagnostic>,
+}
 
-/// Appends the policy files under `dir` in path order. Hidden entries (such
-/// as `.git`) are skipped.
-fn collect(dir: &Path, depth: usize, sources: &mut Vec<Source>, errors: &mut Vec<Diagnostic>) {
-    let unreadable = |path: &Path, e: std::io::Error| {
-        Diagnostic::error(path, 0, 0, "", format!("cannot read: {e}"))
-    };
-    if depth > MAX_DEPTH {
-        errors.push(Diagnostic::error(
-            dir,
-            0,
-            0,
-            "",
-            format!("nested more than {MAX_DEPTH} directories deep (a symlink loop?)"),
-        ));
-        return;
+impl Reader<'_> {
+    fn error(&mut self, path: &Path, message: String) {
+        self.errors.push(Diagnostic::error(path, 0, 0, "", message));
     }
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) => return errors.push(unreadable(dir, e)),
-    };
-    let mut paths: Vec<PathBuf> = Vec::new();
-    for entry in entries {
-        match entry {
-            Ok(entry) if !entry.file_name().to_string_lossy().starts_with('.') => {
-                paths.push(entry.path());
+
+    /// Appends the policy files under `dir` in path order. Hidden entries
+    /// (such as `.git`) are skipped.
+    fn directory(&mut self, dir: &Path, depth: usize) {
+        if depth > self.limits.depth {
+            let max = self.limits.depth;
+            return self.error(
+                dir,
+                format!("nested more than {max} directories deep (limits.policy-depth)"),
+            );
+        }
+        match fs::metadata(dir) {
+            Ok(meta) if !self.visited.insert((meta.dev(), meta.ino())) => {
+                return self.error(
+                    dir,
+                    "a directory already read (a symlink loop): skipped".into(),
+                );
             }
             Ok(_) => {}
-            Err(e) => errors.push(unreadable(dir, e)),
+            Err(e) => return self.error(dir, format!("cannot read: {e}")),
+        }
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) => return self.error(dir, format!("cannot read: {e}")),
+        };
+        let mut paths: Vec<PathBuf> = Vec::new();
+        for entry in entries {
+            match entry {
+                Ok(entry) if !entry.file_name().to_string_lossy().starts_with('.') => {
+                    paths.push(entry.path());
+                }
+                Ok(_) => {}
+                Err(e) => self.error(dir, format!("cannot read: {e}")),
+            }
+            if paths.len() > self.limits.files.saturating_mul(4) + 1024 {
+                return self.error(
+                    dir,
+                    "more entries than a policy directory can hold (limits.policy-files)".into(),
+                );
+            }
+        }
+        paths.sort();
+        for path in paths {
+            if self.sources.len() > self.limits.files {
+                return;
+            }
+            self.entry(&path, depth);
         }
     }
-    paths.sort();
-    for path in paths {
-        // Follows symlinks: a policy repository may link shared lists in.
-        match fs::metadata(&path) {
-            Ok(meta) if meta.is_dir() => collect(&path, depth + 1, sources, errors),
-            Ok(_) if is_policy_file(&path) => match fs::read_to_string(&path) {
-                Ok(text) => sources.push(Source { path, text }),
-                Err(e) => errors.push(unreadable(&path, e)),
-            },
-            Ok(_) => {}
-            Err(e) => errors.push(unreadable(&path, e)),
+
+    fn entry(&mut self, path: &Path, depth: usize) {
+        let own = match fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            Err(e) => return self.error(path, format!("cannot read: {e}")),
+        };
+        if own.file_type().is_symlink() {
+            // A policy repository may link shared lists in, but only from
+            // inside itself: never /etc/shadow, /dev/zero or a FIFO.
+            match fs::canonicalize(path) {
+                Ok(target) if target.starts_with(&self.root) => {}
+                Ok(_) => {
+                    return self.error(
+                        path,
+                        "a symlink to outside the policy directory: not followed".into(),
+                    );
+                }
+                Err(e) => {
+                    return self.error(path, format!("a symlink that cannot be resolved: {e}"));
+                }
+            }
         }
+        let meta = match fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) => return self.error(path, format!("cannot read: {e}")),
+        };
+        if meta.is_dir() {
+            return self.directory(path, depth + 1);
+        }
+        if !is_policy_file(path) {
+            return;
+        }
+        if !meta.is_file() {
+            let kind = special_kind(&meta.file_type());
+            return self.error(path, format!("not a regular file ({kind}): not read"));
+        }
+        if self.sources.len() == self.limits.files {
+            let max = self.limits.files;
+            return self.error(
+                path,
+                format!("more than {max} policy files (limits.policy-files)"),
+            );
+        }
+        match self.read(path) {
+            Ok(text) => self.sources.push(Source {
+                path: path.to_path_buf(),
+                text,
+            }),
+            Err(message) => self.error(path, message),
+        }
+    }
+
+    /// Reads one policy file within the size limits. Opened non-blocking
+    /// and checked again on the open file, so a file swapped for a FIFO
+    /// between the check and the open cannot hang the reader.
+    fn read(&mut self, path: &Path) -> Result<String, String> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map_err(|e| format!("cannot read: {e}"))?;
+        let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
+        if !meta.is_file() {
+            let kind = special_kind(&meta.file_type());
+            return Err(format!("not a regular file ({kind}): not read"));
+        }
+        let max = self.limits.file_bytes;
+        if meta.len() > max {
+            return Err(format!(
+                "{} bytes, more than limits.policy-file-bytes ({max})",
+                meta.len()
+            ));
+        }
+        let total = self.limits.total_bytes;
+        if self.bytes + meta.len() > total {
+            return Err(format!(
+                "the policy files reach more than limits.policy-bytes ({total}) with this one"
+            ));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.take(max + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("cannot read: {e}"))?;
+        if bytes.len() as u64 > max {
+            return Err(format!(
+                "grew past limits.policy-file-bytes ({max}) while being read"
+            ));
+        }
+        self.bytes += bytes.len() as u64;
+        String::from_utf8(bytes).map_err(|e| {
+            format!(
+                "not UTF-8 text (invalid byte at offset {}); policy files are UTF-8 YAML",
+                e.utf8_error().valid_up_to()
+            )
+        })
+    }
+}
+
+fn special_kind(t: &fs::FileType) -> &'static str {
+    if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a file"
     }
 }
 
@@ -237,7 +463,12 @@ mod tests {
         let mut cache = ParseCache::default();
         let mut check = |step: &str| {
             let fresh = outcome(load(dir.path(), &env));
-            let cached = outcome(load_cached(dir.path(), &env, &mut cache));
+            let cached = outcome(load_cached(
+                dir.path(),
+                &env,
+                &ReadLimits::default(),
+                &mut cache,
+            ));
             assert_eq!(cached, fresh, "{step}");
             fresh
         };

@@ -24,7 +24,7 @@ use std::{fmt, net::IpAddr};
 
 use ipnet::IpNet;
 
-pub use load::{Loaded, ParseCache, Source, from_sources, load, load_cached};
+pub use load::{Loaded, ParseCache, ReadLimits, Source, from_sources, load, load_cached};
 pub use rule_id::RuleId;
 
 use crate::tables::{CounterOwner, Decider, UNKNOWN_GROUP_NAME};
@@ -250,9 +250,18 @@ pub fn parse_proto(text: &str) -> Result<Option<u8>, String> {
         "udp" => PROTO_UDP,
         "icmp" => PROTO_ICMP,
         "icmpv6" => PROTO_ICMPV6,
-        n => n.parse::<u8>().map_err(|_| {
-            format!("\"{n}\" is not a protocol (tcp | udp | icmp | icmpv6 | any | 0-255)")
-        })?,
+        // Decimal digits only: Rust's parser would take "+6".
+        n => n
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| n.parse::<u8>().ok())
+            .flatten()
+            .ok_or_else(|| {
+                format!(
+                    "{} is not a protocol (tcp | udp | icmp | icmpv6 | any | 0-255)",
+                    crate::diagnostic::quote(n)
+                )
+            })?,
     }))
 }
 

@@ -90,7 +90,8 @@ impl<'de> Deserialize<'de> for Scalar {
                 Ok(Scalar(v.to_string()))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
+                // `{:?}` keeps the point: 443.0 must never read as 443.
+                Ok(Scalar(format!("{v:?}")))
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
                 Ok(Scalar(v.to_string()))
@@ -172,7 +173,7 @@ impl<'de> Deserialize<'de> for OneOrMany {
                 Ok(OneOrMany::One(Scalar(v.to_string())))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<OneOrMany, E> {
-                Ok(OneOrMany::One(Scalar(v.to_string())))
+                Ok(OneOrMany::One(Scalar(format!("{v:?}"))))
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<OneOrMany, E> {
                 Ok(OneOrMany::One(Scalar(v.to_string())))

@@ -12,8 +12,22 @@
 //! Lists of cloud ranges run to 10^5 items, so sequence items cost no
 //! string: their starts are kept in one vector per sequence, and a scalar's
 //! text is only copied out of the parser when it is a mapping key.
+//!
+//! The same walk bounds what a file may be, before anything else reads it
+//! ([`Positions::problems`]): nesting deeper than [`MAX_NESTING`] stops the
+//! walk; anchors and aliases are refused (an alias repeats a subtree, so a
+//! small file could stand for gigabytes); and a plain value that YAML reads
+//! as a non-decimal number (`0x1bb`, `443.0`, `1e3`, `+22`, `0443`) is an
+//! error, since it would silently become another number.
 
 use std::collections::HashMap;
+
+/// Collections nested deeper than this are refused. Policies need five
+/// levels (`groups.NAME.rules[i].allow.to[j]`).
+pub const MAX_NESTING: usize = 64;
+
+/// At most this many problems are reported per file.
+const MAX_PROBLEMS: usize = 20;
 
 /// A 1-based line and column.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -40,6 +54,12 @@ pub struct Positions {
     items: HashMap<String, Vec<Mark>>,
     keys: HashMap<String, Mark>,
     duplicates: Vec<DuplicateKey>,
+    /// What makes the file unacceptable whatever it means, in order.
+    problems: Vec<(Mark, String)>,
+    /// The walk stopped early (nesting too deep): nothing else may parse it.
+    aborted: bool,
+    /// The file uses anchors or aliases: nothing else may parse it.
+    aliased: bool,
     has_nodes: bool,
     ended: bool,
 }
@@ -52,6 +72,9 @@ impl Positions {
         let mut parser = events::Parser::new(text);
         while let Some((event, mark)) = parser.next(walk.wants_key()) {
             walk.event(event, mark);
+            if walk.positions.aborted {
+                break;
+            }
         }
         // After a syntax error, sequences still open keep their items.
         while !walk.stack.is_empty() {
@@ -96,6 +119,17 @@ impl Positions {
 
     pub fn duplicate_keys(&self) -> &[DuplicateKey] {
         &self.duplicates
+    }
+
+    /// Depth, anchors and aliases, non-decimal numbers: see the module doc.
+    pub fn problems(&self) -> &[(Mark, String)] {
+        &self.problems
+    }
+
+    /// Whether the file must not be deserialised at all: too deep, or with
+    /// aliases that could expand to anything.
+    pub fn refuses_parsing(&self) -> bool {
+        self.aborted || self.aliased
     }
 
     /// True for a well-formed file with nothing but comments and blank
@@ -155,26 +189,74 @@ impl Walk {
         matches!(self.stack.last(), Some(Frame::Map { key: None, .. }))
     }
 
+    fn problem(&mut self, mark: Mark, message: String) {
+        if self.positions.problems.len() < MAX_PROBLEMS {
+            self.positions.problems.push((mark, message));
+        }
+    }
+
+    fn refuse_alias(&mut self, mark: Mark) {
+        self.positions.aliased = true;
+        self.problem(
+            mark,
+            "anchors and aliases (&name, *name) are not allowed in policy files: write \
+             the value out, or put shared prefixes in a list under `lists:`"
+                .into(),
+        );
+    }
+
     fn event(&mut self, event: events::Event, mark: Mark) {
         use events::Event;
+        let anchored = match &event {
+            Event::Scalar { anchored, .. } => *anchored,
+            Event::SequenceStart { anchored } | Event::MappingStart { anchored } => *anchored,
+            _ => false,
+        };
+        if anchored {
+            self.refuse_alias(mark);
+        }
         match event {
-            Event::Scalar(text) => {
+            Event::Scalar {
+                text, non_decimal, ..
+            } => {
+                let shown = text.as_deref().map(crate::diagnostic::quote);
                 if self.take_key(text, mark) {
                     return;
+                }
+                if let Some(number) = non_decimal {
+                    let written = shown.unwrap_or_else(|| crate::diagnostic::quote(&number));
+                    self.problem(
+                        mark,
+                        format!(
+                            "{written} is not a decimal integer: YAML would read it as another \
+                             number; write numbers (ports, protocols) in plain decimal, e.g. 443"
+                        ),
+                    );
                 }
                 self.node(mark, false);
             }
             Event::Alias => {
+                self.refuse_alias(mark);
                 if !self.take_key(None, mark) {
                     self.node(mark, false);
                 }
             }
-            Event::SequenceStart | Event::MappingStart => {
+            Event::SequenceStart { .. } | Event::MappingStart { .. } => {
+                if self.stack.len() >= MAX_NESTING {
+                    self.problem(
+                        mark,
+                        format!(
+                            "nested more than {MAX_NESTING} levels deep; a policy needs about five"
+                        ),
+                    );
+                    self.positions.aborted = true;
+                    return;
+                }
                 let frame = if self.take_key(None, mark) {
                     Frame::Ignored
                 } else {
                     match self.node(mark, true) {
-                        Some(path) if matches!(event, Event::MappingStart) => Frame::Map {
+                        Some(path) if matches!(event, Event::MappingStart { .. }) => Frame::Map {
                             path,
                             key: None,
                             seen: HashMap::new(),
@@ -250,6 +332,55 @@ impl Walk {
     }
 }
 
+/// Whether a plain scalar is a number to YAML (the 1.2 core schema that
+/// yaml_serde resolves with) without being a plain decimal integer: hex,
+/// octal, binary, a float, an exponent, `.inf`/`.nan`, a leading `+` or a
+/// leading zero.
+fn is_non_decimal_number(text: &[u8]) -> bool {
+    let digits = |b: &[u8]| !b.is_empty() && b.iter().all(u8::is_ascii_digit);
+    let unsigned = text.strip_prefix(b"-").unwrap_or(text);
+    if digits(unsigned) {
+        return unsigned.len() > 1 && unsigned[0] == b'0';
+    }
+    let Some(rest) = text.strip_prefix(b"+").or(Some(text)) else {
+        return false;
+    };
+    if text.starts_with(b"+") && digits(rest) {
+        return true;
+    }
+    let lower = rest.to_ascii_lowercase();
+    for (prefix, valid) in [
+        (&b"0x"[..], u8::is_ascii_hexdigit as fn(&u8) -> bool),
+        (b"0o", |c: &u8| (b'0'..=b'7').contains(c)),
+        (b"0b", |c: &u8| *c == b'0' || *c == b'1'),
+    ] {
+        if let Some(body) = lower.strip_prefix(prefix) {
+            return !body.is_empty() && body.iter().all(valid);
+        }
+    }
+    let unsigned = lower.strip_prefix(b"-").unwrap_or(&lower);
+    if matches!(unsigned, b".inf" | b".nan") {
+        return true;
+    }
+    // [0-9]* ( . [0-9]* )? ( e [+-]? [0-9]+ )?, with a digit somewhere
+    // before the exponent and a dot or an exponent present.
+    let (mantissa, exponent) = match unsigned.iter().position(|c| *c == b'e') {
+        Some(i) => (&unsigned[..i], Some(&unsigned[i + 1..])),
+        None => (unsigned, None),
+    };
+    let (whole, fraction) = match mantissa.iter().position(|c| *c == b'.') {
+        Some(i) => (&mantissa[..i], Some(&mantissa[i + 1..])),
+        None => (mantissa, None),
+    };
+    let all_digits = |b: &[u8]| b.iter().all(u8::is_ascii_digit);
+    let mantissa_ok = all_digits(whole)
+        && fraction.is_none_or(all_digits)
+        && (!whole.is_empty() || fraction.is_some_and(|f| !f.is_empty()));
+    let exponent_ok =
+        exponent.is_none_or(|e| digits(e.strip_prefix(b"+").or(e.strip_prefix(b"-")).unwrap_or(e)));
+    mantissa_ok && exponent_ok && (fraction.is_some() || exponent.is_some())
+}
+
 /// A safe event iterator over libyaml-rs, which is a C translation with a
 /// raw-pointer API.
 mod events {
@@ -260,11 +391,21 @@ mod events {
     use super::Mark;
 
     pub(super) enum Event {
-        /// The text, when it was asked for.
-        Scalar(Option<String>),
+        Scalar {
+            /// The text, when it was asked for.
+            text: Option<String>,
+            /// For a plain scalar YAML reads as a number other than a
+            /// decimal integer: its text.
+            non_decimal: Option<String>,
+            anchored: bool,
+        },
         Alias,
-        SequenceStart,
-        MappingStart,
+        SequenceStart {
+            anchored: bool,
+        },
+        MappingStart {
+            anchored: bool,
+        },
         CollectionEnd,
         StreamEnd,
         /// Stream start and document boundaries.
@@ -324,7 +465,6 @@ mod events {
                     column: (*event).start_mark.column as usize + 1,
                 };
                 let converted = match (*event).type_ {
-                    sys::YAML_SCALAR_EVENT if !want_text => Event::Scalar(None),
                     sys::YAML_SCALAR_EVENT => {
                         let scalar = (*event).data.scalar;
                         let bytes = if scalar.value.is_null() || scalar.length == 0 {
@@ -332,11 +472,21 @@ mod events {
                         } else {
                             std::slice::from_raw_parts(scalar.value, scalar.length as usize)
                         };
-                        Event::Scalar(Some(String::from_utf8_lossy(bytes).into_owned()))
+                        let plain = scalar.style == sys::YAML_PLAIN_SCALAR_STYLE;
+                        Event::Scalar {
+                            text: want_text.then(|| String::from_utf8_lossy(bytes).into_owned()),
+                            non_decimal: (plain && super::is_non_decimal_number(bytes))
+                                .then(|| String::from_utf8_lossy(bytes).into_owned()),
+                            anchored: !scalar.anchor.is_null(),
+                        }
                     }
                     sys::YAML_ALIAS_EVENT => Event::Alias,
-                    sys::YAML_SEQUENCE_START_EVENT => Event::SequenceStart,
-                    sys::YAML_MAPPING_START_EVENT => Event::MappingStart,
+                    sys::YAML_SEQUENCE_START_EVENT => Event::SequenceStart {
+                        anchored: !(*event).data.sequence_start.anchor.is_null(),
+                    },
+                    sys::YAML_MAPPING_START_EVENT => Event::MappingStart {
+                        anchored: !(*event).data.mapping_start.anchor.is_null(),
+                    },
                     sys::YAML_SEQUENCE_END_EVENT | sys::YAML_MAPPING_END_EVENT => {
                         Event::CollectionEnd
                     }
@@ -427,6 +577,60 @@ groups:
         let p = Positions::index("x: &a [1, 2]\ny: *a\n? [k]\n: v\nz: 1\n");
         assert_eq!(p.value("y"), at(2, 4));
         assert_eq!(p.value("z"), at(5, 4));
+        assert!(p.refuses_parsing());
+        assert_eq!(p.problems().len(), 2, "the anchor and the alias");
+        assert_eq!(p.problems()[0].0, at(1, 4));
+        assert!(p.problems()[0].1.contains("anchors and aliases"));
+    }
+
+    #[test]
+    fn nesting_is_bounded_before_anything_is_indexed() {
+        let deep = "[".repeat(100_000);
+        let p = Positions::index(&deep);
+        assert!(p.refuses_parsing());
+        assert_eq!(p.problems().len(), 1);
+        assert_eq!(p.problems()[0].0, at(1, MAX_NESTING + 1));
+        assert!(p.problems()[0].1.contains("nested more than 64 levels"));
+        let ok = format!("{}1{}", "[".repeat(MAX_NESTING), "]".repeat(MAX_NESTING));
+        assert!(!Positions::index(&ok).refuses_parsing());
+    }
+
+    #[test]
+    fn only_plain_decimal_integers_are_numbers() {
+        for bad in [
+            "0x1bb", "0X1BB", "0o777", "0b101", "443.0", "1e3", "1E3", "+22", "0443", ".5", "5.",
+            "-1.5", ".inf", "-.Inf", ".NaN", "1e-3", "+0x1",
+        ] {
+            assert!(is_non_decimal_number(bad.as_bytes()), "{bad}");
+        }
+        for good in [
+            "443",
+            "0",
+            "-5",
+            "10.0.0.0/8",
+            "10.0.0.1",
+            "::1",
+            "fd00::/8",
+            "aws-tokyo",
+            "e3",
+            "0x",
+            "1-2",
+            "1e",
+            "tcp",
+            ".",
+            "-",
+        ] {
+            assert!(!is_non_decimal_number(good.as_bytes()), "{good}");
+        }
+        let p = Positions::index("ports: [443.0, 0x1bb, '0x1bb', +22]\nproto: 6.0\n");
+        let found: Vec<_> = p.problems().iter().map(|(m, _)| *m).collect();
+        assert_eq!(found, [at(1, 9), at(1, 16), at(1, 32), at(2, 8)]);
+        assert!(
+            p.problems()[0]
+                .1
+                .starts_with("\"443.0\" is not a decimal integer")
+        );
+        assert!(!p.refuses_parsing(), "reported, the rest is still checked");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use super::{
     rule_id::RESERVED_IDS,
     shadow,
 };
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{Diagnostic, quote};
 
 /// The keywords a `to` item may be besides CIDRs, addresses and list names.
 const KEYWORDS: [&str; 3] = ["any", "gateway", "ntp"];
@@ -294,7 +294,7 @@ impl Checker<'_> {
             None | Some("enforce") => false,
             Some("audit") => true,
             Some(other) => {
-                let message = format!("\"{other}\" is not a mode (enforce | audit)");
+                let message = format!("{} is not a mode (enforce | audit)", quote(other));
                 self.error(&at.value(&mode_field), &mode_field, message);
                 false
             }
@@ -548,18 +548,28 @@ impl Checker<'_> {
         })
     }
 
+    /// The error for a name that is not a list, with a "did you mean" hint
+    /// for names a list name could be (at most 48 characters): the lengths
+    /// must be within 2, which keeps the hint linear in the number of lists
+    /// for any input.
     fn unknown_name(&self, name: &str) -> String {
-        let names = self
-            .lists
-            .keys()
-            .map(String::as_str)
-            .chain(KEYWORDS)
-            .filter(|candidate| edit_distance(candidate, name) <= 2)
-            .min_by_key(|candidate| edit_distance(candidate, name));
-        let hint = names.map_or(String::new(), |n| format!("; did you mean \"{n}\"?"));
+        let hint = (name.len() <= 50)
+            .then(|| {
+                self.lists
+                    .keys()
+                    .map(String::as_str)
+                    .chain(KEYWORDS)
+                    .filter(|candidate| candidate.len().abs_diff(name.len()) <= 2)
+                    .map(|candidate| (edit_distance(candidate, name), candidate))
+                    .filter(|(distance, _)| *distance <= 2)
+                    .min()
+            })
+            .flatten()
+            .map_or(String::new(), |(_, n)| format!("; did you mean \"{n}\"?"));
         format!(
-            "\"{name}\" is not a CIDR, an address, a defined list or a keyword \
-             (any, gateway, ntp){hint}"
+            "{} is not a CIDR, an address, a defined list or a keyword \
+             (any, gateway, ntp){hint}",
+            quote(name)
         )
     }
 
@@ -583,7 +593,8 @@ fn check_name(what: &str, name: &str) -> Result<(), String> {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !ok {
         return Err(format!(
-            "{what} \"{name}\" must be 1-48 characters of a-z, 0-9 and -"
+            "{what} {} must be 1-48 characters of a-z, 0-9 and -",
+            quote(name)
         ));
     }
     if what == "list" && KEYWORDS.contains(&name) {
@@ -598,7 +609,7 @@ fn parse_verdict(text: &str) -> Result<Action, String> {
     match text {
         "allow" => Ok(Action::Allow),
         "deny" => Ok(Action::Deny),
-        other => Err(format!("\"{other}\" is not a verdict (allow | deny)")),
+        other => Err(format!("{} is not a verdict (allow | deny)", quote(other))),
     }
 }
 
@@ -610,10 +621,14 @@ fn looks_like_address(text: &str) -> bool {
 /// A CIDR or a bare address (a /32 or /128). Rejects host bits (suggesting
 /// the network) and IPv4-mapped IPv6 prefixes (suggesting the IPv4 prefix).
 pub(super) fn parse_prefix(text: &str) -> Result<IpNet, String> {
+    let shown = quote(text);
     let net = match text.split_once('/') {
         Some((addr, len)) => {
             let addr: IpAddr = addr.parse().map_err(|_| {
-                format!("\"{text}\" is not a CIDR: \"{addr}\" is not an IP address")
+                format!(
+                    "{shown} is not a CIDR: {} is not an IP address",
+                    quote(addr)
+                )
             })?;
             let max = if addr.is_ipv4() { 32 } else { 128 };
             let net = len
@@ -621,11 +636,11 @@ pub(super) fn parse_prefix(text: &str) -> Result<IpNet, String> {
                 .ok()
                 .and_then(|len| IpNet::new(addr, len).ok())
                 .ok_or_else(|| {
-                    format!("\"{text}\" is not a CIDR: the prefix length must be 0-{max}")
+                    format!("{shown} is not a CIDR: the prefix length must be 0-{max}")
                 })?;
             if net.trunc() != net {
                 return Err(format!(
-                    "\"{text}\" has host bits set; did you mean {}?",
+                    "{shown} has host bits set; did you mean {}?",
                     net.trunc()
                 ));
             }
@@ -633,14 +648,14 @@ pub(super) fn parse_prefix(text: &str) -> Result<IpNet, String> {
         }
         None => IpNet::from(
             text.parse::<IpAddr>()
-                .map_err(|_| format!("\"{text}\" is not an IP address or CIDR"))?,
+                .map_err(|_| format!("{shown} is not an IP address or CIDR"))?,
         ),
     };
     if let IpNet::V6(v6) = net
         && let Some(v4) = ipv4_mapped(v6)
     {
         return Err(format!(
-            "\"{text}\" is IPv4-mapped IPv6, which the dataplane never matches (it drops \
+            "{shown} is IPv4-mapped IPv6, which the dataplane never matches (it drops \
              IPv6 packets to ::ffff:0:0/96); write the IPv4 prefix {v4}"
         ));
     }
@@ -656,10 +671,15 @@ fn ipv4_mapped(net: Ipv6Net) -> Option<Ipv4Net> {
 
 /// `443` or `"10000-10100"`.
 fn parse_port_range(text: &str) -> Result<PortRange, String> {
+    let shown = quote(text);
+    // Decimal digits only: Rust's parser would take "+22".
     let port = |part: &str| {
-        part.trim()
-            .parse::<u16>()
-            .map_err(|_| format!("\"{part}\" is not a port (0-65535)"))
+        let part = part.trim();
+        part.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| part.parse::<u16>().ok())
+            .flatten()
+            .ok_or_else(|| format!("{} is not a port (0-65535)", quote(part)))
     };
     let Some((lo, hi)) = text.split_once('-') else {
         let p = port(text)?;
@@ -667,13 +687,13 @@ fn parse_port_range(text: &str) -> Result<PortRange, String> {
     };
     if lo.trim().is_empty() || hi.trim().is_empty() {
         return Err(format!(
-            "\"{text}\" is not a port or a range (a port 0-65535, or \"lo-hi\")"
+            "{shown} is not a port or a range (a port 0-65535, or \"lo-hi\")"
         ));
     }
     let (lo, hi) = (port(lo)?, port(hi)?);
     if lo > hi {
         return Err(format!(
-            "\"{text}\" is an inverted range: {lo} is above {hi}; write \"{hi}-{lo}\""
+            "{shown} is an inverted range: {lo} is above {hi}; write \"{hi}-{lo}\""
         ));
     }
     Ok(PortRange::new(lo, hi))

@@ -35,7 +35,7 @@ pub fn prepare(
     limits: &Limits,
     cache: &mut ParseCache,
 ) -> Result<Candidate, Vec<Diagnostic>> {
-    let loaded = policy::load_cached(dir, env, cache)?;
+    let loaded = policy::load_cached(dir, env, &limits.read_limits(), cache)?;
     let tables = compile(&loaded.policy, limits)?;
     Ok(Candidate {
         commit: crate::git::head_commit(dir),
