@@ -181,13 +181,13 @@ fn cases() -> Vec<Case> {
         Case {
             name: "ports: [443.0]",
             write: |d, _| instead_of_good(d, &GOOD.replace("[7000]", "[443.0]")),
-            says: "n.yaml:6:57: \"443.0\" is not a decimal integer",
+            says: "n.yaml:6:57: groups.meters.rules[0].allow.ports[0]: \"443.0\" is not a decimal integer",
             limits: "",
         },
         Case {
             name: "ports: [0x1bb]",
             write: |d, _| instead_of_good(d, &GOOD.replace("[7000]", "[0x1bb]")),
-            says: "n.yaml:6:57: \"0x1bb\" is not a decimal integer",
+            says: "n.yaml:6:57: groups.meters.rules[0].allow.ports[0]: \"0x1bb\" is not a decimal integer",
             limits: "",
         },
         Case {
@@ -199,13 +199,13 @@ fn cases() -> Vec<Case> {
         Case {
             name: "ports: [1e3]",
             write: |d, _| instead_of_good(d, &GOOD.replace("[7000]", "[1e3]")),
-            says: "n.yaml:6:57: \"1e3\" is not a decimal integer",
+            says: "n.yaml:6:57: groups.meters.rules[0].allow.ports[0]: \"1e3\" is not a decimal integer",
             limits: "",
         },
         Case {
             name: "proto: 6.0",
             write: |d, _| instead_of_good(d, &GOOD.replace("proto: udp", "proto: 6.0")),
-            says: "n.yaml:6:44: \"6.0\" is not a decimal integer",
+            says: "n.yaml:6:44: groups.meters.rules[0].allow.proto: \"6.0\" is not a decimal integer",
             limits: "",
         },
         Case {

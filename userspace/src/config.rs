@@ -14,7 +14,7 @@ use std::{
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::diagnostic::{Diagnostic, validated_map};
+use crate::diagnostic::{Diagnostic, quote, validated_map};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tollgate/tollgate.yaml";
 
@@ -171,6 +171,10 @@ pub struct MetricsConfig {
     /// `rule="_other"`, bounding cardinality for very large policies.
     #[serde(default = "default_rule_series_limit")]
     pub rule_series_limit: usize,
+    /// Allows `listen` on a wildcard or a device-facing address, which
+    /// devices could reach.
+    #[serde(default)]
+    pub allow_remote: bool,
 }
 
 impl Default for MetricsConfig {
@@ -178,6 +182,7 @@ impl Default for MetricsConfig {
         MetricsConfig {
             listen: default_metrics_listen(),
             rule_series_limit: default_rule_series_limit(),
+            allow_remote: false,
         }
     }
 }
@@ -565,18 +570,62 @@ fn default_reload_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
+/// A configuration file larger than this is not one.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 impl Config {
-    /// Reads and validates a configuration file.
+    /// Reads and validates a configuration file (a regular file of at most
+    /// 1 MiB).
     pub fn load(path: &Path) -> Result<Config, Diagnostic> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Diagnostic::error(path, 0, 0, "", format!("cannot read: {e}")))?;
+        use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
+        let unreadable =
+            |e: std::io::Error| Diagnostic::error(path, 0, 0, "", format!("cannot read: {e}"));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map_err(unreadable)?;
+        let meta = file.metadata().map_err(unreadable)?;
+        if !meta.is_file() || meta.len() > MAX_CONFIG_BYTES {
+            return Err(Diagnostic::error(
+                path,
+                0,
+                0,
+                "",
+                format!("not a regular file of at most {MAX_CONFIG_BYTES} bytes"),
+            ));
+        }
+        let mut text = String::new();
+        file.take(MAX_CONFIG_BYTES)
+            .read_to_string(&mut text)
+            .map_err(unreadable)?;
         Self::parse(path, &text)
     }
 
-    /// Parses configuration text; `path` only labels errors.
+    /// Parses configuration text; `path` only labels errors. Everything
+    /// that can be checked without the host is checked here, so `run`,
+    /// `run --check-config` and `check --config` agree.
     pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostic> {
+        // The bounds policy files have: no deep nesting, no aliases.
+        let positions = crate::policy::positions::Positions::index(text);
+        if let Some((mark, field, message)) = positions.problems().iter().find(|(_, field, _)| {
+            positions.refuses_parsing() || !field.starts_with("pass-ethertypes")
+        }) {
+            return Err(Diagnostic::error(
+                path,
+                mark.line,
+                mark.column,
+                field,
+                message.clone(),
+            ));
+        }
         let config: Config =
             yaml_serde::from_str(text).map_err(|e| Diagnostic::from_yaml(path, &e))?;
+        let at = |field: &str| {
+            let mark = positions.value(field);
+            let field = field.to_string();
+            move |message: String| Diagnostic::error(path, mark.line, mark.column, &field, message)
+        };
         if config.interfaces.is_empty() {
             return Err(Diagnostic::error(
                 path,
@@ -586,7 +635,101 @@ impl Config {
                 "name at least one device-facing interface".into(),
             ));
         }
+        for (i, name) in config.interfaces.iter().enumerate() {
+            let field = format!("interfaces[{i}]");
+            check_interface_name(name).map_err(at(&field))?;
+            if config.interfaces[..i].contains(name) {
+                return Err(at(&field)(format!("{} is listed twice", quote(name))));
+            }
+        }
+        crate::datapath::layout::validate(&config.limits)
+            .map_err(|e| at("limits")(format!("{e:#}")))?;
+        let timeout = config.limits.reload_timeout;
+        if !(Duration::from_millis(100)..=Duration::from_secs(600)).contains(&timeout) {
+            return Err(at("limits.reload-timeout")(format!(
+                "{} is out of range (100ms..=10m)",
+                humantime_serde::re::humantime::format_duration(timeout)
+            )));
+        }
+        if config.limits.policy_files == 0 || config.limits.policy_file_bytes == 0 {
+            return Err(at("limits")(
+                "policy-files and policy-file-bytes must be at least 1".into(),
+            ));
+        }
+        let listen = config.metrics.listen.ip();
+        if listen.is_unspecified() && !config.metrics.allow_remote {
+            return Err(at("metrics.listen")(format!(
+                "{listen} listens on every address, the device-facing ones included; use the \
+                 management address, or set metrics.allow-remote: true"
+            )));
+        }
+        for (field, p) in [
+            ("policy-dir", &config.policy_dir),
+            ("pin-dir", &config.pin_dir),
+            ("control-socket", &config.control_socket),
+        ] {
+            if !p.is_absolute() {
+                return Err(at(field)(format!(
+                    "{} is not an absolute path",
+                    p.display()
+                )));
+            }
+        }
+        if !config.pin_dir.starts_with("/sys/fs/bpf") {
+            return Err(at("pin-dir")(format!(
+                "{} is not under /sys/fs/bpf (bpffs)",
+                config.pin_dir.display()
+            )));
+        }
+        if let Ok(meta) = std::fs::symlink_metadata(&config.control_socket) {
+            use std::os::unix::fs::FileTypeExt as _;
+            if !meta.file_type().is_socket() {
+                return Err(at("control-socket")(format!(
+                    "{} exists and is not a socket; it would be replaced",
+                    config.control_socket.display()
+                )));
+            }
+        }
         Ok(config)
+    }
+
+    /// What is allowed but probably not meant.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.ntp.allow.iter().any(|net| net.prefix_len() == 0) {
+            out.push(
+                "ntp.allow covers every address: anyone who can reach ntp.listen gets the time"
+                    .into(),
+            );
+        }
+        let limit = self.ntp.rate_limit;
+        if !self.ntp.listen.is_empty() && (limit.interval < 0 || limit.burst > 256) {
+            out.push(format!(
+                "ntp.rate-limit (interval {}, burst {}) lets a source get more than one reply a \
+                 second: it is effectively off against a flood",
+                limit.interval, limit.burst
+            ));
+        }
+        out
+    }
+}
+
+/// A Linux interface name: 1-15 bytes, no '/', ':' or whitespace, not `.`
+/// or `..` (what the kernel accepts for a new interface).
+fn check_interface_name(name: &str) -> Result<(), String> {
+    let ok = (1..=15).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b.is_ascii_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not an interface name (1-15 bytes, no '/', ':' or spaces)",
+            quote(name)
+        ))
     }
 }
 
@@ -741,6 +884,93 @@ mod tests {
         .unwrap();
         assert_eq!(c.limits.fragment_lifetime, Duration::from_secs(2));
         assert_eq!(c.limits.fragments_per_source, 8);
+    }
+
+    #[test]
+    fn everything_run_would_reject_is_rejected_with_its_position() {
+        let base = "interfaces: [eth1]\npolicy-dir: /p\n";
+        for (extra, want) in [
+            (
+                "metrics:\n  listen: 0.0.0.0:9187\n",
+                "tollgate.yaml:4:11: metrics.listen: 0.0.0.0 listens on every address",
+            ),
+            (
+                "metrics:\n  listen: \"[::]:9187\"\n",
+                "metrics.listen: :: listens on every address",
+            ),
+            (
+                "limits:\n  reload-timeout: 1ms\n",
+                "limits.reload-timeout: 1ms is out of range",
+            ),
+            (
+                "limits:\n  fragments: 16\n  fragments-per-source: 17\n",
+                "limits: limits.fragments-per-source: 17 is more than limits.fragments",
+            ),
+            (
+                "limits:\n  counters: 0\n",
+                "limits.counters: 0 is out of range",
+            ),
+            (
+                "limits:\n  counters: 0x100\n",
+                "limits.counters: \"0x100\" is not a decimal",
+            ),
+            (
+                "pin-dir: /tmp/pins\n",
+                "pin-dir: /tmp/pins is not under /sys/fs/bpf",
+            ),
+            (
+                "control-socket: run/x.sock\n",
+                "control-socket: run/x.sock is not an absolute",
+            ),
+            (
+                "control-socket: /etc/hostname\n",
+                "exists and is not a socket",
+            ),
+            ("a: &x 1\nb: *x\n", "anchors and aliases"),
+        ] {
+            let e = parse(&format!("{base}{extra}")).unwrap_err();
+            assert!(e.contains(want), "{extra}: {e}");
+        }
+        for (interfaces, want) in [
+            ("[eth1, eth1]", "interfaces[1]: \"eth1\" is listed twice"),
+            (
+                "[\"a/b\"]",
+                "interfaces[0]: \"a/b\" is not an interface name",
+            ),
+            ("[averyveryverylongname]", "is not an interface name"),
+        ] {
+            let e = parse(&format!("interfaces: {interfaces}\npolicy-dir: /p\n")).unwrap_err();
+            assert!(e.contains(want), "{interfaces}: {e}");
+        }
+        let deep = format!(
+            "interfaces: [eth1]\npolicy-dir: /p\nx: {}",
+            "[".repeat(10_000)
+        );
+        assert!(parse(&deep).unwrap_err().contains("nested more than 64"));
+        let c = parse(&format!(
+            "{base}metrics:\n  listen: 0.0.0.0:9187\n  allow-remote: true\n"
+        ))
+        .unwrap();
+        assert!(c.metrics.allow_remote);
+    }
+
+    #[test]
+    fn open_ntp_and_a_rate_limit_that_is_off_are_warned_about() {
+        let c = parse(
+            "interfaces: [eth1]\npolicy-dir: /p\nntp:\n  listen: [\"100.127.0.123:123\"]\n  \
+             allow: [0.0.0.0/0]\n  rate-limit:\n    interval: -2\n",
+        )
+        .unwrap();
+        let w = c.warnings();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("ntp.allow covers every address"));
+        assert!(w[1].contains("effectively off"));
+        assert!(
+            parse("interfaces: [eth1]\npolicy-dir: /p\n")
+                .unwrap()
+                .warnings()
+                .is_empty()
+        );
     }
 
     #[test]

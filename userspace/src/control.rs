@@ -70,26 +70,56 @@ pub struct ReloadStatus {
     pub summary: String,
 }
 
-/// Binds the control socket, replacing one a previous run left behind.
+/// Connections answered at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 16;
+/// A request is one short line.
+const MAX_REQUEST: u64 = 64;
+/// How long a client may take to send its request and read the answer.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Binds the control socket, replacing a socket a previous run left behind
+/// (never any other file). The socket is 0660: the daemon's user and its
+/// group (`tollgate`; add operators to it) may ask, nobody else.
 pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
-    let _ = std::fs::remove_file(path);
-    tokio::net::UnixListener::bind(path)
-        .with_context(|| format!("bind control socket {}", path.display()))
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)
+            .with_context(|| format!("remove the stale socket {}", path.display()))?,
+        Ok(_) => bail!(
+            "control-socket {} exists and is not a socket; not replacing it",
+            path.display()
+        ),
+        Err(_) => {}
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("bind control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod 0660 {}", path.display()))?;
+    Ok(listener)
 }
 
 /// Fills in the parts of the status that change by themselves (NTP's).
 pub type Refresh = Arc<dyn Fn(&mut Status) + Send + Sync>;
 
-/// Answers status requests on `listener` until the task is dropped.
+/// Answers status requests on `listener` until the task is dropped. Only
+/// read requests exist. At most [`MAX_CONNECTIONS`] clients are served at
+/// once, each for at most [`CLIENT_TIMEOUT`], with a request of at most
+/// [`MAX_REQUEST`] bytes: a slow or flooding client cannot starve the rest.
 pub async fn serve(
     listener: tokio::net::UnixListener,
     status: Arc<RwLock<Status>>,
     refresh: Refresh,
 ) {
+    use tokio::io::AsyncReadExt as _;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // Wait for a free slot first: excess clients queue in the backlog.
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
@@ -101,23 +131,26 @@ pub async fn serve(
         let status = status.clone();
         let refresh = refresh.clone();
         tokio::spawn(async move {
-            let (read, mut write) = stream.into_split();
-            let mut line = String::new();
-            let request = tokio::time::timeout(
-                Duration::from_secs(5),
-                BufReader::new(read).read_line(&mut line),
-            )
-            .await;
-            let reply = match (request, line.trim()) {
-                (Ok(Ok(_)), "status") => {
-                    let mut s = status.read().expect("status lock").clone();
-                    refresh(&mut s);
-                    serde_json::to_string(&s).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-                }
-                _ => "{\"error\":\"unknown request; send `status`\"}".to_string(),
+            let _permit = permit;
+            let exchange = async {
+                let (read, mut write) = stream.into_split();
+                let mut line = String::new();
+                let request = BufReader::new(read.take(MAX_REQUEST))
+                    .read_line(&mut line)
+                    .await;
+                let reply = match (request, line.trim()) {
+                    (Ok(_), "status") => {
+                        let mut s = status.read().expect("status lock").clone();
+                        refresh(&mut s);
+                        serde_json::to_string(&s)
+                            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+                    }
+                    _ => "{\"error\":\"unknown request; send `status`\"}".to_string(),
+                };
+                let _ = write.write_all(reply.as_bytes()).await;
+                let _ = write.write_all(b"\n").await;
             };
-            let _ = write.write_all(reply.as_bytes()).await;
-            let _ = write.write_all(b"\n").await;
+            let _ = tokio::time::timeout(CLIENT_TIMEOUT, exchange).await;
         });
     }
 }

@@ -63,6 +63,18 @@ pub fn init_logging(format: LogFormat) {
 /// `tollgate run --check-config`: the config and the policy it points to
 /// are valid. Touches nothing in the kernel.
 pub fn check_config(config: &Config) -> Result<(), Vec<Diagnostic>> {
+    let host = crate::preflight::check(config).map_err(|e| {
+        vec![Diagnostic::error(
+            Path::new("configuration"),
+            0,
+            0,
+            "",
+            format!("{e:#}"),
+        )]
+    })?;
+    for w in host {
+        eprintln!("warning: {w}");
+    }
     let env = environment(config);
     let candidate = prepare(
         &config.policy_dir,
@@ -159,9 +171,12 @@ pub struct Daemon {
     ready: bool,
     /// The private NTP server, when `ntp.listen` names addresses.
     ntp: Option<Arc<NtpService>>,
-    /// The policy files as last parsed (reloads run one at a time; the
-    /// mutex only moves it into the blocking task).
-    parse_cache: Arc<Mutex<ParseCache>>,
+    /// The policy files as last parsed. Moved into each reload's blocking
+    /// task and back; a reload abandoned past its time budget takes it
+    /// along, and the next one starts afresh.
+    parse_cache: Option<ParseCache>,
+    /// Becomes true on SIGTERM or SIGINT, also while a reload runs.
+    stop: tokio::sync::watch::Receiver<bool>,
     /// The configured interfaces and what is attached to each.
     attachments: Attachments,
 }
@@ -174,6 +189,10 @@ impl Daemon {
     }
 
     async fn start(config: Config) -> Result<Daemon> {
+        // Before anything is loaded or pinned.
+        for w in crate::preflight::check(&config)? {
+            tracing::warn!("{w}");
+        }
         let options = Options {
             pin_dir: Some(config.pin_dir.clone()),
             limits: config.limits,
@@ -228,7 +247,8 @@ impl Daemon {
             generation: 0,
             ready: false,
             ntp: None,
-            parse_cache: Arc::default(),
+            parse_cache: Some(ParseCache::default()),
+            stop: stop_signals()?,
         };
 
         let installed = daemon.reload("start").await;
@@ -317,8 +337,7 @@ impl Daemon {
         // subscription.
         self.reconcile_interfaces()?;
         let mut hangup = signal(SignalKind::hangup())?;
-        let mut terminate = signal(SignalKind::terminate())?;
-        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut stop = self.stop.clone();
         notify("READY=1");
         self.ready = true;
         tracing::info!("ready");
@@ -342,8 +361,7 @@ impl Daemon {
                         self.reload("addresses").await;
                     }
                 }
-                _ = terminate.recv() => break,
-                _ = interrupt.recv() => break,
+                _ = stop.wait_for(|s| *s) => break,
             }
         }
         notify("STOPPING=1");
@@ -391,13 +409,41 @@ impl Daemon {
         };
         let dir = self.config.policy_dir.clone();
         let limits = self.config.limits;
-        let cache = self.parse_cache.clone();
-        let prepared = tokio::task::spawn_blocking(move || {
-            let mut cache = cache.lock().expect("parse cache lock");
-            prepare(&dir, &env, &limits, &mut cache)
-        })
-        .await
-        .unwrap_or_else(|e| Err(vec![panic_diagnostic(&e)]));
+        let mut cache = self.parse_cache.take().unwrap_or_default();
+        // Off the main loop and within the time budget: signals, status,
+        // metrics and NTP keep answering whatever the directory holds.
+        let task = tokio::task::spawn_blocking(move || {
+            let prepared = prepare(&dir, &env, &limits, &mut cache);
+            (prepared, cache)
+        });
+        let mut stop = self.stop.clone();
+        let prepared = tokio::select! {
+            joined = tokio::time::timeout(limits.reload_timeout, task) => match joined {
+                Ok(Ok((prepared, cache))) => {
+                    self.parse_cache = Some(cache);
+                    prepared
+                }
+                Ok(Err(e)) => Err(vec![panic_diagnostic(&e)]),
+                Err(_) => Err(vec![Diagnostic::error(
+                    &self.config.policy_dir,
+                    0,
+                    0,
+                    "",
+                    format!(
+                        "preparing the policy took longer than limits.reload-timeout ({}); \
+                         abandoned",
+                        humantime_serde::re::humantime::format_duration(limits.reload_timeout)
+                    ),
+                )]),
+            },
+            _ = stop.wait_for(|s| *s) => Err(vec![Diagnostic::error(
+                &self.config.policy_dir,
+                0,
+                0,
+                "",
+                "reload abandoned: the controller is stopping".into(),
+            )]),
+        };
         let outcome = match prepared {
             Err(errors) => Err(errors),
             Ok(candidate) => self.install(candidate, started).map_err(|e| {
@@ -671,6 +717,22 @@ impl Daemon {
             }
         }))
     }
+}
+
+/// A flag that turns true on SIGTERM or SIGINT, watched by the main loop
+/// and by a reload in progress alike.
+fn stop_signals() -> Result<tokio::sync::watch::Receiver<bool>> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        let _ = tx.send(true);
+    });
+    Ok(rx)
 }
 
 fn suppressed_total(dataplane: &Mutex<Dataplane>) -> u64 {

@@ -21,5 +21,6 @@ pub mod model;
 pub mod netns;
 pub mod ntp;
 pub mod policy;
+pub mod preflight;
 pub mod reload;
 pub mod tables;

@@ -478,8 +478,19 @@ pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener> {
         .with_context(|| format!("bind metrics endpoint {listen}"))
 }
 
-/// Serves `GET /metrics` on `listener`.
+/// Scrapers served at once; more are turned away (closed) at once.
+const MAX_CONNECTIONS: usize = 32;
+/// How long a client may take to send its request headers.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long one connection may last, however it is used.
+const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Serves `GET /metrics` on `listener`. A slow client (headers dribbled in,
+/// a response never read) and a flood of connections are bounded: at most
+/// [`MAX_CONNECTIONS`] at once, headers within [`HEADER_TIMEOUT`], each
+/// connection at most [`CONNECTION_TIMEOUT`].
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -489,14 +500,26 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
                 continue;
             }
         };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            // Full: close it now rather than let it hold memory and a task.
+            drop(stream);
+            continue;
+        };
         let metrics = metrics.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |req| respond(req, metrics.clone()));
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!("metrics connection: {e}");
+            let connection = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
+                Ok(Err(e)) => tracing::debug!("metrics connection: {e}"),
+                Err(_) => {
+                    tracing::debug!("metrics connection: closed after {CONNECTION_TIMEOUT:?}")
+                }
+                Ok(Ok(())) => {}
             }
         });
     }

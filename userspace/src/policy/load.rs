@@ -211,12 +211,12 @@ fn bound_report(diagnostics: &mut Vec<Diagnostic>) {
 fn parse(source: &Source, diagnostics: &mut Vec<Diagnostic>) -> ParsedFile {
     let file = source.path.display().to_string();
     let positions = Positions::index(&source.text);
-    for (mark, message) in positions.problems() {
+    for (mark, field, message) in positions.problems() {
         diagnostics.push(Diagnostic::error(
             &source.path,
             mark.line,
             mark.column,
-            "",
+            field,
             message.clone(),
         ));
     }

@@ -54,8 +54,9 @@ pub struct Positions {
     items: HashMap<String, Vec<Mark>>,
     keys: HashMap<String, Mark>,
     duplicates: Vec<DuplicateKey>,
-    /// What makes the file unacceptable whatever it means, in order.
-    problems: Vec<(Mark, String)>,
+    /// What makes the file unacceptable whatever it means, in order: where,
+    /// the field path (empty when not about one value), and why.
+    problems: Vec<(Mark, String, String)>,
     /// The walk stopped early (nesting too deep): nothing else may parse it.
     aborted: bool,
     /// The file uses anchors or aliases: nothing else may parse it.
@@ -122,7 +123,7 @@ impl Positions {
     }
 
     /// Depth, anchors and aliases, non-decimal numbers: see the module doc.
-    pub fn problems(&self) -> &[(Mark, String)] {
+    pub fn problems(&self) -> &[(Mark, String, String)] {
         &self.problems
     }
 
@@ -189,9 +190,21 @@ impl Walk {
         matches!(self.stack.last(), Some(Frame::Map { key: None, .. }))
     }
 
-    fn problem(&mut self, mark: Mark, message: String) {
+    fn problem(&mut self, mark: Mark, field: String, message: String) {
         if self.positions.problems.len() < MAX_PROBLEMS {
-            self.positions.problems.push((mark, message));
+            self.positions.problems.push((mark, field, message));
+        }
+    }
+
+    /// The path the next value node gets (for messages only: it allocates).
+    fn next_path(&self) -> String {
+        match self.stack.last() {
+            None => String::new(),
+            Some(Frame::Map { path, key, .. }) => {
+                child_of_map(path, key.as_deref().unwrap_or_default())
+            }
+            Some(Frame::Seq { path, items }) => format!("{path}[{}]", items.len()),
+            Some(Frame::Ignored) => String::new(),
         }
     }
 
@@ -199,6 +212,7 @@ impl Walk {
         self.positions.aliased = true;
         self.problem(
             mark,
+            String::new(),
             "anchors and aliases (&name, *name) are not allowed in policy files: write \
              the value out, or put shared prefixes in a list under `lists:`"
                 .into(),
@@ -225,8 +239,10 @@ impl Walk {
                 }
                 if let Some(number) = non_decimal {
                     let written = shown.unwrap_or_else(|| crate::diagnostic::quote(&number));
+                    let field = self.next_path();
                     self.problem(
                         mark,
+                        field,
                         format!(
                             "{written} is not a decimal integer: YAML would read it as another \
                              number; write numbers (ports, protocols) in plain decimal, e.g. 443"
@@ -245,6 +261,7 @@ impl Walk {
                 if self.stack.len() >= MAX_NESTING {
                     self.problem(
                         mark,
+                        String::new(),
                         format!(
                             "nested more than {MAX_NESTING} levels deep; a policy needs about five"
                         ),
@@ -580,7 +597,7 @@ groups:
         assert!(p.refuses_parsing());
         assert_eq!(p.problems().len(), 2, "the anchor and the alias");
         assert_eq!(p.problems()[0].0, at(1, 4));
-        assert!(p.problems()[0].1.contains("anchors and aliases"));
+        assert!(p.problems()[0].2.contains("anchors and aliases"));
     }
 
     #[test]
@@ -590,7 +607,7 @@ groups:
         assert!(p.refuses_parsing());
         assert_eq!(p.problems().len(), 1);
         assert_eq!(p.problems()[0].0, at(1, MAX_NESTING + 1));
-        assert!(p.problems()[0].1.contains("nested more than 64 levels"));
+        assert!(p.problems()[0].2.contains("nested more than 64 levels"));
         let ok = format!("{}1{}", "[".repeat(MAX_NESTING), "]".repeat(MAX_NESTING));
         assert!(!Positions::index(&ok).refuses_parsing());
     }
@@ -623,11 +640,23 @@ groups:
             assert!(!is_non_decimal_number(good.as_bytes()), "{good}");
         }
         let p = Positions::index("ports: [443.0, 0x1bb, '0x1bb', +22]\nproto: 6.0\n");
-        let found: Vec<_> = p.problems().iter().map(|(m, _)| *m).collect();
-        assert_eq!(found, [at(1, 9), at(1, 16), at(1, 32), at(2, 8)]);
+        let found: Vec<_> = p
+            .problems()
+            .iter()
+            .map(|(m, f, _)| (*m, f.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (at(1, 9), "ports[0]"),
+                (at(1, 16), "ports[1]"),
+                (at(1, 32), "ports[3]"),
+                (at(2, 8), "proto")
+            ]
+        );
         assert!(
             p.problems()[0]
-                .1
+                .2
                 .starts_with("\"443.0\" is not a decimal integer")
         );
         assert!(!p.refuses_parsing(), "reported, the rest is still checked");
