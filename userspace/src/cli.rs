@@ -567,7 +567,11 @@ fn run(path: &Path, check: bool, log_format: LogFormat) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(Daemon::run(config)) {
+    let outcome = runtime.block_on(Daemon::run(config));
+    // A policy preparation abandoned past its budget may still be running
+    // on a blocking thread: do not wait for it to exit.
+    runtime.shutdown_background();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -71,11 +71,12 @@ pub struct ReloadStatus {
 }
 
 /// Connections answered at once; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 16;
+const MAX_CONNECTIONS: usize = 64;
 /// A request is one short line.
 const MAX_REQUEST: u64 = 64;
-/// How long a client may take to send its request and read the answer.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a client may take to send its request and read the answer
+/// (`tollgate status` needs a few milliseconds).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Binds the control socket, replacing a socket a previous run left behind
 /// (never any other file). The socket is 0660: the daemon's user and its

@@ -139,6 +139,9 @@ fn monotonic_usec() -> u64 {
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
 }
 
+/// What a reload's blocking task hands back: the outcome and the cache.
+type Prepared = (Result<Candidate, Vec<Diagnostic>>, ParseCache);
+
 /// The policy in force, as this process installed it.
 struct Installed {
     policy: Policy,
@@ -177,6 +180,8 @@ pub struct Daemon {
     parse_cache: Option<ParseCache>,
     /// Becomes true on SIGTERM or SIGINT, also while a reload runs.
     stop: tokio::sync::watch::Receiver<bool>,
+    /// A preparation abandoned past its time budget, still running.
+    abandoned: Option<tokio::task::JoinHandle<Prepared>>,
     /// The configured interfaces and what is attached to each.
     attachments: Attachments,
 }
@@ -249,6 +254,7 @@ impl Daemon {
             ntp: None,
             parse_cache: Some(ParseCache::default()),
             stop: stop_signals()?,
+            abandoned: None,
         };
 
         let installed = daemon.reload("start").await;
@@ -409,40 +415,56 @@ impl Daemon {
         };
         let dir = self.config.policy_dir.clone();
         let limits = self.config.limits;
-        let mut cache = self.parse_cache.take().unwrap_or_default();
-        // Off the main loop and within the time budget: signals, status,
-        // metrics and NTP keep answering whatever the directory holds.
-        let task = tokio::task::spawn_blocking(move || {
-            let prepared = prepare(&dir, &env, &limits, &mut cache);
-            (prepared, cache)
-        });
+        let budget = limits.reload_timeout;
         let mut stop = self.stop.clone();
-        let prepared = tokio::select! {
-            joined = tokio::time::timeout(limits.reload_timeout, task) => match joined {
-                Ok(Ok((prepared, cache))) => {
-                    self.parse_cache = Some(cache);
-                    prepared
+        // One preparation at a time: one abandoned past its budget (its
+        // thread cannot be killed) is waited for first, within this budget.
+        if let Some(mut previous) = self.abandoned.take() {
+            let finished = tokio::select! {
+                done = tokio::time::timeout(budget, &mut previous) => done.is_ok(),
+                _ = stop.wait_for(|s| *s) => false,
+            };
+            if !finished {
+                self.abandoned = Some(previous);
+            }
+        }
+        let prepared = if self.abandoned.is_some() {
+            Err(vec![self.reload_error(format!(
+                "an earlier reload abandoned past limits.reload-timeout ({}) is still running; \
+                 this one is retried on the next change or SIGHUP",
+                humantime_serde::re::humantime::format_duration(budget)
+            ))])
+        } else {
+            let mut cache = self.parse_cache.take().unwrap_or_default();
+            // Off the main loop and within the time budget: signals, status,
+            // metrics and NTP keep answering whatever the directory holds.
+            let mut task = tokio::task::spawn_blocking(move || {
+                let prepared = prepare(&dir, &env, &limits, &mut cache);
+                (prepared, cache)
+            });
+            tokio::select! {
+                joined = tokio::time::timeout(budget, &mut task) => match joined {
+                    Ok(Ok((prepared, cache))) => {
+                        self.parse_cache = Some(cache);
+                        prepared
+                    }
+                    Ok(Err(e)) => Err(vec![panic_diagnostic(&e)]),
+                    Err(_) => {
+                        self.abandoned = Some(task);
+                        Err(vec![self.reload_error(format!(
+                            "preparing the policy took longer than limits.reload-timeout ({}); \
+                             abandoned",
+                            humantime_serde::re::humantime::format_duration(budget)
+                        ))])
+                    }
+                },
+                _ = stop.wait_for(|s| *s) => {
+                    self.abandoned = Some(task);
+                    Err(vec![self.reload_error(
+                        "reload abandoned: the controller is stopping".into(),
+                    )])
                 }
-                Ok(Err(e)) => Err(vec![panic_diagnostic(&e)]),
-                Err(_) => Err(vec![Diagnostic::error(
-                    &self.config.policy_dir,
-                    0,
-                    0,
-                    "",
-                    format!(
-                        "preparing the policy took longer than limits.reload-timeout ({}); \
-                         abandoned",
-                        humantime_serde::re::humantime::format_duration(limits.reload_timeout)
-                    ),
-                )]),
-            },
-            _ = stop.wait_for(|s| *s) => Err(vec![Diagnostic::error(
-                &self.config.policy_dir,
-                0,
-                0,
-                "",
-                "reload abandoned: the controller is stopping".into(),
-            )]),
+            }
         };
         let outcome = match prepared {
             Err(errors) => Err(errors),
@@ -510,6 +532,10 @@ impl Daemon {
             notify("READY=1");
         }
         outcome.is_ok() || self.installed.is_some()
+    }
+
+    fn reload_error(&self, message: String) -> Diagnostic {
+        Diagnostic::error(&self.config.policy_dir, 0, 0, "", message)
     }
 
     /// Swaps `candidate` in (when it differs from what runs) and updates

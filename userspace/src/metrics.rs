@@ -478,10 +478,12 @@ pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener> {
         .with_context(|| format!("bind metrics endpoint {listen}"))
 }
 
-/// Scrapers served at once; more are turned away (closed) at once.
-const MAX_CONNECTIONS: usize = 32;
+/// Connections served at once; more are turned away (closed) at once. Far
+/// above what scrapers need, so a flood must hold this many idle
+/// connections, each for at most [`HEADER_TIMEOUT`], to delay a scrape.
+const MAX_CONNECTIONS: usize = 256;
 /// How long a client may take to send its request headers.
-const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long one connection may last, however it is used.
 const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
