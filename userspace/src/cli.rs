@@ -601,7 +601,7 @@ fn status(config: Option<PathBuf>, socket: Option<PathBuf>, format: Format) -> a
     for i in &s.interfaces {
         match (&i.mode, &i.link) {
             (Some(mode), Some(link)) => {
-                println!("  {}: attached, {mode} ({link} link)", i.interface)
+                println!("  {}: {mode} ({link} link)", i.interface)
             }
             _ => println!(
                 "  {}: NOT ATTACHED ({}{})",
