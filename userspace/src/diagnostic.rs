@@ -102,26 +102,6 @@ impl Diagnostic {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn echoed_text_is_short_and_escaped() {
-        assert_eq!(quote("aws-tokyo"), "\"aws-tokyo\"");
-        let long = "x".repeat(1000);
-        assert_eq!(quote(&long), format!("\"{}…\"", "x".repeat(40)));
-        assert_eq!(quote("a\nb\u{1b}[31m"), "\"a\\nb\\u{1b}[31m\"");
-        let d = Diagnostic::error(Path::new("f.yaml"), 1, 1, "", format!("{long}\n{long}"));
-        assert!(
-            d.message.chars().count() <= MAX_MESSAGE + 1,
-            "{}",
-            d.message.len()
-        );
-        assert!(!d.to_string().contains('\n'));
-    }
-}
-
 /// A yaml_serde path looks like `groups.meters.rules[2].allow`: no spaces.
 fn is_field_path(s: &str) -> bool {
     !s.is_empty() && !s.contains(' ')
@@ -176,4 +156,24 @@ where
     }
 
     deserializer.deserialize_map(MapVisitor(std::marker::PhantomData))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoed_text_is_short_and_escaped() {
+        assert_eq!(quote("aws-tokyo"), "\"aws-tokyo\"");
+        let long = "x".repeat(1000);
+        assert_eq!(quote(&long), format!("\"{}…\"", "x".repeat(40)));
+        assert_eq!(quote("a\nb\u{1b}[31m"), "\"a\\nb\\u{1b}[31m\"");
+        let d = Diagnostic::error(Path::new("f.yaml"), 1, 1, "", format!("{long}\n{long}"));
+        assert!(
+            d.message.chars().count() <= MAX_MESSAGE + 1,
+            "{}",
+            d.message.len()
+        );
+        assert!(!d.to_string().contains('\n'));
+    }
 }

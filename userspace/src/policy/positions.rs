@@ -359,10 +359,8 @@ fn is_non_decimal_number(text: &[u8]) -> bool {
     if digits(unsigned) {
         return unsigned.len() > 1 && unsigned[0] == b'0';
     }
-    let Some(rest) = text.strip_prefix(b"+").or(Some(text)) else {
-        return false;
-    };
-    if text.starts_with(b"+") && digits(rest) {
+    let rest = text.strip_prefix(b"+").unwrap_or(text);
+    if rest.len() < text.len() && digits(rest) {
         return true;
     }
     let lower = rest.to_ascii_lowercase();
