@@ -4,8 +4,9 @@
 //! big the tables are (never asserts a timing), and spot-checks the compiled
 //! model against the naive semantics on packets into those prefixes.
 //!
-//! Reads `../shared/data/aws-ip-ranges.json` beside the repository, or the
-//! directory named by `TOLLGATE_SHARED_DATA`. A missing file fails the test.
+//! Reads the snapshot vendored in `tests/data/aws-ip-ranges.json.gz` (AWS's
+//! file of 2025-07-24, sync token 1753388594; see `tests/data/README.md`),
+//! so the suite needs nothing outside the repository.
 
 mod common;
 
@@ -27,17 +28,13 @@ use tollgate::{
 };
 
 fn aws_ranges() -> (PathBuf, serde_json::Value) {
-    let dir = std::env::var_os("TOLLGATE_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| common::repo_root().join("../shared/data"));
-    let path = dir.join("aws-ip-ranges.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}. This test needs AWS's ip-ranges.json: put it there, or set \
-             TOLLGATE_SHARED_DATA to the directory holding it",
-            path.display()
-        )
-    });
+    use std::io::Read as _;
+    let path = common::repo_root().join("tests/data/aws-ip-ranges.json.gz");
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_string(&mut text)
+        .expect("a gzip of UTF-8 JSON");
     (
         path,
         serde_json::from_str(&text).expect("ip-ranges.json parses"),
