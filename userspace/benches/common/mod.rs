@@ -59,12 +59,9 @@ pub fn print_machine_facts() {
     }
 }
 
-/// The directory holding `aws-ip-ranges.json`: `$TOLLGATE_SHARED_DATA`, or
-/// `../shared/data` beside the repository.
-fn shared_data_dir() -> PathBuf {
-    std::env::var_os("TOLLGATE_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
+/// AWS's ip-ranges.json as vendored for the tests (`tests/data`).
+fn aws_ranges_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/aws-ip-ranges.json.gz")
 }
 
 /// Realistic destination prefixes, in a fixed order: first every distinct
@@ -80,14 +77,13 @@ pub struct Pool {
 
 impl Pool {
     pub fn load() -> Result<Pool> {
-        let path = shared_data_dir().join("aws-ip-ranges.json");
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "{}: this benchmark builds its policies from AWS's ip-ranges.json; put it \
-                 there, or set TOLLGATE_SHARED_DATA to the directory holding it",
-                path.display()
-            )
-        })?;
+        use std::io::Read as _;
+        let path = aws_ranges_path();
+        let file = std::fs::File::open(&path).with_context(|| format!("{}", path.display()))?;
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(file)
+            .read_to_string(&mut text)
+            .with_context(|| format!("decompress {}", path.display()))?;
         let json: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
         let mut distinct = HashSet::new();
