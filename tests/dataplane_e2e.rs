@@ -19,56 +19,12 @@ use tollgate::{
     compile::compile,
     config::{AttachPolicy, Limits},
     datapath::{Dataplane, Options},
-    explain::explain,
     netns::{RIG_DEVICE_IFACE, Rig},
     policy::{self, Environment, Policy, Source},
-    tables::{CompiledPolicy, PacketFacts},
+    tables::CompiledPolicy,
 };
 
-const POLICY: &str = "\
-lists:
-  cloud: [203.0.113.0/24, 2001:db8:100::/48]
-groups:
-  meters:
-    devices: [10.64.0.0/16, fd00:64::/48]
-    default: deny
-    rules:
-      - allow: {to: cloud, proto: tcp, ports: [443]}
-      - allow: {to: cloud, proto: udp, ports: [\"7000-7010\"]}
-      - allow: {to: 203.0.113.5, proto: icmp}
-      - allow: {to: \"2001:db8:100::5\", proto: icmpv6}
-      - deny: {to: [203.0.113.6, \"2001:db8:100::6\"], proto: tcp, ports: [443]}
-  cameras:
-    devices: [10.65.0.0/16, fd00:65::/48]
-    default: allow
-    rules:
-      - deny: {to: cloud, proto: udp}
-      - deny: {to: 203.0.113.6, proto: icmp}
-";
-
-const DEVICES: [&str; 6] = [
-    "10.64.0.10",
-    "fd00:64::10",
-    "10.65.0.10",
-    "fd00:65::10",
-    "10.66.0.10",
-    "fd00:66::10",
-];
-const SERVICES: [&str; 4] = [
-    "203.0.113.5",
-    "203.0.113.6",
-    "2001:db8:100::5",
-    "2001:db8:100::6",
-];
-const TCP_PORTS: [u16; 2] = [443, 8443];
-const UDP_PORTS: [u16; 2] = [7000, 7020];
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Probe {
-    Tcp(u16),
-    Udp(u16),
-    Ping,
-}
+use common::fleet::{DEVICES, POLICY, Probe, SERVICES, TCP_PORTS, UDP_PORTS, predicted};
 
 /// The policy, with `gateway` the addresses of the gateway's device-facing
 /// interface (as the daemon reads them), so IPv6 neighbour discovery to it
@@ -92,34 +48,6 @@ fn load(rig: &Rig) -> (Policy, CompiledPolicy) {
     .unwrap_or_else(|d| panic!("{d:#?}"));
     let tables = compile(&loaded.policy, &Limits::default()).unwrap();
     (loaded.policy, tables)
-}
-
-/// What `explain` says of the probe's first packet.
-fn predicted(
-    policy: &Policy,
-    tables: &CompiledPolicy,
-    src: IpAddr,
-    dst: IpAddr,
-    probe: Probe,
-) -> bool {
-    let (proto, dport) = match probe {
-        Probe::Tcp(p) => (6, Some(p)),
-        Probe::Udp(p) => (17, Some(p)),
-        Probe::Ping if src.is_ipv4() => (1, None),
-        Probe::Ping => (58, None),
-    };
-    explain(
-        policy,
-        tables,
-        &PacketFacts {
-            src,
-            dst,
-            proto,
-            dport,
-        },
-    )
-    .verdict
-        != "deny"
 }
 
 /// Runs one probe from the device namespace; true if it got through.

@@ -37,35 +37,30 @@ fn policy(allow: bool) -> CompiledPolicy {
     t.build()
 }
 
-fn first(id: u16) -> Vec<u8> {
+/// A fragment of datagram `id` to the service's udp/7000: the first
+/// (offset 0, more to come, with the UDP header) or a later one (no header).
+fn fragment(id: u16, first: bool) -> Vec<u8> {
     let mut f = Frame::new(
         DEVICE.parse().unwrap(),
         SERVICE.parse().unwrap(),
         Transport::Udp { dport: PORT },
     );
     f.ipv4_fragment = Some(Ipv4Fragment {
-        offset: 0,
-        more: true,
+        offset: if first { 0 } else { 3 },
+        more: first,
         id,
     });
+    f.omit_transport = !first;
     f.payload = 16;
     f.build()
 }
 
+fn first(id: u16) -> Vec<u8> {
+    fragment(id, true)
+}
+
 fn later(id: u16) -> Vec<u8> {
-    let mut f = Frame::new(
-        DEVICE.parse().unwrap(),
-        SERVICE.parse().unwrap(),
-        Transport::Udp { dport: PORT },
-    );
-    f.ipv4_fragment = Some(Ipv4Fragment {
-        offset: 3,
-        more: false,
-        id,
-    });
-    f.omit_transport = true;
-    f.payload = 16;
-    f.build()
+    fragment(id, false)
 }
 
 fn open(limits: Limits) -> Dataplane {

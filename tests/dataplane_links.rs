@@ -27,54 +27,17 @@ use tollgate::{
     compile::compile,
     config::{AttachPolicy, Limits},
     datapath::{AttachMode, Dataplane, Options},
-    explain::explain,
     links::{self, LinkKind},
     netns::{Namespace, Rig},
     policy::{self, Environment, Source},
-    tables::PacketFacts,
 };
 
-const POLICY: &str = "\
-lists:
-  cloud: [203.0.113.0/24, 2001:db8:100::/48]
-groups:
-  meters:
-    devices: [10.64.0.0/16, fd00:64::/48]
-    default: deny
-    rules:
-      - allow: {to: cloud, proto: tcp, ports: [443]}
-      - allow: {to: cloud, proto: udp, ports: [\"7000-7010\"]}
-      - allow: {to: 203.0.113.5, proto: icmp}
-      - allow: {to: \"2001:db8:100::5\", proto: icmpv6}
-      - deny: {to: [203.0.113.6, \"2001:db8:100::6\"], proto: tcp, ports: [443]}
-  cameras:
-    devices: [10.65.0.0/16, fd00:65::/48]
-    default: allow
-    rules:
-      - deny: {to: cloud, proto: udp}
-      - deny: {to: 203.0.113.6, proto: icmp}
-";
-
-const DEVICES: [&str; 6] = [
-    "10.64.0.10",
-    "fd00:64::10",
-    "10.65.0.10",
-    "fd00:65::10",
-    "10.66.0.10",
-    "fd00:66::10",
-];
-const SERVICES: [&str; 4] = [
-    "203.0.113.5",
-    "203.0.113.6",
-    "2001:db8:100::5",
-    "2001:db8:100::6",
-];
-const UDP_PORTS: [u16; 2] = [7000, 7020];
+use common::fleet::{DEVICES, POLICY, SERVICES, TCP_PORTS, UDP_PORTS, predicted};
 const PROBES: [Probe; 5] = [
-    Probe::Tcp(443),
-    Probe::Tcp(8443),
-    Probe::Udp(7000),
-    Probe::Udp(7020),
+    Probe::Tcp(TCP_PORTS[0]),
+    Probe::Tcp(TCP_PORTS[1]),
+    Probe::Udp(UDP_PORTS[0]),
+    Probe::Udp(UDP_PORTS[1]),
     Probe::Ping,
 ];
 
@@ -153,24 +116,7 @@ fn cases(
                 continue;
             }
             for probe in PROBES {
-                let (proto, dport) = match probe {
-                    Probe::Tcp(p) => (6, Some(p)),
-                    Probe::Udp(p) => (17, Some(p)),
-                    Probe::Ping if src.is_ipv4() => (1, None),
-                    Probe::Ping => (58, None),
-                };
-                let allowed = explain(
-                    policy,
-                    tables,
-                    &PacketFacts {
-                        src,
-                        dst,
-                        proto,
-                        dport,
-                    },
-                )
-                .verdict
-                    != "deny";
+                let allowed = predicted(policy, tables, src, dst, probe);
                 out.push((src, dst, probe, allowed));
             }
         }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use tollgate::netns::Namespace;
 
 pub mod daemon;
+pub mod fleet;
 pub mod random;
 pub mod tables;
 pub mod tun;

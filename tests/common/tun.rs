@@ -20,19 +20,12 @@ use std::{
 use etherparse::{Icmpv4Type, Icmpv6Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use tollgate::netns::Namespace;
 
+pub use super::fleet::Probe;
+
 const TUNSETIFF: libc::c_ulong = 0x400454ca;
 const TUNSETLINK: libc::c_ulong = 0x400454cd;
 const IFF_TUN: libc::c_short = 0x0001;
 const IFF_NO_PI: libc::c_short = 0x1000;
-
-/// What a probe sends: every probe has its own source port or echo id, so
-/// its reply is recognised.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Probe {
-    Tcp(u16),
-    Udp(u16),
-    Ping,
-}
 
 /// An open tun device; it is deleted when this is dropped.
 pub struct Tun {
@@ -108,7 +101,8 @@ impl Tun {
     }
 
     /// Sends `probe` from `src` to `dst` as the device would; `tag` is its
-    /// source port (TCP, UDP) or echo id (ping), unique per probe.
+    /// source port (TCP, UDP) or echo id (ping), unique per probe, so that
+    /// its reply is recognised.
     pub fn send(&self, src: IpAddr, dst: IpAddr, probe: Probe, tag: u16) {
         let packet = build(src, dst, probe, tag);
         // A tun write is one packet; it fails only if the device is down.
