@@ -160,7 +160,6 @@ fn record(coverage: &mut Coverage, packet: &PacketFacts, naive: &naive::Evaluati
         DecisionReason::GroupDefault => "reason: group default",
         DecisionReason::UnknownDevice => "reason: unknown device",
         DecisionReason::BuiltinNtp => "reason: builtin ntp",
-        DecisionReason::FragmentCache => "reason: fragment cache",
     });
     if naive.verdict == Verdict::AuditDeny {
         coverage.hit("verdict: audit-deny");

@@ -20,7 +20,7 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use tokio::signal::unix::{SignalKind, signal};
-use tollgate_common::{DecisionReason, Stat, Verdict};
+use tollgate_common::Stat;
 
 use crate::{
     addresses,
@@ -777,18 +777,8 @@ fn log_event(e: &events::Event, labels: &HashMap<u32, CounterLabel>) {
         line: 0,
     };
     let l = labels.get(&e.counter).unwrap_or(&unknown);
-    let verdict = match e.verdict {
-        Verdict::Allow => "allow",
-        Verdict::Deny => "deny",
-        Verdict::AuditDeny => "audit-deny",
-    };
-    let reason = match e.reason {
-        DecisionReason::Rule => "rule",
-        DecisionReason::GroupDefault => "group default",
-        DecisionReason::UnknownDevice => "unknown device",
-        DecisionReason::BuiltinNtp => "built-in ntp",
-        DecisionReason::FragmentCache => "fragment",
-    };
+    let verdict = e.verdict.label();
+    let reason = e.reason.label();
     let port = e.dport.map_or_else(|| "-".to_string(), |p| p.to_string());
     let at = if l.file.is_empty() {
         String::new()

@@ -8,7 +8,7 @@
 use std::fmt::{self, Write as _};
 
 use serde::Serialize;
-use tollgate_common::{DecisionReason, Verdict};
+use tollgate_common::DecisionReason;
 
 use crate::{
     model::{
@@ -140,8 +140,8 @@ pub fn explain(policy: &Policy, tables: &CompiledPolicy, packet: &PacketFacts) -
         group_id: decision.group,
         device_prefix: decision.device.map(|d| d.to_string()),
         device_at: group.map(|g| Place::from(&g.device.origin)),
-        verdict: verdict_name(decision.verdict),
-        reason: reason_name(decision.reason),
+        verdict: decision.verdict.label(),
+        reason: decision.reason.label(),
         rule: (decision.reason == DecisionReason::Rule)
             .then(|| decided_at.clone())
             .flatten(),
@@ -206,24 +206,6 @@ fn ports_words(width: u32, c: &Candidate) -> String {
         None => "all ports".into(),
         Some(p) if width == 1 => format!("port {p}"),
         Some(p) => format!("{width} ports {p}"),
-    }
-}
-
-fn verdict_name(verdict: Verdict) -> &'static str {
-    match verdict {
-        Verdict::Allow => "allow",
-        Verdict::Deny => "deny",
-        Verdict::AuditDeny => "audit-deny",
-    }
-}
-
-fn reason_name(reason: DecisionReason) -> &'static str {
-    match reason {
-        DecisionReason::Rule => "rule",
-        DecisionReason::GroupDefault => "group-default",
-        DecisionReason::UnknownDevice => "unknown-device",
-        DecisionReason::BuiltinNtp => "builtin-ntp",
-        DecisionReason::FragmentCache => "fragment-cache",
     }
 }
 

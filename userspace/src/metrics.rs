@@ -276,7 +276,7 @@ impl DataplaneCollector {
                 let c = dp.counter_of(&owner)?.unwrap_or_default();
                 let labels = [
                     ("group", group.as_str()),
-                    ("verdict", verdict_label(verdict)),
+                    ("verdict", verdict.metric_label()),
                 ];
                 families.counter("tollgate_packets_total", &labels, c.packets);
                 families.counter("tollgate_bytes_total", &labels, c.bytes);
@@ -386,14 +386,6 @@ fn export(view: &ScrapeView, counters: Result<Families>, errors: u64) -> Vec<Met
     }
     families.counter("tollgate_collector_errors_total", &[], errors);
     families.finish()
-}
-
-fn verdict_label(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Allow => "allow",
-        Verdict::Deny => "deny",
-        Verdict::AuditDeny => "audit_deny",
-    }
 }
 
 impl Collector for DataplaneCollector {

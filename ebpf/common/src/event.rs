@@ -15,6 +15,26 @@ pub enum Verdict {
 impl Verdict {
     pub const ALL: [Verdict; 3] = [Verdict::Allow, Verdict::Deny, Verdict::AuditDeny];
 
+    /// How `explain`, logs and events spell it.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::AuditDeny => "audit-deny",
+        }
+    }
+
+    /// How the `verdict` label of metrics spells it (Prometheus label
+    /// values conventionally use `_`); also part of pinned counter
+    /// identities, so it never changes.
+    pub const fn metric_label(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::AuditDeny => "audit_deny",
+        }
+    }
+
     pub const fn from_u8(v: u8) -> Option<Verdict> {
         match v {
             0 => Some(Verdict::Allow),
@@ -33,8 +53,6 @@ pub enum DecisionReason {
     GroupDefault = 1,
     UnknownDevice = 2,
     BuiltinNtp = 3,
-    /// A non-first fragment whose first fragment was allowed.
-    FragmentCache = 4,
 }
 
 impl DecisionReason {
@@ -44,8 +62,17 @@ impl DecisionReason {
             1 => Some(DecisionReason::GroupDefault),
             2 => Some(DecisionReason::UnknownDevice),
             3 => Some(DecisionReason::BuiltinNtp),
-            4 => Some(DecisionReason::FragmentCache),
             _ => None,
+        }
+    }
+
+    /// How `explain`, logs and events spell it.
+    pub const fn label(self) -> &'static str {
+        match self {
+            DecisionReason::Rule => "rule",
+            DecisionReason::GroupDefault => "group-default",
+            DecisionReason::UnknownDevice => "unknown-device",
+            DecisionReason::BuiltinNtp => "builtin-ntp",
         }
     }
 }

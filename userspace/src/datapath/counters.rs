@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues};
-use tollgate_common::{Counter, Verdict};
+use tollgate_common::Counter;
 
 use crate::tables::{CounterOwner, Decider};
 
@@ -23,12 +23,7 @@ pub fn owner_hash(owner: &CounterOwner) -> u64 {
             Decider::BuiltinNtp => format!("decision\0{group}\0builtin-ntp"),
         },
         CounterOwner::Verdict { group, verdict } => {
-            let v = match verdict {
-                Verdict::Allow => "allow",
-                Verdict::Deny => "deny",
-                Verdict::AuditDeny => "audit_deny",
-            };
-            format!("verdict\0{group}\0{v}")
+            format!("verdict\0{group}\0{}", verdict.metric_label())
         }
     };
     let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
