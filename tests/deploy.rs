@@ -2,11 +2,12 @@
 //! pass `promtool check` and their own `promtool test rules` cases, the
 //! Grafana dashboard and the alerts use only the metric names of the
 //! contract (and between them use all of it), the example configuration
-//! parses with the controller's own parser, and the systemd unit passes
-//! `systemd-analyze verify`.
+//! parses with the controller's own parser, the systemd unit passes
+//! `systemd-analyze verify` and `systemd-analyze security` rates its
+//! exposure 2.5 or lower, and its sysusers file makes the `tollgate` user.
 //!
-//! promtool comes from Debian's `prometheus` package and systemd-analyze
-//! from `systemd`; `scripts/setup.sh` installs them. Without them these
+//! promtool comes from Debian's `prometheus` package, systemd-analyze and
+//! systemd-sysusers from `systemd`; `scripts/setup.sh` installs them. Without them these
 //! tests fail, they never skip.
 
 use std::{
@@ -76,6 +77,8 @@ const ALERT_TESTS: &str = "deploy/prometheus/tollgate-alerts.test.yml";
 const DASHBOARD: &str = "deploy/grafana/tollgate.json";
 const EXAMPLE_CONFIG: &str = "deploy/tollgate.yaml";
 const UNIT: &str = "deploy/systemd/tollgate.service";
+const SYSUSERS: &str = "deploy/systemd/tollgate.sysusers";
+const TMPFILES: &str = "deploy/systemd/tollgate.tmpfiles";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -710,24 +713,40 @@ fn systemd_unit_is_a_notify_service_with_reload_and_bounded_capabilities() {
         value("ExecStart"),
         "/usr/local/bin/tollgate run --config /etc/tollgate/tollgate.yaml"
     );
+    // An unprivileged user with exactly the capabilities the daemon needs
+    // (tests/least_privilege.rs runs it so, and without each one).
+    assert_eq!(value("User"), "tollgate");
+    assert_eq!(value("Group"), "tollgate");
     let capabilities = [
         "CAP_BPF",
         "CAP_NET_ADMIN",
         "CAP_PERFMON",
         "CAP_NET_BIND_SERVICE",
-        "CAP_SYS_RESOURCE",
     ];
     for key in ["AmbientCapabilities", "CapabilityBoundingSet"] {
         let set: BTreeSet<&str> = value(key).split_whitespace().collect();
         assert_eq!(set, capabilities.into_iter().collect(), "{key}");
     }
-    assert_eq!(value("LimitMEMLOCK"), "infinity");
-    assert!(
-        value("ReadWritePaths")
-            .split_whitespace()
-            .any(|p| p == "/sys/fs/bpf")
+    assert_eq!(value("NoNewPrivileges"), "yes");
+    // Writable: the pin directory, which tollgate.tmpfiles makes the user's
+    // before every start, and the control socket's runtime directory.
+    assert_eq!(value("ReadWritePaths"), "/sys/fs/bpf/tollgate");
+    assert_eq!(
+        value("ExecStartPre"),
+        "+/usr/bin/systemd-tmpfiles --create tollgate.conf"
     );
     assert_eq!(value("RuntimeDirectory"), "tollgate");
+    let config = Config::load(&repo().join(EXAMPLE_CONFIG)).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(config.pin_dir, Path::new("/sys/fs/bpf/tollgate"));
+    assert_eq!(
+        tmpfiles_lines(),
+        [
+            ("z", "/sys/fs/bpf", "0711", "root", "root"),
+            ("d", "/sys/fs/bpf/tollgate", "0700", "tollgate", "tollgate"),
+            ("Z", "/sys/fs/bpf/tollgate", "-", "tollgate", "tollgate"),
+        ]
+        .map(|(t, p, m, u, g)| [t, p, m, u, g].map(String::from).to_vec())
+    );
 
     // systemd's own parser: an unknown or misspelt directive is a warning,
     // so any output fails. The binary is not installed here; point
@@ -751,4 +770,84 @@ fn systemd_unit_is_a_notify_service_with_reload_and_bounded_capabilities() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The entries of tollgate.tmpfiles: type, path, mode, user, group.
+fn tmpfiles_lines() -> Vec<Vec<String>> {
+    read(TMPFILES)
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let fields: Vec<String> = l.split_whitespace().map(String::from).collect();
+            assert_eq!(fields.len(), 6, "{TMPFILES}: {l}");
+            fields[..5].to_vec()
+        })
+        .collect()
+}
+
+/// `systemd-analyze security` rates the unit's exposure from 0 (all of
+/// systemd's sandboxing) to 10 (none): 2.5 or lower is what we ship.
+#[test]
+fn systemd_unit_exposure_is_at_most_2_5() {
+    let out = run(
+        "systemd-analyze",
+        "systemd",
+        &["security", "--offline=true", "--no-pager", UNIT],
+    );
+    assert_success("systemd-analyze security", &out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level for tollgate.service:"))
+        .unwrap_or_else(|| panic!("no overall exposure in:\n{text}"));
+    let exposure: f64 = line
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number in {line:?}"));
+    eprintln!("{line}");
+    assert!(
+        exposure <= 2.5,
+        "exposure {exposure} is above 2.5; what counts against it:\n{}",
+        text.lines()
+            .filter(|l| l.starts_with('✗'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// The sysusers file makes a system user and group `tollgate` with no
+/// login, applied here to a scratch root instead of the host's /etc.
+#[test]
+fn sysusers_file_creates_a_system_user_without_login() {
+    let scratch = Scratch::new("sysusers");
+    std::fs::create_dir_all(scratch.0.join("etc")).unwrap();
+    let root = format!("--root={}", scratch.0.display());
+    // An absolute path: with --root, a relative one is looked up below it.
+    let file = repo().join(SYSUSERS);
+    let out = run(
+        "systemd-sysusers",
+        "systemd",
+        &[&root, file.to_str().unwrap()],
+    );
+    assert_success("systemd-sysusers", &out);
+    let passwd = std::fs::read_to_string(scratch.0.join("etc/passwd")).unwrap();
+    let user: Vec<&str> = passwd
+        .lines()
+        .find(|l| l.starts_with("tollgate:"))
+        .unwrap_or_else(|| panic!("no tollgate user in\n{passwd}"))
+        .split(':')
+        .collect();
+    let uid: u32 = user[2].parse().unwrap();
+    assert!(uid > 0 && uid < 1000, "a system user: uid {uid}");
+    assert!(user[6].ends_with("nologin"), "no login shell: {}", user[6]);
+    let group = std::fs::read_to_string(scratch.0.join("etc/group")).unwrap();
+    let gid = group
+        .lines()
+        .find_map(|l| l.strip_prefix("tollgate:x:"))
+        .unwrap_or_else(|| panic!("no tollgate group in\n{group}"));
+    assert_eq!(gid.split(':').next(), Some(user[3]), "its own group");
 }

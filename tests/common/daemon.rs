@@ -25,6 +25,8 @@ pub struct Daemon {
     extra_config: String,
     /// Extra arguments for `tollgate run`.
     pub args: Vec<String>,
+    /// The `tollgate` binary to run: the one cargo built, unless changed.
+    pub binary: PathBuf,
 }
 
 impl Daemon {
@@ -74,6 +76,7 @@ impl Daemon {
             namespace: ns.name().to_string(),
             extra_config: extra.to_string(),
             args: Vec::new(),
+            binary: PathBuf::from(env!("CARGO_BIN_EXE_tollgate")),
             root,
         };
         let config = format!(
@@ -90,6 +93,17 @@ impl Daemon {
 
     /// Starts (again) the daemon process and waits for READY=1.
     pub fn spawn(&mut self) {
+        self.launch(None);
+    }
+
+    /// Like [`Daemon::spawn`], with the binary run by `prefix` (a program
+    /// and its arguments, e.g. `nsenter --net=… setpriv …`), which must put
+    /// it in the namespace itself: `--netns` is not passed.
+    pub fn spawn_under(&mut self, prefix: &[String]) {
+        self.launch(Some(prefix));
+    }
+
+    fn launch(&mut self, prefix: Option<&[String]>) {
         // Forget what an earlier run said.
         let mut buf = [0u8; 512];
         self.notify.set_nonblocking(true).unwrap();
@@ -100,8 +114,20 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["run", "--netns", &self.namespace, "--config"])
+        let mut command = match prefix {
+            None => {
+                let mut c = std::process::Command::new(&self.binary);
+                c.args(["run", "--netns", &self.namespace]);
+                c
+            }
+            Some(prefix) => {
+                let mut c = std::process::Command::new(&prefix[0]);
+                c.args(&prefix[1..]).arg(&self.binary).arg("run");
+                c
+            }
+        };
+        let child = command
+            .arg("--config")
             .arg(&self.config)
             .args(&self.args)
             .env("NOTIFY_SOCKET", self.root.join("notify.sock"))

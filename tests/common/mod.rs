@@ -48,7 +48,7 @@ fn sweep_stale() {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with("tollgate-test-") && dead(&name) {
-                let _ = tollgate::datapath::remove_pins(&e.path());
+                let _ = remove_pin_tree(&e.path());
             }
         }
     }
@@ -97,10 +97,24 @@ impl PinDir {
 
 impl Drop for PinDir {
     fn drop(&mut self) {
-        if let Err(e) = tollgate::datapath::remove_pins(&self.0) {
+        if let Err(e) = remove_pin_tree(&self.0) {
             eprintln!("warning: {e:#}");
         }
     }
+}
+
+/// Unpins everything under `dir`, in subdirectories too (a test may lay
+/// out a pin directory below the one it owns, as tollgate.tmpfiles does
+/// below /sys/fs/bpf), and removes the directories.
+pub fn remove_pin_tree(dir: &std::path::Path) -> anyhow::Result<()> {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_pin_tree(&e.path())?;
+            }
+        }
+    }
+    tollgate::datapath::remove_pins(dir)
 }
 
 /// The repository root (tests run with the package directory as cwd).

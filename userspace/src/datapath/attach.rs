@@ -18,6 +18,7 @@
 
 use std::{
     fmt,
+    os::fd::{AsFd as _, BorrowedFd},
     path::{Path, PathBuf},
     str::FromStr,
 };
@@ -26,7 +27,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf,
     programs::{
-        ProgramInfo, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
         loaded_programs,
         tc::SchedClassifierLink,
@@ -185,7 +186,7 @@ pub fn attach(
     pin_dir: Option<&Path>,
     (interface, index, kind): (&str, u32, LinkKind),
     modes: &[AttachMode],
-    pinned_programs: &[ProgramInfo],
+    pinned_programs: &[ProgramIdentity],
 ) -> Result<Attachment> {
     let mut previous = match pin_dir {
         Some(dir) => pinned_links(dir, interface)?,
@@ -295,7 +296,7 @@ fn adopt(
     mode: AttachMode,
     kind: LinkKind,
     path: &Path,
-    pinned_programs: &[ProgramInfo],
+    pinned_programs: &[ProgramIdentity],
 ) -> Result<Adoption> {
     let link: FdLink = PinnedLink::from_pin(path)
         .with_context(|| format!("open pinned link {}", path.display()))?
@@ -305,29 +306,21 @@ fn adopt(
     let ours = ebpf
         .program(name)
         .ok_or_else(|| anyhow!("no program {name}"))?
-        .info()?;
-    // The same program means the same instructions (tag) on the same maps:
-    // after an upgrade to new maps the code may be identical.
-    let identity = |p: &ProgramInfo| -> Result<(u64, Option<Vec<u32>>)> {
-        let mut maps = p.map_ids()?;
-        if let Some(m) = maps.as_mut() {
-            m.sort_unstable();
-        }
-        Ok((p.tag(), maps))
-    };
+        .fd()?;
+    let ours = ProgramIdentity::of(ours.as_fd())?;
     // The previous run's pinned program, else any loaded program (listing
     // those needs CAP_SYS_ADMIN; without it we cannot tell, and replace —
     // atomically, so that is safe, only not minimal).
-    let running_info = match pinned_programs.iter().find(|p| p.id() == running) {
-        Some(p) => Some(identity(p)?),
+    let running = match pinned_programs.iter().find(|p| p.id == running) {
+        Some(p) => Some(p.clone()),
         None => loaded_programs()
             .filter_map(Result::ok)
             .find(|p| p.id() == running)
-            .map(|p| identity(&p))
+            .and_then(|p| p.fd().ok())
+            .map(|fd| ProgramIdentity::of(fd.as_fd()))
             .transpose()?,
     };
-    let same = running_info.is_some_and(|r| Some(r) == identity(&ours).ok());
-    if same {
+    if running.is_some_and(|r| r.same_as(&ours)) {
         return Ok(Adoption::Kept);
     }
     if mode.is_xdp() {
@@ -383,6 +376,101 @@ fn pinned_link_ifindex(path: &Path) -> Result<u32> {
         );
     }
     Ok(info[2] as u32)
+}
+
+/// What makes two loaded programs the same: the same instructions (tag) on
+/// the same maps (after an upgrade to new maps the code may be identical).
+#[derive(Clone, Debug)]
+pub struct ProgramIdentity {
+    pub id: u32,
+    tag: [u8; 8],
+    maps: Vec<u32>,
+}
+
+impl ProgramIdentity {
+    fn same_as(&self, other: &ProgramIdentity) -> bool {
+        self.tag == other.tag && self.maps == other.maps
+    }
+
+    /// The program pinned at `path`.
+    pub fn pinned(path: &Path) -> Result<ProgramIdentity> {
+        use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
+        const BPF_OBJ_GET: libc::c_long = 7;
+        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+        // union bpf_attr for BPF_OBJ_GET: pathname, bpf_fd, file_flags.
+        let mut attr = [0u64; 4];
+        attr[0] = c_path.as_ptr() as u64;
+        // SAFETY: the bpf syscall reads `attr` (and the path it points to),
+        // both alive for the call.
+        let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, attr.as_mut_ptr(), 32) };
+        if fd < 0 {
+            bail!(
+                "open pinned program {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        // SAFETY: a fresh fd returned by the kernel, owned from here on.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+        ProgramIdentity::of(fd.as_fd())
+    }
+
+    /// The program behind `fd`. Asked through the fd itself: aya's
+    /// `ProgramInfo::map_ids` reopens the program by id, which needs
+    /// CAP_SYS_ADMIN, and the controller runs without it.
+    pub fn of(fd: BorrowedFd<'_>) -> Result<ProgramIdentity> {
+        const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+        /// The head of struct bpf_prog_info, up to the map ids; the kernel
+        /// fills no more than the length it is given.
+        #[repr(C)]
+        #[derive(Default)]
+        struct Info {
+            prog_type: u32,
+            id: u32,
+            tag: [u8; 8],
+            jited_prog_len: u32,
+            xlated_prog_len: u32,
+            jited_prog_insns: u64,
+            xlated_prog_insns: u64,
+            load_time: u64,
+            created_by_uid: u32,
+            nr_map_ids: u32,
+            map_ids: u64,
+        }
+        let query = |info: &mut Info| -> Result<()> {
+            // union bpf_attr for BPF_OBJ_GET_INFO_BY_FD: bpf_fd, info_len, info.
+            let mut attr = [0u64; 2];
+            attr[0] = u64::from(std::os::fd::AsRawFd::as_raw_fd(&fd) as u32)
+                | ((std::mem::size_of::<Info>() as u64) << 32);
+            attr[1] = std::ptr::from_mut(info) as u64;
+            // SAFETY: the kernel writes at most info_len bytes into `info`,
+            // and at most `nr_map_ids` ids where `map_ids` points.
+            let rc = unsafe {
+                libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, attr.as_mut_ptr(), 16)
+            };
+            if rc < 0 {
+                bail!("program info: {}", std::io::Error::last_os_error());
+            }
+            Ok(())
+        };
+        // First how many maps, then their ids.
+        let mut info = Info::default();
+        query(&mut info)?;
+        let mut maps = vec![0u32; info.nr_map_ids as usize];
+        let mut again = Info {
+            nr_map_ids: maps.len() as u32,
+            map_ids: maps.as_mut_ptr() as u64,
+            ..Info::default()
+        };
+        query(&mut again)?;
+        maps.truncate(again.nr_map_ids as usize);
+        maps.sort_unstable();
+        Ok(ProgramIdentity {
+            id: again.id,
+            tag: again.tag,
+            maps,
+        })
+    }
 }
 
 /// Removes a pinned link; the kernel detaches it once no fd refers to it.

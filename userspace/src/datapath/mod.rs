@@ -120,7 +120,7 @@ pub struct Dataplane {
     installed_counters: Vec<u32>,
     attachments: Vec<Attachment>,
     /// The programs a previous run pinned.
-    previous_programs: Vec<aya::programs::ProgramInfo>,
+    previous_programs: Vec<attach::ProgramIdentity>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T>
@@ -189,8 +189,8 @@ impl Dataplane {
         if let Some(dir) = &options.pin_dir {
             for name in PROGRAMS {
                 let path = dir.join(name);
-                if let Ok(info) = aya::programs::ProgramInfo::from_pin(&path) {
-                    previous_programs.push(info);
+                if let Ok(identity) = attach::ProgramIdentity::pinned(&path) {
+                    previous_programs.push(identity);
                 }
                 let _ = std::fs::remove_file(&path);
                 ebpf.program_mut(name)
@@ -478,7 +478,22 @@ pub fn remove_pins(dir: &Path) -> Result<()> {
         let path = entry?.path();
         std::fs::remove_file(&path).with_context(|| format!("unpin {}", path.display()))?;
     }
-    std::fs::remove_dir(dir).with_context(|| format!("remove {}", dir.display()))
+    match std::fs::remove_dir(dir) {
+        // A directory the system provides stays, empty: under the systemd
+        // unit the controller runs as an unprivileged user that may not
+        // write bpffs's root (tmpfiles.d creates the directory for it), and
+        // ReadWritePaths= makes it a mount point (EBUSY). With every pin
+        // gone, filtering has stopped either way.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EACCES | libc::EPERM | libc::EBUSY | libc::EROFS)
+            ) =>
+        {
+            Ok(())
+        }
+        r => r.with_context(|| format!("remove {}", dir.display())),
+    }
 }
 
 /// The program's runtime knobs: the deny-event limiter and the fragment
