@@ -182,6 +182,9 @@ pub struct Daemon {
     stop: tokio::sync::watch::Receiver<bool>,
     /// A preparation abandoned past its time budget, still running.
     abandoned: Option<tokio::task::JoinHandle<Prepared>>,
+    /// SIGHUP, caught from the start (its default action would kill us),
+    /// handled by the main loop.
+    hangup: Option<tokio::signal::unix::Signal>,
     /// The configured interfaces and what is attached to each.
     attachments: Attachments,
 }
@@ -255,6 +258,7 @@ impl Daemon {
             parse_cache: Some(ParseCache::default()),
             stop: stop_signals()?,
             abandoned: None,
+            hangup: Some(signal(SignalKind::hangup())?),
         };
 
         let installed = daemon.reload("start").await;
@@ -342,7 +346,10 @@ impl Daemon {
         // A link may have come or gone between the start and the
         // subscription.
         self.reconcile_interfaces()?;
-        let mut hangup = signal(SignalKind::hangup())?;
+        let mut hangup = self
+            .hangup
+            .take()
+            .ok_or_else(|| anyhow!("the main loop runs once"))?;
         let mut stop = self.stop.clone();
         notify("READY=1");
         self.ready = true;
