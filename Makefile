@@ -11,9 +11,11 @@ run: setup
 	target/release/tollgate lab
 
 # Build, then everything CI checks: formatting, lints (host crates and the
-# BPF program, which only builds for the BPF target), the whole test suite.
+# BPF program, which only builds for the BPF target), the whole test suite,
+# and a 30 s fuzzing smoke of each fuzz target (userspace/fuzz).
 test: setup
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo +nightly clippy -p tollgate-ebpf --target bpfel-unknown-none -Z build-std=core --target-dir target/bpf-clippy -- -D warnings
 	cargo nextest run --no-fail-fast
+	scripts/fuzz-smoke.sh

@@ -9,7 +9,8 @@
 #                    netsniff-ng (trafgen), iperf3, git, systemd
 #                    (systemd-analyze verifies the unit in deploy/)
 #   Rust             nightly rust-src (BPF target build-std), bpf-linker built
-#                    against rustc's own libLLVM, cargo-nextest, rustfmt, clippy
+#                    against rustc's own libLLVM, cargo-nextest, cargo-fuzz
+#                    (nightly, for userspace/fuzz), rustfmt, clippy
 #   Kernel           bpffs mounted at /sys/fs/bpf
 set -euo pipefail
 
@@ -73,6 +74,11 @@ fi
 if ! command -v cargo-nextest >/dev/null; then
   log "installing cargo-nextest"
   cargo install --quiet --locked cargo-nextest
+fi
+
+if ! command -v cargo-fuzz >/dev/null; then
+  log "installing cargo-fuzz (the fuzzing smoke, scripts/fuzz-smoke.sh)"
+  cargo install --quiet --locked cargo-fuzz
 fi
 
 if ! mountpoint -q /sys/fs/bpf; then

@@ -42,8 +42,10 @@ use tokio::{sync::watch, task::JoinHandle};
 
 pub use self::{
     access::{ALLOW_LIST_LABEL, SourceGroups},
+    adapter::HEADER_LEN,
     kernel_clock::KernelClock,
     metrics::RequestCounts,
+    server::{DetachedHandler, MAX_REQUEST},
 };
 use self::{
     batch_socket::BatchSocket,

@@ -24,6 +24,7 @@ use super::{
     rate_limit::{Admission, RateLimiter},
     reference::Advertised,
 };
+use crate::config::NtpRateLimit;
 
 /// The largest request answered. A header with a MAC is 68 bytes; NTPv4
 /// extension fields (a unique identifier, padding) stay well below this.
@@ -181,6 +182,59 @@ impl Handler {
     }
 }
 
+/// A [`Handler`] on its own, without a socket, a reference task or a
+/// policy reload: the per-datagram path (membership, shape, rate, reply)
+/// driven with raw bytes. It exists for the `ntp_request` fuzz target
+/// (`userspace/fuzz`), which needs that path reachable from outside the
+/// crate with a fixed state: it advertises `reference: local` at `stratum`
+/// (synchronised since `since`, precision 2^-20 s, not measured), classifies
+/// sources with `groups`, and its rate limits never refuse, so every
+/// datagram gets as far as its shape allows.
+pub struct DetachedHandler {
+    handler: Handler,
+    // The senders stay alive: a dropped reference raises the alarm.
+    _advertised: watch::Sender<Advertised>,
+    _sources: watch::Sender<Arc<Sources>>,
+}
+
+impl DetachedHandler {
+    pub fn new(groups: SourceGroups, stratum: u8, since: SystemTime) -> Self {
+        let metrics = Arc::new(
+            NtpMetrics::register(&prometheus::Registry::new())
+                .expect("a fresh registry has none of the metrics"),
+        );
+        // Tokens refill faster than anything can ask, and the global cap is
+        // 2^32 replies a second.
+        let unlimited = NtpRateLimit {
+            interval: i8::MIN,
+            burst: u32::MAX,
+            leak: 0,
+        };
+        let shared = Arc::new(Shared {
+            limiter: Mutex::new(RateLimiter::new(unlimited, u32::MAX)),
+            metrics: metrics.clone(),
+        });
+        let (sources_tx, sources_rx) = watch::channel(Arc::new(Sources::new(groups, &metrics)));
+        let (advertised_tx, advertised_rx) = watch::channel(Advertised::local(stratum, since));
+        DetachedHandler {
+            handler: Handler::new(advertised_rx, sources_rx, shared, -20),
+            _advertised: advertised_tx,
+            _sources: sources_tx,
+        }
+    }
+
+    /// [`Handler::handle`]: the reply to `request` from `from`, or `None`.
+    pub fn handle<'a>(
+        &mut self,
+        from: IpAddr,
+        received: SystemTime,
+        request: &[u8],
+        out: &'a mut [u8; MAX_REQUEST],
+    ) -> Option<&'a [u8]> {
+        self.handler.handle(from, received, request, out)
+    }
+}
+
 fn refusal(m: Malformed) -> Refusal {
     match m {
         Malformed::Truncated => Refusal::Truncated,
@@ -300,5 +354,25 @@ mod tests {
         f.advertised = None;
         assert_eq!(leap_of(&mut f), 3, "nothing vouches for the clock");
         assert_eq!(f.metrics.request_counts()["allow-list"].served, 2);
+    }
+
+    #[test]
+    fn a_detached_handler_never_rate_limits() {
+        let groups = SourceGroups::from_policy(
+            &CompiledPolicy::default(),
+            &["192.0.2.0/24".parse().unwrap()],
+        );
+        let mut handler = DetachedHandler::new(groups, 3, SystemTime::now());
+        let mut out = [0u8; MAX_REQUEST];
+        let now = SystemTime::now();
+        for _ in 0..1000 {
+            let reply = handler.handle(MEMBER, now, &request(), &mut out);
+            assert_eq!(reply.map(|r| (r.len(), r[1])), Some((48, 3)));
+        }
+        assert!(
+            handler
+                .handle(STRANGER, now, &request(), &mut out)
+                .is_none()
+        );
     }
 }
