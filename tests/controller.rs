@@ -384,7 +384,7 @@ fn status_and_check_config_commands() {
         "aligned:\n{out}"
     );
     assert!(
-        value("Interface devices0").starts_with("attached, xdp-native, ethernet link"),
+        value("Interface").starts_with("devices0: attached, xdp-native, ethernet link"),
         "{out}"
     );
     assert_eq!(

@@ -149,7 +149,8 @@ struct PolicySource {
     #[arg(long, value_name = "DIR")]
     policy: Option<PathBuf>,
     /// Controller config: its interfaces' addresses are `gateway`, its NTP
-    /// listen addresses are `ntp`, and its limits apply.
+    /// listen addresses are `ntp`, and its limits apply. Default, when no
+    /// policy directory is given either: /etc/tollgate/tollgate.yaml.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// An address `gateway` stands for (repeatable; replaces --config's).

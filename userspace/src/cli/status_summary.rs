@@ -23,7 +23,8 @@ pub fn render(s: &Status, now: SystemTime) -> String {
     );
     add("Dataplane", s.dataplane_start.clone());
     for i in &s.interfaces {
-        let mut value = i.state.clone();
+        // `NAME: STATE, ...`: one `Interface` line each.
+        let mut value = format!("{}: {}", i.interface, i.state);
         if let Some(mode) = &i.mode {
             value.push_str(&format!(", {mode}"));
         }
@@ -36,7 +37,7 @@ pub fn render(s: &Status, now: SystemTime) -> String {
         if let Some(error) = &i.error {
             value.push_str(&format!(": {error}"));
         }
-        add(&format!("Interface {}", i.interface), value);
+        add("Interface", value);
     }
     let p = &s.policy;
     add(
@@ -287,8 +288,8 @@ mod tests {
         for expected in [
             "Version             : 0.1.0",
             "Uptime              : 1h 2m 5s (since 1970-01-01T00:16:40Z)",
-            "Interface devices0  : attached, xdp-native, ethernet link (fresh)",
-            "Interface wwan0     : missing",
+            "Interface           : devices0: attached, xdp-native, ethernet link (fresh)",
+            "Interface           : wwan0: missing",
             "Policy              : generation 1, commit none, 1 groups, 2 rules",
             "Last reload         : ok (start), 3.5 ms, 1h 2m 5s ago: 1 groups",
             "NTP                 : upstream, synchronised, serving 100.127.0.123:123",
