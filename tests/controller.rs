@@ -369,12 +369,31 @@ fn status_and_check_config_commands() {
     let config = daemon.config.to_str().unwrap().to_string();
     let (code, out, _) = run(&["status", "--config", &config]);
     assert_eq!(code, 0);
-    assert!(out.contains("devices0: xdp-native"), "{out}");
+    // `Key : value` lines, the separators aligned (as `chronyc tracking`).
+    let value = |key: &str| {
+        out.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(" : ")?;
+                (k.trim_end() == key).then(|| v.to_string())
+            })
+            .unwrap_or_else(|| panic!("no {key:?} line in\n{out}"))
+    };
+    let colon = out.find(" : ").unwrap();
     assert!(
-        out.contains("policy: generation 1, commit none, 1 groups, 1 rules"),
+        out.lines().all(|l| l.find(" : ") == Some(colon)),
+        "aligned:\n{out}"
+    );
+    assert!(
+        value("Interface").starts_with("devices0: attached, xdp-native, ethernet link"),
         "{out}"
     );
-    assert!(out.contains("last reload: ok (start)"), "{out}");
+    assert_eq!(
+        value("Policy"),
+        "generation 1, commit none, 1 groups, 1 rules"
+    );
+    assert!(value("Last reload").starts_with("ok (start), "), "{out}");
+    assert!(value("PID").parse::<u32>().is_ok(), "{out}");
+    assert_eq!(value("NTP"), "off (no ntp.listen)");
     let (code, out, _) = run(&["status", "--config", &config, "--format", "json"]);
     assert_eq!(code, 0);
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();

@@ -3,7 +3,16 @@
 //! Exit codes of `check` and `explain`: 0 success (a valid policy), 1 the
 //! policy is invalid (every error on stderr as file:line:col), 2 the command
 //! could not run as asked (bad flags, a missing directory, an unusable
-//! `--config`).
+//! `--config`), 3 (`check --strict` only) the policy is valid but has
+//! warnings. With `--format json` on the command line, a usage error is the
+//! JSON object `{"error": "...", "usage": true}` on stdout (exit 2 still).
+//!
+//! A closed stdout (`tollgate ... | head`) ends every command but `run` and
+//! `lab` quietly, killed by SIGPIPE as other Unix tools are: see
+//! [`quiet_broken_pipe`].
+
+mod ci_formats;
+mod status_summary;
 
 use std::{
     net::IpAddr,
@@ -12,7 +21,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand, ValueEnum, error::ErrorKind};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum, error::ErrorKind};
 use serde::Serialize;
 use tollgate::{
     addresses,
@@ -55,23 +64,38 @@ enum Command {
         netns: Option<String>,
     },
     /// Validate and compile a policy directory (a pre-merge CI step).
-    #[command(group(
-        ArgGroup::new("location").required(true).multiple(true).args(["dir", "policy", "config"])
-    ))]
+    ///
+    /// Without DIR, --policy or --config: the policy of
+    /// /etc/tollgate/tollgate.yaml. Exit status: 0 valid, 1 invalid, 2 usage
+    /// error, 3 warnings with --strict.
     Check {
         /// The policy directory (same as --policy).
         #[arg(value_name = "DIR", conflicts_with = "policy")]
         dir: Option<PathBuf>,
         #[command(flatten)]
         source: PolicySource,
+        /// Output format: text, json, github (workflow annotations) or sarif
+        /// (SARIF 2.1.0).
+        #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
+        format: CheckFormat,
+        /// Warnings fail the check too (exit 3).
+        #[arg(long)]
+        strict: bool,
+        /// This host is not the gateway (a CI runner): do not read the
+        /// --config interfaces' addresses here, nor note that they are
+        /// missing.
+        #[arg(long)]
+        ci: bool,
     },
     /// Show how the policy decides one packet, and why.
-    #[command(group(
-        ArgGroup::new("location").required(true).multiple(true).args(["policy", "config"])
-    ))]
+    ///
+    /// Without --policy or --config: the policy of /etc/tollgate/tollgate.yaml.
     Explain {
         #[command(flatten)]
         source: PolicySource,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
         /// Source address (a device).
         #[arg(long, value_name = "IP")]
         src: IpAddr,
@@ -125,7 +149,8 @@ struct PolicySource {
     #[arg(long, value_name = "DIR")]
     policy: Option<PathBuf>,
     /// Controller config: its interfaces' addresses are `gateway`, its NTP
-    /// listen addresses are `ntp`, and its limits apply.
+    /// listen addresses are `ntp`, and its limits apply. Default, when no
+    /// policy directory is given either: /etc/tollgate/tollgate.yaml.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// An address `gateway` stands for (repeatable; replaces --config's).
@@ -134,9 +159,6 @@ struct PolicySource {
     /// An address `ntp` stands for (repeatable; replaces --config's).
     #[arg(long = "ntp", value_name = "ADDR")]
     ntp: Vec<IpAddr>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -145,12 +167,89 @@ enum Format {
     Json,
 }
 
+/// `check`'s formats: `explain`'s and `status`'s, and two for CI systems.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CheckFormat {
+    Text,
+    Json,
+    /// GitHub Actions workflow commands (`::error file=...::message`).
+    Github,
+    /// SARIF 2.1.0, for code scanning.
+    Sarif,
+}
+
+/// The exit status of usage errors (clap's own).
+const USAGE: u8 = 2;
+/// The exit status of `check --strict` on a valid policy with warnings.
+const STRICT_WARNINGS: u8 = 3;
+
+/// Makes a write to a closed pipe end the process quietly, by SIGPIPE, as
+/// it does for C tools: Rust ignores SIGPIPE, so `println!` would panic on
+/// EPIPE instead. Called first thing in `main`; `run` and `lab` restore
+/// the ignore ([`ignore_broken_pipe`]), a daemon must survive a peer that
+/// goes away.
+pub fn quiet_broken_pipe() {
+    // SAFETY: setting a signal's disposition to SIG_DFL has no
+    // preconditions; no other thread exists yet.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+fn ignore_broken_pipe() {
+    // SAFETY: as above; called before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// `--format json` (or `--format=json`) is on the command line: usage
+/// errors are then JSON too.
+fn json_requested() -> bool {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    args.iter().any(|a| a == "--format=json")
+        || args
+            .windows(2)
+            .any(|w| w[0] == "--format" && w[1] == "json")
+}
+
+/// Prints a usage error as `{"error": "...", "usage": true}` on stdout.
+fn print_usage_json(message: &str) {
+    let error = serde_json::json!({ "error": message, "usage": true });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&error).expect("serialisable")
+    );
+}
+
+/// Ends the process for a command line clap refused: help and version as
+/// clap prints them; a usage error as JSON when `--format json` was asked
+/// for, else as clap prints it. Exit status 2 for usage errors either way.
+pub fn clap_failure(error: clap::Error) -> ExitCode {
+    if !error.use_stderr() || !json_requested() {
+        error.exit()
+    }
+    let rendered = error.render().to_string();
+    // The message without clap's `error: ` and its usage paragraphs.
+    let message = rendered
+        .split("\n\n")
+        .next()
+        .unwrap_or(&rendered)
+        .trim()
+        .trim_start_matches("error: ");
+    print_usage_json(message);
+    ExitCode::from(USAGE)
+}
+
 fn packet_proto(text: &str) -> Result<u8, String> {
     parse_proto(text)?.ok_or_else(|| "a packet has one protocol, not `any`".to_string())
 }
 
 impl Cli {
     pub fn run(self) -> ExitCode {
+        if matches!(self.command, Command::Run { .. } | Command::Lab { .. }) {
+            ignore_broken_pipe();
+        }
         match self.command {
             Command::Completions { shell } => {
                 clap_complete::generate(
@@ -207,12 +306,19 @@ impl Cli {
                     }
                 }
             }
-            Command::Check { dir, source } => match source.resolve(dir) {
-                Ok(ctx) => check(&ctx),
+            Command::Check {
+                dir,
+                source,
+                format,
+                strict,
+                ci,
+            } => match source.resolve(dir, ci) {
+                Ok(ctx) => check(&ctx, format, strict),
                 Err(message) => usage_failure(&message),
             },
             Command::Explain {
                 source,
+                format,
                 src,
                 dst,
                 proto,
@@ -220,12 +326,14 @@ impl Cli {
                 fragment,
             } => {
                 if src.is_ipv4() != dst.is_ipv4() {
-                    usage_error("--src and --dst must be of one family (IPv4 or IPv6)");
+                    return usage_error("--src and --dst must be of one family (IPv4 or IPv6)");
                 }
                 if dport.is_some() && !has_ports(proto) {
-                    usage_error("--dport needs --proto tcp or udp: other protocols carry no port");
+                    return usage_error(
+                        "--dport needs --proto tcp or udp: other protocols carry no port",
+                    );
                 }
-                let ctx = match source.resolve(None) {
+                let ctx = match source.resolve(None, false) {
                     Ok(ctx) => ctx,
                     Err(message) => return usage_failure(&message),
                 };
@@ -248,25 +356,31 @@ impl Cli {
                     proto,
                     dport: if fragment { None } else { dport },
                 };
-                explain_packet(&ctx, &packet, notes)
+                explain_packet(&ctx, format, &packet, notes)
             }
         }
     }
 }
 
-/// Exits with clap's usage error for `explain` (status 2).
-fn usage_error(message: &str) -> ! {
+/// Clap's usage error for `explain` (status 2), as [`clap_failure`] prints it.
+fn usage_error(message: &str) -> ExitCode {
     let mut cli = Cli::command();
     cli.build();
     let explain = cli
         .find_subcommand_mut("explain")
         .expect("explain is a subcommand");
-    explain.error(ErrorKind::ArgumentConflict, message).exit()
+    clap_failure(explain.error(ErrorKind::ArgumentConflict, message))
 }
 
+/// A usage error found after parsing (status 2): on stderr, or as JSON on
+/// stdout when `--format json` was asked for.
 fn usage_failure(message: &str) -> ExitCode {
-    eprintln!("tollgate: {message}");
-    ExitCode::from(2)
+    if json_requested() {
+        print_usage_json(message);
+    } else {
+        eprintln!("tollgate: {message}");
+    }
+    ExitCode::from(USAGE)
 }
 
 /// What a command needs besides its own flags.
@@ -276,11 +390,22 @@ struct Context {
     limits: Limits,
     /// Said before the results: what `gateway` and `ntp` resolved from.
     notes: Vec<String>,
-    format: Format,
 }
 
 impl PolicySource {
-    fn resolve(self, dir: Option<PathBuf>) -> Result<Context, String> {
+    /// `ci`: this host is not the gateway; its interfaces say nothing.
+    fn resolve(mut self, dir: Option<PathBuf>, ci: bool) -> Result<Context, String> {
+        if dir.is_none() && self.policy.is_none() && self.config.is_none() {
+            let default = Path::new(DEFAULT_CONFIG_PATH);
+            if !default.exists() {
+                return Err(format!(
+                    "no policy to read: give the policy directory (DIR or --policy DIR) or \
+                     the controller config (--config FILE); the default config \
+                     {DEFAULT_CONFIG_PATH} does not exist"
+                ));
+            }
+            self.config = Some(default.to_path_buf());
+        }
         let config = match &self.config {
             Some(path) => Some(Config::load(path).map_err(|d| format!("--config: {d}"))?),
             None => None,
@@ -288,7 +413,7 @@ impl PolicySource {
         let dir = dir
             .or(self.policy)
             .or_else(|| config.as_ref().map(|c| c.policy_dir.clone()))
-            .expect("clap requires a directory or --config");
+            .expect("a directory or a config, given or the default");
         if !dir.is_dir() {
             return Err(format!("{}: not a directory", dir.display()));
         }
@@ -296,6 +421,7 @@ impl PolicySource {
         let mut notes = Vec::new();
         let gateway = match from_config {
             _ if !self.gateway.is_empty() => self.gateway,
+            Some(_) if ci => Vec::new(),
             Some((path, config)) => gateway_of(path, config, &mut notes),
             None => {
                 notes.push(
@@ -331,17 +457,25 @@ impl PolicySource {
             env: Environment { gateway, ntp },
             limits: config.map_or_else(Limits::default, |c| c.limits),
             notes,
-            format: self.format,
         })
     }
 }
 
 /// The current addresses of the config's device-facing interfaces, noting
-/// those this host does not have.
+/// those this host does not have. When it has none of them, it is not the
+/// gateway (a CI runner, a laptop): nothing is noted.
 fn gateway_of(path: &Path, config: &Config, notes: &mut Vec<String>) -> Vec<IpAddr> {
+    let found: Vec<_> = config
+        .interfaces
+        .iter()
+        .map(|name| (name, addresses::of_interface(name)))
+        .collect();
+    if found.iter().all(|(_, f)| matches!(f, Ok(None))) {
+        return Vec::new();
+    }
     let mut addresses = Vec::new();
-    for name in &config.interfaces {
-        match addresses::of_interface(name) {
+    for (name, found) in found {
+        match found {
             Ok(Some(found)) => addresses.extend(found),
             Ok(None) => notes.push(format!(
                 "interface {name} (from {}) does not exist on this host: `gateway` has no \
@@ -387,7 +521,7 @@ struct Summary {
     warnings: usize,
 }
 
-fn check(ctx: &Context) -> ExitCode {
+fn check(ctx: &Context, format: CheckFormat, strict: bool) -> ExitCode {
     let outcome = build(ctx);
     let (diagnostics, summary) = match &outcome {
         Ok(Candidate {
@@ -419,8 +553,9 @@ fn check(ctx: &Context) -> ExitCode {
         diagnostics.iter().partition(|d| d.is_error());
     let dir = ctx.dir.display();
     let valid = summary.is_some();
-    match ctx.format {
-        Format::Json => {
+    let warning_count = warnings.len();
+    match format {
+        CheckFormat::Json => {
             let report = CheckReport {
                 valid,
                 errors,
@@ -433,36 +568,66 @@ fn check(ctx: &Context) -> ExitCode {
                 serde_json::to_string_pretty(&report).expect("serialisable")
             );
         }
-        Format::Text => {
+        CheckFormat::Github => {
+            print!("{}", ci_formats::github(diagnostics, &ctx.notes));
+            print_summary(ctx, summary.as_ref(), errors.len(), warnings.len());
+        }
+        CheckFormat::Sarif => {
+            let sarif = ci_formats::Sarif::new(diagnostics);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&sarif).expect("serialisable")
+            );
+        }
+        CheckFormat::Text => {
             print_notes(&ctx.notes);
             for d in diagnostics {
                 eprintln!("{d}");
             }
-            match &summary {
-                Some(s) => println!(
-                    "{dir}: ok: {}, {}, {}, {}, {}",
-                    plural(s.groups, "group"),
-                    plural(s.device_prefixes, "device prefix"),
-                    plural(s.rules, "rule"),
-                    plural(s.compiled_entries, "compiled entry"),
-                    plural(s.warnings, "warning"),
-                ),
-                None => eprintln!(
-                    "{dir}: invalid: {}, {}",
-                    plural(errors.len(), "error"),
-                    plural(warnings.len(), "warning")
-                ),
-            }
+            print_summary(ctx, summary.as_ref(), errors.len(), warnings.len());
         }
     }
-    if valid {
-        ExitCode::SUCCESS
-    } else {
+    if !valid {
         ExitCode::FAILURE
+    } else if strict && warning_count > 0 {
+        if matches!(format, CheckFormat::Text | CheckFormat::Github) {
+            eprintln!(
+                "{dir}: failed under --strict: {}",
+                plural(warning_count, "warning")
+            );
+        }
+        ExitCode::from(STRICT_WARNINGS)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
-fn explain_packet(ctx: &Context, packet: &PacketFacts, mut notes: Vec<String>) -> ExitCode {
+/// The last line of `check`'s text output: on stdout when valid.
+fn print_summary(ctx: &Context, summary: Option<&Summary>, errors: usize, warnings: usize) {
+    let dir = ctx.dir.display();
+    match summary {
+        Some(s) => println!(
+            "{dir}: ok: {}, {}, {}, {}, {}",
+            plural(s.groups, "group"),
+            plural(s.device_prefixes, "device prefix"),
+            plural(s.rules, "rule"),
+            plural(s.compiled_entries, "compiled entry"),
+            plural(s.warnings, "warning"),
+        ),
+        None => eprintln!(
+            "{dir}: invalid: {}, {}",
+            plural(errors, "error"),
+            plural(warnings, "warning")
+        ),
+    }
+}
+
+fn explain_packet(
+    ctx: &Context,
+    format: Format,
+    packet: &PacketFacts,
+    mut notes: Vec<String>,
+) -> ExitCode {
     let Candidate {
         policy,
         tables,
@@ -480,7 +645,7 @@ fn explain_packet(ctx: &Context, packet: &PacketFacts, mut notes: Vec<String>) -
     };
     notes.splice(0..0, ctx.notes.iter().cloned());
     let explanation = explain(&policy, &tables, packet);
-    match ctx.format {
+    match format {
         Format::Json => {
             #[derive(Serialize)]
             struct Report<'a> {
@@ -594,58 +759,9 @@ fn status(config: Option<PathBuf>, socket: Option<PathBuf>, format: Format) -> a
         );
         return Ok(());
     }
-    println!(
-        "tollgate {} (pid {}), dataplane {}",
-        s.version, s.pid, s.dataplane_start
+    print!(
+        "{}",
+        status_summary::render(&s, std::time::SystemTime::now())
     );
-    for i in &s.interfaces {
-        match (&i.mode, &i.link) {
-            (Some(mode), Some(link)) => {
-                println!("  {}: {mode} ({link} link)", i.interface)
-            }
-            _ => println!(
-                "  {}: NOT ATTACHED ({}{})",
-                i.interface,
-                i.state,
-                i.error
-                    .as_deref()
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
-            ),
-        }
-    }
-    println!(
-        "policy: generation {}, commit {}, {} groups, {} rules ({})",
-        s.policy.generation,
-        s.policy.commit.as_deref().unwrap_or("none"),
-        s.policy.groups,
-        s.policy.rules,
-        s.policy.dir.display()
-    );
-    println!(
-        "gateway addresses: {}",
-        s.policy
-            .gateway
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    if let Some(r) = &s.last_reload {
-        println!(
-            "last reload: {} ({}), {:.1} ms, {}",
-            if r.success { "ok" } else { "FAILED" },
-            r.trigger,
-            r.duration_ms,
-            if r.success {
-                r.summary.clone()
-            } else {
-                r.errors.join("; ")
-            }
-        );
-    }
-    if let Some(ntp) = &s.ntp {
-        println!("ntp: {ntp}");
-    }
     Ok(())
 }

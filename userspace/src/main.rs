@@ -5,5 +5,9 @@ use clap::Parser;
 mod cli;
 
 fn main() -> ExitCode {
-    cli::Cli::parse().run()
+    cli::quiet_broken_pipe();
+    match cli::Cli::try_parse() {
+        Ok(cli) => cli.run(),
+        Err(e) => cli::clap_failure(e),
+    }
 }
