@@ -367,7 +367,7 @@ fn runs_as_the_tollgate_user_with_only_the_units_capabilities() {
         daemon.control_socket.to_str().unwrap(),
     ]);
     assert_eq!(cli.status, 0, "tollgate status: {}", cli.stderr);
-    assert!(cli.stdout.contains("devices0: xdp-native"), "{}", cli.stdout);
+    assert!(cli.stdout.contains("devices0: attached"), "{}", cli.stdout);
     let (code, body) = rig.gateway.http_get("127.0.0.1:9187", "/metrics").unwrap();
     assert_eq!(code, 200);
     assert!(body.contains("tollgate_policy_generation 1"), "{body}");
