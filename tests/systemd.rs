@@ -8,7 +8,7 @@ mod common;
 use std::{
     collections::BTreeMap,
     net::UdpSocket,
-    os::unix::net::UnixDatagram,
+    os::unix::{fs::MetadataExt as _, net::UnixDatagram},
     time::{Duration, Instant},
 };
 
@@ -142,8 +142,15 @@ fn under_systemd_logs_go_to_journald_with_priorities_and_fields() {
         socket_path.display(),
         rig.gateway.name()
     );
-    daemon.env = vec![("JOURNAL_STREAM".into(), "8:12345".into())];
-    daemon.spawn_under(&[
+    // systemd names the stream it connected stderr to; here, the log file
+    // the harness gives the daemon as stderr.
+    std::fs::write(&daemon.log, "").unwrap();
+    let log = std::fs::metadata(&daemon.log).unwrap();
+    daemon.env = vec![(
+        "JOURNAL_STREAM".into(),
+        format!("{}:{}", log.dev(), log.ino()),
+    )];
+    let prefix: Vec<String> = vec![
         "unshare".into(),
         "--mount".into(),
         "--propagation".into(),
@@ -152,7 +159,8 @@ fn under_systemd_logs_go_to_journald_with_priorities_and_fields() {
         "-c".into(),
         script,
         "sh".into(),
-    ]);
+    ];
+    daemon.spawn_under(&prefix);
 
     // A denied datagram: the meters' default.
     let s = rig
@@ -213,4 +221,26 @@ fn under_systemd_logs_go_to_journald_with_priorities_and_fields() {
     }
     let error = error.expect("the failed reload logs at priority 3");
     assert!(error["MESSAGE"].contains("policy reload"), "{error:#?}");
+
+    // A JOURNAL_STREAM that is not our stderr (inherited, stderr redirected
+    // elsewhere): text on stderr, nothing to the journal.
+    daemon.write_policy("meters.yaml", POLICY);
+    assert!(daemon.stop().success());
+    while journal.recv(&mut buf).is_ok() {}
+    daemon.env = vec![("JOURNAL_STREAM".into(), "1:1".into())];
+    daemon.spawn_under(&prefix);
+    // READY=1 goes out just before the `ready` line.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !daemon.logs().contains("tollgate::daemon: ready") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        daemon.logs().contains(" INFO tollgate::daemon: ready"),
+        "{}",
+        daemon.logs()
+    );
+    assert!(
+        journal.recv(&mut buf).is_err(),
+        "logged to the journal although stderr is not its stream"
+    );
 }

@@ -51,8 +51,9 @@ pub enum LogFormat {
 pub const JOURNAL_FIELD_PREFIX: &str = "TOLLGATE";
 
 /// Sets up logging, level from `RUST_LOG` (default `info`):
-/// - under systemd (`$JOURNAL_STREAM` set) with the text format, natively
-///   to journald when its socket answers: priorities from the levels
+/// - under systemd (`$JOURNAL_STREAM` names our stderr: systemd connected
+///   it to the journal) with the text format, natively to journald when
+///   its socket answers: priorities from the levels
 ///   (error 3, warn 4, info 6, debug and trace 7), journald's own
 ///   timestamps, and every field as `TOLLGATE_<NAME>=`;
 /// - else text on stderr, or one JSON object per line with `--log-format
@@ -62,7 +63,7 @@ pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if format == LogFormat::Text
-        && std::env::var_os("JOURNAL_STREAM").is_some()
+        && stderr_is_journal_stream()
         && let Ok(journald) = journald_layer()
     {
         tracing_subscriber::registry()
@@ -80,6 +81,28 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+}
+
+/// Whether `$JOURNAL_STREAM` (`DEVICE:INODE`, set by systemd for a service
+/// whose stderr goes to the journal) names our stderr, as systemd.exec(5)
+/// recommends checking: a child whose stderr was redirected elsewhere
+/// inherits the variable but should log where its stderr goes.
+fn stderr_is_journal_stream() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    // SAFETY: fstat writes into the stat buffer we own.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(libc::STDERR_FILENO, &mut st) } != 0 {
+        return false;
+    }
+    st.st_dev as u64 == dev && st.st_ino as u64 == ino
 }
 
 /// The journald layer, or why journald cannot be reached.
