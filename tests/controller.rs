@@ -335,7 +335,8 @@ fn deny_events_are_structured_log_lines_naming_the_rule() {
     assert_eq!(event["group"], "meters");
     assert_eq!(event["src"], DEVICE);
     assert_eq!(event["dst"], SERVICE);
-    assert_eq!(event["proto"], 17);
+    assert_eq!(event["proto"], "udp");
+    assert_eq!(event["verdict"], "deny");
     assert_eq!(event["port"], "7009");
     assert_eq!(event["reason"], "rule");
     assert!(

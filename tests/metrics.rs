@@ -4,6 +4,8 @@
 //! and a restart.
 
 mod common;
+#[path = "common/contract.rs"]
+mod contract;
 
 use std::{net::UdpSocket, time::Duration};
 
@@ -32,6 +34,14 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
             .all(|(k, v)| rest.split(',').any(|p| p == format!("{k}=\"{v}\"")))
             .then(|| value.parse().unwrap())
     })
+}
+
+/// The metric families of a scrape, by their `# TYPE` lines.
+fn families(text: &str) -> std::collections::BTreeSet<&str> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect()
 }
 
 fn scrape(rig: &Rig) -> String {
@@ -202,6 +212,45 @@ fn exact_counts_for_known_traffic_across_reload_and_restart() {
         1,
     );
     expect("tollgate_ntp_stratum", &[], 10);
+    // `reference: local`: no upstream to be off from or to age.
+    expect("tollgate_ntp_upstream_offset_seconds", &[], 0);
+    expect("tollgate_ntp_last_sample_age_seconds", &[], 0);
+
+    // The contract is exactly what a daemon with NTP exports.
+    let contract: std::collections::BTreeSet<&str> = contract::METRICS.iter().copied().collect();
+    assert_eq!(
+        families(&m),
+        contract,
+        "tests/common/contract.rs and a real scrape disagree"
+    );
+
+    // Map pressure: capacities from the default limits (both slots for the
+    // policy maps), entries of what was installed and what the program
+    // cached.
+    let limits = tollgate::config::Limits::default();
+    expect(
+        "tollgate_map_capacity",
+        &[("map", "TG_DST")],
+        2 * u64::from(limits.destinations),
+    );
+    expect(
+        "tollgate_map_capacity",
+        &[("map", "TG_FLOWS")],
+        u64::from(limits.flow_cache),
+    );
+    expect(
+        "tollgate_map_capacity",
+        &[("map", "TG_FRAGS")],
+        u64::from(limits.fragments),
+    );
+    expect("tollgate_map_entries", &[("map", "TG_DEV_PREFIX")], 1);
+    expect("tollgate_map_entries", &[("map", "TG_FRAGS")], 0);
+    let flows = sample(&m, "tollgate_map_entries", &[("map", "TG_FLOWS")]).unwrap();
+    assert!(flows >= 1.0, "the allowed flow is cached: {flows}");
+    let destinations = sample(&m, "tollgate_map_entries", &[("map", "TG_DST")]).unwrap();
+    assert!(destinations >= 1.0, "{destinations}");
+    assert!(sample(&m, "process_resident_memory_bytes", &[]).unwrap() > 0.0);
+    assert!(sample(&m, "process_open_fds", &[]).unwrap() > 0.0);
     expect(
         "tollgate_build_info",
         &[("version", env!("CARGO_PKG_VERSION"))],
@@ -242,6 +291,8 @@ fn exact_counts_for_known_traffic_across_reload_and_restart() {
     );
     assert_eq!(sample(&m, "tollgate_policy_generation", &[]), Some(2.0));
 
+    let before_restart = sample(&m, "tollgate_map_entries", &[("map", "TG_DST")]);
+
     // And so does a restart: the counters live in pinned maps.
     assert!(daemon.stop().success());
     daemon.spawn();
@@ -254,6 +305,13 @@ fn exact_counts_for_known_traffic_across_reload_and_restart() {
             &[("group", "meters"), ("rule", "broker")]
         ),
         Some(20.0)
+    );
+    // The adopted slots are read back, and the start installed the same
+    // policy (generation 2's) into the other slot: both now hold it.
+    let gen2 = before_restart.unwrap() - destinations;
+    assert_eq!(
+        sample(&m, "tollgate_map_entries", &[("map", "TG_DST")]),
+        Some(2.0 * gen2)
     );
     assert_eq!(
         sample(

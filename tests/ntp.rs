@@ -377,6 +377,13 @@ fn clients_refuse_the_time_when_the_upstream_is_gone_past_the_holdover() {
     assert_eq!(answer["stratum"], 4, "{answer}");
     assert_eq!(answer["leap"], "no-leap", "{answer}");
     assert!(answer["offset"].as_f64().unwrap().abs() < 0.001, "{answer}");
+    // The same host's clock upstream: a tiny offset, a fresh sample (polled
+    // every second).
+    let text = rig.metrics_text();
+    let offset = sample(&text, "tollgate_ntp_upstream_offset_seconds");
+    assert!(offset.abs() < 0.01, "offset {offset}\n{text}");
+    let age = sample(&text, "tollgate_ntp_last_sample_age_seconds");
+    assert!(age < 2.5, "sample age {age}\n{text}");
 
     // The upstream dies. After the holdover, clients are told not to trust us.
     drop(upstream);
@@ -392,6 +399,11 @@ fn clients_refuse_the_time_when_the_upstream_is_gone_past_the_holdover() {
     let text = rig.metrics_text();
     assert_eq!(sample(&text, "tollgate_ntp_leap_indicator"), 3.0);
     assert_eq!(sample(&text, "tollgate_ntp_upstream_reachable"), 0.0);
+    let age = sample(&text, "tollgate_ntp_last_sample_age_seconds");
+    assert!(
+        age > 3.0,
+        "the alarm comes past the 3 s holdover: age {age}"
+    );
 }
 
 #[test]

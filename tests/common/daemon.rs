@@ -27,6 +27,10 @@ pub struct Daemon {
     pub args: Vec<String>,
     /// The `tollgate` binary to run: the one cargo built, unless changed.
     pub binary: PathBuf,
+    /// Extra environment for `tollgate run`.
+    pub env: Vec<(String, String)>,
+    /// Every notify message received since the last spawn, in order.
+    messages: Vec<String>,
 }
 
 impl Daemon {
@@ -77,6 +81,8 @@ impl Daemon {
             extra_config: extra.to_string(),
             args: Vec::new(),
             binary: PathBuf::from(env!("CARGO_BIN_EXE_tollgate")),
+            env: Vec::new(),
+            messages: Vec::new(),
             root,
         };
         let config = format!(
@@ -109,6 +115,7 @@ impl Daemon {
         self.notify.set_nonblocking(true).unwrap();
         while self.notify.recv(&mut buf).is_ok() {}
         self.notify.set_nonblocking(false).unwrap();
+        self.messages.clear();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -132,6 +139,7 @@ impl Daemon {
             .args(&self.args)
             .env("NOTIFY_SOCKET", self.root.join("notify.sock"))
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -150,18 +158,33 @@ impl Daemon {
             {
                 panic!("daemon exited with {status}:\n{}", self.logs());
             }
-            if let Ok(n) = self.notify.recv(&mut buf)
-                && String::from_utf8_lossy(&buf[..n])
-                    .lines()
-                    .any(|l| l == what)
-            {
-                return;
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let found = message.lines().any(|l| l == what);
+                self.messages.push(message);
+                if found {
+                    return;
+                }
             }
         }
         panic!(
             "no {what} from the daemon within {timeout:?}:\n{}",
             self.logs()
         );
+    }
+
+    /// Every notify message since the last spawn, after listening for
+    /// `listen` more.
+    pub fn notifications(&mut self, listen: Duration) -> Vec<String> {
+        let deadline = Instant::now() + listen;
+        let mut buf = [0u8; 512];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                self.messages
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        self.messages.clone()
     }
 
     pub fn status(&self) -> Status {

@@ -15,25 +15,26 @@ use std::{
     net::IpAddr,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, RwLock},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use tokio::signal::unix::{SignalKind, signal};
-use tollgate_common::Stat;
 
 use crate::{
     addresses,
     attachments::{Attachments, InterfaceState},
     config::{Config, OnExit},
     control::{self, PolicyStatus, ReloadStatus, Status},
-    datapath::{Dataplane, Options, Start, events},
+    datapath::{Dataplane, Options, Start},
+    deny_log::{self, CounterLabel},
     diagnostic::Diagnostic,
     links::InterfaceChanges,
     metrics::{DataplaneCollector, Metrics, RuleLabels, ScrapeView},
     ntp::{NtpService, SourceGroups},
     policy::{Environment, ParseCache, Policy},
     reload::{Candidate, ChangeSummary, prepare, watch::PolicyWatcher},
+    systemd::{self, monotonic_usec, notify},
     tables::{CompiledPolicy, CounterOwner, Decider},
 };
 
@@ -44,11 +45,33 @@ pub enum LogFormat {
     Json,
 }
 
-/// Sets up logging: text or one JSON object per line, level from RUST_LOG
-/// (default `info`).
+/// The prefix journald field names of events get: `group` becomes
+/// `TOLLGATE_GROUP=`. (The library glues it to its own metadata fields
+/// without the underscore: `TOLLGATETARGET=`, `TOLLGATECODE_FILE=`.)
+pub const JOURNAL_FIELD_PREFIX: &str = "TOLLGATE";
+
+/// Sets up logging, level from `RUST_LOG` (default `info`):
+/// - under systemd (`$JOURNAL_STREAM` names our stderr: systemd connected
+///   it to the journal) with the text format, natively to journald when
+///   its socket answers: priorities from the levels
+///   (error 3, warn 4, info 6, debug and trace 7), journald's own
+///   timestamps, and every field as `TOLLGATE_<NAME>=`;
+/// - else text on stderr, or one JSON object per line with `--log-format
+///   json` (wherever it runs).
 pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::{layer::SubscriberExt as _, util::SubscriberInitExt as _};
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if format == LogFormat::Text
+        && stderr_is_journal_stream()
+        && let Ok(journald) = journald_layer()
+    {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(journald)
+            .init();
+        return;
+    }
     use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -58,6 +81,43 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+}
+
+/// Whether `$JOURNAL_STREAM` (`DEVICE:INODE`, set by systemd for a service
+/// whose stderr goes to the journal) names our stderr, as systemd.exec(5)
+/// recommends checking: a child whose stderr was redirected elsewhere
+/// inherits the variable but should log where its stderr goes.
+fn stderr_is_journal_stream() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    // SAFETY: fstat writes into the stat buffer we own.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(libc::STDERR_FILENO, &mut st) } != 0 {
+        return false;
+    }
+    st.st_dev as u64 == dev && st.st_ino as u64 == ino
+}
+
+/// The journald layer, or why journald cannot be reached.
+pub fn journald_layer() -> std::io::Result<tracing_journald::Layer> {
+    use tracing_journald::{Priority, PriorityMappings};
+    Ok(tracing_journald::layer()?
+        .with_field_prefix(Some(JOURNAL_FIELD_PREFIX.into()))
+        .with_syslog_identifier("tollgate".into())
+        .with_priority_mappings(PriorityMappings {
+            error: Priority::Error,
+            warn: Priority::Warning,
+            info: Priority::Informational,
+            debug: Priority::Debug,
+            trace: Priority::Debug,
+        }))
 }
 
 /// `tollgate run --check-config`: the config and the policy it points to
@@ -101,44 +161,6 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Tells systemd (`Type=notify`) about our state through `$NOTIFY_SOCKET`.
-/// Never blocks: if the manager is not reading, the message is dropped
-/// rather than stalling the daemon.
-fn notify(state: &str) {
-    use std::os::unix::net::{SocketAddr, UnixDatagram};
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let result = (|| -> std::io::Result<()> {
-        let socket = UnixDatagram::unbound()?;
-        socket.set_nonblocking(true)?;
-        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
-        let addr = match bytes.strip_prefix(b"@") {
-            Some(name) => {
-                use std::os::linux::net::SocketAddrExt as _;
-                SocketAddr::from_abstract_name(name)?
-            }
-            None => SocketAddr::from_pathname(&path)?,
-        };
-        socket.send_to_addr(state.as_bytes(), &addr)?;
-        Ok(())
-    })();
-    if let Err(e) = result {
-        tracing::debug!("sd_notify {state:?}: {e}");
-    }
-}
-
-/// CLOCK_MONOTONIC in microseconds, which systemd wants with RELOADING=1.
-fn monotonic_usec() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
-}
-
 /// What a reload's blocking task hands back: the outcome and the cache.
 type Prepared = (Result<Candidate, Vec<Diagnostic>>, ParseCache);
 
@@ -149,15 +171,6 @@ struct Installed {
     commit: Option<String>,
 }
 
-/// What a kernel counter stands for, to label deny events.
-#[derive(Clone)]
-struct CounterLabel {
-    group: String,
-    rule: String,
-    file: String,
-    line: usize,
-}
-
 pub struct Daemon {
     config: Config,
     dataplane: Arc<Mutex<Dataplane>>,
@@ -166,7 +179,7 @@ pub struct Daemon {
     status: Arc<RwLock<Status>>,
     /// Kernel counter → labels, for the current and the previous policy
     /// (an event read just after a swap may name the previous one).
-    event_labels: Arc<RwLock<HashMap<u32, CounterLabel>>>,
+    event_labels: deny_log::Labels,
     installed: Option<Installed>,
     generation: u64,
     gateway: Vec<IpAddr>,
@@ -187,6 +200,9 @@ pub struct Daemon {
     hangup: Option<tokio::signal::unix::Signal>,
     /// The configured interfaces and what is attached to each.
     attachments: Attachments,
+    /// `WATCHDOG=1` pings for systemd (`WatchdogSec=`), from the main
+    /// loop's task: a stuck loop stops pinging.
+    watchdog: Option<tokio::time::Interval>,
 }
 
 impl Daemon {
@@ -259,6 +275,11 @@ impl Daemon {
             stop: stop_signals()?,
             abandoned: None,
             hangup: Some(signal(SignalKind::hangup())?),
+            watchdog: systemd::watchdog_interval().map(|every| {
+                let mut i = tokio::time::interval(every);
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                i
+            }),
         };
 
         let installed = daemon.reload("start").await;
@@ -324,6 +345,9 @@ impl Daemon {
         }
         self.view.write().expect("view lock").interfaces = self.attachments.gauge_view();
         self.status.write().expect("status lock").interfaces = self.attachments.statuses();
+        if !changes.is_empty() && self.ready {
+            self.publish_systemd_status();
+        }
         Ok(())
     }
 
@@ -339,7 +363,7 @@ impl Daemon {
                 .and_then(|n| serde_json::to_value(n.status()).ok());
         });
         let control_task = tokio::spawn(control::serve(control, self.status.clone(), refresh));
-        let events_task = self.spawn_event_reader()?;
+        let events_task = deny_log::spawn(self.dataplane.clone(), self.event_labels.clone())?;
 
         let mut watcher = PolicyWatcher::new(&self.config.policy_dir)?;
         let mut interface_changes = InterfaceChanges::subscribe()?;
@@ -353,6 +377,10 @@ impl Daemon {
         let mut stop = self.stop.clone();
         notify("READY=1");
         self.ready = true;
+        self.publish_systemd_status();
+        if let Some(every) = self.watchdog.as_ref().map(|w| w.period()) {
+            tracing::info!("systemd watchdog: pinging every {every:?}");
+        }
         tracing::info!("ready");
 
         loop {
@@ -374,6 +402,7 @@ impl Daemon {
                         self.reload("addresses").await;
                     }
                 }
+                _ = watchdog_tick(&mut self.watchdog) => notify("WATCHDOG=1"),
                 _ = stop.wait_for(|s| *s) => break,
             }
         }
@@ -427,9 +456,16 @@ impl Daemon {
         // One preparation at a time: one abandoned past its budget (its
         // thread cannot be killed) is waited for first, within this budget.
         if let Some(mut previous) = self.abandoned.take() {
-            let finished = tokio::select! {
-                done = tokio::time::timeout(budget, &mut previous) => done.is_ok(),
-                _ = stop.wait_for(|s| *s) => false,
+            let finished = {
+                let wait = tokio::time::timeout(budget, &mut previous);
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        done = &mut wait => break done.is_ok(),
+                        _ = stop.wait_for(|s| *s) => break false,
+                        _ = watchdog_tick(&mut self.watchdog) => notify("WATCHDOG=1"),
+                    }
+                }
             };
             if !finished {
                 self.abandoned = Some(previous);
@@ -449,8 +485,21 @@ impl Daemon {
                 let prepared = prepare(&dir, &env, &limits, &mut cache);
                 (prepared, cache)
             });
-            tokio::select! {
-                joined = tokio::time::timeout(budget, &mut task) => match joined {
+            // The reload waits within its budget in the main loop's task,
+            // which keeps pinging the watchdog meanwhile.
+            let joined = {
+                let wait = tokio::time::timeout(budget, &mut task);
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        joined = &mut wait => break Some(joined),
+                        _ = stop.wait_for(|s| *s) => break None,
+                        _ = watchdog_tick(&mut self.watchdog) => notify("WATCHDOG=1"),
+                    }
+                }
+            };
+            match joined {
+                Some(joined) => match joined {
                     Ok(Ok((prepared, cache))) => {
                         self.parse_cache = Some(cache);
                         prepared
@@ -465,7 +514,7 @@ impl Daemon {
                         ))])
                     }
                 },
-                _ = stop.wait_for(|s| *s) => {
+                None => {
                     self.abandoned = Some(task);
                     Err(vec![self.reload_error(
                         "reload abandoned: the controller is stopping".into(),
@@ -537,8 +586,25 @@ impl Daemon {
         self.status.write().expect("status lock").last_reload = Some(record);
         if self.ready {
             notify("READY=1");
+            self.publish_systemd_status();
         }
         outcome.is_ok() || self.installed.is_some()
+    }
+
+    /// `STATUS=` for `systemctl status`: the generation in force, its
+    /// commit and what is attached where.
+    fn publish_systemd_status(&self) {
+        let commit = self.installed.as_ref().and_then(|i| i.commit.as_deref());
+        let attached: Vec<(String, String)> = self
+            .attachments
+            .gauge_view()
+            .into_iter()
+            .filter_map(|(name, a)| a.map(|(mode, _)| (name, mode.as_str().to_string())))
+            .collect();
+        notify(&format!(
+            "STATUS={}",
+            systemd::status_line(self.generation, commit, &attached)
+        ));
     }
 
     fn reload_error(&self, message: String) -> Diagnostic {
@@ -708,47 +774,15 @@ impl Daemon {
         };
         Ok(())
     }
+}
 
-    /// Logs deny and audit-deny events from the kernel, one line each, and
-    /// once a minute how many the rate limit suppressed.
-    fn spawn_event_reader(&mut self) -> Result<tokio::task::JoinHandle<()>> {
-        let ring = self
-            .dataplane
-            .lock()
-            .expect("dataplane lock")
-            .take_events()
-            .ok_or_else(|| anyhow!("deny event ring buffer already taken"))?;
-        // SAFETY: the ring buffer owns its fd for as long as the AsyncFd lives.
-        let mut ring =
-            unsafe { tokio::io::unix::AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
-        let labels = self.event_labels.clone();
-        let dataplane = self.dataplane.clone();
-        Ok(tokio::spawn(async move {
-            let mut suppressed = suppressed_total(&dataplane);
-            let mut report = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tokio::select! {
-                    guard = ring.readable_mut() => {
-                        let Ok(mut guard) = guard else { return };
-                        let ring = guard.get_inner_mut();
-                        while let Some(item) = ring.next() {
-                            match events::decode(&item) {
-                                Ok(e) => log_event(&e, &labels.read().expect("labels lock")),
-                                Err(err) => tracing::warn!("deny event: {err:#}"),
-                            }
-                        }
-                        guard.clear_ready();
-                    }
-                    _ = report.tick() => {
-                        let now = suppressed_total(&dataplane);
-                        if now > suppressed {
-                            tracing::warn!("{} deny events suppressed by the rate limit in the last minute", now - suppressed);
-                        }
-                        suppressed = now;
-                    }
-                }
-            }
-        }))
+/// The next watchdog tick; never, without a watchdog.
+async fn watchdog_tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -766,45 +800,6 @@ fn stop_signals() -> Result<tokio::sync::watch::Receiver<bool>> {
         let _ = tx.send(true);
     });
     Ok(rx)
-}
-
-fn suppressed_total(dataplane: &Mutex<Dataplane>) -> u64 {
-    dataplane
-        .lock()
-        .expect("dataplane lock")
-        .stat(Stat::EventsSuppressed)
-        .map_or(0, |c| c.packets)
-}
-
-fn log_event(e: &events::Event, labels: &HashMap<u32, CounterLabel>) {
-    let unknown = CounterLabel {
-        group: "?".into(),
-        rule: "?".into(),
-        file: String::new(),
-        line: 0,
-    };
-    let l = labels.get(&e.counter).unwrap_or(&unknown);
-    let verdict = e.verdict.label();
-    let reason = e.reason.label();
-    let port = e.dport.map_or_else(|| "-".to_string(), |p| p.to_string());
-    let at = if l.file.is_empty() {
-        String::new()
-    } else {
-        format!("{}:{}", l.file, l.line)
-    };
-    tracing::info!(
-        target: "tollgate::deny",
-        group = %l.group,
-        src = %e.src,
-        dst = %e.dst,
-        proto = e.proto,
-        port = %port,
-        rule = %l.rule,
-        at = %at,
-        reason,
-        fragment = e.fragment,
-        "{verdict}"
-    );
 }
 
 fn panic_diagnostic(e: &tokio::task::JoinError) -> Diagnostic {

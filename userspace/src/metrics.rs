@@ -103,6 +103,11 @@ impl Metrics {
             .register(Box::new(m.last_reload_success.clone()))?;
         m.registry.register(Box::new(m.policy_rules.clone()))?;
         m.registry.register(Box::new(m.policy_info.clone()))?;
+        // process_cpu_seconds_total, process_resident_memory_bytes,
+        // process_open_fds, process_max_fds, process_start_time_seconds...
+        m.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(m)
     }
 
@@ -216,6 +221,14 @@ const FAMILIES: &[(&str, &str)] = &[
         "1 when the dataplane is attached to the interface in that mode (link: ethernet or ip); 0 with mode and link \"none\" while it is not (missing, refused or failed).",
     ),
     (
+        "tollgate_map_entries",
+        "Entries in each BPF map: the policy maps (both slots) and counters as installed, the LRU caches (TG_FLOWS, TG_FRAGS) counted at scrape time.",
+    ),
+    (
+        "tollgate_map_capacity",
+        "max_entries of each BPF map tollgate_map_entries reports, as limits sizes it.",
+    ),
+    (
         "tollgate_collector_errors_total",
         "Scrapes whose kernel counters could not be read (tollgate_dataplane_attached is exported regardless).",
     ),
@@ -264,8 +277,14 @@ impl DataplaneCollector {
 
     /// Every family read from the kernel's counters.
     fn read_counters(&self, view: &ScrapeView) -> Result<Families> {
-        let dp = self.dataplane.lock().expect("dataplane lock");
+        let mut dp = self.dataplane.lock().expect("dataplane lock");
         let mut families = Families::default();
+
+        for usage in dp.map_usage()? {
+            let labels = [("map", usage.map)];
+            families.gauge("tollgate_map_entries", &labels, usage.entries as f64);
+            families.gauge("tollgate_map_capacity", &labels, usage.capacity as f64);
+        }
 
         for group in &view.groups {
             for verdict in Verdict::ALL {

@@ -132,6 +132,11 @@ impl CounterRegistry {
         Ok(indices)
     }
 
+    /// Counters owned by a loaded policy (either slot).
+    pub fn in_use(&self) -> usize {
+        self.index_of.len()
+    }
+
     /// The kernel counter `owner` holds, if any loaded policy references it.
     pub fn index_of(&self, owner: &CounterOwner) -> Option<u32> {
         self.index_of.get(&owner_hash(owner)).copied()

@@ -90,6 +90,8 @@ pub struct NtpMetrics {
     upstream_reachable: IntGauge,
     kernel_unsynchronized: IntGauge,
     kernel_maxerror: Gauge,
+    upstream_offset: Gauge,
+    last_sample_age: Gauge,
     groups: Mutex<HashMap<String, RequestCounters>>,
 }
 
@@ -182,6 +184,20 @@ impl NtpMetrics {
                     "The kernel's maximum error estimate for the host clock.",
                 )?,
             )?,
+            upstream_offset: reg(
+                registry,
+                Gauge::new(
+                    "tollgate_ntp_upstream_offset_seconds",
+                    "Offset of the upstream's clock from the host's (upstream minus host) in the last good sample; 0 for `reference: local`.",
+                )?,
+            )?,
+            last_sample_age: reg(
+                registry,
+                Gauge::new(
+                    "tollgate_ntp_last_sample_age_seconds",
+                    "Age of the last good upstream sample, as of the last poll (since the server started when there was none yet; 0 for `reference: local`).",
+                )?,
+            )?,
             groups: Mutex::new(HashMap::new()),
         })
     }
@@ -218,6 +234,11 @@ impl NtpMetrics {
         self.root_dispersion
             .set(advertised.root_dispersion_at(SystemTime::now()));
         self.upstream_reachable.set(reachable.into());
+    }
+
+    pub fn publish_sample(&self, offset: f64, age: std::time::Duration) {
+        self.upstream_offset.set(offset);
+        self.last_sample_age.set(age.as_secs_f64());
     }
 
     pub fn publish_kernel(&self, kernel: &KernelClock) {

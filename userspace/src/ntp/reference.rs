@@ -131,6 +131,8 @@ pub struct Sample {
     /// Ours, at the time of the sample.
     pub root_delay: f64,
     pub root_dispersion: f64,
+    /// The upstream's clock minus the host's, seconds, as measured.
+    pub offset: f64,
 }
 
 impl Sample {
@@ -151,6 +153,7 @@ impl Sample {
             stratum: reply.stratum + 1,
             root_delay: reply.root_delay + reply.delay,
             root_dispersion: reply.root_dispersion + measured,
+            offset: reply.offset,
         };
         (sample.root_distance() <= MAX_DISTANCE).then_some(sample)
     }
@@ -184,6 +187,13 @@ impl Holdover {
         if let Some(best) = best {
             self.last = Some((best, now));
         }
+    }
+
+    /// The last good sample's offset (upstream minus host, seconds) and its
+    /// age at `now`; `None` before the first one.
+    pub fn last_sample(&self, now: Instant) -> Option<(f64, Duration)> {
+        self.last
+            .map(|(sample, at)| (sample.offset, now.saturating_duration_since(at)))
     }
 
     /// What to advertise at `now` (monotonic), with `wall` its host time.
@@ -235,6 +245,7 @@ pub async fn run(
     advertised: watch::Sender<Advertised>,
     metrics: Arc<NtpMetrics>,
 ) {
+    let started = Instant::now();
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -276,6 +287,16 @@ pub async fn run(
             );
         }
         metrics.publish_reference(&state, reachable);
+        match &source {
+            // No upstream: nothing to be off from, nothing to age.
+            Source::Local { .. } => metrics.publish_sample(0.0, Duration::ZERO),
+            Source::Upstream { holdover, .. } => match holdover.last_sample(Instant::now()) {
+                Some((offset, age)) => metrics.publish_sample(offset, age),
+                // Never a good sample: as old as the server, so the age
+                // alert fires as it would after losing the upstream.
+                None => metrics.publish_sample(0.0, started.elapsed()),
+            },
+        }
         match kernel_clock::read() {
             Ok(kernel) => metrics.publish_kernel(&kernel),
             Err(e) => tracing::warn!("cannot read the kernel clock status: {e}"),
@@ -332,7 +353,9 @@ mod tests {
         assert_eq!(never.root_dispersion, MAX_DISPERSION);
 
         let s = Sample::from_reply(SERVER, &reply(2, Leap::InsertSecond), 1e-6).unwrap();
+        assert_eq!(h.last_sample(t0), None);
         h.update([s], t0);
+        assert_eq!(h.last_sample(t0), Some((-0.002, Duration::ZERO)));
         let fresh = h.advertised(t0, wall);
         assert_eq!(
             fresh.leap,
@@ -344,6 +367,11 @@ mod tests {
 
         // Unreachable for 10 minutes: still within holdover, dispersion grew.
         h.update([], t0 + Duration::from_secs(300));
+        assert_eq!(
+            h.last_sample(t0 + Duration::from_secs(600)),
+            Some((-0.002, Duration::from_secs(600))),
+            "the sample ages while no new one comes"
+        );
         let held = h.advertised(t0 + Duration::from_secs(600), wall);
         assert_eq!(held.leap, Leap::InsertSecond);
         assert!((held.root_dispersion - (s.root_dispersion + PHI * 600.0)).abs() < 1e-9);

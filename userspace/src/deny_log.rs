@@ -1,0 +1,117 @@
+//! Deny and audit-deny events from the kernel's ring buffer, one log line
+//! each (target `tollgate::deny`), and once a minute how many the rate
+//! limit suppressed.
+//!
+//! The fields are what journald indexes under the `TOLLGATE_` prefix
+//! (`TOLLGATE_GROUP=`, `TOLLGATE_RULE=`, `TOLLGATE_SRC=`, `TOLLGATE_DST=`,
+//! `TOLLGATE_VERDICT=`, ...): see [`crate::daemon::init_logging`].
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, RwLock},
+    time::Duration,
+};
+
+use anyhow::{Result, anyhow};
+use tollgate_common::Stat;
+
+use crate::{datapath::Dataplane, datapath::events, policy::proto_name};
+
+/// What a kernel counter stands for, to label deny events.
+#[derive(Clone, Debug)]
+pub struct CounterLabel {
+    pub group: String,
+    pub rule: String,
+    pub file: String,
+    pub line: usize,
+}
+
+/// Kernel counter → labels, for the current and the previous policy (an
+/// event read just after a swap may name the previous one).
+pub type Labels = Arc<RwLock<HashMap<u32, CounterLabel>>>;
+
+/// Reads the deny event ring buffer until aborted.
+pub fn spawn(
+    dataplane: Arc<Mutex<Dataplane>>,
+    labels: Labels,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let ring = dataplane
+        .lock()
+        .expect("dataplane lock")
+        .take_events()
+        .ok_or_else(|| anyhow!("deny event ring buffer already taken"))?;
+    // SAFETY: the ring buffer owns its fd for as long as the AsyncFd lives.
+    let mut ring =
+        unsafe { tokio::io::unix::AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
+    Ok(tokio::spawn(async move {
+        let mut suppressed = suppressed_total(&dataplane);
+        let mut report = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let Ok(mut guard) = guard else { return };
+                    let ring = guard.get_inner_mut();
+                    while let Some(item) = ring.next() {
+                        match events::decode(&item) {
+                            Ok(e) => log_event(&e, &labels.read().expect("labels lock")),
+                            Err(err) => tracing::warn!("deny event: {err:#}"),
+                        }
+                    }
+                    guard.clear_ready();
+                }
+                _ = report.tick() => {
+                    let now = suppressed_total(&dataplane);
+                    if now > suppressed {
+                        tracing::warn!("{} deny events suppressed by the rate limit in the last minute", now - suppressed);
+                    }
+                    suppressed = now;
+                }
+            }
+        }
+    }))
+}
+
+fn suppressed_total(dataplane: &Mutex<Dataplane>) -> u64 {
+    dataplane
+        .lock()
+        .expect("dataplane lock")
+        .stat(Stat::EventsSuppressed)
+        .map_or(0, |c| c.packets)
+}
+
+/// Logs one event. The message is the verdict label (`deny`,
+/// `audit-deny`); the fields repeat it (`verdict`) beside the group, rule,
+/// addresses, protocol name (`tcp`, `udp`, `icmp`, `icmpv6`, else the
+/// number), port, where the rule is written and why it decided.
+pub fn log_event(e: &events::Event, labels: &HashMap<u32, CounterLabel>) {
+    let unknown = CounterLabel {
+        group: "?".into(),
+        rule: "?".into(),
+        file: String::new(),
+        line: 0,
+    };
+    let l = labels.get(&e.counter).unwrap_or(&unknown);
+    let verdict = e.verdict.label();
+    let reason = e.reason.label();
+    let port = e.dport.map_or_else(|| "-".to_string(), |p| p.to_string());
+    let proto = proto_name(Some(e.proto));
+    let at = if l.file.is_empty() {
+        String::new()
+    } else {
+        format!("{}:{}", l.file, l.line)
+    };
+    tracing::info!(
+        target: "tollgate::deny",
+        group = %l.group,
+        src = %e.src,
+        dst = %e.dst,
+        proto = %proto,
+        port = %port,
+        rule = %l.rule,
+        at = %at,
+        verdict,
+        reason,
+        fragment = e.fragment,
+        "{verdict}"
+    );
+}
