@@ -519,6 +519,7 @@ fn check(policy: &Policy, tables: &CompiledPolicy, packet: &PacketFacts) {
     );
     // explain reports the model's own decision, in the labels defined
     // next to the enums.
+    let (verdict, reason) = (decision.verdict.label(), decision.reason.label());
     assert_eq!(
         explanation.verdict,
         decision.verdict.label(),
