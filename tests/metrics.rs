@@ -204,7 +204,10 @@ fn exact_counts_for_known_traffic_across_reload_and_restart() {
     expect("tollgate_ntp_stratum", &[], 10);
     expect(
         "tollgate_build_info",
-        &[("version", env!("CARGO_PKG_VERSION"))],
+        &[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("revision", env!("TOLLGATE_GIT_REVISION")),
+        ],
         1,
     );
 
