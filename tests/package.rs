@@ -190,7 +190,9 @@ fn make_deb_builds_a_package_that_unpacks_runs_and_verifies() {
             "systemctl enable",
             "systemctl start",
             "systemctl restart",
-            "deb-systemd",
+            "deb-systemd-helper enable",
+            "deb-systemd-invoke start",
+            "deb-systemd-invoke restart",
         ] {
             assert!(!code.contains(word), "{name} runs `{word}`");
         }
