@@ -5,7 +5,10 @@
 //! deploy/debian/lintian-overrides), then unpacks it into a throwaway root
 //! where the binary runs (`tollgate --version`), the units pass
 //! `systemd-analyze verify` with the root's paths, and the shipped sysusers
-//! file creates the `tollgate` user.
+//! file creates the `tollgate` user; finally dpkg installs, removes and
+//! purges it in a throwaway root (an overlay of /, in a mount namespace of
+//! its own) to run the maintainer scripts: the user is created, nothing is
+//! enabled, purge removes the configuration and the user it made.
 //!
 //! Needs root (setup.sh, as `make deb` runs it) and dpkg-dev, lintian,
 //! cargo-deb (setup.sh installs them). Nothing skips: a missing tool fails.
@@ -324,6 +327,67 @@ fn make_deb_builds_a_package_that_unpacks_runs_and_verifies() {
     }
     let pages = std::fs::read_dir(&man1).unwrap().count();
     assert_eq!(pages, SUBCOMMANDS.len() + 1, "one page per subcommand");
+
+    // postinst, prerm, postrm for real, in a throwaway root.
+    maintainer_scripts_install_remove_purge(&deb);
+}
+
+/// Installs, removes and purges the package with dpkg in a throwaway root:
+/// an overlay of this host's / (so dpkg and the maintainer scripts find a
+/// system to run in) whose writes land in `dir`, in a mount namespace of
+/// its own, with an empty dpkg database, no systemd running (/run empty)
+/// and no bpffs. The host is not changed.
+const MAINTAINER_SCRIPTS: &str = r#"
+set -eu
+B=$1; DEB=$2; R=$B/root
+mkdir -p "$R" "$B/up" "$B/work"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$B/up,workdir=$B/work" "$R"
+mv "$R/var/lib/dpkg" "$R/var/lib/dpkg.host"
+mkdir -p "$R/var/lib/dpkg/info" "$R/var/lib/dpkg/updates" "$R/var/lib/dpkg/triggers"
+touch "$R/var/lib/dpkg/status" "$R/var/lib/dpkg/available"
+mount -t tmpfs tmpfs "$R/run"
+mount -t tmpfs tmpfs "$R/sys"
+mount -t proc proc "$R/proc"
+fail() { echo "FAIL: $*"; exit 1; }
+# A root without the user (the host may have one from other tests).
+if chroot "$R" getent passwd tollgate >/dev/null; then chroot "$R" userdel tollgate; fi
+if chroot "$R" getent group tollgate >/dev/null; then chroot "$R" groupdel tollgate; fi
+# --force-depends: the empty database lists no libc6.
+dpkg --root="$R" --force-depends -i "$DEB"
+chroot "$R" getent passwd tollgate || fail "postinst made no tollgate user"
+for link in multi-user.target.wants/tollgate.service timers.target.wants/tollgate-policy-pull.timer; do
+    [ ! -e "$R/etc/systemd/system/$link" ] || fail "installing enabled $link"
+done
+chroot "$R" /usr/bin/tollgate --version
+dpkg --root="$R" -r tollgate
+[ -f "$R/etc/tollgate/tollgate.yaml" ] || fail "remove took the conffile"
+chroot "$R" getent passwd tollgate >/dev/null || fail "remove took the user"
+dpkg --root="$R" -P tollgate
+[ ! -e "$R/etc/tollgate/tollgate.yaml" ] || fail "purge left the conffile"
+if chroot "$R" getent passwd tollgate; then fail "purge left the user it made"; fi
+if chroot "$R" getent group tollgate; then fail "purge left the group it made"; fi
+[ ! -e "$R/var/lib/tollgate" ] || fail "purge left /var/lib/tollgate"
+echo "maintainer scripts: ok"
+"#;
+
+fn maintainer_scripts_install_remove_purge(deb: &Path) {
+    let dir = scratch("dpkg");
+    let out = run(
+        "unshare",
+        &[
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            MAINTAINER_SCRIPTS,
+            "sh",
+            dir.0.to_str().unwrap(),
+            deb.to_str().unwrap(),
+        ],
+    );
+    let said = success("dpkg -i, -r, -P in a throwaway root", out);
+    assert!(said.contains("maintainer scripts: ok"), "{said}");
 }
 
 /// Files under `dir`, recursively.
