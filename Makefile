@@ -1,6 +1,6 @@
 # The two entry points of the README. Both run scripts/setup.sh first, which
 # installs whatever is missing and returns at once when nothing is.
-.PHONY: run test setup
+.PHONY: run test setup deb
 
 setup:
 	@scripts/setup.sh
@@ -19,3 +19,37 @@ test: setup
 	cargo +nightly clippy -p tollgate-ebpf --target bpfel-unknown-none -Z build-std=core --target-dir target/bpf-clippy -- -D warnings
 	cargo nextest run --no-fail-fast
 	scripts/fuzz-smoke.sh
+
+# Debian packages: target/debian/tollgate_<version>_<arch>.deb for this host,
+# and for arm64 when the aarch64 cross toolchain is installed (see
+# docs/operations.md#building-the-package). Man pages and completions are
+# generated from the host's binary into <cargo output>/pkg/ first (where
+# cargo-deb looks for target/release/ assets); cargo-deb then packages
+# without building again (`--no-build`).
+ARM64_TARGET := aarch64-unknown-linux-gnu
+deb: setup
+	cargo build --release
+	$(MAKE) --no-print-directory pkg-generated OUT=target/release
+	cargo deb -p tollgate --no-build
+	@if command -v aarch64-linux-gnu-gcc >/dev/null && \
+	    rustup target list --installed | grep -qx '$(ARM64_TARGET)'; then \
+	  echo "deb: building arm64"; \
+	  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+	    cargo build --release --target $(ARM64_TARGET) && \
+	  cargo deb -p tollgate --no-build --target $(ARM64_TARGET); \
+	else \
+	  echo "deb: skipping arm64: needs gcc-aarch64-linux-gnu and \`rustup target add $(ARM64_TARGET)\` (docs/operations.md#building-the-package)"; \
+	fi
+	@ls -l target/debian/*.deb target/$(ARM64_TARGET)/debian/*.deb 2>/dev/null || true
+
+# Man pages and shell completions into $(OUT)/pkg, from the clap definition
+# (the host's binary: the same for every architecture).
+.PHONY: pkg-generated
+pkg-generated:
+	rm -rf $(OUT)/pkg
+	target/release/tollgate man --dir $(OUT)/pkg/man
+	gzip -9n $(OUT)/pkg/man/*.1
+	mkdir -p $(OUT)/pkg/completions
+	target/release/tollgate completions bash > $(OUT)/pkg/completions/tollgate
+	target/release/tollgate completions zsh > $(OUT)/pkg/completions/_tollgate
+	target/release/tollgate completions fish > $(OUT)/pkg/completions/tollgate.fish

@@ -7,10 +7,13 @@
 #                    chrony + ntpsec-ntpdate + sntp (real NTP
 #                    clients and the reference server), prometheus (promtool),
 #                    netsniff-ng (trafgen), iperf3, git, systemd
-#                    (systemd-analyze verifies the unit in deploy/)
+#                    (systemd-analyze verifies the unit in deploy/),
+#                    dpkg-dev (dpkg-shlibdeps: the package's dependencies)
+#                    and lintian (checks the package; `make deb`,
+#                    tests/package.rs)
 #   Rust             nightly rust-src (BPF target build-std), bpf-linker built
 #                    against rustc's own libLLVM, cargo-nextest, cargo-fuzz
-#                    (nightly, for userspace/fuzz), rustfmt, clippy
+#                    (nightly, for userspace/fuzz), cargo-deb, rustfmt, clippy
 #   Kernel           bpffs mounted at /sys/fs/bpf
 set -euo pipefail
 
@@ -21,7 +24,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-packages=(iproute2 iputils-ping curl nftables bpftool xdp-tools chrony ntpsec-ntpdate sntp prometheus netsniff-ng iperf3 git systemd)
+packages=(iproute2 iputils-ping curl nftables bpftool xdp-tools chrony ntpsec-ntpdate sntp prometheus netsniff-ng iperf3 git systemd dpkg-dev lintian)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -79,6 +82,10 @@ fi
 if ! command -v cargo-fuzz >/dev/null; then
   log "installing cargo-fuzz (the fuzzing smoke, scripts/fuzz-smoke.sh)"
   cargo install --quiet --locked cargo-fuzz
+fi
+if ! command -v cargo-deb >/dev/null; then
+  log "installing cargo-deb (make deb)"
+  cargo install --quiet --locked cargo-deb
 fi
 
 if ! mountpoint -q /sys/fs/bpf; then

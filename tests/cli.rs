@@ -690,3 +690,77 @@ fn migration_guide_verdicts() {
         assert!(line.starts_with(&expected), "{packet}: {line}");
     }
 }
+
+#[test]
+fn version_names_the_commit_and_the_bpf_object() {
+    let run = common::tollgate(&["--version"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    // `tollgate 0.1.0 (commit 1a2b3c4, bpf 0123456789abcdef)`, the commit
+    // with `-dirty` for a changed tree, `unknown` outside git.
+    let line = run.stdout.trim_end();
+    let rest = line
+        .strip_prefix(&format!("tollgate {} (commit ", env!("CARGO_PKG_VERSION")))
+        .unwrap_or_else(|| panic!("{line}"));
+    let (commit, bpf) = rest
+        .strip_suffix(')')
+        .and_then(|r| r.split_once(", bpf "))
+        .unwrap_or_else(|| panic!("{line}"));
+    assert_eq!(commit, env!("TOLLGATE_GIT_REVISION"));
+    let hash = commit.strip_suffix("-dirty").unwrap_or(commit);
+    assert!(
+        commit == "unknown" || (hash.len() >= 7 && hash.chars().all(|c| c.is_ascii_hexdigit())),
+        "{line}"
+    );
+    assert!(
+        bpf.len() == 16 && bpf.chars().all(|c| c.is_ascii_hexdigit()),
+        "{line}"
+    );
+    assert_eq!(common::tollgate(&["-V"]).stdout, run.stdout);
+}
+
+#[test]
+fn man_dir_writes_a_page_per_subcommand_and_see_also_cites_them() {
+    let dir = std::env::temp_dir().join(format!("tollgate-man-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = common::tollgate(&["man", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    let mut pages: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    pages.sort();
+    let subcommands = [
+        "check",
+        "completions",
+        "explain",
+        "lab",
+        "man",
+        "run",
+        "status",
+    ];
+    let mut expected: Vec<String> = subcommands
+        .iter()
+        .map(|s| format!("tollgate-{s}.1"))
+        .collect();
+    expected.push("tollgate.1".into());
+    expected.sort();
+    assert_eq!(pages, expected);
+    let top = std::fs::read_to_string(dir.join("tollgate.1")).unwrap();
+    // The page on stdout is the same tollgate(1).
+    assert_eq!(common::tollgate(&["man"]).stdout, top);
+    let see_also = top.split(".SH \"SEE ALSO\"").nth(1).expect("SEE ALSO");
+    for sub in subcommands {
+        assert!(see_also.contains(&format!("tollgate\\-{sub}(1)")), "{sub}");
+        let page = std::fs::read_to_string(dir.join(format!("tollgate-{sub}.1"))).unwrap();
+        assert!(page.contains(".TH tollgate"), "tollgate-{sub}(1)");
+        assert!(page.contains(".SH EXAMPLES"), "tollgate-{sub}(1)");
+        assert!(page.contains(".SH \"EXIT STATUS\""), "tollgate-{sub}(1)");
+        assert!(
+            page.contains("tollgate(1)"),
+            "tollgate-{sub}(1) cites tollgate(1)"
+        );
+    }
+    // No page for clap's `help`, and no reference to one.
+    assert!(!top.contains("tollgate\\-help"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

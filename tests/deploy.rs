@@ -709,7 +709,7 @@ fn systemd_unit_is_a_notify_service_with_reload_and_bounded_capabilities() {
     assert_eq!(value("ExecReload"), "/bin/kill -HUP $MAINPID");
     assert_eq!(
         value("ExecStart"),
-        "/usr/local/bin/tollgate run --config /etc/tollgate/tollgate.yaml"
+        "/usr/bin/tollgate run --config /etc/tollgate/tollgate.yaml"
     );
     // An unprivileged user with exactly the capabilities the daemon needs
     // (tests/least_privilege.rs runs it so, and without each one).
@@ -753,7 +753,7 @@ fn systemd_unit_is_a_notify_service_with_reload_and_bounded_capabilities() {
     let copy = scratch.0.join("tollgate.service");
     std::fs::write(
         &copy,
-        unit.replace("ExecStart=/usr/local/bin/tollgate ", "ExecStart=/bin/true "),
+        unit.replace("ExecStart=/usr/bin/tollgate ", "ExecStart=/bin/true "),
     )
     .unwrap();
     let out = run(

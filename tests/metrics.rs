@@ -253,7 +253,10 @@ fn exact_counts_for_known_traffic_across_reload_and_restart() {
     assert!(sample(&m, "process_open_fds", &[]).unwrap() > 0.0);
     expect(
         "tollgate_build_info",
-        &[("version", env!("CARGO_PKG_VERSION"))],
+        &[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("revision", env!("TOLLGATE_GIT_REVISION")),
+        ],
         1,
     );
 

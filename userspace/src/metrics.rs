@@ -88,10 +88,12 @@ impl Metrics {
             m.reloads.with_label_values(&[r]);
         }
         let build = IntGaugeVec::new(
-            Opts::new("tollgate_build_info", "Tollgate version."),
-            &["version"],
+            Opts::new("tollgate_build_info", "Tollgate version and git commit."),
+            &["version", "revision"],
         )?;
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("TOLLGATE_GIT_REVISION")])
+            .set(1);
         m.registry.register(Box::new(build))?;
         m.registry.register(Box::new(m.reloads.clone()))?;
         m.registry.register(Box::new(m.generation.clone()))?;
