@@ -36,6 +36,7 @@ use aya::{
 };
 use tollgate_common::{PROG_TC, PROG_TC_IP, PROG_XDP, PROG_XDP_IP};
 
+use super::bpf_obj;
 use crate::{config::AttachPolicy, links::LinkKind};
 
 /// How the program is attached to an interface.
@@ -340,41 +341,15 @@ fn adopt(
 /// interface is gone. aya's `LinkInfo` does not expose it, so this asks
 /// the kernel directly (`BPF_OBJ_GET`, then `BPF_OBJ_GET_INFO_BY_FD`).
 fn pinned_link_ifindex(path: &Path) -> Result<u32> {
-    use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
-    const BPF_OBJ_GET: libc::c_long = 7;
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
-    // union bpf_attr for BPF_OBJ_GET: pathname, bpf_fd, file_flags.
-    let mut attr = [0u64; 4];
-    attr[0] = c_path.as_ptr() as u64;
-    // SAFETY: the bpf syscall reads `attr` (and the path it points to),
-    // both alive for the call.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, attr.as_mut_ptr(), 32) };
-    if fd < 0 {
-        bail!(
-            "open pinned link {}: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        );
-    }
-    // SAFETY: a fresh fd returned by the kernel, owned from here on.
-    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    use std::os::fd::AsFd as _;
+    let fd = bpf_obj::open_pinned(path)?;
     // struct bpf_link_info: type, id, prog_id, then an 8-byte aligned union
     // whose xdp and tcx members both start with the ifindex (offset 16).
     let mut info = [0u64; 32];
-    let mut attr = [0u64; 2];
-    attr[0] =
-        u64::from(std::os::fd::AsRawFd::as_raw_fd(&fd) as u32) | (((info.len() * 8) as u64) << 32);
-    attr[1] = info.as_mut_ptr() as u64;
-    // SAFETY: the kernel writes at most info_len bytes into `info`.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, attr.as_mut_ptr(), 16) };
-    if rc < 0 {
-        bail!(
-            "link info of {}: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        );
-    }
+    // SAFETY: plain integers, larger than the kernel's struct (the tail
+    // stays zero, as the kernel requires).
+    unsafe { bpf_obj::object_info(fd.as_fd(), &mut info) }
+        .with_context(|| format!("link info of {}", path.display()))?;
     Ok(info[2] as u32)
 }
 
@@ -394,32 +369,14 @@ impl ProgramIdentity {
 
     /// The program pinned at `path`.
     pub fn pinned(path: &Path) -> Result<ProgramIdentity> {
-        use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
-        const BPF_OBJ_GET: libc::c_long = 7;
-        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
-        // union bpf_attr for BPF_OBJ_GET: pathname, bpf_fd, file_flags.
-        let mut attr = [0u64; 4];
-        attr[0] = c_path.as_ptr() as u64;
-        // SAFETY: the bpf syscall reads `attr` (and the path it points to),
-        // both alive for the call.
-        let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, attr.as_mut_ptr(), 32) };
-        if fd < 0 {
-            bail!(
-                "open pinned program {}: {}",
-                path.display(),
-                std::io::Error::last_os_error()
-            );
-        }
-        // SAFETY: a fresh fd returned by the kernel, owned from here on.
-        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
-        ProgramIdentity::of(fd.as_fd())
+        use std::os::fd::AsFd as _;
+        ProgramIdentity::of(bpf_obj::open_pinned(path)?.as_fd())
     }
 
     /// The program behind `fd`. Asked through the fd itself: aya's
     /// `ProgramInfo::map_ids` reopens the program by id, which needs
     /// CAP_SYS_ADMIN, and the controller runs without it.
     pub fn of(fd: BorrowedFd<'_>) -> Result<ProgramIdentity> {
-        const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
         /// The head of struct bpf_prog_info, up to the map ids; the kernel
         /// fills no more than the length it is given.
         #[repr(C)]
@@ -438,20 +395,9 @@ impl ProgramIdentity {
             map_ids: u64,
         }
         let query = |info: &mut Info| -> Result<()> {
-            // union bpf_attr for BPF_OBJ_GET_INFO_BY_FD: bpf_fd, info_len, info.
-            let mut attr = [0u64; 2];
-            attr[0] = u64::from(std::os::fd::AsRawFd::as_raw_fd(&fd) as u32)
-                | ((std::mem::size_of::<Info>() as u64) << 32);
-            attr[1] = std::ptr::from_mut(info) as u64;
-            // SAFETY: the kernel writes at most info_len bytes into `info`,
-            // and at most `nr_map_ids` ids where `map_ids` points.
-            let rc = unsafe {
-                libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, attr.as_mut_ptr(), 16)
-            };
-            if rc < 0 {
-                bail!("program info: {}", std::io::Error::last_os_error());
-            }
-            Ok(())
+            // SAFETY: `Info` is the head of struct bpf_prog_info, and
+            // `map_ids` points at `nr_map_ids` u32s (or is null with 0).
+            unsafe { bpf_obj::object_info(fd, info) }.context("program info")
         };
         // First how many maps, then their ids.
         let mut info = Info::default();

@@ -15,6 +15,7 @@
 //! so the next install can write at once.
 
 pub mod attach;
+mod bpf_obj;
 pub mod counters;
 pub mod events;
 pub mod layout;
