@@ -166,15 +166,7 @@ fn usage_errors_exit_2() {
 fn check_and_explain_read_the_controller_config() {
     let dir = std::env::temp_dir().join(format!("tollgate-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("tollgate.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "interfaces: [tg-absent0]\npolicy-dir: {}\nntp:\n  listen: [\"100.127.0.123:123\"]\n",
-            common::repo_root().join("policies").display()
-        ),
-    )
-    .unwrap();
+    let config = config_with(&dir, "tg-absent0");
     let config = config.to_str().unwrap();
     let run = tollgate(&["check", "--config", config]);
     assert_eq!(run.status, 0, "{}", run.stderr);
