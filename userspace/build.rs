@@ -74,7 +74,16 @@ fn git_revision(workspace: &Path) -> String {
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
-    for path in ["userspace", "ebpf", "Cargo.toml", "Cargo.lock"] {
+    // The sources, not all of userspace/: the fuzz crate's target and
+    // artifacts live there and change on every fuzz run.
+    for path in [
+        "userspace/src",
+        "userspace/build.rs",
+        "userspace/Cargo.toml",
+        "ebpf",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", workspace.join(path).display());
     }
     let Some(hash) = git(&["rev-parse", "--short", "HEAD"]) else {
