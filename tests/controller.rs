@@ -17,13 +17,6 @@ use tollgate::netns::{RIG_DEVICE_IFACE, Rig};
 const SERVICE: &str = "203.0.113.30";
 const DEVICE: &str = "10.64.0.10";
 
-fn policy_allowing(port: u16) -> String {
-    format!(
-        "groups:\n  meters:\n    devices: [10.64.0.0/16]\n    default: deny\n    rules:\n      \
-         - allow: {{to: 203.0.113.0/24, proto: udp, ports: [{port}]}}\n"
-    )
-}
-
 fn rig(tag: &str) -> Rig {
     let rig = Rig::create(&format!("tg-{tag}-{}", std::process::id())).unwrap();
     rig.add_device(DEVICE).unwrap();
@@ -78,7 +71,7 @@ fn a_policy_edit_takes_effect_and_the_latency_is_measured() {
         "reload",
         &[RIG_DEVICE_IFACE],
         "",
-        &[("meters.yaml", &policy_allowing(7000))],
+        &[("meters.yaml", &common::policy_allowing(7000))],
     );
     assert_eq!(probe(&rig, &[7000, 7001], 5), [5, 0]);
 
@@ -86,7 +79,7 @@ fn a_policy_edit_takes_effect_and_the_latency_is_measured() {
     receiver.set_nonblocking(true).unwrap();
     let sender = sender(&rig);
     let written = Instant::now();
-    daemon.write_policy("meters.yaml", &policy_allowing(7001));
+    daemon.write_policy("meters.yaml", &common::policy_allowing(7001));
     let latency = loop {
         sender.send_to(b"x", (SERVICE, 7001)).unwrap();
         std::thread::sleep(Duration::from_micros(500));
@@ -119,7 +112,7 @@ fn a_bad_policy_is_rejected_loudly_and_the_last_good_one_stays() {
         "bad",
         &[RIG_DEVICE_IFACE],
         "",
-        &[("meters.yaml", &policy_allowing(7000))],
+        &[("meters.yaml", &common::policy_allowing(7000))],
     );
     daemon.write_policy(
         "meters.yaml",
@@ -142,7 +135,7 @@ fn a_bad_policy_is_rejected_loudly_and_the_last_good_one_stays() {
     );
     assert!(daemon.logs().contains("generation 1 stays in force"));
 
-    daemon.write_policy("meters.yaml", &policy_allowing(7001));
+    daemon.write_policy("meters.yaml", &common::policy_allowing(7001));
     daemon.wait_status(Duration::from_secs(5), |s| s.policy.generation == 2);
     assert_eq!(probe(&rig, &[7000, 7001], 5), [0, 5]);
 }
@@ -156,7 +149,7 @@ fn a_symlink_swap_of_the_directory_is_one_reload() {
         "swapdir",
         &[RIG_DEVICE_IFACE],
         "",
-        &[("meters.yaml", &policy_allowing(7000))],
+        &[("meters.yaml", &common::policy_allowing(7000))],
     );
     // Re-point the configuration at `current -> v1`, as deploy tools lay it out.
     let v1 = daemon.root.join("v1");
@@ -178,7 +171,7 @@ fn a_symlink_swap_of_the_directory_is_one_reload() {
         // A checkout of many files, then one atomic swap.
         std::fs::write(v2.join(format!("extra{i}.yaml")), "lists: {}\n").unwrap();
     }
-    std::fs::write(v2.join("meters.yaml"), policy_allowing(7001)).unwrap();
+    std::fs::write(v2.join("meters.yaml"), common::policy_allowing(7001)).unwrap();
     let tmp = daemon.root.join("current.tmp");
     std::os::unix::fs::symlink(&v2, &tmp).unwrap();
     std::fs::rename(&tmp, &current).unwrap();
@@ -191,7 +184,7 @@ fn a_symlink_swap_of_the_directory_is_one_reload() {
     assert_eq!(probe(&rig, &[7000, 7001], 5), [0, 5]);
 
     // Later edits in the new target are followed.
-    write_atomically(&v2.join("meters.yaml"), &policy_allowing(7002));
+    write_atomically(&v2.join("meters.yaml"), &common::policy_allowing(7002));
     daemon.wait_status(Duration::from_secs(5), |s| {
         s.policy.generation == before + 2
     });
@@ -207,7 +200,7 @@ fn kill_9_and_restart_never_let_a_denied_packet_through() {
         "restart",
         &[RIG_DEVICE_IFACE],
         "",
-        &[("meters.yaml", &policy_allowing(7000))],
+        &[("meters.yaml", &common::policy_allowing(7000))],
     );
     let denied = receiver(&rig, 7001);
     denied.set_nonblocking(true).unwrap();
@@ -251,7 +244,7 @@ fn a_hundred_reloads_under_traffic_drop_nothing_allowed_and_pass_nothing_denied(
     common::require_root();
     let rig = rig("churn");
     // Two policies with the same verdicts written differently.
-    let a = policy_allowing(7000);
+    let a = common::policy_allowing(7000);
     let b = format!(
         "{a}      - deny: {{to: 198.51.100.0/24, id: never-used}}\n      \
          - allow: {{to: 203.0.113.30, proto: udp, ports: [\"7000-7000\"], id: same-port}}\n"
@@ -317,7 +310,7 @@ fn deny_events_are_structured_log_lines_naming_the_rule() {
             "meters.yaml",
             &format!(
                 "{}      - deny: {{to: 203.0.113.30, proto: udp, ports: [7009], id: no-debug}}\n",
-                policy_allowing(7000)
+                common::policy_allowing(7000)
             ),
         )],
     );
@@ -354,7 +347,7 @@ fn status_and_check_config_commands() {
         "status",
         &[RIG_DEVICE_IFACE],
         "",
-        &[("meters.yaml", &policy_allowing(7000))],
+        &[("meters.yaml", &common::policy_allowing(7000))],
     );
     let run = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))

@@ -17,9 +17,6 @@ use std::{
 use common::daemon::Daemon;
 use tollgate::netns::Namespace;
 
-const GOOD: &str = "groups:\n  meters:\n    devices: [10.64.0.0/16]\n    default: deny\n    \
-                    rules:\n      - allow: {to: 203.0.113.0/24, proto: udp, ports: [7000]}\n";
-
 fn namespace(tag: &str) -> Namespace {
     common::require_root();
     let ns = common::namespace(tag);
@@ -56,7 +53,7 @@ fn a_reload_past_its_budget_fails_and_the_daemon_answers_meanwhile() {
         "budget",
         &["dev0"],
         "limits:\n  reload-timeout: 100ms\n",
-        &[("p.yaml", GOOD)],
+        &[("p.yaml", &common::policy_allowing(7000))],
     );
     let generation = d.status().policy.generation;
     let text = big_policy(1 << 20);
@@ -112,7 +109,7 @@ fn slow_and_flooding_clients_do_not_starve_metrics_or_status() {
         "peers",
         &["dev0"],
         &format!("metrics:\n  listen: 127.0.0.1:{port}\n"),
-        &[("p.yaml", GOOD)],
+        &[("p.yaml", &common::policy_allowing(7000))],
     );
     let mode = std::fs::metadata(&d.control_socket)
         .unwrap()
@@ -194,7 +191,13 @@ fn check_config_rejects_what_run_would_before_anything_is_pinned() {
         ),
     ];
     for (config, want) in cases {
-        let d = Daemon::prepare(&ns, "preflight", &[], "", &[("p.yaml", GOOD)]);
+        let d = Daemon::prepare(
+            &ns,
+            "preflight",
+            &[],
+            "",
+            &[("p.yaml", &common::policy_allowing(7000))],
+        );
         let text = std::fs::read_to_string(&d.config)
             .unwrap()
             .replace("interfaces: []\n", config);
@@ -217,7 +220,13 @@ fn check_config_rejects_what_run_would_before_anything_is_pinned() {
         }
     }
     // A missing interface is a warning: it is attached when it appears.
-    let d = Daemon::prepare(&ns, "preflight", &["wg9"], "", &[("p.yaml", GOOD)]);
+    let d = Daemon::prepare(
+        &ns,
+        "preflight",
+        &["wg9"],
+        "",
+        &[("p.yaml", &common::policy_allowing(7000))],
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .args(["run", "--netns", ns.name(), "--check-config", "--config"])
         .arg(&d.config)

@@ -24,7 +24,7 @@ use tollgate::{
     tables::CompiledPolicy,
 };
 
-use common::fleet::{DEVICES, POLICY, Probe, SERVICES, TCP_PORTS, UDP_PORTS, predicted};
+use common::fleet::{self, DEVICES, POLICY, Probe, SERVICES, TCP_PORTS, UDP_PORTS};
 
 /// The policy, with `gateway` the addresses of the gateway's device-facing
 /// interface (as the daemon reads them), so IPv6 neighbour discovery to it
@@ -147,29 +147,7 @@ fn real_traffic_is_allowed_and_blocked_as_explain_predicts_in_xdp_and_tc() {
     }
 
     let (policy, tables) = load(&rig);
-    let mut cases = Vec::new();
-    for d in DEVICES {
-        let src: IpAddr = d.parse().unwrap();
-        for s in SERVICES {
-            let dst: IpAddr = s.parse().unwrap();
-            if src.is_ipv4() != dst.is_ipv4() {
-                continue;
-            }
-            let probes = TCP_PORTS
-                .map(Probe::Tcp)
-                .into_iter()
-                .chain(UDP_PORTS.map(Probe::Udp))
-                .chain([Probe::Ping]);
-            for probe in probes {
-                cases.push((
-                    src,
-                    dst,
-                    probe,
-                    predicted(&policy, &tables, src, dst, probe),
-                ));
-            }
-        }
-    }
+    let cases = fleet::cases(&policy, &tables);
     let allowed = cases.iter().filter(|c| c.3).count();
     assert!(
         allowed > 10 && allowed < cases.len() - 10,

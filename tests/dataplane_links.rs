@@ -32,14 +32,7 @@ use tollgate::{
     policy::{self, Environment, Source},
 };
 
-use common::fleet::{DEVICES, POLICY, SERVICES, TCP_PORTS, UDP_PORTS, predicted};
-const PROBES: [Probe; 5] = [
-    Probe::Tcp(TCP_PORTS[0]),
-    Probe::Tcp(TCP_PORTS[1]),
-    Probe::Udp(UDP_PORTS[0]),
-    Probe::Udp(UDP_PORTS[1]),
-    Probe::Ping,
-];
+use common::fleet::{self, POLICY, SERVICES, UDP_PORTS};
 
 /// `ARPHRD_*` values Tollgate parses as raw IP, with the kernel driver that
 /// makes such links for real (`None`: tun itself).
@@ -102,28 +95,6 @@ fn load() -> (tollgate::policy::Policy, tollgate::tables::CompiledPolicy) {
     (loaded.policy, tables)
 }
 
-/// Every (device, service, probe) of one family, with explain's verdict.
-fn cases(
-    policy: &tollgate::policy::Policy,
-    tables: &tollgate::tables::CompiledPolicy,
-) -> Vec<(IpAddr, IpAddr, Probe, bool)> {
-    let mut out = Vec::new();
-    for d in DEVICES {
-        let src: IpAddr = d.parse().unwrap();
-        for s in SERVICES {
-            let dst: IpAddr = s.parse().unwrap();
-            if src.is_ipv4() != dst.is_ipv4() {
-                continue;
-            }
-            for probe in PROBES {
-                let allowed = predicted(policy, tables, src, dst, probe);
-                out.push((src, dst, probe, allowed));
-            }
-        }
-    }
-    out
-}
-
 /// Sends every case through `tun` and returns the disagreements with
 /// explain. Each case gets its own tag (source port or echo id).
 fn run_cases(tun: &Tun, cases: &[(IpAddr, IpAddr, Probe, bool)], first_tag: u16) -> Vec<String> {
@@ -165,7 +136,7 @@ fn raw_ip_links_filter_real_traffic_as_explain_predicts_in_xdp_and_tc() {
     common::require_root();
     let rig = rig("links");
     let (policy, tables) = load();
-    let cases = cases(&policy, &tables);
+    let cases = fleet::cases(&policy, &tables);
     let allowed = cases.iter().filter(|c| c.3).count();
     assert!(allowed > 10 && allowed < cases.len() - 10, "both outcomes");
 
@@ -262,8 +233,6 @@ fn native_xdp_is_refused_on_raw_ip_links_and_unknown_types_are_refused_by_name()
     assert!(dataplane.attach(&lo, AttachPolicy::Auto).is_err());
 }
 
-const DAEMON_POLICY: &str = "groups:\n  meters:\n    devices: [10.64.0.0/16]\n    default: deny\n    \
-     rules:\n      - allow: {to: 203.0.113.0/24, proto: udp, ports: [7000]}\n";
 const DEVICE: &str = "10.64.0.10";
 const SERVICE: &str = "203.0.113.5";
 
@@ -317,7 +286,7 @@ fn an_interface_of_an_unsupported_link_type_is_refused_at_start() {
         "refuse",
         &["tun0"],
         "metrics:\n  listen: 127.0.0.1:19190\n",
-        &[("p.yaml", DAEMON_POLICY)],
+        &[("p.yaml", &common::policy_allowing(7000))],
     );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .args(["run", "--netns", ns.name(), "--config"])
@@ -345,7 +314,7 @@ fn an_interface_that_disappears_and_returns_is_attached_again_by_itself() {
         "hotplug",
         &["tun0"],
         &format!("metrics:\n  listen: 127.0.0.1:{port}\n"),
-        &[("p.yaml", DAEMON_POLICY)],
+        &[("p.yaml", &common::policy_allowing(7000))],
     );
     let s = d.status();
     assert_eq!(s.interfaces[0].state, "attached", "{s:#?}");
@@ -455,7 +424,7 @@ fn a_configured_interface_missing_at_start_is_reported_and_attached_when_it_appe
         "late",
         &["tun0"],
         &format!("metrics:\n  listen: 127.0.0.1:{port}\n"),
-        &[("p.yaml", DAEMON_POLICY)],
+        &[("p.yaml", &common::policy_allowing(7000))],
     );
     assert_eq!(d.status().interfaces[0].state, "missing");
     assert!(

@@ -39,13 +39,6 @@ const SERVICE: &str = "203.0.113.50";
 const DEVICE: &str = "10.64.0.10";
 const NTP: &str = "100.127.0.123";
 
-fn policy_allowing(port: u16) -> String {
-    format!(
-        "groups:\n  meters:\n    devices: [10.64.0.0/16]\n    default: deny\n    rules:\n      \
-         - allow: {{to: 203.0.113.0/24, proto: udp, ports: [{port}]}}\n"
-    )
-}
-
 /// NTP on port 123, so CAP_NET_BIND_SERVICE is needed.
 fn ntp_config() -> String {
     format!("ntp:\n  listen: [\"{NTP}:123\"]\n  reference: local\n  stratum: 10\n")
@@ -327,7 +320,7 @@ fn runs_as_the_tollgate_user_with_only_the_units_capabilities() {
         "lp",
         &[RIG_DEVICE_IFACE],
         &ntp_config(),
-        &[("meters.yaml", &policy_allowing(7000))],
+        &[("meters.yaml", &common::policy_allowing(7000))],
     );
     unprivileged(&mut daemon, &user);
     let prefix = prefix(&rig.gateway, &CAPABILITIES);
@@ -394,7 +387,7 @@ fn runs_as_the_tollgate_user_with_only_the_units_capabilities() {
     }
 
     // A policy edit is followed (the directory watch works as the user).
-    daemon.write_policy("meters.yaml", &policy_allowing(7001));
+    daemon.write_policy("meters.yaml", &common::policy_allowing(7001));
     daemon.wait_status(Duration::from_secs(10), |s| s.policy.generation == 2);
     assert_eq!(probe(&rig, &[7000, 7001], 5), [0, 5]);
 
@@ -496,7 +489,7 @@ fn without_any_one_of_the_capabilities_it_does_not_start() {
             &format!("lpcap-{missing}"),
             &[RIG_DEVICE_IFACE],
             &ntp_config(),
-            &[("meters.yaml", &policy_allowing(7000))],
+            &[("meters.yaml", &common::policy_allowing(7000))],
         );
         unprivileged(&mut daemon, &user);
         let (success, logs) = run_to_exit(

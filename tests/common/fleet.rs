@@ -11,6 +11,34 @@ use tollgate::{
     tables::{CompiledPolicy, PacketFacts},
 };
 
+/// Every probe a fleet test sends: one allowed and one denied port of each
+/// transport for meters, and a ping.
+pub const PROBES: [Probe; 5] = [
+    Probe::Tcp(TCP_PORTS[0]),
+    Probe::Tcp(TCP_PORTS[1]),
+    Probe::Udp(UDP_PORTS[0]),
+    Probe::Udp(UDP_PORTS[1]),
+    Probe::Ping,
+];
+
+/// Every (device, service, probe) of one family, with explain's verdict.
+pub fn cases(policy: &Policy, tables: &CompiledPolicy) -> Vec<(IpAddr, IpAddr, Probe, bool)> {
+    let mut out = Vec::new();
+    for d in DEVICES {
+        let src: IpAddr = d.parse().unwrap();
+        for s in SERVICES {
+            let dst: IpAddr = s.parse().unwrap();
+            if src.is_ipv4() != dst.is_ipv4() {
+                continue;
+            }
+            for probe in PROBES {
+                out.push((src, dst, probe, predicted(policy, tables, src, dst, probe)));
+            }
+        }
+    }
+    out
+}
+
 /// What a probe sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Probe {

@@ -54,6 +54,15 @@ fn sweep_stale() {
     }
 }
 
+/// One group, `meters` (10.64.0.0/16), default deny, allowed only UDP to
+/// `port` on 203.0.113.0/24: the policy the daemon suites start from and edit.
+pub fn policy_allowing(port: u16) -> String {
+    format!(
+        "groups:\n  meters:\n    devices: [10.64.0.0/16]\n    default: deny\n    rules:\n      \
+         - allow: {{to: 203.0.113.0/24, proto: udp, ports: [{port}]}}\n"
+    )
+}
+
 /// Creates a namespace whose name is unique to this process and call site.
 pub fn namespace(tag: &str) -> Namespace {
     static NEXT: AtomicU32 = AtomicU32::new(0);
