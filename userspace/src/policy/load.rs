@@ -174,12 +174,13 @@ fn validate_sources(
         (&a.file, a.line, a.column, a.severity).cmp(&(&b.file, b.line, b.column, b.severity))
     });
     bound_report(&mut diagnostics);
-    match policy {
-        Some(policy) if !diagnostics.iter().any(Diagnostic::is_error) => Ok(Loaded {
+    if diagnostics.iter().any(Diagnostic::is_error) {
+        Err(diagnostics)
+    } else {
+        Ok(Loaded {
             policy,
             warnings: diagnostics,
-        }),
-        _ => Err(diagnostics),
+        })
     }
 }
 

@@ -33,7 +33,7 @@ pub(super) fn validate(
     files: &[&ParsedFile],
     env: &Environment,
     out: &mut Vec<Diagnostic>,
-) -> Option<Policy> {
+) -> Policy {
     let mut checker = Checker {
         out,
         env,
@@ -51,13 +51,13 @@ pub(super) fn validate(
         v.dedup();
         v
     };
-    Some(Policy {
+    Policy {
         groups,
         unknown_devices,
         unknown_devices_origin,
         ntp: sorted(&env.ntp),
         gateway: sorted(&env.gateway),
-    })
+    }
 }
 
 struct Checker<'a> {
