@@ -10,6 +10,7 @@ use tollgate::{
     policy::Policy,
     tables::{CompiledPolicy, PacketFacts},
 };
+use tollgate_common::Verdict;
 
 /// Every probe a fleet test sends: one allowed and one denied port of each
 /// transport for meters, and a ping.
@@ -67,7 +68,7 @@ pub fn predicted(
         proto,
         dport,
     };
-    explain(policy, tables, &facts).verdict != "deny"
+    explain(policy, tables, &facts).verdict != Verdict::Deny
 }
 
 pub const POLICY: &str = "\

@@ -32,7 +32,7 @@ use crate::{
     links::InterfaceChanges,
     metrics::{DataplaneCollector, Metrics, RuleLabels, ScrapeView},
     ntp::{NtpService, SourceGroups},
-    policy::{Environment, ParseCache, Policy},
+    policy::{Action, Environment, ParseCache, Policy},
     reload::{Candidate, ChangeSummary, prepare, watch::PolicyWatcher},
     systemd::{self, monotonic_usec, notify},
     tables::{CompiledPolicy, CounterOwner, Decider},
@@ -686,11 +686,7 @@ impl Daemon {
                         .policy
                         .rule(group, id)
                         .ok_or_else(|| anyhow!("rule {group}/{id} missing from the policy"))?;
-                    (
-                        rule.action.to_string(),
-                        rule.origin.file.clone(),
-                        rule.origin.line,
-                    )
+                    (rule.action, rule.origin.file.clone(), rule.origin.line)
                 }
                 Decider::GroupDefault => {
                     let (default, file, line) =
@@ -713,11 +709,11 @@ impl Daemon {
                                     .map_or(0, |o| o.line),
                             ),
                         };
-                    (default.to_string(), file, line)
+                    (default, file, line)
                 }
-                Decider::BuiltinNtp => ("allow".to_string(), String::new(), 0),
+                Decider::BuiltinNtp => (Action::Allow, String::new(), 0),
             };
-            let rule = RuleLabels::rule_id(decider);
+            let rule = decider.rule_id().to_string();
             if let Some(index) = dp.counter_index(logical as u32) {
                 labels.insert(
                     index,
@@ -733,7 +729,7 @@ impl Daemon {
                 group: group.clone(),
                 rule,
                 owner: owner.clone(),
-                action: if action == "deny" { "deny" } else { "allow" },
+                action: action.label(),
                 file,
                 line,
             });

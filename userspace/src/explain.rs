@@ -7,8 +7,8 @@
 
 use std::fmt::{self, Write as _};
 
-use serde::Serialize;
-use tollgate_common::DecisionReason;
+use serde::{Serialize, Serializer};
+use tollgate_common::{DecisionReason, Verdict};
 
 use crate::{
     model::{
@@ -16,7 +16,7 @@ use crate::{
         naive::{self, Beaten, Candidate, Source},
     },
     policy::{Action, Origin, Policy, proto_name},
-    tables::{CompiledPolicy, PacketFacts},
+    tables::{CompiledPolicy, Decider, PacketFacts},
 };
 
 /// Everything `explain` reports; serialised as its JSON output.
@@ -29,10 +29,12 @@ pub struct Explanation {
     pub device_prefix: Option<String>,
     /// Where that device prefix is written.
     pub device_at: Option<Place>,
-    /// `allow`, `deny` or `audit-deny`.
-    pub verdict: &'static str,
-    /// `rule`, `group-default`, `unknown-device` or `builtin-ntp`.
-    pub reason: &'static str,
+    /// `allow`, `deny` or `audit-deny` in JSON.
+    #[serde(serialize_with = "verdict_label")]
+    pub verdict: Verdict,
+    /// `rule`, `group-default`, `unknown-device` or `builtin-ntp` in JSON.
+    #[serde(serialize_with = "reason_label")]
+    pub reason: DecisionReason,
     /// The deciding rule's place; `null` unless a rule decided.
     pub rule: Option<Place>,
     pub rule_id: Option<String>,
@@ -140,8 +142,8 @@ pub fn explain(policy: &Policy, tables: &CompiledPolicy, packet: &PacketFacts) -
         group_id: decision.group,
         device_prefix: decision.device.map(|d| d.to_string()),
         device_at: group.map(|g| Place::from(&g.device.origin)),
-        verdict: decision.verdict.label(),
-        reason: decision.reason.label(),
+        verdict: decision.verdict,
+        reason: decision.reason,
         rule: (decision.reason == DecisionReason::Rule)
             .then(|| decided_at.clone())
             .flatten(),
@@ -165,7 +167,7 @@ fn candidate_view(c: &Candidate, winner: Option<&Candidate>) -> CandidateView {
     CandidateView {
         rule_id: match c.source {
             Source::Rule(rule) => rule.id.to_string(),
-            Source::BuiltinNtp(_) => "builtin-ntp".into(),
+            Source::BuiltinNtp(_) => Decider::BuiltinNtp.rule_id().into(),
         },
         file: origin.map(|o| o.file.clone()),
         line: origin.map(|o| o.line),
@@ -236,15 +238,15 @@ impl Explanation {
                 &format!("{} ({} is in no group's devices)", self.group, p.src),
             ),
         }
-        let audit = if self.verdict == "audit-deny" {
+        let audit = if self.verdict == Verdict::AuditDeny {
             " (audit mode: counted and reported, the packet passes)"
         } else {
             ""
         };
-        line("verdict", &format!("{}{audit}", self.verdict));
+        line("verdict", &format!("{}{audit}", self.verdict.label()));
         let at = |place: &Option<Place>| place.as_ref().map_or(String::new(), |p| format!(", {p}"));
         match self.reason {
-            "rule" => {
+            DecisionReason::Rule => {
                 let w = &self.candidates[0];
                 line(
                     "decided",
@@ -252,28 +254,29 @@ impl Explanation {
                 );
                 line("", &describe(w));
             }
-            "builtin-ntp" => line(
+            DecisionReason::BuiltinNtp => line(
                 "decided",
                 &format!(
                     "built-in ntp: every group may query the NTP address {} on udp port 123",
                     p.dst
                 ),
             ),
-            "unknown-device" => line(
+            DecisionReason::UnknownDevice => line(
                 "decided",
                 &match &self.decided_at {
                     Some(place) => format!(
                         "unknown device: unknown-devices is {} ({place})",
-                        self.verdict
+                        self.verdict.label()
                     ),
                     None => "unknown device: unknown-devices is not set, so deny".to_string(),
                 },
             ),
-            _ => {
-                let default = if self.verdict == "allow" {
-                    "allow"
+            DecisionReason::GroupDefault => {
+                // In audit mode a deny default shows as audit-deny.
+                let default = if self.verdict == Verdict::Allow {
+                    Action::Allow
                 } else {
-                    "deny"
+                    Action::Deny
                 };
                 line(
                     "decided",
@@ -299,6 +302,14 @@ impl Explanation {
         }
         out
     }
+}
+
+fn verdict_label<S: Serializer>(verdict: &Verdict, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(verdict.label())
+}
+
+fn reason_label<S: Serializer>(reason: &DecisionReason, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(reason.label())
 }
 
 /// `allow tcp to aws-tokyo (13.112.0.0/14) port 443`: the rule as it

@@ -26,7 +26,7 @@ use tollgate_common::{Counter, Stat, Verdict};
 use crate::{
     datapath::{AttachMode, Dataplane},
     links::LinkKind,
-    tables::{CounterOwner, Decider},
+    tables::CounterOwner,
 };
 
 /// Label value of the pseudo-rule summing rules beyond the series limit.
@@ -148,16 +148,6 @@ pub struct ScrapeView {
     /// Configured interfaces and the mode and link kind each is attached
     /// with, if it is.
     pub interfaces: Vec<(String, Option<(AttachMode, LinkKind)>)>,
-}
-
-impl RuleLabels {
-    pub fn rule_id(decider: &Decider) -> String {
-        match decider {
-            Decider::Rule(id) => id.clone(),
-            Decider::GroupDefault => "default".into(),
-            Decider::BuiltinNtp => "builtin-ntp".into(),
-        }
-    }
 }
 
 /// Reads the dataplane's counters at scrape time.

@@ -121,6 +121,18 @@ pub enum Decider {
     BuiltinNtp,
 }
 
+impl Decider {
+    /// The `rule` label of its metrics and events, and its id in `explain`:
+    /// a rule's own id, else one of the ids reserved for the others.
+    pub fn rule_id(&self) -> &str {
+        match self {
+            Decider::Rule(id) => id,
+            Decider::GroupDefault => "default",
+            Decider::BuiltinNtp => "builtin-ntp",
+        }
+    }
+}
+
 /// The facts of a packet that the decision reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PacketFacts {

@@ -17,6 +17,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use tollgate_common::Verdict;
 
 use self::{
     daemon::LabDaemon,
@@ -325,15 +326,25 @@ fn print_counters(topology: &Topology) -> Result<()> {
     };
     println!(
         "  {:<12} {:>8} {:>8} {:>11} {:>12}",
-        "group", "allow", "deny", "audit-deny", "ntp served"
+        "group",
+        Verdict::Allow.label(),
+        Verdict::Deny.label(),
+        Verdict::AuditDeny.label(),
+        "ntp served"
     );
     for group in ["meters", "cameras", "quarantine", "_unknown"] {
         let g = ("group", group);
+        let packets = |verdict: Verdict| {
+            value(
+                "tollgate_packets_total",
+                &[g, ("verdict", verdict.metric_label())],
+            )
+        };
         println!(
             "  {group:<12} {:>8} {:>8} {:>11} {:>12}",
-            value("tollgate_packets_total", &[g, ("verdict", "allow")]),
-            value("tollgate_packets_total", &[g, ("verdict", "deny")]),
-            value("tollgate_packets_total", &[g, ("verdict", "audit_deny")]),
+            packets(Verdict::Allow),
+            packets(Verdict::Deny),
+            packets(Verdict::AuditDeny),
             value("tollgate_ntp_requests_total", &[g, ("result", "served")]),
         );
     }

@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::Result;
+use tollgate_common::Verdict;
 
 use super::topology::Topology;
 use crate::{explain::explain, netns::Namespace, reload::Candidate, tables::PacketFacts};
@@ -66,13 +67,13 @@ impl Services {
 
 /// What one step showed.
 pub struct Outcome {
-    pub predicted: &'static str,
+    pub predicted: Verdict,
     pub passed: bool,
 }
 
 impl Outcome {
     pub fn agrees(&self) -> bool {
-        self.passed == (self.predicted != "deny")
+        self.passed == (self.predicted != Verdict::Deny)
     }
 }
 
@@ -112,7 +113,7 @@ pub fn run(
             services.seen.lock().expect("lock").contains(&token)
         }
     };
-    let rule = e.rule_id.as_deref().unwrap_or(e.reason);
+    let rule = e.rule_id.as_deref().unwrap_or(e.reason.label());
     let result = match (step.probe, passed) {
         (Probe::Tcp(_), true) => "connected",
         (Probe::Udp(_), true) => "delivered",
@@ -127,7 +128,7 @@ pub fn run(
         step.what,
         step.src,
         step.dst,
-        e.verdict,
+        e.verdict.label(),
         format!("({rule})"),
         if outcome.agrees() { "ok" } else { "MISMATCH" }
     );

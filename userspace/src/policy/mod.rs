@@ -125,12 +125,19 @@ pub enum Action {
     Deny,
 }
 
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Action {
+    /// How the language, metrics and `explain` spell it.
+    pub const fn label(self) -> &'static str {
+        match self {
             Action::Allow => "allow",
             Action::Deny => "deny",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
     }
 }
 
