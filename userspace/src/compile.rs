@@ -4,19 +4,13 @@
 //! The kernel does a fixed number of lookups per packet whatever the rule
 //! count: one or two for the group, one longest-prefix match for the
 //! destination, then a scan of at most [`RULESET_ENTRIES`] entries. To make
-//! "first matching entry" equal "winner by the policy semantics", each
+//! "first matching entry" equal "winner by the policy semantics" (steps 6-9
+//! of [`tollgate_common::precedence`], tagged `// step N:` below), each
 //! destination prefix P of a group gets a rule set holding every entry whose
 //! prefix equals or contains P (rules inherited from less specific prefixes
-//! are resolved here, not in the kernel), sorted by precedence:
-//!
-//! 1. longer destination prefix first;
-//! 2. a specific protocol before `any`;
-//! 3. a narrower port range first (one port: 1, `lo-hi`: hi-lo+1, no ports:
-//!    65536);
-//! 4. deny before allow;
-//! 5. explicit rules before the built-in NTP allow;
-//! 6. source order (rule position, then position in its `ports` list), which
-//!    only picks which of several same-verdict rules is counted.
+//! are resolved here, not in the kernel), sorted in step 9's order; its last
+//! tie, the first in the file, is the rule's position, then the item's
+//! position in its `ports` list.
 //!
 //! A rule expands to one entry per destination prefix and per `ports` item.
 //! Entries that can never be first to match (everything a higher entry's
@@ -117,11 +111,12 @@ struct Candidate {
     counter: u32,
 }
 
-/// Sort key: the precedence of the module doc, smallest first.
+/// Sort key: the order of step 9, smallest first.
 type Precedence = (Reverse<u8>, bool, u32, bool, bool, (usize, usize));
 
 impl Candidate {
     fn precedence(&self) -> Precedence {
+        // step 9: prefix, proto, ports, deny; then explicit, file order
         (
             Reverse(self.prefix.prefix_len()),
             self.proto.is_none(),
@@ -199,6 +194,7 @@ impl Compiler<'_> {
     /// Group 0: sources in no group. Its default is `unknown-devices`; it has
     /// no destinations, so no rule and no built-in NTP allow applies.
     fn unknown_group(&mut self) {
+        // step 5: group 0 has no destinations, only its default
         let default = self.counter(UNKNOWN_GROUP_NAME, Decider::GroupDefault);
         let deny = self.policy.unknown_devices == Action::Deny;
         self.group_table(UNKNOWN_GROUP_NAME, deny, false, default);
@@ -213,6 +209,8 @@ impl Compiler<'_> {
             .iter()
             .map(|r| self.counter(&group.name, Decider::Rule(r.id.as_str().to_string())))
             .collect();
+        // step 10: the group's default
+        // step 11: audit mode
         self.group_table(
             &group.name,
             group.default == Action::Deny,
@@ -220,6 +218,7 @@ impl Compiler<'_> {
             default,
         );
 
+        // step 4: exact addresses apart from shorter prefixes
         for device in &group.devices {
             let prefix = device.prefix;
             if prefix.prefix_len() == prefix.max_prefix_len() {
@@ -230,6 +229,7 @@ impl Compiler<'_> {
         }
 
         let mut candidates = self.candidates(group, &rule_counters);
+        // step 8: the built-in NTP allow, an entry at full length
         if let Some(counter) = builtin {
             for (i, addr) in self.policy.ntp.iter().enumerate() {
                 candidates.push(builtin_ntp(*addr, i, counter));
@@ -248,6 +248,8 @@ impl Compiler<'_> {
                 None => vec![None],
                 Some(ports) => ports.iter().copied().map(Some).collect(),
             };
+            // step 6: one entry per destination prefix
+            // step 7: and per `ports` item, matched on protocol and ports
             let mut prefixes: Vec<IpNet> = rule.prefixes().copied().collect();
             prefixes.sort_unstable();
             prefixes.dedup();
@@ -290,9 +292,11 @@ impl Compiler<'_> {
             {
                 ancestors.pop();
             }
+            // step 6: a prefix inherits the entries of every less specific one
             entries.clear();
             entries.extend(ancestors.iter().copied().flatten().chain(own));
             ancestors.push(own);
+            // step 9: in precedence order, the first match is the winner.
             // Precedence is a total order here (no two entries of one
             // prefix share it), so the sort's stability does not matter.
             entries.sort_unstable_by_key(Candidate::precedence);

@@ -1,11 +1,13 @@
 //! The reference model of the dataplane's decision.
 //!
-//! [`verdict`] evaluates a packet over the compiled tables exactly as the
-//! kernel does (the steps of [`crate::tables`]); the kernel's differential
-//! test compares its counters with [`Decision::counter`]. [`naive`] is a
-//! second evaluator written straight from the language semantics over the
-//! validated policy, sharing no code with `compile`; property tests check
-//! that the two always agree, and `explain` uses it to list the candidates.
+//! Both evaluators implement steps 4-11 of the precedence written in
+//! [`tollgate_common::precedence`], each tagged `// step N:` where it is
+//! decided. [`verdict`] evaluates a packet over the compiled tables exactly
+//! as the kernel does; the kernel's differential test compares its counters
+//! with [`Decision::counter`]. [`naive`] is a second evaluator written
+//! straight from the language semantics over the validated policy, sharing
+//! no code with `compile`; property tests check that the two always agree,
+//! and `explain` uses it to list the candidates.
 
 pub mod naive;
 
@@ -37,12 +39,13 @@ pub struct Decision {
 
 /// Decides `packet` over `tables`, step by step as the kernel does.
 pub fn verdict(tables: &CompiledPolicy, packet: &PacketFacts) -> Decision {
-    // 1. Group: exact device address, else longest device prefix, else 0.
     let (group, device) = match tables
         .device_exact
         .binary_search_by(|(addr, _)| addr.cmp(&packet.src))
     {
+        // step 4: the exact source address
         Ok(i) => (tables.device_exact[i].1, Some(IpNet::from(packet.src))),
+        // step 4: else the longest device prefix, else group 0
         Err(_) => longest_match(packet.src, |net| {
             tables
                 .device_prefixes
@@ -54,9 +57,10 @@ pub fn verdict(tables: &CompiledPolicy, packet: &PacketFacts) -> Decision {
     };
     let table = &tables.groups[group as usize];
 
-    // 2. Destination: the group's longest destination prefix holding dst.
+    // step 5: no rule applies to an unknown device
     let destination = (group != UNKNOWN_GROUP)
         .then(|| {
+            // step 6: the group's longest destination prefix containing D
             longest_match(packet.dst, |net| {
                 tables
                     .destinations
@@ -67,22 +71,24 @@ pub fn verdict(tables: &CompiledPolicy, packet: &PacketFacts) -> Decision {
         })
         .flatten();
 
-    // 3. Rule: the first entry of its rule set that matches.
+    // step 9: entries are in precedence order, the first match wins
     let entry = destination.and_then(|(_, ruleset)| {
         tables.rulesets[ruleset as usize]
             .iter()
             .find(|e| matches(e, packet))
     });
 
-    // 4. Default when nothing matched.
     let (deny, reason, counter) = match entry {
+        // step 8: the built-in NTP allow won
         Some(e) if e.builtin => (e.deny, DecisionReason::BuiltinNtp, e.counter),
         Some(e) => (e.deny, DecisionReason::Rule, e.counter),
+        // step 5: group 0's default is `unknown-devices`
         None if group == UNKNOWN_GROUP => (
             table.default_deny,
             DecisionReason::UnknownDevice,
             table.default_counter,
         ),
+        // step 10: no candidate, the group's default
         None => (
             table.default_deny,
             DecisionReason::GroupDefault,
@@ -90,7 +96,7 @@ pub fn verdict(tables: &CompiledPolicy, packet: &PacketFacts) -> Decision {
         ),
     };
 
-    // 5. Audit: a deny in an audit group passes, as audit-deny.
+    // step 11: audit mode turns a deny into audit-deny
     let verdict = match (deny, table.audit) {
         (false, _) => Verdict::Allow,
         (true, false) => Verdict::Deny,
@@ -121,6 +127,7 @@ pub fn verdict(tables: &CompiledPolicy, packet: &PacketFacts) -> Decision {
 /// Whether a rule entry matches: its protocol is any or the packet's, and
 /// its port range is absent or holds the packet's (known) port.
 fn matches(entry: &RuleEntry, packet: &PacketFacts) -> bool {
+    // step 7: protocol and port range; an unknown port never matches one
     let proto = entry.proto.is_none_or(|p| p == packet.proto);
     let ports = match (entry.ports, packet.dport) {
         (None, _) => true,
@@ -143,5 +150,7 @@ fn longest_match<T>(
     })
 }
 
+#[cfg(test)]
+mod precedence_tags;
 #[cfg(test)]
 mod tests;

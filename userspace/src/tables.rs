@@ -1,27 +1,11 @@
 //! The compiled policy: the lookup tables the dataplane reads, as plain data.
 //!
 //! `compile` produces a [`CompiledPolicy`]; `datapath` writes it into the
-//! maps of one slot; `model` evaluates it exactly as the kernel does. Table
-//! semantics (the kernel's `decide.rs` implements the same steps):
-//!
-//! 1. **Group.** `device_exact[src]`, else the longest `device_prefixes`
-//!    entry containing `src`, else group 0 (unknown devices).
-//! 2. **Destination.** For a group other than 0: the longest `destinations`
-//!    entry of that group containing `dst` (same family). None: step 4.
-//! 3. **Rule.** The first entry of that entry's rule set that matches: its
-//!    `proto` is `None` or equal to the packet's, and its `ports` is `None`
-//!    or contains the packet's destination port (an unknown port — non-TCP/UDP
-//!    or a non-first fragment — never matches a port range). It decides.
-//! 4. **Default.** No destination entry or no matching rule: the group's
-//!    default. Group 0's default is the policy's `unknown-devices`.
-//! 5. **Audit.** A deny in an audit group becomes audit-deny (passes).
-//!
-//! Before all that, the dataplane passes IPv6 neighbour discovery that stays
-//! on the link, including to the addresses in `gateway`.
-//!
-//! Rule sets are sorted by precedence and already contain the rules inherited
-//! from less specific destination prefixes, so "first match" in step 3 is
-//! "winner by the policy semantics".
+//! maps of one slot; `model` evaluates it exactly as the kernel does. The
+//! tables answer steps 4-11 of [`tollgate_common::precedence`]: the device
+//! tables step 4, group 0 step 5, `destinations` step 6; each rule set holds
+//! the rules of its destination prefix and of every less specific one, in
+//! step 9's order, so the first entry that passes step 7 is the winner.
 //!
 //! Counters are *logical* here: indices into [`CompiledPolicy::counters`].
 //! The datapath maps each [`CounterOwner`] to a stable kernel counter, so a
@@ -51,7 +35,7 @@ pub struct CompiledPolicy {
     /// Logical counters: what each index counts.
     pub counters: Vec<CounterOwner>,
     /// The gateway's own addresses, sorted: IPv6 neighbour discovery to them
-    /// passes without a policy decision (parse rule 6 of the dataplane).
+    /// passes without a policy decision (precedence step 2).
     pub gateway: Vec<IpAddr>,
 }
 

@@ -18,6 +18,7 @@
 pub mod event;
 pub mod maps;
 pub mod policy;
+pub mod precedence;
 pub mod stats;
 
 pub use event::*;

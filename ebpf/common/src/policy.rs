@@ -1,9 +1,9 @@
 //! Policy tables: how a compiled policy is laid out in the maps.
 //!
-//! Decision path (see `ebpf/program/src/decide.rs` for the precedence):
-//! source address -> group (`TG_DEV_EXACT`, then `TG_DEV_PREFIX`), then
-//! (group, destination) -> rule set (`TG_DST`, longest prefix), then the first
-//! matching entry of that rule set, else the group's default.
+//! Lookup path ([`crate::precedence`] steps 4-11): source address -> group
+//! (`TG_DEV_EXACT`, then `TG_DEV_PREFIX`), then (group, destination) -> rule
+//! set (`TG_DST`, longest prefix), then the first matching entry of that rule
+//! set, else the group's default.
 
 use crate::pod;
 

@@ -1,35 +1,10 @@
 //! The policy decision for one parsed packet.
 //!
-//! Precedence, in order (mirrors "Verdict semantics" in the README and
-//! `userspace/src/tables.rs`; the userspace model implements the same steps
-//! and is tested against this code on random policies and packets):
-//!
-//! 1. **Generation.** `TG_ACTIVE` is read once: the policy generation, whose
-//!    low bit is the slot every lookup below uses, so a packet never mixes
-//!    two policies.
-//! 2. **Remembered flow or fragment.** A later fragment of a datagram whose
-//!    first fragment was allowed under the same generation, less than the
-//!    fragment lifetime ago, is allowed and charged to the same rule. A
-//!    packet of a flow (source, destination, protocol, port) allowed before
-//!    under the same generation is allowed and charged to the same rule:
-//!    steps 3-7 are a function of those fields and of the generation's
-//!    tables, so their answer cannot have changed. Only allows are
-//!    remembered, so a device cannot flush the cache with flows it is denied.
-//! 3. **Group.** Exact source address (`TG_DEV_EXACT`), else the longest
-//!    device prefix (`TG_DEV_PREFIX`), else group 0, the unknown devices.
-//! 4. **Destination.** The longest destination prefix of that group
-//!    containing the destination (`TG_DST`) selects a rule list (chained
-//!    records in `TG_RULESETS`): the rules of that prefix and of every less
-//!    specific one, sorted by precedence at compile time (longer prefix,
-//!    then specific protocol over any, then narrower port range, then deny
-//!    over allow).
-//! 5. **Rule.** The first entry whose protocol and port range match decides.
-//!    An entry with a port range never matches an unknown port (non-TCP/UDP,
-//!    later fragments).
-//! 6. **Default.** No prefix or no matching entry: the group's default; for
-//!    group 0 the policy's `unknown-devices`.
-//! 7. **Audit.** A deny in an audit-mode group becomes audit-deny: counted and
-//!    reported, not dropped.
+//! Steps 2-11 of the precedence written in `tollgate_common::precedence`,
+//! each tagged `// step N:` where it is decided (`main.rs` has step 1 and
+//! the order of the steps). The userspace model implements steps 4-11 over
+//! the same tables and is tested against this code on random policies and
+//! packets.
 //!
 //! The number of map lookups is bounded (group: two; destination: one, then
 //! one per record of the list, at most four), whatever the rule count.
@@ -85,6 +60,7 @@ pub fn decide(generation: u32, p: &Packet) -> Decision {
     let group_id = group_of(slot, p);
     let group = group_info(slot, group_id);
     let entry = if group_id == UNKNOWN_GROUP {
+        // step 5: unknown device, no rule applies
         None
     } else {
         matching_rule(slot, group_id, p)
@@ -97,12 +73,14 @@ pub fn decide(generation: u32, p: &Packet) -> Decision {
                 Verdict::Allow
             },
             if e.flags & RULE_BUILTIN != 0 {
+                // step 8: the built-in NTP allow won
                 DecisionReason::BuiltinNtp
             } else {
                 DecisionReason::Rule
             },
             e.counter,
         ),
+        // step 10: no candidate, the group's default
         None => (
             if group.flags & GROUP_DEFAULT_DENY != 0 {
                 Verdict::Deny
@@ -110,6 +88,7 @@ pub fn decide(generation: u32, p: &Packet) -> Decision {
                 Verdict::Allow
             },
             if group_id == UNKNOWN_GROUP {
+                // step 5: group 0's default is `unknown-devices`
                 DecisionReason::UnknownDevice
             } else {
                 DecisionReason::GroupDefault
@@ -117,6 +96,7 @@ pub fn decide(generation: u32, p: &Packet) -> Decision {
             group.default_counter,
         ),
     };
+    // step 11: audit mode turns a deny into audit-deny
     if verdict == Verdict::Deny && group.flags & GROUP_AUDIT != 0 {
         verdict = Verdict::AuditDeny;
     }
@@ -146,6 +126,7 @@ fn group_of(slot: u32, p: &Packet) -> u32 {
         _pad: [0; 2],
         addr: p.src,
     };
+    // step 4: the exact source address
     if let Some(group) = TG_DEV_EXACT.get_ptr(exact) {
         // SAFETY: the value is read at once, before any other map call.
         return unsafe { *group };
@@ -160,6 +141,7 @@ fn group_of(slot: u32, p: &Packet) -> u32 {
             _pad: [0; 2],
         },
     );
+    // step 4: else the longest device prefix, else group 0
     TG_DEV_PREFIX.get(&prefix).copied().unwrap_or(UNKNOWN_GROUP)
 }
 
@@ -188,6 +170,7 @@ fn matching_rule(slot: u32, group_id: u32, p: &Packet) -> Option<RuleEntry> {
             addr: p.dst,
         },
     );
+    // step 6: the group's longest destination prefix containing D
     let mut record = *TG_DST.get(&key)?;
     for _ in 0..MAX_CHAIN {
         let rules = TG_RULESETS.get(record)?;
@@ -197,14 +180,17 @@ fn matching_rule(slot: u32, group_id: u32, p: &Packet) -> Option<RuleEntry> {
                 break;
             }
             let e = &rules.entries[i];
+            // step 7: protocol
             if e.flags & RULE_ANY_PROTO == 0 && e.proto != p.proto {
                 continue;
             }
+            // step 7: port range; an unknown port never matches one
             if e.flags & RULE_PORTS != 0
                 && !(p.port_known && e.port_lo <= p.dport && p.dport <= e.port_hi)
             {
                 continue;
             }
+            // step 9: entries are in precedence order, the first match wins
             return Some(*e);
         }
         if rules.next == NO_RECORD {
@@ -218,6 +204,7 @@ fn matching_rule(slot: u32, group_id: u32, p: &Packet) -> Option<RuleEntry> {
 /// Whether the packet is addressed to one of the gateway's own addresses.
 #[inline(always)]
 pub fn to_gateway(p: &Packet) -> bool {
+    // step 2: neighbour discovery to a gateway address passes
     let slot = generation() & 1;
     let key = DeviceKey {
         slot: slot as u8,
@@ -231,6 +218,7 @@ pub fn to_gateway(p: &Packet) -> bool {
 /// Whether the operator passes non-IP frames of `ethertype` on purpose.
 #[inline(always)]
 pub fn pass_ethertype(ethertype: u16) -> bool {
+    // step 2: a listed EtherType passes
     TG_ETHERTYPES.get_ptr(ethertype).is_some()
 }
 
@@ -266,6 +254,7 @@ fn fragment_clock() -> Option<(u64, u64, u32)> {
 /// An expired entry is a miss: the fragment is judged with its port unknown.
 #[inline(always)]
 pub fn remembered_fragment(generation: u32, p: &Packet, id: u32) -> Option<Allowed> {
+    // step 3: the allowed first fragment of this datagram, if recent
     let v = TG_FRAGS.get_ptr(fragment_key(generation, p, id))?;
     // SAFETY: read at once, before any other map call.
     let v: FragmentVerdict = unsafe { *v };
@@ -350,6 +339,7 @@ fn flow_key(generation: u32, p: &Packet) -> FlowKey {
 /// unknown, so they are not the flow's packets as far as the rules go.
 #[inline(always)]
 pub fn remembered_flow(generation: u32, p: &Packet) -> Option<Allowed> {
+    // step 3: an allowed flow under this generation
     let v = TG_FLOWS.get_ptr(flow_key(generation, p))?;
     // SAFETY: read at once, before any other map call.
     Some(unsafe { *v })

@@ -92,7 +92,8 @@ fn tc(ctx: &TcContext, link: Link) -> i32 {
     }
 }
 
-/// Returns whether the packet may pass.
+/// Returns whether the packet may pass: the precedence of
+/// `tollgate_common::precedence`, in its order.
 #[inline(always)]
 fn filter(frame: &Frame, bytes: u64, link: Link) -> bool {
     account::stat(Stat::Seen, bytes);
@@ -101,14 +102,17 @@ fn filter(frame: &Frame, bytes: u64, link: Link) -> bool {
         Link::Ip(protocol) => parse::raw_ip(frame, protocol),
     };
     match parsed {
+        // step 1: fail closed
         Err(drop) => {
             account::stat(drop, bytes);
             false
         }
+        // step 2: ARP passes
         Ok(Parsed::Arp) => {
             account::stat(Stat::PassArp, bytes);
             true
         }
+        // step 1: a non-IP frame is dropped unless step 2 passes it
         Ok(Parsed::NonIp { ethertype }) => {
             let pass = decide::pass_ethertype(ethertype);
             account::stat(
@@ -122,6 +126,7 @@ fn filter(frame: &Frame, bytes: u64, link: Link) -> bool {
             pass
         }
         Ok(Parsed::Ip(packet)) => {
+            // step 2: neighbour discovery that stays on the link passes
             if packet.neighbor_discovery
                 && (parse::is_link_scope(&packet.dst) || decide::to_gateway(&packet))
             {
@@ -136,6 +141,7 @@ fn filter(frame: &Frame, bytes: u64, link: Link) -> bool {
 #[inline(always)]
 fn judge(p: &Packet, bytes: u64) -> bool {
     let generation = decide::generation();
+    // step 3: a remembered allow
     let remembered = match p.fragment {
         Fragment::Later { id } => decide::remembered_fragment(generation, p, id)
             .map(|first| (first, Stat::FragmentCacheHit)),
@@ -155,6 +161,7 @@ fn judge(p: &Packet, bytes: u64) -> bool {
     account::counter(d.verdict_counter, bytes);
     match d.verdict {
         Verdict::Allow => {
+            // step 3: remembered for the rest of the datagram and the flow
             let allowed = d.allowed();
             match p.fragment {
                 Fragment::First { id } => decide::remember_fragment(generation, p, id, allowed),
@@ -177,6 +184,7 @@ fn judge(p: &Packet, bytes: u64) -> bool {
             account::report(p, &d);
             false
         }
+        // step 11: audit-deny is reported and passes
         Verdict::AuditDeny => {
             account::report(p, &d);
             true

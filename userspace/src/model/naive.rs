@@ -4,21 +4,8 @@
 //! against it, and it keeps every candidate so `explain` can say why the
 //! winner won.
 //!
-//! For a packet from S to D, protocol P, destination port X (unknown for
-//! non-TCP/UDP and for non-first fragments):
-//! 1. Group: the group whose devices contain S with the longest prefix; none:
-//!    the `unknown-devices` verdict.
-//! 2. Candidates: the group's rules whose `to` contains D, whose proto is
-//!    `any` or P, and whose ports contain X (no `ports`: every port, known or
-//!    not; with `ports`, an unknown X never matches). Each rule counts with
-//!    its longest matching `to` prefix and narrowest matching `ports` item.
-//!    Plus the built-in allow of UDP/123 to each NTP address at full length.
-//! 3. Winner: longest prefix; then a specific proto over `any`; then the
-//!    narrowest port range; then deny over allow. Remaining ties (same
-//!    verdict) go to an explicit rule over the built-in, then to the rule
-//!    first in the file; they only decide which rule is counted.
-//! 4. No candidate: the group's default.
-//! 5. Audit mode turns deny into audit-deny.
+//! It implements steps 4-11 of [`tollgate_common::precedence`] as the
+//! language reference words them, each tagged `// step N:`.
 
 use std::{cmp::Reverse, fmt, net::IpAddr};
 
@@ -119,8 +106,9 @@ impl Candidate<'_> {
         self.ports.map_or(ALL_PORTS_WIDTH, |p| p.width())
     }
 
-    /// The ranking of step 3 and its remaining ties; the largest wins.
+    /// The ranking of step 9 and its remaining ties; the largest wins.
     fn rank(&self) -> (u8, bool, Reverse<u32>, bool, bool, Reverse<usize>) {
+        // step 9: prefix, proto, ports, deny; then explicit, file order
         (
             self.prefix.prefix_len(),
             self.proto.is_some(),
@@ -152,6 +140,7 @@ impl Candidate<'_> {
 
 /// Evaluates `packet` against `policy` by the semantics above.
 pub fn evaluate<'p>(policy: &'p Policy, packet: &PacketFacts) -> Evaluation<'p> {
+    // step 4: the group whose devices contain S most specifically
     let group = policy
         .groups
         .iter()
@@ -166,6 +155,7 @@ pub fn evaluate<'p>(policy: &'p Policy, packet: &PacketFacts) -> Evaluation<'p> 
         .filter(|m| m.device.prefix.contains(&packet.src))
         .max_by_key(|m| m.device.prefix.prefix_len());
     let Some(group) = group else {
+        // step 5: no group, `unknown-devices` decides and nothing else applies
         let verdict = match policy.unknown_devices {
             Action::Allow => Verdict::Allow,
             Action::Deny => Verdict::Deny,
@@ -185,6 +175,7 @@ pub fn evaluate<'p>(policy: &'p Policy, packet: &PacketFacts) -> Evaluation<'p> 
         .enumerate()
         .filter_map(|(order, rule)| candidate(rule, order, packet))
         .collect();
+    // step 8: the built-in NTP allow, a candidate at full length
     for addr in &policy.ntp {
         if *addr == packet.dst && packet.proto == PROTO_UDP && packet.dport == Some(NTP_PORT) {
             candidates.push(Candidate {
@@ -198,6 +189,7 @@ pub fn evaluate<'p>(policy: &'p Policy, packet: &PacketFacts) -> Evaluation<'p> 
             });
         }
     }
+    // step 9: the winner first
     candidates.sort_by_key(|c| Reverse(c.rank()));
 
     let (action, reason) = match candidates.first() {
@@ -207,8 +199,10 @@ pub fn evaluate<'p>(policy: &'p Policy, packet: &PacketFacts) -> Evaluation<'p> 
             ..
         }) => (*action, DecisionReason::BuiltinNtp),
         Some(winner) => (winner.action, DecisionReason::Rule),
+        // step 10: no candidate, the group's default
         None => (group.group.default, DecisionReason::GroupDefault),
     };
+    // step 11: audit mode turns a deny into audit-deny
     let verdict = match (action, group.group.audit) {
         (Action::Allow, _) => Verdict::Allow,
         (Action::Deny, false) => Verdict::Deny,
@@ -224,9 +218,11 @@ pub fn evaluate<'p>(policy: &'p Policy, packet: &PacketFacts) -> Evaluation<'p> 
 
 /// The rule as a candidate for this packet, if it matches.
 fn candidate<'p>(rule: &'p Rule, order: usize, packet: &PacketFacts) -> Option<Candidate<'p>> {
+    // step 7: protocol
     if rule.proto.is_some_and(|p| p != packet.proto) {
         return None;
     }
+    // step 7: ports, at the narrowest item; an unknown port never matches
     let ports = match (&rule.ports, packet.dport) {
         (None, _) => None,
         (Some(_), None) => return None,
@@ -237,6 +233,7 @@ fn candidate<'p>(rule: &'p Rule, order: usize, packet: &PacketFacts) -> Option<C
                 .min_by_key(|r| r.width())?,
         ),
     };
+    // step 6: `to` contains D, at its longest prefix
     let (target, prefix) = rule
         .targets
         .iter()

@@ -1,0 +1,70 @@
+//! The precedence: what decides a packet's fate, in order. Written here once.
+//!
+//! The language reference (`policies/README.md`, "Verdict semantics") says
+//! the same for policy authors, under the same numbers. The code that
+//! implements a step carries a comment of the form `// step N: what`: the
+//! kernel (`ebpf/program/src/main.rs` and `decide.rs`), the compiler
+//! (`userspace/src/compile.rs`), the model that evaluates the compiled
+//! tables as the kernel does (`userspace/src/model.rs`) and the naive
+//! evaluator of the language (`userspace/src/model/naive.rs`). A unit test
+//! (`userspace/src/model/precedence_tags.rs`) holds those tags to this list.
+//!
+//! For a packet from S to D, protocol P, destination port X (unknown for
+//! protocols other than TCP and UDP, and for later fragments). Every lookup
+//! reads the tables of one policy generation, `TG_ACTIVE` read once.
+//!
+//! # Before the policy
+//!
+//! The kernel alone; audit mode does not soften these.
+//!
+//! 1. **Fail closed.** A frame the parser cannot vouch for is dropped, each
+//!    cause on its own `Stat`: truncated or inconsistent headers, a third
+//!    VLAN tag, an IPv4 source route, IPv6 to an IPv4-mapped address, an
+//!    over-long IPv6 extension chain, a routing header with segments left, a
+//!    first fragment without its whole transport header, a TCP fragment at
+//!    offset 8; and a non-IP frame that step 2 does not pass.
+//! 2. **Passed without a verdict.** ARP; an EtherType listed in
+//!    `pass-ethertypes` (`TG_ETHERTYPES`); IPv6 router or neighbour
+//!    solicitation or advertisement with hop limit 255 to a link-local or
+//!    link-scope multicast address or to a gateway address (`TG_GATEWAY`).
+//! 3. **Remembered allow.** A later fragment whose first fragment was allowed
+//!    under the same generation less than the fragment lifetime ago
+//!    (`TG_FRAGS`), or a packet of a flow (S, D, P, X) allowed under the same
+//!    generation (`TG_FLOWS`), is allowed and charged as that packet was
+//!    (for a flow, steps 4-11 read nothing else, so their answer cannot have
+//!    changed). Only allows are remembered, so a device cannot flush the
+//!    caches with flows it is denied. Otherwise a later fragment goes on with
+//!    its port unknown.
+//!
+//! # The policy
+//!
+//! The compiler lays the policy out so that the kernel's lookups give these
+//! answers; the model and the naive evaluator compute them too.
+//!
+//! 4. **Group.** The group whose devices contain S most specifically: the
+//!    exact address (`TG_DEV_EXACT`), else the longest device prefix
+//!    (`TG_DEV_PREFIX`).
+//! 5. **Unknown device.** No group: the policy's `unknown-devices` decides
+//!    (the default of group 0), and steps 6-11 do not apply: no rule, no
+//!    built-in NTP allow, no audit mode.
+//! 6. **Destination.** The candidates are the group's rules whose `to`
+//!    contains D, each at its longest prefix containing D. The kernel looks
+//!    up the group's longest destination prefix containing D (`TG_DST`): its
+//!    rule list holds the rules of that prefix and of every less specific
+//!    one, resolved by the compiler.
+//! 7. **Protocol and port.** A candidate's `proto` is any or P, and its
+//!    `ports` are absent or contain X (an unknown X never matches `ports`);
+//!    it counts with its narrowest `ports` item containing X.
+//! 8. **Built-in NTP allow.** Each group allows UDP/123 to each NTP address,
+//!    as a rule at full prefix length (`RULE_BUILTIN`), competing in step 9
+//!    like any rule.
+//! 9. **Winner.** The longest destination prefix; then a specific `proto`
+//!    over any; then the narrowest port range (one port: 1, `lo-hi`:
+//!    hi-lo+1, no `ports`: 65536); then deny over allow. What is still tied
+//!    has one verdict, and only the counted rule remains to choose: an
+//!    explicit rule over the built-in, then the first in the file. The
+//!    compiler sorts each rule list in this order, so the first entry that
+//!    passes step 7 is the winner.
+//! 10. **Default.** No candidate: the group's `default`.
+//! 11. **Audit.** In a group in audit mode (`GROUP_AUDIT`) a deny becomes
+//!     audit-deny: counted and reported, and the packet passes.
