@@ -138,7 +138,7 @@ impl Candidate<'_> {
     }
 }
 
-/// Evaluates `packet` against `policy` by the semantics above.
+/// Evaluates `packet` against `policy`, step by step as the language says.
 pub fn evaluate<'p>(policy: &'p Policy, packet: &PacketFacts) -> Evaluation<'p> {
     // step 4: the group whose devices contain S most specifically
     let group = policy
