@@ -13,7 +13,7 @@ use tollgate_common::DecisionReason;
 use crate::{
     model::{
         self,
-        naive::{self, Beaten, Candidate, Source},
+        naive::{self, Beaten, Candidate, RuleOrBuiltin},
     },
     policy::{Action, Origin, Policy, proto_name},
     tables::{CompiledPolicy, PacketFacts},
@@ -153,9 +153,9 @@ pub fn explain(policy: &Policy, tables: &CompiledPolicy, packet: &PacketFacts) -
 }
 
 fn rule_origin<'p>(c: &Candidate<'p>) -> Option<&'p Origin> {
-    match c.source {
-        Source::Rule(rule) => Some(&rule.origin),
-        Source::BuiltinNtp(_) => None,
+    match c.rule {
+        RuleOrBuiltin::Rule(rule) => Some(&rule.origin),
+        RuleOrBuiltin::BuiltinNtp(_) => None,
     }
 }
 
@@ -163,9 +163,9 @@ fn candidate_view(c: &Candidate, winner: Option<&Candidate>) -> CandidateView {
     let origin = rule_origin(c);
     let lost_on = winner.map(|w| c.lost_to(w));
     CandidateView {
-        rule_id: match c.source {
-            Source::Rule(rule) => rule.id.to_string(),
-            Source::BuiltinNtp(_) => "builtin-ntp".into(),
+        rule_id: match c.rule {
+            RuleOrBuiltin::Rule(rule) => rule.id.to_string(),
+            RuleOrBuiltin::BuiltinNtp(_) => "builtin-ntp".into(),
         },
         file: origin.map(|o| o.file.clone()),
         line: origin.map(|o| o.line),
