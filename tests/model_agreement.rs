@@ -22,7 +22,7 @@ use tollgate::{
     config::Limits,
     model::{
         self,
-        naive::{self, Source},
+        naive::{self, RuleOrBuiltin},
     },
     tables::{CounterOwner, Decider, PacketFacts},
 };
@@ -67,12 +67,12 @@ fn compiled_model_agrees_with_the_naive_semantics() {
                         let candidates: Vec<String> = naive
                             .candidates
                             .iter()
-                            .map(|c| match c.source {
-                                Source::Rule(r) => format!(
+                            .map(|c| match c.rule {
+                                RuleOrBuiltin::Rule(r) => format!(
                                     "{} {} to {} proto {:?} ports {:?}",
                                     r.id, c.action, c.prefix, c.proto, c.ports
                                 ),
-                                Source::BuiltinNtp(a) => format!("builtin ntp {a}"),
+                                RuleOrBuiltin::BuiltinNtp(a) => format!("builtin ntp {a}"),
                             })
                             .collect();
                         format!(
@@ -175,7 +175,7 @@ fn record(coverage: &mut Coverage, packet: &PacketFacts, naive: &naive::Evaluati
         });
     }
     if let Some(winner) = naive.candidates.first()
-        && let Source::Rule(_) = winner.source
+        && let RuleOrBuiltin::Rule(_) = winner.rule
         && winner.ports.is_some_and(|p| p.width() > 1)
     {
         coverage.hit("winner: port range");

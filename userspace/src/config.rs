@@ -479,6 +479,40 @@ impl Limits {
             depth: self.policy_depth,
         }
     }
+
+    /// Rejects limits the kernel would refuse or that could never work.
+    pub fn validate(&self) -> Result<(), String> {
+        for (what, value) in [
+            ("device-addresses", self.device_addresses),
+            ("device-prefixes", self.device_prefixes),
+            ("destinations", self.destinations),
+            ("counters", self.counters),
+            ("rule-records", self.rule_records),
+            ("fragments", self.fragments),
+            ("flow-cache", self.flow_cache),
+        ] {
+            if value == 0 || value > 1 << 26 {
+                return Err(format!(
+                    "limits.{what}: {value} is out of range (1..=67108864)"
+                ));
+            }
+        }
+        let lifetime = self.fragment_lifetime;
+        if !(Duration::from_secs(1)..=Duration::from_secs(120)).contains(&lifetime) {
+            return Err(format!(
+                "limits.fragment-lifetime: {lifetime:?} is out of range (1s..=120s; the kernel \
+                 reassembles for 30s)"
+            ));
+        }
+        if self.fragments_per_source > self.fragments {
+            return Err(format!(
+                "limits.fragments-per-source: {} is more than limits.fragments ({}): one source \
+                 could fill the whole cache",
+                self.fragments_per_source, self.fragments
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for Limits {
@@ -642,8 +676,7 @@ impl Config {
                 return Err(at(&field)(format!("{} is listed twice", quote(name))));
             }
         }
-        crate::datapath::layout::validate(&config.limits)
-            .map_err(|e| at("limits")(format!("{e:#}")))?;
+        config.limits.validate().map_err(at("limits"))?;
         let timeout = config.limits.reload_timeout;
         if !(Duration::from_millis(100)..=Duration::from_secs(600)).contains(&timeout) {
             return Err(at("limits.reload-timeout")(format!(

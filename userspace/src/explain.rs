@@ -13,7 +13,7 @@ use tollgate_common::{DecisionReason, Verdict};
 use crate::{
     model::{
         self,
-        naive::{self, Beaten, Candidate, Source},
+        naive::{self, Beaten, Candidate, RuleOrBuiltin},
     },
     policy::{Action, Origin, Policy, proto_name},
     tables::{CompiledPolicy, Decider, PacketFacts},
@@ -155,9 +155,9 @@ pub fn explain(policy: &Policy, tables: &CompiledPolicy, packet: &PacketFacts) -
 }
 
 fn rule_origin<'p>(c: &Candidate<'p>) -> Option<&'p Origin> {
-    match c.source {
-        Source::Rule(rule) => Some(&rule.origin),
-        Source::BuiltinNtp(_) => None,
+    match c.rule {
+        RuleOrBuiltin::Rule(rule) => Some(&rule.origin),
+        RuleOrBuiltin::BuiltinNtp(_) => None,
     }
 }
 
@@ -165,9 +165,9 @@ fn candidate_view(c: &Candidate, winner: Option<&Candidate>) -> CandidateView {
     let origin = rule_origin(c);
     let lost_on = winner.map(|w| c.lost_to(w));
     CandidateView {
-        rule_id: match c.source {
-            Source::Rule(rule) => rule.id.to_string(),
-            Source::BuiltinNtp(_) => Decider::BuiltinNtp.rule_id().into(),
+        rule_id: match c.rule {
+            RuleOrBuiltin::Rule(rule) => rule.id.to_string(),
+            RuleOrBuiltin::BuiltinNtp(_) => Decider::BuiltinNtp.rule_id().into(),
         },
         file: origin.map(|o| o.file.clone()),
         line: origin.map(|o| o.line),

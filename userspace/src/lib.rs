@@ -16,6 +16,8 @@ pub mod explain;
 pub mod frames;
 pub mod git;
 pub mod lab;
+#[cfg(test)]
+mod layering_tests;
 pub mod links;
 pub mod metrics;
 pub mod model;

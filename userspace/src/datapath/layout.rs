@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use aya::maps::MapInfo;
 use tollgate_common::{
     Allowed, Counter, Destination, DeviceKey, DevicePrefix, EVENT_RING_BYTES, FRAGMENT_SOURCES,
@@ -155,39 +155,4 @@ pub fn check_pins(dir: &Path, limits: &Limits) -> Result<Pinned> {
         }
     }
     Ok(Pinned::Compatible)
-}
-
-/// Rejects limits the kernel would refuse or that could never work.
-pub fn validate(limits: &Limits) -> Result<()> {
-    for (what, value) in [
-        ("device-addresses", limits.device_addresses),
-        ("device-prefixes", limits.device_prefixes),
-        ("destinations", limits.destinations),
-        ("counters", limits.counters),
-        ("rule-records", limits.rule_records),
-        ("fragments", limits.fragments),
-        ("flow-cache", limits.flow_cache),
-    ] {
-        if value == 0 || value > 1 << 26 {
-            bail!("limits.{what}: {value} is out of range (1..=67108864)");
-        }
-    }
-    let lifetime = limits.fragment_lifetime;
-    if lifetime < std::time::Duration::from_secs(1)
-        || lifetime > std::time::Duration::from_secs(120)
-    {
-        bail!(
-            "limits.fragment-lifetime: {lifetime:?} is out of range (1s..=120s; the kernel \
-             reassembles for 30s)"
-        );
-    }
-    if limits.fragments_per_source > limits.fragments {
-        bail!(
-            "limits.fragments-per-source: {} is more than limits.fragments ({}): one source \
-             could fill the whole cache",
-            limits.fragments_per_source,
-            limits.fragments
-        );
-    }
-    Ok(())
 }

@@ -161,7 +161,7 @@ where
 impl Dataplane {
     /// Loads the program and its maps, adopting a previous run's pins.
     pub fn open(options: &Options) -> Result<Dataplane> {
-        layout::validate(&options.limits)?;
+        options.limits.validate().map_err(|e| anyhow!(e))?;
         let mut start = Start::Fresh;
         if let Some(dir) = &options.pin_dir {
             ensure_bpffs(dir)?;

@@ -34,9 +34,9 @@ pub struct Evaluation<'p> {
 impl Evaluation<'_> {
     /// The deciding rule's id, when a rule decided.
     pub fn rule_id(&self) -> Option<&RuleId> {
-        match self.candidates.first()?.source {
-            Source::Rule(rule) => Some(&rule.id),
-            Source::BuiltinNtp(_) => None,
+        match self.candidates.first()?.rule {
+            RuleOrBuiltin::Rule(rule) => Some(&rule.id),
+            RuleOrBuiltin::BuiltinNtp(_) => None,
         }
     }
 }
@@ -52,7 +52,7 @@ pub struct GroupMatch<'p> {
 /// A rule (or the built-in) that matches the packet.
 #[derive(Clone, Copy, Debug)]
 pub struct Candidate<'p> {
-    pub source: Source<'p>,
+    pub rule: RuleOrBuiltin<'p>,
     pub action: Action,
     /// The longest of its destination prefixes that contains D.
     pub prefix: IpNet,
@@ -65,8 +65,10 @@ pub struct Candidate<'p> {
     pub order: usize,
 }
 
+/// What a candidate is: a rule of the group, or the built-in allow of
+/// UDP/123 to one NTP address.
 #[derive(Clone, Copy, Debug)]
-pub enum Source<'p> {
+pub enum RuleOrBuiltin<'p> {
     Rule(&'p Rule),
     BuiltinNtp(IpAddr),
 }
@@ -114,7 +116,7 @@ impl Candidate<'_> {
             self.proto.is_some(),
             Reverse(self.port_width()),
             self.action == Action::Deny,
-            matches!(self.source, Source::Rule(_)),
+            matches!(self.rule, RuleOrBuiltin::Rule(_)),
             Reverse(self.order),
         )
     }
@@ -179,7 +181,7 @@ pub fn evaluate<'p>(policy: &'p Policy, packet: &PacketFacts) -> Evaluation<'p> 
     for addr in &policy.ntp {
         if *addr == packet.dst && packet.proto == PROTO_UDP && packet.dport == Some(NTP_PORT) {
             candidates.push(Candidate {
-                source: Source::BuiltinNtp(*addr),
+                rule: RuleOrBuiltin::BuiltinNtp(*addr),
                 action: Action::Allow,
                 prefix: IpNet::from(*addr),
                 target: "ntp",
@@ -194,7 +196,7 @@ pub fn evaluate<'p>(policy: &'p Policy, packet: &PacketFacts) -> Evaluation<'p> 
 
     let (action, reason) = match candidates.first() {
         Some(Candidate {
-            source: Source::BuiltinNtp(_),
+            rule: RuleOrBuiltin::BuiltinNtp(_),
             action,
             ..
         }) => (*action, DecisionReason::BuiltinNtp),
@@ -241,7 +243,7 @@ fn candidate<'p>(rule: &'p Rule, order: usize, packet: &PacketFacts) -> Option<C
         .filter(|(_, p)| p.contains(&packet.dst))
         .max_by_key(|(_, p)| p.prefix_len())?;
     Some(Candidate {
-        source: Source::Rule(rule),
+        rule: RuleOrBuiltin::Rule(rule),
         action: rule.action,
         prefix,
         target,

@@ -21,7 +21,7 @@ use ntp_proto::{
     ServerStatHandler, SystemSnapshot, TimeSnapshot,
 };
 
-use super::reference::{Advertised, Leap, Reference};
+use super::reference::{Advertised, Leap, Reference, UpstreamReply};
 
 /// Length of an NTPv3/v4 header, the smallest valid request.
 pub const HEADER_LEN: usize = 48;
@@ -260,22 +260,6 @@ impl Query {
             .expect("an NTPv4 header fits 48 bytes");
         Query { bytes }
     }
-}
-
-/// An upstream server's reply, measured against the host clock.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct UpstreamReply {
-    pub stratum: u8,
-    pub leap: Leap,
-    /// The server's root delay and dispersion, seconds.
-    pub root_delay: f64,
-    pub root_dispersion: f64,
-    /// The server's precision, seconds.
-    pub precision: f64,
-    /// Upstream clock minus host clock, seconds.
-    pub offset: f64,
-    /// Round-trip network delay, seconds (never negative).
-    pub delay: f64,
 }
 
 /// Why an upstream reply was discarded.

@@ -11,6 +11,7 @@
 //! | `access` | source address → policy group, `ntp.allow` |
 //! | `rate_limit` | per-source limits (chrony semantics) and the global cap |
 //! | `reference` | what is advertised: local stratum, or upstream + holdover |
+//! | `refresh` | the task that polls the upstreams and republishes the advertised state |
 //! | `upstream` | polling the upstream servers |
 //! | `kernel_clock` | the kernel's view of the host clock, read-only |
 //! | `metrics` | Prometheus metrics and the counts `tollgate status` shows |
@@ -26,6 +27,7 @@ mod metrics;
 mod poll_socket;
 mod rate_limit;
 mod reference;
+mod refresh;
 mod server;
 mod upstream;
 
@@ -51,7 +53,8 @@ use self::{
     batch_socket::BatchSocket,
     metrics::NtpMetrics,
     rate_limit::RateLimiter,
-    reference::{Advertised, Holdover, Leap, Source},
+    reference::{Advertised, Holdover, Leap},
+    refresh::ReferenceSource,
     server::{Handler, Shared, Sources},
     upstream::Poller,
 };
@@ -130,7 +133,7 @@ impl NtpService {
         }
         let (source, initial, reference) = match &config.reference {
             NtpReference::Local { stratum } => (
-                Source::Local { stratum: *stratum },
+                ReferenceSource::Local { stratum: *stratum },
                 Advertised::local(*stratum, SystemTime::now()),
                 "local",
             ),
@@ -140,7 +143,11 @@ impl NtpService {
                 let holdover = Holdover::new(config.holdover);
                 // Unsynchronised until the first good sample.
                 let initial = holdover.advertised(Instant::now(), SystemTime::now());
-                (Source::Upstream { poller, holdover }, initial, "upstream")
+                (
+                    ReferenceSource::Upstream { poller, holdover },
+                    initial,
+                    "upstream",
+                )
             }
         };
         let metrics = Arc::new(NtpMetrics::register(registry).context("register the NTP metrics")?);
@@ -152,7 +159,7 @@ impl NtpService {
             metrics: metrics.clone(),
             limiter: Mutex::new(RateLimiter::new(config.rate_limit, config.max_rate)),
         });
-        let mut tasks = vec![tokio::spawn(reference::run(
+        let mut tasks = vec![tokio::spawn(refresh::run(
             source,
             config.poll_interval,
             2f64.powi(precision.into()),

@@ -9,20 +9,16 @@
 //!   (leap indicator 3) so clients stop trusting it instead of being lied to.
 //!   During holdover the root dispersion grows at 15 ppm (RFC 5905's PHI).
 //!
-//! The state is republished at every poll (at most every 16 s), so the
-//! dispersion the server computes from it never starts from a stale base.
+//! Plain values and their arithmetic, with no clock reads of their own and
+//! no tasks: `refresh` runs the task that polls and republishes them.
 
 use std::{
     fmt,
     net::IpAddr,
-    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
 use serde::Serialize;
-use tokio::sync::watch;
-
-use super::{adapter::UpstreamReply, kernel_clock, metrics::NtpMetrics, upstream::Poller};
 
 /// Dispersion growth of an undisciplined clock, s/s (RFC 5905 PHI, 15 ppm).
 pub const PHI: f64 = 15e-6;
@@ -106,7 +102,7 @@ impl Advertised {
     }
 
     /// The same state with the alarm raised: what to advertise once nothing
-    /// refreshes it any more (the reference task is gone).
+    /// refreshes it any more (the refresh task is gone).
     pub fn orphaned(self) -> Self {
         Advertised {
             leap: Leap::Alarm,
@@ -119,6 +115,22 @@ impl Advertised {
         let elapsed = t.duration_since(self.since).unwrap_or_default();
         self.root_dispersion + self.dispersion_rate * elapsed.as_secs_f64()
     }
+}
+
+/// An upstream server's reply, measured against the host clock.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct UpstreamReply {
+    pub stratum: u8,
+    pub leap: Leap,
+    /// The server's root delay and dispersion, seconds.
+    pub root_delay: f64,
+    pub root_dispersion: f64,
+    /// The server's precision, seconds.
+    pub precision: f64,
+    /// Upstream clock minus host clock, seconds.
+    pub offset: f64,
+    /// Round-trip network delay, seconds (never negative).
+    pub delay: f64,
 }
 
 /// A usable upstream sample, expressed as what it lets us advertise.
@@ -225,81 +237,6 @@ impl Holdover {
             root_dispersion: (sample.root_dispersion + PHI * age.as_secs_f64()).min(MAX_DISPERSION),
             since: wall,
             dispersion_rate: PHI,
-        }
-    }
-}
-
-/// The configured reference, ready to run.
-pub enum Source {
-    Upstream { poller: Poller, holdover: Holdover },
-    Local { stratum: u8 },
-}
-
-/// Refreshes the advertised state every `interval` (polling the upstream
-/// first), publishes it to the server tasks and the metrics, and reads the
-/// kernel's view of the clock alongside.
-pub async fn run(
-    mut source: Source,
-    interval: Duration,
-    local_precision: f64,
-    advertised: watch::Sender<Advertised>,
-    metrics: Arc<NtpMetrics>,
-) {
-    let started = Instant::now();
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        let (state, reachable) = match &mut source {
-            Source::Local { stratum } => (Advertised::local(*stratum, SystemTime::now()), true),
-            Source::Upstream { poller, holdover } => {
-                let outcomes = poller.poll().await;
-                let reachable = outcomes.iter().any(|o| o.result.is_ok());
-                holdover.update(
-                    outcomes.iter().filter_map(|o| match o.result {
-                        Ok((ip, reply)) => {
-                            let sample = Sample::from_reply(ip, &reply, local_precision);
-                            if sample.is_none() {
-                                tracing::debug!(server = %o.server, ?reply, "upstream not usable");
-                            }
-                            sample
-                        }
-                        Err(ref e) => {
-                            tracing::debug!(server = %o.server, "upstream poll failed: {e}");
-                            None
-                        }
-                    }),
-                    Instant::now(),
-                );
-                (
-                    holdover.advertised(Instant::now(), SystemTime::now()),
-                    reachable,
-                )
-            }
-        };
-        let previous = advertised.send_replace(state);
-        if previous.leap != state.leap {
-            tracing::info!(
-                leap = state.leap.code(),
-                stratum = state.stratum,
-                reference = %state.reference,
-                "NTP advertised state changed"
-            );
-        }
-        metrics.publish_reference(&state, reachable);
-        match &source {
-            // No upstream: nothing to be off from, nothing to age.
-            Source::Local { .. } => metrics.publish_sample(0.0, Duration::ZERO),
-            Source::Upstream { holdover, .. } => match holdover.last_sample(Instant::now()) {
-                Some((offset, age)) => metrics.publish_sample(offset, age),
-                // Never a good sample: as old as the server, so the age
-                // alert fires as it would after losing the upstream.
-                None => metrics.publish_sample(0.0, started.elapsed()),
-            },
-        }
-        match kernel_clock::read() {
-            Ok(kernel) => metrics.publish_kernel(&kernel),
-            Err(e) => tracing::warn!("cannot read the kernel clock status: {e}"),
         }
     }
 }

@@ -118,7 +118,7 @@ impl Handler {
             Ok(true) => self
                 .responder
                 .advertise(&self.advertised.borrow_and_update()),
-            // The reference task is gone (it only ends with the service):
+            // The refresh task is gone (it only ends with the service):
             // nothing vouches for the clock any more, so say so, once.
             Err(_) if !self.orphaned => {
                 self.orphaned = true;
@@ -182,7 +182,7 @@ impl Handler {
     }
 }
 
-/// A [`Handler`] on its own, without a socket, a reference task or a
+/// A [`Handler`] on its own, without a socket, a refresh task or a
 /// policy reload: the per-datagram path (membership, shape, rate, reply)
 /// driven with raw bytes. It exists for the `ntp_request` fuzz target
 /// (`userspace/fuzz`), which needs that path reachable from outside the

@@ -16,8 +16,9 @@ use std::{
 use tokio::time::{Instant, timeout_at};
 
 use super::{
-    adapter::{self, Query, UpstreamReply},
+    adapter::{self, Query},
     poll_socket::{self, UdpSocket},
+    reference::UpstreamReply,
 };
 
 /// How long a round waits for replies.

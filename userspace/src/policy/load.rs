@@ -17,28 +17,18 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{Environment, Policy, model::PolicyFile, positions::Positions, validate};
+use super::{
+    Environment, Policy,
+    parse::{ParsedFile, Source, parse},
+    validate,
+};
 use crate::diagnostic::Diagnostic;
-
-/// One policy file's text; `path` labels its diagnostics.
-#[derive(Clone, Debug)]
-pub struct Source {
-    pub path: PathBuf,
-    pub text: String,
-}
 
 /// A valid policy and the warnings about it.
 #[derive(Debug)]
 pub struct Loaded {
     pub policy: Policy,
     pub warnings: Vec<Diagnostic>,
-}
-
-/// One file after parsing: its spec is `None` when it has structural errors.
-pub(super) struct ParsedFile {
-    pub file: String,
-    pub positions: Positions,
-    pub spec: Option<PolicyFile>,
 }
 
 /// The files parsed by the previous load, reused while their text is the
@@ -207,55 +197,6 @@ fn bound_report(diagnostics: &mut Vec<Diagnostic>) {
         "",
         format!("{more} more findings not shown ({errors} of them errors); fix these first"),
     ));
-}
-
-fn parse(source: &Source, diagnostics: &mut Vec<Diagnostic>) -> ParsedFile {
-    let file = source.path.display().to_string();
-    let positions = Positions::index(&source.text);
-    for (mark, field, message) in positions.problems() {
-        diagnostics.push(Diagnostic::error(
-            &source.path,
-            mark.line,
-            mark.column,
-            field,
-            message.clone(),
-        ));
-    }
-    if positions.refuses_parsing() {
-        return ParsedFile {
-            file,
-            positions,
-            spec: None,
-        };
-    }
-    for dup in positions.duplicate_keys() {
-        diagnostics.push(Diagnostic::error(
-            &source.path,
-            dup.second.line,
-            dup.second.column,
-            &dup.path,
-            format!(
-                "duplicate key (first at line {}, column {}); a key may appear once per mapping",
-                dup.first.line, dup.first.column
-            ),
-        ));
-    }
-    let spec = if positions.is_blank() {
-        Some(PolicyFile::default())
-    } else {
-        match yaml_serde::from_str::<PolicyFile>(&source.text) {
-            Ok(spec) => Some(spec),
-            Err(e) => {
-                diagnostics.push(Diagnostic::from_yaml(&source.path, &e));
-                None
-            }
-        }
-    };
-    ParsedFile {
-        file,
-        positions,
-        spec,
-    }
 }
 
 /// One walk over a policy directory.

@@ -1,9 +1,10 @@
 //! The policy language: loading a directory of YAML files, validating it and
 //! the validated [`Policy`] that `compile` and the reference model read.
 //!
-//! - [`model`]: the serde model of one file, strict in structure, lenient in
-//!   leaves.
+//! - [`spec`]: one file as written, its serde model: strict in structure,
+//!   lenient in leaves.
 //! - [`positions`]: line and column of every value, for semantic errors.
+//! - `parse`: one file's text into its spec and positions.
 //! - [`load`]: reads the directory, parses each file, hands all of them to
 //!   `validate`, which merges them and resolves names and keywords.
 //! - [`rule_id`]: stable rule ids.
@@ -12,10 +13,11 @@
 //! `policies/README.md`.
 
 pub mod load;
-pub mod model;
+mod parse;
 pub mod positions;
 pub mod rule_id;
 mod shadow;
+pub mod spec;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -24,7 +26,8 @@ use std::{fmt, net::IpAddr};
 
 use ipnet::IpNet;
 
-pub use load::{Loaded, ParseCache, ReadLimits, Source, from_sources, load, load_cached};
+pub use load::{Loaded, ParseCache, ReadLimits, from_sources, load, load_cached};
+pub use parse::Source;
 pub use rule_id::RuleId;
 
 use crate::tables::{CounterOwner, Decider, UNKNOWN_GROUP_NAME};

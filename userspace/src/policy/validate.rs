@@ -15,12 +15,12 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{
     Action, Device, Environment, Group, Origin, Policy, PortRange, Rule, RuleId, Target, has_ports,
-    load::ParsedFile,
-    model::{GroupSpec, MatchSpec, OneOrMany, Scalar},
+    parse::ParsedFile,
     parse_proto,
     positions::Positions,
     rule_id::RESERVED_IDS,
     shadow,
+    spec::{GroupSpec, MatchSpec, OneOrMany, Scalar},
 };
 use crate::diagnostic::{Diagnostic, quote};
 

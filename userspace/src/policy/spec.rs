@@ -1,4 +1,4 @@
-//! The policy language as written: one file's serde model.
+//! The policy language as written: the spec of one file, its serde model.
 //!
 //! Structure is strict (kebab-case keys, unknown keys are errors), leaves are
 //! lenient: CIDRs, ports, protocols and verdicts are kept as the text the
