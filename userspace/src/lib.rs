@@ -17,6 +17,7 @@ pub mod frames;
 pub mod git;
 pub mod lab;
 pub mod links;
+pub mod lists_import;
 pub mod metrics;
 pub mod model;
 pub mod netns;

@@ -26,6 +26,7 @@ use ipnet::IpNet;
 
 pub use load::{Loaded, ParseCache, ReadLimits, Source, from_sources, load, load_cached};
 pub use rule_id::RuleId;
+pub use validate::{check_list_name, parse_prefix};
 
 use crate::tables::{CounterOwner, Decider, UNKNOWN_GROUP_NAME};
 
