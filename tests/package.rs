@@ -30,6 +30,7 @@ const SUBCOMMANDS: &[&str] = &[
     "explain",
     "status",
     "lab",
+    "lists",
     "completions",
     "man",
 ];

@@ -12,6 +12,7 @@
 //! [`quiet_broken_pipe`].
 
 mod ci_formats;
+mod lists;
 mod status_summary;
 
 use std::{
@@ -135,6 +136,12 @@ enum Command {
         /// The policy directory to run the lab with.
         #[arg(long, value_name = "DIR", default_value = "policies")]
         policy: PathBuf,
+    },
+    /// Make list files: `lists import` writes one from a cloud provider's
+    /// published IP ranges (aws, gcp, azure, oracle, github).
+    Lists {
+        #[command(subcommand)]
+        command: lists::ListsCommand,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
@@ -307,6 +314,7 @@ impl Cli {
                     ExitCode::FAILURE
                 }
             },
+            Command::Lists { command } => command.run(),
             Command::Lab { duration, policy } => {
                 match tollgate::lab::run(&tollgate::lab::LabOptions {
                     policies: policy,
@@ -539,6 +547,7 @@ mod man {
                     USAGE,
                 ],
             ),
+            Some("lists") => (super::lists::MAN_EXAMPLES, super::lists::MAN_EXIT_STATUSES),
             Some(other) => unreachable!("no manual text for `{other}`: add it here"),
         }
     }

@@ -19,6 +19,7 @@ pub mod lab;
 #[cfg(test)]
 mod layering_tests;
 pub mod links;
+pub mod lists_import;
 pub mod metrics;
 pub mod model;
 pub mod netns;

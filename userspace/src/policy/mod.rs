@@ -29,6 +29,7 @@ use ipnet::IpNet;
 pub use load::{Loaded, ParseCache, ReadLimits, from_sources, load, load_cached};
 pub use parse::Source;
 pub use rule_id::RuleId;
+pub use validate::{check_list_name, parse_prefix};
 
 use crate::tables::{CounterOwner, Decider, UNKNOWN_GROUP_NAME};
 

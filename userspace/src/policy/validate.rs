@@ -585,6 +585,11 @@ fn opposite(action: Action) -> Action {
     }
 }
 
+/// Whether `name` may name a list (for list files written by tools).
+pub fn check_list_name(name: &str) -> Result<(), String> {
+    check_name("list", name)
+}
+
 /// Group names, list names and rule ids: `[a-z0-9-]{1,48}`.
 fn check_name(what: &str, name: &str) -> Result<(), String> {
     let ok = (1..=48).contains(&name.len())
@@ -620,7 +625,7 @@ fn looks_like_address(text: &str) -> bool {
 
 /// A CIDR or a bare address (a /32 or /128). Rejects host bits (suggesting
 /// the network) and IPv4-mapped IPv6 prefixes (suggesting the IPv4 prefix).
-pub(super) fn parse_prefix(text: &str) -> Result<IpNet, String> {
+pub fn parse_prefix(text: &str) -> Result<IpNet, String> {
     let shown = quote(text);
     let net = match text.split_once('/') {
         Some((addr, len)) => {
