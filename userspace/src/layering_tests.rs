@@ -28,7 +28,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("host", &["addresses", "links", "netns", "systemd"]),
     ("language", &["policy"]),
     ("configuration", &["config"]),
-    ("engines", &["compile", "datapath", "ntp", "preflight"]),
+    (
+        "engines",
+        &["compile", "datapath", "lists_import", "ntp", "preflight"],
+    ),
     ("reference model", &["model"]),
     (
         "operation",
