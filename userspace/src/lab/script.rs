@@ -11,7 +11,7 @@ use std::{
 use anyhow::Result;
 
 use super::topology::Topology;
-use crate::{explain::explain, netns::Namespace, reload::Candidate, tables::PacketFacts};
+use crate::{explain::explain, netns::Namespace, reload::Prepared, tables::PacketFacts};
 
 #[derive(Clone, Copy)]
 pub enum Probe {
@@ -80,7 +80,7 @@ pub fn run(
     step: &Step,
     n: usize,
     topology: &Topology,
-    policy: &Candidate,
+    policy: &Prepared,
     services: &Services,
 ) -> Result<Outcome> {
     let src: IpAddr = step.src.parse()?;
