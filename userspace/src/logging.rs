@@ -8,6 +8,11 @@ pub enum LogFormat {
     Json,
 }
 
+/// The log target of what `tollgate run` says about itself, wherever in
+/// the code it is said: operators filter on it (`RUST_LOG`, the JSON
+/// `target` field, journald's `TOLLGATETARGET=`), so it stays one name.
+pub const DAEMON_TARGET: &str = "tollgate::daemon";
+
 /// The prefix journald field names of events get: `group` becomes
 /// `TOLLGATE_GROUP=`. (The library glues it to its own metadata fields
 /// without the underscore: `TOLLGATETARGET=`, `TOLLGATECODE_FILE=`.)

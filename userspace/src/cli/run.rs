@@ -13,6 +13,10 @@ use tollgate::{
     reload::prepare,
 };
 
+/// The log target of the daemon's last word (why it could not start or
+/// run on): operators filter on targets, and this one is `tollgate::cli`.
+const LOG_TARGET: &str = "tollgate::cli";
+
 /// `tollgate run`: exit 1 on a bad configuration or a daemon failure.
 pub(super) fn run(path: &Path, check: bool, log_format: LogFormat) -> ExitCode {
     let config = match Config::load(path) {
@@ -48,7 +52,7 @@ pub(super) fn run(path: &Path, check: bool, log_format: LogFormat) -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            tracing::error!("start the async runtime: {e}");
+            tracing::error!(target: LOG_TARGET, "start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -59,7 +63,7 @@ pub(super) fn run(path: &Path, check: bool, log_format: LogFormat) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!(target: LOG_TARGET, "{e:#}");
             ExitCode::FAILURE
         }
     }

@@ -4,7 +4,7 @@
 use anyhow::{Result, bail};
 
 use super::Daemon;
-use crate::attachments::InterfaceState;
+use crate::{attachments::InterfaceState, logging::DAEMON_TARGET};
 
 impl Daemon {
     /// Attaches to every configured interface present now. An interface of
@@ -31,9 +31,13 @@ impl Daemon {
         };
         for c in &changes {
             match c.now {
-                InterfaceState::Attached(_) => tracing::info!("{c}"),
-                InterfaceState::Missing | InterfaceState::Pending => tracing::warn!("{c}"),
-                InterfaceState::Refused(_) | InterfaceState::Failed(_) => tracing::error!("{c}"),
+                InterfaceState::Attached(_) => tracing::info!(target: DAEMON_TARGET, "{c}"),
+                InterfaceState::Missing | InterfaceState::Pending => {
+                    tracing::warn!(target: DAEMON_TARGET, "{c}")
+                }
+                InterfaceState::Refused(_) | InterfaceState::Failed(_) => {
+                    tracing::error!(target: DAEMON_TARGET, "{c}")
+                }
             }
         }
         self.view.write().expect("view lock").interfaces = self.attachments.gauge_view();

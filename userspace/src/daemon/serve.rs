@@ -13,6 +13,7 @@ use crate::{
     control::{self, Status},
     deny_log,
     links::InterfaceChanges,
+    logging::DAEMON_TARGET,
     reload::watch::PolicyWatcher,
     systemd::notify,
 };
@@ -20,7 +21,11 @@ use crate::{
 impl Daemon {
     pub(super) async fn serve(&mut self) -> Result<()> {
         let listener = crate::metrics::bind(self.config.metrics.listen).await?;
-        tracing::info!("metrics on http://{}/metrics", self.config.metrics.listen);
+        tracing::info!(
+            target: DAEMON_TARGET,
+            "metrics on http://{}/metrics",
+            self.config.metrics.listen
+        );
         let metrics_task = tokio::spawn(crate::metrics::serve(listener, self.metrics.clone()));
         let control = control::bind(&self.config.control_socket)?;
         let ntp = self.ntp.clone();
@@ -46,9 +51,9 @@ impl Daemon {
         self.ready = true;
         self.publish_systemd_status();
         if let Some(every) = self.watchdog.period() {
-            tracing::info!("systemd watchdog: pinging every {every:?}");
+            tracing::info!(target: DAEMON_TARGET, "systemd watchdog: pinging every {every:?}");
         }
-        tracing::info!("ready");
+        tracing::info!(target: DAEMON_TARGET, "ready");
 
         loop {
             tokio::select! {
@@ -64,7 +69,7 @@ impl Daemon {
                     self.reconcile_interfaces()?;
                     let now = addresses::current(&self.config.interfaces)?;
                     if now != self.gateway {
-                        tracing::info!("gateway addresses now {now:?}");
+                        tracing::info!(target: DAEMON_TARGET, "gateway addresses now {now:?}");
                         self.gateway = now;
                         self.reload("addresses").await;
                     }
@@ -92,13 +97,14 @@ impl Daemon {
         match self.config.on_exit {
             OnExit::Keep => {
                 tracing::info!(
+                    target: DAEMON_TARGET,
                     "exiting; filtering continues with generation {} (on-exit: keep)",
                     self.reloader.generation()
                 );
                 Ok(())
             }
             OnExit::Detach => {
-                tracing::info!("exiting; detaching (on-exit: detach)");
+                tracing::info!(target: DAEMON_TARGET, "exiting; detaching (on-exit: detach)");
                 self.dataplane.lock().expect("dataplane lock").detach_all()
             }
         }

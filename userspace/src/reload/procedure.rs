@@ -20,6 +20,7 @@ use crate::{
     deny_log,
     diagnostic::Diagnostic,
     labels,
+    logging::DAEMON_TARGET,
     metrics::{Metrics, ScrapeView},
     policy::{Environment, Policy},
     systemd::Watchdog,
@@ -129,7 +130,7 @@ impl Reloader {
     /// it. Returns the change summary.
     fn install(&mut self, prepared: Prepared, started: Instant) -> Result<String> {
         for w in &prepared.warnings {
-            tracing::warn!("{w}");
+            tracing::warn!(target: DAEMON_TARGET, "{w}");
         }
         let summary =
             ChangeSummary::between(self.installed.as_ref().map(|i| &i.policy), &prepared.policy);
@@ -139,6 +140,7 @@ impl Reloader {
             && current.policy == prepared.policy
         {
             tracing::info!(
+                target: DAEMON_TARGET,
                 "policy unchanged (generation {}, commit {})",
                 self.generation,
                 if commit.is_empty() { "none" } else { &commit }
@@ -161,6 +163,7 @@ impl Reloader {
             .install(&prepared.tables)?;
         self.generation += 1;
         tracing::info!(
+            target: DAEMON_TARGET,
             "policy generation {} in force (commit {}): {summary}; {} entries, {} map writes, swap {:.1} ms, reload {:.1} ms",
             self.generation,
             if commit.is_empty() { "none" } else { &commit },
@@ -258,14 +261,15 @@ impl Reloader {
             "the policy already in the dataplane stays in force".into()
         };
         tracing::error!(
+            target: DAEMON_TARGET,
             "policy reload ({trigger}) failed with {} error(s); {in_force}",
             errors.iter().filter(|d| d.is_error()).count()
         );
         for d in errors {
             if d.is_error() {
-                tracing::error!("{d}");
+                tracing::error!(target: DAEMON_TARGET, "{d}");
             } else {
-                tracing::warn!("{d}");
+                tracing::warn!(target: DAEMON_TARGET, "{d}");
             }
         }
     }
