@@ -379,6 +379,8 @@ impl Families {
 
 #[cfg(test)]
 mod tests {
+    use prometheus::{Encoder as _, TextEncoder};
+
     use super::*;
 
     fn render(families: &[MetricFamily]) -> String {
