@@ -10,9 +10,9 @@
 //! policy is now invalid keeps filtering with the last good policy the
 //! pinned maps still hold, and says so.
 //!
-//! Then the main loop (`serve.rs`) reloads on policy changes
-//! (`reload`), SIGHUP and address changes, follows interfaces as they come
-//! and go ([`interfaces`]), and pings systemd's watchdog.
+//! Then the main loop (`serve.rs`) reloads on policy changes, SIGHUP and
+//! address changes ([`crate::reload`]), follows interfaces as they come and
+//! go (`interfaces.rs`), and pings systemd's watchdog.
 
 mod interfaces;
 mod serve;
