@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::daemon::{Daemon, write_atomically};
+use common::daemon_process::{Daemon, write_atomically};
 use tollgate::netns::{RIG_DEVICE_IFACE, Rig};
 
 const SERVICE: &str = "203.0.113.30";

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::daemon::Daemon;
+use common::daemon_process::Daemon;
 use tollgate::netns::Namespace;
 
 fn namespace(tag: &str) -> Namespace {

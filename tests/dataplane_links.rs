@@ -20,7 +20,7 @@ use std::{
 };
 
 use common::{
-    daemon::Daemon,
+    daemon_process::Daemon,
     tun::{self, Probe, Tun},
 };
 use tollgate::{

@@ -617,7 +617,7 @@ fn dashboard_has_its_variables_and_a_sound_structure() {
 
 // ---------------------------------------------------------------- config
 
-/// Every key of the controller's configuration (`userspace/src/config.rs`),
+/// Every key of the controller's configuration (`userspace/src/config/`),
 /// by its last path component. The example documents each one, set or as a
 /// commented alternative; a new key belongs here and in the example.
 const CONFIG_KEYS: &[&str] = &[

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::daemon::Daemon;
+use common::daemon_process::Daemon;
 
 const GOOD: &str = "groups:\n  meters:\n    devices: [10.64.0.0/16]\n    default: deny\n    \
                     rules:\n      - allow: {to: 203.0.113.0/24, proto: udp, ports: [7000]}\n";

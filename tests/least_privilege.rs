@@ -26,7 +26,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::daemon::Daemon;
+use common::daemon_process::Daemon;
 use tollgate::netns::{Namespace, RIG_DEVICE_IFACE, Rig};
 
 /// What the unit gives (setpriv's names for them).

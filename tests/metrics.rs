@@ -9,7 +9,7 @@ mod contract;
 
 use std::{net::UdpSocket, time::Duration};
 
-use common::{daemon::Daemon, promtool_check_metrics};
+use common::{daemon_process::Daemon, promtool_check_metrics};
 use tollgate::netns::{RIG_DEVICE_IFACE, Rig};
 
 const SERVICE: &str = "203.0.113.40";

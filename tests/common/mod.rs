@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use tollgate::netns::Namespace;
 
-pub mod daemon;
+pub mod daemon_process;
 pub mod fleet;
 pub mod random;
 pub mod tables;

@@ -100,7 +100,7 @@ struct Compiler<'p> {
 
 /// One entry before sorting: its match, action and where it came from.
 #[derive(Clone, Copy)]
-struct Candidate {
+struct Entry {
     prefix: IpNet,
     proto: Option<u8>,
     ports: Option<PortRange>,
@@ -114,7 +114,7 @@ struct Candidate {
 /// Sort key: the order of step 9, smallest first.
 type Precedence = (Reverse<u8>, bool, u32, bool, bool, (usize, usize));
 
-impl Candidate {
+impl Entry {
     fn precedence(&self) -> Precedence {
         // step 9: prefix, proto, ports, deny; then explicit, file order
         (
@@ -128,7 +128,7 @@ impl Candidate {
     }
 
     /// Whether every packet `other` matches is also matched by `self`.
-    fn covers(&self, other: &Candidate) -> bool {
+    fn covers(&self, other: &Entry) -> bool {
         let proto = self.proto.is_none() || self.proto == other.proto;
         let ports = match (self.ports, other.ports) {
             (None, _) => true,
@@ -241,7 +241,7 @@ impl Compiler<'_> {
     /// The group's rules expanded to entries: one per destination prefix
     /// (each once per rule) and `ports` item. A flat vector, not a map of
     /// vectors: lists run to 10^5 prefixes.
-    fn candidates(&self, group: &Group, counters: &[u32]) -> Vec<Candidate> {
+    fn candidates(&self, group: &Group, counters: &[u32]) -> Vec<Entry> {
         let mut all = Vec::new();
         for (index, rule) in group.rules.iter().enumerate() {
             let ports: Vec<Option<PortRange>> = match &rule.ports {
@@ -255,7 +255,7 @@ impl Compiler<'_> {
             prefixes.dedup();
             for prefix in prefixes {
                 for (port_index, ports) in ports.iter().enumerate() {
-                    all.push(Candidate {
+                    all.push(Entry {
                         prefix,
                         proto: rule.proto,
                         ports: *ports,
@@ -271,17 +271,17 @@ impl Compiler<'_> {
     }
 
     /// One destination entry per distinct prefix, with its rule set.
-    fn destinations(&mut self, id: u32, group: &Group, mut candidates: Vec<Candidate>) {
+    fn destinations(&mut self, id: u32, group: &Group, mut candidates: Vec<Entry>) {
         // Normalised prefixes sort by (family, address, length): a prefix
         // comes after every prefix containing it, and the prefixes between
         // them lie inside them too. So, walking the prefixes in order, a
         // stack holds exactly the current prefix's ancestors, shortest
         // first: one pass, instead of probing every shorter length.
         candidates.sort_unstable_by_key(|c| c.prefix);
-        let mut ancestors: Vec<&[Candidate]> = Vec::new();
+        let mut ancestors: Vec<&[Entry]> = Vec::new();
         // Buffers reused from prefix to prefix.
-        let mut entries: Vec<Candidate> = Vec::new();
-        let mut kept: Vec<Candidate> = Vec::new();
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut kept: Vec<Entry> = Vec::new();
         let mut rules: Vec<RuleEntry> = Vec::new();
         let mut overflows = Vec::new();
         for own in candidates.chunk_by(|a, b| a.prefix == b.prefix) {
@@ -299,7 +299,7 @@ impl Compiler<'_> {
             // step 9: in precedence order, the first match is the winner.
             // Precedence is a total order here (no two entries of one
             // prefix share it), so the sort's stability does not matter.
-            entries.sort_unstable_by_key(Candidate::precedence);
+            entries.sort_unstable_by_key(Entry::precedence);
             kept.clear();
             for entry in &entries {
                 if !kept.iter().any(|k| k.covers(entry)) {
@@ -311,7 +311,7 @@ impl Compiler<'_> {
                 continue;
             }
             rules.clear();
-            rules.extend(kept.iter().map(Candidate::entry));
+            rules.extend(kept.iter().map(Entry::entry));
             let ruleset = match self.rulesets.get(rules.as_slice()) {
                 Some(&index) => index,
                 None => {
@@ -423,8 +423,8 @@ impl Compiler<'_> {
 }
 
 /// The implicit allow of UDP/123 to one NTP address, at full length.
-fn builtin_ntp(addr: IpAddr, index: usize, counter: u32) -> Candidate {
-    Candidate {
+fn builtin_ntp(addr: IpAddr, index: usize, counter: u32) -> Entry {
+    Entry {
         prefix: IpNet::from(addr),
         proto: Some(PROTO_UDP),
         ports: Some(PortRange::new(NTP_PORT, NTP_PORT)),

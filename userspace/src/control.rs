@@ -70,6 +70,13 @@ pub struct ReloadStatus {
     pub summary: String,
 }
 
+/// Now, in whole seconds since the Unix epoch: how [`Status`] gives times.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Connections answered at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 64;
 /// A request is one short line.

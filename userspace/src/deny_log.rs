@@ -4,7 +4,7 @@
 //!
 //! The fields are what journald indexes under the `TOLLGATE_` prefix
 //! (`TOLLGATE_GROUP=`, `TOLLGATE_RULE=`, `TOLLGATE_SRC=`, `TOLLGATE_DST=`,
-//! `TOLLGATE_VERDICT=`, ...): see [`crate::daemon::init_logging`].
+//! `TOLLGATE_VERDICT=`, ...): see [`crate::logging::init_logging`].
 
 use std::{
     collections::HashMap,

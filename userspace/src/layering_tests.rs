@@ -25,7 +25,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         "foundations",
         &["control", "diagnostic", "frames", "git", "tables"],
     ),
-    ("host", &["addresses", "links", "netns", "systemd"]),
+    (
+        "host",
+        &["addresses", "links", "logging", "netns", "systemd"],
+    ),
     ("language", &["policy"]),
     ("configuration", &["config"]),
     (
@@ -35,8 +38,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("reference model", &["model"]),
     (
         "operation",
-        &["attachments", "deny_log", "explain", "metrics", "reload"],
+        &["attachments", "deny_log", "explain", "metrics"],
     ),
+    ("labelling", &["labels"]),
+    ("reloading", &["reload"]),
     ("programs", &["daemon", "lab"]),
     ("interface", &["cli"]),
 ];

@@ -16,10 +16,12 @@ pub mod explain;
 pub mod frames;
 pub mod git;
 pub mod lab;
+pub mod labels;
 #[cfg(test)]
 mod layering_tests;
 pub mod links;
 pub mod lists_import;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod netns;

@@ -72,6 +72,39 @@ pub fn watchdog_interval() -> Option<Duration> {
     )
 }
 
+/// `WATCHDOG=1` pings for systemd (`WatchdogSec=`). The main loop's task
+/// sends them, also while it waits for a reload: a stuck loop stops
+/// pinging, and systemd restarts it.
+pub struct Watchdog(Option<tokio::time::Interval>);
+
+impl Watchdog {
+    /// Pings every [`watchdog_interval`]; never, without a watchdog.
+    pub fn from_env() -> Watchdog {
+        Watchdog(watchdog_interval().map(|every| {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval
+        }))
+    }
+
+    /// How often it pings, if it does.
+    pub fn period(&self) -> Option<Duration> {
+        self.0.as_ref().map(tokio::time::Interval::period)
+    }
+
+    /// Waits for the next ping and sends it. Never finishes without a
+    /// watchdog, so it can sit in any `select!`.
+    pub async fn ping(&mut self) {
+        match &mut self.0 {
+            Some(interval) => {
+                interval.tick().await;
+                notify("WATCHDOG=1");
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
 fn watchdog_interval_from(usec: Option<&str>, pid: Option<&str>, own: u32) -> Option<Duration> {
     let usec: u64 = usec?.trim().parse().ok().filter(|u| *u > 0)?;
     if let Some(pid) = pid

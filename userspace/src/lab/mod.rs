@@ -1,12 +1,13 @@
 //! `tollgate lab`: the whole appliance on one machine. It builds network
 //! namespaces ([`topology`]), runs the real `tollgate run` on the gateway
-//! with the example policies ([`daemon`]), drives a narrated traffic script
-//! ([`script`]) — allowed and denied flows, NTP from every group, a live
-//! policy edit — then stays up for exploring until Ctrl-C or `--duration`.
+//! with the example policies ([`gateway_process`]), drives a narrated
+//! traffic script ([`script`]) — allowed and denied flows, NTP from every
+//! group, a live policy edit — then stays up for exploring until Ctrl-C or
+//! `--duration`.
 //! Everything is torn down on the way out, and a lab a crash left behind is
 //! replaced by the next run.
 
-mod daemon;
+mod gateway_process;
 mod script;
 mod topology;
 
@@ -20,7 +21,7 @@ use anyhow::{Context as _, Result, bail};
 use tollgate_common::Verdict;
 
 use self::{
-    daemon::LabDaemon,
+    gateway_process::GatewayProcess,
     script::{Probe, Services, Step},
     topology::*,
 };
@@ -28,7 +29,7 @@ use crate::{
     addresses,
     config::Limits,
     policy::{Environment, ParseCache},
-    reload::{Candidate, prepare},
+    reload::{Prepared, prepare},
 };
 
 const PIN_DIR: &str = "/sys/fs/bpf/tollgate-lab";
@@ -90,9 +91,9 @@ pub fn run(options: &LabOptions) -> Result<()> {
         "starting `tollgate run --netns {GATEWAY} --config {}`",
         config.display()
     );
-    let daemon = LabDaemon::start(GATEWAY, &config)?;
+    let daemon = GatewayProcess::start(GATEWAY, &config)?;
 
-    let policy = || -> Result<Candidate> {
+    let policy = || -> Result<Prepared> {
         let gateway = topology
             .gateway
             .enter(|| addresses::current(&DEVICE_LINKS.map(String::from)))??;

@@ -12,7 +12,7 @@ use anyhow::Result;
 use tollgate_common::Verdict;
 
 use super::topology::Topology;
-use crate::{explain::explain, netns::Namespace, reload::Candidate, tables::PacketFacts};
+use crate::{explain::explain, netns::Namespace, reload::Prepared, tables::PacketFacts};
 
 #[derive(Clone, Copy)]
 pub enum Probe {
@@ -81,7 +81,7 @@ pub fn run(
     step: &Step,
     n: usize,
     topology: &Topology,
-    policy: &Candidate,
+    policy: &Prepared,
     services: &Services,
 ) -> Result<Outcome> {
     let src: IpAddr = step.src.parse()?;

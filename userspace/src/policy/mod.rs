@@ -99,6 +99,22 @@ impl Policy {
         }
     }
 
+    /// The action of what decides for a decision counter: the rule's, the
+    /// group's `default:` (for `_unknown`: `unknown-devices`), allow for
+    /// the built-in NTP allow; `None` for verdict totals and for what the
+    /// policy does not hold.
+    pub fn action_of(&self, owner: &CounterOwner) -> Option<Action> {
+        let CounterOwner::Decision { group, decider } = owner else {
+            return None;
+        };
+        match decider {
+            Decider::Rule(id) => self.rule(group, id).map(|r| r.action),
+            Decider::GroupDefault if group == UNKNOWN_GROUP_NAME => Some(self.unknown_devices),
+            Decider::GroupDefault => self.group(self.group_id(group)?).map(|g| g.default),
+            Decider::BuiltinNtp => Some(Action::Allow),
+        }
+    }
+
     pub fn rule_count(&self) -> usize {
         self.groups.iter().map(|g| g.rules.len()).sum()
     }

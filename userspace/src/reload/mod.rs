@@ -1,182 +1,25 @@
-//! Hot reload: notice policy changes ([`watch`]), then load, validate and
-//! compile them ([`prepare`]) so the daemon can swap them in — or keep the
-//! last good policy when a new one is bad — and say what changed
-//! ([`ChangeSummary`]).
+//! Hot reload, one step per file, in the order a policy change takes them:
+//!
+//! 1. `watch.rs`: notice that the policy directory changed
+//!    ([`watch::PolicyWatcher`]);
+//! 2. `prepare.rs`: load, validate and compile it — pure, nothing installed
+//!    ([`prepare()`]);
+//! 3. `budget.rs`: run that off the main loop within
+//!    `limits.reload-timeout` ([`Preparer`]);
+//! 4. `procedure.rs`: install the result when it differs from what runs
+//!    (the dataplane flips to it in one swap), describe it to the metrics,
+//!    the deny log and the status, and record how the reload went — or keep
+//!    the last good policy when the new one is bad ([`Reloader`]);
+//! 5. `summary.rs`: what changed, for the log line of every reload
+//!    ([`ChangeSummary`]).
 
+mod budget;
+mod prepare;
+mod procedure;
+mod summary;
 pub mod watch;
 
-use std::{collections::BTreeMap, fmt, path::Path};
-
-use crate::{
-    compile::compile,
-    config::Limits,
-    diagnostic::Diagnostic,
-    policy::{self, Environment, Group, ParseCache, Policy, Rule},
-    tables::CompiledPolicy,
-};
-
-/// A policy that passed every check and compiled: ready to install.
-#[derive(Debug)]
-pub struct Candidate {
-    pub policy: Policy,
-    pub warnings: Vec<Diagnostic>,
-    pub tables: CompiledPolicy,
-    /// The git commit the directory is checked out at.
-    pub commit: Option<String>,
-}
-
-/// Loads, validates and compiles the policy in `dir`. Pure apart from
-/// reading the files; nothing is installed. `Err` holds every error.
-/// `cache` keeps the parse of each file between calls: a reload after an
-/// edit parses only the files that changed.
-pub fn prepare(
-    dir: &Path,
-    env: &Environment,
-    limits: &Limits,
-    cache: &mut ParseCache,
-) -> Result<Candidate, Vec<Diagnostic>> {
-    let loaded = policy::load_cached(dir, env, &limits.read_limits(), cache)?;
-    let tables = compile(&loaded.policy, limits)?;
-    Ok(Candidate {
-        commit: crate::git::head_commit(dir),
-        policy: loaded.policy,
-        warnings: loaded.warnings,
-        tables,
-    })
-}
-
-/// What a reload changed, for the one-line log of every reload.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ChangeSummary {
-    pub groups_added: usize,
-    pub groups_removed: usize,
-    pub groups_changed: usize,
-    pub rules_added: usize,
-    pub rules_removed: usize,
-    pub rules_changed: usize,
-}
-
-impl ChangeSummary {
-    pub fn between(old: Option<&Policy>, new: &Policy) -> ChangeSummary {
-        let index = |p: Option<&Policy>| -> BTreeMap<String, Group> {
-            p.map(|p| {
-                p.groups
-                    .iter()
-                    .map(|g| (g.name.clone(), g.clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
-        };
-        let (old, new) = (index(old), index(Some(new)));
-        let mut s = ChangeSummary::default();
-        for (name, g) in &new {
-            match old.get(name) {
-                None => {
-                    s.groups_added += 1;
-                    s.rules_added += g.rules.len();
-                }
-                Some(before) => {
-                    let rules = |g: &Group| -> BTreeMap<String, Rule> {
-                        g.rules
-                            .iter()
-                            .map(|r| (r.id.as_str().to_string(), r.clone()))
-                            .collect()
-                    };
-                    let (rb, ra) = (rules(before), rules(g));
-                    let mut changed_rules = false;
-                    for (id, r) in &ra {
-                        match rb.get(id) {
-                            None => s.rules_added += 1,
-                            Some(o) if !same_rule(o, r) => s.rules_changed += 1,
-                            Some(_) => continue,
-                        }
-                        changed_rules = true;
-                    }
-                    let removed = rb.keys().filter(|id| !ra.contains_key(*id)).count();
-                    s.rules_removed += removed;
-                    let settings_changed = before
-                        .devices
-                        .iter()
-                        .map(|d| d.prefix)
-                        .ne(g.devices.iter().map(|d| d.prefix))
-                        || before.default != g.default
-                        || before.audit != g.audit;
-                    if settings_changed || changed_rules || removed > 0 {
-                        s.groups_changed += 1;
-                    }
-                }
-            }
-        }
-        for (name, g) in &old {
-            if !new.contains_key(name) {
-                s.groups_removed += 1;
-                s.rules_removed += g.rules.len();
-            }
-        }
-        s
-    }
-
-    pub fn is_empty(&self) -> bool {
-        *self == ChangeSummary::default()
-    }
-}
-
-/// Rules compare by meaning: moving one to another line is not a change.
-fn same_rule(a: &Rule, b: &Rule) -> bool {
-    a.action == b.action && a.targets == b.targets && a.proto == b.proto && a.ports == b.ports
-}
-
-impl fmt::Display for ChangeSummary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "groups +{} -{} ~{}, rules +{} -{} ~{}",
-            self.groups_added,
-            self.groups_removed,
-            self.groups_changed,
-            self.rules_added,
-            self.rules_removed,
-            self.rules_changed
-        )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::policy::{Source, from_sources};
-
-    fn policy(text: &str) -> Policy {
-        from_sources(
-            &[Source {
-                path: "p.yaml".into(),
-                text: text.into(),
-            }],
-            &Environment::default(),
-        )
-        .unwrap()
-        .policy
-    }
-
-    #[test]
-    fn summarises_added_removed_and_changed() {
-        let old = policy(
-            "groups:\n  a:\n    devices: [10.0.0.0/8]\n    default: deny\n    rules:\n      \
-             - allow: {to: 192.0.2.0/24, proto: tcp, ports: [443]}\n      \
-             - deny: {to: 10.0.0.0/8, id: lateral}\n  gone:\n    devices: [10.9.0.0/16]\n    default: deny\n",
-        );
-        let new = policy(
-            "groups:\n  a:\n    devices: [10.0.0.0/8]\n    default: deny\n    rules:\n      \
-             - deny: {to: 10.0.0.0/9, id: lateral}\n      \
-             - allow: {to: 192.0.2.0/24, proto: tcp, ports: [443]}\n      \
-             - allow: {to: 198.51.100.1, proto: udp, ports: [53]}\n  new:\n    devices: [10.8.0.0/16]\n    default: allow\n",
-        );
-        let s = ChangeSummary::between(Some(&old), &new);
-        assert_eq!(s.to_string(), "groups +1 -1 ~1, rules +1 -0 ~1");
-        assert!(ChangeSummary::between(Some(&new), &new).is_empty());
-        assert_eq!(
-            ChangeSummary::between(None, &new).to_string(),
-            "groups +2 -0 ~0, rules +3 -0 ~0"
-        );
-    }
-}
+pub use budget::Preparer;
+pub use prepare::{Prepared, prepare};
+pub use procedure::Reloader;
+pub use summary::ChangeSummary;

@@ -1,129 +1,22 @@
-//! Prometheus metrics, served as text on `metrics.listen`.
-//!
-//! Controller events (reloads, generation) are ordinary `prometheus`
-//! metrics. Kernel counters are read at scrape time by
-//! [`DataplaneCollector`], per-CPU values summed; they never go backwards
-//! because each rule, default and verdict keeps its kernel counter across
-//! reloads and, pinned, across restarts.
+//! The kernel's counters, read at scrape time by [`DataplaneCollector`]
+//! and labelled with the installed policy's groups and rules
+//! ([`ScrapeView`]).
 
-use std::{
-    convert::Infallible,
-    net::SocketAddr,
-    sync::{Arc, Mutex, RwLock},
-};
+use std::sync::{Arc, Mutex, RwLock};
 
-use anyhow::{Context as _, Result};
-use http_body_util::Full;
-use hyper::{Request, Response, body::Bytes, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
+use anyhow::Result;
 use prometheus::{
-    Encoder as _, Gauge, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
     core::{Collector, Desc},
     proto::{self, MetricFamily, MetricType},
 };
 use tollgate_common::{Counter, Stat, Verdict};
 
+use super::{LOG_TARGET, OTHER_RULES};
 use crate::{
     datapath::{AttachMode, Dataplane},
     links::LinkKind,
     tables::CounterOwner,
 };
-
-/// Label value of the pseudo-rule summing rules beyond the series limit.
-pub const OTHER_RULES: &str = "_other";
-
-/// Controller-side metrics and the registry everything is gathered from.
-pub struct Metrics {
-    registry: Registry,
-    pub reloads: IntCounterVec,
-    pub generation: IntGauge,
-    pub last_reload_timestamp: Gauge,
-    pub last_reload_duration: Gauge,
-    pub last_reload_success: IntGauge,
-    pub policy_rules: IntGaugeVec,
-    pub policy_info: IntGaugeVec,
-}
-
-impl Metrics {
-    pub fn new() -> Result<Metrics> {
-        let registry = Registry::new();
-        let m = Metrics {
-            reloads: IntCounterVec::new(
-                Opts::new("tollgate_policy_reloads_total", "Policy reloads by result."),
-                &["result"],
-            )?,
-            generation: IntGauge::new(
-                "tollgate_policy_generation",
-                "Number of policies installed since the controller started.",
-            )?,
-            last_reload_timestamp: Gauge::new(
-                "tollgate_policy_last_reload_timestamp_seconds",
-                "Unix time of the last reload attempt.",
-            )?,
-            last_reload_duration: Gauge::new(
-                "tollgate_policy_last_reload_duration_seconds",
-                "Duration of the last reload attempt, load to swap.",
-            )?,
-            last_reload_success: IntGauge::new(
-                "tollgate_policy_last_reload_success",
-                "1 if the last reload attempt succeeded, else 0.",
-            )?,
-            policy_rules: IntGaugeVec::new(
-                Opts::new(
-                    "tollgate_policy_rules",
-                    "Rules in the installed policy per group.",
-                ),
-                &["group"],
-            )?,
-            policy_info: IntGaugeVec::new(
-                Opts::new(
-                    "tollgate_policy_info",
-                    "The installed policy's git commit (empty outside git).",
-                ),
-                &["commit"],
-            )?,
-            registry,
-        };
-        for r in ["success", "failure"] {
-            m.reloads.with_label_values(&[r]);
-        }
-        let build = IntGaugeVec::new(
-            Opts::new("tollgate_build_info", "Tollgate version and git commit."),
-            &["version", "revision"],
-        )?;
-        build
-            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("TOLLGATE_GIT_REVISION")])
-            .set(1);
-        m.registry.register(Box::new(build))?;
-        m.registry.register(Box::new(m.reloads.clone()))?;
-        m.registry.register(Box::new(m.generation.clone()))?;
-        m.registry
-            .register(Box::new(m.last_reload_timestamp.clone()))?;
-        m.registry
-            .register(Box::new(m.last_reload_duration.clone()))?;
-        m.registry
-            .register(Box::new(m.last_reload_success.clone()))?;
-        m.registry.register(Box::new(m.policy_rules.clone()))?;
-        m.registry.register(Box::new(m.policy_info.clone()))?;
-        // process_cpu_seconds_total, process_resident_memory_bytes,
-        // process_open_fds, process_max_fds, process_start_time_seconds...
-        m.registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
-        Ok(m)
-    }
-
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
-    /// The text exposition of every registered metric.
-    pub fn render(&self) -> Result<String> {
-        let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
-        Ok(String::from_utf8(out)?)
-    }
-}
 
 /// One rule's labels, for its counters and its info series.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -256,7 +149,7 @@ impl DataplaneCollector {
         let view = self.view.read().expect("scrape view lock").clone();
         let counters = self.read_counters(&view);
         if let Err(e) = &counters {
-            tracing::warn!("reading dataplane counters: {e:#}");
+            tracing::warn!(target: LOG_TARGET, "reading dataplane counters: {e:#}");
             self.errors
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
@@ -474,93 +367,10 @@ impl Families {
     }
 }
 
-/// Binds the metrics endpoint (at start, so a taken port fails the start).
-pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("bind metrics endpoint {listen}"))
-}
-
-/// Connections served at once; more are turned away (closed) at once. Far
-/// above what scrapers need, so a flood must hold this many idle
-/// connections, each for at most [`HEADER_TIMEOUT`], to delay a scrape.
-const MAX_CONNECTIONS: usize = 256;
-/// How long a client may take to send its request headers.
-const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-/// How long one connection may last, however it is used.
-const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Serves `GET /metrics` on `listener`. A slow client (headers dribbled in,
-/// a response never read) and a flood of connections are bounded: at most
-/// [`MAX_CONNECTIONS`] at once, headers within [`HEADER_TIMEOUT`], each
-/// connection at most [`CONNECTION_TIMEOUT`].
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!("metrics accept: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            // Full: close it now rather than let it hold memory and a task.
-            drop(stream);
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let service = service_fn(move |req| respond(req, metrics.clone()));
-            let connection = http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .keep_alive(false)
-                .serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
-                Ok(Err(e)) => tracing::debug!("metrics connection: {e}"),
-                Err(_) => {
-                    tracing::debug!("metrics connection: closed after {CONNECTION_TIMEOUT:?}")
-                }
-                Ok(Ok(())) => {}
-            }
-        });
-    }
-}
-
-async fn respond(
-    req: Request<hyper::body::Incoming>,
-    metrics: Arc<Metrics>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let reply = |status: u16, content_type: &str, body: String| {
-        Response::builder()
-            .status(status)
-            .header("content-type", content_type)
-            .body(Full::new(Bytes::from(body)))
-            .expect("valid response")
-    };
-    Ok(match (req.method(), req.uri().path()) {
-        (&hyper::Method::GET, "/metrics") => {
-            // Reading many per-CPU counters blocks; keep it off the runtime.
-            match tokio::task::spawn_blocking(move || metrics.render()).await {
-                Ok(Ok(text)) => reply(200, "text/plain; version=0.0.4; charset=utf-8", text),
-                Ok(Err(e)) => reply(500, "text/plain", format!("{e:#}\n")),
-                Err(e) => reply(500, "text/plain", format!("{e}\n")),
-            }
-        }
-        (&hyper::Method::GET, "/") => reply(
-            200,
-            "text/plain",
-            "tollgate: metrics at /metrics\n".to_string(),
-        ),
-        _ => reply(404, "text/plain", "not found\n".to_string()),
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use prometheus::{Encoder as _, TextEncoder};
+
     use super::*;
 
     fn render(families: &[MetricFamily]) -> String {

@@ -19,13 +19,13 @@ pub enum Notice {
     Rejected(String),
 }
 
-pub struct LabDaemon {
+pub struct GatewayProcess {
     child: Child,
     pub notices: mpsc::Receiver<Notice>,
 }
 
-impl LabDaemon {
-    pub fn start(namespace: &str, config: &Path) -> Result<LabDaemon> {
+impl GatewayProcess {
+    pub fn start(namespace: &str, config: &Path) -> Result<GatewayProcess> {
         let exe = std::env::current_exe().context("find the tollgate binary")?;
         let mut cmd = Command::new(exe);
         cmd.args([
@@ -63,7 +63,7 @@ impl LabDaemon {
                 }
             }
         });
-        let daemon = LabDaemon { child, notices };
+        let daemon = GatewayProcess { child, notices };
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());

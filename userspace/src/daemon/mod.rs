@@ -1,0 +1,244 @@
+//! `tollgate run`: the daemon an operator runs under systemd.
+//!
+//! Start-up order is what keeps a gateway safe:
+//! 1. open the dataplane, adopting the maps a previous run pinned;
+//! 2. load, validate and compile the policy;
+//! 3. install it, and only then attach (or re-adopt the pinned links).
+//!
+//! A fresh start without a valid policy attaches nothing and exits with an
+//! error: an empty dataplane would let everything through. A restart whose
+//! policy is now invalid keeps filtering with the last good policy the
+//! pinned maps still hold, and says so.
+//!
+//! Then the main loop (`serve.rs`) reloads on policy changes, SIGHUP and
+//! address changes ([`crate::reload`]), follows interfaces as they come and
+//! go (`interfaces.rs`), and pings systemd's watchdog.
+
+mod interfaces;
+mod serve;
+
+use std::{
+    net::IpAddr,
+    sync::{Arc, Mutex, RwLock},
+};
+
+use anyhow::{Context as _, Result, bail};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use crate::{
+    addresses,
+    attachments::Attachments,
+    config::Config,
+    control::{Status, unix_now},
+    datapath::{Dataplane, Options, Start},
+    metrics::{DataplaneCollector, Metrics, ScrapeView},
+    ntp::{NtpService, SourceGroups},
+    policy::Environment,
+    reload::Reloader,
+    systemd::{self, Watchdog, monotonic_usec, notify},
+    tables::CompiledPolicy,
+};
+
+pub struct Daemon {
+    config: Config,
+    dataplane: Arc<Mutex<Dataplane>>,
+    metrics: Arc<Metrics>,
+    view: Arc<RwLock<ScrapeView>>,
+    status: Arc<RwLock<Status>>,
+    /// Prepares, installs and describes each policy.
+    reloader: Reloader,
+    /// What the keyword `gateway` stands for now.
+    gateway: Vec<IpAddr>,
+    /// READY=1 was sent: reloads report RELOADING/READY to systemd.
+    ready: bool,
+    /// The private NTP server, when `ntp.listen` names addresses.
+    ntp: Option<Arc<NtpService>>,
+    /// Becomes true on SIGTERM or SIGINT, also while a reload runs.
+    stop: tokio::sync::watch::Receiver<bool>,
+    /// SIGHUP, caught from the start (its default action would kill us),
+    /// handled by the main loop.
+    hangup: Option<Signal>,
+    /// The configured interfaces and what is attached to each.
+    attachments: Attachments,
+    watchdog: Watchdog,
+}
+
+impl Daemon {
+    /// Runs until SIGTERM/SIGINT.
+    pub async fn run(config: Config) -> Result<()> {
+        let mut daemon = Daemon::start(config).await?;
+        daemon.serve().await
+    }
+
+    async fn start(config: Config) -> Result<Daemon> {
+        // Before anything is loaded or pinned.
+        for w in crate::preflight::check(&config)? {
+            tracing::warn!("{w}");
+        }
+        let dataplane = open_dataplane(&config)?;
+        let adopted = *dataplane.start() == Start::Adopted;
+        let status = Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            started_at_unix: unix_now(),
+            dataplane_start: match dataplane.start() {
+                Start::Fresh => "fresh",
+                Start::Adopted => "adopted",
+                Start::Upgraded { .. } => "upgraded",
+            }
+            .into(),
+            ..Status::default()
+        };
+        let metrics = Arc::new(Metrics::new()?);
+        let dataplane = Arc::new(Mutex::new(dataplane));
+        let view = Arc::new(RwLock::new(ScrapeView::default()));
+        let status = Arc::new(RwLock::new(status));
+        metrics
+            .registry()
+            .register(Box::new(DataplaneCollector::new(
+                dataplane.clone(),
+                view.clone(),
+                config.metrics.rule_series_limit,
+            )?))?;
+        let mut daemon = Daemon {
+            gateway: addresses::current(&config.interfaces)?,
+            attachments: Attachments::new(&config.interfaces, config.attach),
+            reloader: Reloader::new(
+                config.policy_dir.clone(),
+                config.limits,
+                dataplane.clone(),
+                metrics.clone(),
+                view.clone(),
+                status.clone(),
+            ),
+            config,
+            dataplane,
+            metrics,
+            view,
+            status,
+            ready: false,
+            ntp: None,
+            stop: stop_signals()?,
+            hangup: Some(signal(SignalKind::hangup())?),
+            watchdog: Watchdog::from_env(),
+        };
+
+        let installed = daemon.reload("start").await;
+        if !installed && !adopted {
+            bail!(
+                "no valid policy in {} and none in force: refusing to attach an empty dataplane",
+                daemon.config.policy_dir.display()
+            );
+        }
+        if !installed {
+            tracing::error!(
+                "the policy in {} is invalid; the last good policy from the previous run stays in force",
+                daemon.config.policy_dir.display()
+            );
+        }
+        daemon.attach_at_start()?;
+        if !daemon.config.ntp.listen.is_empty() {
+            let sources = daemon.ntp_sources();
+            let service = NtpService::start(&daemon.config.ntp, sources, daemon.metrics.registry())
+                .context("start the NTP server")?;
+            tracing::info!("NTP served on {:?}", service.local_addrs());
+            daemon.ntp = Some(Arc::new(service));
+        }
+        Ok(daemon)
+    }
+
+    /// Who may ask for the time: the devices of the installed policy's
+    /// groups, and `ntp.allow`.
+    fn ntp_sources(&self) -> SourceGroups {
+        let empty = CompiledPolicy::default();
+        let tables = self.reloader.tables().unwrap_or(&empty);
+        SourceGroups::from_policy(tables, &self.config.ntp.allow)
+    }
+
+    /// Reloads the policy, telling systemd, and points the NTP server at
+    /// the new policy's devices. Returns whether a policy this process
+    /// installed is in force.
+    async fn reload(&mut self, trigger: &str) -> bool {
+        if self.ready {
+            notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+        }
+        let env = Environment {
+            gateway: self.gateway.clone(),
+            ntp: self.config.ntp.addresses(),
+        };
+        let generation = self.reloader.generation();
+        let mut stop = self.stop.clone();
+        let in_force = self
+            .reloader
+            .reload(trigger, env, &mut stop, &mut self.watchdog)
+            .await;
+        if self.reloader.generation() != generation
+            && let Some(ntp) = &self.ntp
+        {
+            ntp.update_sources(self.ntp_sources());
+        }
+        if self.ready {
+            notify("READY=1");
+            self.publish_systemd_status();
+        }
+        in_force
+    }
+
+    /// `STATUS=` for `systemctl status`: the generation in force, its
+    /// commit and what is attached where.
+    fn publish_systemd_status(&self) {
+        let attached: Vec<(String, String)> = self
+            .attachments
+            .gauge_view()
+            .into_iter()
+            .filter_map(|(name, a)| a.map(|(mode, _)| (name, mode.as_str().to_string())))
+            .collect();
+        notify(&format!(
+            "STATUS={}",
+            systemd::status_line(
+                self.reloader.generation(),
+                self.reloader.commit(),
+                &attached
+            )
+        ));
+    }
+}
+
+/// Opens the dataplane, adopting what a previous run pinned, and says how
+/// it was found.
+fn open_dataplane(config: &Config) -> Result<Dataplane> {
+    let dataplane = Dataplane::open(&Options {
+        pin_dir: Some(config.pin_dir.clone()),
+        limits: config.limits,
+        deny_events: config.deny_events,
+        pass_ethertypes: config.pass_ethertypes.clone(),
+    })?;
+    match dataplane.start() {
+        Start::Fresh => tracing::info!("dataplane loaded (fresh start)"),
+        Start::Adopted => tracing::info!(
+            "dataplane adopted from {} (the last policy stayed in force meanwhile)",
+            config.pin_dir.display()
+        ),
+        Start::Upgraded { reason } => tracing::warn!(
+            "dataplane layout changed ({reason}): new maps, counters restart from zero; \
+             the previous program keeps filtering until it is replaced"
+        ),
+    }
+    Ok(dataplane)
+}
+
+/// A flag that turns true on SIGTERM or SIGINT, watched by the main loop
+/// and by a reload in progress alike.
+fn stop_signals() -> Result<tokio::sync::watch::Receiver<bool>> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        let _ = tx.send(true);
+    });
+    Ok(rx)
+}

@@ -1,0 +1,188 @@
+//! Opening the dataplane: load and verify the programs, adopt what a
+//! previous run pinned (or replace a layout that changed), and set the
+//! program's runtime knobs.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData},
+    programs::{SchedClassifier, Xdp},
+};
+use tollgate_common::{
+    MAP_ACTIVE, MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT,
+    MAP_DEVICE_PREFIX, MAP_EVENTS, MAP_GATEWAY, MAP_GRACE, MAP_GROUPS, MAP_PASS_ETHERTYPES,
+    MAP_RULESETS, MAP_SETTINGS, MAP_STATS, PROG_TC, PROG_TC_IP, PROG_XDP, PROG_XDP_IP, PROGRAMS,
+    Settings,
+};
+
+use super::{
+    Dataplane, Options, PROGRAM_OBJECT, Start, attach,
+    counters::CounterRegistry,
+    layout::{self, Pinned},
+    pins::ensure_bpffs,
+    slots::{PolicyMaps, SlotImage},
+};
+use crate::config::DenyEventsConfig;
+
+impl Dataplane {
+    /// Loads the program and its maps, adopting a previous run's pins.
+    pub fn open(options: &Options) -> Result<Dataplane> {
+        options.limits.validate().map_err(|e| anyhow!(e))?;
+        let mut start = Start::Fresh;
+        if let Some(dir) = &options.pin_dir {
+            ensure_bpffs(dir)?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("create pin directory {}", dir.display()))?;
+            match layout::check_pins(dir, &options.limits)? {
+                Pinned::Absent => {}
+                Pinned::Compatible => start = Start::Adopted,
+                Pinned::Incompatible(reason) => {
+                    // The old program keeps its maps alive through its links
+                    // until `attach` replaces it; only the names go now.
+                    for spec in layout::specs(&options.limits) {
+                        let _ = std::fs::remove_file(dir.join(spec.name));
+                    }
+                    start = Start::Upgraded { reason };
+                }
+            }
+        }
+
+        let mut loader = EbpfLoader::new();
+        let specs = layout::specs(&options.limits);
+        let pins: Vec<(&str, PathBuf)> = match &options.pin_dir {
+            Some(dir) => specs.iter().map(|s| (s.name, dir.join(s.name))).collect(),
+            None => Vec::new(),
+        };
+        for spec in specs.iter().filter(|s| s.sized_by_config) {
+            loader.map_max_entries(spec.name, spec.max_entries);
+        }
+        for (name, path) in &pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(PROGRAM_OBJECT).context("load BPF object")?;
+        for name in [PROG_XDP, PROG_XDP_IP] {
+            let xdp: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("no program {name}"))?
+                .try_into()?;
+            xdp.load().with_context(|| format!("verify {name}"))?;
+        }
+        for name in [PROG_TC, PROG_TC_IP] {
+            let tc: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("no program {name}"))?
+                .try_into()?;
+            tc.load().with_context(|| format!("verify {name}"))?;
+        }
+        // What the previous run pinned, to recognise its programs on links
+        // (listing all loaded programs would need CAP_SYS_ADMIN).
+        let mut previous_programs = Vec::new();
+        if let Some(dir) = &options.pin_dir {
+            for name in PROGRAMS {
+                let path = dir.join(name);
+                if let Ok(identity) = attach::ProgramIdentity::pinned(&path) {
+                    previous_programs.push(identity);
+                }
+                let _ = std::fs::remove_file(&path);
+                ebpf.program_mut(name)
+                    .expect("loaded above")
+                    .pin(&path)
+                    .with_context(|| format!("pin {}", path.display()))?;
+            }
+        }
+
+        let active: Array<MapData, u32> = take(&mut ebpf, MAP_ACTIVE)?;
+        let generation = active.get(&0, 0)?;
+        let active_slot = (generation & 1) as u8;
+        let policy = PolicyMaps {
+            groups: take(&mut ebpf, MAP_GROUPS)?,
+            device_exact: take(&mut ebpf, MAP_DEVICE_EXACT)?,
+            gateway: take(&mut ebpf, MAP_GATEWAY)?,
+            device_prefixes: take(&mut ebpf, MAP_DEVICE_PREFIX)?,
+            destinations: take(&mut ebpf, MAP_DESTINATIONS)?,
+            rulesets: take(&mut ebpf, MAP_RULESETS)?,
+            records_per_slot: options.limits.rule_records,
+        };
+        let counters = CounterRegistry::adopt(
+            take(&mut ebpf, MAP_COUNTER_OWNERS)?,
+            take(&mut ebpf, MAP_COUNTERS)?,
+            usize::from(active_slot),
+        )?;
+        let mut settings: Array<MapData, Settings> = take(&mut ebpf, MAP_SETTINGS)?;
+        settings.set(0, runtime_settings(options), 0)?;
+        let mut ethertypes: HashMap<MapData, u16, u8> = take(&mut ebpf, MAP_PASS_ETHERTYPES)?;
+        // Pinned with the rest: what an earlier configuration passed goes.
+        let old: Vec<u16> = ethertypes.keys().collect::<Result<_, _>>()?;
+        for t in old.iter().filter(|t| !options.pass_ethertypes.contains(t)) {
+            ethertypes.remove(t)?;
+        }
+        for t in &options.pass_ethertypes {
+            ethertypes
+                .insert(t, 1, 0)
+                .with_context(|| format!("pass-ethertypes {t:#06x}"))?;
+        }
+        let slots = if start == Start::Adopted {
+            [None, None]
+        } else {
+            [Some(SlotImage::default()), Some(SlotImage::default())]
+        };
+        Ok(Dataplane {
+            stats: take(&mut ebpf, MAP_STATS)?,
+            grace: take(&mut ebpf, MAP_GRACE)?,
+            grace_inner: Array::create(1, 0).context("create TG_GRACE inner map")?,
+            events: Some(take(&mut ebpf, MAP_EVENTS)?),
+            ebpf,
+            pin_dir: options.pin_dir.clone(),
+            start,
+            active,
+            generation,
+            policy,
+            counters,
+            // A previous run may have flipped just before it died.
+            grace_pending: true,
+            slots,
+            installed_counters: Vec::new(),
+            attachments: Vec::new(),
+            previous_programs,
+            capacities: layout::specs(&options.limits)
+                .iter()
+                .map(|s| (s.name, s.max_entries))
+                .collect(),
+        })
+    }
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("BPF object has no map {name}"))?;
+    T::try_from(map).with_context(|| format!("map {name}"))
+}
+
+/// The program's runtime knobs: the deny-event limiter and the fragment
+/// cache's lifetime and per-source quota.
+fn runtime_settings(options: &Options) -> Settings {
+    let (event_interval_ns, event_burst_ns) = event_rate(&options.deny_events);
+    Settings {
+        event_interval_ns,
+        event_burst_ns,
+        fragment_lifetime_ns: options.limits.fragment_lifetime.as_nanos() as u64,
+        fragments_per_source: options.limits.fragments_per_source,
+        _pad: 0,
+    }
+}
+
+/// (interval, burst) in nanoseconds; (0, 0) disables deny events.
+fn event_rate(config: &DenyEventsConfig) -> (u64, u64) {
+    if config.rate == 0 {
+        return (0, 0);
+    }
+    let interval = 1_000_000_000 / u64::from(config.rate);
+    let burst = u64::from(config.burst.unwrap_or(config.rate).max(1));
+    (interval.max(1), interval * (burst - 1))
+}

@@ -1,0 +1,264 @@
+//! One slot's kernel entries ([`SlotImage`]), built from a compiled policy,
+//! and (in `writes.rs`) the minimal set of map writes that turns a slot's
+//! current entries into new ones.
+//!
+//! Only the inactive slot is ever written, so the order of writes within a
+//! slot does not matter; the flip of `TG_ACTIVE` publishes the whole slot.
+//!
+//! Map entries are kept as vectors sorted by key, in the order `compile`
+//! already produces them, so building an image and diffing two are linear
+//! passes: with 10^5 destinations, hashing every key twice per reload cost
+//! more than the map writes of a small edit.
+
+mod writes;
+
+use std::net::IpAddr;
+
+use anyhow::{Context as _, Result, bail};
+use tollgate_common::{
+    DESTINATION_HEADER_BITS, DEVICE_PREFIX_HEADER_BITS, Destination, DeviceKey, DevicePrefix,
+    FAMILY_V4, FAMILY_V6, GROUP_AUDIT, GROUP_DEFAULT_DENY, GroupInfo, MAX_GROUPS, RULE_ANY_PROTO,
+    RULE_BUILTIN, RULE_DENY, RULE_PORTS, RuleEntry as KernelEntry, RuleRecord,
+};
+
+pub use self::writes::{PolicyMaps, WriteStats};
+use super::records;
+use crate::tables::CompiledPolicy;
+
+/// The kernel entries of one slot. Keys include the slot number. The hash
+/// and LPM entries are sorted by key ([`Sorted`]), each key once.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SlotImage {
+    pub groups: Vec<GroupInfo>,
+    pub device_exact: Vec<(DeviceKey, u32)>,
+    /// The gateway's addresses (value unused, always 1).
+    pub gateway: Vec<(DeviceKey, u8)>,
+    /// (LPM prefix length, data) → group.
+    pub device_prefixes: Vec<((u32, DevicePrefix), u32)>,
+    /// (LPM prefix length, data) → first record of its rule list.
+    pub destinations: Vec<((u32, Destination), u32)>,
+    /// The records of the rule lists, by absolute index, sorted.
+    pub records: Vec<(u32, RuleRecord)>,
+}
+
+/// The order of a map's keys in an image: the order `compile` sorts its
+/// tables in (group, then family, address, prefix length), so sorting a
+/// freshly built image finds it sorted already.
+pub trait Sorted: Copy {
+    type Order: Ord;
+    fn order(&self) -> Self::Order;
+}
+
+impl Sorted for DeviceKey {
+    type Order = (u8, u8, [u8; 16]);
+    fn order(&self) -> Self::Order {
+        (self.slot, self.family, self.addr)
+    }
+}
+
+impl Sorted for (u32, DevicePrefix) {
+    type Order = (u8, u8, [u8; 16], u32);
+    fn order(&self) -> Self::Order {
+        (self.1.slot, self.1.family, self.1.addr, self.0)
+    }
+}
+
+impl Sorted for (u32, Destination) {
+    /// The group is big-endian, so its bytes sort as the number does.
+    type Order = (u8, [u8; 2], u8, [u8; 16], u32);
+    fn order(&self) -> Self::Order {
+        let d = &self.1;
+        (d.slot, d.group, d.family, d.addr, self.0)
+    }
+}
+
+/// Sorts `entries` by key; of entries with one key, the last one added
+/// stays (as a map insert would).
+fn sort_entries<K: Sorted, V: Copy>(entries: &mut Vec<(K, V)>) {
+    entries.sort_by_key(|(k, _)| k.order());
+    entries.dedup_by(|later, earlier| {
+        let same = later.0.order() == earlier.0.order();
+        if same {
+            earlier.1 = later.1;
+        }
+        same
+    });
+}
+
+fn family_and_bytes(addr: IpAddr) -> (u8, [u8; 16]) {
+    let mut bytes = [0u8; 16];
+    match addr {
+        IpAddr::V4(a) => {
+            bytes[..4].copy_from_slice(&a.octets());
+            (FAMILY_V4, bytes)
+        }
+        IpAddr::V6(a) => (FAMILY_V6, a.octets()),
+    }
+}
+
+impl SlotImage {
+    /// Lays out `policy` for `slot`; `counters` maps its logical counters to
+    /// kernel indices. Rule lists keep the records they have in `current`
+    /// (what the slot holds now) when unchanged; `records_per_slot` is the
+    /// slot's share of `TG_RULESETS`.
+    pub fn build(
+        slot: u8,
+        policy: &CompiledPolicy,
+        counters: &[u32],
+        current: &SlotImage,
+        records_per_slot: u32,
+    ) -> Result<SlotImage> {
+        if policy.groups.len() > MAX_GROUPS as usize {
+            bail!(
+                "{} groups exceed the dataplane's {MAX_GROUPS}",
+                policy.groups.len()
+            );
+        }
+        let counter = |logical: u32| -> Result<u32> {
+            counters
+                .get(logical as usize)
+                .copied()
+                .with_context(|| format!("logical counter {logical} has no kernel counter"))
+        };
+
+        let mut image = SlotImage::default();
+        for g in &policy.groups {
+            let mut flags = 0;
+            if g.default_deny {
+                flags |= GROUP_DEFAULT_DENY;
+            }
+            if g.audit {
+                flags |= GROUP_AUDIT;
+            }
+            image.groups.push(GroupInfo {
+                default_counter: counter(g.default_counter)?,
+                allow_counter: counter(g.allow_counter)?,
+                deny_counter: counter(g.deny_counter)?,
+                audit_deny_counter: counter(g.audit_deny_counter)?,
+                flags,
+            });
+        }
+        for &(addr, group) in &policy.device_exact {
+            let (family, addr) = family_and_bytes(addr);
+            image.device_exact.push((
+                DeviceKey {
+                    slot,
+                    family,
+                    _pad: [0; 2],
+                    addr,
+                },
+                group,
+            ));
+        }
+        for &addr in &policy.gateway {
+            let (family, addr) = family_and_bytes(addr);
+            image.gateway.push((
+                DeviceKey {
+                    slot,
+                    family,
+                    _pad: [0; 2],
+                    addr,
+                },
+                1,
+            ));
+        }
+        for &(prefix, group) in &policy.device_prefixes {
+            let (family, addr) = family_and_bytes(prefix.network());
+            image.device_prefixes.push((
+                (
+                    DEVICE_PREFIX_HEADER_BITS + u32::from(prefix.prefix_len()),
+                    DevicePrefix {
+                        slot,
+                        family,
+                        addr,
+                        _pad: [0; 2],
+                    },
+                ),
+                group,
+            ));
+        }
+        let mut lists = Vec::with_capacity(policy.rulesets.len());
+        for rules in &policy.rulesets {
+            let list = rules
+                .iter()
+                .map(|rule| {
+                    let mut flags = 0;
+                    if rule.proto.is_none() {
+                        flags |= RULE_ANY_PROTO;
+                    }
+                    if rule.ports.is_some() {
+                        flags |= RULE_PORTS;
+                    }
+                    if rule.deny {
+                        flags |= RULE_DENY;
+                    }
+                    if rule.builtin {
+                        flags |= RULE_BUILTIN;
+                    }
+                    let (port_lo, port_hi) = rule.ports.unwrap_or((0, 0));
+                    Ok(KernelEntry {
+                        counter: counter(rule.counter)?,
+                        port_lo,
+                        port_hi,
+                        proto: rule.proto.unwrap_or(0),
+                        flags,
+                        _pad: [0; 2],
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            lists.push(list);
+        }
+        let base = u32::from(slot) * records_per_slot;
+        let placement = records::place(
+            &lists,
+            current.destinations.iter().map(|(_, head)| *head),
+            &current.records,
+            base..base + records_per_slot,
+        )?;
+        for d in &policy.destinations {
+            let (family, addr) = family_and_bytes(d.prefix.network());
+            image.destinations.push((
+                (
+                    DESTINATION_HEADER_BITS + u32::from(d.prefix.prefix_len()),
+                    Destination {
+                        slot,
+                        family,
+                        group: u16::try_from(d.group)?.to_be_bytes(),
+                        addr,
+                    },
+                ),
+                placement.heads[d.ruleset as usize],
+            ));
+        }
+        image.records = placement.records;
+        image.sort();
+        Ok(image)
+    }
+
+    fn sort(&mut self) {
+        sort_entries(&mut self.device_exact);
+        sort_entries(&mut self.gateway);
+        sort_entries(&mut self.device_prefixes);
+        sort_entries(&mut self.destinations);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plain numbers as keys, for the tests here and in `writes.rs`.
+    impl Sorted for u32 {
+        type Order = u32;
+        fn order(&self) -> u32 {
+            *self
+        }
+    }
+
+    #[test]
+    fn images_are_sorted_and_keep_the_last_of_a_key() {
+        let mut v = vec![(3u32, 1u32), (1, 1), (3, 2), (2, 1)];
+        sort_entries(&mut v);
+        assert_eq!(v, vec![(1, 1), (2, 1), (3, 2)]);
+    }
+}

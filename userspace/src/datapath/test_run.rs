@@ -1,0 +1,55 @@
+//! Running the loaded programs on a frame without an interface
+//! (`BPF_PROG_TEST_RUN`), as the tests and benchmarks do.
+
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
+use tollgate_common::PROG_TC;
+
+use super::{AttachMode, Dataplane};
+use crate::links::LinkKind;
+
+impl Dataplane {
+    /// Runs the Ethernet XDP program once on `frame` (`BPF_PROG_TEST_RUN`).
+    pub fn test_run_xdp(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration)> {
+        self.test_run_xdp_on(LinkKind::Ethernet, frame, repeat)
+    }
+
+    /// Runs the XDP program of `kind` once on `frame`: an Ethernet frame,
+    /// or for [`LinkKind::Ip`] a packet starting at its IP header.
+    pub fn test_run_xdp_on(
+        &self,
+        kind: LinkKind,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, Duration)> {
+        let name = AttachMode::XdpGeneric.program(kind);
+        let xdp: &Xdp = self
+            .ebpf
+            .program(name)
+            .ok_or_else(|| anyhow!("no program {name}"))?
+            .try_into()?;
+        let r = xdp.test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        })?;
+        Ok((r.return_value, r.duration))
+    }
+
+    /// Runs the TC program once on `frame` (`BPF_PROG_TEST_RUN`).
+    pub fn test_run_tc(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration)> {
+        let tc: &SchedClassifier = self
+            .ebpf
+            .program(PROG_TC)
+            .ok_or_else(|| anyhow!("no program {PROG_TC}"))?
+            .try_into()?;
+        let r = tc.test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        })?;
+        Ok((r.return_value, r.duration))
+    }
+}

@@ -1,0 +1,276 @@
+//! One reload, start to end: prepare the policy ([`Preparer`]), install it
+//! when it differs from what runs, describe it to everything that labels
+//! or reports the policy, and record how the attempt went. On any error the
+//! running policy stays untouched.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use tokio::sync::watch;
+
+use super::{ChangeSummary, Prepared, Preparer};
+use crate::{
+    config::Limits,
+    control::{PolicyStatus, ReloadStatus, Status, unix_now},
+    datapath::Dataplane,
+    deny_log,
+    diagnostic::Diagnostic,
+    labels,
+    logging::DAEMON_TARGET,
+    metrics::{Metrics, ScrapeView},
+    policy::{Environment, Policy},
+    systemd::Watchdog,
+    tables::CompiledPolicy,
+};
+
+/// The policy in force, as this process installed it.
+struct Installed {
+    policy: Policy,
+    tables: CompiledPolicy,
+    commit: Option<String>,
+}
+
+/// Reloads the policy into the dataplane and keeps what describes it —
+/// metrics, scrape labels, deny-event labels, status — in step.
+pub struct Reloader {
+    policy_dir: PathBuf,
+    limits: Limits,
+    dataplane: Arc<Mutex<Dataplane>>,
+    metrics: Arc<Metrics>,
+    view: Arc<RwLock<ScrapeView>>,
+    status: Arc<RwLock<Status>>,
+    /// Kernel counter → labels, for the current and the previous policy
+    /// (an event read just after a swap may name the previous one).
+    event_labels: deny_log::Labels,
+    preparer: Preparer,
+    installed: Option<Installed>,
+    /// Policies installed since the start.
+    generation: u64,
+}
+
+impl Reloader {
+    pub fn new(
+        policy_dir: PathBuf,
+        limits: Limits,
+        dataplane: Arc<Mutex<Dataplane>>,
+        metrics: Arc<Metrics>,
+        view: Arc<RwLock<ScrapeView>>,
+        status: Arc<RwLock<Status>>,
+    ) -> Reloader {
+        Reloader {
+            policy_dir,
+            limits,
+            dataplane,
+            metrics,
+            view,
+            status,
+            event_labels: Default::default(),
+            preparer: Preparer::default(),
+            installed: None,
+            generation: 0,
+        }
+    }
+
+    /// Loads, validates, compiles and installs the policy. Returns whether
+    /// a policy this process installed is now in force. `trigger` names
+    /// the cause in the log and the status: start, watch, sighup,
+    /// addresses.
+    pub async fn reload(
+        &mut self,
+        trigger: &str,
+        env: Environment,
+        stop: &mut watch::Receiver<bool>,
+        watchdog: &mut Watchdog,
+    ) -> bool {
+        let started = Instant::now();
+        let prepared = self
+            .preparer
+            .prepare(&self.policy_dir, env, self.limits, stop, watchdog)
+            .await;
+        let outcome = prepared.and_then(|prepared| {
+            self.install(prepared, started).map_err(|e| {
+                vec![Diagnostic::error(
+                    &self.policy_dir,
+                    0,
+                    0,
+                    "",
+                    format!("install failed: {e:#}"),
+                )]
+            })
+        });
+        self.record(trigger, started.elapsed(), &outcome);
+        outcome.is_ok() || self.installed.is_some()
+    }
+
+    /// Policies installed since the start.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The tables of the policy this process installed, if any.
+    pub fn tables(&self) -> Option<&CompiledPolicy> {
+        self.installed.as_ref().map(|i| &i.tables)
+    }
+
+    /// The git commit of the policy this process installed, if known.
+    pub fn commit(&self) -> Option<&str> {
+        self.installed.as_ref().and_then(|i| i.commit.as_deref())
+    }
+
+    /// What the deny-event reader labels events with.
+    pub fn event_labels(&self) -> deny_log::Labels {
+        self.event_labels.clone()
+    }
+
+    /// Swaps `prepared` in (when it differs from what runs) and describes
+    /// it. Returns the change summary.
+    fn install(&mut self, prepared: Prepared, started: Instant) -> Result<String> {
+        for w in &prepared.warnings {
+            tracing::warn!(target: DAEMON_TARGET, "{w}");
+        }
+        let summary =
+            ChangeSummary::between(self.installed.as_ref().map(|i| &i.policy), &prepared.policy);
+        let commit = prepared.commit.clone().unwrap_or_default();
+        if let Some(current) = &mut self.installed
+            && current.tables == prepared.tables
+            && current.policy == prepared.policy
+        {
+            tracing::info!(
+                target: DAEMON_TARGET,
+                "policy unchanged (generation {}, commit {})",
+                self.generation,
+                if commit.is_empty() { "none" } else { &commit }
+            );
+            if current.commit != prepared.commit {
+                current.commit = prepared.commit.clone();
+                self.metrics.policy_info.reset();
+                self.metrics
+                    .policy_info
+                    .with_label_values(&[&commit])
+                    .set(1);
+                self.status.write().expect("status lock").policy.commit = prepared.commit;
+            }
+            return Ok("unchanged".into());
+        }
+        let report = self
+            .dataplane
+            .lock()
+            .expect("dataplane lock")
+            .install(&prepared.tables)?;
+        self.generation += 1;
+        tracing::info!(
+            target: DAEMON_TARGET,
+            "policy generation {} in force (commit {}): {summary}; {} entries, {} map writes, swap {:.1} ms, reload {:.1} ms",
+            self.generation,
+            if commit.is_empty() { "none" } else { &commit },
+            prepared.tables.destinations.len()
+                + prepared.tables.device_exact.len()
+                + prepared.tables.device_prefixes.len(),
+            report.writes.inserted + report.writes.removed,
+            report.total.as_secs_f64() * 1e3,
+            started.elapsed().as_secs_f64() * 1e3,
+        );
+        self.describe(&prepared)?;
+        self.installed = Some(Installed {
+            policy: prepared.policy,
+            tables: prepared.tables,
+            commit: prepared.commit,
+        });
+        Ok(summary.to_string())
+    }
+
+    /// Refreshes metrics labels, status and event labels for a new policy.
+    fn describe(&self, p: &Prepared) -> Result<()> {
+        let labels = {
+            let dp = self.dataplane.lock().expect("dataplane lock");
+            labels::of(&p.policy, &p.tables, |logical| dp.counter_index(logical))?
+        };
+        {
+            let mut view = self.view.write().expect("view lock");
+            view.groups = p.tables.groups.iter().map(|g| g.name.clone()).collect();
+            view.rules = labels.rules;
+        }
+        // Keep the previous policy's labels: events may still name them.
+        self.event_labels
+            .write()
+            .expect("labels lock")
+            .extend(labels.events);
+        self.metrics.generation.set(self.generation as i64);
+        self.metrics.policy_info.reset();
+        self.metrics
+            .policy_info
+            .with_label_values(&[p.commit.as_deref().unwrap_or("")])
+            .set(1);
+        self.metrics.policy_rules.reset();
+        for g in &p.policy.groups {
+            self.metrics
+                .policy_rules
+                .with_label_values(&[&g.name])
+                .set(g.rules.len() as i64);
+        }
+        self.status.write().expect("status lock").policy = PolicyStatus {
+            dir: self.policy_dir.clone(),
+            generation: self.generation,
+            commit: p.commit.clone(),
+            groups: p.policy.groups.len(),
+            rules: p.policy.rule_count(),
+            installed_at_unix: unix_now(),
+            gateway: p.policy.gateway.clone(),
+        };
+        Ok(())
+    }
+
+    /// The reload metrics, the status' `last_reload`, and on failure the
+    /// errors in the log.
+    fn record(&self, trigger: &str, elapsed: Duration, outcome: &Result<String, Vec<Diagnostic>>) {
+        self.metrics.last_reload_timestamp.set(unix_now() as f64);
+        self.metrics.last_reload_duration.set(elapsed.as_secs_f64());
+        let (success, errors, summary) = match outcome {
+            Ok(summary) => (true, Vec::new(), summary.clone()),
+            Err(errors) => {
+                self.log_failure(trigger, errors);
+                let errors = errors
+                    .iter()
+                    .filter(|d| d.is_error())
+                    .map(ToString::to_string)
+                    .collect();
+                (false, errors, String::new())
+            }
+        };
+        let result = if success { "success" } else { "failure" };
+        self.metrics.reloads.with_label_values(&[result]).inc();
+        self.metrics.last_reload_success.set(i64::from(success));
+        self.status.write().expect("status lock").last_reload = Some(ReloadStatus {
+            success,
+            at_unix: unix_now(),
+            duration_ms: elapsed.as_secs_f64() * 1e3,
+            trigger: trigger.into(),
+            errors,
+            summary,
+        });
+    }
+
+    fn log_failure(&self, trigger: &str, errors: &[Diagnostic]) {
+        let in_force = if self.installed.is_some() {
+            format!("generation {} stays in force", self.generation)
+        } else {
+            "the policy already in the dataplane stays in force".into()
+        };
+        tracing::error!(
+            target: DAEMON_TARGET,
+            "policy reload ({trigger}) failed with {} error(s); {in_force}",
+            errors.iter().filter(|d| d.is_error()).count()
+        );
+        for d in errors {
+            if d.is_error() {
+                tracing::error!(target: DAEMON_TARGET, "{d}");
+            } else {
+                tracing::warn!(target: DAEMON_TARGET, "{d}");
+            }
+        }
+    }
+}
