@@ -132,10 +132,13 @@ fn compiled_model_agrees_with_the_naive_semantics() {
         "reason: unknown device",
         "reason: builtin ntp",
         "verdict: audit-deny",
+        "verdict: reject",
         "lost: longer-prefix",
         "lost: specific-protocol",
         "lost: narrower-ports",
         "lost: deny-over-allow",
+        "lost: reject-over-allow",
+        "lost: deny-over-reject",
         "lost: explicit-over-builtin",
         "lost: earlier-in-file",
         "device: exact",
@@ -161,8 +164,10 @@ fn record(coverage: &mut Coverage, packet: &PacketFacts, naive: &naive::Evaluati
         DecisionReason::UnknownDevice => "reason: unknown device",
         DecisionReason::BuiltinNtp => "reason: builtin ntp",
     });
-    if naive.verdict == Verdict::AuditDeny {
-        coverage.hit("verdict: audit-deny");
+    match naive.verdict {
+        Verdict::AuditDeny => coverage.hit("verdict: audit-deny"),
+        Verdict::Reject => coverage.hit("verdict: reject"),
+        _ => {}
     }
     if let [winner, second, ..] = naive.candidates.as_slice() {
         coverage.hit(match second.lost_to(winner) {
@@ -170,6 +175,8 @@ fn record(coverage: &mut Coverage, packet: &PacketFacts, naive: &naive::Evaluati
             naive::Beaten::SpecificProtocol => "lost: specific-protocol",
             naive::Beaten::NarrowerPorts => "lost: narrower-ports",
             naive::Beaten::DenyOverAllow => "lost: deny-over-allow",
+            naive::Beaten::RejectOverAllow => "lost: reject-over-allow",
+            naive::Beaten::DenyOverReject => "lost: deny-over-reject",
             naive::Beaten::ExplicitOverBuiltin => "lost: explicit-over-builtin",
             naive::Beaten::EarlierInFile => "lost: earlier-in-file",
         });

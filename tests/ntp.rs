@@ -194,12 +194,13 @@ fn ntp_config(yaml: &str) -> NtpConfig {
 fn meters(extra: &[&str]) -> SourceGroups {
     let group = |name: &str| GroupTable {
         name: name.into(),
-        default_deny: true,
+        default: tollgate_common::Verdict::Deny,
         audit: false,
         default_counter: 0,
         allow_counter: 0,
         deny_counter: 0,
         audit_deny_counter: 0,
+        reject_counter: 0,
     };
     let mut device_exact: Vec<(IpAddr, u32)> = std::iter::once(DEVICE)
         .chain(extra.iter().copied())

@@ -75,9 +75,19 @@ fn proto_ports() -> impl Strategy<Value = (Option<u8>, Option<Vec<PortRange>>)> 
     ]
 }
 
+/// A rule's or a default's action: each of the three, allow most often so
+/// that both halves of every tie-break between them come up.
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        3 => Just(Action::Allow),
+        2 => Just(Action::Deny),
+        2 => Just(Action::Reject),
+    ]
+}
+
 #[derive(Clone, Debug)]
 struct RuleSpec {
-    deny: bool,
+    action: Action,
     to: Vec<IpNet>,
     any: bool,
     proto: Option<u8>,
@@ -86,13 +96,13 @@ struct RuleSpec {
 
 fn rule() -> impl Strategy<Value = RuleSpec> {
     let general = (
-        any::<bool>(),
+        action(),
         vec(prefix(), 1..3),
         proptest::bool::weighted(0.15),
         proto_ports(),
     )
-        .prop_map(|(deny, to, any, (proto, ports))| RuleSpec {
-            deny,
+        .prop_map(|(action, to, any, (proto, ports))| RuleSpec {
+            action,
             to,
             any,
             proto,
@@ -100,7 +110,7 @@ fn rule() -> impl Strategy<Value = RuleSpec> {
         });
     // Rules that compete with the built-in NTP allow on its own ground.
     let ntp = (
-        any::<bool>(),
+        action(),
         select(vec![
             IpNet::from(IpAddr::from(NTP_V4)),
             IpNet::from(IpAddr::from(NTP_V6)),
@@ -111,8 +121,8 @@ fn rule() -> impl Strategy<Value = RuleSpec> {
             PortRange::new(0, 65535),
         ]),
     )
-        .prop_map(|(deny, to, ports)| RuleSpec {
-            deny,
+        .prop_map(|(action, to, ports)| RuleSpec {
+            action,
             to: vec![to],
             any: false,
             proto: Some(17),
@@ -124,7 +134,7 @@ fn rule() -> impl Strategy<Value = RuleSpec> {
 #[derive(Clone, Debug)]
 struct GroupSpec {
     devices: Vec<IpNet>,
-    default_deny: bool,
+    default: Action,
     audit: bool,
     rules: Vec<RuleSpec>,
 }
@@ -132,13 +142,9 @@ struct GroupSpec {
 /// A rule to `any` with many port ranges: it lands in every rule list of
 /// its group, so those lists outgrow one kernel record and chain.
 fn wide_rule() -> impl Strategy<Value = RuleSpec> {
-    (
-        any::<bool>(),
-        select(vec![6u8, 17]),
-        vec(port_range(), 9..12),
-    )
-        .prop_map(|(deny, proto, ports)| RuleSpec {
-            deny,
+    (action(), select(vec![6u8, 17]), vec(port_range(), 9..12))
+        .prop_map(|(action, proto, ports)| RuleSpec {
+            action,
             to: vec![],
             any: true,
             proto: Some(proto),
@@ -163,13 +169,13 @@ fn rules() -> impl Strategy<Value = Vec<RuleSpec>> {
 fn group() -> impl Strategy<Value = GroupSpec> {
     (
         vec(prefix(), 0..4),
-        any::<bool>(),
+        action(),
         proptest::bool::weighted(0.3),
         rules(),
     )
-        .prop_map(|(devices, default_deny, audit, rules)| GroupSpec {
+        .prop_map(|(devices, default, audit, rules)| GroupSpec {
             devices,
-            default_deny,
+            default,
             audit,
             rules,
         })
@@ -216,11 +222,7 @@ fn build(groups: Vec<GroupSpec>, unknown_deny: bool, ntp: Vec<IpAddr>) -> Policy
                     origin: origin(1),
                 })
                 .collect(),
-            default: if spec.default_deny {
-                Action::Deny
-            } else {
-                Action::Allow
-            },
+            default: spec.default,
             audit: spec.audit,
             rules: spec
                 .rules
@@ -242,7 +244,7 @@ fn build(groups: Vec<GroupSpec>, unknown_deny: bool, ntp: Vec<IpAddr>) -> Policy
                     }
                     Rule {
                         id: RuleId::new(&format!("r{i}")),
-                        action: if r.deny { Action::Deny } else { Action::Allow },
+                        action: r.action,
                         targets,
                         proto: r.proto,
                         ports: r.ports,

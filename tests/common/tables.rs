@@ -28,7 +28,7 @@ impl Tables {
         self.policy.counters.len() as u32 - 1
     }
 
-    fn add_group(&mut self, name: &str, default_deny: bool, audit: bool) -> u32 {
+    fn add_group(&mut self, name: &str, default: impl Action, audit: bool) -> u32 {
         let decision = |decider| CounterOwner::Decision {
             group: name.into(),
             decider,
@@ -39,20 +39,21 @@ impl Tables {
         };
         let g = GroupTable {
             name: name.into(),
-            default_deny,
+            default: default.verdict(),
             audit,
             default_counter: self.counter(decision(Decider::GroupDefault)),
             allow_counter: self.counter(verdict(Verdict::Allow)),
             deny_counter: self.counter(verdict(Verdict::Deny)),
             audit_deny_counter: self.counter(verdict(Verdict::AuditDeny)),
+            reject_counter: self.counter(verdict(Verdict::Reject)),
         };
         self.policy.groups.push(g);
         self.policy.groups.len() as u32 - 1
     }
 
     /// Adds a group whose devices are `devices` (prefixes or addresses).
-    pub fn group(&mut self, name: &str, default_deny: bool, devices: &[&str]) -> u32 {
-        let gid = self.add_group(name, default_deny, false);
+    pub fn group(&mut self, name: &str, default: impl Action, devices: &[&str]) -> u32 {
+        let gid = self.add_group(name, default, false);
         for d in devices {
             let net: ipnet::IpNet = if d.contains('/') {
                 d.parse().unwrap()
@@ -76,7 +77,7 @@ impl Tables {
         dst: &str,
         proto: Option<u8>,
         ports: Option<(u16, u16)>,
-        deny: bool,
+        action: impl Action,
         id: &str,
     ) -> u32 {
         let group = self.policy.groups[gid as usize].name.clone();
@@ -87,7 +88,7 @@ impl Tables {
         let entry = RuleEntry {
             proto,
             ports,
-            deny,
+            verdict: action.verdict(),
             builtin: false,
             counter,
         };
@@ -118,5 +119,23 @@ impl Tables {
             });
         }
         self.policy
+    }
+}
+
+/// What a rule or default does: `true` denies, `false` allows, or a
+/// [`Verdict`] (allow, deny or reject) said outright.
+pub trait Action {
+    fn verdict(self) -> Verdict;
+}
+
+impl Action for bool {
+    fn verdict(self) -> Verdict {
+        if self { Verdict::Deny } else { Verdict::Allow }
+    }
+}
+
+impl Action for Verdict {
+    fn verdict(self) -> Verdict {
+        self
     }
 }

@@ -104,7 +104,7 @@ struct Entry {
     prefix: IpNet,
     proto: Option<u8>,
     ports: Option<PortRange>,
-    deny: bool,
+    action: Action,
     builtin: bool,
     /// Source order: rule index, then index in its `ports` list.
     order: (usize, usize),
@@ -112,16 +112,16 @@ struct Entry {
 }
 
 /// Sort key: the order of step 9, smallest first.
-type Precedence = (Reverse<u8>, bool, u32, bool, bool, (usize, usize));
+type Precedence = (Reverse<u8>, bool, u32, Reverse<u8>, bool, (usize, usize));
 
 impl Entry {
     fn precedence(&self) -> Precedence {
-        // step 9: prefix, proto, ports, deny; then explicit, file order
+        // step 9: prefix, proto, ports, deny/reject/allow; then explicit, file order
         (
             Reverse(self.prefix.prefix_len()),
             self.proto.is_none(),
             self.ports.map_or(ALL_PORTS_WIDTH, |p| p.width()),
-            !self.deny,
+            Reverse(self.action.strictness()),
             self.builtin,
             self.order,
         )
@@ -143,7 +143,7 @@ impl Entry {
         RuleEntry {
             proto: self.proto,
             ports: self.ports.map(|p| (p.lo, p.hi)),
-            deny: self.deny,
+            verdict: self.action.verdict(false),
             builtin: self.builtin,
             counter: self.counter,
         }
@@ -169,9 +169,9 @@ impl Compiler<'_> {
         self.tables.counters.len() as u32 - 1
     }
 
-    /// Appends a group's table with its default counter and its three
+    /// Appends a group's table with its default counter and its four
     /// verdict totals (added last, after its rule counters).
-    fn group_table(&mut self, name: &str, default_deny: bool, audit: bool, default_counter: u32) {
+    fn group_table(&mut self, name: &str, default: Action, audit: bool, default_counter: u32) {
         let mut verdict_counter = |verdict| {
             self.tables.counters.push(CounterOwner::Verdict {
                 group: name.to_string(),
@@ -181,12 +181,13 @@ impl Compiler<'_> {
         };
         let table = GroupTable {
             name: name.to_string(),
-            default_deny,
+            default: default.verdict(false),
             audit,
             default_counter,
             allow_counter: verdict_counter(Verdict::Allow),
             deny_counter: verdict_counter(Verdict::Deny),
             audit_deny_counter: verdict_counter(Verdict::AuditDeny),
+            reject_counter: verdict_counter(Verdict::Reject),
         };
         self.tables.groups.push(table);
     }
@@ -196,8 +197,12 @@ impl Compiler<'_> {
     fn unknown_group(&mut self) {
         // step 5: group 0 has no destinations, only its default
         let default = self.counter(UNKNOWN_GROUP_NAME, Decider::GroupDefault);
-        let deny = self.policy.unknown_devices == Action::Deny;
-        self.group_table(UNKNOWN_GROUP_NAME, deny, false, default);
+        self.group_table(
+            UNKNOWN_GROUP_NAME,
+            self.policy.unknown_devices,
+            false,
+            default,
+        );
     }
 
     fn group(&mut self, id: u32, group: &Group) {
@@ -211,12 +216,7 @@ impl Compiler<'_> {
             .collect();
         // step 10: the group's default
         // step 11: audit mode
-        self.group_table(
-            &group.name,
-            group.default == Action::Deny,
-            group.audit,
-            default,
-        );
+        self.group_table(&group.name, group.default, group.audit, default);
 
         // step 4: exact addresses apart from shorter prefixes
         for device in &group.devices {
@@ -259,7 +259,7 @@ impl Compiler<'_> {
                         prefix,
                         proto: rule.proto,
                         ports: *ports,
-                        deny: rule.action == Action::Deny,
+                        action: rule.action,
                         builtin: false,
                         order: (index, port_index),
                         counter: counters[index],
@@ -428,7 +428,7 @@ fn builtin_ntp(addr: IpAddr, index: usize, counter: u32) -> Entry {
         prefix: IpNet::from(addr),
         proto: Some(PROTO_UDP),
         ports: Some(PortRange::new(NTP_PORT, NTP_PORT)),
-        deny: false,
+        action: Action::Allow,
         builtin: true,
         order: (usize::MAX, index),
         counter,

@@ -79,7 +79,7 @@ fn suppressed_total(dataplane: &Mutex<Dataplane>) -> u64 {
         .map_or(0, |c| c.packets)
 }
 
-/// Logs one event. The message is the verdict label (`deny`,
+/// Logs one event. The message is the verdict label (`deny`, `reject`,
 /// `audit-deny`); the fields repeat it (`verdict`) beside the group, rule,
 /// addresses, protocol name (`tcp`, `udp`, `icmp`, `icmpv6`, else the
 /// number), port, where the rule is written and why it decided.

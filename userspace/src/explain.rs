@@ -196,7 +196,11 @@ fn why(beaten: Beaten, winner: &Candidate, loser: &Candidate) -> String {
             ports_words(winner.port_width(), winner),
             ports_words(loser.port_width(), loser)
         ),
-        Beaten::DenyOverAllow | Beaten::ExplicitOverBuiltin | Beaten::EarlierInFile => {
+        Beaten::DenyOverAllow
+        | Beaten::RejectOverAllow
+        | Beaten::DenyOverReject
+        | Beaten::ExplicitOverBuiltin
+        | Beaten::EarlierInFile => {
             return beaten.to_string();
         }
     };
@@ -238,10 +242,10 @@ impl Explanation {
                 &format!("{} ({} is in no group's devices)", self.group, p.src),
             ),
         }
-        let audit = if self.verdict == Verdict::AuditDeny {
-            " (audit mode: counted and reported, the packet passes)"
-        } else {
-            ""
+        let audit = match self.verdict {
+            Verdict::AuditDeny => " (audit mode: counted and reported, the packet passes)",
+            Verdict::Reject => " (dropped, and the device told: TCP reset or ICMP unreachable)",
+            _ => "",
         };
         line("verdict", &format!("{}{audit}", self.verdict.label()));
         let at = |place: &Option<Place>| place.as_ref().map_or(String::new(), |p| format!(", {p}"));

@@ -78,29 +78,28 @@ pub fn verdict(tables: &CompiledPolicy, packet: &PacketFacts) -> Decision {
             .find(|e| matches(e, packet))
     });
 
-    let (deny, reason, counter) = match entry {
+    let (verdict, reason, counter) = match entry {
         // step 8: the built-in NTP allow won
-        Some(e) if e.builtin => (e.deny, DecisionReason::BuiltinNtp, e.counter),
-        Some(e) => (e.deny, DecisionReason::Rule, e.counter),
+        Some(e) if e.builtin => (e.verdict, DecisionReason::BuiltinNtp, e.counter),
+        Some(e) => (e.verdict, DecisionReason::Rule, e.counter),
         // step 5: group 0's default is `unknown-devices`
         None if group == UNKNOWN_GROUP => (
-            table.default_deny,
+            table.default,
             DecisionReason::UnknownDevice,
             table.default_counter,
         ),
         // step 10: no candidate, the group's default
         None => (
-            table.default_deny,
+            table.default,
             DecisionReason::GroupDefault,
             table.default_counter,
         ),
     };
 
-    // step 11: audit mode turns a deny into audit-deny
-    let verdict = match (deny, table.audit) {
-        (false, _) => Verdict::Allow,
-        (true, false) => Verdict::Deny,
-        (true, true) => Verdict::AuditDeny,
+    // step 11: audit mode turns a deny or a reject into audit-deny
+    let verdict = match verdict {
+        Verdict::Deny | Verdict::Reject if table.audit => Verdict::AuditDeny,
+        other => other,
     };
     let rule = match (reason, &tables.counters[counter as usize]) {
         (

@@ -43,14 +43,17 @@ pub struct CompiledPolicy {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupTable {
     pub name: String,
-    pub default_deny: bool,
+    /// The verdict when no rule matches, before audit mode: allow, deny or
+    /// reject (never reject for group 0).
+    pub default: Verdict,
     pub audit: bool,
     /// Charged when the default decides.
     pub default_counter: u32,
-    /// Per-verdict totals: allow, deny, audit-deny.
+    /// Per-verdict totals: allow, deny, audit-deny, reject.
     pub allow_counter: u32,
     pub deny_counter: u32,
     pub audit_deny_counter: u32,
+    pub reject_counter: u32,
 }
 
 impl GroupTable {
@@ -59,6 +62,7 @@ impl GroupTable {
             Verdict::Allow => self.allow_counter,
             Verdict::Deny => self.deny_counter,
             Verdict::AuditDeny => self.audit_deny_counter,
+            Verdict::Reject => self.reject_counter,
         }
     }
 }
@@ -77,7 +81,8 @@ pub struct RuleEntry {
     pub proto: Option<u8>,
     /// Inclusive destination port range; `None` matches every port, known or not.
     pub ports: Option<(u16, u16)>,
-    pub deny: bool,
+    /// Allow, deny or reject, before audit mode.
+    pub verdict: Verdict,
     /// The implicit allow of UDP/123 to the NTP addresses.
     pub builtin: bool,
     /// Logical counter charged when this entry decides.

@@ -10,10 +10,17 @@ pub enum Verdict {
     Deny = 1,
     /// A deny in an audit-mode group: reported and counted, not dropped.
     AuditDeny = 2,
+    /// Dropped, and the device told at once (TCP RST, ICMP unreachable).
+    Reject = 3,
 }
 
 impl Verdict {
-    pub const ALL: [Verdict; 3] = [Verdict::Allow, Verdict::Deny, Verdict::AuditDeny];
+    pub const ALL: [Verdict; 4] = [
+        Verdict::Allow,
+        Verdict::Deny,
+        Verdict::AuditDeny,
+        Verdict::Reject,
+    ];
 
     /// How `explain`, logs and events spell it.
     pub const fn label(self) -> &'static str {
@@ -21,6 +28,7 @@ impl Verdict {
             Verdict::Allow => "allow",
             Verdict::Deny => "deny",
             Verdict::AuditDeny => "audit-deny",
+            Verdict::Reject => "reject",
         }
     }
 
@@ -32,6 +40,7 @@ impl Verdict {
             Verdict::Allow => "allow",
             Verdict::Deny => "deny",
             Verdict::AuditDeny => "audit_deny",
+            Verdict::Reject => "reject",
         }
     }
 
@@ -40,6 +49,7 @@ impl Verdict {
             0 => Some(Verdict::Allow),
             1 => Some(Verdict::Deny),
             2 => Some(Verdict::AuditDeny),
+            3 => Some(Verdict::Reject),
             _ => None,
         }
     }
@@ -77,7 +87,7 @@ impl DecisionReason {
     }
 }
 
-/// One deny or audit-deny decision.
+/// One deny, reject or audit-deny decision.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DenyEvent {
@@ -101,6 +111,30 @@ pub const EVENT_PORT_KNOWN: u8 = 1;
 /// The packet was a non-first fragment (its port is unknown).
 pub const EVENT_FRAGMENT: u8 = 2;
 
-pod!(DenyEvent);
+/// What the XDP reply to a rejected packet needs to find its headers again:
+/// the decision stores it in `TG_REJECT_PKT` (per CPU) and the reply reads
+/// it back. Going through a map is deliberate: the verifier then sees
+/// offsets it knows only as bounded, so it checks the reply once, not once
+/// per way the parser can reach a reject.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RejectFacts {
+    /// Offset of the IP header (the link header's length).
+    pub l3: u16,
+    /// Offset of the transport header.
+    pub l4: u16,
+    pub proto: u8,
+    pub family: u8,
+    /// `REJECT_*` bits.
+    pub flags: u8,
+    pub _pad: u8,
+}
+/// The packet came on an Ethernet link.
+pub const REJECT_ETHERNET: u8 = 1;
+/// The packet is a later fragment: no transport header.
+pub const REJECT_LATER_FRAGMENT: u8 = 2;
+
+pod!(DenyEvent, RejectFacts);
 
 const _: () = assert!(core::mem::size_of::<DenyEvent>() == 44);
+const _: () = assert!(core::mem::size_of::<RejectFacts>() == 8);

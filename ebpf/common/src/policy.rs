@@ -61,13 +61,18 @@ pub struct GroupInfo {
     pub allow_counter: u32,
     pub deny_counter: u32,
     pub audit_deny_counter: u32,
+    pub reject_counter: u32,
     /// `GROUP_*` bits.
     pub flags: u32,
 }
-/// The group default is deny (else allow).
+/// The group default is deny (else allow, or reject with
+/// [`GROUP_DEFAULT_REJECT`]).
 pub const GROUP_DEFAULT_DENY: u32 = 1;
-/// Audit mode: denies are counted and reported as audit-deny, never dropped.
+/// Audit mode: denies and rejects are counted and reported as audit-deny,
+/// never dropped.
 pub const GROUP_AUDIT: u32 = 2;
+/// The group default is reject.
+pub const GROUP_DEFAULT_REJECT: u32 = 4;
 
 /// One compiled rule in a rule set. Entries are sorted by precedence, so the
 /// first entry that matches a packet decides.
@@ -93,6 +98,8 @@ pub const RULE_PORTS: u8 = 2;
 pub const RULE_DENY: u8 = 4;
 /// The entry is the implicit NTP allow, not a rule from a file.
 pub const RULE_BUILTIN: u8 = 8;
+/// The entry rejects: drops and answers the device.
+pub const RULE_REJECT: u8 = 16;
 
 /// Value of `TG_RULESETS`: up to [`crate::RECORD_ENTRIES`] rules of the
 /// list that applies to one destination prefix of one group (its own rules
@@ -204,6 +211,11 @@ pub struct Settings {
     /// First fragments one source may have remembered per lifetime window.
     pub fragments_per_source: u32,
     pub _pad: u32,
+    /// Nanoseconds between reject replies per CPU (1e9 / rate); 0 sends
+    /// none (every reject is dropped as a deny would be).
+    pub reject_interval_ns: u64,
+    /// How far ahead of schedule a burst of replies may run, in nanoseconds.
+    pub reject_burst_ns: u64,
 }
 
 pod!(
@@ -227,7 +239,7 @@ const _: () = {
     assert!(size_of::<DeviceKey>() == 20);
     assert!(size_of::<DevicePrefix>() == 20);
     assert!(size_of::<Destination>() == 20);
-    assert!(size_of::<GroupInfo>() == 20);
+    assert!(size_of::<GroupInfo>() == 24);
     assert!(size_of::<RuleEntry>() == 12);
     assert!(size_of::<RuleRecord>() == 8 + 12 * crate::RECORD_ENTRIES);
     assert!(size_of::<FragmentKey>() == 44);
@@ -236,5 +248,5 @@ const _: () = {
     assert!(size_of::<FragmentQuota>() == 16);
     assert!(size_of::<FlowKey>() == 40);
     assert!(size_of::<Allowed>() == 8);
-    assert!(size_of::<Settings>() == 32);
+    assert!(size_of::<Settings>() == 48);
 };

@@ -60,11 +60,27 @@
 //!    like any rule.
 //! 9. **Winner.** The longest destination prefix; then a specific `proto`
 //!    over any; then the narrowest port range (one port: 1, `lo-hi`:
-//!    hi-lo+1, no `ports`: 65536); then deny over allow. What is still tied
+//!    hi-lo+1, no `ports`: 65536); then deny over reject over allow (the
+//!    quieter refusal wins). What is still tied
 //!    has one verdict, and only the counted rule remains to choose: an
 //!    explicit rule over the built-in, then the first in the file. The
 //!    compiler sorts each rule list in this order, so the first entry that
 //!    passes step 7 is the winner.
-//! 10. **Default.** No candidate: the group's `default`.
-//! 11. **Audit.** In a group in audit mode (`GROUP_AUDIT`) a deny becomes
-//!     audit-deny: counted and reported, and the packet passes.
+//! 10. **Default.** No candidate: the group's `default` (allow, deny or
+//!     reject; `unknown-devices` is allow or deny, never reject).
+//! 11. **Audit.** In a group in audit mode (`GROUP_AUDIT`) a deny or a
+//!     reject becomes audit-deny: counted and reported, and the packet
+//!     passes.
+//!
+//! # After the policy
+//!
+//! The kernel alone (`ebpf/program/src/reject.rs`), after the verdict is
+//! counted as the policy decided it; not a step, since it changes no
+//! verdict. A reject is dropped like a deny, and the device gets an answer
+//! (TCP: a RST; other IPv4: ICMP destination unreachable, code 13; other
+//! IPv6: ICMPv6 destination unreachable, code 1) unless the packet could be
+//! a spoofed reflection or has nothing to answer (an ICMP or ICMPv6 packet
+//! other than an echo request, a TCP RST, multicast or broadcast at L2 or
+//! L3, a later fragment, IPv4 options, IPv6 extension headers, a TC hook:
+//! `RejectUnanswered`), or this CPU is over its reply rate (`RejectLimited`:
+//! the reject degrades to a deny).

@@ -72,10 +72,25 @@ pub enum Stat {
     /// Allowed first fragments not remembered because their source was at
     /// its quota: their later fragments are judged with the port unknown.
     FragmentOverQuota,
+    /// Rejected TCP segments answered with a RST.
+    RejectReplyTcpReset,
+    /// Rejected IPv4 packets answered with ICMP destination unreachable,
+    /// administratively prohibited.
+    RejectReplyIcmp,
+    /// Rejected IPv6 packets answered with ICMPv6 destination unreachable,
+    /// administratively prohibited.
+    RejectReplyIcmp6,
+    /// Rejected packets not answered because this CPU was over the reply
+    /// rate: dropped as a deny would be.
+    RejectLimited,
+    /// Rejected packets that must not be answered (an ICMP error, multicast
+    /// or broadcast, a later fragment, a RST; see `reject.rs` in the
+    /// program) or that the hook cannot answer (TC): dropped silently.
+    RejectUnanswered,
 }
 
 impl Stat {
-    pub const COUNT: u32 = Stat::FragmentOverQuota as u32 + 1;
+    pub const COUNT: u32 = Stat::RejectUnanswered as u32 + 1;
 
     pub const ALL: [Stat; Stat::COUNT as usize] = [
         Stat::Seen,
@@ -98,6 +113,11 @@ impl Stat {
         Stat::DropNonIp,
         Stat::FragmentExpired,
         Stat::FragmentOverQuota,
+        Stat::RejectReplyTcpReset,
+        Stat::RejectReplyIcmp,
+        Stat::RejectReplyIcmp6,
+        Stat::RejectLimited,
+        Stat::RejectUnanswered,
     ];
 
     /// The `reason` label of `tollgate_drops_total`, for drop stats.

@@ -13,8 +13,8 @@ use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use tollgate_common::{
     Allowed, DESTINATION_HEADER_BITS, DEVICE_PREFIX_HEADER_BITS, DecisionReason, Destination,
     DeviceKey, DevicePrefix, FAMILY_V4, FlowKey, FragmentKey, FragmentQuota, FragmentVerdict,
-    GROUP_AUDIT, GROUP_DEFAULT_DENY, GroupInfo, MAX_CHAIN, MAX_GROUPS, NO_RECORD, RECORD_ENTRIES,
-    RULE_ANY_PROTO, RULE_BUILTIN, RULE_DENY, RULE_PORTS, RuleEntry, SourceKey, Stat, UNKNOWN_GROUP,
+    GROUP_AUDIT, GROUP_DEFAULT_DENY, GROUP_DEFAULT_REJECT, GroupInfo, MAX_CHAIN, MAX_GROUPS, NO_RECORD, RECORD_ENTRIES,
+    RULE_ANY_PROTO, RULE_BUILTIN, RULE_DENY, RULE_PORTS, RULE_REJECT, RuleEntry, SourceKey, Stat, UNKNOWN_GROUP,
     Verdict,
 };
 
@@ -69,6 +69,8 @@ pub fn decide(generation: u32, p: &Packet) -> Decision {
         Some(e) => (
             if e.flags & RULE_DENY != 0 {
                 Verdict::Deny
+            } else if e.flags & RULE_REJECT != 0 {
+                Verdict::Reject
             } else {
                 Verdict::Allow
             },
@@ -84,6 +86,8 @@ pub fn decide(generation: u32, p: &Packet) -> Decision {
         None => (
             if group.flags & GROUP_DEFAULT_DENY != 0 {
                 Verdict::Deny
+            } else if group.flags & GROUP_DEFAULT_REJECT != 0 {
+                Verdict::Reject
             } else {
                 Verdict::Allow
             },
@@ -96,14 +100,15 @@ pub fn decide(generation: u32, p: &Packet) -> Decision {
             group.default_counter,
         ),
     };
-    // step 11: audit mode turns a deny into audit-deny
-    if verdict == Verdict::Deny && group.flags & GROUP_AUDIT != 0 {
+    // step 11: audit mode turns a deny or a reject into audit-deny
+    if matches!(verdict, Verdict::Deny | Verdict::Reject) && group.flags & GROUP_AUDIT != 0 {
         verdict = Verdict::AuditDeny;
     }
     let verdict_counter = match verdict {
         Verdict::Allow => group.allow_counter,
         Verdict::Deny => group.deny_counter,
         Verdict::AuditDeny => group.audit_deny_counter,
+        Verdict::Reject => group.reject_counter,
     };
     Decision {
         verdict,

@@ -4,7 +4,8 @@
 //! from the EtherType, raw-IP links (tun, WireGuard, PPP, IP tunnels,
 //! raw-IP modems) from the IP header. The controller reads each interface's
 //! link type and attaches the matching variant; all four run the same
-//! [`filter`]: parse, decide, account.
+//! [`filter`]: parse, decide, account. XDP answers a rejected packet
+//! (`reject.rs`); TC drops it unanswered.
 #![no_std]
 #![no_main]
 
@@ -12,6 +13,7 @@ mod account;
 mod decide;
 mod maps;
 mod parse;
+mod reject;
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
@@ -21,6 +23,15 @@ use aya_ebpf::{
 use tollgate_common::{Stat, Verdict};
 
 use crate::parse::{Fragment, Frame, Packet, Parsed};
+
+/// What becomes of a packet.
+enum Outcome {
+    Pass,
+    Drop,
+    /// Dropped, and answered where the hook can (`reject::remember` kept
+    /// what the answer needs).
+    Reject,
+}
 
 /// Bytes TC makes linear before parsing: enough for two VLAN tags, IPv6 with
 /// the largest extension chain we walk, and a TCP header.
@@ -66,10 +77,11 @@ fn xdp(ctx: &XdpContext, link: Link) -> u32 {
         end: ctx.data_end(),
     };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    if filter(&frame, bytes, link) {
-        xdp_action::XDP_PASS
-    } else {
-        xdp_action::XDP_DROP
+    match filter(&frame, bytes, link) {
+        Outcome::Pass => xdp_action::XDP_PASS,
+        Outcome::Drop => xdp_action::XDP_DROP,
+        Outcome::Reject if reject::answer_xdp(ctx) => xdp_action::XDP_TX,
+        Outcome::Reject => xdp_action::XDP_DROP,
     }
 }
 
@@ -85,17 +97,23 @@ fn tc(ctx: &TcContext, link: Link) -> i32 {
         start: ctx.data(),
         end: ctx.data_end(),
     };
-    if filter(&frame, u64::from(len), link) {
-        TC_ACT_UNSPEC
-    } else {
-        TC_ACT_SHOT
+    match filter(&frame, u64::from(len), link) {
+        Outcome::Pass => TC_ACT_UNSPEC,
+        Outcome::Drop => TC_ACT_SHOT,
+        Outcome::Reject => {
+            // TC has no XDP_TX: building a reply in an skb that may carry a
+            // partial checksum and bouncing it back with a redirect is left
+            // to a later change; TC links drop rejected packets unanswered.
+            account::stat(Stat::RejectUnanswered, 0);
+            TC_ACT_SHOT
+        }
     }
 }
 
-/// Returns whether the packet may pass: the precedence of
+/// What becomes of the packet: the precedence of
 /// `tollgate_common::precedence`, in its order.
 #[inline(always)]
-fn filter(frame: &Frame, bytes: u64, link: Link) -> bool {
+fn filter(frame: &Frame, bytes: u64, link: Link) -> Outcome {
     account::stat(Stat::Seen, bytes);
     let parsed = match link {
         Link::Ethernet => parse::ethernet(frame),
@@ -105,12 +123,12 @@ fn filter(frame: &Frame, bytes: u64, link: Link) -> bool {
         // step 1: fail closed
         Err(drop) => {
             account::stat(drop, bytes);
-            false
+            Outcome::Drop
         }
         // step 2: ARP passes
         Ok(Parsed::Arp) => {
             account::stat(Stat::PassArp, bytes);
-            true
+            Outcome::Pass
         }
         // step 1: a non-IP frame is dropped unless step 2 passes it
         Ok(Parsed::NonIp { ethertype }) => {
@@ -123,7 +141,7 @@ fn filter(frame: &Frame, bytes: u64, link: Link) -> bool {
                 },
                 bytes,
             );
-            pass
+            if pass { Outcome::Pass } else { Outcome::Drop }
         }
         Ok(Parsed::Ip(packet)) => {
             // step 2: neighbour discovery that stays on the link passes
@@ -131,15 +149,15 @@ fn filter(frame: &Frame, bytes: u64, link: Link) -> bool {
                 && (parse::is_link_scope(&packet.dst) || decide::to_gateway(&packet))
             {
                 account::stat(Stat::PassNeighborDiscovery, bytes);
-                return true;
+                return Outcome::Pass;
             }
-            judge(&packet, bytes)
+            judge(&packet, bytes, link)
         }
     }
 }
 
 #[inline(always)]
-fn judge(p: &Packet, bytes: u64) -> bool {
+fn judge(p: &Packet, bytes: u64, link: Link) -> Outcome {
     let generation = decide::generation();
     // step 3: a remembered allow
     let remembered = match p.fragment {
@@ -154,7 +172,7 @@ fn judge(p: &Packet, bytes: u64) -> bool {
         if let Fragment::First { id } = p.fragment {
             decide::remember_fragment(generation, p, id, allowed);
         }
-        return true;
+        return Outcome::Pass;
     }
     let d = decide::decide(generation, p);
     account::counter(d.counter, bytes);
@@ -166,11 +184,11 @@ fn judge(p: &Packet, bytes: u64) -> bool {
             match p.fragment {
                 Fragment::First { id } => decide::remember_fragment(generation, p, id, allowed),
                 // Its port is unknown: not the flow's verdict.
-                Fragment::Later { .. } => return true,
+                Fragment::Later { .. } => return Outcome::Pass,
                 Fragment::Whole => {}
             }
             decide::remember_flow(generation, p, allowed);
-            true
+            Outcome::Pass
         }
         Verdict::Deny => {
             account::stat(
@@ -182,12 +200,19 @@ fn judge(p: &Packet, bytes: u64) -> bool {
                 bytes,
             );
             account::report(p, &d);
-            false
+            Outcome::Drop
+        }
+        // Dropped as a deny is, and answered where that is safe.
+        Verdict::Reject => {
+            account::stat(Stat::DropPolicy, bytes);
+            account::report(p, &d);
+            reject::remember(p, link == Link::Ethernet);
+            Outcome::Reject
         }
         // step 11: audit-deny is reported and passes
         Verdict::AuditDeny => {
             account::report(p, &d);
-            true
+            Outcome::Pass
         }
     }
 }

@@ -14,7 +14,7 @@ use tollgate_common::{
     DEFAULT_DEVICE_EXACT_PER_SLOT, DEFAULT_DEVICE_PREFIXES_PER_SLOT, DEFAULT_FLOWS,
     DEFAULT_FRAGMENTS, DEFAULT_RULE_RECORDS_PER_SLOT, DenyEvent, Destination, DeviceKey,
     DevicePrefix, EVENT_RING_BYTES, FRAGMENT_SOURCES, FlowKey, FragmentKey, FragmentQuota,
-    FragmentVerdict, GroupInfo, MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_PASS_ETHERTYPES, RuleRecord,
+    FragmentVerdict, GroupInfo, RejectFacts, MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_PASS_ETHERTYPES, RuleRecord,
     SLOTS, Settings, SourceKey, Stat,
 };
 
@@ -83,6 +83,12 @@ pub static TG_EVENTS: RingBuf<DenyEvent, { EVENT_RING_BYTES as usize }> = RingBu
 
 #[btf_map]
 pub static TG_EVENT_BKT: PerCpuArray<u64, 1> = PerCpuArray::new();
+
+#[btf_map]
+pub static TG_REJECT_BKT: PerCpuArray<u64, 1> = PerCpuArray::new();
+
+#[btf_map]
+pub static TG_REJECT_PKT: PerCpuArray<RejectFacts, 1> = PerCpuArray::new();
 
 #[btf_map]
 pub static TG_SETTINGS: Array<Settings, 1> = Array::new();

@@ -76,7 +76,7 @@ impl Frame {
     /// Copies `N` bytes at `offset`, or `None` past the end. The comparison
     /// against `end` is what proves the access safe to the verifier.
     #[inline(always)]
-    fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+    pub fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
         if self.start + offset + N > self.end {
             return None;
         }
@@ -120,6 +120,11 @@ pub struct Packet {
     pub fragment_proto: u8,
     /// An IPv6 RS, NS or NA with hop limit 255 (see rule 6).
     pub neighbor_discovery: bool,
+    /// Offset of the IP header: the link header's length.
+    pub l3: usize,
+    /// Offset of the transport header (after IPv4 options or IPv6
+    /// extension headers); meaningless in a later fragment.
+    pub l4: usize,
 }
 
 pub enum Parsed {
@@ -217,6 +222,8 @@ fn ipv4(f: &Frame, l3: usize) -> Result<Packet, Stat> {
         fragment,
         fragment_proto: proto,
         neighbor_discovery: false,
+        l3,
+        l4: l3 + header_len,
     };
     p.src[..4].copy_from_slice(&h[12..16]);
     p.dst[..4].copy_from_slice(&h[16..20]);
@@ -291,6 +298,8 @@ fn ipv6(f: &Frame, l3: usize) -> Result<Parsed, Stat> {
         fragment: Fragment::Whole,
         fragment_proto: 0,
         neighbor_discovery: false,
+        l3,
+        l4: l3 + 40,
     };
     p.src.copy_from_slice(&h[8..24]);
     p.dst.copy_from_slice(&h[24..40]);
@@ -358,6 +367,7 @@ fn ipv6(f: &Frame, l3: usize) -> Result<Parsed, Stat> {
     } else {
         l3 + 40 + payload_len
     };
+    p.l4 = at;
     let icmp_type = transport(f, &mut p, at, end)?;
     p.neighbor_discovery = p.proto == IPPROTO_ICMPV6
         && matches!(

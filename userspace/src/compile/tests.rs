@@ -58,8 +58,8 @@ fn groups_devices_and_counters() {
     let t = compile(&policy(METERS), &Limits::default()).unwrap();
     assert_eq!(t.groups.len(), 2);
     assert_eq!(t.groups[0].name, UNKNOWN_GROUP_NAME);
-    assert!(!t.groups[0].default_deny && !t.groups[0].audit);
-    assert!(t.groups[1].default_deny);
+    assert!(t.groups[0].default == Verdict::Allow && !t.groups[0].audit);
+    assert_eq!(t.groups[1].default, Verdict::Deny);
     assert_eq!(t.device_exact, [("10.99.0.7".parse().unwrap(), 1)]);
     assert_eq!(
         t.device_prefixes,
@@ -110,10 +110,10 @@ fn groups_devices_and_counters() {
 fn rule_sets_inherit_sort_and_prune() {
     let t = compile(&policy(METERS), &Limits::default()).unwrap();
     let c = |id: &str| counter_of(&t, "meters", Decider::Rule(id.into()));
-    let entry = |proto, ports, deny, counter| RuleEntry {
+    let entry = |proto, ports, deny: bool, counter| RuleEntry {
         proto,
         ports,
-        deny,
+        verdict: if deny { Verdict::Deny } else { Verdict::Allow },
         builtin: false,
         counter,
     };
@@ -178,7 +178,7 @@ groups:
     let builtin = |group: &str| RuleEntry {
         proto: Some(17),
         ports: Some((123, 123)),
-        deny: false,
+        verdict: Verdict::Allow,
         builtin: true,
         counter: counter_of(&t, group, Decider::BuiltinNtp),
     };
@@ -190,7 +190,7 @@ groups:
         g[0].counter,
         counter_of(&t, "g", Decider::Rule("explicit-ntp".into()))
     );
-    assert!(!g[1].builtin && g[1].deny);
+    assert!(!g[1].builtin && g[1].verdict == Verdict::Deny);
     // `to: ntp` covers the IPv6 NTP address too.
     assert_eq!(ruleset_of(&t, 1, "fd00::123/128").len(), 1);
     assert!(!ruleset_of(&t, 1, "fd00::123/128")[0].builtin);
@@ -199,7 +199,7 @@ groups:
     // An explicit deny of the same address and port overrides the built-in.
     let h = ruleset_of(&t, 2, "100.127.0.123/32");
     assert_eq!(h.len(), 1);
-    assert!(h[0].deny);
+    assert_eq!(h[0].verdict, Verdict::Deny);
     // Group 0 has no destinations, so no built-in.
     assert!(t.destinations.iter().all(|d| d.group != 0));
 }

@@ -50,6 +50,8 @@ pub struct Config {
     #[serde(default)]
     pub deny_events: DenyEventsConfig,
     #[serde(default)]
+    pub reject_replies: RejectRepliesConfig,
+    #[serde(default)]
     pub on_exit: OnExit,
     /// Where the program, links and maps are pinned (bpffs).
     #[serde(default = "default_pin_dir")]
@@ -121,6 +123,32 @@ impl Default for DenyEventsConfig {
             burst: None,
         }
     }
+}
+
+/// The answers to rejected packets (TCP RST, ICMP unreachable), limited
+/// per CPU so that a device hammering a rejected destination cannot make the
+/// gateway transmit at line rate. Past the limit a reject is a deny.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RejectRepliesConfig {
+    /// Replies per second per CPU (0: none, every reject is a deny).
+    #[serde(default = "default_reject_rate")]
+    pub rate: u32,
+    /// Replies a CPU may send in a burst above the rate (default: `rate`).
+    pub burst: Option<u32>,
+}
+
+impl Default for RejectRepliesConfig {
+    fn default() -> Self {
+        RejectRepliesConfig {
+            rate: default_reject_rate(),
+            burst: None,
+        }
+    }
+}
+
+fn default_reject_rate() -> u32 {
+    100
 }
 
 /// What happens to the dataplane when the controller exits cleanly.

@@ -211,6 +211,7 @@ fn open_dataplane(config: &Config) -> Result<Dataplane> {
         pin_dir: Some(config.pin_dir.clone()),
         limits: config.limits,
         deny_events: config.deny_events,
+        reject_replies: config.reject_replies,
         pass_ethertypes: config.pass_ethertypes.clone(),
     })?;
     match dataplane.start() {

@@ -10,8 +10,8 @@ use tollgate_common::{
     FlowKey, FragmentKey, FragmentQuota, FragmentVerdict, GroupInfo, MAP_ACTIVE,
     MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT, MAP_DEVICE_PREFIX,
     MAP_EVENT_LIMITER, MAP_EVENTS, MAP_FLOWS, MAP_FRAGMENT_SOURCES, MAP_FRAGMENTS, MAP_GATEWAY,
-    MAP_GRACE, MAP_GROUPS, MAP_PASS_ETHERTYPES, MAP_RULESETS, MAP_SETTINGS, MAP_STATS,
-    MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_PASS_ETHERTYPES, RuleRecord, SLOTS, Settings, SourceKey,
+    MAP_GRACE, MAP_GROUPS, MAP_PASS_ETHERTYPES, MAP_REJECT_LIMITER, MAP_REJECT_PACKET, MAP_RULESETS, MAP_SETTINGS, MAP_STATS,
+    MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_PASS_ETHERTYPES, RejectFacts, RuleRecord, SLOTS, Settings, SourceKey,
     Stat,
 };
 
@@ -110,6 +110,8 @@ pub fn specs(limits: &Limits) -> Vec<MapSpec> {
         ),
         fixed(MAP_EVENTS, 0, 0, EVENT_RING_BYTES),
         fixed(MAP_EVENT_LIMITER, 4, 8, 1),
+        fixed(MAP_REJECT_LIMITER, 4, 8, 1),
+        fixed(MAP_REJECT_PACKET, 4, size::<RejectFacts>(), 1),
         fixed(MAP_SETTINGS, 4, size::<Settings>(), 1),
         fixed(MAP_GRACE, 4, 4, 1),
     ]

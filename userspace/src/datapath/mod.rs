@@ -55,7 +55,7 @@ use self::{
     slots::{PolicyMaps, SlotImage, WriteStats},
 };
 use crate::{
-    config::{AttachPolicy, DenyEventsConfig, Limits},
+    config::{AttachPolicy, DenyEventsConfig, Limits, RejectRepliesConfig},
     links::Link,
     tables::{CompiledPolicy, CounterOwner},
 };
@@ -79,6 +79,7 @@ pub struct Options {
     pub pin_dir: Option<PathBuf>,
     pub limits: Limits,
     pub deny_events: DenyEventsConfig,
+    pub reject_replies: RejectRepliesConfig,
     /// Non-IP EtherTypes to pass on Ethernet links (`pass-ethertypes`).
     pub pass_ethertypes: Vec<u16>,
 }

@@ -24,7 +24,6 @@ use super::{
     pins::ensure_bpffs,
     slots::{PolicyMaps, SlotImage},
 };
-use crate::config::DenyEventsConfig;
 
 impl Dataplane {
     /// Loads the program and its maps, adopting a previous run's pins.
@@ -164,25 +163,31 @@ where
     T::try_from(map).with_context(|| format!("map {name}"))
 }
 
-/// The program's runtime knobs: the deny-event limiter and the fragment
-/// cache's lifetime and per-source quota.
+/// The program's runtime knobs: the deny-event and reject-reply limiters
+/// and the fragment cache's lifetime and per-source quota.
 fn runtime_settings(options: &Options) -> Settings {
-    let (event_interval_ns, event_burst_ns) = event_rate(&options.deny_events);
+    let events = &options.deny_events;
+    let (event_interval_ns, event_burst_ns) = gcra(events.rate, events.burst);
+    let replies = &options.reject_replies;
+    let (reject_interval_ns, reject_burst_ns) = gcra(replies.rate, replies.burst);
     Settings {
         event_interval_ns,
         event_burst_ns,
         fragment_lifetime_ns: options.limits.fragment_lifetime.as_nanos() as u64,
         fragments_per_source: options.limits.fragments_per_source,
         _pad: 0,
+        reject_interval_ns,
+        reject_burst_ns,
     }
 }
 
-/// (interval, burst) in nanoseconds; (0, 0) disables deny events.
-fn event_rate(config: &DenyEventsConfig) -> (u64, u64) {
-    if config.rate == 0 {
+/// (interval, burst) in nanoseconds of a per-CPU limiter allowing `rate`
+/// per second with bursts of `burst` (default `rate`); (0, 0) allows none.
+fn gcra(rate: u32, burst: Option<u32>) -> (u64, u64) {
+    if rate == 0 {
         return (0, 0);
     }
-    let interval = 1_000_000_000 / u64::from(config.rate);
-    let burst = u64::from(config.burst.unwrap_or(config.rate).max(1));
+    let interval = 1_000_000_000 / u64::from(rate);
+    let burst = u64::from(burst.unwrap_or(rate).max(1));
     (interval.max(1), interval * (burst - 1))
 }

@@ -94,6 +94,14 @@ const FAMILIES: &[(&str, &str)] = &[
         "Allowed packets that took their flow's remembered verdict (same policy generation) instead of the full lookup.",
     ),
     (
+        "tollgate_reject_replies_total",
+        "Answers sent to rejected packets, by kind: tcp_reset, icmp (IPv4 unreachable, code 13) or icmp6 (ICMPv6 unreachable, code 1).",
+    ),
+    (
+        "tollgate_reject_unanswered_total",
+        "Rejected packets dropped without an answer, by reason: rate_limit (over reject-replies.rate: a deny) or unanswerable (an ICMP error, RST, multicast, broadcast, later fragment, IP options or extension headers, or a TC hook).",
+    ),
+    (
         "tollgate_deny_events_suppressed_total",
         "Deny events not sent because of the per-CPU rate limit.",
     ),
@@ -262,6 +270,24 @@ impl DataplaneCollector {
                 Stat::FlowCacheHit => {
                     families.counter("tollgate_flow_cache_hits_total", &[], c.packets)
                 }
+                Stat::RejectReplyTcpReset | Stat::RejectReplyIcmp | Stat::RejectReplyIcmp6 => {
+                    let kind = match stat {
+                        Stat::RejectReplyTcpReset => "tcp_reset",
+                        Stat::RejectReplyIcmp => "icmp",
+                        _ => "icmp6",
+                    };
+                    families.counter("tollgate_reject_replies_total", &[("kind", kind)], c.packets)
+                }
+                Stat::RejectLimited => families.counter(
+                    "tollgate_reject_unanswered_total",
+                    &[("reason", "rate_limit")],
+                    c.packets,
+                ),
+                Stat::RejectUnanswered => families.counter(
+                    "tollgate_reject_unanswered_total",
+                    &[("reason", "unanswerable")],
+                    c.packets,
+                ),
                 _ => {
                     let reason = stat.drop_reason().expect("every other stat is a drop");
                     families.counter("tollgate_drops_total", &[("reason", reason)], c.packets);

@@ -82,6 +82,8 @@ pub enum Beaten {
     SpecificProtocol,
     NarrowerPorts,
     DenyOverAllow,
+    RejectOverAllow,
+    DenyOverReject,
     ExplicitOverBuiltin,
     EarlierInFile,
 }
@@ -93,6 +95,8 @@ impl fmt::Display for Beaten {
             Beaten::SpecificProtocol => "the winner names a protocol, this one is any",
             Beaten::NarrowerPorts => "the winner's port range is narrower",
             Beaten::DenyOverAllow => "equal specificity: deny wins over allow",
+            Beaten::RejectOverAllow => "equal specificity: reject wins over allow",
+            Beaten::DenyOverReject => "equal specificity: deny wins over reject",
             Beaten::ExplicitOverBuiltin => {
                 "equal specificity: an explicit rule wins over the built-in"
             }
@@ -109,13 +113,13 @@ impl Candidate<'_> {
     }
 
     /// The ranking of step 9 and its remaining ties; the largest wins.
-    fn rank(&self) -> (u8, bool, Reverse<u32>, bool, bool, Reverse<usize>) {
-        // step 9: prefix, proto, ports, deny; then explicit, file order
+    fn rank(&self) -> (u8, bool, Reverse<u32>, u8, bool, Reverse<usize>) {
+        // step 9: prefix, proto, ports, deny/reject/allow; then explicit, file order
         (
             self.prefix.prefix_len(),
             self.proto.is_some(),
             Reverse(self.port_width()),
-            self.action == Action::Deny,
+            self.action.strictness(),
             matches!(self.rule, RuleOrBuiltin::Rule(_)),
             Reverse(self.order),
         )
@@ -131,7 +135,11 @@ impl Candidate<'_> {
         } else if a.2 != b.2 {
             Beaten::NarrowerPorts
         } else if a.3 != b.3 {
-            Beaten::DenyOverAllow
+            match (winner.action, self.action) {
+                (Action::Reject, _) => Beaten::RejectOverAllow,
+                (_, Action::Reject) => Beaten::DenyOverReject,
+                _ => Beaten::DenyOverAllow,
+            }
         } else if a.4 != b.4 {
             Beaten::ExplicitOverBuiltin
         } else {
@@ -158,10 +166,7 @@ pub fn evaluate<'p>(policy: &'p Policy, packet: &PacketFacts) -> Evaluation<'p> 
         .max_by_key(|m| m.device.prefix.prefix_len());
     let Some(group) = group else {
         // step 5: no group, `unknown-devices` decides and nothing else applies
-        let verdict = match policy.unknown_devices {
-            Action::Allow => Verdict::Allow,
-            Action::Deny => Verdict::Deny,
-        };
+        let verdict = policy.unknown_devices.verdict(false);
         return Evaluation {
             group: None,
             candidates: Vec::new(),
@@ -204,11 +209,12 @@ pub fn evaluate<'p>(policy: &'p Policy, packet: &PacketFacts) -> Evaluation<'p> 
         // step 10: no candidate, the group's default
         None => (group.group.default, DecisionReason::GroupDefault),
     };
-    // step 11: audit mode turns a deny into audit-deny
+    // step 11: audit mode turns a deny or a reject into audit-deny
     let verdict = match (action, group.group.audit) {
         (Action::Allow, _) => Verdict::Allow,
+        (Action::Deny | Action::Reject, true) => Verdict::AuditDeny,
         (Action::Deny, false) => Verdict::Deny,
-        (Action::Deny, true) => Verdict::AuditDeny,
+        (Action::Reject, false) => Verdict::Reject,
     };
     Evaluation {
         group: Some(group),

@@ -90,12 +90,13 @@ mod tests {
     fn group(name: &str) -> GroupTable {
         GroupTable {
             name: name.into(),
-            default_deny: true,
+            default: tollgate_common::Verdict::Deny,
             audit: false,
             default_counter: 0,
             allow_counter: 0,
             deny_counter: 0,
             audit_deny_counter: 0,
+            reject_counter: 0,
         }
     }
 

@@ -143,6 +143,8 @@ impl fmt::Display for Origin {
 pub enum Action {
     Allow,
     Deny,
+    /// Drop, and tell the device at once (TCP RST, ICMP unreachable).
+    Reject,
 }
 
 impl Action {
@@ -151,6 +153,35 @@ impl Action {
         match self {
             Action::Allow => "allow",
             Action::Deny => "deny",
+            Action::Reject => "reject",
+        }
+    }
+
+    /// Whether the packet is refused (dropped, or passed as audit-deny).
+    pub const fn refuses(self) -> bool {
+        !matches!(self, Action::Allow)
+    }
+
+    /// The tie-break of precedence step 9 between equally specific rules:
+    /// the higher wins (deny over reject over allow, the quieter refusal
+    /// first).
+    pub const fn strictness(self) -> u8 {
+        match self {
+            Action::Allow => 0,
+            Action::Reject => 1,
+            Action::Deny => 2,
+        }
+    }
+
+    /// The verdict a packet gets from this action in a group with or
+    /// without audit mode.
+    pub const fn verdict(self, audit: bool) -> tollgate_common::Verdict {
+        use tollgate_common::Verdict;
+        match (self, audit) {
+            (Action::Allow, _) => Verdict::Allow,
+            (Action::Deny | Action::Reject, true) => Verdict::AuditDeny,
+            (Action::Deny, false) => Verdict::Deny,
+            (Action::Reject, false) => Verdict::Reject,
         }
     }
 }
@@ -168,8 +199,8 @@ pub struct Group {
     pub devices: Vec<Device>,
     /// The verdict when no rule matches.
     pub default: Action,
-    /// Audit mode: a deny verdict becomes audit-deny (counted, reported,
-    /// passed).
+    /// Audit mode: a deny or reject verdict becomes audit-deny (counted,
+    /// reported, passed).
     pub audit: bool,
     pub rules: Vec<Rule>,
     /// The group's name in its file.
@@ -196,7 +227,7 @@ pub struct Rule {
     /// `None`: every port, known or not. Only with TCP or UDP.
     pub ports: Option<Vec<PortRange>>,
     pub comment: Option<String>,
-    /// The rule's action key (`allow:` / `deny:`) in its file.
+    /// The rule's action key (`allow:` / `deny:` / `reject:`) in its file.
     pub origin: Origin,
 }
 

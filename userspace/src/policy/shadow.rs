@@ -1,7 +1,8 @@
 //! Finds rules that can never decide: every destination they name is taken
-//! by rules of the opposite action with the same protocol and ports that
-//! rank above them (a longer prefix, or the same prefix with deny over
-//! allow). Such a rule is almost always a mistake worth a warning.
+//! by rules of another action with the same protocol and ports that rank
+//! above them (a longer prefix, or the same prefix with a stricter action:
+//! deny over reject over allow). Such a rule is almost always a mistake
+//! worth a warning.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -20,8 +21,8 @@ pub(super) struct Shadowed {
 }
 
 pub(super) fn find(rules: &[&Rule]) -> Vec<Shadowed> {
-    // A rule's rivals are the rules with the same protocol and ports and the
-    // other action: group the rules by those once (comparing every pair of
+    // A rule's rivals are the rules with the same protocol and ports and
+    // another action: group the rules by those once (comparing every pair of
     // rules took seconds at a few thousand rules).
     let mut by_match: HashMap<Match, Vec<(IpNet, usize)>> = HashMap::new();
     for (i, r) in rules.iter().enumerate() {
@@ -33,15 +34,23 @@ pub(super) fn find(rules: &[&Rule]) -> Vec<Shadowed> {
     for prefixes in by_match.values_mut() {
         prefixes.sort();
     }
+    // The rivals of each (protocol, ports, action): the entries of the other
+    // actions, merged once per match rather than once per rule.
+    let mut rivals_of: HashMap<Match, Vec<(IpNet, usize)>> = HashMap::new();
     let mut found = Vec::new();
     for (index, rule) in rules.iter().enumerate() {
-        let opposite = match rule.action {
-            Action::Allow => Action::Deny,
-            Action::Deny => Action::Allow,
-        };
-        let Some(rivals) = by_match.get(&(rule.proto, normalised_ports(rule), opposite)) else {
-            continue;
-        };
+        let key = (rule.proto, normalised_ports(rule), rule.action);
+        let rivals = rivals_of.entry(key.clone()).or_insert_with(|| {
+            let mut merged: Vec<(IpNet, usize)> = [Action::Allow, Action::Deny, Action::Reject]
+                .into_iter()
+                .filter(|a| *a != key.2)
+                .filter_map(|a| by_match.get(&(key.0, key.1.clone(), a)))
+                .flatten()
+                .copied()
+                .collect();
+            merged.sort();
+            merged
+        });
         if rivals.is_empty() {
             continue;
         }
@@ -53,7 +62,7 @@ pub(super) fn find(rules: &[&Rule]) -> Vec<Shadowed> {
             && own.iter().all(|p| {
                 let above: Vec<(IpNet, usize)> = inside(rivals, p)
                     .iter()
-                    .filter(|(q, i)| outranks(q, rules[*i].action, p))
+                    .filter(|(q, i)| outranks(q, rules[*i].action, p, rule.action))
                     .copied()
                     .collect();
                 let nets: Vec<IpNet> = above.iter().map(|(q, _)| *q).collect();
@@ -82,9 +91,10 @@ fn normalised_ports(rule: &Rule) -> Option<Vec<PortRange>> {
     })
 }
 
-/// Does a rival entry for `q` with `action` rank above an entry for `p`?
-fn outranks(q: &IpNet, action: Action, p: &IpNet) -> bool {
-    q.prefix_len() > p.prefix_len() || (q == p && action == Action::Deny)
+/// Does a rival entry for `q` with `action` rank above an entry for `p`
+/// with `own`?
+fn outranks(q: &IpNet, action: Action, p: &IpNet, own: Action) -> bool {
+    q.prefix_len() > p.prefix_len() || (q == p && action.strictness() > own.strictness())
 }
 
 /// The entries of `sorted` whose prefix lies inside `p`. Normalised prefixes

@@ -38,18 +38,20 @@ pub struct GroupSpec {
     pub rules: Vec<RuleSpec>,
 }
 
-/// `- allow: {...}` or `- deny: {...}`: a mapping with exactly one of the
-/// two keys (yaml_serde reads enums only from YAML tags, so this is a struct
-/// and `validate` checks that exactly one is present).
+/// `- allow: {...}`, `- deny: {...}` or `- reject: {...}`: a mapping with
+/// exactly one of the three keys (yaml_serde reads enums only from YAML
+/// tags, so this is a struct and `validate` checks that exactly one is
+/// present).
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
     rename_all = "kebab-case",
-    expecting = "a rule: `allow:` or `deny:` and what it matches"
+    expecting = "a rule: `allow:`, `deny:` or `reject:` and what it matches"
 )]
 pub struct RuleSpec {
     pub allow: Option<MatchSpec>,
     pub deny: Option<MatchSpec>,
+    pub reject: Option<MatchSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,7 +217,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            e.starts_with("groups.g.rules[0]: unknown field `permit`, expected `allow` or `deny`"),
+            e.starts_with("groups.g.rules[0]: unknown field `permit`, expected one of `allow`, `deny`, `reject`"),
             "{e}"
         );
     }

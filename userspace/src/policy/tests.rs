@@ -153,8 +153,8 @@ groups:
     assert_eq!(
         errors(&[("p.yaml", text)]),
         [
-            "p.yaml:1:18: unknown-devices: \"reject\" is not a verdict (allow | deny)",
-            "p.yaml:5:14: groups.g.default: \"maybe\" is not a verdict (allow | deny)",
+            "p.yaml:1:18: unknown-devices: \"reject\" is not a verdict for unknown devices (allow | deny): the gateway never answers a source it does not know",
+            "p.yaml:5:14: groups.g.default: \"maybe\" is not a verdict (allow | deny | reject)",
             "p.yaml:6:11: groups.g.mode: \"strict\" is not a mode (enforce | audit)",
             "p.yaml:8:32: groups.g.rules[0].deny.proto: \"tcpp\" is not a protocol (tcp | udp | icmp | icmpv6 | any | 0-255)",
         ]
@@ -263,7 +263,7 @@ fn default_is_required() {
     assert_eq!(
         errors(&[("p.yaml", text)]),
         [
-            "p.yaml:3:5: groups.g: missing `default` (allow | deny): the verdict when no rule matches"
+            "p.yaml:3:5: groups.g: missing `default` (allow | deny | reject): the verdict when no rule matches"
         ]
     );
 }
@@ -478,8 +478,8 @@ groups:
     assert_eq!(
         errors(&[("p.yaml", text)]),
         [
-            "p.yaml:6:9: groups.g.rules[0]: a rule is `allow:` or `deny:`, not both; split it in two",
-            "p.yaml:8:9: groups.g.rules[1]: empty rule: write `allow:` or `deny:` and what it matches",
+            "p.yaml:6:9: groups.g.rules[0]: a rule is one of `allow:`, `deny:` or `reject:`; split it",
+            "p.yaml:8:9: groups.g.rules[1]: empty rule: write `allow:`, `deny:` or `reject:` and what it matches",
         ]
     );
 }

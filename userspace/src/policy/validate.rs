@@ -143,7 +143,7 @@ impl Checker<'_> {
                 self.error(&at.key(field), field, message);
                 continue;
             }
-            match parse_verdict(&value.0) {
+            match parse_unknown_devices(&value.0) {
                 Ok(action) => found = Some((action, at.value(field))),
                 Err(message) => self.error(&at.value(field), field, message),
             }
@@ -282,7 +282,7 @@ impl Checker<'_> {
                 Action::Deny
             }),
             None => {
-                let message = "missing `default` (allow | deny): the verdict when no rule matches"
+                let message = "missing `default` (allow | deny | reject): the verdict when no rule matches"
                     .to_string();
                 self.error(&at.value(&path), &path, message);
                 Action::Deny
@@ -303,14 +303,21 @@ impl Checker<'_> {
         let mut rules: Vec<(String, Rule)> = Vec::new();
         for (i, rule) in spec.rules.iter().enumerate() {
             let field = format!("{path}.rules[{i}]");
-            let (action, body) = match (&rule.allow, &rule.deny) {
-                (Some(body), None) => (Action::Allow, body),
-                (None, Some(body)) => (Action::Deny, body),
-                (both, _) => {
-                    let message = if both.is_some() {
-                        "a rule is `allow:` or `deny:`, not both; split it in two"
+            let written: Vec<(Action, &MatchSpec)> = [
+                (Action::Allow, &rule.allow),
+                (Action::Deny, &rule.deny),
+                (Action::Reject, &rule.reject),
+            ]
+            .into_iter()
+            .filter_map(|(action, body)| Some((action, body.as_ref()?)))
+            .collect();
+            let (action, body) = match written[..] {
+                [(action, body)] => (action, body),
+                _ => {
+                    let message = if written.len() > 1 {
+                        "a rule is one of `allow:`, `deny:` or `reject:`; split it"
                     } else {
-                        "empty rule: write `allow:` or `deny:` and what it matches"
+                        "empty rule: write `allow:`, `deny:` or `reject:` and what it matches"
                     };
                     self.error(&at.value(&field), &field, message.to_string());
                     continue;
@@ -332,9 +339,9 @@ impl Checker<'_> {
                 .collect();
             let message = format!(
                 "rule {} never decides: {} rule(s) {} take every destination it matches \
-                 (with a longer prefix, or the same prefix where deny wins)",
+                 (with a longer prefix, or the same prefix where theirs wins)",
                 rule.id,
-                opposite(rule.action),
+                rivals(rules.iter().map(|(_, r)| r), &shadowed.by),
                 by.join(", ")
             );
             self.warning(&rule.origin, field, message);
@@ -578,11 +585,16 @@ impl Checker<'_> {
     }
 }
 
-fn opposite(action: Action) -> Action {
-    match action {
-        Action::Allow => Action::Deny,
-        Action::Deny => Action::Allow,
-    }
+/// The actions of the rules at `by`, as a warning names them (`deny`,
+/// `deny/reject`).
+fn rivals<'r>(rules: impl Iterator<Item = &'r Rule>, by: &[usize]) -> String {
+    let actions: std::collections::BTreeSet<Action> = rules
+        .enumerate()
+        .filter(|(i, _)| by.contains(i))
+        .map(|(_, r)| r.action)
+        .collect();
+    let labels: Vec<&str> = actions.iter().map(|a| a.label()).collect();
+    labels.join("/")
 }
 
 /// Whether `name` may name a list (for list files written by tools).
@@ -610,11 +622,30 @@ fn check_name(what: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A group's `default`.
 fn parse_verdict(text: &str) -> Result<Action, String> {
     match text {
         "allow" => Ok(Action::Allow),
         "deny" => Ok(Action::Deny),
-        other => Err(format!("{} is not a verdict (allow | deny)", quote(other))),
+        "reject" => Ok(Action::Reject),
+        other => Err(format!(
+            "{} is not a verdict (allow | deny | reject)",
+            quote(other)
+        )),
+    }
+}
+
+/// `unknown-devices`: never `reject`, since a source in no group is
+/// exactly the one that may be spoofed to reflect replies at someone else.
+fn parse_unknown_devices(text: &str) -> Result<Action, String> {
+    match parse_verdict(text) {
+        Ok(Action::Reject) => Err(
+            "\"reject\" is not a verdict for unknown devices (allow | deny): the gateway \
+             never answers a source it does not know"
+                .to_string(),
+        ),
+        Ok(action) => Ok(action),
+        Err(_) => Err(format!("{} is not a verdict (allow | deny)", quote(text))),
     }
 }
 

@@ -17,8 +17,9 @@ use std::net::IpAddr;
 use anyhow::{Context as _, Result, bail};
 use tollgate_common::{
     DESTINATION_HEADER_BITS, DEVICE_PREFIX_HEADER_BITS, Destination, DeviceKey, DevicePrefix,
-    FAMILY_V4, FAMILY_V6, GROUP_AUDIT, GROUP_DEFAULT_DENY, GroupInfo, MAX_GROUPS, RULE_ANY_PROTO,
-    RULE_BUILTIN, RULE_DENY, RULE_PORTS, RuleEntry as KernelEntry, RuleRecord,
+    FAMILY_V4, FAMILY_V6, GROUP_AUDIT, GROUP_DEFAULT_DENY, GROUP_DEFAULT_REJECT, GroupInfo, MAX_GROUPS, RULE_ANY_PROTO,
+    RULE_BUILTIN, RULE_DENY, RULE_PORTS, RULE_REJECT, RuleEntry as KernelEntry, RuleRecord,
+    Verdict,
 };
 
 pub use self::writes::{PolicyMaps, WriteStats};
@@ -123,10 +124,11 @@ impl SlotImage {
 
         let mut image = SlotImage::default();
         for g in &policy.groups {
-            let mut flags = 0;
-            if g.default_deny {
-                flags |= GROUP_DEFAULT_DENY;
-            }
+            let mut flags = match g.default {
+                Verdict::Deny => GROUP_DEFAULT_DENY,
+                Verdict::Reject => GROUP_DEFAULT_REJECT,
+                Verdict::Allow | Verdict::AuditDeny => 0,
+            };
             if g.audit {
                 flags |= GROUP_AUDIT;
             }
@@ -135,6 +137,7 @@ impl SlotImage {
                 allow_counter: counter(g.allow_counter)?,
                 deny_counter: counter(g.deny_counter)?,
                 audit_deny_counter: counter(g.audit_deny_counter)?,
+                reject_counter: counter(g.reject_counter)?,
                 flags,
             });
         }
@@ -189,8 +192,10 @@ impl SlotImage {
                     if rule.ports.is_some() {
                         flags |= RULE_PORTS;
                     }
-                    if rule.deny {
-                        flags |= RULE_DENY;
+                    match rule.verdict {
+                        Verdict::Deny => flags |= RULE_DENY,
+                        Verdict::Reject => flags |= RULE_REJECT,
+                        Verdict::Allow | Verdict::AuditDeny => {}
                     }
                     if rule.builtin {
                         flags |= RULE_BUILTIN;

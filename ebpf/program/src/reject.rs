@@ -1,0 +1,442 @@
+//! The answer to a rejected packet, so that the device fails fast instead of
+//! retrying into silence: a TCP RST for TCP, ICMP destination unreachable
+//! (code 13, administratively prohibited) for other IPv4, ICMPv6
+//! destination unreachable (code 1, administratively prohibited) for other
+//! IPv6.
+//!
+//! The reply is built in place and sent back out of the interface it came in
+//! on (`XDP_TX`): the link header stays (its VLAN tags too), with the MAC
+//! addresses swapped on Ethernet links. It comes from the address the device
+//! tried to reach, as if that host had refused, with TTL / hop limit 64.
+//!
+//! Only what cannot be turned against a third party is answered (`plan`):
+//! never an ICMP error (only echo requests get an unreachable), never a RST,
+//! never a later fragment (no transport header to answer), never a packet
+//! to or from a multicast or broadcast address at L2 or L3, never a source
+//! that cannot be a host. Reject is a group's verdict, so a source in no
+//! group is never answered either. The answer quotes a fixed span (IPv4
+//! header + 8 bytes, IPv6 header + 8 bytes), so ICMP answers only packets
+//! without IPv4 options or IPv6 extension headers, whose quote holds the
+//! ports the device's stack needs. Everything else is dropped silently and
+//! counted as `RejectUnanswered`. Replies are limited per CPU (GCRA, as the
+//! deny events); past the limit a reject degrades to a deny
+//! (`RejectLimited`).
+
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_coarse_ns, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
+use tollgate_common::{
+    FAMILY_V4, REJECT_ETHERNET, REJECT_LATER_FRAGMENT, RejectFacts, Stat,
+};
+
+use crate::{
+    account,
+    maps::{TG_REJECT_BKT, TG_REJECT_PKT, TG_SETTINGS},
+    parse::{Fragment, Frame, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, Packet},
+};
+
+const HOP_LIMIT: u8 = 64;
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_ADMIN_PROHIBITED: u8 = 13;
+const ICMPV6_DEST_UNREACH: u8 = 1;
+const ICMPV6_ADMIN_PROHIBITED: u8 = 1;
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
+/// At most two VLAN tags before the IP header.
+const MAX_L3: usize = 0x1f;
+/// The IPv6 extension header walk's bound, with the link header.
+const MAX_L4: usize = 0x3ff;
+
+/// What the answer is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    TcpReset,
+    Icmp,
+    Icmp6,
+}
+
+/// What the answer needs from the packet, read while it is as it arrived.
+struct Plan {
+    kind: Kind,
+    v4: bool,
+    /// The link header's length: it stays in place.
+    l3: usize,
+    /// The transport header's offset.
+    l4: usize,
+    ethernet: bool,
+    /// TCP: the RST's sequence and acknowledgement numbers and flags.
+    seq: u32,
+    ack: u32,
+    flags: u8,
+}
+
+/// Stores what [`answer_xdp`] needs to find the rejected packet's headers.
+#[inline(always)]
+pub fn remember(p: &Packet, ethernet: bool) {
+    let Some(facts) = TG_REJECT_PKT.get_ptr_mut(0) else {
+        return;
+    };
+    let mut flags = 0;
+    if ethernet {
+        flags |= REJECT_ETHERNET;
+    }
+    if let Fragment::Later { .. } = p.fragment {
+        flags |= REJECT_LATER_FRAGMENT;
+    }
+    // SAFETY: a per-CPU slot; programs do not preempt each other on a CPU.
+    unsafe {
+        *facts = RejectFacts {
+            l3: p.l3 as u16,
+            l4: p.l4 as u16,
+            proto: p.proto,
+            family: p.family,
+            flags,
+            _pad: 0,
+        };
+    }
+}
+
+/// How the reply must be built, or `None` when the packet must not or
+/// cannot be answered.
+#[inline(always)]
+fn plan(f: &Frame, facts: &RejectFacts) -> Option<Plan> {
+    if facts.flags & REJECT_LATER_FRAGMENT != 0 {
+        return None;
+    }
+    let ethernet = facts.flags & REJECT_ETHERNET != 0;
+    if ethernet {
+        // Group bit of either MAC: multicast or broadcast.
+        let macs: [u8; 8] = f.bytes(0)?;
+        if macs[0] & 1 != 0 || macs[6] & 1 != 0 {
+            return None;
+        }
+    }
+    let v4 = facts.family == FAMILY_V4;
+    let l3 = usize::from(facts.l3) & MAX_L3;
+    let l4 = usize::from(facts.l4) & MAX_L4;
+    let answerable_addresses = if v4 {
+        let ip: [u8; 20] = f.bytes(l3)?;
+        is_host_v4(&ip[12..16]) && is_host_v4(&ip[16..20])
+    } else {
+        let ip: [u8; 40] = f.bytes(l3)?;
+        is_host_v6(&ip[8..24]) && is_host_v6(&ip[24..40])
+    };
+    if !answerable_addresses {
+        return None;
+    }
+    let mut plan = Plan {
+        kind: if v4 { Kind::Icmp } else { Kind::Icmp6 },
+        v4,
+        l3,
+        l4,
+        ethernet,
+        seq: 0,
+        ack: 0,
+        flags: 0,
+    };
+    match facts.proto {
+        IPPROTO_TCP => {
+            let tcp: [u8; 20] = f.bytes(l4)?;
+            let flags = tcp[13];
+            if flags & TCP_RST != 0 {
+                return None;
+            }
+            plan.kind = Kind::TcpReset;
+            if flags & TCP_ACK != 0 {
+                // RFC 9293 3.10.7.1: the reset takes its sequence number from
+                // the segment's acknowledgement.
+                plan.seq = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
+                plan.flags = TCP_RST;
+            } else {
+                // Else it acknowledges everything the segment occupied.
+                let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+                let data = tcp_payload(f, &plan, usize::from(tcp[12] >> 4) * 4)?;
+                let occupied =
+                    data + u32::from(flags & TCP_SYN != 0) + u32::from(flags & TCP_FIN != 0);
+                plan.ack = seq.wrapping_add(occupied);
+                plan.flags = TCP_RST | TCP_ACK;
+            }
+            return Some(plan);
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            // Only an echo request of the packet's own family is a query
+            // worth an error; every other ICMP message may be an error
+            // itself (RFC 1122 3.2.2, RFC 4443 2.4).
+            let (own, echo) = if v4 {
+                (IPPROTO_ICMP, ICMP_ECHO_REQUEST)
+            } else {
+                (IPPROTO_ICMPV6, ICMPV6_ECHO_REQUEST)
+            };
+            let icmp: [u8; 2] = f.bytes(l4)?;
+            if facts.proto != own || icmp[0] != echo {
+                return None;
+            }
+        }
+        _ => {}
+    }
+    // The quote is a fixed span: it must be the IP header and 8 bytes of
+    // the transport header.
+    let fixed_header = if v4 { 20 } else { 40 };
+    if l4 != l3 + fixed_header {
+        return None;
+    }
+    Some(plan)
+}
+
+/// TCP payload bytes: the IP datagram's length less the headers.
+#[inline(always)]
+fn tcp_payload(f: &Frame, plan: &Plan, tcp_header: usize) -> Option<u32> {
+    let ip: [u8; 6] = f.bytes(plan.l3)?;
+    let headers = plan.l4 - plan.l3 + tcp_header;
+    let datagram = if plan.v4 {
+        usize::from(u16::from_be_bytes([ip[2], ip[3]]))
+    } else {
+        40 + usize::from(u16::from_be_bytes([ip[4], ip[5]]))
+    };
+    Some(datagram.saturating_sub(headers) as u32)
+}
+
+/// Whether an IPv4 address can be one host: not 0/8, loopback, multicast,
+/// reserved or the limited broadcast (a subnet's broadcast address is not
+/// known here; the L2 broadcast check catches what a link delivers so).
+#[inline(always)]
+fn is_host_v4(addr: &[u8]) -> bool {
+    matches!(addr.first(), Some(&first) if first != 0 && first != 127 && first < 224)
+}
+
+/// Whether an IPv6 address can be one host: not multicast, unspecified or
+/// loopback.
+#[inline(always)]
+fn is_host_v6(addr: &[u8]) -> bool {
+    let unspecified_or_loopback =
+        addr.len() == 16 && addr[..15] == [0; 15] && addr[15] <= 1;
+    addr.first() != Some(&0xff) && !unspecified_or_loopback
+}
+
+/// Whether this CPU may send one more reply now: GCRA on `TG_REJECT_BKT`,
+/// as [`account::report`] limits events.
+#[inline(always)]
+fn within_rate() -> bool {
+    let Some(settings) = TG_SETTINGS.get(0) else {
+        return false;
+    };
+    let Some(tat) = TG_REJECT_BKT.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // SAFETY: a per-CPU slot; programs do not preempt each other on a CPU.
+    let next = unsafe { *tat }.max(now);
+    if settings.reject_interval_ns == 0 || next - now > settings.reject_burst_ns {
+        return false;
+    }
+    // SAFETY: as above.
+    unsafe { *tat = next + settings.reject_interval_ns };
+    true
+}
+
+/// Turns the rejected packet [`remember`]ed into its answer; returns
+/// whether it is to be sent (`XDP_TX`) rather than dropped. Every outcome
+/// is counted.
+#[inline(always)]
+pub fn answer_xdp(ctx: &XdpContext) -> bool {
+    let Some(facts) = TG_REJECT_PKT.get(0).copied() else {
+        return false;
+    };
+    let f = Frame {
+        start: ctx.data(),
+        end: ctx.data_end(),
+    };
+    let Some(plan) = plan(&f, &facts) else {
+        account::stat(Stat::RejectUnanswered, 0);
+        return false;
+    };
+    if !within_rate() {
+        account::stat(Stat::RejectLimited, 0);
+        return false;
+    }
+    let sent = match (plan.kind, plan.v4) {
+        (Kind::TcpReset, true) => emit(ctx, &plan, tcp_reset_v4(&f, &plan)),
+        (Kind::TcpReset, false) => emit(ctx, &plan, tcp_reset_v6(&f, &plan)),
+        (Kind::Icmp, _) => emit(ctx, &plan, icmp(&f, &plan)),
+        (Kind::Icmp6, _) => emit(ctx, &plan, icmp6(&f, &plan)),
+    };
+    account::stat(
+        match (sent, plan.kind) {
+            (false, _) => Stat::RejectUnanswered,
+            (true, Kind::TcpReset) => Stat::RejectReplyTcpReset,
+            (true, Kind::Icmp) => Stat::RejectReplyIcmp,
+            (true, Kind::Icmp6) => Stat::RejectReplyIcmp6,
+        },
+        0,
+    );
+    sent
+}
+
+/// Resizes the packet to the link header and `reply`, swaps the MAC
+/// addresses and writes `reply` after the link header.
+#[inline(always)]
+fn emit<const N: usize>(ctx: &XdpContext, plan: &Plan, reply: Option<[u8; N]>) -> bool {
+    let Some(reply) = reply else {
+        return false;
+    };
+    let l3 = plan.l3 & MAX_L3;
+    // Opaque to LLVM, so it subtracts the packet's length as a number and
+    // never folds `data_end` itself into the arithmetic (the verifier
+    // forbids arithmetic on `data_end`).
+    let len = core::hint::black_box(ctx.data_end() - ctx.data()) as i32;
+    // SAFETY: the helper checks the new size against the buffer.
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, (l3 + N) as i32 - len) } != 0 {
+        return false;
+    }
+    let (start, end) = (ctx.data(), ctx.data_end());
+    // The MAC swap first: checked after the reply's bounds, its own check
+    // would be folded into theirs, which the verifier cannot follow.
+    if plan.ethernet {
+        if start + 12 > end {
+            return false;
+        }
+        // SAFETY: bounds checked above; packet memory may be unaligned.
+        unsafe {
+            let macs = core::ptr::read_unaligned(start as *const [u8; 12]);
+            let mut swapped = [0u8; 12];
+            swapped[..6].copy_from_slice(&macs[6..]);
+            swapped[6..].copy_from_slice(&macs[..6]);
+            core::ptr::write_unaligned(start as *mut [u8; 12], swapped);
+        }
+    }
+    if start + l3 + N > end {
+        return false;
+    }
+    // SAFETY: bounds checked above.
+    unsafe { core::ptr::write_unaligned((start + l3) as *mut [u8; N], reply) };
+    true
+}
+
+/// The one's complement sum of `bytes` as big-endian 16-bit words, added to
+/// `acc` (an odd last byte is padded with zero).
+#[inline(always)]
+fn sum(bytes: &[u8], mut acc: u32) -> u32 {
+    let mut words = bytes.chunks_exact(2);
+    for w in &mut words {
+        acc += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    if let [last] = words.remainder() {
+        acc += u32::from(*last) << 8;
+    }
+    acc
+}
+
+/// The Internet checksum of what `acc` summed (RFC 1071).
+#[inline(always)]
+fn checksum(acc: u32) -> [u8; 2] {
+    let folded = (acc & 0xffff) + (acc >> 16);
+    let folded = (folded & 0xffff) + (folded >> 16);
+    (!(folded as u16)).to_be_bytes()
+}
+
+/// An IPv4 header from `dst` back to `src` (the packet's own addresses, at
+/// 12..20 of its header) with its checksum.
+#[inline(always)]
+fn ipv4_header(r: &mut [u8], total: u16, proto: u8, original: &[u8; 20]) {
+    r[0] = 0x45;
+    r[2..4].copy_from_slice(&total.to_be_bytes());
+    r[6] = 0x40; // don't fragment
+    r[8] = HOP_LIMIT;
+    r[9] = proto;
+    r[12..16].copy_from_slice(&original[16..20]);
+    r[16..20].copy_from_slice(&original[12..16]);
+    let csum = checksum(sum(&r[..20], 0));
+    r[10..12].copy_from_slice(&csum);
+}
+
+/// An IPv6 header from `dst` back to `src` (at 8..40 of its header).
+#[inline(always)]
+fn ipv6_header(r: &mut [u8], payload: u16, next: u8, original: &[u8; 40]) {
+    r[0] = 0x60;
+    r[4..6].copy_from_slice(&payload.to_be_bytes());
+    r[6] = next;
+    r[7] = HOP_LIMIT;
+    r[8..24].copy_from_slice(&original[24..40]);
+    r[24..40].copy_from_slice(&original[8..24]);
+}
+
+/// The TCP header of the reset, ports swapped, checksum left zero.
+#[inline(always)]
+fn tcp_header(r: &mut [u8], ports: &[u8; 4], plan: &Plan) {
+    r[0..2].copy_from_slice(&ports[2..4]);
+    r[2..4].copy_from_slice(&ports[0..2]);
+    r[4..8].copy_from_slice(&plan.seq.to_be_bytes());
+    r[8..12].copy_from_slice(&plan.ack.to_be_bytes());
+    r[12] = 5 << 4;
+    r[13] = plan.flags;
+}
+
+#[inline(always)]
+fn tcp_reset_v4(f: &Frame, plan: &Plan) -> Option<[u8; 40]> {
+    let ip: [u8; 20] = f.bytes(plan.l3)?;
+    let ports: [u8; 4] = f.bytes(plan.l4)?;
+    let mut r = [0u8; 40];
+    ipv4_header(&mut r[..20], 40, IPPROTO_TCP, &ip);
+    tcp_header(&mut r[20..], &ports, plan);
+    // Pseudo-header: addresses, protocol, TCP length.
+    let acc = sum(&r[12..20], u32::from(IPPROTO_TCP) + 20);
+    let csum = checksum(sum(&r[20..], acc));
+    r[36..38].copy_from_slice(&csum);
+    Some(r)
+}
+
+#[inline(always)]
+fn tcp_reset_v6(f: &Frame, plan: &Plan) -> Option<[u8; 60]> {
+    let ip: [u8; 40] = f.bytes(plan.l3)?;
+    let ports: [u8; 4] = f.bytes(plan.l4)?;
+    let mut r = [0u8; 60];
+    ipv6_header(&mut r[..40], 20, IPPROTO_TCP, &ip);
+    tcp_header(&mut r[40..], &ports, plan);
+    let acc = sum(&r[8..40], u32::from(IPPROTO_TCP) + 20);
+    let csum = checksum(sum(&r[40..], acc));
+    r[56..58].copy_from_slice(&csum);
+    Some(r)
+}
+
+/// ICMP destination unreachable, administratively prohibited, quoting the
+/// IPv4 header and the first 8 bytes after it (RFC 792).
+#[inline(always)]
+fn icmp(f: &Frame, plan: &Plan) -> Option<[u8; 56]> {
+    let quote: [u8; 28] = f.bytes(plan.l3)?;
+    let mut ip = [0u8; 20];
+    ip.copy_from_slice(&quote[..20]);
+    let mut r = [0u8; 56];
+    ipv4_header(&mut r[..20], 56, IPPROTO_ICMP, &ip);
+    r[20] = ICMP_DEST_UNREACH;
+    r[21] = ICMP_ADMIN_PROHIBITED;
+    r[28..].copy_from_slice(&quote);
+    let csum = checksum(sum(&r[20..], 0));
+    r[22..24].copy_from_slice(&csum);
+    Some(r)
+}
+
+/// ICMPv6 destination unreachable, administratively prohibited, quoting the
+/// IPv6 header and the first 8 bytes after it.
+#[inline(always)]
+fn icmp6(f: &Frame, plan: &Plan) -> Option<[u8; 96]> {
+    let quote: [u8; 48] = f.bytes(plan.l3)?;
+    let mut ip = [0u8; 40];
+    ip.copy_from_slice(&quote[..40]);
+    let mut r = [0u8; 96];
+    ipv6_header(&mut r[..40], 56, IPPROTO_ICMPV6, &ip);
+    r[40] = ICMPV6_DEST_UNREACH;
+    r[41] = ICMPV6_ADMIN_PROHIBITED;
+    r[48..].copy_from_slice(&quote);
+    let acc = sum(&r[8..40], u32::from(IPPROTO_ICMPV6) + 56);
+    let csum = checksum(sum(&r[40..], acc));
+    r[42..44].copy_from_slice(&csum);
+    Some(r)
+}
