@@ -391,8 +391,9 @@ impl Compiler<'_> {
             limits.destinations,
             limits.counters,
         ];
-        // Group 0 has its default and three verdict counters.
-        let mut so_far = [0, 0, 0, 4];
+        // Group 0 has its default and four verdict counters.
+        let verdict_totals = Verdict::ALL.len();
+        let mut so_far = [0, 0, 0, 1 + verdict_totals];
         let mut reported = [false; 4];
         let builtin = usize::from(!policy.ntp.is_empty());
         for (index, group) in policy.groups.iter().enumerate() {
@@ -404,7 +405,7 @@ impl Compiler<'_> {
             so_far[0] += exact;
             so_far[1] += group.devices.len() - exact;
             so_far[2] += destinations_of[index + 1];
-            so_far[3] += 4 + builtin + group.rules.len();
+            so_far[3] += 1 + verdict_totals + builtin + group.rules.len();
             for i in 0..4 {
                 if reported[i] || so_far[i] <= limits[i] as usize {
                     continue;

@@ -83,6 +83,7 @@ fn groups_devices_and_counters() {
             verdict("_unknown", Verdict::Allow),
             verdict("_unknown", Verdict::Deny),
             verdict("_unknown", Verdict::AuditDeny),
+            verdict("_unknown", Verdict::Reject),
             decision("meters", Decider::GroupDefault),
             decision("meters", Decider::Rule("lateral".into())),
             decision("meters", Decider::Rule("web".into())),
@@ -91,6 +92,7 @@ fn groups_devices_and_counters() {
             verdict("meters", Verdict::Allow),
             verdict("meters", Verdict::Deny),
             verdict("meters", Verdict::AuditDeny),
+            verdict("meters", Verdict::Reject),
         ]
     );
     let g = &t.groups[1];
@@ -99,9 +101,10 @@ fn groups_devices_and_counters() {
             g.default_counter,
             g.allow_counter,
             g.deny_counter,
-            g.audit_deny_counter
+            g.audit_deny_counter,
+            g.reject_counter
         ),
-        (4, 9, 10, 11)
+        (5, 10, 11, 12, 13)
     );
     assert_eq!(t.groups[0].verdict_counter(Verdict::Deny), 2);
 }
@@ -239,7 +242,7 @@ fn map_limits_from_the_config_are_enforced() {
         device_addresses: 0,
         device_prefixes: 1,
         destinations: 3,
-        counters: 11,
+        counters: 13,
         ..Limits::default()
     };
     let errs = compile(&policy(METERS), &limits).unwrap_err();
@@ -253,9 +256,9 @@ fn map_limits_from_the_config_are_enforced() {
              (limits.device-prefixes in the controller config); this group brings it to 2",
             "p.yaml:3:3: groups.meters: the policy needs 4 (group, destination prefix) entries, \
              over the limit of 3 (limits.destinations in the controller config); this group brings it to 4",
-            "p.yaml:3:3: groups.meters: the policy needs 12 counters (a default, the verdict \
-             totals and one per rule, per group), over the limit of 11 (limits.counters in the \
-             controller config); this group brings it to 12",
+            "p.yaml:3:3: groups.meters: the policy needs 14 counters (a default, the verdict \
+             totals and one per rule, per group), over the limit of 13 (limits.counters in the \
+             controller config); this group brings it to 14",
         ]
     );
 }
@@ -298,12 +301,14 @@ fn every_counter_maps_back_to_its_place_in_the_files() {
             None,
             None,
             None,
+            None,
             at("p.yaml:5:14"), // meters default
             at("p.yaml:7:9"),  // lateral
             at("p.yaml:8:9"),  // web
             at("p.yaml:9:9"),  // dns
             at("p.yaml:10:9"), // no-443
             at("p.yaml:3:3"),  // meters verdict totals
+            at("p.yaml:3:3"),
             at("p.yaml:3:3"),
             at("p.yaml:3:3"),
         ]

@@ -337,11 +337,11 @@ impl Checker<'_> {
                 .iter()
                 .map(|&i| format!("{} ({})", rules[i].1.id, rules[i].1.origin))
                 .collect();
+            let actions = rivals(rules.iter().map(|(_, r)| r), &shadowed.by);
             let message = format!(
-                "rule {} never decides: {} rule(s) {} take every destination it matches \
-                 (with a longer prefix, or the same prefix where theirs wins)",
+                "rule {} never decides: {actions} rule(s) {} take every destination it matches \
+                 (with a longer prefix, or the same prefix where {actions} wins)",
                 rule.id,
-                rivals(rules.iter().map(|(_, r)| r), &shadowed.by),
                 by.join(", ")
             );
             self.warning(&rule.origin, field, message);
