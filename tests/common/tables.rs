@@ -69,6 +69,11 @@ impl Tables {
         gid
     }
 
+    /// Puts group `gid` in audit mode.
+    pub fn audit(&mut self, gid: u32) {
+        self.policy.groups[gid as usize].audit = true;
+    }
+
     /// Appends a rule to group `gid` at destination `dst`; returns its
     /// logical counter.
     pub fn rule(

@@ -67,6 +67,7 @@ pub static PROGRAM_OBJECT: &[u8] =
 /// XDP return codes (`enum xdp_action`), as `BPF_PROG_TEST_RUN` reports them.
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
 /// TC return codes: pass to the next filter / drop.
 pub const TC_ACT_UNSPEC: u32 = -1i32 as u32;
 pub const TC_ACT_SHOT: u32 = 2;

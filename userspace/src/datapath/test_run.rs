@@ -38,6 +38,26 @@ impl Dataplane {
         Ok((r.return_value, r.duration))
     }
 
+    /// Runs the XDP program of `kind` once on `frame` and returns the action
+    /// with the packet as the program left it (the reply of an `XDP_TX`).
+    pub fn test_run_xdp_output(&self, kind: LinkKind, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
+        let name = AttachMode::XdpGeneric.program(kind);
+        let xdp: &Xdp = self
+            .ebpf
+            .program(name)
+            .ok_or_else(|| anyhow!("no program {name}"))?
+            .try_into()?;
+        // Room for a reply longer than the frame (an ICMP error quoting it).
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = xdp.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..Default::default()
+        })?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
+    }
+
     /// Runs the TC program once on `frame` (`BPF_PROG_TEST_RUN`).
     pub fn test_run_tc(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration)> {
         let tc: &SchedClassifier = self
