@@ -5,7 +5,10 @@
 //! frames and run through the real XDP program with `BPF_PROG_TEST_RUN`.
 //! For every packet, the XDP action must match the model's verdict and the
 //! kernel counter the model names (the deciding rule, default or built-in)
-//! must be the one that moved. Every other packet goes, without its
+//! must be the one that moved. A reject is answered (`XDP_TX`) unless it is
+//! a later fragment, which has no transport header to answer: the reply
+//! rate is set beyond reach here, so the limiter never turns one into a
+//! deny (`dataplane_reject` tests that). Every other packet goes, without its
 //! Ethernet header, through the raw-IP XDP variant (the program of tun,
 //! WireGuard, PPP and IP-tunnel links). A sample also goes through the TC
 //! program. ≥ 10⁵ cases; any disagreement prints the policy and the packet.
@@ -18,7 +21,7 @@
 
 mod common;
 
-use std::{cell::RefCell, time::Instant};
+use std::{cell::RefCell, net::IpAddr, time::Instant};
 
 use common::random;
 use proptest::{
@@ -28,7 +31,8 @@ use proptest::{
 use tollgate::{
     compile::compile,
     config::Limits,
-    datapath::{Dataplane, Options, TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS},
+    config::RejectRepliesConfig,
+    datapath::{Dataplane, Options, TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS, XDP_TX},
     frames::{Extension, Frame, Ipv4Fragment, Transport},
     links::LinkKind,
     model,
@@ -82,17 +86,55 @@ fn frame(p: &PacketFacts, id: u32) -> Vec<u8> {
     f.build()
 }
 
+/// The XDP action the model's verdict stands for.
+fn xdp_action(verdict: Verdict, p: &PacketFacts) -> u32 {
+    match verdict {
+        Verdict::Allow | Verdict::AuditDeny => XDP_PASS,
+        Verdict::Deny => XDP_DROP,
+        Verdict::Reject if answerable(p) => XDP_TX,
+        Verdict::Reject => XDP_DROP,
+    }
+}
+
+/// Whether a reject of `p` is answered, of the packets `frame` crafts (TCP
+/// SYNs, UDP, echo requests, other protocols without options or extension
+/// headers): not a later fragment (no transport header to answer), and
+/// between two addresses that can each be one host.
+fn answerable(p: &PacketFacts) -> bool {
+    let later_fragment = matches!(p.proto, 6 | 17) && p.dport.is_none();
+    !later_fragment && is_host(p.src) && is_host(p.dst)
+}
+
+fn is_host(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(a) => !matches!(a.octets()[0], 0 | 127 | 224..),
+        IpAddr::V6(a) => !(a.is_multicast() || a.is_unspecified() || a.is_loopback()),
+    }
+}
+
+/// Whether the verdict drops the packet.
+fn drops(verdict: Verdict) -> bool {
+    matches!(verdict, Verdict::Deny | Verdict::Reject)
+}
+
 #[test]
 fn kernel_agrees_with_the_model_on_random_policies_and_packets() {
     common::require_root();
-    let dataplane = RefCell::new(Dataplane::open(&Options::default()).unwrap());
+    let options = Options {
+        reject_replies: RejectRepliesConfig {
+            rate: 1_000_000_000,
+            burst: None,
+        },
+        ..Options::default()
+    };
+    let dataplane = RefCell::new(Dataplane::open(&options).unwrap());
     let mut runner = TestRunner::new(Config {
         cases: POLICIES,
         failure_persistence: None,
         ..Config::default()
     });
     let next_id = RefCell::new(0u32);
-    let counts = RefCell::new((0u64, 0u64, 0u64, 0u32, 0u64));
+    let counts = RefCell::new((0u64, 0u64, 0u64, 0u32, 0u64, 0u64));
     let previous = RefCell::new(Vec::<PacketFacts>::new());
     let hits_before = dataplane.borrow().stat(Stat::FlowCacheHit).unwrap().packets;
     let started = Instant::now();
@@ -128,11 +170,7 @@ fn kernel_agrees_with_the_model_on_random_policies_and_packets() {
                         counts.borrow_mut().4 += 1;
                         dp.test_run_xdp_on(LinkKind::Ip, &bytes[14..], 1).unwrap()
                     };
-                    let want = if expected.verdict == Verdict::Deny {
-                        XDP_DROP
-                    } else {
-                        XDP_PASS
-                    };
+                    let want = xdp_action(expected.verdict, packet);
                     prop_assert_eq!(action, want, "XDP action\n{}", context());
                     prop_assert_eq!(
                         dp.counter(counter).unwrap().packets,
@@ -143,7 +181,7 @@ fn kernel_agrees_with_the_model_on_random_policies_and_packets() {
                     if i % TC_SAMPLE == 0 {
                         *id += 1;
                         let (action, _) = dp.test_run_tc(&frame(packet, *id), 1).unwrap();
-                        let want = if expected.verdict == Verdict::Deny {
+                        let want = if drops(expected.verdict) {
                             TC_ACT_SHOT
                         } else {
                             TC_ACT_UNSPEC
@@ -153,18 +191,22 @@ fn kernel_agrees_with_the_model_on_random_policies_and_packets() {
                     }
                     let mut c = counts.borrow_mut();
                     c.0 += 1;
-                    if expected.verdict == Verdict::Deny {
+                    if drops(expected.verdict) {
                         c.1 += 1;
+                    }
+                    if action == XDP_TX {
+                        c.5 += 1;
                     }
                 }
                 Ok(())
             },
         )
         .unwrap();
-    let (cases, denied, tc, chained, raw_ip) = counts.into_inner();
+    let (cases, denied, tc, chained, raw_ip, answered) = counts.into_inner();
     let hits = dataplane.borrow().stat(Stat::FlowCacheHit).unwrap().packets - hits_before;
     eprintln!(
-        "{cases} (policy, packet) cases over {POLICIES} policies: kernel = model ({denied} denied, \
+        "{cases} (policy, packet) cases over {POLICIES} policies: kernel = model ({denied} denied \
+         or rejected, {answered} rejects answered, \
          {raw_ip} through the raw-IP variant, {tc} also through TC, {hits} allowed from the flow \
          cache; {chained} policies with chained rule records) in {:.2?}",
         started.elapsed()
@@ -180,4 +222,5 @@ fn kernel_agrees_with_the_model_on_random_policies_and_packets() {
         denied > cases / 10 && denied < cases * 9 / 10,
         "both verdicts exercised"
     );
+    assert!(answered > cases / 20, "rejects answered");
 }

@@ -159,7 +159,12 @@ fn tcp_syn_gets_a_reset_acknowledging_it_ipv4() {
     let reply = ethernet_reply(&dp, &f, 14);
     let tcp = ipv4_reply(&reply, &original, 6);
     check_reset(tcp, &original[20..], 0, 1001, RST_ACK);
-    assert!(transport_checksum_ok(&reply[12..16], &reply[16..20], 6, tcp));
+    assert!(transport_checksum_ok(
+        &reply[12..16],
+        &reply[16..20],
+        6,
+        tcp
+    ));
     assert_eq!(stat(&dp, Stat::RejectReplyTcpReset), before + 1);
 }
 
@@ -177,7 +182,12 @@ fn tcp_segment_with_ack_gets_a_reset_at_its_acknowledgement_ipv6() {
     let reply = ethernet_reply(&dp, &f, 14);
     let segment = ipv6_reply(&reply, &original, 6);
     check_reset(segment, &original[40..], 0xdead_beef, 0, RST);
-    assert!(transport_checksum_ok(&reply[8..24], &reply[24..40], 6, segment));
+    assert!(transport_checksum_ok(
+        &reply[8..24],
+        &reply[24..40],
+        6,
+        segment
+    ));
 }
 
 #[test]
@@ -194,7 +204,12 @@ fn tcp_fin_with_data_is_acknowledged_whole_behind_two_vlan_tags() {
     let tcp = ipv4_reply(&reply, &original, 6);
     // Five data bytes and the FIN.
     check_reset(tcp, &original[20..], 0, 6, RST_ACK);
-    assert!(transport_checksum_ok(&reply[12..16], &reply[16..20], 6, tcp));
+    assert!(transport_checksum_ok(
+        &reply[12..16],
+        &reply[16..20],
+        6,
+        tcp
+    ));
 }
 
 #[test]
@@ -226,7 +241,12 @@ fn udp_gets_icmpv6_administratively_prohibited_quoting_its_header() {
     let icmp = ipv6_reply(&reply, &original, 58);
     assert_eq!((icmp[0], icmp[1]), (1, 1), "unreachable, prohibited");
     assert_eq!(&icmp[8..], &original[..48], "IPv6 header + 8 bytes");
-    assert!(transport_checksum_ok(&reply[8..24], &reply[24..40], 58, icmp));
+    assert!(transport_checksum_ok(
+        &reply[8..24],
+        &reply[24..40],
+        58,
+        icmp
+    ));
     assert_eq!(stat(&dp, Stat::RejectReplyIcmp6), before + 1);
 }
 
@@ -258,7 +278,12 @@ fn raw_ip_links_get_the_reply_without_a_link_header() {
             (true, TCP) => {
                 let tcp = ipv4_reply(&reply, &original, 6);
                 check_reset(tcp, &original[20..], 0, 1, RST_ACK);
-                assert!(transport_checksum_ok(&reply[12..16], &reply[16..20], 6, tcp));
+                assert!(transport_checksum_ok(
+                    &reply[12..16],
+                    &reply[16..20],
+                    6,
+                    tcp
+                ));
             }
             (true, _) => {
                 let icmp = ipv4_reply(&reply, &original, 1);
@@ -273,7 +298,12 @@ fn raw_ip_links_get_the_reply_without_a_link_header() {
             (false, _) => {
                 let icmp = ipv6_reply(&reply, &original, 58);
                 assert_eq!(&icmp[8..], &original[..48]);
-                assert!(transport_checksum_ok(&reply[8..24], &reply[24..40], 58, icmp));
+                assert!(transport_checksum_ok(
+                    &reply[8..24],
+                    &reply[24..40],
+                    58,
+                    icmp
+                ));
             }
         }
     }
@@ -284,9 +314,18 @@ fn what_could_reflect_or_has_nothing_to_answer_is_dropped_silently() {
     let dp = dataplane(UNLIMITED);
     let mut rows: Vec<(&str, Vec<u8>)> = Vec::new();
     rows.push(("ipv4 ICMP error", v4(Transport::Icmp { kind: 3 }).build()));
-    rows.push(("ipv4 ICMP echo reply", v4(Transport::Icmp { kind: 0 }).build()));
-    rows.push(("ipv6 ICMPv6 error", v6(Transport::Icmpv6 { kind: 1 }).build()));
-    rows.push(("ipv6 packet too big", v6(Transport::Icmpv6 { kind: 2 }).build()));
+    rows.push((
+        "ipv4 ICMP echo reply",
+        v4(Transport::Icmp { kind: 0 }).build(),
+    ));
+    rows.push((
+        "ipv6 ICMPv6 error",
+        v6(Transport::Icmpv6 { kind: 1 }).build(),
+    ));
+    rows.push((
+        "ipv6 packet too big",
+        v6(Transport::Icmpv6 { kind: 2 }).build(),
+    ));
     let mut f = v4(TCP).build();
     f[14 + 20 + 13] = RST;
     rows.push(("a TCP RST", f));
@@ -319,7 +358,10 @@ fn what_could_reflect_or_has_nothing_to_answer_is_dropped_silently() {
     rows.push(("ipv4 later fragment", f.build()));
     let mut f = v4(UDP);
     f.ipv4_options = vec![1, 1, 1, 1];
-    rows.push(("ipv4 options: the fixed quote would miss the ports", f.build()));
+    rows.push((
+        "ipv4 options: the fixed quote would miss the ports",
+        f.build(),
+    ));
     let mut f = v6(UDP);
     f.ipv6_extensions = vec![Extension::DestinationOptions];
     rows.push(("ipv6 extension header before UDP", f.build()));
@@ -351,7 +393,11 @@ fn allowed_audited_and_tc_packets_are_not_answered() {
     let allowed = Frame::new(ip("10.2.0.1"), ip("192.0.2.9"), TCP).build();
     assert_eq!(dp.test_run_xdp(&allowed, 1).unwrap().0, XDP_PASS);
     let audited = Frame::new(ip("10.9.0.1"), ip("198.51.100.7"), TCP).build();
-    assert_eq!(dp.test_run_xdp(&audited, 1).unwrap().0, XDP_PASS, "audit-deny passes");
+    assert_eq!(
+        dp.test_run_xdp(&audited, 1).unwrap().0,
+        XDP_PASS,
+        "audit-deny passes"
+    );
     // TC has no XDP_TX: a reject is dropped unanswered there.
     let unanswered = stat(&dp, Stat::RejectUnanswered);
     assert_eq!(dp.test_run_tc(&v4(TCP).build(), 1).unwrap().0, TC_ACT_SHOT);
@@ -364,7 +410,9 @@ fn rejects_are_counted_as_reject_and_audit_turns_them_into_audit_deny() {
     let tables = policy();
     let total = |group: usize, verdict: Verdict| {
         let logical = tables.groups[group].verdict_counter(verdict);
-        dp.counter(dp.counter_index(logical).unwrap()).unwrap().packets
+        dp.counter(dp.counter_index(logical).unwrap())
+            .unwrap()
+            .packets
     };
     let (rejects, denies) = (total(1, Verdict::Reject), total(1, Verdict::Deny));
     dp.test_run_xdp_output(LinkKind::Ethernet, &v4(UDP).build())
@@ -405,7 +453,11 @@ fn past_the_rate_a_reject_degrades_to_a_deny() {
     let mut actions = Vec::new();
     let limited = stat(&dp, Stat::RejectLimited);
     for _ in 0..10 {
-        actions.push(dp.test_run_xdp_output(LinkKind::Ethernet, &frame).unwrap().0);
+        actions.push(
+            dp.test_run_xdp_output(LinkKind::Ethernet, &frame)
+                .unwrap()
+                .0,
+        );
     }
     let answered = actions.iter().filter(|&&a| a == XDP_TX).count();
     assert!(answered >= 1, "the first reject is answered: {actions:?}");

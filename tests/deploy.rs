@@ -642,6 +642,7 @@ const CONFIG_KEYS: &[&str] = &[
     "workers",
     "deny-events",
     "rate",
+    "reject-replies",
     "on-exit",
     "pin-dir",
     "control-socket",

@@ -91,6 +91,8 @@ fn the_tie_break_examples_cover_every_tie_break() {
         "lost: the winner names a protocol, this one is any",
         "lost: the winner's port range is narrower",
         "lost: equal specificity: deny wins over allow",
+        "lost: equal specificity: reject wins over allow",
+        "lost: equal specificity: deny wins over reject",
     ] {
         assert!(text.contains(lost), "no worked example shows `{lost}`");
     }

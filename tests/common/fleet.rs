@@ -68,7 +68,10 @@ pub fn predicted(
         proto,
         dport,
     };
-    explain(policy, tables, &facts).verdict != Verdict::Deny
+    !matches!(
+        explain(policy, tables, &facts).verdict,
+        Verdict::Deny | Verdict::Reject
+    )
 }
 
 pub const POLICY: &str = "\

@@ -142,14 +142,15 @@ struct GroupSpec {
 /// A rule to `any` with many port ranges: it lands in every rule list of
 /// its group, so those lists outgrow one kernel record and chain.
 fn wide_rule() -> impl Strategy<Value = RuleSpec> {
-    (action(), select(vec![6u8, 17]), vec(port_range(), 9..12))
-        .prop_map(|(action, proto, ports)| RuleSpec {
+    (action(), select(vec![6u8, 17]), vec(port_range(), 9..12)).prop_map(
+        |(action, proto, ports)| RuleSpec {
             action,
             to: vec![],
             any: true,
             proto: Some(proto),
             ports: Some(ports),
-        })
+        },
+    )
 }
 
 /// A group's rules: up to 7 (each at most 3 port ranges), or up to 5 and

@@ -32,6 +32,8 @@ pub struct Tun {
     file: File,
     pub name: String,
     replies: Arc<Mutex<HashSet<(IpAddr, u16)>>>,
+    /// TCP resets and ICMP destination unreachables, by the same key.
+    refusals: Arc<Mutex<HashSet<(IpAddr, u16)>>>,
     stop: Arc<AtomicBool>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
@@ -68,10 +70,11 @@ impl Tun {
             .unwrap()
             .unwrap_or_else(|e| panic!("create tun {name}: {e}"));
         let replies = Arc::new(Mutex::new(HashSet::new()));
+        let refusals = Arc::new(Mutex::new(HashSet::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let reader = {
             let mut file = file.try_clone().unwrap();
-            let (replies, stop) = (replies.clone(), stop.clone());
+            let (replies, refusals, stop) = (replies.clone(), refusals.clone(), stop.clone());
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 65536];
                 while !stop.load(Ordering::Relaxed) {
@@ -88,6 +91,9 @@ impl Tun {
                     if let Some(key) = reply_key(&buf[..n]) {
                         replies.lock().unwrap().insert(key);
                     }
+                    if let Some(key) = refusal_key(&buf[..n]) {
+                        refusals.lock().unwrap().insert(key);
+                    }
                 }
             })
         };
@@ -95,6 +101,7 @@ impl Tun {
             file,
             name: name.to_string(),
             replies,
+            refusals,
             stop,
             reader: Some(reader),
         }
@@ -112,6 +119,12 @@ impl Tun {
     /// Whether a reply to the probe tagged `tag` sent to `dst` came back.
     pub fn answered(&self, dst: IpAddr, tag: u16) -> bool {
         self.replies.lock().unwrap().contains(&(dst, tag))
+    }
+
+    /// Whether the probe tagged `tag` sent to `dst` was refused: a TCP
+    /// reset, or an ICMP destination unreachable quoting it, from `dst`.
+    pub fn refused(&self, dst: IpAddr, tag: u16) -> bool {
+        self.refusals.lock().unwrap().contains(&(dst, tag))
     }
 
     pub fn forget_replies(&self) {
@@ -172,6 +185,41 @@ fn reply_key(packet: &[u8]) -> Option<(IpAddr, u16)> {
         },
         TransportSlice::Icmpv6(i) => match i.icmp_type() {
             Icmpv6Type::EchoReply(e) => e.id,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some((from, tag))
+}
+
+/// (the refusing address, the probe's tag) of a TCP reset, or of an ICMP
+/// destination unreachable whose quoted packet has the tag as its source
+/// port.
+fn refusal_key(packet: &[u8]) -> Option<(IpAddr, u16)> {
+    let p = SlicedPacket::from_ip(packet).ok()?;
+    let from = match p.net? {
+        NetSlice::Ipv4(h) => IpAddr::V4(h.header().source_addr()),
+        NetSlice::Ipv6(h) => IpAddr::V6(h.header().source_addr()),
+        NetSlice::Arp(_) => return None,
+    };
+    // The quoted packet's transport header: after its IP header.
+    let quoted_source_port = |quote: &[u8], ip_header: usize| {
+        Some(u16::from_be_bytes([
+            *quote.get(ip_header)?,
+            *quote.get(ip_header + 1)?,
+        ]))
+    };
+    let tag = match p.transport? {
+        TransportSlice::Tcp(t) if t.rst() => t.destination_port(),
+        TransportSlice::Icmpv4(i) => match i.icmp_type() {
+            Icmpv4Type::DestinationUnreachable(_) => {
+                let quote = i.payload();
+                quoted_source_port(quote, usize::from(quote.first()? & 0x0f) * 4)?
+            }
+            _ => return None,
+        },
+        TransportSlice::Icmpv6(i) => match i.icmp_type() {
+            Icmpv6Type::DestinationUnreachable(_) => quoted_source_port(i.payload(), 40)?,
             _ => return None,
         },
         _ => return None,

@@ -29,7 +29,7 @@ pub struct Explanation {
     pub device_prefix: Option<String>,
     /// Where that device prefix is written.
     pub device_at: Option<Place>,
-    /// `allow`, `deny` or `audit-deny` in JSON.
+    /// `allow`, `deny`, `reject` or `audit-deny` in JSON.
     #[serde(serialize_with = "verdict_label")]
     pub verdict: Verdict,
     /// `rule`, `group-default`, `unknown-device` or `builtin-ntp` in JSON.
@@ -45,6 +45,10 @@ pub struct Explanation {
     pub counter: u32,
     /// Every rule that matched, the winner first.
     pub candidates: Vec<CandidateView>,
+    /// The source's group's `default` as written (`None`: no group), which
+    /// audit mode hides behind the verdict; for the text form only.
+    #[serde(skip)]
+    pub group_default: Option<Action>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -148,6 +152,7 @@ pub fn explain(policy: &Policy, tables: &CompiledPolicy, packet: &PacketFacts) -
             .then(|| decided_at.clone())
             .flatten(),
         rule_id: decision.rule.map(|r| r.to_string()),
+        group_default: group.map(|g| g.group.default),
         decided_at,
         counter: decision.counter,
         candidates,
@@ -276,12 +281,8 @@ impl Explanation {
                 },
             ),
             DecisionReason::GroupDefault => {
-                // In audit mode a deny default shows as audit-deny.
-                let default = if self.verdict == Verdict::Allow {
-                    Action::Allow
-                } else {
-                    Action::Deny
-                };
+                // As written: in audit mode the verdict is audit-deny.
+                let default = self.group_default.unwrap_or(Action::Deny);
                 line(
                     "decided",
                     &format!(

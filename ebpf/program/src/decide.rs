@@ -13,9 +13,9 @@ use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use tollgate_common::{
     Allowed, DESTINATION_HEADER_BITS, DEVICE_PREFIX_HEADER_BITS, DecisionReason, Destination,
     DeviceKey, DevicePrefix, FAMILY_V4, FlowKey, FragmentKey, FragmentQuota, FragmentVerdict,
-    GROUP_AUDIT, GROUP_DEFAULT_DENY, GROUP_DEFAULT_REJECT, GroupInfo, MAX_CHAIN, MAX_GROUPS, NO_RECORD, RECORD_ENTRIES,
-    RULE_ANY_PROTO, RULE_BUILTIN, RULE_DENY, RULE_PORTS, RULE_REJECT, RuleEntry, SourceKey, Stat, UNKNOWN_GROUP,
-    Verdict,
+    GROUP_AUDIT, GROUP_DEFAULT_DENY, GROUP_DEFAULT_REJECT, GroupInfo, MAX_CHAIN, MAX_GROUPS,
+    NO_RECORD, RECORD_ENTRIES, RULE_ANY_PROTO, RULE_BUILTIN, RULE_DENY, RULE_PORTS, RULE_REJECT,
+    RuleEntry, SourceKey, Stat, UNKNOWN_GROUP, Verdict,
 };
 
 use crate::{

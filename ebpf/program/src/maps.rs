@@ -14,8 +14,8 @@ use tollgate_common::{
     DEFAULT_DEVICE_EXACT_PER_SLOT, DEFAULT_DEVICE_PREFIXES_PER_SLOT, DEFAULT_FLOWS,
     DEFAULT_FRAGMENTS, DEFAULT_RULE_RECORDS_PER_SLOT, DenyEvent, Destination, DeviceKey,
     DevicePrefix, EVENT_RING_BYTES, FRAGMENT_SOURCES, FlowKey, FragmentKey, FragmentQuota,
-    FragmentVerdict, GroupInfo, RejectFacts, MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_PASS_ETHERTYPES, RuleRecord,
-    SLOTS, Settings, SourceKey, Stat,
+    FragmentVerdict, GroupInfo, MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_PASS_ETHERTYPES,
+    RejectFacts, RuleRecord, SLOTS, Settings, SourceKey, Stat,
 };
 
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;

@@ -10,7 +10,8 @@
 //! tried to reach, as if that host had refused, with TTL / hop limit 64.
 //!
 //! Only what cannot be turned against a third party is answered (`plan`):
-//! never an ICMP error (only echo requests get an unreachable), never a RST,
+//! never an ICMP error (of the packet's own family only echo requests get an
+//! unreachable), never a RST,
 //! never a later fragment (no transport header to answer), never a packet
 //! to or from a multicast or broadcast address at L2 or L3, never a source
 //! that cannot be a host. Reject is a group's verdict, so a source in no
@@ -26,9 +27,7 @@ use aya_ebpf::{
     helpers::{bpf_ktime_get_coarse_ns, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
-use tollgate_common::{
-    FAMILY_V4, REJECT_ETHERNET, REJECT_LATER_FRAGMENT, RejectFacts, Stat,
-};
+use tollgate_common::{FAMILY_V4, REJECT_ETHERNET, REJECT_LATER_FRAGMENT, RejectFacts, Stat};
 
 use crate::{
     account,
@@ -166,16 +165,17 @@ fn plan(f: &Frame, facts: &RejectFacts) -> Option<Plan> {
             return Some(plan);
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-            // Only an echo request of the packet's own family is a query
-            // worth an error; every other ICMP message may be an error
+            // Of the packet's own family's ICMP, only an echo request is a
+            // query worth an error; every other message may be an error
             // itself (RFC 1122 3.2.2, RFC 4443 2.4).
             let (own, echo) = if v4 {
                 (IPPROTO_ICMP, ICMP_ECHO_REQUEST)
             } else {
                 (IPPROTO_ICMPV6, ICMPV6_ECHO_REQUEST)
             };
+            // ICMP of the other family is just another protocol.
             let icmp: [u8; 2] = f.bytes(l4)?;
-            if facts.proto != own || icmp[0] != echo {
+            if facts.proto == own && icmp[0] != echo {
                 return None;
             }
         }
@@ -215,8 +215,7 @@ fn is_host_v4(addr: &[u8]) -> bool {
 /// loopback.
 #[inline(always)]
 fn is_host_v6(addr: &[u8]) -> bool {
-    let unspecified_or_loopback =
-        addr.len() == 16 && addr[..15] == [0; 15] && addr[15] <= 1;
+    let unspecified_or_loopback = addr.len() == 16 && addr[..15] == [0; 15] && addr[15] <= 1;
     addr.first() != Some(&0xff) && !unspecified_or_loopback
 }
 

@@ -326,10 +326,11 @@ fn print_counters(topology: &Topology) -> Result<()> {
             .sum::<f64>() as u64
     };
     println!(
-        "  {:<12} {:>8} {:>8} {:>11} {:>12}",
+        "  {:<12} {:>8} {:>8} {:>8} {:>11} {:>12}",
         "group",
         Verdict::Allow.label(),
         Verdict::Deny.label(),
+        Verdict::Reject.label(),
         Verdict::AuditDeny.label(),
         "ntp served"
     );
@@ -342,9 +343,10 @@ fn print_counters(topology: &Topology) -> Result<()> {
             )
         };
         println!(
-            "  {group:<12} {:>8} {:>8} {:>11} {:>12}",
+            "  {group:<12} {:>8} {:>8} {:>8} {:>11} {:>12}",
             packets(Verdict::Allow),
             packets(Verdict::Deny),
+            packets(Verdict::Reject),
             packets(Verdict::AuditDeny),
             value("tollgate_ntp_requests_total", &[g, ("result", "served")]),
         );

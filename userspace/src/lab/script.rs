@@ -73,7 +73,7 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn agrees(&self) -> bool {
-        self.passed == (self.predicted != Verdict::Deny)
+        self.passed != matches!(self.predicted, Verdict::Deny | Verdict::Reject)
     }
 }
 

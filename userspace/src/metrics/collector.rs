@@ -276,7 +276,11 @@ impl DataplaneCollector {
                         Stat::RejectReplyIcmp => "icmp",
                         _ => "icmp6",
                     };
-                    families.counter("tollgate_reject_replies_total", &[("kind", kind)], c.packets)
+                    families.counter(
+                        "tollgate_reject_replies_total",
+                        &[("kind", kind)],
+                        c.packets,
+                    )
                 }
                 Stat::RejectLimited => families.counter(
                     "tollgate_reject_unanswered_total",

@@ -282,8 +282,9 @@ impl Checker<'_> {
                 Action::Deny
             }),
             None => {
-                let message = "missing `default` (allow | deny | reject): the verdict when no rule matches"
-                    .to_string();
+                let message =
+                    "missing `default` (allow | deny | reject): the verdict when no rule matches"
+                        .to_string();
                 self.error(&at.value(&path), &path, message);
                 Action::Deny
             }

@@ -17,9 +17,9 @@ use std::net::IpAddr;
 use anyhow::{Context as _, Result, bail};
 use tollgate_common::{
     DESTINATION_HEADER_BITS, DEVICE_PREFIX_HEADER_BITS, Destination, DeviceKey, DevicePrefix,
-    FAMILY_V4, FAMILY_V6, GROUP_AUDIT, GROUP_DEFAULT_DENY, GROUP_DEFAULT_REJECT, GroupInfo, MAX_GROUPS, RULE_ANY_PROTO,
-    RULE_BUILTIN, RULE_DENY, RULE_PORTS, RULE_REJECT, RuleEntry as KernelEntry, RuleRecord,
-    Verdict,
+    FAMILY_V4, FAMILY_V6, GROUP_AUDIT, GROUP_DEFAULT_DENY, GROUP_DEFAULT_REJECT, GroupInfo,
+    MAX_GROUPS, RULE_ANY_PROTO, RULE_BUILTIN, RULE_DENY, RULE_PORTS, RULE_REJECT,
+    RuleEntry as KernelEntry, RuleRecord, Verdict,
 };
 
 pub use self::writes::{PolicyMaps, WriteStats};
