@@ -18,7 +18,7 @@
 //! the XDP program to check that the new verdict is live (not timed).
 //!
 //! The policy: `lists/allowed.yaml` holds one list of N prefixes (the
-//! first N of the pool in `common`: AWS ip-ranges.json, then derived
+//! first N of the pool in `testkit::bench`: AWS ip-ranges.json, then derived
 //! subnets), `lists/extra.yaml` a list `extra` of one prefix, `groups.yaml`
 //! one group `fleet` with 1,000 devices (250 /32, 250 /24, 250 /128, 250
 //! /64), default deny, and one rule:
@@ -58,8 +58,6 @@
 //! (default 25, at least 20) sets the iterations per size and kind,
 //! `RELOAD_BENCH_SIZES` (default `1000,10000,100000`) the sizes.
 
-mod common;
-
 use std::{
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -69,11 +67,14 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 use ipnet::IpNet;
+use testkit::{
+    bench,
+    frames::{Frame, Transport},
+};
 use tollgate::{
     compile::compile,
     config::Limits,
     datapath::{Dataplane, Options, XDP_DROP, XDP_PASS},
-    frames::{Frame, Transport},
     netns::Namespace,
     policy::{self, Environment, ParseCache},
     reload::{ChangeSummary, watch::DEBOUNCE, watch::PolicyWatcher},
@@ -117,12 +118,12 @@ fn main() -> Result<()> {
         .map(|s| s.trim().parse::<usize>())
         .collect::<Result<_, _>>()
         .context("RELOAD_BENCH_SIZES: comma-separated prefix counts")?;
-    common::print_machine_facts();
+    bench::print_machine_facts();
     println!(
         " method: {iterations} iterations per size and kind; p50 and p99 (nearest rank) of the \
          time from writing the file to the new policy being in force"
     );
-    let pool = common::Pool::load()?;
+    let pool = bench::Pool::load()?;
     let root = TempDir::create()?;
     let ns = Namespace::create(&format!("tg-benchreload-{}", std::process::id()))?;
     let netns_exec = netns_exec_overhead(&ns, iterations)?;

@@ -1,7 +1,7 @@
 //! Every metric family the daemon exports (with the NTP server on): the
 //! contract dashboards, alerts and users' own queries rely on. Kept in one
-//! place: `tests/metrics.rs` checks it against a real scrape (exactly these
-//! families, no more, no fewer), `tests/deploy.rs` that the dashboard shows
+//! place: `tests/tests/metrics.rs` checks it against a real scrape (exactly these
+//! families, no more, no fewer), `tests/tests/deploy.rs` that the dashboard shows
 //! every one and the alerts use no other.
 
 pub const METRICS: &[&str] = &[

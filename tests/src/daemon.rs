@@ -80,7 +80,7 @@ impl Daemon {
             namespace: ns.name().to_string(),
             extra_config: extra.to_string(),
             args: Vec::new(),
-            binary: PathBuf::from(env!("CARGO_BIN_EXE_tollgate")),
+            binary: crate::tollgate_binary(),
             env: Vec::new(),
             messages: Vec::new(),
             root,

@@ -1,15 +1,33 @@
-//! Shared helpers for the integration suites.
+//! The test kit: what Tollgate's integration suites (`tests/tests/*.rs`)
+//! and benchmarks (`tests/benches/`) share. They live in a package of their
+//! own, `tollgate-tests`, and test the `tollgate` package from outside:
+//! through its public library and its real binary.
 //!
 //! Tests that need root call [`require_root`] first: without root they fail
 //! with a clear message instead of passing silently.
-#![allow(dead_code)] // each suite uses a different subset
+//!
+//! # The binary under test
+//!
+//! Cargo hands `CARGO_BIN_EXE_tollgate` only to tests of the package that
+//! has the binary, so [`tollgate_binary`] takes the path from the
+//! `TOLLGATE_BIN` environment variable instead. `cargo nextest run` sets it:
+//! its setup script (`.config/nextest.toml`, `scripts/build-test-binary.sh`)
+//! runs `cargo build -p tollgate --bin tollgate` after the suites are built
+//! and before any runs, and passes on the path cargo reports, so every run
+//! (`make test` included) tests a binary built from the same sources as the
+//! suites, whatever the target directory. Run any other way (`cargo test`),
+//! build it yourself and set `TOLLGATE_BIN`; without it a test that runs the
+//! binary fails and says so, rather than guess at a file that may be stale.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use tollgate::netns::Namespace;
 
+pub mod bench;
+pub mod contract;
 pub mod daemon;
 pub mod fleet;
+pub mod frames;
 pub mod random;
 pub mod tables;
 pub mod tun;
@@ -126,12 +144,33 @@ pub fn remove_pin_tree(dir: &std::path::Path) -> anyhow::Result<()> {
     tollgate::datapath::remove_pins(dir)
 }
 
-/// The repository root (tests run with the package directory as cwd).
+/// The repository root (tests run with the package directory, `tests/`, as
+/// cwd).
 pub fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("userspace/ is inside the repository")
+        .expect("tests/ is inside the repository")
         .to_path_buf()
+}
+
+/// The `tollgate` binary to run: `TOLLGATE_BIN`, which nextest's setup
+/// script sets to the binary it has just built (see the crate's
+/// documentation). Panics with what to do when it is unset or names no file.
+pub fn tollgate_binary() -> std::path::PathBuf {
+    let Some(path) = std::env::var_os("TOLLGATE_BIN") else {
+        panic!(
+            "TOLLGATE_BIN is not set: run the suites with `cargo nextest run` (or `make test`), \
+             whose setup script builds the tollgate binary and sets it; otherwise \
+             `cargo build -p tollgate --bin tollgate` and set TOLLGATE_BIN to the binary"
+        );
+    };
+    let path = std::path::PathBuf::from(path);
+    assert!(
+        path.is_file(),
+        "TOLLGATE_BIN names no file: {}; build it with `cargo build -p tollgate --bin tollgate`",
+        path.display()
+    );
+    path
 }
 
 /// Output of the `tollgate` binary run from the repository root.
@@ -142,7 +181,7 @@ pub struct Run {
 }
 
 pub fn tollgate(args: &[&str]) -> Run {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+    let output = std::process::Command::new(tollgate_binary())
         .args(args)
         .current_dir(repo_root())
         .output()

@@ -8,8 +8,6 @@
 //! file of 2025-07-24, sync token 1753388594; see `tests/data/README.md`),
 //! so the suite needs nothing outside the repository.
 
-mod common;
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt::Write as _,
@@ -29,7 +27,7 @@ use tollgate::{
 
 fn aws_ranges() -> (PathBuf, serde_json::Value) {
     use std::io::Read as _;
-    let path = common::repo_root().join("tests/data/aws-ip-ranges.json.gz");
+    let path = testkit::repo_root().join("tests/data/aws-ip-ranges.json.gz");
     let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut text = String::new();
     flate2::read::GzDecoder::new(file)

@@ -2,10 +2,8 @@
 //! exit codes, output formats, and golden outputs of `explain` on the example
 //! policies (`tests/golden/`; `TOLLGATE_BLESS=1` rewrites them).
 
-mod common;
-
-use common::tollgate;
 use serde_json::Value;
+use testkit::tollgate;
 
 /// The environment the example policies are written for (the lab's).
 const ENV: [&str; 4] = ["--gateway", "10.64.0.1", "--ntp", "100.127.0.123"];
@@ -270,7 +268,7 @@ const GOLDEN_JSON: [&str; 4] = [
 
 #[test]
 fn explain_golden_outputs() {
-    let golden = common::repo_root().join("tests/golden");
+    let golden = testkit::repo_root().join("tests/golden");
     let mut wrong = Vec::new();
     for (name, packet) in GOLDEN {
         let mut formats = vec![("txt", &["--format", "text"][..])];
@@ -285,7 +283,7 @@ fn explain_golden_outputs() {
             let run = tollgate(&args);
             assert_eq!(run.status, 0, "{name}: {}", run.stderr);
             let path = golden.join(format!("{name}.{ext}"));
-            if common::blessing() {
+            if testkit::blessing() {
                 std::fs::create_dir_all(&golden).unwrap();
                 std::fs::write(&path, &run.stdout).unwrap();
                 continue;
@@ -309,20 +307,20 @@ fn explain_golden_outputs() {
 
 #[test]
 fn completions_and_man_page_come_from_the_cli_definition() {
-    let bash = common::tollgate(&["completions", "bash"]);
+    let bash = testkit::tollgate(&["completions", "bash"]);
     assert_eq!(bash.status, 0, "{}", bash.stderr);
     for sub in ["run", "check", "explain", "status", "lab"] {
         assert!(bash.stdout.contains(sub), "bash completion lacks {sub}");
     }
     assert!(bash.stdout.contains("--check-config"));
-    let zsh = common::tollgate(&["completions", "zsh"]);
+    let zsh = testkit::tollgate(&["completions", "zsh"]);
     assert_eq!(zsh.status, 0);
     assert!(zsh.stdout.starts_with("#compdef tollgate"));
-    let man = common::tollgate(&["man"]);
+    let man = testkit::tollgate(&["man"]);
     assert_eq!(man.status, 0, "{}", man.stderr);
     assert!(man.stdout.contains(".TH tollgate 1"));
     assert!(man.stdout.contains("explain"));
-    assert_eq!(common::tollgate(&["completions", "tcsh"]).status, 2);
+    assert_eq!(testkit::tollgate(&["completions", "tcsh"]).status, 2);
 }
 
 #[test]
@@ -540,7 +538,7 @@ fn config_with(dir: &std::path::Path, interfaces: &str) -> std::path::PathBuf {
         &config,
         format!(
             "interfaces: [{interfaces}]\npolicy-dir: {}\nntp:\n  listen: [\"100.127.0.123:123\"]\n",
-            common::repo_root().join("policies").display()
+            testkit::repo_root().join("policies").display()
         ),
     )
     .unwrap();
@@ -578,9 +576,9 @@ fn a_ci_host_hears_nothing_about_the_gateways_interfaces() {
 /// end quietly (status 0 or killed by SIGPIPE), never panic.
 fn closed_stdout(args: &[&str]) {
     use std::os::unix::process::ExitStatusExt as _;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+    let mut child = std::process::Command::new(testkit::tollgate_binary())
         .args(args)
-        .current_dir(common::repo_root())
+        .current_dir(testkit::repo_root())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -685,7 +683,7 @@ fn migration_guide_verdicts() {
 
 #[test]
 fn version_names_the_commit_and_the_bpf_object() {
-    let run = common::tollgate(&["--version"]);
+    let run = testkit::tollgate(&["--version"]);
     assert_eq!(run.status, 0, "{}", run.stderr);
     // `tollgate 0.1.0 (commit 1a2b3c4, bpf 0123456789abcdef)`, the commit
     // with `-dirty` for a changed tree, `unknown` outside git.
@@ -697,7 +695,7 @@ fn version_names_the_commit_and_the_bpf_object() {
         .strip_suffix(')')
         .and_then(|r| r.split_once(", bpf "))
         .unwrap_or_else(|| panic!("{line}"));
-    assert_eq!(commit, env!("TOLLGATE_GIT_REVISION"));
+    assert_eq!(commit, tollgate::GIT_REVISION);
     let hash = commit.strip_suffix("-dirty").unwrap_or(commit);
     assert!(
         commit == "unknown" || (hash.len() >= 7 && hash.chars().all(|c| c.is_ascii_hexdigit())),
@@ -707,14 +705,14 @@ fn version_names_the_commit_and_the_bpf_object() {
         bpf.len() == 16 && bpf.chars().all(|c| c.is_ascii_hexdigit()),
         "{line}"
     );
-    assert_eq!(common::tollgate(&["-V"]).stdout, run.stdout);
+    assert_eq!(testkit::tollgate(&["-V"]).stdout, run.stdout);
 }
 
 #[test]
 fn man_dir_writes_a_page_per_subcommand_and_see_also_cites_them() {
     let dir = std::env::temp_dir().join(format!("tollgate-man-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let run = common::tollgate(&["man", "--dir", dir.to_str().unwrap()]);
+    let run = testkit::tollgate(&["man", "--dir", dir.to_str().unwrap()]);
     assert_eq!(run.status, 0, "{}", run.stderr);
     let mut pages: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
@@ -739,7 +737,7 @@ fn man_dir_writes_a_page_per_subcommand_and_see_also_cites_them() {
     assert_eq!(pages, expected);
     let top = std::fs::read_to_string(dir.join("tollgate.1")).unwrap();
     // The page on stdout is the same tollgate(1).
-    assert_eq!(common::tollgate(&["man"]).stdout, top);
+    assert_eq!(testkit::tollgate(&["man"]).stdout, top);
     let see_also = top.split(".SH \"SEE ALSO\"").nth(1).expect("SEE ALSO");
     for sub in subcommands {
         assert!(see_also.contains(&format!("tollgate\\-{sub}(1)")), "{sub}");

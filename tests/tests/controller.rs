@@ -3,15 +3,13 @@
 //! swaps, and filtering that never lapses across `kill -9` and restart.
 //! Real daemon process, real packets between namespaces.
 
-mod common;
-
 use std::{
     net::UdpSocket,
     sync::atomic::{AtomicBool, AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
-use common::daemon::{Daemon, write_atomically};
+use testkit::daemon::{Daemon, write_atomically};
 use tollgate::netns::{RIG_DEVICE_IFACE, Rig};
 
 const SERVICE: &str = "203.0.113.30";
@@ -31,7 +29,7 @@ fn receiver(rig: &Rig, port: u16) -> UdpSocket {
         .unwrap();
     s.set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
-    common::large_receive_buffer(&s);
+    testkit::large_receive_buffer(&s);
     s
 }
 
@@ -64,14 +62,14 @@ fn probe(rig: &Rig, ports: &[u16], n: usize) -> Vec<usize> {
 
 #[test]
 fn a_policy_edit_takes_effect_and_the_latency_is_measured() {
-    common::require_root();
+    testkit::require_root();
     let rig = rig("reload");
     let daemon = Daemon::start(
         &rig.gateway,
         "reload",
         &[RIG_DEVICE_IFACE],
         "",
-        &[("meters.yaml", &common::policy_allowing(7000))],
+        &[("meters.yaml", &testkit::policy_allowing(7000))],
     );
     assert_eq!(probe(&rig, &[7000, 7001], 5), [5, 0]);
 
@@ -79,7 +77,7 @@ fn a_policy_edit_takes_effect_and_the_latency_is_measured() {
     receiver.set_nonblocking(true).unwrap();
     let sender = sender(&rig);
     let written = Instant::now();
-    daemon.write_policy("meters.yaml", &common::policy_allowing(7001));
+    daemon.write_policy("meters.yaml", &testkit::policy_allowing(7001));
     let latency = loop {
         sender.send_to(b"x", (SERVICE, 7001)).unwrap();
         std::thread::sleep(Duration::from_micros(500));
@@ -105,14 +103,14 @@ fn a_policy_edit_takes_effect_and_the_latency_is_measured() {
 
 #[test]
 fn a_bad_policy_is_rejected_loudly_and_the_last_good_one_stays() {
-    common::require_root();
+    testkit::require_root();
     let rig = rig("bad");
     let daemon = Daemon::start(
         &rig.gateway,
         "bad",
         &[RIG_DEVICE_IFACE],
         "",
-        &[("meters.yaml", &common::policy_allowing(7000))],
+        &[("meters.yaml", &testkit::policy_allowing(7000))],
     );
     daemon.write_policy(
         "meters.yaml",
@@ -135,21 +133,21 @@ fn a_bad_policy_is_rejected_loudly_and_the_last_good_one_stays() {
     );
     assert!(daemon.logs().contains("generation 1 stays in force"));
 
-    daemon.write_policy("meters.yaml", &common::policy_allowing(7001));
+    daemon.write_policy("meters.yaml", &testkit::policy_allowing(7001));
     daemon.wait_status(Duration::from_secs(5), |s| s.policy.generation == 2);
     assert_eq!(probe(&rig, &[7000, 7001], 5), [0, 5]);
 }
 
 #[test]
 fn a_symlink_swap_of_the_directory_is_one_reload() {
-    common::require_root();
+    testkit::require_root();
     let rig = rig("swapdir");
     let mut daemon = Daemon::start(
         &rig.gateway,
         "swapdir",
         &[RIG_DEVICE_IFACE],
         "",
-        &[("meters.yaml", &common::policy_allowing(7000))],
+        &[("meters.yaml", &testkit::policy_allowing(7000))],
     );
     // Re-point the configuration at `current -> v1`, as deploy tools lay it out.
     let v1 = daemon.root.join("v1");
@@ -171,7 +169,7 @@ fn a_symlink_swap_of_the_directory_is_one_reload() {
         // A checkout of many files, then one atomic swap.
         std::fs::write(v2.join(format!("extra{i}.yaml")), "lists: {}\n").unwrap();
     }
-    std::fs::write(v2.join("meters.yaml"), common::policy_allowing(7001)).unwrap();
+    std::fs::write(v2.join("meters.yaml"), testkit::policy_allowing(7001)).unwrap();
     let tmp = daemon.root.join("current.tmp");
     std::os::unix::fs::symlink(&v2, &tmp).unwrap();
     std::fs::rename(&tmp, &current).unwrap();
@@ -184,7 +182,7 @@ fn a_symlink_swap_of_the_directory_is_one_reload() {
     assert_eq!(probe(&rig, &[7000, 7001], 5), [0, 5]);
 
     // Later edits in the new target are followed.
-    write_atomically(&v2.join("meters.yaml"), &common::policy_allowing(7002));
+    write_atomically(&v2.join("meters.yaml"), &testkit::policy_allowing(7002));
     daemon.wait_status(Duration::from_secs(5), |s| {
         s.policy.generation == before + 2
     });
@@ -193,14 +191,14 @@ fn a_symlink_swap_of_the_directory_is_one_reload() {
 
 #[test]
 fn kill_9_and_restart_never_let_a_denied_packet_through() {
-    common::require_root();
+    testkit::require_root();
     let rig = rig("restart");
     let mut daemon = Daemon::start(
         &rig.gateway,
         "restart",
         &[RIG_DEVICE_IFACE],
         "",
-        &[("meters.yaml", &common::policy_allowing(7000))],
+        &[("meters.yaml", &testkit::policy_allowing(7000))],
     );
     let denied = receiver(&rig, 7001);
     denied.set_nonblocking(true).unwrap();
@@ -241,10 +239,10 @@ fn kill_9_and_restart_never_let_a_denied_packet_through() {
 
 #[test]
 fn a_hundred_reloads_under_traffic_drop_nothing_allowed_and_pass_nothing_denied() {
-    common::require_root();
+    testkit::require_root();
     let rig = rig("churn");
     // Two policies with the same verdicts written differently.
-    let a = common::policy_allowing(7000);
+    let a = testkit::policy_allowing(7000);
     let b = format!(
         "{a}      - deny: {{to: 198.51.100.0/24, id: never-used}}\n      \
          - allow: {{to: 203.0.113.30, proto: udp, ports: [\"7000-7000\"], id: same-port}}\n"
@@ -299,7 +297,7 @@ fn a_hundred_reloads_under_traffic_drop_nothing_allowed_and_pass_nothing_denied(
 
 #[test]
 fn deny_events_are_structured_log_lines_naming_the_rule() {
-    common::require_root();
+    testkit::require_root();
     let rig = rig("events");
     let mut daemon = Daemon::prepare(
         &rig.gateway,
@@ -310,7 +308,7 @@ fn deny_events_are_structured_log_lines_naming_the_rule() {
             "meters.yaml",
             &format!(
                 "{}      - deny: {{to: 203.0.113.30, proto: udp, ports: [7009], id: no-debug}}\n",
-                common::policy_allowing(7000)
+                testkit::policy_allowing(7000)
             ),
         )],
     );
@@ -340,17 +338,17 @@ fn deny_events_are_structured_log_lines_naming_the_rule() {
 
 #[test]
 fn status_and_check_config_commands() {
-    common::require_root();
+    testkit::require_root();
     let rig = rig("status");
     let mut daemon = Daemon::start(
         &rig.gateway,
         "status",
         &[RIG_DEVICE_IFACE],
         "",
-        &[("meters.yaml", &common::policy_allowing(7000))],
+        &[("meters.yaml", &testkit::policy_allowing(7000))],
     );
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        let out = std::process::Command::new(testkit::tollgate_binary())
             .args(args)
             .output()
             .unwrap();
@@ -422,7 +420,7 @@ fn status_and_check_config_commands() {
 
 #[test]
 fn a_new_gateway_address_is_covered_by_the_gateway_keyword_at_once() {
-    common::require_root();
+    testkit::require_root();
     let rig = rig("addr");
     let daemon = Daemon::start(
         &rig.gateway,

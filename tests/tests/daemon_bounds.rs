@@ -5,8 +5,6 @@
 //! socket do not starve the others; `run --check-config` rejects what `run`
 //! would, before anything is pinned.
 
-mod common;
-
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
@@ -14,12 +12,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::daemon::Daemon;
+use testkit::daemon::Daemon;
 use tollgate::netns::Namespace;
 
 fn namespace(tag: &str) -> Namespace {
-    common::require_root();
-    let ns = common::namespace(tag);
+    testkit::require_root();
+    let ns = testkit::namespace(tag);
     ns.ip(&[
         "link", "add", "dev0", "type", "veth", "peer", "name", "dev1",
     ])
@@ -53,7 +51,7 @@ fn a_reload_past_its_budget_fails_and_the_daemon_answers_meanwhile() {
         "budget",
         &["dev0"],
         "limits:\n  reload-timeout: 100ms\n",
-        &[("p.yaml", &common::policy_allowing(7000))],
+        &[("p.yaml", &testkit::policy_allowing(7000))],
     );
     let generation = d.status().policy.generation;
     let text = big_policy(1 << 20);
@@ -109,7 +107,7 @@ fn slow_and_flooding_clients_do_not_starve_metrics_or_status() {
         "peers",
         &["dev0"],
         &format!("metrics:\n  listen: 127.0.0.1:{port}\n"),
-        &[("p.yaml", &common::policy_allowing(7000))],
+        &[("p.yaml", &testkit::policy_allowing(7000))],
     );
     let mode = std::fs::metadata(&d.control_socket)
         .unwrap()
@@ -196,14 +194,14 @@ fn check_config_rejects_what_run_would_before_anything_is_pinned() {
             "preflight",
             &[],
             "",
-            &[("p.yaml", &common::policy_allowing(7000))],
+            &[("p.yaml", &testkit::policy_allowing(7000))],
         );
         let text = std::fs::read_to_string(&d.config)
             .unwrap()
             .replace("interfaces: []\n", config);
         std::fs::write(&d.config, text).unwrap();
         for check in [true, false] {
-            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
+            let mut cmd = std::process::Command::new(testkit::tollgate_binary());
             cmd.args(["run", "--netns", ns.name(), "--config"])
                 .arg(&d.config);
             if check {
@@ -225,9 +223,9 @@ fn check_config_rejects_what_run_would_before_anything_is_pinned() {
         "preflight",
         &["wg9"],
         "",
-        &[("p.yaml", &common::policy_allowing(7000))],
+        &[("p.yaml", &testkit::policy_allowing(7000))],
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+    let out = std::process::Command::new(testkit::tollgate_binary())
         .args(["run", "--netns", ns.name(), "--check-config", "--config"])
         .arg(&d.config)
         .output()

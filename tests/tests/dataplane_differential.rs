@@ -16,20 +16,18 @@
 //! policy before it, which the cache may still hold under the old
 //! generation.
 
-mod common;
-
 use std::{cell::RefCell, time::Instant};
 
-use common::random;
 use proptest::{
     prelude::*,
     test_runner::{Config, TestRunner},
 };
+use testkit::frames::{Extension, Frame, Ipv4Fragment, Transport};
+use testkit::random;
 use tollgate::{
     compile::compile,
     config::Limits,
     datapath::{Dataplane, Options, TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS},
-    frames::{Extension, Frame, Ipv4Fragment, Transport},
     links::LinkKind,
     model,
     tables::PacketFacts,
@@ -84,7 +82,7 @@ fn frame(p: &PacketFacts, id: u32) -> Vec<u8> {
 
 #[test]
 fn kernel_agrees_with_the_model_on_random_policies_and_packets() {
-    common::require_root();
+    testkit::require_root();
     let dataplane = RefCell::new(Dataplane::open(&Options::default()).unwrap());
     let mut runner = TestRunner::new(Config {
         cases: POLICIES,

@@ -4,8 +4,6 @@
 //! connects, UDP datagrams and pings (iputils `ping`), IPv4 and IPv6, are
 //! allowed or blocked exactly as `explain` predicts.
 
-mod common;
-
 use std::{
     collections::HashSet,
     net::{IpAddr, SocketAddr, TcpListener, UdpSocket},
@@ -24,7 +22,7 @@ use tollgate::{
     tables::CompiledPolicy,
 };
 
-use common::fleet::{self, DEVICES, POLICY, Probe, SERVICES, TCP_PORTS, UDP_PORTS};
+use testkit::fleet::{self, DEVICES, POLICY, Probe, SERVICES, TCP_PORTS, UDP_PORTS};
 
 /// The policy, with `gateway` the addresses of the gateway's device-facing
 /// interface (as the daemon reads them), so IPv6 neighbour discovery to it
@@ -110,7 +108,7 @@ fn run_probe(
 
 #[test]
 fn real_traffic_is_allowed_and_blocked_as_explain_predicts_in_xdp_and_tc() {
-    common::require_root();
+    testkit::require_root();
     let rig = Rig::create(&format!("tg-e2e-{}", std::process::id())).unwrap();
     for d in DEVICES {
         rig.add_device(d).unwrap();

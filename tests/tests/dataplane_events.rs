@@ -2,22 +2,20 @@
 //! protocol, port, verdict, reason, the deciding counter), and the per-CPU
 //! rate limit lets a burst through and counts every event it suppresses.
 
-mod common;
-
 use std::net::IpAddr;
 
-use common::tables::Tables;
+use testkit::frames::{Frame, Transport};
+use testkit::tables::Tables;
 use tollgate::{
     config::DenyEventsConfig,
     datapath::{Dataplane, Options, XDP_DROP, XDP_PASS, events},
-    frames::{Frame, Transport},
     tables::{CounterOwner, Decider},
 };
 use tollgate_common::{DecisionReason, Stat, Verdict};
 
 #[test]
 fn deny_events_carry_the_decision_and_the_rate_limit_counts_the_rest() {
-    common::require_root();
+    testkit::require_root();
     let mut dataplane = Dataplane::open(&Options {
         deny_events: DenyEventsConfig {
             rate: 2,

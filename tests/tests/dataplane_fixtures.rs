@@ -8,14 +8,12 @@
 //! an Ethernet header, so the raw-IP TC variant is proven with real packets
 //! on a tun device in `dataplane_links`.)
 
-mod common;
-
 use std::net::IpAddr;
 
-use common::tables::Tables;
+use testkit::frames::{Extension, Frame, Ipv4Fragment, Transport};
+use testkit::tables::Tables;
 use tollgate::{
     datapath::{Dataplane, Options, TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS},
-    frames::{Extension, Frame, Ipv4Fragment, Transport},
     links::LinkKind,
     tables::CompiledPolicy,
 };
@@ -466,7 +464,7 @@ fn run_table(
     pass: u32,
     drop: u32,
 ) {
-    common::require_root();
+    testkit::require_root();
     let mut dataplane = Dataplane::open(&Options::default()).unwrap();
     let policy = policy();
     dataplane.install(&policy).unwrap();
@@ -559,7 +557,7 @@ fn raw_ip_xdp_fixture_table() {
 /// and nothing else.
 #[test]
 fn pass_ethertypes_let_the_listed_ones_through() {
-    common::require_root();
+    testkit::require_root();
     let dataplane = Dataplane::open(&Options {
         pass_ethertypes: vec![0x88cc, 0x8863],
         ..Options::default()

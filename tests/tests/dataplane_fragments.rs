@@ -4,15 +4,13 @@
 //! the Fragment header, and one source cannot take more than its quota.
 //! Real frames through the real XDP program (`BPF_PROG_TEST_RUN`).
 
-mod common;
-
 use std::time::Duration;
 
-use common::tables::Tables;
+use testkit::frames::{Extension, Frame, Ipv4Fragment, Transport};
+use testkit::tables::Tables;
 use tollgate::{
     config::Limits,
     datapath::{Dataplane, Options, XDP_DROP, XDP_PASS},
-    frames::{Extension, Frame, Ipv4Fragment, Transport},
     tables::CompiledPolicy,
 };
 use tollgate_common::Stat;
@@ -64,7 +62,7 @@ fn later(id: u16) -> Vec<u8> {
 }
 
 fn open(limits: Limits) -> Dataplane {
-    common::require_root();
+    testkit::require_root();
     Dataplane::open(&Options {
         limits,
         ..Options::default()

@@ -12,14 +12,12 @@
 //! link type is refused by name, and an interface that disappears and comes
 //! back (as VPN daemons recreate `tun0`) is attached again by itself.
 
-mod common;
-
 use std::{
     net::IpAddr,
     time::{Duration, Instant},
 };
 
-use common::{
+use testkit::{
     daemon::Daemon,
     tun::{self, Probe, Tun},
 };
@@ -32,7 +30,7 @@ use tollgate::{
     policy::{self, Environment, Source},
 };
 
-use common::fleet::{self, POLICY, SERVICES, UDP_PORTS};
+use testkit::fleet::{self, POLICY, SERVICES, UDP_PORTS};
 
 /// `ARPHRD_*` values Tollgate parses as raw IP, with the kernel driver that
 /// makes such links for real (`None`: tun itself).
@@ -133,7 +131,7 @@ fn kernel_has(ns: &Namespace, kind: &str) -> Result<(), String> {
 
 #[test]
 fn raw_ip_links_filter_real_traffic_as_explain_predicts_in_xdp_and_tc() {
-    common::require_root();
+    testkit::require_root();
     let rig = rig("links");
     let (policy, tables) = load();
     let cases = fleet::cases(&policy, &tables);
@@ -195,8 +193,8 @@ fn raw_ip_links_filter_real_traffic_as_explain_predicts_in_xdp_and_tc() {
 
 #[test]
 fn native_xdp_is_refused_on_raw_ip_links_and_unknown_types_are_refused_by_name() {
-    common::require_root();
-    let ns = common::namespace("linktypes");
+    testkit::require_root();
+    let ns = testkit::namespace("linktypes");
     let mut dataplane = Dataplane::open(&Options::default()).unwrap();
     let tun = Tun::create(&ns, "tun0", None);
     let e = ns
@@ -278,17 +276,17 @@ fn wait_kernel_attached(ns: &Namespace, since: Instant, timeout: Duration) -> Op
 
 #[test]
 fn an_interface_of_an_unsupported_link_type_is_refused_at_start() {
-    common::require_root();
-    let ns = common::namespace("refuse");
+    testkit::require_root();
+    let ns = testkit::namespace("refuse");
     let _tun = Tun::create(&ns, "tun0", Some(801));
     let d = Daemon::prepare(
         &ns,
         "refuse",
         &["tun0"],
         "metrics:\n  listen: 127.0.0.1:19190\n",
-        &[("p.yaml", &common::policy_allowing(7000))],
+        &[("p.yaml", &testkit::policy_allowing(7000))],
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+    let out = std::process::Command::new(testkit::tollgate_binary())
         .args(["run", "--netns", ns.name(), "--config"])
         .arg(&d.config)
         .output()
@@ -304,7 +302,7 @@ fn an_interface_of_an_unsupported_link_type_is_refused_at_start() {
 
 #[test]
 fn an_interface_that_disappears_and_returns_is_attached_again_by_itself() {
-    common::require_root();
+    testkit::require_root();
     let rig = rig("hotplug");
     let port = 19191;
     let tun = Tun::create(&rig.gateway, "tun0", None);
@@ -314,7 +312,7 @@ fn an_interface_that_disappears_and_returns_is_attached_again_by_itself() {
         "hotplug",
         &["tun0"],
         &format!("metrics:\n  listen: 127.0.0.1:{port}\n"),
-        &[("p.yaml", &common::policy_allowing(7000))],
+        &[("p.yaml", &testkit::policy_allowing(7000))],
     );
     let s = d.status();
     assert_eq!(s.interfaces[0].state, "attached", "{s:#?}");
@@ -332,7 +330,7 @@ fn an_interface_that_disappears_and_returns_is_attached_again_by_itself() {
         s.interfaces[0].state == "missing"
     });
     let text = metrics(&rig.gateway, port);
-    common::promtool_check_metrics(&text);
+    testkit::promtool_check_metrics(&text);
     assert_eq!(
         attached_line(&text),
         "tollgate_dataplane_attached{interface=\"tun0\",mode=\"none\",link=\"none\"} 0",
@@ -416,7 +414,7 @@ fn an_interface_that_disappears_and_returns_is_attached_again_by_itself() {
 
 #[test]
 fn a_configured_interface_missing_at_start_is_reported_and_attached_when_it_appears() {
-    common::require_root();
+    testkit::require_root();
     let rig = rig("late");
     let port = 19192;
     let d = Daemon::start(
@@ -424,7 +422,7 @@ fn a_configured_interface_missing_at_start_is_reported_and_attached_when_it_appe
         "late",
         &["tun0"],
         &format!("metrics:\n  listen: 127.0.0.1:{port}\n"),
-        &[("p.yaml", &common::policy_allowing(7000))],
+        &[("p.yaml", &testkit::policy_allowing(7000))],
     );
     assert_eq!(d.status().interfaces[0].state, "missing");
     assert!(

@@ -3,11 +3,9 @@
 //! (policy and counters) and keeps the link; an upgrade to an incompatible
 //! layout swaps the program on the existing link; detaching removes it all.
 
-mod common;
-
 use std::{net::UdpSocket, time::Duration};
 
-use common::{PinDir, tables::Tables};
+use testkit::{PinDir, tables::Tables};
 use tollgate::{
     config::{AttachPolicy, Limits},
     datapath::{Adoption, Dataplane, Options, Start},
@@ -80,7 +78,7 @@ fn allowed_count(dp: &Dataplane) -> u64 {
 
 #[test]
 fn filtering_outlives_the_controller_and_restarts_adopt_it() {
-    common::require_root();
+    testkit::require_root();
     let rig = Rig::create(&format!("tg-pins-{}", std::process::id())).unwrap();
     rig.add_device("10.64.0.10").unwrap();
     rig.add_service(SERVICE).unwrap();

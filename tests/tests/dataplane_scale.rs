@@ -9,15 +9,13 @@
 //! 20,000 lists again; and a config whose `limits.rule-records` is too
 //! small must reject the policy by name.
 
-mod common;
-
 use std::{fmt::Write as _, net::IpAddr};
 
+use testkit::frames::{Frame, Transport};
 use tollgate::{
     compile::compile,
     config::Limits,
     datapath::{Dataplane, Options, XDP_DROP, XDP_PASS},
-    frames::{Frame, Transport},
     model,
     policy::{self, Environment, Source},
     tables::{CompiledPolicy, PacketFacts},
@@ -65,7 +63,7 @@ fn compiled(rules: usize, limits: &Limits) -> Result<CompiledPolicy, String> {
 
 #[test]
 fn twenty_thousand_rules_install_decide_and_edit_cheaply() {
-    common::require_root();
+    testkit::require_root();
     let tables = compiled(RULES, &Limits::default()).unwrap();
     let records: usize = tables
         .rulesets

@@ -6,19 +6,17 @@
 //! retires the remembered flow verdict of the version before: without that,
 //! every datagram would stay with the first version's rule.
 
-mod common;
-
 use std::{
     net::UdpSocket,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
-use common::tables::Tables;
+use testkit::frames::{Frame, Transport};
+use testkit::tables::Tables;
 use tollgate::{
     config::AttachPolicy,
     datapath::{Dataplane, Options, XDP_DROP, XDP_PASS},
-    frames::{Frame, Transport},
     netns::{RIG_DEVICE_IFACE, Rig},
     tables::{CompiledPolicy, CounterOwner, Decider},
 };
@@ -58,7 +56,7 @@ fn versions() -> (CompiledPolicy, CompiledPolicy) {
 
 #[test]
 fn hundred_swaps_under_traffic_never_mix_versions() {
-    common::require_root();
+    testkit::require_root();
     let rig = Rig::create(&format!("tg-swap-{}", std::process::id())).unwrap();
     rig.add_device("10.64.0.10").unwrap();
     rig.add_service(SERVICE).unwrap();
@@ -78,7 +76,7 @@ fn hundred_swaps_under_traffic_never_mix_versions() {
     receiver
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
-    common::large_receive_buffer(&receiver);
+    testkit::large_receive_buffer(&receiver);
     let sender = rig
         .devices
         .enter(|| UdpSocket::bind("10.64.0.10:0").unwrap())
@@ -155,7 +153,7 @@ fn hundred_swaps_under_traffic_never_mix_versions() {
 /// before, where the first packet takes the full decision again.
 #[test]
 fn a_remembered_flow_verdict_ends_with_its_policy() {
-    common::require_root();
+    testkit::require_root();
     let mut a = Tables::new(true);
     let fleet = a.group("fleet", true, &["10.64.0.10"]);
     a.rule(

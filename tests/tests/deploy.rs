@@ -20,12 +20,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use tollgate::config::{Config, OnExit};
 
-#[path = "common/contract.rs"]
-mod contract;
-
-/// The exported metric names (`tests/common/contract.rs`, which
-/// `tests/metrics.rs` checks against a real scrape).
-use contract::METRICS;
+/// The exported metric names (`tests/src/contract.rs`, which
+/// `tests/tests/metrics.rs` checks against a real scrape).
+use testkit::contract::METRICS;
 
 /// Prometheus's own per-target series, which alerts may use besides ours.
 const PROMETHEUS_METRICS: &[&str] = &["up"];
@@ -712,7 +709,7 @@ fn systemd_unit_is_a_notify_service_with_reload_and_bounded_capabilities() {
         "/usr/bin/tollgate run --config /etc/tollgate/tollgate.yaml"
     );
     // An unprivileged user with exactly the capabilities the daemon needs
-    // (tests/least_privilege.rs runs it so, and without each one).
+    // (tests/tests/least_privilege.rs runs it so, and without each one).
     assert_eq!(value("User"), "tollgate");
     assert_eq!(value("Group"), "tollgate");
     let capabilities = [

@@ -5,8 +5,6 @@
 //! panic. The same inputs dropped into a running daemon's directory leave
 //! the last good policy in force while `status` keeps answering.
 
-mod common;
-
 use std::{
     os::unix::fs::symlink,
     path::{Path, PathBuf},
@@ -14,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::daemon::Daemon;
+use testkit::daemon::Daemon;
 
 const GOOD: &str = "groups:\n  meters:\n    devices: [10.64.0.0/16]\n    default: deny\n    \
                     rules:\n      - allow: {to: 203.0.113.0/24, proto: udp, ports: [7000]}\n";
@@ -293,7 +291,7 @@ fn check_rejects_every_hostile_input_within_memory_and_time_bounds() {
                 MEMORY_BOUND,
                 "--",
             ])
-            .arg(env!("CARGO_BIN_EXE_tollgate"))
+            .arg(testkit::tollgate_binary())
             .args(["check", "--config"])
             .arg(&config)
             .output()
@@ -354,7 +352,7 @@ fn a_symlink_inside_the_root_and_a_swapped_root_symlink_still_work() {
     // The root is a symlink to the checkout, as deploy tools swap it.
     let current = scratch.0.path().join("current");
     symlink(&root, &current).unwrap();
-    let run = common::tollgate(&["check", current.to_str().unwrap()]);
+    let run = testkit::tollgate(&["check", current.to_str().unwrap()]);
     assert_eq!(run.status, 0, "{}{}", run.stdout, run.stderr);
     // Swapped to another checkout: the new target is the new root.
     let next = scratch.0.path().join("next");
@@ -362,14 +360,14 @@ fn a_symlink_inside_the_root_and_a_swapped_root_symlink_still_work() {
     std::fs::write(next.join("good.yaml"), GOOD).unwrap();
     std::fs::remove_file(&current).unwrap();
     symlink(&next, &current).unwrap();
-    let run = common::tollgate(&["check", current.to_str().unwrap()]);
+    let run = testkit::tollgate(&["check", current.to_str().unwrap()]);
     assert_eq!(run.status, 0, "{}{}", run.stdout, run.stderr);
 }
 
 #[test]
 fn hostile_inputs_in_a_running_daemons_directory_leave_the_last_good_policy() {
-    common::require_root();
-    let ns = common::namespace("hostile");
+    testkit::require_root();
+    let ns = testkit::namespace("hostile");
     ns.ip(&[
         "link", "add", "dev0", "type", "veth", "peer", "name", "dev1",
     ])

@@ -2,12 +2,10 @@
 //! output shows allowed and denied flows, an NTP answer per group and a
 //! live reload, every flow as `explain` predicted.
 
-mod common;
-
 #[test]
 fn the_lab_shows_the_appliance_working_end_to_end() {
-    common::require_root();
-    let run = common::tollgate(&["lab", "--duration", "20"]);
+    testkit::require_root();
+    let run = testkit::tollgate(&["lab", "--duration", "20"]);
     let out = &run.stdout;
     eprintln!("{out}\n{}", run.stderr);
     assert_eq!(run.status, 0, "the lab failed");

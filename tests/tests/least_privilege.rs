@@ -13,9 +13,7 @@
 //! setns), and `setpriv` switches user and capabilities as the unit's
 //! `User=`, `AmbientCapabilities=`, `CapabilityBoundingSet=` and
 //! `NoNewPrivileges=` do. The unit's sandbox (read-only file system, system
-//! call filter) is not reproduced; `tests/deploy.rs` rates it.
-
-mod common;
+//! call filter) is not reproduced; `tests/tests/deploy.rs` rates it.
 
 use std::{
     collections::BTreeSet,
@@ -26,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::daemon::Daemon;
+use testkit::daemon::Daemon;
 use tollgate::netns::{Namespace, RIG_DEVICE_IFACE, Rig};
 
 /// What the unit gives (setpriv's names for them).
@@ -66,7 +64,7 @@ fn lookup_user() -> Option<User> {
 /// the install does) when missing.
 fn tollgate_user() -> User {
     if lookup_user().is_none() {
-        let file = common::repo_root().join("deploy/systemd/tollgate.sysusers");
+        let file = testkit::repo_root().join("deploy/systemd/tollgate.sysusers");
         let out = Command::new("systemd-sysusers")
             .arg(&file)
             .output()
@@ -85,8 +83,9 @@ fn tollgate_user() -> User {
 
 /// The capabilities the unit lists, in setpriv's spelling.
 fn unit_capabilities() -> BTreeSet<String> {
-    let unit = std::fs::read_to_string(common::repo_root().join("deploy/systemd/tollgate.service"))
-        .unwrap();
+    let unit =
+        std::fs::read_to_string(testkit::repo_root().join("deploy/systemd/tollgate.service"))
+            .unwrap();
     let line = unit
         .lines()
         .find_map(|l| l.strip_prefix("AmbientCapabilities="))
@@ -154,7 +153,7 @@ fn unprivileged(d: &mut Daemon, user: &User) {
     std::fs::create_dir(&base).unwrap();
     let pin_dir = base.join("tollgate");
     let text =
-        std::fs::read_to_string(common::repo_root().join("deploy/systemd/tollgate.tmpfiles"))
+        std::fs::read_to_string(testkit::repo_root().join("deploy/systemd/tollgate.tmpfiles"))
             .unwrap();
     let mut here = String::new();
     for line in text
@@ -304,7 +303,7 @@ fn rig(tag: &str) -> Rig {
 
 #[test]
 fn runs_as_the_tollgate_user_with_only_the_units_capabilities() {
-    common::require_root();
+    testkit::require_root();
     // SAFETY: umask has no preconditions; files the test writes later
     // (policy edits) must be readable by the tollgate user.
     unsafe { libc::umask(0o022) };
@@ -320,7 +319,7 @@ fn runs_as_the_tollgate_user_with_only_the_units_capabilities() {
         "lp",
         &[RIG_DEVICE_IFACE],
         &ntp_config(),
-        &[("meters.yaml", &common::policy_allowing(7000))],
+        &[("meters.yaml", &testkit::policy_allowing(7000))],
     );
     unprivileged(&mut daemon, &user);
     let prefix = prefix(&rig.gateway, &CAPABILITIES);
@@ -354,7 +353,7 @@ fn runs_as_the_tollgate_user_with_only_the_units_capabilities() {
     assert_eq!(status.policy.generation, 1);
     assert_eq!(status.interfaces.len(), 1);
     assert_eq!(status.interfaces[0].state, "attached");
-    let cli = common::tollgate(&[
+    let cli = testkit::tollgate(&[
         "status",
         "--socket",
         daemon.control_socket.to_str().unwrap(),
@@ -387,7 +386,7 @@ fn runs_as_the_tollgate_user_with_only_the_units_capabilities() {
     }
 
     // A policy edit is followed (the directory watch works as the user).
-    daemon.write_policy("meters.yaml", &common::policy_allowing(7001));
+    daemon.write_policy("meters.yaml", &testkit::policy_allowing(7001));
     daemon.wait_status(Duration::from_secs(10), |s| s.policy.generation == 2);
     assert_eq!(probe(&rig, &[7000, 7001], 5), [0, 5]);
 
@@ -455,7 +454,7 @@ fn run_to_exit(d: &Daemon, prefix: &[String], timeout: Duration) -> (bool, Strin
 
 #[test]
 fn without_any_one_of_the_capabilities_it_does_not_start() {
-    common::require_root();
+    testkit::require_root();
     // SAFETY: as above.
     unsafe { libc::umask(0o022) };
     let user = tollgate_user();
@@ -489,7 +488,7 @@ fn without_any_one_of_the_capabilities_it_does_not_start() {
             &format!("lpcap-{missing}"),
             &[RIG_DEVICE_IFACE],
             &ntp_config(),
-            &[("meters.yaml", &common::policy_allowing(7000))],
+            &[("meters.yaml", &testkit::policy_allowing(7000))],
         );
         unprivileged(&mut daemon, &user);
         let (success, logs) = run_to_exit(

@@ -3,13 +3,9 @@
 //! passes `promtool check metrics`, and counters carry on across a reload
 //! and a restart.
 
-mod common;
-#[path = "common/contract.rs"]
-mod contract;
-
 use std::{net::UdpSocket, time::Duration};
 
-use common::{daemon::Daemon, promtool_check_metrics};
+use testkit::{contract, daemon::Daemon, promtool_check_metrics};
 use tollgate::netns::{RIG_DEVICE_IFACE, Rig};
 
 const SERVICE: &str = "203.0.113.40";
@@ -80,7 +76,7 @@ fn ntp_query(rig: &Rig) -> bool {
 
 #[test]
 fn exact_counts_for_known_traffic_across_reload_and_restart() {
-    common::require_root();
+    testkit::require_root();
     let rig = Rig::create(&format!("tg-metrics-{}", std::process::id())).unwrap();
     // No IPv6 on the device side: its router and neighbour chatter would
     // add packets this test does not control.
@@ -221,7 +217,7 @@ fn exact_counts_for_known_traffic_across_reload_and_restart() {
     assert_eq!(
         families(&m),
         contract,
-        "tests/common/contract.rs and a real scrape disagree"
+        "tests/src/contract.rs and a real scrape disagree"
     );
 
     // Map pressure: capacities from the default limits (both slots for the
@@ -255,7 +251,7 @@ fn exact_counts_for_known_traffic_across_reload_and_restart() {
         "tollgate_build_info",
         &[
             ("version", env!("CARGO_PKG_VERSION")),
-            ("revision", env!("TOLLGATE_GIT_REVISION")),
+            ("revision", tollgate::GIT_REVISION),
         ],
         1,
     );

@@ -8,15 +8,13 @@
 //! the end fails the test if the generator stopped exercising a feature
 //! (every tie-break, audit, unknown devices, built-in NTP, fragments, ...).
 
-mod common;
-
 use std::{cell::RefCell, collections::BTreeMap, time::Instant};
 
-use common::random;
 use proptest::{
     prelude::*,
     test_runner::{Config, TestRunner},
 };
+use testkit::random;
 use tollgate::{
     compile::compile,
     config::Limits,

@@ -8,8 +8,6 @@
 //! the gateway namespace, exactly as the controller creates them. 192.0.2.10
 //! and fd00:1::/64 are the policy group `meters`; 192.0.2.200 is in no group.
 
-mod common;
-
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
     path::Path,
@@ -43,9 +41,9 @@ struct Rig {
 
 impl Rig {
     fn new(tag: &str) -> Rig {
-        common::require_root();
-        let device = common::namespace(&format!("{tag}-dev"));
-        let gateway = common::namespace(&format!("{tag}-gw"));
+        testkit::require_root();
+        let device = testkit::namespace(&format!("{tag}-dev"));
+        let gateway = testkit::namespace(&format!("{tag}-gw"));
         veth((&device, "eth0"), (&gateway, "devices0")).unwrap();
         for args in [
             &["addr", "add", "192.0.2.10/24", "dev", "eth0"][..],
@@ -177,7 +175,7 @@ impl Rig {
             .encode(&self.registry.gather(), &mut text)
             .unwrap();
         let text = String::from_utf8(text).unwrap();
-        common::promtool_check_metrics(&text);
+        testkit::promtool_check_metrics(&text);
         text
     }
 }

@@ -15,8 +15,6 @@
 //! The first run builds the release binary (minutes); later runs only
 //! package it again (seconds).
 
-mod common;
-
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
@@ -37,7 +35,7 @@ const SUBCOMMANDS: &[&str] = &[
 fn run(program: &str, args: &[&str]) -> Output {
     Command::new(program)
         .args(args)
-        .current_dir(common::repo_root())
+        .current_dir(testkit::repo_root())
         .output()
         .unwrap_or_else(|e| panic!("cannot run `{program}` ({e}); scripts/setup.sh installs it"))
 }
@@ -71,7 +69,7 @@ fn scratch(tag: &str) -> Scratch {
 
 /// Builds the host's package with `make deb`; its path.
 fn build_package() -> PathBuf {
-    let repo = common::repo_root();
+    let repo = testkit::repo_root();
     success("make deb", run("make", &["--no-print-directory", "deb"]));
     let arch = success(
         "dpkg --print-architecture",
@@ -88,10 +86,10 @@ fn build_package() -> PathBuf {
 
 #[test]
 fn make_deb_builds_a_package_that_unpacks_runs_and_verifies() {
-    common::require_root();
+    testkit::require_root();
     let deb = build_package();
     let deb_str = deb.to_str().unwrap();
-    let repo = common::repo_root();
+    let repo = testkit::repo_root();
 
     // ------------------------------------------------------------ contents
     let listing = success(

@@ -5,8 +5,6 @@
 //!
 //! `TOLLGATE_BLESS=1` rewrites the outputs in the README instead.
 
-mod common;
-
 const README: &str = "policies/README.md";
 
 /// A `console` block: its command and the output the README shows.
@@ -43,7 +41,7 @@ fn run(command: &str) -> String {
     if merge {
         words.pop();
     }
-    let run = common::tollgate(&words);
+    let run = testkit::tollgate(&words);
     if merge {
         format!("{}{}", run.stderr, run.stdout)
     } else {
@@ -54,7 +52,7 @@ fn run(command: &str) -> String {
 
 #[test]
 fn every_command_in_the_language_reference_prints_what_it_shows() {
-    let path = common::repo_root().join(README);
+    let path = testkit::repo_root().join(README);
     let text = std::fs::read_to_string(&path).unwrap();
     let examples = examples(&text);
     assert!(examples.len() >= 10, "the README lost its examples");
@@ -72,7 +70,7 @@ fn every_command_in_the_language_reference_prints_what_it_shows() {
             ));
         }
     }
-    if common::blessing() {
+    if testkit::blessing() {
         std::fs::write(&path, blessed).unwrap();
     } else {
         assert!(
@@ -85,7 +83,7 @@ fn every_command_in_the_language_reference_prints_what_it_shows() {
 
 #[test]
 fn the_tie_break_examples_cover_every_tie_break() {
-    let text = std::fs::read_to_string(common::repo_root().join(README)).unwrap();
+    let text = std::fs::read_to_string(testkit::repo_root().join(README)).unwrap();
     for lost in [
         "lost: the winner's destination prefix is longer",
         "lost: the winner names a protocol, this one is any",
@@ -100,7 +98,7 @@ fn the_tie_break_examples_cover_every_tie_break() {
 
 #[test]
 fn the_reference_example_is_a_valid_policy() {
-    let text = std::fs::read_to_string(common::repo_root().join(README)).unwrap();
+    let text = std::fs::read_to_string(testkit::repo_root().join(README)).unwrap();
     let reference = &text[text.find("## Reference").expect("a Reference section")..];
     let start = reference.find("```yaml\n").expect("a YAML example") + "```yaml\n".len();
     let yaml = &reference[start..start + reference[start..].find("```").unwrap()];

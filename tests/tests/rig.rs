@@ -1,8 +1,6 @@
 //! Proves the rig: the embedded program loads, attaches to a veth in a
 //! namespace and counts real packets, and `BPF_PROG_TEST_RUN` works.
 
-mod common;
-
 use std::{net::UdpSocket, time::Duration};
 
 use tollgate::{
@@ -14,9 +12,9 @@ use tollgate_common::Stat;
 
 #[test]
 fn xdp_counts_real_udp_packets_between_namespaces() {
-    common::require_root();
-    let device = common::namespace("rig-dev");
-    let gateway = common::namespace("rig-gw");
+    testkit::require_root();
+    let device = testkit::namespace("rig-dev");
+    let gateway = testkit::namespace("rig-gw");
     veth((&device, "eth0"), (&gateway, "devices0")).unwrap();
     device
         .ip(&["addr", "add", "192.0.2.10/24", "dev", "eth0"])
@@ -88,7 +86,7 @@ fn xdp_counts_real_udp_packets_between_namespaces() {
 
 #[test]
 fn test_run_returns_the_program_verdict() {
-    common::require_root();
+    testkit::require_root();
     let dataplane = Dataplane::open(&Options::default()).unwrap();
     // An ARP request: the pass-through program must pass it.
     let mut frame = vec![0xff; 6];

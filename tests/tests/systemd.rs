@@ -3,8 +3,6 @@
 //! deny-event fields, caught on a datagram socket mounted (in a private
 //! mount namespace) where journald's would be.
 
-mod common;
-
 use std::{
     collections::BTreeMap,
     net::UdpSocket,
@@ -12,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::daemon::Daemon;
+use testkit::daemon::Daemon;
 use tollgate::netns::{RIG_DEVICE_IFACE, Rig};
 
 const SERVICE: &str = "203.0.113.40";
@@ -30,7 +28,7 @@ fn rig(tag: &str) -> Rig {
 
 #[test]
 fn status_lines_and_watchdog_pings_reach_the_notify_socket() {
-    common::require_root();
+    testkit::require_root();
     let rig = rig("sdnotify");
     let mut daemon = Daemon::prepare(
         &rig.gateway,
@@ -115,7 +113,7 @@ fn journal_fields(datagram: &[u8]) -> BTreeMap<String, String> {
 
 #[test]
 fn under_systemd_logs_go_to_journald_with_priorities_and_fields() {
-    common::require_root();
+    testkit::require_root();
     let rig = rig("journal");
     let _listener = rig
         .upstream

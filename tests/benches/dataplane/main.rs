@@ -28,7 +28,7 @@
 //!   `allow tcp 443, 8883` to a list `allowed` and `deny any` to a list
 //!   `blocked` (the first prefix of each family and every 100th after it),
 //!   plus the built-in NTP allow to 100.127.0.123. The N destination
-//!   prefixes are the first N of the pool in `common` (every distinct AWS
+//!   prefixes are the first N of the pool in `testkit::bench` (every distinct AWS
 //!   prefix, about 9,000, then more-specific prefixes derived from them:
 //!   10⁵ is all AWS prefixes plus ~91,000 /L+4 subnets of them).
 //!   Devices: 10⁶ is 500,000 IPv4 /32 and 500,000 IPv6 /128 (the exact hash
@@ -72,8 +72,6 @@
 //! (default 1,000,000) and `DATAPLANE_BENCH_TRIALS` (default 9) change the
 //! repeat count and the number of trials per cell.
 
-mod common;
-
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
@@ -84,11 +82,14 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 use ipnet::IpNet;
+use testkit::{
+    bench,
+    frames::{Frame, Transport},
+};
 use tollgate::{
     compile::compile,
     config::Limits,
     datapath::{Dataplane, Options, TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS},
-    frames::{Frame, Transport},
     model,
     netns::Namespace,
     policy::{Action, Device, Group, Origin, Policy, PortRange, Rule, RuleId, Target},
@@ -133,14 +134,14 @@ fn main() -> Result<()> {
             std::io::Error::last_os_error()
         );
     }
-    common::print_machine_facts();
+    bench::print_machine_facts();
     println!(
         " method: BPF_PROG_TEST_RUN, repeat {repeat} per trial, {trials} trials per cell; \
          ns per packet as the kernel reports it (mean of the repeats, whole ns): lowest \
          trial (median trial); trials of the cells of one program run in rounds"
     );
     let measure = Measure { repeat, trials };
-    let pool = common::Pool::load()?;
+    let pool = bench::Pool::load()?;
     let mut table = Vec::new();
 
     // The floors are measured first and last, and the lower of the two
@@ -897,7 +898,7 @@ struct Setup {
 }
 
 impl Setup {
-    fn build(pool: &common::Pool, rules: usize, devices: usize) -> Result<Setup> {
+    fn build(pool: &bench::Pool, rules: usize, devices: usize) -> Result<Setup> {
         let destinations = pool.take(rules);
         let (device_list, sources) = devices_for(devices);
         let policy = fleet_policy(&destinations, device_list);

@@ -1,7 +1,6 @@
 //! What the benchmarks share: the machine facts they print, and a
 //! deterministic pool of realistic destination prefixes built from AWS's
 //! published ip-ranges.json.
-#![allow(dead_code)] // each bench uses a different subset
 
 use std::{
     collections::HashSet,
@@ -61,7 +60,7 @@ pub fn print_machine_facts() {
 
 /// AWS's ip-ranges.json as vendored for the tests (`tests/data`).
 fn aws_ranges_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/aws-ip-ranges.json.gz")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/aws-ip-ranges.json.gz")
 }
 
 /// Realistic destination prefixes, in a fixed order: first every distinct
