@@ -310,20 +310,21 @@ fn raw_ip_links_get_the_reply_without_a_link_header() {
 #[test]
 fn what_could_reflect_or_has_nothing_to_answer_is_dropped_silently() {
     let dp = dataplane(UNLIMITED);
-    let mut rows: Vec<(&str, Vec<u8>)> = Vec::new();
-    rows.push(("ipv4 ICMP error", v4(Transport::Icmp { kind: 3 }).build()));
-    rows.push((
-        "ipv4 ICMP echo reply",
-        v4(Transport::Icmp { kind: 0 }).build(),
-    ));
-    rows.push((
-        "ipv6 ICMPv6 error",
-        v6(Transport::Icmpv6 { kind: 1 }).build(),
-    ));
-    rows.push((
-        "ipv6 packet too big",
-        v6(Transport::Icmpv6 { kind: 2 }).build(),
-    ));
+    let mut rows: Vec<(&str, Vec<u8>)> = vec![
+        ("ipv4 ICMP error", v4(Transport::Icmp { kind: 3 }).build()),
+        (
+            "ipv4 ICMP echo reply",
+            v4(Transport::Icmp { kind: 0 }).build(),
+        ),
+        (
+            "ipv6 ICMPv6 error",
+            v6(Transport::Icmpv6 { kind: 1 }).build(),
+        ),
+        (
+            "ipv6 packet too big",
+            v6(Transport::Icmpv6 { kind: 2 }).build(),
+        ),
+    ];
     let mut f = v4(TCP).build();
     f[14 + 20 + 13] = RST;
     rows.push(("a TCP RST", f));

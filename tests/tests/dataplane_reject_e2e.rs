@@ -17,8 +17,8 @@ use std::{
     time::Duration,
 };
 
-use testkit::tun::{self, Probe, Tun};
 use socket2::{Domain, Protocol, Socket, Type};
+use testkit::tun::{self, Probe, Tun};
 use tollgate::{
     compile::compile,
     config::{AttachPolicy, Limits},
