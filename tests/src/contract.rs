@@ -20,6 +20,8 @@ pub const METRICS: &[&str] = &[
     "tollgate_collector_errors_total",
     "tollgate_deny_events_suppressed_total",
     "tollgate_deny_events_lost_total",
+    "tollgate_reject_replies_total",
+    "tollgate_reject_unanswered_total",
     "tollgate_map_entries",
     "tollgate_map_capacity",
     "tollgate_policy_generation",

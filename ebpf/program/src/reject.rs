@@ -11,10 +11,9 @@
 //!
 //! Only what cannot be turned against a third party is answered (`plan`):
 //! never an ICMP error (of the packet's own family only echo requests get an
-//! unreachable), never a RST,
-//! never a later fragment (no transport header to answer), never a packet
-//! to or from a multicast or broadcast address at L2 or L3, never a source
-//! that cannot be a host. Reject is a group's verdict, so a source in no
+//! unreachable), never a RST, never a later fragment (no transport header to
+//! answer), never a packet to or from a multicast or broadcast address at L2
+//! or L3, never a source that cannot be a host. Reject is a group's verdict, so a source in no
 //! group is never answered either. The answer quotes a fixed span (IPv4
 //! header + 8 bytes, IPv6 header + 8 bytes), so ICMP answers only packets
 //! without IPv4 options or IPv6 extension headers, whose quote holds the
