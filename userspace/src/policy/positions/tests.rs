@@ -1,3 +1,4 @@
+
 use super::*;
 
 fn at(line: usize, column: usize) -> Mark {
@@ -7,13 +8,13 @@ fn at(line: usize, column: usize) -> Mark {
 const TEXT: &str = "\
 groups:
   meters:
-devices:
-  - 10.64.0.0/16
-rules:
-  - allow:
-      to: [a, b]
-      ports: [443, \"1-2\"]
-  - deny: {to: c}
+    devices:
+      - 10.64.0.0/16
+    rules:
+      - allow:
+          to: [a, b]
+          ports: [443, \"1-2\"]
+      - deny: {to: c}
 ";
 
 #[test]
