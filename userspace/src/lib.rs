@@ -31,3 +31,4 @@ pub mod preflight;
 pub mod reload;
 pub mod systemd;
 pub mod tables;
+pub mod verdict_diff;
