@@ -147,3 +147,147 @@ fn the_model_changes_exactly_where_the_diff_says() {
         );
     }
 }
+
+/// The environment the golden pair is written for (the lab's).
+const ENV: [&str; 4] = ["--gateway", "10.64.0.1", "--ntp", "100.127.0.123"];
+const OLD: &str = "tests/policies/diff/old";
+const NEW: &str = "tests/policies/diff/new";
+
+/// `tollgate diff` of the golden pair in every format, against
+/// `tests/golden/diff.{txt,json,github}` (`TOLLGATE_BLESS=1` rewrites them).
+#[test]
+fn diff_golden_outputs() {
+    let golden = common::repo_root().join("tests/golden");
+    let mut wrong = Vec::new();
+    for (ext, format) in [("txt", "text"), ("json", "json"), ("github", "github")] {
+        let mut args = vec!["diff", OLD, NEW, "--format", format];
+        args.extend(ENV);
+        let run = common::tollgate(&args);
+        assert_eq!(run.status, 0, "{format}: {}", run.stderr);
+        let path = golden.join(format!("diff.{ext}"));
+        if common::blessing() {
+            std::fs::write(&path, &run.stdout).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&path).unwrap_or_default();
+        if run.stdout != expected {
+            wrong.push(format!(
+                "{}\n--- expected\n{expected}--- got\n{}",
+                path.display(),
+                run.stdout
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "golden mismatch (TOLLGATE_BLESS=1 rewrites):\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn diff_exit_codes() {
+    let run = |extra: &[&str]| {
+        let mut args = vec!["diff"];
+        args.extend(extra);
+        args.extend(ENV);
+        common::tollgate(&args)
+    };
+    // The same policy: nothing changes, even under --exit-code.
+    let same = run(&[OLD, OLD, "--exit-code"]);
+    assert_eq!(
+        (same.status, same.stdout.as_str()),
+        (0, "no verdict changes\n")
+    );
+    // Changes: 0, or 3 with --exit-code.
+    assert_eq!(run(&[OLD, NEW]).status, 0);
+    assert_eq!(run(&[OLD, NEW, "--exit-code"]).status, 3);
+    // An invalid side: its diagnostics, status 1.
+    let broken = run(&[OLD, "tests/policies/broken"]);
+    assert_eq!(broken.status, 1);
+    assert!(
+        broken
+            .stderr
+            .contains("tests/policies/broken/meters.yaml:10:24:"),
+        "{}",
+        broken.stderr
+    );
+    // Neither a directory nor a revision: usage, status 2.
+    let missing = run(&[OLD, "no-such-dir-or-revision"]);
+    assert_eq!(missing.status, 2);
+    assert!(
+        missing
+            .stderr
+            .contains("neither a directory nor a policy at a git revision"),
+        "{}",
+        missing.stderr
+    );
+    // --max-lines bounds the lines and says how many are left out.
+    let bounded = run(&[OLD, NEW, "--max-lines", "2"]);
+    assert_eq!(bounded.stdout.lines().count(), 3, "{}", bounded.stdout);
+    assert!(
+        bounded
+            .stdout
+            .ends_with("… 11 more line(s) not shown (--max-lines)\n")
+    );
+    let json = run(&[OLD, NEW, "--max-lines", "2", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(report["truncated"], true);
+    assert_eq!(report["omitted"], 9);
+}
+
+/// OLD and NEW as git revisions, `REV` (with --policy) and `REV:DIR`.
+#[test]
+fn diff_reads_git_revisions() {
+    let repo = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let status = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+            .args(args)
+            .current_dir(repo.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    };
+    let policy = repo.path().join("site/policies/policy.yaml");
+    std::fs::create_dir_all(policy.parent().unwrap()).unwrap();
+    git(&["init", "-q"]);
+    for side in [OLD, NEW] {
+        std::fs::copy(common::repo_root().join(side).join("policy.yaml"), &policy).unwrap();
+        git(&["add", "-A"]);
+        git(&["commit", "-qm", side]);
+    }
+    let in_repo = |cwd: &std::path::Path, args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(args)
+            .args(ENV)
+            .current_dir(cwd)
+            .output()
+            .unwrap();
+        (
+            output.status.code().unwrap(),
+            String::from_utf8(output.stdout).unwrap(),
+        )
+    };
+    let expected =
+        std::fs::read_to_string(common::repo_root().join("tests/golden/diff.txt")).unwrap();
+    let site = repo.path().join("site");
+    assert_eq!(
+        in_repo(&site, &["diff", "HEAD~1", "HEAD", "--policy", "policies"]),
+        (0, expected.clone())
+    );
+    assert_eq!(
+        in_repo(
+            repo.path(),
+            &["diff", "HEAD~1:site/policies", "HEAD:site/policies"]
+        ),
+        (0, expected.clone())
+    );
+    // A revision against the work tree's directory.
+    assert_eq!(
+        in_repo(&site, &["diff", "HEAD~1", "policies"]),
+        (0, expected)
+    );
+    let (status, _) = in_repo(&site, &["diff", "HEAD~5", "HEAD", "--policy", "policies"]);
+    assert_eq!(status, 2);
+}

@@ -24,7 +24,9 @@ pub(super) fn tree_spec(revision: &str, policy_dir: &Path) -> String {
 /// loader would read them from a checkout; `Err` says why not (a usage
 /// error: an unknown revision, no git, a limit passed).
 pub(super) fn sources(spec: &str, limits: &ReadLimits) -> Result<Vec<Source>, String> {
-    let listing = git(&["ls-tree", "-r", "-l", "-z", spec])?;
+    // --full-tree: in a subdirectory, ls-tree would otherwise keep only the
+    // paths under it, relative to the repository's root.
+    let listing = git(&["ls-tree", "-r", "-l", "-z", "--full-tree", spec])?;
     let mut files = Vec::new();
     let mut total = 0u64;
     for entry in listing.split(|&b| b == 0).filter(|e| !e.is_empty()) {
