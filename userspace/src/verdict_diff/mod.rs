@@ -154,8 +154,24 @@ impl VerdictDiff {
     }
 }
 
-/// Computes what changing `old` into `new` does to verdicts.
+/// Computes what changing `old` into `new` does to verdicts, and the rules
+/// it newly shadows.
 pub fn diff(old: Side, new: Side) -> VerdictDiff {
+    let mut result = verdict_changes(old, new);
+    let before: BTreeSet<(String, String)> = never_deciding(old.policy)
+        .into_iter()
+        .map(|n| (n.group, n.rule))
+        .collect();
+    result.newly_shadowed = never_deciding(new.policy)
+        .into_iter()
+        .filter(|n| !before.contains(&(n.group.clone(), n.rule.clone())))
+        .collect();
+    result
+}
+
+/// [`diff`] without the shadowed rules (what the daemon logs: it warns
+/// about those at every load anyway).
+pub fn verdict_changes(old: Side, new: Side) -> VerdictDiff {
     let mut interner = Interner::default();
     let mut pairs: BTreeMap<(String, String), Pair> = BTreeMap::new();
     for family in Family::BOTH {
@@ -211,14 +227,6 @@ pub fn diff(old: Side, new: Side) -> VerdictDiff {
     let (old_names, new_names) = (names(old.tables), names(new.tables));
     result.groups_added = new_names.difference(&old_names).cloned().collect();
     result.groups_removed = old_names.difference(&new_names).cloned().collect();
-    let before: BTreeSet<(String, String)> = never_deciding(old.policy)
-        .into_iter()
-        .map(|n| (n.group, n.rule))
-        .collect();
-    result.newly_shadowed = never_deciding(new.policy)
-        .into_iter()
-        .filter(|n| !before.contains(&(n.group.clone(), n.rule.clone())))
-        .collect();
     result
 }
 
