@@ -164,3 +164,32 @@ fn github(lines: &[render::Line], max_lines: usize) -> String {
     }
     out
 }
+
+/// tollgate-diff(1)'s examples and exit statuses.
+pub const MAN_EXAMPLES: &[(&str, &str)] = &[
+    (
+        "tollgate diff main HEAD --policy policies --ci --gateway 10.64.0.1 --ntp 100.127.0.123",
+        "What the commits since main do to verdicts, per group, with the rules responsible.",
+    ),
+    (
+        "tollgate diff origin/main HEAD --ci --format github --config deploy/tollgate.yaml",
+        "The same as annotations on a pull request's lines (GitHub Actions).",
+    ),
+    (
+        "tollgate diff /etc/tollgate/policies policies --config /etc/tollgate/tollgate.yaml",
+        "What deploying a checkout would change on this gateway.",
+    ),
+];
+
+pub const MAN_EXIT_STATUSES: &[(&str, &str)] = &[
+    ("0", "The diff was computed (changes or not)."),
+    (
+        "1",
+        "A side is not a valid policy: its errors on stderr as file:line:col.",
+    ),
+    (
+        "2",
+        "The command could not run as asked: bad flags, an argument that is neither a directory nor a readable git revision, an unusable --config.",
+    ),
+    ("3", "With --exit-code: the change alters a verdict."),
+];

@@ -84,14 +84,6 @@ impl Changes {
     pub fn is_empty(&self) -> bool {
         self.verdicts.is_empty() && self.reattributed.is_empty()
     }
-
-    /// The change (of either kind) holding `packet`, if any.
-    pub fn find(&self, packet: &PacketFacts) -> Option<&Change> {
-        self.verdicts
-            .iter()
-            .chain(&self.reattributed)
-            .find(|c| c.covers(packet))
-    }
 }
 
 /// Destinations × protocols × ports whose outcome changes alike.
@@ -114,18 +106,11 @@ impl Change {
 }
 
 impl VerdictDiff {
-    /// Whether the change alters any verdict (or any group membership).
+    /// Whether the change alters any verdict (of devices that stay in
+    /// their group or move).
     pub fn changes_verdicts(&self) -> bool {
         self.groups.iter().any(|g| !g.changes.verdicts.is_empty())
             || self.moved.iter().any(|m| !m.changes.verdicts.is_empty())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.groups.is_empty()
-            && self.moved.is_empty()
-            && self.groups_added.is_empty()
-            && self.groups_removed.is_empty()
-            && self.newly_shadowed.is_empty()
     }
 
     /// The changes that apply to packets from a source that is in group
@@ -230,12 +215,18 @@ pub fn verdict_changes(old: Side, new: Side) -> VerdictDiff {
     result
 }
 
+/// Sorted, disjoint address ranges of one family.
+type Ranges = Vec<(u128, u128)>;
+
+/// A changed cell and the destinations it holds for.
+type PlacedCell = (CellChange, Family, Ranges);
+
 #[derive(Default)]
 struct Pair {
     sources: Vec<IpNet>,
     /// The protocol classes its cells were cut into (per family).
     classes: BTreeSet<Option<u8>>,
-    cells: Vec<(CellChange, Family, Vec<(u128, u128)>)>,
+    cells: Vec<PlacedCell>,
 }
 
 fn group_name(tables: &CompiledPolicy, id: u32) -> String {
@@ -246,7 +237,7 @@ fn group_name(tables: &CompiledPolicy, id: u32) -> String {
 struct Sources {
     /// An address in it, to stand for all of it.
     representative: std::net::IpAddr,
-    ranges: Vec<(u128, u128)>,
+    ranges: Ranges,
 }
 
 /// Source space by (old group id, new group id).
@@ -292,7 +283,7 @@ fn destination_changes(
     old: &CompiledPolicy,
     new: &CompiledPolicy,
     interner: &mut Interner,
-) -> (Vec<Option<u8>>, BTreeMap<CellChange, Vec<(u128, u128)>>) {
+) -> (Vec<Option<u8>>, BTreeMap<CellChange, Ranges>) {
     let spans = |t: &CompiledPolicy, group: u32| -> Vec<Span<u32>> {
         group_destinations(t, group)
             .iter()
@@ -326,7 +317,7 @@ fn destination_changes(
             .chain(named(new, new_group)),
     );
     let mut evaluated: HashMap<(u32, u32), Vec<CellChange>> = HashMap::new();
-    let mut found: BTreeMap<CellChange, Vec<(u128, u128)>> = BTreeMap::new();
+    let mut found: BTreeMap<CellChange, Ranges> = BTreeMap::new();
     for piece in pieces(family.max(), old_spans, new_spans) {
         let key = (
             interner.key(old, 0, piece.old),
@@ -424,10 +415,7 @@ fn decider(tables: &CompiledPolicy, counter: u32) -> String {
 /// first the destinations of each (class, ports, change), then the classes
 /// with the same ports, change and destinations. Ordered by first
 /// destination.
-fn collect(
-    classes: &BTreeSet<Option<u8>>,
-    cells: Vec<(CellChange, Family, Vec<(u128, u128)>)>,
-) -> Changes {
+fn collect(classes: &BTreeSet<Option<u8>>, cells: Vec<PlacedCell>) -> Changes {
     let mut by_cell: BTreeMap<CellChange, Vec<(Family, u128, u128)>> = BTreeMap::new();
     for (cell, family, ranges) in cells {
         by_cell

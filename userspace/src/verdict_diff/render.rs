@@ -104,7 +104,7 @@ fn changes_lines(out: &mut Vec<Line>, label: &str, group: &str, changes: &Change
 }
 
 /// `203.0.113.0/24 tcp/443 deny → allow (rule new-backend)`.
-pub fn change_text(c: &Change) -> String {
+fn change_text(c: &Change) -> String {
     let verdicts = if c.old.verdict == c.new.verdict {
         format!("{} (same verdict)", c.old.verdict.label())
     } else {
@@ -131,7 +131,7 @@ fn list(items: Vec<String>) -> String {
 }
 
 /// `any`, `tcp`, `tcp,udp/443`, `udp/0-52,54-65535,unknown`, `any except tcp,udp`.
-pub fn traffic(protocols: &Protocols, ports: &Ports) -> String {
+fn traffic(protocols: &Protocols, ports: &Ports) -> String {
     let proto = match protocols {
         Protocols::Any => "any".to_string(),
         Protocols::Only(these) => these
@@ -155,7 +155,7 @@ pub fn traffic(protocols: &Protocols, ports: &Ports) -> String {
 }
 
 /// `443`, `1-1023`, `0-52,unknown`, `unknown`; `None` for every port.
-pub fn ports_text(ports: &Ports) -> Option<String> {
+fn ports_text(ports: &Ports) -> Option<String> {
     let Ports::Part { unknown, ranges } = ports else {
         return None;
     };
