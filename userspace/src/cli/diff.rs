@@ -24,9 +24,9 @@ use tollgate::{
 };
 
 use super::{
-    USAGE, ci_formats, plural,
+    ci_formats, plural,
     policy_source::{Context, build},
-    print_notes, revision,
+    print_notes, revision, usage_failure,
 };
 
 /// The exit status of `--exit-code` when verdicts change.
@@ -61,10 +61,8 @@ pub(super) fn diff(ctx: &Context, request: &DiffRequest) -> ExitCode {
     for argument in [&request.old, &request.new] {
         match build_side(ctx, argument, &request.policy_dir) {
             Ok(built) => sides.push(built),
-            Err(Failure::Usage(message)) => {
-                eprintln!("tollgate diff: {message}");
-                return ExitCode::from(USAGE);
-            }
+            // On stderr, or as JSON with --format json.
+            Err(Failure::Usage(message)) => return usage_failure(&message),
             Err(Failure::Invalid(diagnostics)) => {
                 for d in &diagnostics {
                     eprintln!("{d}");

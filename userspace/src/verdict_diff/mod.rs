@@ -165,13 +165,17 @@ pub fn verdict_changes(old: Side, new: Side) -> VerdictDiff {
                 group_name(old.tables, groups.0),
                 group_name(new.tables, groups.1),
             );
+            // Only moved devices are listed.
+            let moved = old_name != new_name;
             let pair = pairs.entry((old_name, new_name)).or_default();
-            pair.sources.extend(
-                sources
-                    .ranges
-                    .iter()
-                    .flat_map(|&(s, e)| cidrs(family, s, e)),
-            );
+            if moved {
+                pair.sources.extend(
+                    sources
+                        .ranges
+                        .iter()
+                        .flat_map(|&(s, e)| cidrs(family, s, e)),
+                );
+            }
             let (classes, cells) = destination_changes(
                 family,
                 groups,
@@ -223,8 +227,10 @@ type PlacedCell = (CellChange, Family, Ranges);
 
 #[derive(Default)]
 struct Pair {
+    /// The sources, when they move between groups.
     sources: Vec<IpNet>,
-    /// The protocol classes its cells were cut into (per family).
+    /// The protocol classes its cells were cut into (the same for both
+    /// families, whose cells are joined).
     classes: BTreeSet<Option<u8>>,
     cells: Vec<PlacedCell>,
 }
