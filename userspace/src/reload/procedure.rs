@@ -38,15 +38,21 @@ struct Installed {
     commit: Option<String>,
 }
 
+/// What a reload writes: the dataplane, and what describes the policy in
+/// force to scrapes and `status`.
+pub struct Targets {
+    pub dataplane: Arc<Mutex<Dataplane>>,
+    pub metrics: Arc<Metrics>,
+    pub view: Arc<RwLock<ScrapeView>>,
+    pub status: Arc<RwLock<Status>>,
+}
+
 /// Reloads the policy into the dataplane and keeps what describes it —
 /// metrics, scrape labels, deny-event labels, status — in step.
 pub struct Reloader {
     policy_dir: PathBuf,
     limits: Limits,
-    dataplane: Arc<Mutex<Dataplane>>,
-    metrics: Arc<Metrics>,
-    view: Arc<RwLock<ScrapeView>>,
-    status: Arc<RwLock<Status>>,
+    targets: Targets,
     /// Kernel counter → labels, for the current and the previous policy
     /// (an event read just after a swap may name the previous one).
     event_labels: deny_log::Labels,
@@ -59,21 +65,11 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    pub fn new(
-        policy_dir: PathBuf,
-        limits: Limits,
-        dataplane: Arc<Mutex<Dataplane>>,
-        metrics: Arc<Metrics>,
-        view: Arc<RwLock<ScrapeView>>,
-        status: Arc<RwLock<Status>>,
-    ) -> Reloader {
+    pub fn new(policy_dir: PathBuf, limits: Limits, targets: Targets) -> Reloader {
         Reloader {
             policy_dir,
             limits,
-            dataplane,
-            metrics,
-            view,
-            status,
+            targets,
             event_labels: Default::default(),
             preparer: Preparer::default(),
             installed: None,
@@ -156,16 +152,23 @@ impl Reloader {
             );
             if current.commit != prepared.commit {
                 current.commit = prepared.commit.clone();
-                self.metrics.policy_info.reset();
-                self.metrics
+                self.targets.metrics.policy_info.reset();
+                self.targets
+                    .metrics
                     .policy_info
                     .with_label_values(&[&commit])
                     .set(1);
-                self.status.write().expect("status lock").policy.commit = prepared.commit;
+                self.targets
+                    .status
+                    .write()
+                    .expect("status lock")
+                    .policy
+                    .commit = prepared.commit;
             }
             return Ok("unchanged".into());
         }
         let report = self
+            .targets
             .dataplane
             .lock()
             .expect("dataplane lock")
@@ -208,11 +211,11 @@ impl Reloader {
     /// Refreshes metrics labels, status and event labels for a new policy.
     fn describe(&self, p: &Prepared) -> Result<()> {
         let labels = {
-            let dp = self.dataplane.lock().expect("dataplane lock");
+            let dp = self.targets.dataplane.lock().expect("dataplane lock");
             labels::of(&p.policy, &p.tables, |logical| dp.counter_index(logical))?
         };
         {
-            let mut view = self.view.write().expect("view lock");
+            let mut view = self.targets.view.write().expect("view lock");
             view.groups = p.tables.groups.iter().map(|g| g.name.clone()).collect();
             view.rules = labels.rules;
         }
@@ -221,20 +224,22 @@ impl Reloader {
             .write()
             .expect("labels lock")
             .extend(labels.events);
-        self.metrics.generation.set(self.generation as i64);
-        self.metrics.policy_info.reset();
-        self.metrics
+        self.targets.metrics.generation.set(self.generation as i64);
+        self.targets.metrics.policy_info.reset();
+        self.targets
+            .metrics
             .policy_info
             .with_label_values(&[p.commit.as_deref().unwrap_or("")])
             .set(1);
-        self.metrics.policy_rules.reset();
+        self.targets.metrics.policy_rules.reset();
         for g in &p.policy.groups {
-            self.metrics
+            self.targets
+                .metrics
                 .policy_rules
                 .with_label_values(&[&g.name])
                 .set(g.rules.len() as i64);
         }
-        self.status.write().expect("status lock").policy = PolicyStatus {
+        self.targets.status.write().expect("status lock").policy = PolicyStatus {
             dir: self.policy_dir.clone(),
             generation: self.generation,
             commit: p.commit.clone(),
@@ -249,8 +254,14 @@ impl Reloader {
     /// The reload metrics, the status' `last_reload`, and on failure the
     /// errors in the log.
     fn record(&self, trigger: &str, elapsed: Duration, outcome: &Result<String, Vec<Diagnostic>>) {
-        self.metrics.last_reload_timestamp.set(unix_now() as f64);
-        self.metrics.last_reload_duration.set(elapsed.as_secs_f64());
+        self.targets
+            .metrics
+            .last_reload_timestamp
+            .set(unix_now() as f64);
+        self.targets
+            .metrics
+            .last_reload_duration
+            .set(elapsed.as_secs_f64());
         let (success, errors, summary) = match outcome {
             Ok(summary) => (true, Vec::new(), summary.clone()),
             Err(errors) => {
@@ -264,9 +275,20 @@ impl Reloader {
             }
         };
         let result = if success { "success" } else { "failure" };
-        self.metrics.reloads.with_label_values(&[result]).inc();
-        self.metrics.last_reload_success.set(i64::from(success));
-        self.status.write().expect("status lock").last_reload = Some(ReloadStatus {
+        self.targets
+            .metrics
+            .reloads
+            .with_label_values(&[result])
+            .inc();
+        self.targets
+            .metrics
+            .last_reload_success
+            .set(i64::from(success));
+        self.targets
+            .status
+            .write()
+            .expect("status lock")
+            .last_reload = Some(ReloadStatus {
             success,
             at_unix: unix_now(),
             duration_ms: elapsed.as_secs_f64() * 1e3,
