@@ -1,6 +1,7 @@
 //! `tollgate lab --duration 20`, as the README's run command ends: its
 //! output shows allowed and denied flows, an NTP answer per group and a
-//! live reload, every flow as `explain` predicted.
+//! live reload with the `tollgate diff` of its edit, every flow as
+//! `explain` predicted.
 
 #[test]
 fn the_lab_shows_the_appliance_working_end_to_end() {
@@ -19,6 +20,8 @@ fn the_lab_shows_the_appliance_working_end_to_end() {
         "quarantine ntpdig: stratum 10, leap \"no-leap\"",
         "raw NTP query from 10.99.0.99: no answer (in no group)",
         "daemon: policy generation 2 in force",
+        "tollgate diff of the edit:",
+        "meters: 198.51.100.80/32 tcp/443 deny → allow (rule new-backend)",
         "explain: allow      (new-backend)  traffic: connected ok",
         "Done: every flow went as explain predicted.",
     ] {

@@ -35,7 +35,13 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("reference model", &["model"]),
     (
         "operation",
-        &["attachments", "deny_log", "explain", "metrics"],
+        &[
+            "attachments",
+            "deny_log",
+            "explain",
+            "metrics",
+            "verdict_diff",
+        ],
     ),
     ("labelling", &["labels"]),
     ("reloading", &["reload"]),

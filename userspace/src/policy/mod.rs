@@ -13,6 +13,7 @@
 //! `policies/README.md`.
 
 pub mod load;
+mod never_decides;
 mod parse;
 pub mod positions;
 pub mod rule_id;
@@ -27,6 +28,7 @@ use std::{fmt, net::IpAddr};
 use ipnet::IpNet;
 
 pub use load::{Loaded, ParseCache, ReadLimits, from_sources, load, load_cached};
+pub use never_decides::{NeverDecides, never_deciding};
 pub use parse::Source;
 pub use rule_id::RuleId;
 pub use validate::{check_list_name, parse_prefix};
