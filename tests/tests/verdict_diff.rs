@@ -26,9 +26,15 @@ const PACKETS_PER_SIDE: usize = 60;
 
 /// A small edit of `policy`, chosen by `what` and `at`.
 fn edit(mut policy: Policy, what: u8, at: Index) -> Policy {
+    // Through the three actions in turn; `unknown-devices` is never reject.
     let flip = |a: Action| match a {
         Action::Allow => Action::Deny,
-        Action::Deny => Action::Allow,
+        Action::Deny => Action::Reject,
+        Action::Reject => Action::Allow,
+    };
+    let flip_unknown = |a: Action| match a {
+        Action::Allow => Action::Deny,
+        Action::Deny | Action::Reject => Action::Allow,
     };
     let g = at.index(policy.groups.len());
     let others = policy.groups.len();
@@ -47,7 +53,7 @@ fn edit(mut policy: Policy, what: u8, at: Index) -> Policy {
             let device = group.devices.remove(0);
             policy.groups[(g + 1) % others].devices.push(device);
         }
-        _ => policy.unknown_devices = flip(policy.unknown_devices),
+        _ => policy.unknown_devices = flip_unknown(policy.unknown_devices),
     }
     policy
 }

@@ -23,7 +23,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ipnet::IpNet;
-use tollgate_common::UNKNOWN_GROUP;
+use tollgate_common::{UNKNOWN_GROUP, Verdict};
 
 use cells::CellChange;
 pub use cells::{Outcome, Ports, Protocols};
@@ -300,7 +300,7 @@ fn destination_changes(
     };
     let defaults = |t: &CompiledPolicy, group: u32| {
         let g = &t.groups[group as usize];
-        (g.default_deny, g.audit)
+        (g.default, g.audit)
     };
     let same_defaults = defaults(old, old_group) == defaults(new, new_group);
     let (old_spans, new_spans) = (spans(old, old_group), spans(new, new_group));
@@ -371,7 +371,7 @@ fn group_destinations(tables: &CompiledPolicy, group: u32) -> &[DestinationEntry
 
 /// What a rule set decides, independent of counter numbering: equal keys
 /// decide every packet alike.
-type EntryMeaning = (Option<u8>, Option<(u16, u16)>, bool, bool, String);
+type EntryMeaning = (Option<u8>, Option<(u16, u16)>, Verdict, bool, String);
 
 /// Numbers rule sets by meaning, across both policies.
 #[derive(Default)]
@@ -397,7 +397,7 @@ impl Interner {
                 (
                     e.proto,
                     e.ports,
-                    e.deny,
+                    e.verdict,
                     e.builtin,
                     decider(tables, e.counter),
                 )

@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn at(line: usize, column: usize) -> Mark {
