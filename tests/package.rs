@@ -27,6 +27,7 @@ use std::{
 const SUBCOMMANDS: &[&str] = &[
     "run",
     "check",
+    "test",
     "explain",
     "status",
     "lab",

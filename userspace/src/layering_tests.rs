@@ -38,7 +38,13 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("reference model", &["model"]),
     (
         "operation",
-        &["attachments", "deny_log", "explain", "metrics"],
+        &[
+            "attachments",
+            "deny_log",
+            "expectations",
+            "explain",
+            "metrics",
+        ],
     ),
     ("labelling", &["labels"]),
     ("reloading", &["reload"]),
