@@ -796,7 +796,8 @@ fn test_reports_a_failing_case_at_its_line_and_exits_1() {
         run.stderr
     );
     assert!(
-        run.stderr.ends_with(&format!("{path}: 1 of 2 cases failed\n")),
+        run.stderr
+            .ends_with(&format!("{path}: 1 of 2 cases failed\n")),
         "{}",
         run.stderr
     );
@@ -819,7 +820,10 @@ fn test_json_lists_the_failures() {
     let run = tollgate(&["test", "policies", "--format", "json"]);
     assert_eq!(run.status, 0, "{}", run.stderr);
     let report: Value = serde_json::from_str(&run.stdout).unwrap();
-    assert_eq!((report["passed"].clone(), report["cases"].clone()), (true.into(), 10.into()));
+    assert_eq!(
+        (report["passed"].clone(), report["cases"].clone()),
+        (true.into(), 10.into())
+    );
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! from the EtherType, raw-IP links (tun, WireGuard, PPP, IP tunnels,
 //! raw-IP modems) from the IP header. The controller reads each interface's
 //! link type and attaches the matching variant; all four run the same
-//! [`filter`]: parse, decide, account.
+//! [`filter`]: parse, decide, account. A fifth program, [`probe`], is never
+//! attached: the controller runs it on `expect:` cases before each flip.
 #![no_std]
 #![no_main]
 
@@ -12,6 +13,7 @@ mod account;
 mod decide;
 mod maps;
 mod parse;
+mod probe;
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},

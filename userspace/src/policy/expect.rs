@@ -6,12 +6,7 @@
 //! Checked here like every other value: each error names the file, line and
 //! column of the offending field.
 
-use std::{
-    collections::HashMap,
-    fmt,
-    net::IpAddr,
-    path::Path,
-};
+use std::{collections::HashMap, fmt, net::IpAddr, path::Path};
 
 use ipnet::IpNet;
 use tollgate_common::Verdict;
@@ -138,7 +133,9 @@ fn case_of(
         if value.is_none() {
             report(field, format!("missing `{key}` ({what})"));
         }
-        value.as_ref().map(|v| (format!("{field}.{key}"), v.0.clone()))
+        value
+            .as_ref()
+            .map(|v| (format!("{field}.{key}"), v.0.clone()))
     };
     let from = required(&case.from, "from", "the source address");
     let to = required(&case.to, "to", "the destination address");
@@ -157,7 +154,10 @@ fn case_of(
     if let (Some((_, s)), Some((path, d))) = (&src, &dst)
         && s.is_ipv4() != d.is_ipv4()
     {
-        report(path, format!("{d} and the source {s} are of different families"));
+        report(
+            path,
+            format!("{d} and the source {s} are of different families"),
+        );
     }
     let proto = proto.and_then(|(path, text)| match parse_proto(&text) {
         Ok(Some(proto)) => Some(proto),

@@ -563,7 +563,8 @@ fn expectation_rules_belong_to_the_group_of_the_source() {
 
 #[test]
 fn expectation_fields_are_strict() {
-    let text = with_cases("  - {from: 10.1.0.1, to: 1.1.1.1, proto: icmp, verdict: deny, dport: 1}\n");
+    let text =
+        with_cases("  - {from: 10.1.0.1, to: 1.1.1.1, proto: icmp, verdict: deny, dport: 1}\n");
     let e = errors(&[("a.yaml", &text)]);
     assert!(
         e[0].starts_with("a.yaml:8:63: expect[0]: unknown field `dport`, expected one of"),

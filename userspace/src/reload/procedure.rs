@@ -12,17 +12,17 @@ use std::{
 use anyhow::Result;
 use tokio::sync::watch;
 
-use super::{ChangeSummary, Prepared, Preparer};
+use super::{ChangeSummary, Prepared, Preparer, kernel_check};
 use crate::{
     config::Limits,
     control::{PolicyStatus, ReloadStatus, Status, unix_now},
-    datapath::Dataplane,
+    datapath::{Dataplane, InstallReport},
     deny_log,
     diagnostic::Diagnostic,
-    labels,
+    expectations, labels,
     logging::DAEMON_TARGET,
     metrics::{Metrics, ScrapeView},
-    policy::{Environment, Policy},
+    policy::{Environment, Expectation, Policy},
     systemd::Watchdog,
     tables::CompiledPolicy,
 };
@@ -31,6 +31,7 @@ use crate::{
 struct Installed {
     policy: Policy,
     tables: CompiledPolicy,
+    expectations: Vec<Expectation>,
     commit: Option<String>,
 }
 
@@ -91,17 +92,7 @@ impl Reloader {
             .preparer
             .prepare(&self.policy_dir, env, self.limits, stop, watchdog)
             .await;
-        let outcome = prepared.and_then(|prepared| {
-            self.install(prepared, started).map_err(|e| {
-                vec![Diagnostic::error(
-                    &self.policy_dir,
-                    0,
-                    0,
-                    "",
-                    format!("install failed: {e:#}"),
-                )]
-            })
-        });
+        let outcome = prepared.and_then(|prepared| self.install(prepared, started));
         self.record(trigger, started.elapsed(), &outcome);
         outcome.is_ok() || self.installed.is_some()
     }
@@ -127,8 +118,9 @@ impl Reloader {
     }
 
     /// Swaps `prepared` in (when it differs from what runs) and describes
-    /// it. Returns the change summary.
-    fn install(&mut self, prepared: Prepared, started: Instant) -> Result<String> {
+    /// it. Returns the change summary; `Err` holds the failed `expect:`
+    /// cases, or what made the install fail.
+    fn install(&mut self, prepared: Prepared, started: Instant) -> Result<String, Vec<Diagnostic>> {
         for w in &prepared.warnings {
             tracing::warn!(target: DAEMON_TARGET, "{w}");
         }
@@ -138,6 +130,7 @@ impl Reloader {
         if let Some(current) = &mut self.installed
             && current.tables == prepared.tables
             && current.policy == prepared.policy
+            && current.expectations == prepared.expectations
         {
             tracing::info!(
                 target: DAEMON_TARGET,
@@ -156,11 +149,7 @@ impl Reloader {
             }
             return Ok("unchanged".into());
         }
-        let report = self
-            .dataplane
-            .lock()
-            .expect("dataplane lock")
-            .install(&prepared.tables)?;
+        let report = self.swap_in(&prepared)?;
         self.generation += 1;
         tracing::info!(
             target: DAEMON_TARGET,
@@ -174,13 +163,49 @@ impl Reloader {
             report.total.as_secs_f64() * 1e3,
             started.elapsed().as_secs_f64() * 1e3,
         );
-        self.describe(&prepared)?;
+        self.describe(&prepared)
+            .map_err(|e| self.install_failed(&e))?;
         self.installed = Some(Installed {
             policy: prepared.policy,
             tables: prepared.tables,
+            expectations: prepared.expectations,
             commit: prepared.commit,
         });
         Ok(summary.to_string())
+    }
+
+    /// Writes the inactive slot, runs every `expect:` case on the model and
+    /// on the kernel against that slot, and flips to it only when all pass.
+    /// Otherwise the slot stays unused, the policy in force stays, and each
+    /// failed case is counted and returned.
+    fn swap_in(&self, prepared: &Prepared) -> Result<InstallReport, Vec<Diagnostic>> {
+        let (tables, cases) = (&prepared.tables, &prepared.expectations);
+        let mut failed = expectations::failures_on_model(tables, cases);
+        let mut dataplane = self.dataplane.lock().expect("dataplane lock");
+        if failed.is_empty() {
+            let staged = dataplane
+                .stage(tables)
+                .map_err(|e| self.install_failed(&e))?;
+            failed = kernel_check::failures(&mut dataplane, &staged, tables, cases)
+                .map_err(|e| self.install_failed(&e))?;
+            if failed.is_empty() {
+                return dataplane.flip(staged).map_err(|e| self.install_failed(&e));
+            }
+        }
+        self.metrics.expectations_failed.inc_by(failed.len() as u64);
+        Err(failed)
+    }
+
+    /// An install that failed for a reason of its own, as a diagnostic
+    /// about the policy directory.
+    fn install_failed(&self, e: &anyhow::Error) -> Vec<Diagnostic> {
+        vec![Diagnostic::error(
+            &self.policy_dir,
+            0,
+            0,
+            "",
+            format!("install failed: {e:#}"),
+        )]
     }
 
     /// Refreshes metrics labels, status and event labels for a new policy.
