@@ -7,12 +7,14 @@ setup:
 
 # Build, then start the lab: namespaces, the example policies, live traffic.
 run: setup
-	cargo build --release
+	cargo build --release -p tollgate
 	target/release/tollgate lab
 
 # Build, then everything CI checks: formatting, lints (host crates and the
 # BPF program, which only builds for the BPF target), the whole test suite,
-# and a 30 s fuzzing smoke of each fuzz target (userspace/fuzz).
+# and a 30 s fuzzing smoke of each fuzz target (userspace/fuzz). nextest's
+# setup script (.config/nextest.toml) builds the tollgate binary the suites
+# run after it has built them, so the suites never run a stale one.
 test: setup
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
@@ -28,14 +30,14 @@ test: setup
 # without building again (`--no-build`).
 ARM64_TARGET := aarch64-unknown-linux-gnu
 deb: setup
-	cargo build --release
+	cargo build --release -p tollgate
 	$(MAKE) --no-print-directory pkg-generated OUT=target/release
 	cargo deb -p tollgate --no-build
 	@if command -v aarch64-linux-gnu-gcc >/dev/null && \
 	    rustup target list --installed | grep -qx '$(ARM64_TARGET)'; then \
 	  echo "deb: building arm64"; \
 	  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
-	    cargo build --release --target $(ARM64_TARGET) && \
+	    cargo build --release -p tollgate --target $(ARM64_TARGET) && \
 	  cargo deb -p tollgate --no-build --target $(ARM64_TARGET); \
 	else \
 	  echo "deb: skipping arm64: needs gcc-aarch64-linux-gnu and \`rustup target add $(ARM64_TARGET)\` (docs/operations.md#building-the-package)"; \

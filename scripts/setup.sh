@@ -10,7 +10,7 @@
 #                    (systemd-analyze verifies the unit in deploy/),
 #                    dpkg-dev (dpkg-shlibdeps: the package's dependencies)
 #                    and lintian (checks the package; `make deb`,
-#                    tests/package.rs)
+#                    tests/tests/package.rs)
 #   Rust             nightly rust-src (BPF target build-std), bpf-linker built
 #                    against rustc's own libLLVM, cargo-nextest, cargo-fuzz
 #                    (nightly, for userspace/fuzz), cargo-deb, rustfmt, clippy

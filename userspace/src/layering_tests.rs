@@ -21,10 +21,7 @@ use std::{
 /// modules of lower layers only. A new top-level module needs a place here
 /// and in CONTRIBUTING.md.
 const LAYERS: &[(&str, &[&str])] = &[
-    (
-        "foundations",
-        &["control", "diagnostic", "frames", "git", "tables"],
-    ),
+    ("foundations", &["control", "diagnostic", "git", "tables"]),
     (
         "host",
         &["addresses", "links", "logging", "netns", "systemd"],

@@ -14,7 +14,6 @@ pub mod deny_log;
 pub mod diagnostic;
 pub mod expectations;
 pub mod explain;
-pub mod frames;
 pub mod git;
 pub mod lab;
 pub mod labels;
@@ -32,3 +31,9 @@ pub mod preflight;
 pub mod reload;
 pub mod systemd;
 pub mod tables;
+
+/// The git commit this library was built from (`build.rs`: the short hash,
+/// `-dirty` for a changed tree, `unknown` outside git), as `--version` and
+/// the `tollgate_build_info` metric report it. Public for the integration
+/// suites, a package of their own that does not see this build's variables.
+pub const GIT_REVISION: &str = env!("TOLLGATE_GIT_REVISION");

@@ -1,5 +1,5 @@
 //! Hand-checked decisions over a small policy; the property test in
-//! `tests/model_agreement.rs` covers the rest against the naive evaluator.
+//! `tests/tests/model_agreement.rs` covers the rest against the naive evaluator.
 
 use std::path::PathBuf;
 

@@ -1,0 +1,101 @@
+//! Just enough of a BPF assembler for the floor and the lookup programs.
+
+use tollgate::datapath::{XDP_DROP, XDP_PASS};
+
+// BPF helper function ids (include/uapi/linux/bpf.h).
+const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
+const HELPER_MAP_UPDATE_ELEM: i32 = 2;
+pub const HELPER_KTIME_GET_NS: i32 = 5;
+pub const HELPER_KTIME_GET_COARSE_NS: i32 = 160;
+
+/// Just enough of a BPF assembler for the floor and the lookup programs.
+pub struct Asm(pub Vec<u8>);
+
+impl Asm {
+    pub fn new() -> Asm {
+        Asm(Vec::new())
+    }
+
+    fn insn(mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Asm {
+        self.0.push(code);
+        self.0.push(dst | (src << 4));
+        self.0.extend_from_slice(&off.to_le_bytes());
+        self.0.extend_from_slice(&imm.to_le_bytes());
+        self
+    }
+
+    /// `r0 = XDP_PASS; exit`: the whole XDP floor program.
+    pub fn pass(self) -> Asm {
+        self.ret(XDP_PASS as i32)
+    }
+
+    /// `if r0 == 0 { r0 = XDP_DROP } else { r0 = XDP_PASS }; exit`: after
+    /// a lookup, says whether it found an entry.
+    pub fn pass_if_found(self) -> Asm {
+        // BPF_JMP | BPF_JEQ | BPF_K: if r0 == 0 skip the next two.
+        self.insn(0x15, 0, 0, 2, 0)
+            .ret(XDP_PASS as i32)
+            .ret(XDP_DROP as i32)
+    }
+
+    /// `r0 = value; exit`.
+    pub fn ret(self, value: i32) -> Asm {
+        // BPF_ALU64 | BPF_MOV | BPF_K; BPF_JMP | BPF_EXIT.
+        self.insn(0xb7, 0, 0, 0, value).insn(0x95, 0, 0, 0, 0)
+    }
+
+    pub fn call(self, helper: i32) -> Asm {
+        self.insn(0x85, 0, 0, 0, helper)
+    }
+
+    /// `if r0 == 0 { r0 = XDP_PASS } else { r0 = XDP_DROP }; exit`: after
+    /// an update, says whether it succeeded.
+    pub fn pass_if_zero(self) -> Asm {
+        self.insn(0x15, 0, 0, 2, 0)
+            .ret(XDP_DROP as i32)
+            .ret(XDP_PASS as i32)
+    }
+
+    /// Stores `bytes` on the stack at `base` (8-byte aligned, below r10).
+    fn stack(mut self, base: i16, bytes: &[u8]) -> Asm {
+        let mut padded = bytes.to_vec();
+        padded.resize(bytes.len().div_ceil(8) * 8, 0);
+        for (i, word) in padded.chunks(4).enumerate() {
+            let imm = i32::from_ne_bytes(word.try_into().expect("4 bytes"));
+            // BPF_ST | BPF_MEM | BPF_W: *(u32 *)(r10 + off) = imm.
+            self = self.insn(0x62, 10, 0, base + 4 * i as i16, imm);
+        }
+        self
+    }
+
+    /// `r1 = map` (BPF_LD | BPF_DW | BPF_IMM, BPF_PSEUDO_MAP_FD); `reg =
+    /// r10 + base`.
+    fn map_and_pointer(self, map_fd: i32, reg: u8, base: i16) -> Asm {
+        self.insn(0x18, 1, 1, 0, map_fd)
+            .insn(0, 0, 0, 0, 0)
+            .insn(0xbf, reg, 10, 0, 0)
+            .insn(0x07, reg, 0, 0, i32::from(base))
+    }
+
+    /// `bpf_map_lookup_elem(map, &key)` with `key` built on the stack.
+    pub fn lookup(self, map_fd: i32, key: &[u8]) -> Asm {
+        let base = -((key.len().div_ceil(8) * 8) as i16);
+        self.stack(base, key)
+            .map_and_pointer(map_fd, 2, base)
+            .call(HELPER_MAP_LOOKUP_ELEM)
+    }
+
+    /// `bpf_map_update_elem(map, &key, &value, BPF_ANY)`, both on the stack.
+    pub fn update(self, map_fd: i32, key: &[u8], value: &[u8]) -> Asm {
+        let key_base = -((key.len().div_ceil(8) * 8) as i16);
+        let value_base = key_base - (value.len().div_ceil(8) * 8) as i16;
+        self.stack(key_base, key)
+            .stack(value_base, value)
+            .map_and_pointer(map_fd, 2, key_base)
+            // r3 = r10 + value_base; r4 = 0.
+            .insn(0xbf, 3, 10, 0, 0)
+            .insn(0x07, 3, 0, 0, i32::from(value_base))
+            .insn(0xb7, 4, 0, 0, 0)
+            .call(HELPER_MAP_UPDATE_ELEM)
+    }
+}

@@ -1,0 +1,221 @@
+//! What is measured on: the fleet's devices and policy, the probe frames
+//! and the probe sources of each address family.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+use testkit::frames::{Frame, Transport};
+use tollgate::policy::{Action, Device, Group, Origin, Policy, PortRange, Rule, RuleId, Target};
+
+/// The built-in NTP allow's address.
+pub const NTP_ADDRESS: Ipv4Addr = Ipv4Addr::new(100, 127, 0, 123);
+/// The destination port of every probe (TCP), one the fleet's rule allows.
+pub const PORT: u16 = 443;
+
+/// A frame for programs that never read it.
+pub fn frame_any() -> Vec<u8> {
+    frame(
+        Ipv4Addr::new(10, 0, 0, 1).into(),
+        Ipv4Addr::new(192, 0, 2, 1).into(),
+    )
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4 = 0,
+    V6 = 1,
+}
+
+impl Family {
+    pub fn of(net: &IpNet) -> Family {
+        if net.addr().is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
+/// `addr` with its last byte replaced: another device of the same fleet
+/// (every probe source sits where its neighbours are devices too).
+pub fn with_last_byte(addr: IpAddr, last: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let mut o = a.octets();
+            o[3] = last;
+            IpAddr::V4(o.into())
+        }
+        IpAddr::V6(a) => {
+            let mut o = a.octets();
+            o[15] = last;
+            IpAddr::V6(o.into())
+        }
+    }
+}
+
+/// The probe frames of one family.
+pub struct Probes {
+    pub family: Family,
+    pub allow: Vec<u8>,
+    pub allow_dst: IpAddr,
+    pub deny_default: Vec<u8>,
+    pub deny_default_dst: IpAddr,
+    pub deny_rule: Vec<u8>,
+    pub deny_rule_dst: IpAddr,
+}
+
+impl Probes {
+    /// Frames from the probe source of `family`; allow and deny(rule) are
+    /// placeholders until a policy picks their destinations.
+    pub fn frames_for(family: Family, sources: &[IpAddr; 2]) -> Probes {
+        let src = sources[family as usize];
+        let nowhere: IpAddr = match family {
+            Family::V4 => Ipv4Addr::new(192, 0, 2, 1).into(),
+            Family::V6 => "2001:db8::1".parse().expect("an address"),
+        };
+        Probes {
+            family,
+            allow: frame(src, nowhere),
+            allow_dst: nowhere,
+            deny_default: frame(src, nowhere),
+            deny_default_dst: nowhere,
+            deny_rule: frame(src, nowhere),
+            deny_rule_dst: nowhere,
+        }
+    }
+}
+
+pub fn frame(src: IpAddr, dst: IpAddr) -> Vec<u8> {
+    Frame::new(src, dst, Transport::Tcp { dport: PORT }).build()
+}
+
+pub fn origin() -> Origin {
+    Origin {
+        file: "bench".into(),
+        line: 1,
+        column: 1,
+    }
+}
+
+/// The devices of the fleet and the probe source of each family.
+pub fn devices_for(n: usize) -> (Vec<IpNet>, [IpAddr; 2]) {
+    let v4 = |i: usize| Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + i as u32);
+    let v6 = |i: usize| {
+        Ipv6Addr::from(u128::from(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0)) + i as u128)
+    };
+    if n >= 100_000 {
+        // All exact: half IPv4 /32, half IPv6 /128 (TG_DEV_EXACT).
+        let half = n / 2;
+        let mut list: Vec<IpNet> = (0..half).map(|i| IpNet::from(IpAddr::V4(v4(i)))).collect();
+        list.extend((0..n - half).map(|i| IpNet::from(IpAddr::V6(v6(i)))));
+        (list, probe_sources(n))
+    } else {
+        // A quarter each: /32, /24, /128, /64.
+        let q = n / 4;
+        let mut list = Vec::with_capacity(n);
+        list.extend(
+            (1..=q).map(|i| IpNet::from(IpAddr::V4(Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8)))),
+        );
+        list.extend((0..q).map(|i| {
+            IpNet::new(Ipv4Addr::new(10, 1 + (i >> 8) as u8, i as u8, 0).into(), 24).expect("a /24")
+        }));
+        list.extend((1..=q).map(|i| IpNet::from(IpAddr::V6(v6(i)))));
+        list.extend((0..n - 3 * q).map(|i| {
+            let net = Ipv6Addr::new(0xfd00, 1, 0, i as u16, 0, 0, 0, 0);
+            IpNet::new(net.into(), 64).expect("a /64")
+        }));
+        (list, probe_sources(n))
+    }
+}
+
+/// The probe source of each family for a fleet of `n` devices: an exact
+/// device in the middle for 10⁶; inside the last /24 and /64 for 10³.
+pub fn probe_sources(n: usize) -> [IpAddr; 2] {
+    if n >= 100_000 {
+        let half = n / 2;
+        [
+            IpAddr::V4(Ipv4Addr::from(
+                u32::from(Ipv4Addr::new(10, 0, 0, 0)) + (half / 2) as u32,
+            )),
+            IpAddr::V6(Ipv6Addr::from(
+                u128::from(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0)) + (half / 2) as u128,
+            )),
+        ]
+    } else {
+        let q = n / 4;
+        let last = n - 3 * q - 1;
+        [
+            IpAddr::V4(Ipv4Addr::new(
+                10,
+                1 + ((q - 1) >> 8) as u8,
+                (q - 1) as u8,
+                77,
+            )),
+            IpAddr::V6(Ipv6Addr::new(0xfd00, 1, 0, last as u16, 0, 0, 0, 0x77)),
+        ]
+    }
+}
+
+/// One group, `fleet`: default deny, `allow tcp [443, 8883]` to `allowed`,
+/// `deny any` to `blocked` (per family, the first destination and every
+/// 100th after it), the built-in NTP allow.
+pub fn fleet_policy(destinations: &[IpNet], devices: Vec<IpNet>) -> Policy {
+    let mut allowed = Vec::new();
+    let mut blocked = Vec::new();
+    let mut seen = [0usize; 2];
+    for net in destinations {
+        let n = &mut seen[Family::of(net) as usize];
+        if (*n).is_multiple_of(100) {
+            blocked.push(*net);
+        } else {
+            allowed.push(*net);
+        }
+        *n += 1;
+    }
+    let ports = vec![PortRange::new(443, 443), PortRange::new(8883, 8883)];
+    let rule = |action, list: &str, prefixes, proto, ports: Option<Vec<PortRange>>| Rule {
+        id: RuleId::derived(action, &[list.to_string()], proto, ports.as_deref()),
+        action,
+        targets: vec![Target {
+            written: list.into(),
+            prefixes,
+        }],
+        proto,
+        ports,
+        comment: None,
+        origin: origin(),
+    };
+    let group = Group {
+        name: "fleet".into(),
+        description: None,
+        devices: devices
+            .into_iter()
+            .map(|prefix| Device {
+                prefix,
+                origin: origin(),
+            })
+            .collect(),
+        default: Action::Deny,
+        audit: false,
+        rules: vec![
+            rule(Action::Allow, "allowed", allowed, Some(6), Some(ports)),
+            rule(Action::Deny, "blocked", blocked, None, None),
+        ],
+        origin: origin(),
+        default_origin: origin(),
+    };
+    Policy {
+        groups: vec![group],
+        unknown_devices: Action::Deny,
+        unknown_devices_origin: None,
+        ntp: vec![IpAddr::V4(NTP_ADDRESS)],
+        gateway: Vec::new(),
+    }
+}

@@ -1,0 +1,182 @@
+//! Where the time goes: each map lookup the program makes, timed alone in
+//! a program that does nothing else, on the live policy's own maps.
+
+use std::net::IpAddr;
+
+use anyhow::{Context as _, Result, ensure};
+use tollgate::datapath::{XDP_DROP, XDP_PASS};
+use tollgate_common::{DESTINATION_HEADER_BITS, DEVICE_PREFIX_HEADER_BITS, FAMILY_V4, FAMILY_V6};
+
+use crate::{
+    asm::Asm,
+    bpf::{self, ProgType},
+    fixtures::{Family, PORT, frame_any},
+    measure::{Cell, Measure},
+    report::count,
+    setup::Setup,
+};
+
+/// The cost of each lookup the program makes for `family`'s probes, each
+/// timed alone: an XDP program that builds the key the kernel program
+/// would build, calls `bpf_map_lookup_elem` on the live map once and
+/// returns XDP_PASS if it found an entry, XDP_DROP if not (checked against
+/// what the lookup should find). Minus the floor, that is the lookup.
+pub fn lookup_costs(
+    measure: &Measure,
+    setup: &Setup,
+    family: Family,
+    devices: usize,
+) -> Result<Vec<(String, Cell)>> {
+    let maps = own_maps()?;
+    let map = |name: &str| {
+        maps.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, fd)| *fd)
+            .with_context(|| format!("map {name} not among this process's descriptors"))
+    };
+    let slot = setup.dataplane.active_slot();
+    let src = setup.sources[family as usize];
+    let (fam, bits, addr) = family_key(src);
+    let probes = setup.probes(family)?;
+    let mut out = Vec::new();
+    let mut time = |what: String, map_fd: i32, key: Vec<u8>, found: bool| -> Result<()> {
+        let program = Asm::new().lookup(map_fd, &key).pass_if_found();
+        let fd = bpf::prog_load(ProgType::Xdp, &program.0, "tg_lookup")?;
+        let expect = if found { XDP_PASS } else { XDP_DROP };
+        let cell = measure
+            .run(|f, r| bpf::test_run(&fd, f, r), &frame_any(), expect)
+            .with_context(|| format!("{what}: found {found}?"))?;
+        out.push((what, cell));
+        Ok(())
+    };
+    let name = family.name();
+    let mut insert = None;
+    let exact = if devices >= 100_000 { "hit" } else { "miss" };
+    let mut key = vec![slot, fam, 0, 0];
+    key.extend_from_slice(&addr);
+    time(
+        format!(
+            "TG_DEV_EXACT hash, {} devices, {name} source, {exact}",
+            count(devices)
+        ),
+        map("TG_DEV_EXACT")?,
+        key,
+        devices >= 100_000,
+    )?;
+    if devices < 100_000 {
+        let mut key = (DEVICE_PREFIX_HEADER_BITS + bits).to_ne_bytes().to_vec();
+        key.extend_from_slice(&[slot, fam]);
+        key.extend_from_slice(&addr);
+        key.extend_from_slice(&[0, 0]);
+        time(
+            format!(
+                "TG_DEV_PREFIX LPM, {} devices, {name} source",
+                count(devices)
+            ),
+            map("TG_DEV_PREFIX")?,
+            key,
+            true,
+        )?;
+    }
+    if devices >= 100_000 {
+        for (path, dst, found) in [
+            ("allow", probes.allow_dst, true),
+            ("deny(default)", probes.deny_default_dst, false),
+            ("deny(rule)", probes.deny_rule_dst, true),
+        ] {
+            let (fam, bits, addr) = family_key(dst);
+            let mut key = (DESTINATION_HEADER_BITS + bits).to_ne_bytes().to_vec();
+            key.extend_from_slice(&[slot, fam]);
+            key.extend_from_slice(&1u16.to_be_bytes());
+            key.extend_from_slice(&addr);
+            time(
+                format!("TG_DST LPM, 10^5 prefixes, {name} {path} destination"),
+                map("TG_DST")?,
+                key,
+                found,
+            )?;
+        }
+        // The allow probe's flow, remembered by one run under the
+        // generation in force.
+        let (action, _) = setup.dataplane.test_run_xdp(&probes.allow, 1)?;
+        ensure!(action == XDP_PASS);
+        let (_, _, dst) = family_key(probes.allow_dst);
+        let mut key = setup.dataplane.generation().to_ne_bytes().to_vec();
+        key.extend_from_slice(&PORT.to_ne_bytes());
+        key.extend_from_slice(&[6, fam]);
+        key.extend_from_slice(&addr);
+        key.extend_from_slice(&dst);
+        time(
+            format!("TG_FLOWS LRU hash, {name} allow flow, hit (established flows)"),
+            map("TG_FLOWS")?,
+            key.clone(),
+            true,
+        )?;
+        // The insert of a new flow, timed as the update of one key in a
+        // generation far from the live one (an LRU update takes a free
+        // node and releases the old one: the work of an insert).
+        key[..4].copy_from_slice(&(setup.dataplane.generation() ^ 1 << 31).to_ne_bytes());
+        let program = Asm::new()
+            .update(map("TG_FLOWS")?, &key, &[0; 8])
+            .pass_if_zero();
+        let fd = bpf::prog_load(ProgType::Xdp, &program.0, "tg_insert")?;
+        let cell = measure.run(|f, r| bpf::test_run(&fd, f, r), &frame_any(), XDP_PASS)?;
+        insert = Some((
+            format!("TG_FLOWS LRU hash update, {name} (a new flow's insert)"),
+            cell,
+        ));
+        if family == Family::V4 {
+            time(
+                "TG_COUNTERS per-CPU array (twice per packet)".into(),
+                map("TG_COUNTERS")?,
+                0u32.to_ne_bytes().to_vec(),
+                true,
+            )?;
+            time(
+                "TG_RULESETS array (once per packet with a destination)".into(),
+                map("TG_RULESETS")?,
+                0u32.to_ne_bytes().to_vec(),
+                true,
+            )?;
+        }
+    }
+    out.extend(insert);
+    Ok(out)
+}
+
+/// (family byte, address bits, address as the maps store it).
+pub fn family_key(addr: IpAddr) -> (u8, u32, [u8; 16]) {
+    let mut bytes = [0u8; 16];
+    match addr {
+        IpAddr::V4(a) => {
+            bytes[..4].copy_from_slice(&a.octets());
+            (FAMILY_V4, 32, bytes)
+        }
+        IpAddr::V6(a) => (FAMILY_V6, 128, a.octets()),
+    }
+}
+
+/// The BPF maps among this process's file descriptors, by name: the live
+/// dataplane's maps (only one `Dataplane` is open at a time here).
+pub fn own_maps() -> Result<Vec<(String, i32)>> {
+    let mut maps: Vec<(String, i32)> = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        let entry = entry?;
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let is_map = std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.as_os_str() == "anon_inode:bpf-map");
+        if !is_map {
+            continue;
+        }
+        if let Some(name) = bpf::map_name(fd) {
+            ensure!(
+                !maps.iter().any(|(n, _)| *n == name),
+                "two maps named {name} are open"
+            );
+            maps.push((name, fd));
+        }
+    }
+    Ok(maps)
+}

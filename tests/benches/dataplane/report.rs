@@ -1,0 +1,158 @@
+//! The tables the benchmark prints.
+
+use crate::{
+    TARGET_DEVICES, TARGET_NS_OVER_FLOOR, TARGET_RULES,
+    bpf::ProgType,
+    fixtures::Family,
+    measure::{Cell, Floors},
+    setup::FirstPackets,
+};
+
+pub fn print_costs(costs: &[(String, Cell)], floor: u64) {
+    println!();
+    println!(
+        "one map lookup or helper call on its own, in an XDP program that does nothing else \
+         (10^5 destination prefixes; the live policy's own maps and keys)"
+    );
+    println!("{:<68} {:>14} {:>8}", "operation", "ns", "-floor");
+    for (what, cell) in costs {
+        println!(
+            "{what:<68} {:>14} {:>+8}",
+            cell.to_string(),
+            cell.min as i64 - floor as i64
+        );
+    }
+}
+
+/// 100 000 -> "100 000" (thin groups keep the table readable).
+pub fn count(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// One line of the table.
+pub struct Row {
+    pub program: String,
+    pub kind: ProgType,
+    pub rules: String,
+    pub devices: String,
+    pub family: Family,
+    pub allow: Option<Cell>,
+    /// The first packet of a flow, and the floor measured the same way.
+    pub allow_new: Option<FirstPackets>,
+    pub deny_default: Option<Cell>,
+    /// `Err` says why there is no number.
+    pub deny_rule: Result<Cell, String>,
+}
+
+pub fn print_table(rows: &[Row], floors: &Floors) {
+    let cell = |c: &Option<Cell>| c.map_or("-".to_string(), |c| c.to_string());
+    println!();
+    println!(
+        "{:<26} {:>11} {:>9} {:>6} {:>14} {:>15} {:>15} {:>12} {:>16} {:>10}",
+        "program",
+        "dst entries",
+        "devices",
+        "family",
+        "allow ns",
+        "deny(default)",
+        "deny(rule)",
+        "allow-floor",
+        "allow(new flow)",
+        "new-floor1"
+    );
+    for r in rows {
+        let over = r
+            .allow
+            .filter(|_| !r.program.starts_with("floor"))
+            .map_or("-".to_string(), |c| {
+                format!("{:+}", c.min as i64 - floors.of(r.kind, r.family) as i64)
+            });
+        if r.allow.is_none() {
+            println!("{:<26} {:>11}  {}", "xdp-filter", r.rules, r.program);
+            continue;
+        }
+        let (new, new_over) = match r.allow_new {
+            Some(first) => (
+                first.allow.to_string(),
+                format!("{:+}", first.allow.min as i64 - first.floor.min as i64),
+            ),
+            None => ("-".into(), "-".into()),
+        };
+        println!(
+            "{:<26} {:>11} {:>9} {:>6} {:>14} {:>15} {:>15} {:>12} {:>16} {:>10}",
+            r.program,
+            r.rules,
+            r.devices,
+            r.family.name(),
+            cell(&r.allow),
+            cell(&r.deny_default),
+            match &r.deny_rule {
+                Ok(c) => c.to_string(),
+                Err(why) => why.clone(),
+            },
+            over,
+            new,
+            new_over
+        );
+    }
+}
+
+/// The target line and the allow/deny difference at the largest cell.
+pub fn print_verdicts(rows: &[Row], floors: &Floors) {
+    println!();
+    let target = rows.iter().filter(|r| {
+        r.program == "tollgate (xdp)"
+            && r.rules == count(TARGET_RULES)
+            && r.devices == count(TARGET_DEVICES)
+    });
+    for r in target {
+        let paths = [
+            ("allow", r.allow),
+            ("deny(default)", r.deny_default),
+            ("deny(rule)", r.deny_rule.as_ref().ok().copied()),
+        ];
+        let floor = floors.of(r.kind, r.family);
+        for (path, cell) in paths {
+            let Some(cell) = cell else { continue };
+            let over = cell.min as i64 - floor as i64;
+            println!(
+                "target <= floor + {TARGET_NS_OVER_FLOOR} ns at 10^5 rules / 10^6 devices, {} \
+                 {path}: {} ns = floor {} + {over} ns: {}",
+                r.family.name(),
+                cell.min,
+                floor,
+                if over <= TARGET_NS_OVER_FLOOR as i64 {
+                    "MET"
+                } else {
+                    "MISSED"
+                }
+            );
+        }
+        if let Some(first) = r.allow_new {
+            println!(
+                "at 10^5 rules / 10^6 devices, {} allow (new flow): {} ns = floor at repeat 1 {} \
+                 + {} ns; deny(default) from the same devices, one at a time: {} ns (no insert)",
+                r.family.name(),
+                first.allow.min,
+                first.floor.min,
+                first.allow.min as i64 - first.floor.min as i64,
+                first.deny_default.min
+            );
+        }
+        if let (Some(a), Some(d)) = (r.allow, r.deny_default) {
+            println!(
+                "deny(default) - allow at 10^5 rules / 10^6 devices, {}: {:+} ns",
+                r.family.name(),
+                d.min as i64 - a.min as i64
+            );
+        }
+    }
+}

@@ -1,0 +1,639 @@
+//! Policy reload latency: from a policy file being written to the new
+//! verdict being live, for policies of 10³, 10⁴ and 10⁵ destination
+//! prefixes, against `nft -f` loading an equivalent ruleset on the same
+//! machine.
+//!
+//! # Tollgate
+//! The daemon's reload, in this process, on the real parts: a
+//! `PolicyWatcher` on the policy directory (inotify, then the fixed
+//! debounce `reload::watch::DEBOUNCE` of quiet time), then what
+//! `reload::prepare` does (`policy::load_cached`: read the files, parse
+//! those whose text changed since the last reload, validate; `compile`),
+//! the daemon's bookkeeping before the swap
+//! (`ChangeSummary::between` and its is-anything-different comparison) and
+//! `Dataplane::install`, which writes the inactive slot and flips it. The
+//! clock starts just before the file is written and stops at the flip
+//! (`InstallReport::total` after the start of `install`; `install` then
+//! waits for an RCU grace period, which the new verdict does not wait for). After each reload a probe packet is test-run through
+//! the XDP program to check that the new verdict is live (not timed).
+//!
+//! The policy: `lists/allowed.yaml` holds one list of N prefixes (the
+//! first N of the pool in `testkit::bench`: AWS ip-ranges.json, then derived
+//! subnets), `lists/extra.yaml` a list `extra` of one prefix, `groups.yaml`
+//! one group `fleet` with 1,000 devices (250 /32, 250 /24, 250 /128, 250
+//! /64), default deny, and one rule:
+//! `allow: {to: [allowed, extra], proto: tcp, ports: [443, 8883]}`.
+//! - **edit**: a one-line change, the common GitOps case: the last line of
+//!   the big list names one extra prefix, and each edit changes it (in turn
+//!   203.0.113.0/24, 198.51.100.0/24, 192.0.2.0/24: three, so that the slot
+//!   being written holds the policy before last, which differs from the new
+//!   one by that line: one entry removed, one written). The big file is
+//!   parsed again.
+//! - **edit-small**: the same change, made in `lists/extra.yaml` (the big
+//!   list is left as it was): a policy kept as large vendor lists plus
+//!   the operator's own small files. Only the small file is parsed again.
+//! - **full**: every file rewritten with a different list of N prefixes
+//!   (three versions in turn, so the slot being written never already
+//!   holds the new version: every destination entry is removed and
+//!   written again).
+//!
+//! # nft
+//! `nft -f FILE` in a network namespace of the bench's own (`ip netns exec
+//! NS nft -f FILE`), timed from just before FILE is written to nft's exit
+//! (nft commits its netlink transaction before it exits). The ruleset: a
+//! table `inet tollgate` with interval sets (`auto-merge`, since the AWS
+//! list nests prefixes) of the device addresses and of the N allowed
+//! prefixes, per family, and a forward chain, policy drop, that accepts
+//! `saddr @devices daddr @allowed tcp dport {443, 8883}` with a counter.
+//! - **edit** (and edit-small: the same for nft): `delete element` of the
+//!   old extra prefix and `add element` of the new one, in one file: one
+//!   transaction.
+//! - **full**: `flush table inet tollgate` and the whole table again (same
+//!   three versions of the list), in one file: one transaction.
+//!
+//! Last, the load and compile times of a policy of 20,000 rules written one
+//! by one (each with its own prefix), the other way a policy grows.
+//!
+//! Run as root: `cargo bench --bench reload`. `RELOAD_BENCH_ITERATIONS`
+//! (default 25, at least 20) sets the iterations per size and kind,
+//! `RELOAD_BENCH_SIZES` (default `1000,10000,100000`) the sizes.
+
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use ipnet::IpNet;
+use testkit::{
+    bench,
+    frames::{Frame, Transport},
+};
+use tollgate::{
+    compile::compile,
+    config::Limits,
+    datapath::{Dataplane, Options, XDP_DROP, XDP_PASS},
+    netns::Namespace,
+    policy::{self, Environment, ParseCache},
+    reload::{ChangeSummary, watch::DEBOUNCE, watch::PolicyWatcher},
+};
+
+const SIZES: &str = "1000,10000,100000";
+const DEVICES: usize = 1_000;
+/// The extra prefixes the one-line edits cycle through (documentation
+/// prefixes: in no version of the list), and an address in each.
+const EDIT_PREFIXES: [(&str, Ipv4Addr); 3] = [
+    ("203.0.113.0/24", Ipv4Addr::new(203, 0, 113, 9)),
+    ("198.51.100.0/24", Ipv4Addr::new(198, 51, 100, 9)),
+    ("192.0.2.0/24", Ipv4Addr::new(192, 0, 2, 9)),
+];
+/// `lists/extra.yaml`'s prefix while the edits happen in the big list.
+const QUIET_EXTRA: &str = "2001:db8::/32";
+/// Versions of the list the full replacements cycle through.
+const VERSIONS: usize = 3;
+const TARGET: Duration = Duration::from_millis(100);
+
+fn main() -> Result<()> {
+    if std::env::args().skip(1).any(|a| a != "--bench") {
+        bail!("usage: cargo bench --bench reload");
+    }
+    // SAFETY: geteuid has no preconditions.
+    ensure!(
+        unsafe { libc::geteuid() } == 0,
+        "needs root (BPF, network namespace)"
+    );
+    let iterations: usize = match std::env::var("RELOAD_BENCH_ITERATIONS") {
+        Ok(text) => text.parse().context("RELOAD_BENCH_ITERATIONS")?,
+        Err(_) => 25,
+    };
+    ensure!(
+        iterations >= 20,
+        "RELOAD_BENCH_ITERATIONS: at least 20 for a p99"
+    );
+    let sizes: Vec<usize> = std::env::var("RELOAD_BENCH_SIZES")
+        .unwrap_or_else(|_| SIZES.into())
+        .split(',')
+        .map(|s| s.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .context("RELOAD_BENCH_SIZES: comma-separated prefix counts")?;
+    bench::print_machine_facts();
+    println!(
+        " method: {iterations} iterations per size and kind; p50 and p99 (nearest rank) of the \
+         time from writing the file to the new policy being in force"
+    );
+    let pool = bench::Pool::load()?;
+    let root = TempDir::create()?;
+    let ns = Namespace::create(&format!("tg-benchreload-{}", std::process::id()))?;
+    let netns_exec = netns_exec_overhead(&ns, iterations)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+
+    let mut results = Vec::new();
+    for &size in &sizes {
+        let versions: Vec<Vec<IpNet>> = (0..VERSIONS).map(|v| pool.range(v * size, size)).collect();
+        let dir = root.path.join(format!("tollgate-{size}"));
+        let tollgate = tollgate_reloads(&runtime, &dir, &versions, iterations)
+            .with_context(|| format!("tollgate at {size}"))?;
+        let dir = root.path.join(format!("nft-{size}"));
+        let nft = nft_reloads(&ns, &dir, &versions, iterations)
+            .with_context(|| format!("nft at {size}"))?;
+        results.push((size, tollgate, nft));
+    }
+
+    println!();
+    println!(
+        "reload latency, ms: p50 / p99 over {iterations} iterations (tollgate: file written -> \
+         flip, including the {} ms debounce; nft: file written -> nft exited)",
+        DEBOUNCE.as_millis()
+    );
+    println!(
+        "{:>9} {:>20} {:>20} {:>20} {:>20} {:>20}",
+        "prefixes", "tollgate edit", "tollgate edit-small", "tollgate full", "nft edit", "nft full"
+    );
+    for (size, t, n) in &results {
+        println!(
+            "{:>9} {:>20} {:>20} {:>20} {:>20} {:>20}",
+            size,
+            t.edit.total.summary(),
+            t.edit_small.total.summary(),
+            t.full.total.summary(),
+            n.edit.summary(),
+            n.full.summary()
+        );
+    }
+    println!();
+    println!(
+        "tollgate breakdown, ms, p50: watch = inotify + debounce; load = read, parse, \
+         validate; summary = the daemon's change summary and comparison; install = slot \
+         writes up to the flip; grace = the RCU wait after the flip (not in the total)"
+    );
+    println!(
+        "{:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>16}",
+        "prefixes",
+        "kind",
+        "watch",
+        "load",
+        "compile",
+        "summary",
+        "install",
+        "grace",
+        "writes",
+        "w/o debounce"
+    );
+    for (size, t, _) in &results {
+        for (kind, r) in t.kinds() {
+            println!(
+                "{:>9} {:>10} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9} {:>16}",
+                size,
+                kind,
+                r.watch.p50_ms(),
+                r.load.p50_ms(),
+                r.compile.p50_ms(),
+                r.summary.p50_ms(),
+                r.install.p50_ms(),
+                r.grace.p50_ms(),
+                r.writes,
+                r.without_debounce.summary()
+            );
+        }
+    }
+    println!();
+    println!(
+        "`ip netns exec NS true` alone (in every nft number): p50 {:.1} ms",
+        netns_exec.p50_ms()
+    );
+    let (load, compiled) = explicit_rules(&root.path.join("rules"), iterations)?;
+    println!(
+        "{EXPLICIT_RULES} explicit rules (one /24 each, allow and deny in turn): load {:.1} ms, \
+         compile {:.1} ms (p50)",
+        load.p50_ms(),
+        compiled.p50_ms()
+    );
+    for (size, t, _) in &results {
+        if *size == 100_000 {
+            for (kind, r) in t.kinds() {
+                let p50 = r.total.percentile(50);
+                println!(
+                    "target <= {} ms p50 at 10^5 prefixes, tollgate {kind}: {:.1} ms: {}",
+                    TARGET.as_millis(),
+                    p50.as_secs_f64() * 1e3,
+                    if p50 <= TARGET { "MET" } else { "MISSED" }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Samples of one measurement.
+#[derive(Default)]
+struct Samples(Vec<Duration>);
+
+impl Samples {
+    fn push(&mut self, d: Duration) {
+        self.0.push(d);
+    }
+
+    /// Nearest-rank percentile.
+    fn percentile(&self, p: usize) -> Duration {
+        let mut sorted = self.0.clone();
+        sorted.sort_unstable();
+        let rank = (p * sorted.len()).div_ceil(100).max(1);
+        sorted[rank - 1]
+    }
+
+    fn p50_ms(&self) -> f64 {
+        self.percentile(50).as_secs_f64() * 1e3
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "{:.1} / {:.1}",
+            self.p50_ms(),
+            self.percentile(99).as_secs_f64() * 1e3
+        )
+    }
+}
+
+/// One kind of Tollgate reload: the total and its parts.
+#[derive(Default)]
+struct Breakdown {
+    total: Samples,
+    without_debounce: Samples,
+    watch: Samples,
+    load: Samples,
+    compile: Samples,
+    summary: Samples,
+    install: Samples,
+    grace: Samples,
+    /// Map writes of the last iteration.
+    writes: usize,
+}
+
+struct TollgateResults {
+    edit: Breakdown,
+    edit_small: Breakdown,
+    full: Breakdown,
+}
+
+impl TollgateResults {
+    fn kinds(&self) -> [(&'static str, &Breakdown); 3] {
+        [
+            ("edit", &self.edit),
+            ("edit-small", &self.edit_small),
+            ("full", &self.full),
+        ]
+    }
+}
+
+struct NftResults {
+    edit: Samples,
+    full: Samples,
+}
+
+/// Where an edit puts the extra prefix.
+#[derive(Clone, Copy)]
+enum Extra<'a> {
+    /// Nowhere (`extra` holds `QUIET_EXTRA`).
+    None,
+    /// Last in the big list.
+    InBigList(&'a str),
+    /// In `lists/extra.yaml`, instead of `QUIET_EXTRA`.
+    InSmallFile(&'a str),
+}
+
+/// The policy files of one version: (relative path, text).
+fn policy_files(allowed: &[IpNet], extra: Extra) -> Vec<(&'static str, String)> {
+    let mut list = String::from("lists:\n  allowed:\n");
+    for net in allowed {
+        let _ = writeln!(list, "    - \"{net}\"");
+    }
+    if let Extra::InBigList(extra) = extra {
+        let _ = writeln!(list, "    - \"{extra}\"");
+    }
+    let small = match extra {
+        Extra::InSmallFile(extra) => extra,
+        _ => QUIET_EXTRA,
+    };
+    let small = format!("lists:\n  extra:\n    - \"{small}\"\n");
+    let mut groups = String::from("groups:\n  fleet:\n    devices:\n");
+    for device in devices() {
+        let _ = writeln!(groups, "      - \"{device}\"");
+    }
+    groups.push_str(
+        "    default: deny\n    rules:\n      \
+         - allow: {to: [allowed, extra], proto: tcp, ports: [443, 8883]}\n",
+    );
+    vec![
+        ("lists/allowed.yaml", list),
+        ("lists/extra.yaml", small),
+        ("groups.yaml", groups),
+    ]
+}
+
+/// 1,000 devices: a quarter each of /32, /24, /128, /64.
+fn devices() -> Vec<IpNet> {
+    let q = DEVICES / 4;
+    let mut list = Vec::with_capacity(DEVICES);
+    list.extend((1..=q).map(|i| IpNet::from(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i as u8)))));
+    list.extend((0..q).map(|i| {
+        IpNet::new(Ipv4Addr::new(10, 1 + (i >> 8) as u8, i as u8, 0).into(), 24).expect("a /24")
+    }));
+    list.extend((1..=q).map(|i| {
+        IpNet::from(IpAddr::V6(Ipv6Addr::new(
+            0xfd00, 0, 0, 0, 0, 0, 0, i as u16,
+        )))
+    }));
+    list.extend((0..q).map(|i| {
+        IpNet::new(Ipv6Addr::new(0xfd00, 1, 0, i as u16, 0, 0, 0, 0).into(), 64).expect("a /64")
+    }));
+    list
+}
+
+/// A device address: the first /32.
+const DEVICE: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+
+fn write_files(dir: &Path, files: &[(&str, String)]) -> Result<()> {
+    for (path, text) in files {
+        let path = dir.join(path);
+        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn tollgate_reloads(
+    runtime: &tokio::runtime::Runtime,
+    dir: &Path,
+    versions: &[Vec<IpNet>],
+    iterations: usize,
+) -> Result<TollgateResults> {
+    std::fs::create_dir_all(dir.join("lists"))?;
+    let env = Environment::default();
+    let limits = Limits::default();
+    write_files(
+        dir,
+        &policy_files(&versions[0], Extra::InBigList(EDIT_PREFIXES[0].0)),
+    )?;
+    let mut cache = ParseCache::default();
+    let mut dataplane = Dataplane::open(&Options {
+        pin_dir: None,
+        limits,
+        ..Options::default()
+    })?;
+    let loaded = policy::load_cached(dir, &env, &policy::ReadLimits::default(), &mut cache)
+        .map_err(diagnostics)?;
+    let tables = compile(&loaded.policy, &limits).map_err(diagnostics)?;
+    dataplane.install(&tables)?;
+    let mut installed = (loaded.policy, tables);
+    let mut watcher = PolicyWatcher::new(dir)?;
+
+    // Reloads `files` and checks that each probe (an address, allowed?)
+    // gets its verdict from the program.
+    let mut reload = |files: Vec<(&str, String)>,
+                      probes: &[(Ipv4Addr, bool)],
+                      into: &mut Breakdown|
+     -> Result<()> {
+        let start = Instant::now();
+        write_files(dir, &files)?;
+        runtime
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), watcher.changed()).await
+            })
+            .context("no change seen within 10 s")?
+            .context("the watcher stopped")?;
+        let watched = Instant::now();
+        let loaded = policy::load_cached(dir, &env, &policy::ReadLimits::default(), &mut cache)
+            .map_err(diagnostics)?;
+        let parsed = Instant::now();
+        let tables = compile(&loaded.policy, &limits).map_err(diagnostics)?;
+        let compiled = Instant::now();
+        // What the daemon does before it installs: summarise, and skip the
+        // install if nothing changed.
+        let summary = ChangeSummary::between(Some(&installed.0), &loaded.policy);
+        let unchanged = installed.1 == tables && installed.0 == loaded.policy;
+        ensure!(
+            !unchanged,
+            "the new policy is the same as the old ({summary})"
+        );
+        let summarised = Instant::now();
+        let report = dataplane.install(&tables)?;
+        // The flip: `install` then waits for packets still on the old slot
+        // (`report.grace`), which the new verdict does not wait for.
+        let live = summarised + report.total;
+
+        into.total.push(live - start);
+        into.without_debounce.push(live - start - DEBOUNCE);
+        into.watch.push(watched - start);
+        into.load.push(parsed - watched);
+        into.compile.push(compiled - parsed);
+        into.summary.push(summarised - compiled);
+        into.install.push(report.total);
+        into.grace.push(report.grace);
+        into.writes = report.writes.inserted + report.writes.removed;
+        for &(probe, allowed) in probes {
+            let frame =
+                Frame::new(DEVICE.into(), probe.into(), Transport::Tcp { dport: 443 }).build();
+            let (action, _) = dataplane.test_run_xdp(&frame, 1)?;
+            let expected = if allowed { XDP_PASS } else { XDP_DROP };
+            ensure!(
+                action == expected,
+                "after the reload, {probe} got {action}, expected {expected}"
+            );
+        }
+        installed = (loaded.policy, tables);
+        Ok(())
+    };
+
+    // Edits 1, 2, 3, ...: the first of each kind fills the other slot (and
+    // moves the prefix) and is not counted.
+    let mut edit = Breakdown::default();
+    let mut edit_small = Breakdown::default();
+    let mut warm_up = Breakdown::default();
+    for small in [false, true] {
+        for i in 1..=iterations + 1 {
+            let (new, new_probe) = EDIT_PREFIXES[i % EDIT_PREFIXES.len()];
+            let (_, old_probe) = EDIT_PREFIXES[(i - 1) % EDIT_PREFIXES.len()];
+            let (extra, into) = match (small, i) {
+                (false, 1) => (Extra::InBigList(new), &mut warm_up),
+                (false, _) => (Extra::InBigList(new), &mut edit),
+                (true, 1) => (Extra::InSmallFile(new), &mut warm_up),
+                (true, _) => (Extra::InSmallFile(new), &mut edit_small),
+            };
+            let probes = [(new_probe, true), (old_probe, false)];
+            reload(policy_files(&versions[0], extra), &probes, into)?;
+        }
+    }
+    let mut full = Breakdown::default();
+    for i in 0..iterations {
+        let version = &versions[(i + 1) % VERSIONS];
+        let probe = version
+            .iter()
+            .find_map(|net| match net {
+                IpNet::V4(v4) => Some(v4.broadcast()),
+                IpNet::V6(_) => None,
+            })
+            .context("a version without IPv4 prefixes")?;
+        reload(
+            policy_files(version, Extra::None),
+            &[(probe, true)],
+            &mut full,
+        )?;
+    }
+    Ok(TollgateResults {
+        edit,
+        edit_small,
+        full,
+    })
+}
+
+/// Rules written one by one rather than through a list: each rule's own
+/// counter makes its rule list distinct, one rule record each.
+const EXPLICIT_RULES: usize = 20_000;
+
+/// Load and compile times of a policy of `EXPLICIT_RULES` rules, each
+/// naming its own prefix, allow and deny in turn.
+fn explicit_rules(dir: &Path, iterations: usize) -> Result<(Samples, Samples)> {
+    std::fs::create_dir_all(dir)?;
+    let mut text = String::from(
+        "groups:\n  fleet:\n    devices: [10.0.0.0/8]\n    default: deny\n    rules:\n",
+    );
+    for i in 0..EXPLICIT_RULES {
+        let action = if i % 2 == 0 { "allow" } else { "deny" };
+        let _ = writeln!(
+            text,
+            "      - {action}: {{to: 100.{}.{}.0/24, proto: tcp, ports: [443]}}",
+            64 + (i >> 8),
+            i & 255
+        );
+    }
+    std::fs::write(dir.join("rules.yaml"), text)?;
+    let (mut load, mut compiled) = (Samples::default(), Samples::default());
+    for _ in 0..iterations {
+        let start = Instant::now();
+        let loaded = policy::load(dir, &Environment::default()).map_err(diagnostics)?;
+        let parsed = Instant::now();
+        compile(&loaded.policy, &Limits::default()).map_err(diagnostics)?;
+        load.push(parsed - start);
+        compiled.push(parsed.elapsed());
+    }
+    Ok((load, compiled))
+}
+
+fn diagnostics(errors: Vec<tollgate::diagnostic::Diagnostic>) -> anyhow::Error {
+    let shown: Vec<String> = errors.iter().take(5).map(ToString::to_string).collect();
+    anyhow::anyhow!("policy: {}", shown.join("; "))
+}
+
+/// The nft ruleset equivalent to one version of the policy.
+fn nft_full(allowed: &[IpNet], extra: Option<&str>) -> String {
+    let elements = |nets: &mut dyn Iterator<Item = &IpNet>| {
+        nets.map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    };
+    let devices = devices();
+    let v4 = |n: &&IpNet| n.addr().is_ipv4();
+    let v6 = |n: &&IpNet| n.addr().is_ipv6();
+    let mut text = String::from("table inet tollgate\nflush table inet tollgate\n");
+    let _ = writeln!(
+        text,
+        "table inet tollgate {{
+  set devices4 {{ type ipv4_addr; flags interval; auto-merge; elements = {{ {} }} }}
+  set devices6 {{ type ipv6_addr; flags interval; auto-merge; elements = {{ {} }} }}
+  set allowed4 {{ type ipv4_addr; flags interval; auto-merge; elements = {{ {} }} }}
+  set allowed6 {{ type ipv6_addr; flags interval; auto-merge; elements = {{ {} }} }}
+  chain fleet {{
+    type filter hook forward priority filter; policy drop;
+    ip saddr @devices4 ip daddr @allowed4 tcp dport {{ 443, 8883 }} counter accept
+    ip6 saddr @devices6 ip6 daddr @allowed6 tcp dport {{ 443, 8883 }} counter accept
+    counter drop
+  }}
+}}",
+        elements(&mut devices.iter().filter(v4)),
+        elements(&mut devices.iter().filter(v6)),
+        elements(&mut allowed.iter().filter(v4))
+            + &extra.map_or(String::new(), |e| format!(", {e}")),
+        elements(&mut allowed.iter().filter(v6)) + ", " + QUIET_EXTRA,
+    );
+    text
+}
+
+fn nft_reloads(
+    ns: &Namespace,
+    dir: &Path,
+    versions: &[Vec<IpNet>],
+    iterations: usize,
+) -> Result<NftResults> {
+    std::fs::create_dir_all(dir)?;
+    let file = dir.join("ruleset.nft");
+    let load = |text: &str| -> Result<Duration> {
+        let start = Instant::now();
+        std::fs::write(&file, text)?;
+        let out = ns.exec("nft", &["-f", &file.to_string_lossy()])?;
+        let took = start.elapsed();
+        ensure!(
+            out.status.success(),
+            "nft -f: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(took)
+    };
+    let allows = |probe: Ipv4Addr| -> Result<bool> {
+        let element = format!("{{ {probe} }}");
+        let args = ["get", "element", "inet", "tollgate", "allowed4", &element];
+        Ok(ns.exec("nft", &args)?.status.success())
+    };
+    load(&nft_full(&versions[0], Some(EDIT_PREFIXES[0].0)))?;
+    let mut edit = Samples::default();
+    for i in 1..=iterations {
+        let (new, new_probe) = EDIT_PREFIXES[i % EDIT_PREFIXES.len()];
+        let (old, old_probe) = EDIT_PREFIXES[(i - 1) % EDIT_PREFIXES.len()];
+        edit.push(load(&format!(
+            "delete element inet tollgate allowed4 {{ {old} }}\n\
+             add element inet tollgate allowed4 {{ {new} }}\n"
+        ))?);
+        ensure!(
+            allows(new_probe)? && !allows(old_probe)?,
+            "nft: the edit from {old} to {new} is not in force"
+        );
+    }
+    let mut full = Samples::default();
+    for i in 0..iterations {
+        full.push(load(&nft_full(&versions[(i + 1) % VERSIONS], None))?);
+    }
+    ns.exec("nft", &["delete", "table", "inet", "tollgate"])?;
+    Ok(NftResults { edit, full })
+}
+
+/// What `ip netns exec NS` costs by itself.
+fn netns_exec_overhead(ns: &Namespace, iterations: usize) -> Result<Samples> {
+    let mut samples = Samples::default();
+    for _ in 0..iterations {
+        let start = Instant::now();
+        let out = ns.exec("true", &[])?;
+        samples.push(start.elapsed());
+        ensure!(out.status.success(), "ip netns exec true failed");
+    }
+    Ok(samples)
+}
+
+/// A temporary directory, removed on drop.
+struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    fn create() -> Result<TempDir> {
+        let path = std::env::temp_dir().join(format!("tg-reload-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)?;
+        Ok(TempDir { path })
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}

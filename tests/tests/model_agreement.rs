@@ -1,0 +1,205 @@
+//! The compiled model (`model::verdict`, the kernel's steps over the tables)
+//! and the naive evaluator (`model::naive`, the language semantics over the
+//! parsed policy) agree on group, verdict, reason, deciding rule and counter,
+//! over 1000 random policies × 100 random packets.
+//!
+//! Policies and packets are drawn from a small address universe so that
+//! prefixes nest, overlap and tie, and packets hit them. A coverage check at
+//! the end fails the test if the generator stopped exercising a feature
+//! (every tie-break, audit, unknown devices, built-in NTP, fragments, ...).
+
+use std::{cell::RefCell, collections::BTreeMap, time::Instant};
+
+use proptest::{
+    prelude::*,
+    test_runner::{Config, TestRunner},
+};
+use testkit::random;
+use tollgate::{
+    compile::compile,
+    config::Limits,
+    model::{
+        self,
+        naive::{self, RuleOrBuiltin},
+    },
+    tables::{CounterOwner, Decider, PacketFacts},
+};
+use tollgate_common::{DecisionReason, Verdict};
+
+const POLICIES: u32 = 1000;
+const PACKETS_PER_POLICY: usize = 100;
+
+/// How often each feature was exercised, to prove the generator covers them.
+#[derive(Default, Debug)]
+struct Coverage {
+    seen: BTreeMap<&'static str, u64>,
+}
+
+impl Coverage {
+    fn hit(&mut self, what: &'static str) {
+        *self.seen.entry(what).or_default() += 1;
+    }
+}
+
+#[test]
+fn compiled_model_agrees_with_the_naive_semantics() {
+    let coverage = RefCell::new(Coverage::default());
+    let mut runner = TestRunner::new(Config {
+        cases: POLICIES,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let started = Instant::now();
+    runner
+        .run(
+            &random::policy()
+                .prop_flat_map(|p| (Just(p.clone()), random::packets(&p, PACKETS_PER_POLICY))),
+            |(policy, packets)| {
+                let tables = compile(&policy, &Limits::default())
+                    .map_err(|e| TestCaseError::fail(format!("compile failed: {e:#?}")))?;
+                let mut coverage = coverage.borrow_mut();
+                for packet in &packets {
+                    let compiled = model::verdict(&tables, packet);
+                    let naive = naive::evaluate(&policy, packet);
+                    let context = || {
+                        let candidates: Vec<String> = naive
+                            .candidates
+                            .iter()
+                            .map(|c| match c.rule {
+                                RuleOrBuiltin::Rule(r) => format!(
+                                    "{} {} to {} proto {:?} ports {:?}",
+                                    r.id, c.action, c.prefix, c.proto, c.ports
+                                ),
+                                RuleOrBuiltin::BuiltinNtp(a) => format!("builtin ntp {a}"),
+                            })
+                            .collect();
+                        format!(
+                            "packet {packet:?}\ncompiled {compiled:?}\nnaive: group {:?} {:?} {:?} \
+                             candidates {candidates:#?}",
+                            naive.group.map(|g| (&g.group.name, g.device.prefix)),
+                            naive.verdict,
+                            naive.reason,
+                        )
+                    };
+                    prop_assert_eq!(
+                        compiled.group,
+                        naive.group.map_or(0, |g| g.id),
+                        "{}",
+                        context()
+                    );
+                    prop_assert_eq!(
+                        compiled.device,
+                        naive.group.map(|g| g.device.prefix),
+                        "{}",
+                        context()
+                    );
+                    prop_assert_eq!(compiled.verdict, naive.verdict, "{}", context());
+                    prop_assert_eq!(compiled.reason, naive.reason, "{}", context());
+                    prop_assert_eq!(compiled.rule.as_ref(), naive.rule_id(), "{}", context());
+                    let decider = match naive.reason {
+                        DecisionReason::Rule => Decider::Rule(naive.rule_id().unwrap().to_string()),
+                        DecisionReason::BuiltinNtp => Decider::BuiltinNtp,
+                        _ => Decider::GroupDefault,
+                    };
+                    let owner = CounterOwner::Decision {
+                        group: compiled.group_name.clone(),
+                        decider,
+                    };
+                    prop_assert_eq!(
+                        &tables.counters[compiled.counter as usize],
+                        &owner,
+                        "{}",
+                        context()
+                    );
+                    record(&mut coverage, packet, &naive);
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+    let elapsed = started.elapsed();
+    let coverage = coverage.into_inner();
+    let cases = u64::from(POLICIES) * PACKETS_PER_POLICY as u64;
+    eprintln!(
+        "{cases} (policy, packet) cases over {POLICIES} policies agreed in {elapsed:.2?}; coverage: {:#?}",
+        coverage.seen
+    );
+    for feature in [
+        "reason: rule",
+        "reason: group default",
+        "reason: unknown device",
+        "reason: builtin ntp",
+        "verdict: audit-deny",
+        "lost: longer-prefix",
+        "lost: specific-protocol",
+        "lost: narrower-ports",
+        "lost: deny-over-allow",
+        "lost: explicit-over-builtin",
+        "lost: earlier-in-file",
+        "device: exact",
+        "device: prefix",
+        "packet: ipv6",
+        "packet: fragment",
+        "winner: numeric proto",
+        "winner: port range",
+        "candidates: 3 or more",
+    ] {
+        assert!(
+            coverage.seen.get(feature).copied().unwrap_or(0) >= 10,
+            "the generator rarely exercises `{feature}`: {:#?}",
+            coverage.seen
+        );
+    }
+}
+
+fn record(coverage: &mut Coverage, packet: &PacketFacts, naive: &naive::Evaluation) {
+    coverage.hit(match naive.reason {
+        DecisionReason::Rule => "reason: rule",
+        DecisionReason::GroupDefault => "reason: group default",
+        DecisionReason::UnknownDevice => "reason: unknown device",
+        DecisionReason::BuiltinNtp => "reason: builtin ntp",
+    });
+    if naive.verdict == Verdict::AuditDeny {
+        coverage.hit("verdict: audit-deny");
+    }
+    if let [winner, second, ..] = naive.candidates.as_slice() {
+        coverage.hit(match second.lost_to(winner) {
+            naive::Beaten::LongerPrefix => "lost: longer-prefix",
+            naive::Beaten::SpecificProtocol => "lost: specific-protocol",
+            naive::Beaten::NarrowerPorts => "lost: narrower-ports",
+            naive::Beaten::DenyOverAllow => "lost: deny-over-allow",
+            naive::Beaten::ExplicitOverBuiltin => "lost: explicit-over-builtin",
+            naive::Beaten::EarlierInFile => "lost: earlier-in-file",
+        });
+    }
+    if let Some(winner) = naive.candidates.first()
+        && let RuleOrBuiltin::Rule(_) = winner.rule
+        && winner.ports.is_some_and(|p| p.width() > 1)
+    {
+        coverage.hit("winner: port range");
+    }
+    if let Some(g) = naive.group {
+        let exact = g.device.prefix.prefix_len() == g.device.prefix.max_prefix_len();
+        coverage.hit(if exact {
+            "device: exact"
+        } else {
+            "device: prefix"
+        });
+    }
+    if packet.dst.is_ipv6() {
+        coverage.hit("packet: ipv6");
+    }
+    if matches!(packet.proto, 6 | 17) && packet.dport.is_none() {
+        coverage.hit("packet: fragment");
+    }
+    if naive
+        .candidates
+        .first()
+        .is_some_and(|w| w.proto == Some(47))
+    {
+        coverage.hit("winner: numeric proto");
+    }
+    if naive.candidates.len() >= 3 {
+        coverage.hit("candidates: 3 or more");
+    }
+}
