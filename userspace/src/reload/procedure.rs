@@ -153,13 +153,14 @@ impl Reloader {
         self.generation += 1;
         tracing::info!(
             target: DAEMON_TARGET,
-            "policy generation {} in force (commit {}): {summary}; {} entries, {} map writes, swap {:.1} ms, reload {:.1} ms",
+            "policy generation {} in force (commit {}): {summary}; {} entries, {} map writes, {} expect: cases passed on the kernel, swap {:.1} ms, reload {:.1} ms",
             self.generation,
             if commit.is_empty() { "none" } else { &commit },
             prepared.tables.destinations.len()
                 + prepared.tables.device_exact.len()
                 + prepared.tables.device_prefixes.len(),
             report.writes.inserted + report.writes.removed,
+            prepared.expectations.len(),
             report.total.as_secs_f64() * 1e3,
             started.elapsed().as_secs_f64() * 1e3,
         );
