@@ -172,10 +172,13 @@ fn under_systemd_logs_go_to_journald_with_priorities_and_fields() {
     let mut buf = vec![0u8; 65536];
     while Instant::now() < deadline {
         if let Ok(n) = journal.recv(&mut buf) {
-            let fields = journal_fields(&buf[..n]);
-            let done = fields.contains_key("TOLLGATE_VERDICT");
-            entries.push(fields);
-            if done {
+            entries.push(journal_fields(&buf[..n]));
+            // The deny may be logged before the `ready` line (READY=1 goes
+            // out first): read on until both are in.
+            let ready = entries
+                .iter()
+                .any(|e| e.get("MESSAGE").map(String::as_str) == Some("ready"));
+            if ready && entries.iter().any(|e| e.contains_key("TOLLGATE_VERDICT")) {
                 break;
             }
         }

@@ -34,7 +34,7 @@ use crate::{
     metrics::{DataplaneCollector, Metrics, ScrapeView},
     ntp::{NtpService, SourceGroups},
     policy::Environment,
-    reload::Reloader,
+    reload::{Reloader, Targets},
     systemd::{self, Watchdog, monotonic_usec, notify},
     tables::CompiledPolicy,
 };
@@ -106,10 +106,12 @@ impl Daemon {
             reloader: Reloader::new(
                 config.policy_dir.clone(),
                 config.limits,
-                dataplane.clone(),
-                metrics.clone(),
-                view.clone(),
-                status.clone(),
+                Targets {
+                    dataplane: dataplane.clone(),
+                    metrics: metrics.clone(),
+                    view: view.clone(),
+                    status: status.clone(),
+                },
             ),
             config,
             dataplane,

@@ -222,16 +222,20 @@ impl DetachedHandler {
             _sources: sources_tx,
         }
     }
+}
 
-    /// [`Handler::handle`]: the reply to `request` from `from`, or `None`.
-    pub fn handle<'a>(
-        &mut self,
-        from: IpAddr,
-        received: SystemTime,
-        request: &[u8],
-        out: &'a mut [u8; MAX_REQUEST],
-    ) -> Option<&'a [u8]> {
-        self.handler.handle(from, received, request, out)
+/// Its [`Handler::handle`] answers as the server would.
+impl std::ops::Deref for DetachedHandler {
+    type Target = Handler;
+
+    fn deref(&self) -> &Handler {
+        &self.handler
+    }
+}
+
+impl std::ops::DerefMut for DetachedHandler {
+    fn deref_mut(&mut self) -> &mut Handler {
+        &mut self.handler
     }
 }
 

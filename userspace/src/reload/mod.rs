@@ -24,5 +24,5 @@ pub mod watch;
 
 pub use budget::Preparer;
 pub use prepare::{Prepared, prepare};
-pub use procedure::Reloader;
+pub use procedure::{Reloader, Targets};
 pub use summary::ChangeSummary;

@@ -35,15 +35,21 @@ struct Installed {
     commit: Option<String>,
 }
 
+/// What a reload writes: the dataplane, and what describes the policy in
+/// force to scrapes and `status`.
+pub struct Targets {
+    pub dataplane: Arc<Mutex<Dataplane>>,
+    pub metrics: Arc<Metrics>,
+    pub view: Arc<RwLock<ScrapeView>>,
+    pub status: Arc<RwLock<Status>>,
+}
+
 /// Reloads the policy into the dataplane and keeps what describes it —
 /// metrics, scrape labels, deny-event labels, status — in step.
 pub struct Reloader {
     policy_dir: PathBuf,
     limits: Limits,
-    dataplane: Arc<Mutex<Dataplane>>,
-    metrics: Arc<Metrics>,
-    view: Arc<RwLock<ScrapeView>>,
-    status: Arc<RwLock<Status>>,
+    targets: Targets,
     /// Kernel counter → labels, for the current and the previous policy
     /// (an event read just after a swap may name the previous one).
     event_labels: deny_log::Labels,
@@ -54,21 +60,11 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    pub fn new(
-        policy_dir: PathBuf,
-        limits: Limits,
-        dataplane: Arc<Mutex<Dataplane>>,
-        metrics: Arc<Metrics>,
-        view: Arc<RwLock<ScrapeView>>,
-        status: Arc<RwLock<Status>>,
-    ) -> Reloader {
+    pub fn new(policy_dir: PathBuf, limits: Limits, targets: Targets) -> Reloader {
         Reloader {
             policy_dir,
             limits,
-            dataplane,
-            metrics,
-            view,
-            status,
+            targets,
             event_labels: Default::default(),
             preparer: Preparer::default(),
             installed: None,
@@ -140,12 +136,18 @@ impl Reloader {
             );
             if current.commit != prepared.commit {
                 current.commit = prepared.commit.clone();
-                self.metrics.policy_info.reset();
-                self.metrics
+                self.targets.metrics.policy_info.reset();
+                self.targets
+                    .metrics
                     .policy_info
                     .with_label_values(&[&commit])
                     .set(1);
-                self.status.write().expect("status lock").policy.commit = prepared.commit;
+                self.targets
+                    .status
+                    .write()
+                    .expect("status lock")
+                    .policy
+                    .commit = prepared.commit;
             }
             return Ok("unchanged".into());
         }
@@ -182,7 +184,7 @@ impl Reloader {
     fn swap_in(&self, prepared: &Prepared) -> Result<InstallReport, Vec<Diagnostic>> {
         let (tables, cases) = (&prepared.tables, &prepared.expectations);
         let mut failed = expectations::failures_on_model(tables, cases);
-        let mut dataplane = self.dataplane.lock().expect("dataplane lock");
+        let mut dataplane = self.targets.dataplane.lock().expect("dataplane lock");
         if failed.is_empty() {
             let staged = dataplane
                 .stage(tables)
@@ -193,7 +195,10 @@ impl Reloader {
                 return dataplane.flip(staged).map_err(|e| self.install_failed(&e));
             }
         }
-        self.metrics.expectations_failed.inc_by(failed.len() as u64);
+        self.targets
+            .metrics
+            .expectations_failed
+            .inc_by(failed.len() as u64);
         Err(failed)
     }
 
@@ -212,11 +217,11 @@ impl Reloader {
     /// Refreshes metrics labels, status and event labels for a new policy.
     fn describe(&self, p: &Prepared) -> Result<()> {
         let labels = {
-            let dp = self.dataplane.lock().expect("dataplane lock");
+            let dp = self.targets.dataplane.lock().expect("dataplane lock");
             labels::of(&p.policy, &p.tables, |logical| dp.counter_index(logical))?
         };
         {
-            let mut view = self.view.write().expect("view lock");
+            let mut view = self.targets.view.write().expect("view lock");
             view.groups = p.tables.groups.iter().map(|g| g.name.clone()).collect();
             view.rules = labels.rules;
         }
@@ -225,20 +230,22 @@ impl Reloader {
             .write()
             .expect("labels lock")
             .extend(labels.events);
-        self.metrics.generation.set(self.generation as i64);
-        self.metrics.policy_info.reset();
-        self.metrics
+        self.targets.metrics.generation.set(self.generation as i64);
+        self.targets.metrics.policy_info.reset();
+        self.targets
+            .metrics
             .policy_info
             .with_label_values(&[p.commit.as_deref().unwrap_or("")])
             .set(1);
-        self.metrics.policy_rules.reset();
+        self.targets.metrics.policy_rules.reset();
         for g in &p.policy.groups {
-            self.metrics
+            self.targets
+                .metrics
                 .policy_rules
                 .with_label_values(&[&g.name])
                 .set(g.rules.len() as i64);
         }
-        self.status.write().expect("status lock").policy = PolicyStatus {
+        self.targets.status.write().expect("status lock").policy = PolicyStatus {
             dir: self.policy_dir.clone(),
             generation: self.generation,
             commit: p.commit.clone(),
@@ -253,8 +260,14 @@ impl Reloader {
     /// The reload metrics, the status' `last_reload`, and on failure the
     /// errors in the log.
     fn record(&self, trigger: &str, elapsed: Duration, outcome: &Result<String, Vec<Diagnostic>>) {
-        self.metrics.last_reload_timestamp.set(unix_now() as f64);
-        self.metrics.last_reload_duration.set(elapsed.as_secs_f64());
+        self.targets
+            .metrics
+            .last_reload_timestamp
+            .set(unix_now() as f64);
+        self.targets
+            .metrics
+            .last_reload_duration
+            .set(elapsed.as_secs_f64());
         let (success, errors, summary) = match outcome {
             Ok(summary) => (true, Vec::new(), summary.clone()),
             Err(errors) => {
@@ -268,9 +281,20 @@ impl Reloader {
             }
         };
         let result = if success { "success" } else { "failure" };
-        self.metrics.reloads.with_label_values(&[result]).inc();
-        self.metrics.last_reload_success.set(i64::from(success));
-        self.status.write().expect("status lock").last_reload = Some(ReloadStatus {
+        self.targets
+            .metrics
+            .reloads
+            .with_label_values(&[result])
+            .inc();
+        self.targets
+            .metrics
+            .last_reload_success
+            .set(i64::from(success));
+        self.targets
+            .status
+            .write()
+            .expect("status lock")
+            .last_reload = Some(ReloadStatus {
             success,
             at_unix: unix_now(),
             duration_ms: elapsed.as_secs_f64() * 1e3,
