@@ -722,6 +722,7 @@ fn man_dir_writes_a_page_per_subcommand_and_see_also_cites_them() {
     let subcommands = [
         "check",
         "completions",
+        "diff",
         "explain",
         "lab",
         "lists",

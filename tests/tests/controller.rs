@@ -99,6 +99,22 @@ fn a_policy_edit_takes_effect_and_the_latency_is_measured() {
     let s = daemon.status();
     assert_eq!(s.policy.generation, 2);
     assert!(s.last_reload.unwrap().success);
+
+    // What the edit did to verdicts is logged after the flip.
+    let wanted = [
+        "verdict diff of generation 2 from 1: 2 line(s)",
+        "verdict diff: meters: 203.0.113.0/24 udp/7000 allow → deny (default, was rule ",
+        "verdict diff: meters: 203.0.113.0/24 udp/7001 deny → allow (rule ",
+    ];
+    let logged = Instant::now();
+    while !wanted.iter().all(|w| daemon.logs().contains(w)) {
+        assert!(
+            logged.elapsed() < Duration::from_secs(10),
+            "no verdict diff in the log:\n{}",
+            daemon.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]

@@ -26,6 +26,7 @@ const SUBCOMMANDS: &[&str] = &[
     "run",
     "check",
     "test",
+    "diff",
     "explain",
     "status",
     "lab",

@@ -14,10 +14,12 @@
 
 mod check;
 mod ci_formats;
+mod diff;
 mod explain;
 mod lists;
 mod man;
 mod policy_source;
+mod revision;
 mod run;
 mod status;
 mod status_summary;
@@ -128,6 +130,38 @@ enum Command {
         /// The packet is a non-first fragment: its port is unknown.
         #[arg(long, conflicts_with = "dport")]
         fragment: bool,
+    },
+    /// What a policy change does to verdicts: per group, the destinations ×
+    /// protocols × ports whose verdict changes, and the rules responsible.
+    ///
+    /// OLD and NEW are each a policy directory (an existing directory) or a
+    /// git revision: `REV:DIR` (DIR from the repository's root, as git reads
+    /// it) or `REV`, the --policy DIR (default `policies`) of the current
+    /// directory at that revision. Exit status: 0 the diff was computed, 1 a
+    /// side is invalid, 2 usage error, 3 verdicts change (--exit-code only).
+    Diff {
+        /// The policy before the change: a directory or a git revision.
+        #[arg(value_name = "OLD")]
+        old: String,
+        /// The policy after the change: a directory or a git revision.
+        #[arg(value_name = "NEW")]
+        new: String,
+        #[command(flatten)]
+        source: PolicySource,
+        /// Output format: text, json or github (workflow annotations).
+        #[arg(long, value_enum, default_value_t = diff::DiffFormat::Text)]
+        format: diff::DiffFormat,
+        /// Show at most this many lines (changes in JSON); a count of the
+        /// rest follows.
+        #[arg(long, value_name = "N", default_value_t = 200)]
+        max_lines: usize,
+        /// Exit with status 3 when the change alters a verdict.
+        #[arg(long)]
+        exit_code: bool,
+        /// This host is not the gateway (a CI runner): do not read the
+        /// --config interfaces' addresses here.
+        #[arg(long)]
+        ci: bool,
     },
     /// Ask the running daemon for its state.
     Status {
@@ -358,6 +392,36 @@ impl Cli {
                 Ok(ctx) => test::test(&ctx, format),
                 Err(message) => usage_failure(&message),
             },
+            Command::Diff {
+                old,
+                new,
+                source,
+                format,
+                max_lines,
+                exit_code,
+                ci,
+            } => {
+                let policy_dir = source
+                    .policy
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("policies"));
+                // The directories come from OLD and NEW; the source gives
+                // `gateway`, `ntp` and the limits.
+                match source.resolve(Some(PathBuf::from(".")), ci) {
+                    Ok(ctx) => diff::diff(
+                        &ctx,
+                        &diff::DiffRequest {
+                            old,
+                            new,
+                            policy_dir,
+                            format,
+                            max_lines,
+                            exit_code,
+                        },
+                    ),
+                    Err(message) => usage_failure(&message),
+                }
+            }
             Command::Explain {
                 source,
                 format,

@@ -41,6 +41,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "expectations",
             "explain",
             "metrics",
+            "verdict_diff",
         ],
     ),
     ("labelling", &["labels"]),

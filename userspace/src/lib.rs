@@ -31,6 +31,7 @@ pub mod preflight;
 pub mod reload;
 pub mod systemd;
 pub mod tables;
+pub mod verdict_diff;
 
 /// The git commit this library was built from (`build.rs`: the short hash,
 /// `-dirty` for a changed tree, `unknown` outside git), as `--version` and

@@ -517,16 +517,10 @@ fn check(policy: &Policy, tables: &CompiledPolicy, packet: &PacketFacts) {
         explanation.device_prefix,
         decision.device.map(|d| d.to_string())
     );
-    // explain reports the model's own decision, in the labels defined
-    // next to the enums.
+    // explain reports the model's own decision.
     let (verdict, reason) = (decision.verdict.label(), decision.reason.label());
-    assert_eq!(
-        explanation.verdict,
-        decision.verdict.label(),
-        "{}",
-        context()
-    );
-    assert_eq!(explanation.reason, decision.reason.label(), "{}", context());
+    assert_eq!(explanation.verdict, decision.verdict, "{}", context());
+    assert_eq!(explanation.reason, decision.reason, "{}", context());
     assert_eq!(explanation.counter, decision.counter);
     assert_eq!(
         explanation.rule_id.as_deref(),

@@ -46,14 +46,14 @@ pub fn github(diagnostics: &[Diagnostic], notes: &[String]) -> String {
 
 /// A workflow command's message: `%`, CR and LF escaped (as
 /// `@actions/core`'s `escapeData`).
-fn data(text: &str) -> String {
+pub fn data(text: &str) -> String {
     text.replace('%', "%25")
         .replace('\r', "%0D")
         .replace('\n', "%0A")
 }
 
 /// A workflow command's property value: also `:` and `,` (`escapeProperty`).
-fn property(text: &str) -> String {
+pub fn property(text: &str) -> String {
     data(text).replace(':', "%3A").replace(',', "%2C")
 }
 

@@ -186,6 +186,7 @@ fn extras(sub: Option<&str>) -> (&'static [Entry], &'static [Entry]) {
             ],
         ),
         Some("lists") => (super::lists::MAN_EXAMPLES, super::lists::MAN_EXIT_STATUSES),
+        Some("diff") => (super::diff::MAN_EXAMPLES, super::diff::MAN_EXIT_STATUSES),
         Some(other) => unreachable!("no manual text for `{other}`: add it here"),
     }
 }

@@ -31,6 +31,7 @@ use crate::{
     config::Limits,
     policy::{Environment, ParseCache},
     reload::{Prepared, prepare},
+    verdict_diff,
 };
 
 const PIN_DIR: &str = "/sys/fs/bpf/tollgate-lab";
@@ -263,7 +264,8 @@ pub fn run(options: &LabOptions) -> Result<()> {
     std::fs::rename(&tmp, &meters)?;
     // The daemon's own line about the reload is printed as it arrives.
     daemon.next_reload(Duration::from_secs(10))?;
-    current = policy()?;
+    let before = std::mem::replace(&mut current, policy()?);
+    print_verdict_diff(&before, &current);
     let again = Step {
         what: "meter reaches the new backend",
         src: METER,
@@ -437,4 +439,20 @@ fn refused_edit(daemon: &GatewayProcess, meters: &Path, text: &str) -> Result<bo
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, meters)?;
     Ok(refused)
+}
+
+/// What `tollgate diff` says about the live edit: the verdicts it changed.
+fn print_verdict_diff(before: &Prepared, after: &Prepared) {
+    fn side(p: &Prepared) -> verdict_diff::Side<'_> {
+        verdict_diff::Side {
+            policy: &p.policy,
+            tables: &p.tables,
+        }
+    }
+    let diff = verdict_diff::diff(side(before), side(after));
+    println!("  tollgate diff of the edit:");
+    let lines = verdict_diff::render::lines(&diff, &after.policy);
+    for line in verdict_diff::render::text(&lines, 20).lines() {
+        println!("    {line}");
+    }
 }

@@ -15,6 +15,7 @@
 
 pub mod expect;
 pub mod load;
+mod never_decides;
 mod parse;
 pub mod positions;
 pub mod rule_id;
@@ -30,6 +31,7 @@ use ipnet::IpNet;
 
 pub use expect::{Expectation, MAX_EXPECTATIONS};
 pub use load::{Loaded, ParseCache, ReadLimits, from_sources, load, load_cached};
+pub use never_decides::{NeverDecides, never_deciding};
 pub use parse::Source;
 pub use rule_id::RuleId;
 pub use validate::{check_list_name, parse_prefix};

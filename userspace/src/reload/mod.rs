@@ -13,13 +13,15 @@
 //!    the deny log and the status, and record how the reload went — or keep
 //!    the last good policy when the new one is bad ([`Reloader`]);
 //! 5. `summary.rs`: what changed, for the log line of every reload
-//!    ([`ChangeSummary`]).
+//!    ([`ChangeSummary`]);
+//! 6. `verdict_log.rs`: what it did to verdicts, logged after the flip.
 
 mod budget;
 mod kernel_check;
 mod prepare;
 mod procedure;
 mod summary;
+mod verdict_log;
 pub mod watch;
 
 pub use budget::Preparer;

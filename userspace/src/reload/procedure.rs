@@ -5,14 +5,17 @@
 
 use std::{
     path::PathBuf,
-    sync::{Arc, Mutex, RwLock},
+    sync::{Arc, Mutex, RwLock, atomic::AtomicBool},
     time::{Duration, Instant},
 };
 
 use anyhow::Result;
 use tokio::sync::watch;
 
-use super::{ChangeSummary, Prepared, Preparer, kernel_check};
+use super::{
+    ChangeSummary, Prepared, Preparer, kernel_check,
+    verdict_log::{self, PolicyAt},
+};
 use crate::{
     config::Limits,
     control::{PolicyStatus, ReloadStatus, Status, unix_now},
@@ -27,10 +30,11 @@ use crate::{
     tables::CompiledPolicy,
 };
 
-/// The policy in force, as this process installed it.
+/// The policy in force, as this process installed it (shared with the
+/// thread that logs the verdict diff of the next reload).
 struct Installed {
-    policy: Policy,
-    tables: CompiledPolicy,
+    policy: Arc<Policy>,
+    tables: Arc<CompiledPolicy>,
     expectations: Vec<Expectation>,
     commit: Option<String>,
 }
@@ -57,6 +61,8 @@ pub struct Reloader {
     installed: Option<Installed>,
     /// Policies installed since the start.
     generation: u64,
+    /// A verdict diff is being computed (`verdict_log`).
+    diffing: Arc<AtomicBool>,
 }
 
 impl Reloader {
@@ -69,6 +75,7 @@ impl Reloader {
             preparer: Preparer::default(),
             installed: None,
             generation: 0,
+            diffing: Arc::default(),
         }
     }
 
@@ -100,7 +107,7 @@ impl Reloader {
 
     /// The tables of the policy this process installed, if any.
     pub fn tables(&self) -> Option<&CompiledPolicy> {
-        self.installed.as_ref().map(|i| &i.tables)
+        self.installed.as_ref().map(|i| &*i.tables)
     }
 
     /// The git commit of the policy this process installed, if known.
@@ -120,12 +127,14 @@ impl Reloader {
         for w in &prepared.warnings {
             tracing::warn!(target: DAEMON_TARGET, "{w}");
         }
-        let summary =
-            ChangeSummary::between(self.installed.as_ref().map(|i| &i.policy), &prepared.policy);
+        let summary = ChangeSummary::between(
+            self.installed.as_ref().map(|i| &*i.policy),
+            &prepared.policy,
+        );
         let commit = prepared.commit.clone().unwrap_or_default();
         if let Some(current) = &mut self.installed
-            && current.tables == prepared.tables
-            && current.policy == prepared.policy
+            && *current.tables == prepared.tables
+            && *current.policy == prepared.policy
             && current.expectations == prepared.expectations
         {
             tracing::info!(
@@ -168,12 +177,25 @@ impl Reloader {
         );
         self.describe(&prepared)
             .map_err(|e| self.install_failed(&e))?;
-        self.installed = Some(Installed {
-            policy: prepared.policy,
-            tables: prepared.tables,
+        let installed = Installed {
+            policy: Arc::new(prepared.policy),
+            tables: Arc::new(prepared.tables),
             expectations: prepared.expectations,
             commit: prepared.commit,
-        });
+        };
+        let new = PolicyAt {
+            policy: Arc::clone(&installed.policy),
+            tables: Arc::clone(&installed.tables),
+            generation: self.generation,
+        };
+        if let Some(previous) = self.installed.replace(installed) {
+            let old = PolicyAt {
+                policy: previous.policy,
+                tables: previous.tables,
+                generation: self.generation - 1,
+            };
+            verdict_log::spawn(old, new, &self.diffing);
+        }
         Ok(summary.to_string())
     }
 
