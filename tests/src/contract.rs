@@ -26,6 +26,7 @@ pub const METRICS: &[&str] = &[
     "tollgate_map_capacity",
     "tollgate_policy_generation",
     "tollgate_policy_reloads_total",
+    "tollgate_policy_expectations_failed_total",
     "tollgate_policy_last_reload_timestamp_seconds",
     "tollgate_policy_last_reload_duration_seconds",
     "tollgate_policy_last_reload_success",

@@ -309,7 +309,7 @@ fn explain_golden_outputs() {
 fn completions_and_man_page_come_from_the_cli_definition() {
     let bash = testkit::tollgate(&["completions", "bash"]);
     assert_eq!(bash.status, 0, "{}", bash.stderr);
-    for sub in ["run", "check", "explain", "status", "lab"] {
+    for sub in ["run", "check", "test", "explain", "status", "lab"] {
         assert!(bash.stdout.contains(sub), "bash completion lacks {sub}");
     }
     assert!(bash.stdout.contains("--check-config"));
@@ -729,6 +729,7 @@ fn man_dir_writes_a_page_per_subcommand_and_see_also_cites_them() {
         "man",
         "run",
         "status",
+        "test",
     ];
     let mut expected: Vec<String> = subcommands
         .iter()
@@ -755,4 +756,94 @@ fn man_dir_writes_a_page_per_subcommand_and_see_also_cites_them() {
     // No page for clap's `help`, and no reference to one.
     assert!(!top.contains("tollgate\\-help"));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn test_passes_the_example_policies() {
+    let run = tollgate(&["test", "policies"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "policies: ok: 10 cases passed\n");
+}
+
+/// A policy whose second case fails on the model.
+fn failing_cases() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("meters.yaml"),
+        "groups:\n  meters:\n    devices: [10.64.0.0/16]\n    default: deny\n    rules:\n      \
+         - allow: {id: aws-iot, to: 13.112.0.0/14, proto: tcp, ports: [8883]}\nexpect:\n  \
+         - {from: 10.64.0.10, to: 13.112.10.10, proto: tcp, port: 8883, verdict: allow, rule: aws-iot}\n  \
+         - {from: 10.64.0.10, to: 13.112.10.10, proto: tcp, port: 443, verdict: allow, rule: aws-iot}\n",
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn test_reports_a_failing_case_at_its_line_and_exits_1() {
+    let dir = failing_cases();
+    let path = dir.path().to_str().unwrap();
+    let run = tollgate(&["test", path]);
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert_eq!(run.stdout, "");
+    assert!(
+        run.stderr.contains(&format!(
+            "{path}/meters.yaml:9:5: expect[1]: 10.64.0.10 → 13.112.10.10 tcp/443: expected \
+             allow (rule aws-iot), got deny (rule default, group meters) on the model\n"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .ends_with(&format!("{path}: 1 of 2 cases failed\n")),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn test_json_lists_the_failures() {
+    let dir = failing_cases();
+    let path = dir.path().to_str().unwrap();
+    let run = tollgate(&["test", path, "--format", "json"]);
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["passed"], false);
+    assert_eq!(report["cases"], 2);
+    let failures = report["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0]["line"], 9);
+    assert_eq!(failures[0]["field"], "expect[1]");
+
+    let run = tollgate(&["test", "policies", "--format", "json"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        (report["passed"].clone(), report["cases"].clone()),
+        (true.into(), 10.into())
+    );
+}
+
+#[test]
+fn test_of_an_invalid_policy_runs_no_case_and_exits_1() {
+    let run = tollgate(&["test", "tests/policies/broken"]);
+    assert_eq!(run.status, 1);
+    assert!(
+        run.stderr
+            .ends_with("tests/policies/broken: invalid policy (7 errors), no case run\n"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn test_usage_errors_exit_2() {
+    for args in [
+        &["test", "no/such/dir"][..],
+        &["test", "policies", "--format", "yaml"],
+        &["test", "--config", "no/such/tollgate.yaml"],
+    ] {
+        assert_eq!(tollgate(args).status, 2, "{args:?}");
+    }
 }

@@ -476,3 +476,67 @@ fn a_new_gateway_address_is_covered_by_the_gateway_keyword_at_once() {
     assert_eq!(drain(&mdns), 0, "the new address is `gateway`: denied");
     assert_eq!(drain(&other), 3);
 }
+
+/// The fault (`fault-injection`, see userspace/Cargo.toml) writes every port
+/// range one port higher into the kernel than compiled: the model still
+/// says port 7001 is allowed, the kernel would allow 7002 instead. The
+/// expectation of the new policy catches it before the flip.
+#[test]
+fn a_policy_whose_expectation_fails_on_the_kernel_is_never_flipped() {
+    testkit::require_root();
+    let rig = rig("expect");
+    // The first policy has no port ranges, so the fault cannot touch it.
+    let mut daemon = Daemon::prepare(
+        &rig.gateway,
+        "expect",
+        &[RIG_DEVICE_IFACE],
+        "",
+        &[(
+            "meters.yaml",
+            "groups:\n  meters:\n    devices: [10.64.0.0/16]\n    default: deny\n    rules:\n      \
+             - allow: {id: all-udp, to: 203.0.113.0/24, proto: udp}\n",
+        )],
+    );
+    daemon
+        .env
+        .push(("TOLLGATE_FAULT".into(), "shift-ports".into()));
+    daemon.spawn();
+    assert_eq!(probe(&rig, &[7001, 7002], 5), [5, 5]);
+
+    daemon.write_policy(
+        "meters.yaml",
+        "groups:\n  meters:\n    devices: [10.64.0.0/16]\n    default: deny\n    rules:\n      \
+         - allow: {id: telemetry, to: 203.0.113.0/24, proto: udp, ports: [7001]}\nexpect:\n  \
+         - {from: 10.64.0.10, to: 203.0.113.30, proto: udp, port: 7001, verdict: allow, rule: telemetry}\n",
+    );
+    let s = daemon.wait_status(Duration::from_secs(5), |s| {
+        s.last_reload.as_ref().is_some_and(|r| !r.success)
+    });
+    let errors = s.last_reload.unwrap().errors.join("\n");
+    assert!(
+        errors.contains(
+            "meters.yaml:8:5: expect[0]: 10.64.0.10 → 203.0.113.30 udp/7001: expected allow \
+             (rule telemetry), got deny (rule default, group meters) on the kernel"
+        ),
+        "the failure names the case's file and line: {errors}"
+    );
+    assert_eq!(
+        s.policy.generation, 1,
+        "the new policy was never flipped to"
+    );
+    assert_eq!(
+        probe(&rig, &[7001, 7002], 5),
+        [5, 5],
+        "the last good policy is in force"
+    );
+    assert!(daemon.logs().contains("generation 1 stays in force"));
+    assert!(daemon.logs().contains("on the kernel"));
+    let (status, metrics) = rig.gateway.http_get("127.0.0.1:9187", "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "tollgate_policy_expectations_failed_total 1"),
+        "{metrics}"
+    );
+}

@@ -4,7 +4,9 @@
 //! a group default (deny) instead; none may, and the counters add up. Every
 //! datagram of the test is one flow, so this also shows that each flip
 //! retires the remembered flow verdict of the version before: without that,
-//! every datagram would stay with the first version's rule.
+//! every datagram would stay with the first version's rule. And a policy
+//! staged but not yet flipped is seen by the probe (the daemon's check of
+//! `expect:` cases) and by no packet.
 
 use std::{
     net::UdpSocket,
@@ -16,11 +18,11 @@ use testkit::frames::{Frame, Transport};
 use testkit::tables::Tables;
 use tollgate::{
     config::AttachPolicy,
-    datapath::{Dataplane, Options, XDP_DROP, XDP_PASS},
+    datapath::{Dataplane, Options, XDP_DROP, XDP_PASS, probe_frame},
     netns::{RIG_DEVICE_IFACE, Rig},
     tables::{CompiledPolicy, CounterOwner, Decider},
 };
-use tollgate_common::Stat;
+use tollgate_common::{DecisionReason, Stat, Verdict};
 
 const SERVICE: &str = "203.0.113.10";
 const PORT: u16 = 7000;
@@ -224,4 +226,81 @@ fn a_remembered_flow_verdict_ends_with_its_policy() {
     assert_eq!(dataplane.test_run_xdp(&frame, 1).unwrap().0, XDP_PASS);
     assert_eq!(hits(&dataplane), 2);
     assert_eq!(count(&dataplane, &rule_a), 4);
+}
+
+/// The probe decides on the staged slot while packets still see the slot in
+/// force; it charges no counter; a stage that is never flipped changes
+/// nothing packets see, and the next stage writes over it.
+#[test]
+fn the_probe_sees_the_staged_slot_and_packets_do_not() {
+    testkit::require_root();
+    let mut allowing = Tables::new(true);
+    let fleet = allowing.group("fleet", true, &["10.64.0.10"]);
+    allowing.rule(
+        fleet,
+        "203.0.113.0/24",
+        Some(17),
+        Some((PORT, PORT)),
+        false,
+        "a",
+    );
+    let allowing = allowing.build();
+    let mut denying = Tables::new(true);
+    denying.group("fleet", true, &["10.64.0.10"]);
+    let denying = denying.build();
+    let packet = tollgate::tables::PacketFacts {
+        src: "10.64.0.10".parse().unwrap(),
+        dst: SERVICE.parse().unwrap(),
+        proto: 17,
+        dport: Some(PORT),
+    };
+    let frame = probe_frame::frame(&packet);
+
+    let mut dataplane = Dataplane::open(&Options::default()).unwrap();
+    dataplane.install(&allowing).unwrap();
+    let generation = dataplane.generation();
+    let rule_a = CounterOwner::Decision {
+        group: "fleet".into(),
+        decider: Decider::Rule("a".into()),
+    };
+    let before = dataplane.counter_of(&rule_a).unwrap().unwrap().packets;
+
+    let staged = dataplane.stage(&denying).unwrap();
+    let probed = dataplane.probe(&staged, &frame).unwrap().expect("decided");
+    assert_eq!(probed.verdict, Verdict::Deny);
+    assert_eq!(probed.reason, DecisionReason::GroupDefault);
+    let owner = &denying.counters[probed.counter.expect("a counter of the staged policy") as usize];
+    assert_eq!(
+        owner,
+        &CounterOwner::Decision {
+            group: "fleet".into(),
+            decider: Decider::GroupDefault
+        }
+    );
+    assert_eq!(
+        dataplane.counter_of(&rule_a).unwrap().unwrap().packets,
+        before,
+        "the probe charges nothing"
+    );
+    assert_eq!(
+        dataplane.test_run_xdp(&frame, 1).unwrap().0,
+        XDP_PASS,
+        "packets still see the policy in force"
+    );
+    drop(staged);
+    assert_eq!(dataplane.generation(), generation, "no flip");
+    assert_eq!(dataplane.test_run_xdp(&frame, 1).unwrap().0, XDP_PASS);
+
+    // The slot left unused is written again by the next stage.
+    let staged = dataplane.stage(&denying).unwrap();
+    dataplane.flip(staged).unwrap();
+    assert_eq!(dataplane.test_run_xdp(&frame, 1).unwrap().0, XDP_DROP);
+    let staged = dataplane.stage(&allowing).unwrap();
+    let probed = dataplane.probe(&staged, &frame).unwrap().expect("decided");
+    assert_eq!(
+        (probed.verdict, probed.reason),
+        (Verdict::Allow, DecisionReason::Rule)
+    );
+    dataplane.flip(staged).unwrap();
+    assert_eq!(dataplane.test_run_xdp(&frame, 1).unwrap().0, XDP_PASS);
 }

@@ -1,6 +1,7 @@
 //! `tollgate lab --duration 20`, as the README's run command ends: its
-//! output shows allowed and denied flows, an NTP answer per group and a
-//! live reload with the `tollgate diff` of its edit, every flow as
+//! output shows allowed and denied flows, an NTP answer per group, an edit
+//! refused by the policy's `expect:` cases and a live reload with the
+//! `tollgate diff` of its edit, every flow as
 //! `explain` predicted.
 
 #[test]
@@ -19,6 +20,9 @@ fn the_lab_shows_the_appliance_working_end_to_end() {
         "cameras    ntpdig: stratum 10, leap \"no-leap\"",
         "quarantine ntpdig: stratum 10, leap \"no-leap\"",
         "raw NTP query from 10.99.0.99: no answer (in no group)",
+        "expect: cases passed on the kernel",
+        "expect[2]: 10.64.0.10 → 10.65.0.20 tcp/22: expected deny (rule lateral), got allow (rule lateral, group meters) on the model",
+        "refused by the expect: cases: the last good policy stays in force",
         "daemon: policy generation 2 in force",
         "tollgate diff of the edit:",
         "meters: 198.51.100.80/32 tcp/443 deny → allow (rule new-backend)",

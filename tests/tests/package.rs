@@ -25,6 +25,7 @@ use std::{
 const SUBCOMMANDS: &[&str] = &[
     "run",
     "check",
+    "test",
     "diff",
     "explain",
     "status",

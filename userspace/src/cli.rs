@@ -1,8 +1,9 @@
 //! Command-line interface.
 //!
-//! Exit codes of `check` and `explain`: 0 success (a valid policy), 1 the
-//! policy is invalid (every error on stderr as file:line:col), 2 the command
-//! could not run as asked (bad flags, a missing directory, an unusable
+//! Exit codes of `check`, `test` and `explain`: 0 success (a valid policy;
+//! for `test`, every case passes), 1 the policy is invalid or (`test`) a
+//! case fails, every error on stderr as file:line:col, 2 the command could
+//! not run as asked (bad flags, a missing directory, an unusable
 //! `--config`), 3 (`check --strict` only) the policy is valid but has
 //! warnings. With `--format json` on the command line, a usage error is the
 //! JSON object `{"error": "...", "usage": true}` on stdout (exit 2 still).
@@ -22,6 +23,7 @@ mod revision;
 mod run;
 mod status;
 mod status_summary;
+mod test;
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
@@ -88,6 +90,21 @@ enum Command {
         /// missing.
         #[arg(long)]
         ci: bool,
+    },
+    /// Run the policy's `expect:` cases on the model: each packet must get
+    /// the verdict (and rule) its case names.
+    ///
+    /// Without DIR, --policy or --config: the policy of
+    /// /etc/tollgate/tollgate.yaml. Exit status: 0 every case passes, 1 a
+    /// case fails or the policy is invalid, 2 usage error.
+    Test {
+        /// The policy directory (same as --policy).
+        #[arg(value_name = "DIR", conflicts_with = "policy")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        source: PolicySource,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
     /// Show how the policy decides one packet, and why.
     ///
@@ -365,6 +382,14 @@ impl Cli {
                 ci,
             } => match source.resolve(dir, ci) {
                 Ok(ctx) => check::check(&ctx, format, strict),
+                Err(message) => usage_failure(&message),
+            },
+            Command::Test {
+                dir,
+                source,
+                format,
+            } => match source.resolve(dir, false) {
+                Ok(ctx) => test::test(&ctx, format),
                 Err(message) => usage_failure(&message),
             },
             Command::Diff {

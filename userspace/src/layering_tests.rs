@@ -38,6 +38,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "attachments",
             "deny_log",
+            "expectations",
             "explain",
             "metrics",
             "verdict_diff",

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod deny_log;
 pub mod diagnostic;
+pub mod expectations;
 pub mod explain;
 pub mod git;
 pub mod lab;

@@ -19,11 +19,13 @@ pub mod event;
 pub mod maps;
 pub mod policy;
 pub mod precedence;
+pub mod probe;
 pub mod stats;
 
 pub use event::*;
 pub use maps::*;
 pub use policy::*;
+pub use probe::*;
 pub use stats::*;
 
 /// Address family tags stored in keys and events.

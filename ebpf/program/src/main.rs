@@ -5,7 +5,9 @@
 //! raw-IP modems) from the IP header. The controller reads each interface's
 //! link type and attaches the matching variant; all four run the same
 //! [`filter`]: parse, decide, account. XDP answers a rejected packet
-//! (`reject.rs`); TC drops it unanswered.
+//! (`reject.rs`); TC drops it unanswered. A fifth program, [`probe`], is
+//! never attached: the controller runs it on `expect:` cases before each
+//! flip.
 #![no_std]
 #![no_main]
 
@@ -13,6 +15,7 @@ mod account;
 mod decide;
 mod maps;
 mod parse;
+mod probe;
 mod reject;
 
 use aya_ebpf::{

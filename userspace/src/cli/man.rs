@@ -96,6 +96,29 @@ fn extras(sub: Option<&str>) -> (&'static [Entry], &'static [Entry]) {
                 ),
             ],
         ),
+        Some("test") => (
+            &[
+                (
+                    "tollgate test /etc/tollgate/policies",
+                    "Run the policy's expect: cases on the model; print how many passed.",
+                ),
+                (
+                    "tollgate test --config /etc/tollgate/tollgate.yaml --format json",
+                    "The same for the configured policy directory, with `gateway` and `ntp` resolved from the configuration, as JSON.",
+                ),
+            ],
+            &[
+                ("0", "The policy is valid and every case passed."),
+                (
+                    "1",
+                    "A case failed, or the policy is invalid: each on stderr as file:line:col.",
+                ),
+                (
+                    "2",
+                    "The command could not run as asked: bad flags, a missing directory, an unusable --config.",
+                ),
+            ],
+        ),
         Some("explain") => (
             &[(
                 "tollgate explain --config /etc/tollgate/tollgate.yaml --src 10.20.0.5 --dst 203.0.113.10 --proto tcp --dport 443",

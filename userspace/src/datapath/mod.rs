@@ -14,12 +14,18 @@
 //! waits for it right after its flip, when the new policy is already live,
 //! so the next install can write at once.
 //!
+//! The install comes in two halves, [`Dataplane::stage`] (write the
+//! inactive slot) and [`Dataplane::flip`], so that the controller can run
+//! the policy's `expect:` cases on the staged slot in between
+//! ([`Dataplane::probe`]) and refuse to flip when one fails.
+//!
 //! # Files
 //! `open.rs` loads or adopts, `slots/` builds and writes a slot,
 //! `attach.rs` attaches, `counters.rs` keeps each counter's kernel index,
 //! `usage.rs` reports how full the maps are, `pins.rs` looks after bpffs,
-//! `test_run.rs` runs the programs on a frame; this file holds the
-//! [`Dataplane`] and its atomic install.
+//! `test_run.rs` runs the programs on a frame, `probe.rs` runs the probe
+//! on a staged slot (with frames from `probe_frame.rs`); this file holds
+//! the [`Dataplane`] and its atomic install.
 
 pub mod attach;
 mod bpf_obj;
@@ -28,6 +34,8 @@ pub mod events;
 pub mod layout;
 mod open;
 mod pins;
+mod probe;
+pub mod probe_frame;
 pub mod records;
 pub mod slots;
 mod test_run;
@@ -43,11 +51,12 @@ use aya::{
     Ebpf,
     maps::{Array, ArrayOfMaps, MapData, PerCpuArray, RingBuf},
 };
-use tollgate_common::{Counter, Stat};
+use tollgate_common::{Counter, ProbeResult, Stat};
 
 pub use self::{
     attach::{Adoption, AttachMode, Attachment},
     pins::remove_pins,
+    probe::Probed,
     usage::{MapUsage, REPORTED_MAPS},
 };
 use self::{
@@ -109,6 +118,24 @@ pub struct InstallReport {
     pub total: Duration,
 }
 
+/// A policy written into the inactive slot by [`Dataplane::stage`], not
+/// yet live.
+#[derive(Debug)]
+pub struct Staged {
+    begin: Instant,
+    /// The generation the flip will write (its low bit is the slot).
+    generation: u32,
+    /// Kernel counter of each logical counter of the staged policy.
+    indices: Vec<u32>,
+    writes: WriteStats,
+}
+
+impl Staged {
+    pub fn slot(&self) -> u8 {
+        (self.generation & 1) as u8
+    }
+}
+
 pub struct Dataplane {
     ebpf: Ebpf,
     pin_dir: Option<PathBuf>,
@@ -125,6 +152,9 @@ pub struct Dataplane {
     /// True from a flip until the next grace period has passed.
     grace_pending: bool,
     events: Option<RingBuf<MapData>>,
+    /// The probe's generation and its last decision (`probe.rs`).
+    probe_generation: Array<MapData, u32>,
+    probe_result: Array<MapData, ProbeResult>,
     /// What each slot holds; `None` until read back (after a restart).
     slots: [Option<SlotImage>; 2],
     /// Kernel counter of each logical counter of the installed policy.
@@ -141,8 +171,21 @@ impl Dataplane {
         &self.start
     }
 
-    /// Makes `policy` the one every packet sees, in one step.
+    /// Makes `policy` the one every packet sees, in one step: [`stage`],
+    /// then [`flip`].
+    ///
+    /// [`stage`]: Dataplane::stage
+    /// [`flip`]: Dataplane::flip
     pub fn install(&mut self, policy: &CompiledPolicy) -> Result<InstallReport> {
+        let staged = self.stage(policy)?;
+        self.flip(staged)
+    }
+
+    /// Writes `policy` into the inactive slot, where no packet reads it yet:
+    /// [`Dataplane::probe`] can try it, [`Dataplane::flip`] makes it live.
+    /// Dropping the result instead leaves the slot unused; the next stage
+    /// writes over it.
+    pub fn stage(&mut self, policy: &CompiledPolicy) -> Result<Staged> {
         let begin = Instant::now();
         // Wrapping keeps the parity alternating: 2^32 is even.
         let generation = self.generation.wrapping_add(1);
@@ -177,7 +220,28 @@ impl Dataplane {
         let result = self.policy.write_slot(slot, &mut current, &target);
         self.slots[usize::from(slot)] = Some(current);
         let writes = result?;
+        Ok(Staged {
+            begin,
+            generation,
+            indices,
+            writes,
+        })
+    }
 
+    /// Makes the staged policy the one every packet sees, with one store.
+    pub fn flip(&mut self, staged: Staged) -> Result<InstallReport> {
+        let Staged {
+            begin,
+            generation,
+            indices,
+            writes,
+        } = staged;
+        if generation != self.generation.wrapping_add(1) {
+            return Err(anyhow!(
+                "staged generation {generation} is stale (in force: {})",
+                self.generation
+            ));
+        }
         self.active
             .set(0, generation, 0)
             .context("flip TG_ACTIVE")?;
@@ -199,7 +263,7 @@ impl Dataplane {
             }
         };
         Ok(InstallReport {
-            slot,
+            slot: (generation & 1) as u8,
             writes,
             grace,
             total,

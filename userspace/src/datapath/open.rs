@@ -13,8 +13,8 @@ use aya::{
 use tollgate_common::{
     MAP_ACTIVE, MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT,
     MAP_DEVICE_PREFIX, MAP_EVENTS, MAP_GATEWAY, MAP_GRACE, MAP_GROUPS, MAP_PASS_ETHERTYPES,
-    MAP_RULESETS, MAP_SETTINGS, MAP_STATS, PROG_TC, PROG_TC_IP, PROG_XDP, PROG_XDP_IP, PROGRAMS,
-    Settings,
+    MAP_PROBE, MAP_PROBE_RESULT, MAP_RULESETS, MAP_SETTINGS, MAP_STATS, PROG_PROBE, PROG_TC,
+    PROG_TC_IP, PROG_XDP, PROG_XDP_IP, PROGRAMS, Settings,
 };
 
 use super::{
@@ -61,7 +61,9 @@ impl Dataplane {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(PROGRAM_OBJECT).context("load BPF object")?;
-        for name in [PROG_XDP, PROG_XDP_IP] {
+        // The probe is loaded with the rest but never pinned nor attached:
+        // it belongs to this process, which alone runs it (see `probe.rs`).
+        for name in [PROG_XDP, PROG_XDP_IP, PROG_PROBE] {
             let xdp: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("no program {name}"))?
@@ -132,6 +134,8 @@ impl Dataplane {
             grace: take(&mut ebpf, MAP_GRACE)?,
             grace_inner: Array::create(1, 0).context("create TG_GRACE inner map")?,
             events: Some(take(&mut ebpf, MAP_EVENTS)?),
+            probe_generation: take(&mut ebpf, MAP_PROBE)?,
+            probe_result: take(&mut ebpf, MAP_PROBE_RESULT)?,
             ebpf,
             pin_dir: options.pin_dir.clone(),
             start,

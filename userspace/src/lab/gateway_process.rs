@@ -89,6 +89,18 @@ impl GatewayProcess {
         }
     }
 
+    /// Waits for the next reload to be refused, which it must be.
+    pub fn next_refusal(&self, timeout: Duration) -> Result<()> {
+        loop {
+            match self.notices.recv_timeout(timeout) {
+                Ok(Notice::Rejected(_)) => return Ok(()),
+                Ok(Notice::Installed) => bail!("the reload installed what it had to refuse"),
+                Ok(Notice::Ready) => continue,
+                Err(_) => bail!("no reload within {timeout:?}"),
+            }
+        }
+    }
+
     /// SIGTERM, and wait: with `on-exit: detach` the daemon removes its pins.
     pub fn stop(mut self) {
         // SAFETY: kill(2) on our own child.

@@ -2,7 +2,8 @@
 //! namespaces ([`topology`]), runs the real `tollgate run` on the gateway
 //! with the example policies ([`gateway_process`]), drives a narrated
 //! traffic script ([`script`]) — allowed and denied flows, NTP from every
-//! group, a live policy edit — then stays up for exploring until Ctrl-C or
+//! group, an edit the policy's own `expect:` cases refuse, a live policy
+//! edit — then stays up for exploring until Ctrl-C or
 //! `--duration`.
 //! Everything is torn down on the way out, and a lab a crash left behind is
 //! replaced by the next run.
@@ -240,9 +241,13 @@ pub fn run(options: &LabOptions) -> Result<()> {
         mismatches += 1;
     }
 
-    println!("\nLive policy edit: meters get a new backend at {INTERNET} tcp/443");
     let meters = policy_dir.join("meters.yaml");
     let text = std::fs::read_to_string(&meters)?;
+    if !refused_edit(&daemon, &meters, &text)? {
+        mismatches += 1;
+    }
+
+    println!("\nLive policy edit: meters get a new backend at {INTERNET} tcp/443");
     let rule = format!(
         "      - allow:\n          id: new-backend\n          to: {INTERNET}\n          proto: tcp\n          ports: [443]\n"
     );
@@ -406,6 +411,36 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes an edit of `meters.yaml` (its text is `text`) that turns the
+/// `lateral` deny into an allow: the policy's own `expect:` cases say
+/// lateral traffic is denied, so the daemon must refuse it and keep the
+/// policy in force (the failed cases are printed from its log). Restores
+/// the file; returns whether the edit was refused.
+fn refused_edit(daemon: &GatewayProcess, meters: &Path, text: &str) -> Result<bool> {
+    println!("\nGuarded edit: the lateral deny of the meters becomes an allow");
+    let marker = "      - deny:\n          id: lateral";
+    let edited = text.replacen(marker, "      - allow:\n          id: lateral", 1);
+    if edited == text {
+        bail!("{} does not have the rule the lab edits", meters.display());
+    }
+    let tmp = meters.with_extension("yaml.tmp~");
+    std::fs::write(&tmp, edited)?;
+    std::fs::rename(&tmp, meters)?;
+    // The daemon's lines about the refusal are printed as they arrive.
+    let refused = daemon.next_refusal(Duration::from_secs(10)).is_ok();
+    println!(
+        "  {}",
+        if refused {
+            "refused by the expect: cases: the last good policy stays in force"
+        } else {
+            "MISMATCH: the edit was not refused"
+        }
+    );
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, meters)?;
+    Ok(refused)
 }
 
 /// What `tollgate diff` says about the live edit: the verdicts it changed.

@@ -12,7 +12,8 @@ mod http;
 
 use anyhow::Result;
 use prometheus::{
-    Encoder as _, Gauge, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder as _, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub use collector::{DataplaneCollector, RuleLabels, ScrapeView};
@@ -28,6 +29,7 @@ pub const OTHER_RULES: &str = "_other";
 pub struct Metrics {
     registry: Registry,
     pub reloads: IntCounterVec,
+    pub expectations_failed: IntCounter,
     pub generation: IntGauge,
     pub last_reload_timestamp: Gauge,
     pub last_reload_duration: Gauge,
@@ -43,6 +45,11 @@ impl Metrics {
             reloads: IntCounterVec::new(
                 Opts::new("tollgate_policy_reloads_total", "Policy reloads by result."),
                 &["result"],
+            )?,
+            expectations_failed: IntCounter::new(
+                "tollgate_policy_expectations_failed_total",
+                "expect: cases of new policies that failed, on the model or on the kernel \
+                 against the written slot; a policy with a failed case is never made live.",
             )?,
             generation: IntGauge::new(
                 "tollgate_policy_generation",
@@ -88,6 +95,8 @@ impl Metrics {
             .set(1);
         m.registry.register(Box::new(build))?;
         m.registry.register(Box::new(m.reloads.clone()))?;
+        m.registry
+            .register(Box::new(m.expectations_failed.clone()))?;
         m.registry.register(Box::new(m.generation.clone()))?;
         m.registry
             .register(Box::new(m.last_reload_timestamp.clone()))?;

@@ -19,6 +19,7 @@ use std::{
 
 use super::{
     Environment, Policy,
+    expect::{self, Expectation},
     parse::{ParsedFile, Source, parse},
     validate,
 };
@@ -29,6 +30,8 @@ use crate::diagnostic::Diagnostic;
 pub struct Loaded {
     pub policy: Policy,
     pub warnings: Vec<Diagnostic>,
+    /// The `expect:` cases of every file, in file order.
+    pub expectations: Vec<Expectation>,
 }
 
 /// The files parsed by the previous load, reused while their text is the
@@ -160,6 +163,8 @@ fn validate_sources(
         .collect();
     let files: Vec<&ParsedFile> = order.iter().map(|p| &cache.files[p].parsed).collect();
     let policy = validate::validate(&files, env, &mut diagnostics);
+    let policy_valid = !diagnostics.iter().any(Diagnostic::is_error);
+    let expectations = expect::resolve(&files, &policy, policy_valid, &mut diagnostics);
     diagnostics.sort_by(|a, b| {
         (&a.file, a.line, a.column, a.severity).cmp(&(&b.file, b.line, b.column, b.severity))
     });
@@ -170,6 +175,7 @@ fn validate_sources(
         Ok(Loaded {
             policy,
             warnings: diagnostics,
+            expectations,
         })
     }
 }

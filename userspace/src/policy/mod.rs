@@ -8,10 +8,12 @@
 //! - [`load`]: reads the directory, parses each file, hands all of them to
 //!   `validate`, which merges them and resolves names and keywords.
 //! - [`rule_id`]: stable rule ids.
+//! - [`expect`]: the `expect:` cases, packets and the verdict they must get.
 //!
 //! The language reference, with the verdict semantics, is
 //! `policies/README.md`.
 
+pub mod expect;
 pub mod load;
 mod never_decides;
 mod parse;
@@ -27,6 +29,7 @@ use std::{fmt, net::IpAddr};
 
 use ipnet::IpNet;
 
+pub use expect::{Expectation, MAX_EXPECTATIONS};
 pub use load::{Loaded, ParseCache, ReadLimits, from_sources, load, load_cached};
 pub use never_decides::{NeverDecides, never_deciding};
 pub use parse::Source;

@@ -19,6 +19,26 @@ pub struct PolicyFile {
     #[serde(default)]
     pub groups: BTreeMap<String, GroupSpec>,
     pub unknown_devices: Option<Scalar>,
+    /// Test cases of the policy: packets and the verdict they must get.
+    #[serde(default)]
+    pub expect: Vec<ExpectSpec>,
+}
+
+/// One `expect:` case, e.g. `- {from: 10.64.0.10, to: 13.112.10.10, proto:
+/// tcp, port: 8883, verdict: allow, rule: aws-iot}`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "an expectation: a mapping with from, to, proto, port, verdict, rule"
+)]
+pub struct ExpectSpec {
+    pub from: Option<Scalar>,
+    pub to: Option<Scalar>,
+    pub proto: Option<Scalar>,
+    pub port: Option<Scalar>,
+    pub verdict: Option<Scalar>,
+    pub rule: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]

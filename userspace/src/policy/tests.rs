@@ -483,3 +483,91 @@ groups:
         ]
     );
 }
+
+/// A group `g` (10.1.0.0/16) with rule `web` (tcp/443), then `expect:` with
+/// the given cases, the first on line 8.
+fn with_cases(cases: &str) -> String {
+    format!(
+        "groups:\n  g:\n    devices: [10.1.0.0/16]\n    default: deny\n    rules:\n      \
+         - allow: {{id: web, to: 0.0.0.0/0, proto: tcp, ports: [443]}}\nexpect:\n{cases}"
+    )
+}
+
+#[test]
+fn expectations_are_read_with_their_place() {
+    let text = with_cases(
+        "  - {from: 10.1.0.1, to: 1.1.1.1, proto: tcp, port: 443, verdict: allow, rule: web}\n  \
+         - {from: 10.9.0.1, to: 1.1.1.1, proto: icmp, verdict: deny, rule: default}\n",
+    );
+    let loaded = valid(&[("p/a.yaml", &text)]);
+    let cases = &loaded.expectations;
+    assert_eq!(cases.len(), 2);
+    assert_eq!(cases[0].packet.dport, Some(443));
+    assert_eq!(cases[0].rule.as_deref(), Some("web"));
+    assert_eq!(cases[0].origin.to_string(), "p/a.yaml:8:5");
+    assert_eq!(cases[0].field, "expect[0]");
+    assert_eq!(cases[1].packet.proto, PROTO_ICMP);
+    assert_eq!(cases[1].packet.dport, None);
+    assert_eq!(cases[1].verdict, tollgate_common::Verdict::Deny);
+}
+
+#[test]
+fn expectation_errors_name_the_field() {
+    let text = with_cases(
+        "  - {from: 10.1.0.x, to: \"::1\", proto: any, verdict: permit}\n  \
+         - {from: 10.1.0.1, to: 1.1.1.1, proto: tcp, verdict: allow}\n  \
+         - {from: 10.1.0.1, to: 1.1.1.1, proto: icmp, port: 3, verdict: allow}\n  \
+         - {from: 10.1.0.1, to: 1.1.1.1, proto: udp, port: 70000, verdict: allow}\n  \
+         - {to: 1.1.1.1, proto: udp, port: 7, verdict: allow}\n",
+    );
+    assert_eq!(
+        errors(&[("a.yaml", &text)]),
+        [
+            "a.yaml:8:12: expect[0].from: \"10.1.0.x\" is not an IP address",
+            "a.yaml:8:40: expect[0].proto: a packet has one protocol: tcp | udp | icmp | icmpv6 | 0-255",
+            "a.yaml:8:54: expect[0].verdict: \"permit\" is not a verdict (allow | deny | audit-deny)",
+            "a.yaml:9:5: expect[1]: missing `port`: tcp packets carry one",
+            "a.yaml:10:54: expect[2].port: icmp packets carry no port the policy reads; only tcp and udp do",
+            "a.yaml:11:53: expect[3].port: \"70000\" is not a port (0-65535)",
+            "a.yaml:12:5: expect[4]: missing `from` (the source address)",
+        ]
+    );
+}
+
+#[test]
+fn expectation_families_must_agree() {
+    let text = with_cases("  - {from: 10.1.0.1, to: \"::1\", proto: icmp, verdict: deny}\n");
+    assert_eq!(
+        errors(&[("a.yaml", &text)]),
+        ["a.yaml:8:26: expect[0].to: ::1 and the source 10.1.0.1 are of different families"]
+    );
+}
+
+#[test]
+fn expectation_rules_belong_to_the_group_of_the_source() {
+    let text = with_cases(
+        "  - {from: 10.1.0.1, to: 1.1.1.1, proto: tcp, port: 1, verdict: deny, rule: wbe}\n  \
+         - {from: 10.2.0.1, to: 1.1.1.1, proto: tcp, port: 1, verdict: deny, rule: web}\n  \
+         - {from: 10.1.0.1, to: 1.1.1.1, proto: udp, port: 1, verdict: deny, rule: default}\n",
+    );
+    assert_eq!(
+        errors(&[("a.yaml", &text)]),
+        [
+            "a.yaml:8:77: expect[0].rule: \"wbe\" is not a rule of group \"g\", the group of \
+             10.1.0.1 (rule ids, `default` or `builtin-ntp`)",
+            "a.yaml:9:77: expect[1].rule: 10.2.0.1 is in no group (_unknown): only `default` \
+             (unknown-devices) decides for it, not \"web\"",
+        ]
+    );
+}
+
+#[test]
+fn expectation_fields_are_strict() {
+    let text =
+        with_cases("  - {from: 10.1.0.1, to: 1.1.1.1, proto: icmp, verdict: deny, dport: 1}\n");
+    let e = errors(&[("a.yaml", &text)]);
+    assert!(
+        e[0].starts_with("a.yaml:8:63: expect[0]: unknown field `dport`, expected one of"),
+        "{e:?}"
+    );
+}

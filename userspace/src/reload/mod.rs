@@ -6,8 +6,10 @@
 //!    ([`prepare()`]);
 //! 3. `budget.rs`: run that off the main loop within
 //!    `limits.reload-timeout` ([`Preparer`]);
-//! 4. `procedure.rs`: install the result when it differs from what runs
-//!    (the dataplane flips to it in one swap), describe it to the metrics,
+//! 4. `procedure.rs`: install the result when it differs from what runs:
+//!    write the inactive slot, run the policy's `expect:` cases on it
+//!    (`kernel_check.rs`; on the model too) and flip to it in one swap only
+//!    when every case passes; describe it to the metrics,
 //!    the deny log and the status, and record how the reload went — or keep
 //!    the last good policy when the new one is bad ([`Reloader`]);
 //! 5. `summary.rs`: what changed, for the log line of every reload
@@ -15,6 +17,7 @@
 //! 6. `verdict_log.rs`: what it did to verdicts, logged after the flip.
 
 mod budget;
+mod kernel_check;
 mod prepare;
 mod procedure;
 mod summary;

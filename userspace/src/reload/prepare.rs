@@ -7,7 +7,7 @@ use crate::{
     compile::compile,
     config::Limits,
     diagnostic::Diagnostic,
-    policy::{self, Environment, ParseCache, Policy},
+    policy::{self, Environment, Expectation, ParseCache, Policy},
     tables::CompiledPolicy,
 };
 
@@ -17,6 +17,8 @@ pub struct Prepared {
     pub policy: Policy,
     pub warnings: Vec<Diagnostic>,
     pub tables: CompiledPolicy,
+    /// The policy's `expect:` cases.
+    pub expectations: Vec<Expectation>,
     /// The git commit the directory is checked out at.
     pub commit: Option<String>,
 }
@@ -37,6 +39,7 @@ pub fn prepare(
         commit: crate::git::head_commit(dir),
         policy: loaded.policy,
         warnings: loaded.warnings,
+        expectations: loaded.expectations,
         tables,
     })
 }

@@ -13,19 +13,19 @@ use anyhow::Result;
 use tokio::sync::watch;
 
 use super::{
-    ChangeSummary, Prepared, Preparer,
+    ChangeSummary, Prepared, Preparer, kernel_check,
     verdict_log::{self, PolicyAt},
 };
 use crate::{
     config::Limits,
     control::{PolicyStatus, ReloadStatus, Status, unix_now},
-    datapath::Dataplane,
+    datapath::{Dataplane, InstallReport},
     deny_log,
     diagnostic::Diagnostic,
-    labels,
+    expectations, labels,
     logging::DAEMON_TARGET,
     metrics::{Metrics, ScrapeView},
-    policy::{Environment, Policy},
+    policy::{Environment, Expectation, Policy},
     systemd::Watchdog,
     tables::CompiledPolicy,
 };
@@ -35,6 +35,7 @@ use crate::{
 struct Installed {
     policy: Arc<Policy>,
     tables: Arc<CompiledPolicy>,
+    expectations: Vec<Expectation>,
     commit: Option<String>,
 }
 
@@ -94,17 +95,7 @@ impl Reloader {
             .preparer
             .prepare(&self.policy_dir, env, self.limits, stop, watchdog)
             .await;
-        let outcome = prepared.and_then(|prepared| {
-            self.install(prepared, started).map_err(|e| {
-                vec![Diagnostic::error(
-                    &self.policy_dir,
-                    0,
-                    0,
-                    "",
-                    format!("install failed: {e:#}"),
-                )]
-            })
-        });
+        let outcome = prepared.and_then(|prepared| self.install(prepared, started));
         self.record(trigger, started.elapsed(), &outcome);
         outcome.is_ok() || self.installed.is_some()
     }
@@ -130,8 +121,9 @@ impl Reloader {
     }
 
     /// Swaps `prepared` in (when it differs from what runs) and describes
-    /// it. Returns the change summary.
-    fn install(&mut self, prepared: Prepared, started: Instant) -> Result<String> {
+    /// it. Returns the change summary; `Err` holds the failed `expect:`
+    /// cases, or what made the install fail.
+    fn install(&mut self, prepared: Prepared, started: Instant) -> Result<String, Vec<Diagnostic>> {
         for w in &prepared.warnings {
             tracing::warn!(target: DAEMON_TARGET, "{w}");
         }
@@ -143,6 +135,7 @@ impl Reloader {
         if let Some(current) = &mut self.installed
             && *current.tables == prepared.tables
             && *current.policy == prepared.policy
+            && current.expectations == prepared.expectations
         {
             tracing::info!(
                 target: DAEMON_TARGET,
@@ -167,29 +160,27 @@ impl Reloader {
             }
             return Ok("unchanged".into());
         }
-        let report = self
-            .targets
-            .dataplane
-            .lock()
-            .expect("dataplane lock")
-            .install(&prepared.tables)?;
+        let report = self.swap_in(&prepared)?;
         self.generation += 1;
         tracing::info!(
             target: DAEMON_TARGET,
-            "policy generation {} in force (commit {}): {summary}; {} entries, {} map writes, swap {:.1} ms, reload {:.1} ms",
+            "policy generation {} in force (commit {}): {summary}; {} entries, {} map writes, {} expect: cases passed on the kernel, swap {:.1} ms, reload {:.1} ms",
             self.generation,
             if commit.is_empty() { "none" } else { &commit },
             prepared.tables.destinations.len()
                 + prepared.tables.device_exact.len()
                 + prepared.tables.device_prefixes.len(),
             report.writes.inserted + report.writes.removed,
+            prepared.expectations.len(),
             report.total.as_secs_f64() * 1e3,
             started.elapsed().as_secs_f64() * 1e3,
         );
-        self.describe(&prepared)?;
+        self.describe(&prepared)
+            .map_err(|e| self.install_failed(&e))?;
         let installed = Installed {
             policy: Arc::new(prepared.policy),
             tables: Arc::new(prepared.tables),
+            expectations: prepared.expectations,
             commit: prepared.commit,
         };
         let new = PolicyAt {
@@ -206,6 +197,43 @@ impl Reloader {
             verdict_log::spawn(old, new, &self.diffing);
         }
         Ok(summary.to_string())
+    }
+
+    /// Writes the inactive slot, runs every `expect:` case on the model and
+    /// on the kernel against that slot, and flips to it only when all pass.
+    /// Otherwise the slot stays unused, the policy in force stays, and each
+    /// failed case is counted and returned.
+    fn swap_in(&self, prepared: &Prepared) -> Result<InstallReport, Vec<Diagnostic>> {
+        let (tables, cases) = (&prepared.tables, &prepared.expectations);
+        let mut failed = expectations::failures_on_model(tables, cases);
+        let mut dataplane = self.targets.dataplane.lock().expect("dataplane lock");
+        if failed.is_empty() {
+            let staged = dataplane
+                .stage(tables)
+                .map_err(|e| self.install_failed(&e))?;
+            failed = kernel_check::failures(&mut dataplane, &staged, tables, cases)
+                .map_err(|e| self.install_failed(&e))?;
+            if failed.is_empty() {
+                return dataplane.flip(staged).map_err(|e| self.install_failed(&e));
+            }
+        }
+        self.targets
+            .metrics
+            .expectations_failed
+            .inc_by(failed.len() as u64);
+        Err(failed)
+    }
+
+    /// An install that failed for a reason of its own, as a diagnostic
+    /// about the policy directory.
+    fn install_failed(&self, e: &anyhow::Error) -> Vec<Diagnostic> {
+        vec![Diagnostic::error(
+            &self.policy_dir,
+            0,
+            0,
+            "",
+            format!("install failed: {e:#}"),
+        )]
     }
 
     /// Refreshes metrics labels, status and event labels for a new policy.

@@ -10,6 +10,7 @@
 //! passes: with 10^5 destinations, hashing every key twice per reload cost
 //! more than the map writes of a small edit.
 
+mod fault;
 mod writes;
 
 use std::net::IpAddr;
@@ -200,7 +201,8 @@ impl SlotImage {
                     if rule.builtin {
                         flags |= RULE_BUILTIN;
                     }
-                    let (port_lo, port_hi) = rule.ports.unwrap_or((0, 0));
+                    let (lo, hi) = rule.ports.unwrap_or((0, 0));
+                    let (port_lo, port_hi) = fault::ports(lo, hi);
                     Ok(KernelEntry {
                         counter: counter(rule.counter)?,
                         port_lo,
