@@ -525,7 +525,7 @@ fn expectation_errors_name_the_field() {
         [
             "a.yaml:8:12: expect[0].from: \"10.1.0.x\" is not an IP address",
             "a.yaml:8:40: expect[0].proto: a packet has one protocol: tcp | udp | icmp | icmpv6 | 0-255",
-            "a.yaml:8:54: expect[0].verdict: \"permit\" is not a verdict (allow | deny | audit-deny)",
+            "a.yaml:8:54: expect[0].verdict: \"permit\" is not a verdict (allow | deny | audit-deny | reject)",
             "a.yaml:9:5: expect[1]: missing `port`: tcp packets carry one",
             "a.yaml:10:54: expect[2].port: icmp packets carry no port the policy reads; only tcp and udp do",
             "a.yaml:11:53: expect[3].port: \"70000\" is not a port (0-65535)",
