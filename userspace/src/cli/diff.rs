@@ -74,14 +74,8 @@ pub(super) fn diff(ctx: &Context, request: &DiffRequest) -> ExitCode {
     }
     let (old, new) = (&sides[0], &sides[1]);
     let result = verdict_diff::diff(
-        Side {
-            policy: &old.policy,
-            tables: &old.tables,
-        },
-        Side {
-            policy: &new.policy,
-            tables: &new.tables,
-        },
+        Side::new(&old.policy, &old.tables),
+        Side::new(&new.policy, &new.tables),
     );
     let lines = render::lines(&result, &new.policy);
     match request.format {

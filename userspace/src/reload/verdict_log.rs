@@ -61,14 +61,8 @@ pub fn spawn(old: PolicyAt, new: PolicyAt, busy: &Arc<AtomicBool>) {
 pub fn log(old: &PolicyAt, new: &PolicyAt) {
     let started = Instant::now();
     let diff = verdict_diff::verdict_changes(
-        Side {
-            policy: &old.policy,
-            tables: &old.tables,
-        },
-        Side {
-            policy: &new.policy,
-            tables: &new.tables,
-        },
+        Side::new(&old.policy, &old.tables),
+        Side::new(&new.policy, &new.tables),
     );
     let lines = render::lines(&diff, &new.policy);
     tracing::info!(

@@ -41,6 +41,12 @@ pub struct Side<'a> {
     pub tables: &'a CompiledPolicy,
 }
 
+impl<'a> Side<'a> {
+    pub fn new(policy: &'a Policy, tables: &'a CompiledPolicy) -> Side<'a> {
+        Side { policy, tables }
+    }
+}
+
 /// What a policy change does to verdicts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VerdictDiff {
