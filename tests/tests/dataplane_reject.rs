@@ -1,6 +1,8 @@
 //! The `reject` verdict's answers, byte by byte: crafted frames run through
-//! the real XDP programs with `BPF_PROG_TEST_RUN`, and the packet the
-//! program leaves behind parsed back as the device would receive it.
+//! the real XDP and TC programs with `BPF_PROG_TEST_RUN`, and the packet
+//! the program leaves behind parsed back as the device would receive it.
+//! Every Ethernet frame runs through both hooks, which must answer with the
+//! same bytes (XDP_TX, and TC's redirect back out of the interface).
 //!
 //! Each reply is checked field by field (addresses and MACs swapped, TCP
 //! flags, sequence and acknowledgement numbers, ICMP type and code, the
@@ -15,7 +17,9 @@ use testkit::frames::{Extension, Frame, Ipv4Fragment, Transport};
 use testkit::tables::Tables;
 use tollgate::{
     config::RejectRepliesConfig,
-    datapath::{Dataplane, Options, TC_ACT_SHOT, XDP_DROP, XDP_PASS, XDP_TX},
+    datapath::{
+        Dataplane, Options, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS, XDP_TX,
+    },
     links::LinkKind,
     tables::CompiledPolicy,
 };
@@ -89,12 +93,19 @@ fn transport_checksum_ok(src: &[u8], dst: &[u8], proto: u8, segment: &[u8]) -> b
     ones_sum(&pseudo) == 0xffff
 }
 
-/// The reply to an Ethernet `frame` whose IP header starts at `l3`: the
-/// MACs are swapped and the link header otherwise kept; returns the IP
-/// packet of the reply.
+/// Each Ethernet frame runs through this many hooks (XDP and TC), and is
+/// counted once by each.
+const HOOKS: u64 = 2;
+
+/// The reply to an Ethernet `frame` whose IP header starts at `l3`, from
+/// both hooks, which must agree: the MACs are swapped and the link header
+/// otherwise kept; returns the IP packet of the reply.
 fn ethernet_reply(dp: &Dataplane, frame: &[u8], l3: usize) -> Vec<u8> {
     let (action, out) = dp.test_run_xdp_output(LinkKind::Ethernet, frame).unwrap();
     assert_eq!(action, XDP_TX, "the rejected frame is answered");
+    let (tc_action, tc_out) = dp.test_run_tc_output(frame).unwrap();
+    assert_eq!(tc_action, TC_ACT_REDIRECT, "TC answers it too");
+    assert_eq!(tc_out, out, "TC's reply is XDP's, byte for byte");
     assert_eq!(&out[..6], &frame[6..12], "destination MAC: the device's");
     assert_eq!(&out[6..12], &frame[..6], "source MAC: the gateway's");
     assert_eq!(&out[12..l3], &frame[12..l3], "VLAN tags and EtherType kept");
@@ -163,7 +174,7 @@ fn tcp_syn_gets_a_reset_acknowledging_it_ipv4() {
         6,
         tcp
     ));
-    assert_eq!(stat(&dp, Stat::RejectReplyTcpReset), before + 1);
+    assert_eq!(stat(&dp, Stat::RejectReplyTcpReset), before + HOOKS);
 }
 
 #[test]
@@ -224,7 +235,7 @@ fn udp_gets_icmp_administratively_prohibited_quoting_its_header_ipv4() {
     assert_eq!(&icmp[4..8], &[0; 4]);
     assert_eq!(&icmp[8..], &original[..28], "IP header + 8 bytes");
     assert_eq!(ones_sum(icmp), 0xffff, "ICMP checksum");
-    assert_eq!(stat(&dp, Stat::RejectReplyIcmp), before + 1);
+    assert_eq!(stat(&dp, Stat::RejectReplyIcmp), before + HOOKS);
 }
 
 #[test]
@@ -245,7 +256,7 @@ fn udp_gets_icmpv6_administratively_prohibited_quoting_its_header() {
         58,
         icmp
     ));
-    assert_eq!(stat(&dp, Stat::RejectReplyIcmp6), before + 1);
+    assert_eq!(stat(&dp, Stat::RejectReplyIcmp6), before + HOOKS);
 }
 
 #[test]
@@ -258,9 +269,8 @@ fn echo_requests_and_other_protocols_get_icmp() {
         ("ipv6 GRE", v6(Transport::Other { proto: 47, len: 8 }), 58),
     ] {
         let f = frame.build();
-        let (action, out) = dp.test_run_xdp_output(LinkKind::Ethernet, &f).unwrap();
-        assert_eq!(action, XDP_TX, "{name}");
-        let proto = if next == 1 { out[14 + 9] } else { out[14 + 6] };
+        let out = ethernet_reply(&dp, &f, 14);
+        let proto = if next == 1 { out[9] } else { out[6] };
         assert_eq!(proto, next, "{name}: an ICMP error");
     }
 }
@@ -369,8 +379,14 @@ fn what_could_reflect_or_has_nothing_to_answer_is_dropped_silently() {
         let policy_drops = stat(&dp, Stat::DropPolicy);
         let (action, _) = dp.test_run_xdp_output(LinkKind::Ethernet, &frame).unwrap();
         assert_eq!(action, XDP_DROP, "{name}: dropped, not answered");
-        assert_eq!(stat(&dp, Stat::RejectUnanswered), unanswered + 1, "{name}");
-        assert_eq!(stat(&dp, Stat::DropPolicy), policy_drops + 1, "{name}");
+        let (action, _) = dp.test_run_tc_output(&frame).unwrap();
+        assert_eq!(action, TC_ACT_SHOT, "{name}: dropped on TC too");
+        assert_eq!(
+            stat(&dp, Stat::RejectUnanswered),
+            unanswered + HOOKS,
+            "{name}"
+        );
+        assert_eq!(stat(&dp, Stat::DropPolicy), policy_drops + HOOKS, "{name}");
     }
 }
 
@@ -387,20 +403,18 @@ fn a_tcp_segment_with_ip_options_still_gets_its_reset() {
 }
 
 #[test]
-fn allowed_audited_and_tc_packets_are_not_answered() {
+fn allowed_and_audited_packets_are_not_answered() {
     let dp = dataplane(UNLIMITED);
     let allowed = Frame::new(ip("10.2.0.1"), ip("192.0.2.9"), TCP).build();
     assert_eq!(dp.test_run_xdp(&allowed, 1).unwrap().0, XDP_PASS);
+    assert_eq!(dp.test_run_tc(&allowed, 1).unwrap().0, TC_ACT_UNSPEC);
     let audited = Frame::new(ip("10.9.0.1"), ip("198.51.100.7"), TCP).build();
     assert_eq!(
         dp.test_run_xdp(&audited, 1).unwrap().0,
         XDP_PASS,
         "audit-deny passes"
     );
-    // TC has no XDP_TX: a reject is dropped unanswered there.
-    let unanswered = stat(&dp, Stat::RejectUnanswered);
-    assert_eq!(dp.test_run_tc(&v4(TCP).build(), 1).unwrap().0, TC_ACT_SHOT);
-    assert_eq!(stat(&dp, Stat::RejectUnanswered), unanswered + 1);
+    assert_eq!(dp.test_run_tc(&audited, 1).unwrap().0, TC_ACT_UNSPEC);
 }
 
 #[test]
@@ -436,7 +450,9 @@ fn with_replies_off_every_reject_is_a_deny() {
             .test_run_xdp_output(LinkKind::Ethernet, &frame.build())
             .unwrap();
         assert_eq!(action, XDP_DROP, "{frame:?}");
-        assert_eq!(stat(&dp, Stat::RejectLimited), limited + 1);
+        let (action, _) = dp.test_run_tc_output(&frame.build()).unwrap();
+        assert_eq!(action, TC_ACT_SHOT, "{frame:?}");
+        assert_eq!(stat(&dp, Stat::RejectLimited), limited + HOOKS);
     }
 }
 

@@ -4,9 +4,9 @@
 //! connected UDP socket learns of the ICMP unreachable, in IPv4 and IPv6, on
 //! an Ethernet link (veth). On a raw-IP link (tun) the device side is the
 //! test itself: its SYN gets a RST and its datagram an ICMP unreachable,
-//! read back from the tun device.
+//! read back from the tun device. Each link is tried with both hooks.
 //!
-//! Both attach in generic XDP: in native mode a veth delivers what its
+//! XDP attaches in generic mode: in native mode a veth delivers what its
 //! program sends back (`XDP_TX`) only if its peer runs NAPI (GRO enabled or
 //! an XDP program of its own), which the device side of the rig does not;
 //! tun has no native XDP for raw-IP links. Physical NICs answer natively.
@@ -103,9 +103,29 @@ fn udp_send(rig: &Rig, src: IpAddr, dst: IpAddr) -> std::io::Error {
 }
 
 #[test]
-fn ethernet_devices_are_refused_at_once_over_tcp_and_udp_in_both_families() {
+fn ethernet_devices_are_refused_at_once_over_tcp_and_udp_in_both_families_xdp() {
+    ethernet_devices_are_refused(AttachPolicy::XdpGeneric, "x");
+}
+
+#[test]
+fn ethernet_devices_are_refused_at_once_over_tcp_and_udp_in_both_families_tc() {
+    ethernet_devices_are_refused(AttachPolicy::Tc, "t");
+}
+
+#[test]
+fn raw_ip_devices_get_a_reset_and_an_unreachable_in_both_families_xdp() {
+    raw_ip_devices_are_refused(AttachPolicy::XdpGeneric, "rejtunx");
+}
+
+#[test]
+fn raw_ip_devices_get_a_reset_and_an_unreachable_in_both_families_tc() {
+    raw_ip_devices_are_refused(AttachPolicy::Tc, "rejtunt");
+}
+
+/// `tag` keeps the rig names of the two hooks' tests apart.
+fn ethernet_devices_are_refused(attach: AttachPolicy, tag: &str) {
     testkit::require_root();
-    let rig = Rig::create(&format!("tg-rej-{}", std::process::id())).unwrap();
+    let rig = Rig::create(&format!("tg-rej{tag}-{}", std::process::id())).unwrap();
     for d in DEVICES {
         rig.add_device(d).unwrap();
     }
@@ -115,7 +135,7 @@ fn ethernet_devices_are_refused_at_once_over_tcp_and_udp_in_both_families() {
     let mut dp = dataplane();
     let attachment = rig
         .gateway
-        .enter(|| dp.attach_by_name(RIG_DEVICE_IFACE, AttachPolicy::XdpGeneric))
+        .enter(|| dp.attach_by_name(RIG_DEVICE_IFACE, attach))
         .unwrap()
         .unwrap();
     eprintln!("attached: {}", attachment.mode);
@@ -141,13 +161,12 @@ fn ethernet_devices_are_refused_at_once_over_tcp_and_udp_in_both_families() {
     assert!(dp.stat(Stat::RejectReplyIcmp6).unwrap().packets >= 1);
 }
 
-#[test]
-fn raw_ip_devices_get_a_reset_and_an_unreachable_in_both_families() {
+fn raw_ip_devices_are_refused(attach: AttachPolicy, namespace: &str) {
     testkit::require_root();
-    let ns = testkit::namespace("rejtun");
+    let ns = testkit::namespace(namespace);
     let tun = Tun::create(&ns, "tun0", None);
     let mut dp = dataplane();
-    ns.enter(|| dp.attach_by_name("tun0", AttachPolicy::XdpGeneric))
+    ns.enter(|| dp.attach_by_name("tun0", attach))
         .unwrap()
         .unwrap();
     ns.ip(&["link", "set", "tun0", "up"]).unwrap();

@@ -74,13 +74,13 @@
 //!
 //! # After the policy
 //!
-//! The kernel alone (`ebpf/program/src/reject.rs`), after the verdict is
+//! The kernel alone (`ebpf/program/src/reject/`), after the verdict is
 //! counted as the policy decided it; not a step, since it changes no
 //! verdict. A reject is dropped like a deny, and the device gets an answer
 //! (TCP: a RST; other IPv4: ICMP destination unreachable, code 13; other
 //! IPv6: ICMPv6 destination unreachable, code 1) unless the packet could be
 //! a spoofed reflection or has nothing to answer (ICMP of the packet's own
 //! family other than an echo request, a TCP RST, multicast or broadcast at L2 or
-//! L3, a later fragment, IPv4 options, IPv6 extension headers, a TC hook:
-//! `RejectUnanswered`), or this CPU is over its reply rate (`RejectLimited`:
+//! L3, a later fragment, IPv4 options or IPv6 extension headers under an ICMP
+//! answer: `RejectUnanswered`), or this CPU is over its reply rate (`RejectLimited`:
 //! the reject degrades to a deny).

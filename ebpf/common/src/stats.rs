@@ -84,8 +84,9 @@ pub enum Stat {
     /// rate: dropped as a deny would be.
     RejectLimited,
     /// Rejected packets that must not be answered (an ICMP error, multicast
-    /// or broadcast, a later fragment, a RST; see `reject.rs` in the
-    /// program) or that the hook cannot answer (TC): dropped silently.
+    /// or broadcast, a later fragment, a RST; see `reject/` in the
+    /// program) or that could not be reshaped into the answer: dropped
+    /// silently.
     RejectUnanswered,
 }
 

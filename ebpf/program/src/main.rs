@@ -4,8 +4,9 @@
 //! from the EtherType, raw-IP links (tun, WireGuard, PPP, IP tunnels,
 //! raw-IP modems) from the IP header. The controller reads each interface's
 //! link type and attaches the matching variant; all four run the same
-//! [`filter`]: parse, decide, account. XDP answers a rejected packet
-//! (`reject.rs`); TC drops it unanswered. A fifth program, [`probe`], is
+//! [`filter`]: parse, decide, account. Both hooks answer a rejected packet
+//! (`reject/`): XDP with `XDP_TX`, TC by redirecting the reply to the
+//! interface's egress. A fifth program, [`probe`], is
 //! never attached: the controller runs it on `expect:` cases before each
 //! flip.
 #![no_std]
@@ -20,6 +21,7 @@ mod reject;
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
+    helpers::bpf_redirect,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -83,7 +85,7 @@ fn xdp(ctx: &XdpContext, link: Link) -> u32 {
     match filter(&frame, bytes, link) {
         Outcome::Pass => xdp_action::XDP_PASS,
         Outcome::Drop => xdp_action::XDP_DROP,
-        Outcome::Reject if reject::answer_xdp(ctx) => xdp_action::XDP_TX,
+        Outcome::Reject if reject::answer(ctx) => xdp_action::XDP_TX,
         Outcome::Reject => xdp_action::XDP_DROP,
     }
 }
@@ -103,13 +105,13 @@ fn tc(ctx: &TcContext, link: Link) -> i32 {
     match filter(&frame, u64::from(len), link) {
         Outcome::Pass => TC_ACT_UNSPEC,
         Outcome::Drop => TC_ACT_SHOT,
-        Outcome::Reject => {
-            // TC has no XDP_TX: building a reply in an skb that may carry a
-            // partial checksum and bouncing it back with a redirect is left
-            // to a later change; TC links drop rejected packets unanswered.
-            account::stat(Stat::RejectUnanswered, 0);
-            TC_ACT_SHOT
-        }
+        // TC's XDP_TX: out of the interface the packet came in on.
+        // SAFETY: the context is the kernel's skb; bpf_redirect only records
+        // the target and returns TC_ACT_REDIRECT.
+        Outcome::Reject if reject::answer(ctx) => unsafe {
+            bpf_redirect((*ctx.skb.skb).ifindex, 0) as i32
+        },
+        Outcome::Reject => TC_ACT_SHOT,
     }
 }
 

@@ -90,6 +90,13 @@ pub static TG_REJECT_BKT: PerCpuArray<u64, 1> = PerCpuArray::new();
 #[btf_map]
 pub static TG_REJECT_PKT: PerCpuArray<RejectFacts, 1> = PerCpuArray::new();
 
+/// The longest answer to a rejected packet: ICMPv6 quoting 48 bytes.
+pub const REJECT_REPLY_BYTES: usize = 96;
+
+/// Where the answer is built (`reject::reply`).
+#[btf_map]
+pub static TG_REJECT_REPLY: PerCpuArray<[u8; REJECT_REPLY_BYTES], 1> = PerCpuArray::new();
+
 #[btf_map]
 pub static TG_SETTINGS: Array<Settings, 1> = Array::new();
 

@@ -77,9 +77,11 @@ pub static PROGRAM_OBJECT: &[u8] =
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
-/// TC return codes: pass to the next filter / drop.
+/// TC return codes: pass to the next filter / drop / redirect (a reply sent
+/// back out of the interface).
 pub const TC_ACT_UNSPEC: u32 = -1i32 as u32;
 pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
 
 /// How to open the dataplane.
 #[derive(Clone, Debug, Default)]

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
+use aya::TestRunResult;
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use tollgate_common::PROG_TC;
 
@@ -47,15 +48,18 @@ impl Dataplane {
             .program(name)
             .ok_or_else(|| anyhow!("no program {name}"))?
             .try_into()?;
-        // Room for a reply longer than the frame (an ICMP error quoting it).
-        let mut out = vec![0u8; frame.len() + 256];
-        let r = xdp.test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..Default::default()
-        })?;
-        out.truncate(r.data_size_out as usize);
-        Ok((r.return_value, out))
+        run_with_output(xdp, frame)
+    }
+
+    /// Runs the Ethernet TC program once on `frame` and returns the action
+    /// with the packet as the program left it (the reply of a redirect).
+    pub fn test_run_tc_output(&self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
+        let tc: &SchedClassifier = self
+            .ebpf
+            .program(PROG_TC)
+            .ok_or_else(|| anyhow!("no program {PROG_TC}"))?
+            .try_into()?;
+        run_with_output(tc, frame)
     }
 
     /// Runs the TC program once on `frame` (`BPF_PROG_TEST_RUN`).
@@ -72,4 +76,20 @@ impl Dataplane {
         })?;
         Ok((r.return_value, r.duration))
     }
+}
+
+/// One run of `program` on `frame`: its return value and the packet it left.
+fn run_with_output<P>(program: &P, frame: &[u8]) -> Result<(u32, Vec<u8>)>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
+    // Room for a reply longer than the frame (an ICMP error quoting it).
+    let mut out = vec![0u8; frame.len() + 256];
+    let r = program.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ..Default::default()
+    })?;
+    out.truncate(r.data_size_out as usize);
+    Ok((r.return_value, out))
 }

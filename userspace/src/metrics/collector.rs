@@ -99,7 +99,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ),
     (
         "tollgate_reject_unanswered_total",
-        "Rejected packets dropped without an answer, by reason: rate_limit (over reject-replies.rate: a deny) or unanswerable (an ICMP error, RST, multicast, broadcast, later fragment, IP options or extension headers, or a TC hook).",
+        "Rejected packets dropped without an answer, by reason: rate_limit (over reject-replies.rate: a deny) or unanswerable (an ICMP error, RST, multicast, broadcast, later fragment, or IP options or extension headers under an ICMP answer).",
     ),
     (
         "tollgate_deny_events_suppressed_total",

@@ -4,8 +4,9 @@
 //! destination unreachable (code 1, administratively prohibited) for other
 //! IPv6.
 //!
-//! The reply is built in place and sent back out of the interface it came in
-//! on (`XDP_TX`): the link header stays (its VLAN tags too), with the MAC
+//! The reply is built in place (`reply`) and sent back out of the interface
+//! it came in on (`hook`: `XDP_TX`, or on TC a redirect to that interface's
+//! egress): the link header stays (its VLAN tags too), with the MAC
 //! addresses swapped on Ethernet links. It comes from the address the device
 //! tried to reach, as if that host had refused, with TTL / hop limit 64.
 //!
@@ -13,8 +14,8 @@
 //! never an ICMP error (of the packet's own family only echo requests get an
 //! unreachable), never a RST, never a later fragment (no transport header to
 //! answer), never a packet to or from a multicast or broadcast address at L2
-//! or L3, never a source that cannot be a host. Reject is a group's verdict, so a source in no
-//! group is never answered either. The answer quotes a fixed span (IPv4
+//! or L3, never a source that cannot be a host. Reject is a group's
+//! verdict, so a source in no group is never answered either. The answer quotes a fixed span (IPv4
 //! header + 8 bytes, IPv6 header + 8 bytes), so ICMP answers only packets
 //! without IPv4 options or IPv6 extension headers, whose quote holds the
 //! ports the device's stack needs. Everything else is dropped silently and
@@ -22,25 +23,21 @@
 //! deny events); past the limit a reject degrades to a deny
 //! (`RejectLimited`).
 
-use aya_ebpf::{
-    helpers::{bpf_ktime_get_coarse_ns, bpf_xdp_adjust_tail},
-    programs::XdpContext,
-};
+mod hook;
+mod reply;
+
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use tollgate_common::{FAMILY_V4, REJECT_ETHERNET, REJECT_LATER_FRAGMENT, RejectFacts, Stat};
 
+pub use self::hook::Hook;
 use crate::{
     account,
-    maps::{TG_REJECT_BKT, TG_REJECT_PKT, TG_SETTINGS},
+    maps::{TG_REJECT_BKT, TG_REJECT_PKT, TG_REJECT_REPLY, TG_SETTINGS},
     parse::{Fragment, Frame, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, Packet},
 };
 
-const HOP_LIMIT: u8 = 64;
 const ICMP_ECHO_REQUEST: u8 = 8;
 const ICMPV6_ECHO_REQUEST: u8 = 128;
-const ICMP_DEST_UNREACH: u8 = 3;
-const ICMP_ADMIN_PROHIBITED: u8 = 13;
-const ICMPV6_DEST_UNREACH: u8 = 1;
-const ICMPV6_ADMIN_PROHIBITED: u8 = 1;
 
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
@@ -75,7 +72,7 @@ struct Plan {
     flags: u8,
 }
 
-/// Stores what [`answer_xdp`] needs to find the rejected packet's headers.
+/// Stores what [`answer`] needs to find the rejected packet's headers.
 #[inline(always)]
 pub fn remember(p: &Packet, ethernet: bool) {
     let Some(facts) = TG_REJECT_PKT.get_ptr_mut(0) else {
@@ -241,17 +238,14 @@ fn within_rate() -> bool {
 }
 
 /// Turns the rejected packet [`remember`]ed into its answer; returns
-/// whether it is to be sent (`XDP_TX`) rather than dropped. Every outcome
-/// is counted.
+/// whether it is to be sent (`XDP_TX`, or TC's redirect to the interface it
+/// came in on) rather than dropped. Every outcome is counted.
 #[inline(always)]
-pub fn answer_xdp(ctx: &XdpContext) -> bool {
+pub fn answer<H: Hook>(hook: &H) -> bool {
     let Some(facts) = TG_REJECT_PKT.get(0).copied() else {
         return false;
     };
-    let f = Frame {
-        start: ctx.data(),
-        end: ctx.data_end(),
-    };
+    let f = hook.frame();
     let Some(plan) = plan(&f, &facts) else {
         account::stat(Stat::RejectUnanswered, 0);
         return false;
@@ -260,11 +254,27 @@ pub fn answer_xdp(ctx: &XdpContext) -> bool {
         account::stat(Stat::RejectLimited, 0);
         return false;
     }
+    let Some(scratch) = TG_REJECT_REPLY.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: a per-CPU slot; programs do not preempt each other on a CPU.
+    let scratch = unsafe { &mut *scratch };
+    // Builds the reply into the scratch buffer's first bytes and has the
+    // hook send it. A macro, not a closure: closures become BPF
+    // subprograms whose stack adds to the caller's.
+    macro_rules! send {
+        ($build:path) => {
+            match scratch.first_chunk_mut() {
+                Some(r) => $build(&f, &plan, r).is_some() && hook.emit(plan.l3, plan.ethernet, r),
+                None => false,
+            }
+        };
+    }
     let sent = match (plan.kind, plan.v4) {
-        (Kind::TcpReset, true) => emit(ctx, &plan, tcp_reset_v4(&f, &plan)),
-        (Kind::TcpReset, false) => emit(ctx, &plan, tcp_reset_v6(&f, &plan)),
-        (Kind::Icmp, _) => emit(ctx, &plan, icmp(&f, &plan)),
-        (Kind::Icmp6, _) => emit(ctx, &plan, icmp6(&f, &plan)),
+        (Kind::TcpReset, true) => send!(reply::tcp_reset_v4),
+        (Kind::TcpReset, false) => send!(reply::tcp_reset_v6),
+        (Kind::Icmp, _) => send!(reply::icmp),
+        (Kind::Icmp6, _) => send!(reply::icmp6),
     };
     account::stat(
         match (sent, plan.kind) {
@@ -276,165 +286,4 @@ pub fn answer_xdp(ctx: &XdpContext) -> bool {
         0,
     );
     sent
-}
-
-/// Resizes the packet to the link header and `reply`, swaps the MAC
-/// addresses and writes `reply` after the link header.
-#[inline(always)]
-fn emit<const N: usize>(ctx: &XdpContext, plan: &Plan, reply: Option<[u8; N]>) -> bool {
-    let Some(reply) = reply else {
-        return false;
-    };
-    let l3 = plan.l3 & MAX_L3;
-    // Opaque to LLVM, so it subtracts the packet's length as a number and
-    // never folds `data_end` itself into the arithmetic (the verifier
-    // forbids arithmetic on `data_end`).
-    let len = core::hint::black_box(ctx.data_end() - ctx.data()) as i32;
-    // SAFETY: the helper checks the new size against the buffer.
-    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, (l3 + N) as i32 - len) } != 0 {
-        return false;
-    }
-    let (start, end) = (ctx.data(), ctx.data_end());
-    // The MAC swap first: checked after the reply's bounds, its own check
-    // would be folded into theirs, which the verifier cannot follow.
-    if plan.ethernet {
-        if start + 12 > end {
-            return false;
-        }
-        // SAFETY: bounds checked above; packet memory may be unaligned.
-        unsafe {
-            let macs = core::ptr::read_unaligned(start as *const [u8; 12]);
-            let mut swapped = [0u8; 12];
-            swapped[..6].copy_from_slice(&macs[6..]);
-            swapped[6..].copy_from_slice(&macs[..6]);
-            core::ptr::write_unaligned(start as *mut [u8; 12], swapped);
-        }
-    }
-    if start + l3 + N > end {
-        return false;
-    }
-    // SAFETY: bounds checked above.
-    unsafe { core::ptr::write_unaligned((start + l3) as *mut [u8; N], reply) };
-    true
-}
-
-/// The one's complement sum of `bytes` as big-endian 16-bit words, added to
-/// `acc` (an odd last byte is padded with zero).
-#[inline(always)]
-fn sum(bytes: &[u8], mut acc: u32) -> u32 {
-    let mut words = bytes.chunks_exact(2);
-    for w in &mut words {
-        acc += u32::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = words.remainder() {
-        acc += u32::from(*last) << 8;
-    }
-    acc
-}
-
-/// The Internet checksum of what `acc` summed (RFC 1071).
-#[inline(always)]
-fn checksum(acc: u32) -> [u8; 2] {
-    let folded = (acc & 0xffff) + (acc >> 16);
-    let folded = (folded & 0xffff) + (folded >> 16);
-    (!(folded as u16)).to_be_bytes()
-}
-
-/// An IPv4 header from `dst` back to `src` (the packet's own addresses, at
-/// 12..20 of its header) with its checksum.
-#[inline(always)]
-fn ipv4_header(r: &mut [u8], total: u16, proto: u8, original: &[u8; 20]) {
-    r[0] = 0x45;
-    r[2..4].copy_from_slice(&total.to_be_bytes());
-    r[6] = 0x40; // don't fragment
-    r[8] = HOP_LIMIT;
-    r[9] = proto;
-    r[12..16].copy_from_slice(&original[16..20]);
-    r[16..20].copy_from_slice(&original[12..16]);
-    let csum = checksum(sum(&r[..20], 0));
-    r[10..12].copy_from_slice(&csum);
-}
-
-/// An IPv6 header from `dst` back to `src` (at 8..40 of its header).
-#[inline(always)]
-fn ipv6_header(r: &mut [u8], payload: u16, next: u8, original: &[u8; 40]) {
-    r[0] = 0x60;
-    r[4..6].copy_from_slice(&payload.to_be_bytes());
-    r[6] = next;
-    r[7] = HOP_LIMIT;
-    r[8..24].copy_from_slice(&original[24..40]);
-    r[24..40].copy_from_slice(&original[8..24]);
-}
-
-/// The TCP header of the reset, ports swapped, checksum left zero.
-#[inline(always)]
-fn tcp_header(r: &mut [u8], ports: &[u8; 4], plan: &Plan) {
-    r[0..2].copy_from_slice(&ports[2..4]);
-    r[2..4].copy_from_slice(&ports[0..2]);
-    r[4..8].copy_from_slice(&plan.seq.to_be_bytes());
-    r[8..12].copy_from_slice(&plan.ack.to_be_bytes());
-    r[12] = 5 << 4;
-    r[13] = plan.flags;
-}
-
-#[inline(always)]
-fn tcp_reset_v4(f: &Frame, plan: &Plan) -> Option<[u8; 40]> {
-    let ip: [u8; 20] = f.bytes(plan.l3)?;
-    let ports: [u8; 4] = f.bytes(plan.l4)?;
-    let mut r = [0u8; 40];
-    ipv4_header(&mut r[..20], 40, IPPROTO_TCP, &ip);
-    tcp_header(&mut r[20..], &ports, plan);
-    // Pseudo-header: addresses, protocol, TCP length.
-    let acc = sum(&r[12..20], u32::from(IPPROTO_TCP) + 20);
-    let csum = checksum(sum(&r[20..], acc));
-    r[36..38].copy_from_slice(&csum);
-    Some(r)
-}
-
-#[inline(always)]
-fn tcp_reset_v6(f: &Frame, plan: &Plan) -> Option<[u8; 60]> {
-    let ip: [u8; 40] = f.bytes(plan.l3)?;
-    let ports: [u8; 4] = f.bytes(plan.l4)?;
-    let mut r = [0u8; 60];
-    ipv6_header(&mut r[..40], 20, IPPROTO_TCP, &ip);
-    tcp_header(&mut r[40..], &ports, plan);
-    let acc = sum(&r[8..40], u32::from(IPPROTO_TCP) + 20);
-    let csum = checksum(sum(&r[40..], acc));
-    r[56..58].copy_from_slice(&csum);
-    Some(r)
-}
-
-/// ICMP destination unreachable, administratively prohibited, quoting the
-/// IPv4 header and the first 8 bytes after it (RFC 792).
-#[inline(always)]
-fn icmp(f: &Frame, plan: &Plan) -> Option<[u8; 56]> {
-    let quote: [u8; 28] = f.bytes(plan.l3)?;
-    let mut ip = [0u8; 20];
-    ip.copy_from_slice(&quote[..20]);
-    let mut r = [0u8; 56];
-    ipv4_header(&mut r[..20], 56, IPPROTO_ICMP, &ip);
-    r[20] = ICMP_DEST_UNREACH;
-    r[21] = ICMP_ADMIN_PROHIBITED;
-    r[28..].copy_from_slice(&quote);
-    let csum = checksum(sum(&r[20..], 0));
-    r[22..24].copy_from_slice(&csum);
-    Some(r)
-}
-
-/// ICMPv6 destination unreachable, administratively prohibited, quoting the
-/// IPv6 header and the first 8 bytes after it.
-#[inline(always)]
-fn icmp6(f: &Frame, plan: &Plan) -> Option<[u8; 96]> {
-    let quote: [u8; 48] = f.bytes(plan.l3)?;
-    let mut ip = [0u8; 40];
-    ip.copy_from_slice(&quote[..40]);
-    let mut r = [0u8; 96];
-    ipv6_header(&mut r[..40], 56, IPPROTO_ICMPV6, &ip);
-    r[40] = ICMPV6_DEST_UNREACH;
-    r[41] = ICMPV6_ADMIN_PROHIBITED;
-    r[48..].copy_from_slice(&quote);
-    let acc = sum(&r[8..40], u32::from(IPPROTO_ICMPV6) + 56);
-    let csum = checksum(sum(&r[40..], acc));
-    r[42..44].copy_from_slice(&csum);
-    Some(r)
 }
