@@ -11,7 +11,7 @@
 //! deny (`dataplane_reject` tests that). Every other packet goes, without its
 //! Ethernet header, through the raw-IP XDP variant (the program of tun,
 //! WireGuard, PPP and IP-tunnel links). A sample also goes through the TC
-//! program. ≥ 10⁵ cases; any disagreement prints the policy and the packet.
+//! program, which answers the same rejects (its redirect back out). ≥ 10⁵ cases; any disagreement prints the policy and the packet.
 //!
 //! The remembered flow verdicts (`TG_FLOWS`) must be invisible: the TC
 //! sample repeats a packet the XDP program just judged (an allowed one then
@@ -30,7 +30,9 @@ use testkit::random;
 use tollgate::{
     compile::compile,
     config::{Limits, RejectRepliesConfig},
-    datapath::{Dataplane, Options, TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS, XDP_TX},
+    datapath::{
+        Dataplane, Options, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS, XDP_TX,
+    },
     links::LinkKind,
     model,
     tables::PacketFacts,
@@ -90,6 +92,17 @@ fn xdp_action(verdict: Verdict, p: &PacketFacts) -> u32 {
         Verdict::Deny => XDP_DROP,
         Verdict::Reject if answerable(p) => XDP_TX,
         Verdict::Reject => XDP_DROP,
+    }
+}
+
+/// The TC action the model's verdict stands for: an answer is redirected
+/// back out of the interface.
+fn tc_action(verdict: Verdict, p: &PacketFacts) -> u32 {
+    match verdict {
+        Verdict::Allow | Verdict::AuditDeny => TC_ACT_UNSPEC,
+        Verdict::Deny => TC_ACT_SHOT,
+        Verdict::Reject if answerable(p) => TC_ACT_REDIRECT,
+        Verdict::Reject => TC_ACT_SHOT,
     }
 }
 
@@ -178,11 +191,7 @@ fn kernel_agrees_with_the_model_on_random_policies_and_packets() {
                     if i % TC_SAMPLE == 0 {
                         *id += 1;
                         let (action, _) = dp.test_run_tc(&frame(packet, *id), 1).unwrap();
-                        let want = if drops(expected.verdict) {
-                            TC_ACT_SHOT
-                        } else {
-                            TC_ACT_UNSPEC
-                        };
+                        let want = tc_action(expected.verdict, packet);
                         prop_assert_eq!(action, want, "TC action\n{}", context());
                         counts.borrow_mut().2 += 1;
                     }

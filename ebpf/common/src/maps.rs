@@ -62,6 +62,11 @@ pub const MAP_REJECT_LIMITER: &str = "TG_REJECT_BKT";
 /// `PerCpuArray<RejectFacts>` with one entry: the rejected packet being
 /// answered on this CPU (scratch space of one program run).
 pub const MAP_REJECT_PACKET: &str = "TG_REJECT_PKT";
+/// `PerCpuArray<[u8; REJECT_REPLY_BYTES]>` with one entry: where the answer
+/// to a rejected packet is built (the BPF stack is too small for it).
+pub const MAP_REJECT_REPLY: &str = "TG_REJECT_REPLY";
+/// The longest answer to a rejected packet: ICMPv6 quoting 48 bytes.
+pub const REJECT_REPLY_BYTES: usize = 96;
 /// `Array<Settings>` with one entry: runtime knobs set by the controller.
 pub const MAP_SETTINGS: &str = "TG_SETTINGS";
 

@@ -15,7 +15,7 @@ use tollgate_common::{
     DEFAULT_FRAGMENTS, DEFAULT_RULE_RECORDS_PER_SLOT, DenyEvent, Destination, DeviceKey,
     DevicePrefix, EVENT_RING_BYTES, FRAGMENT_SOURCES, FlowKey, FragmentKey, FragmentQuota,
     FragmentVerdict, GroupInfo, MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_PASS_ETHERTYPES,
-    RejectFacts, RuleRecord, SLOTS, Settings, SourceKey, Stat,
+    REJECT_REPLY_BYTES, RejectFacts, RuleRecord, SLOTS, Settings, SourceKey, Stat,
 };
 
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
@@ -89,9 +89,6 @@ pub static TG_REJECT_BKT: PerCpuArray<u64, 1> = PerCpuArray::new();
 
 #[btf_map]
 pub static TG_REJECT_PKT: PerCpuArray<RejectFacts, 1> = PerCpuArray::new();
-
-/// The longest answer to a rejected packet: ICMPv6 quoting 48 bytes.
-pub const REJECT_REPLY_BYTES: usize = 96;
 
 /// Where the answer is built (`reject::reply`).
 #[btf_map]

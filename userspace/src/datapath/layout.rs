@@ -11,8 +11,9 @@ use tollgate_common::{
     MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT, MAP_DEVICE_PREFIX,
     MAP_EVENT_LIMITER, MAP_EVENTS, MAP_FLOWS, MAP_FRAGMENT_SOURCES, MAP_FRAGMENTS, MAP_GATEWAY,
     MAP_GRACE, MAP_GROUPS, MAP_PASS_ETHERTYPES, MAP_REJECT_LIMITER, MAP_REJECT_PACKET,
-    MAP_RULESETS, MAP_SETTINGS, MAP_STATS, MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_PASS_ETHERTYPES,
-    RejectFacts, RuleRecord, SLOTS, Settings, SourceKey, Stat,
+    MAP_REJECT_REPLY, MAP_RULESETS, MAP_SETTINGS, MAP_STATS, MAX_GATEWAY_ADDRESSES, MAX_GROUPS,
+    MAX_PASS_ETHERTYPES, REJECT_REPLY_BYTES, RejectFacts, RuleRecord, SLOTS, Settings, SourceKey,
+    Stat,
 };
 
 use crate::config::Limits;
@@ -112,6 +113,7 @@ pub fn specs(limits: &Limits) -> Vec<MapSpec> {
         fixed(MAP_EVENT_LIMITER, 4, 8, 1),
         fixed(MAP_REJECT_LIMITER, 4, 8, 1),
         fixed(MAP_REJECT_PACKET, 4, size::<RejectFacts>(), 1),
+        fixed(MAP_REJECT_REPLY, 4, REJECT_REPLY_BYTES as u32, 1),
         fixed(MAP_SETTINGS, 4, size::<Settings>(), 1),
         fixed(MAP_GRACE, 4, 4, 1),
     ]
