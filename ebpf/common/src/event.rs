@@ -111,7 +111,7 @@ pub const EVENT_PORT_KNOWN: u8 = 1;
 /// The packet was a non-first fragment (its port is unknown).
 pub const EVENT_FRAGMENT: u8 = 2;
 
-/// What the XDP reply to a rejected packet needs to find its headers again:
+/// What the reply to a rejected packet needs to find its headers again:
 /// the decision stores it in `TG_REJECT_PKT` (per CPU) and the reply reads
 /// it back. Going through a map is deliberate: the verifier then sees
 /// offsets it knows only as bounded, so it checks the reply once, not once

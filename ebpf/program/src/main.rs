@@ -85,7 +85,7 @@ fn xdp(ctx: &XdpContext, link: Link) -> u32 {
     match filter(&frame, bytes, link) {
         Outcome::Pass => xdp_action::XDP_PASS,
         Outcome::Drop => xdp_action::XDP_DROP,
-        Outcome::Reject if reject::answer(ctx) => xdp_action::XDP_TX,
+        Outcome::Reject if reject::answer(ctx, &frame) => xdp_action::XDP_TX,
         Outcome::Reject => xdp_action::XDP_DROP,
     }
 }
@@ -108,7 +108,7 @@ fn tc(ctx: &TcContext, link: Link) -> i32 {
         // TC's XDP_TX: out of the interface the packet came in on.
         // SAFETY: the context is the kernel's skb; bpf_redirect only records
         // the target and returns TC_ACT_REDIRECT.
-        Outcome::Reject if reject::answer(ctx) => unsafe {
+        Outcome::Reject if reject::answer(ctx, &frame) => unsafe {
             bpf_redirect((*ctx.skb.skb).ifindex, 0) as i32
         },
         Outcome::Reject => TC_ACT_SHOT,

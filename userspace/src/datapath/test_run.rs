@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use aya::TestRunResult;
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
+use aya::programs::{Program, SchedClassifier, TestRun, TestRunOptions, Xdp};
 use tollgate_common::PROG_TC;
 
 use super::{AttachMode, Dataplane};
@@ -17,65 +17,63 @@ impl Dataplane {
         self.test_run_xdp_on(LinkKind::Ethernet, frame, repeat)
     }
 
-    /// Runs the XDP program of `kind` once on `frame`: an Ethernet frame,
-    /// or for [`LinkKind::Ip`] a packet starting at its IP header.
+    /// Runs the XDP program of `kind` `repeat` times on `frame`: an Ethernet
+    /// frame, or for [`LinkKind::Ip`] a packet starting at its IP header.
     pub fn test_run_xdp_on(
         &self,
         kind: LinkKind,
         frame: &[u8],
         repeat: u32,
     ) -> Result<(u32, Duration)> {
-        let name = AttachMode::XdpGeneric.program(kind);
-        let xdp: &Xdp = self
-            .ebpf
-            .program(name)
-            .ok_or_else(|| anyhow!("no program {name}"))?
-            .try_into()?;
-        let r = xdp.test_run(TestRunOptions {
-            data_in: Some(frame),
-            repeat,
-            ..Default::default()
-        })?;
-        Ok((r.return_value, r.duration))
+        run_timed(self.xdp(kind)?, frame, repeat)
     }
 
     /// Runs the XDP program of `kind` once on `frame` and returns the action
     /// with the packet as the program left it (the reply of an `XDP_TX`).
     pub fn test_run_xdp_output(&self, kind: LinkKind, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
-        let name = AttachMode::XdpGeneric.program(kind);
-        let xdp: &Xdp = self
-            .ebpf
-            .program(name)
-            .ok_or_else(|| anyhow!("no program {name}"))?
-            .try_into()?;
-        run_with_output(xdp, frame)
+        run_with_output(self.xdp(kind)?, frame)
+    }
+
+    /// Runs the Ethernet TC program `repeat` times on `frame`.
+    pub fn test_run_tc(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration)> {
+        run_timed(self.tc()?, frame, repeat)
     }
 
     /// Runs the Ethernet TC program once on `frame` and returns the action
     /// with the packet as the program left it (the reply of a redirect).
     pub fn test_run_tc_output(&self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
-        let tc: &SchedClassifier = self
-            .ebpf
-            .program(PROG_TC)
-            .ok_or_else(|| anyhow!("no program {PROG_TC}"))?
-            .try_into()?;
-        run_with_output(tc, frame)
+        run_with_output(self.tc()?, frame)
     }
 
-    /// Runs the TC program once on `frame` (`BPF_PROG_TEST_RUN`).
-    pub fn test_run_tc(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration)> {
-        let tc: &SchedClassifier = self
-            .ebpf
-            .program(PROG_TC)
-            .ok_or_else(|| anyhow!("no program {PROG_TC}"))?
-            .try_into()?;
-        let r = tc.test_run(TestRunOptions {
-            data_in: Some(frame),
-            repeat,
-            ..Default::default()
-        })?;
-        Ok((r.return_value, r.duration))
+    fn xdp(&self, kind: LinkKind) -> Result<&Xdp> {
+        Ok(self
+            .loaded(AttachMode::XdpGeneric.program(kind))?
+            .try_into()?)
     }
+
+    fn tc(&self) -> Result<&SchedClassifier> {
+        Ok(self.loaded(PROG_TC)?.try_into()?)
+    }
+
+    fn loaded(&self, name: &str) -> Result<&Program> {
+        self.ebpf
+            .program(name)
+            .ok_or_else(|| anyhow!("no program {name}"))
+    }
+}
+
+/// `repeat` runs of `program` on `frame`: its return value and the mean
+/// time of one run.
+fn run_timed<P>(program: &P, frame: &[u8], repeat: u32) -> Result<(u32, Duration)>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
+    let r = program.test_run(TestRunOptions {
+        data_in: Some(frame),
+        repeat,
+        ..Default::default()
+    })?;
+    Ok((r.return_value, r.duration))
 }
 
 /// One run of `program` on `frame`: its return value and the packet it left.

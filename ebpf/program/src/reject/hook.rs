@@ -11,12 +11,9 @@ use aya_ebpf::{
 };
 
 use super::MAX_L3;
-use crate::parse::Frame;
 
 /// A hook that can send a reply back out of the interface.
 pub trait Hook {
-    /// The packet as it arrived.
-    fn frame(&self) -> Frame;
     /// Replaces everything after the link header (`l3` bytes) with `reply`;
     /// false when the packet could not be reshaped.
     fn emit<const N: usize>(&self, l3: usize, ethernet: bool, reply: &[u8; N]) -> bool;
@@ -32,14 +29,6 @@ fn swapped(macs: [u8; 12]) -> [u8; 12] {
 }
 
 impl Hook for XdpContext {
-    #[inline(always)]
-    fn frame(&self) -> Frame {
-        Frame {
-            start: self.data(),
-            end: self.data_end(),
-        }
-    }
-
     #[inline(always)]
     fn emit<const N: usize>(&self, l3: usize, ethernet: bool, reply: &[u8; N]) -> bool {
         let l3 = l3 & MAX_L3;
@@ -75,14 +64,6 @@ impl Hook for XdpContext {
 }
 
 impl Hook for TcContext {
-    #[inline(always)]
-    fn frame(&self) -> Frame {
-        Frame {
-            start: self.data(),
-            end: self.data_end(),
-        }
-    }
-
     /// Through the skb helpers, which keep the skb's metadata consistent:
     /// a length change drops a receive checksum (`CHECKSUM_COMPLETE`) the
     /// stack could no longer trust, and `BPF_F_RECOMPUTE_CSUM` keeps it

@@ -237,16 +237,16 @@ fn within_rate() -> bool {
     true
 }
 
-/// Turns the rejected packet [`remember`]ed into its answer; returns
-/// whether it is to be sent (`XDP_TX`, or TC's redirect to the interface it
-/// came in on) rather than dropped. Every outcome is counted.
+/// Turns the rejected packet [`remember`]ed, as the hook holds it (`f`),
+/// into its answer; returns whether it is to be sent (`XDP_TX`, or TC's
+/// redirect to the interface it came in on) rather than dropped. Every
+/// outcome is counted.
 #[inline(always)]
-pub fn answer<H: Hook>(hook: &H) -> bool {
+pub fn answer<H: Hook>(hook: &H, f: &Frame) -> bool {
     let Some(facts) = TG_REJECT_PKT.get(0).copied() else {
         return false;
     };
-    let f = hook.frame();
-    let Some(plan) = plan(&f, &facts) else {
+    let Some(plan) = plan(f, &facts) else {
         account::stat(Stat::RejectUnanswered, 0);
         return false;
     };
@@ -265,7 +265,7 @@ pub fn answer<H: Hook>(hook: &H) -> bool {
     macro_rules! send {
         ($build:path) => {
             match scratch.first_chunk_mut() {
-                Some(r) => $build(&f, &plan, r).is_some() && hook.emit(plan.l3, plan.ethernet, r),
+                Some(r) => $build(f, &plan, r).is_some() && hook.emit(plan.l3, plan.ethernet, r),
                 None => false,
             }
         };
