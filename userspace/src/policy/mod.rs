@@ -24,6 +24,7 @@ pub mod spec;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod values;
 
 use std::{fmt, net::IpAddr};
 
@@ -34,7 +35,7 @@ pub use load::{Loaded, ParseCache, ReadLimits, from_sources, load, load_cached};
 pub use never_decides::{NeverDecides, never_deciding};
 pub use parse::Source;
 pub use rule_id::RuleId;
-pub use validate::{check_list_name, parse_prefix};
+pub use values::{check_list_name, parse_prefix};
 
 use crate::tables::{CounterOwner, Decider, UNKNOWN_GROUP_NAME};
 
