@@ -736,8 +736,15 @@ fn man_dir_writes_a_page_per_subcommand_and_see_also_cites_them() {
         .map(|s| format!("tollgate-{s}.1"))
         .collect();
     expected.push("tollgate.1".into());
+    // A command below a subcommand has its own page.
+    expected.push("tollgate-lists-import.1".into());
     expected.sort();
     assert_eq!(pages, expected);
+    let import = std::fs::read_to_string(dir.join("tollgate-lists-import.1")).unwrap();
+    for option in ["region", "service", "family", "name", "output"] {
+        assert!(import.contains(&format!("\\-\\-{option}")), "--{option}");
+    }
+    assert!(import.contains("tollgate\\-lists(1)"), "cites its parent");
     let top = std::fs::read_to_string(dir.join("tollgate.1")).unwrap();
     // The page on stdout is the same tollgate(1).
     assert_eq!(testkit::tollgate(&["man"]).stdout, top);
@@ -755,6 +762,9 @@ fn man_dir_writes_a_page_per_subcommand_and_see_also_cites_them() {
     }
     // No page for clap's `help`, and no reference to one.
     assert!(!top.contains("tollgate\\-help"));
+    let lists = std::fs::read_to_string(dir.join("tollgate-lists.1")).unwrap();
+    assert!(lists.contains("tollgate\\-lists\\-import(1)"));
+    assert!(!lists.contains("tollgate\\-lists\\-help"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -35,6 +35,10 @@ const SUBCOMMANDS: &[&str] = &[
     "man",
 ];
 
+/// Commands below a subcommand, each with its page tollgate-PARENT-NAME(1)
+/// that its parent's SEE ALSO names: (parent, name).
+const NESTED: &[(&str, &str)] = &[("lists", "import")];
+
 fn run(program: &str, args: &[&str]) -> Output {
     Command::new(program)
         .args(args)
@@ -124,6 +128,9 @@ fn make_deb_builds_a_package_that_unpacks_runs_and_verifies() {
     .to_vec();
     for sub in SUBCOMMANDS {
         expected.push(format!("/usr/share/man/man1/tollgate-{sub}.1.gz"));
+    }
+    for (parent, name) in NESTED {
+        expected.push(format!("/usr/share/man/man1/tollgate-{parent}-{name}.1.gz"));
     }
     // Every example policy, lists included.
     for entry in walk(&repo.join("policies")) {
@@ -326,8 +333,22 @@ fn make_deb_builds_a_package_that_unpacks_runs_and_verifies() {
             "tollgate(1) SEE ALSO lacks tollgate-{sub}(1)"
         );
     }
+    for (parent, name) in NESTED {
+        let text = page(&format!("tollgate-{parent}-{name}"));
+        assert!(text.contains(".SH OPTIONS"), "tollgate-{parent}-{name}(1)");
+        assert!(text.contains(".SH EXAMPLES"), "tollgate-{parent}-{name}(1)");
+        assert!(
+            page(&format!("tollgate-{parent}"))
+                .contains(&format!("tollgate\\-{parent}\\-{name}(1)")),
+            "tollgate-{parent}(1) does not name tollgate-{parent}-{name}(1)"
+        );
+    }
     let pages = std::fs::read_dir(&man1).unwrap().count();
-    assert_eq!(pages, SUBCOMMANDS.len() + 1, "one page per subcommand");
+    assert_eq!(
+        pages,
+        SUBCOMMANDS.len() + NESTED.len() + 1,
+        "one page per command"
+    );
 
     // postinst, prerm, postrm for real, in a throwaway root.
     maintainer_scripts_install_remove_purge(&deb);

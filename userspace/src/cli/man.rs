@@ -1,4 +1,5 @@
-//! Manual pages: tollgate(1) and tollgate-SUBCOMMAND(1), from the clap
+//! Manual pages: tollgate(1), tollgate-SUBCOMMAND(1) and, for commands
+//! with commands of their own, tollgate-SUBCOMMAND-NESTED(1), from the clap
 //! definition plus the EXAMPLES and EXIT STATUS written here.
 
 use std::{io::Write, path::Path};
@@ -25,7 +26,8 @@ pub fn command() -> clap::Command {
 type Entry = (&'static str, &'static str);
 
 /// Examples (command line, what it does) and exit statuses (status,
-/// meaning) of a page: `None` for tollgate(1) itself.
+/// meaning) of a page, named by its command path without `tollgate`:
+/// `None` for tollgate(1) itself.
 fn extras(sub: Option<&str>) -> (&'static [Entry], &'static [Entry]) {
     const USAGE: (&str, &str) = ("2", "Usage error: unknown or conflicting options.");
     match sub {
@@ -185,22 +187,34 @@ fn extras(sub: Option<&str>) -> (&'static [Entry], &'static [Entry]) {
                 USAGE,
             ],
         ),
-        Some("lists") => (super::lists::MAN_EXAMPLES, super::lists::MAN_EXIT_STATUSES),
+        Some("lists" | "lists import") => {
+            (super::lists::MAN_EXAMPLES, super::lists::MAN_EXIT_STATUSES)
+        }
         Some("diff") => (super::diff::MAN_EXAMPLES, super::diff::MAN_EXIT_STATUSES),
         Some(other) => unreachable!("no manual text for `{other}`: add it here"),
     }
 }
 
-/// Renders one page: `sub` is a subcommand of `top`, or `None` for
-/// tollgate(1).
+/// Renders one page: `sub` is a command path below `top` ("diff",
+/// "lists import"), or `None` for tollgate(1).
 pub fn render(top: &clap::Command, sub: Option<&str>, out: &mut dyn Write) -> anyhow::Result<()> {
-    let cmd = match sub {
-        Some(name) => top
+    let mut cmd = top.clone();
+    for name in sub.into_iter().flat_map(str::split_whitespace) {
+        cmd = cmd
             .find_subcommand(name)
             .with_context(|| format!("no subcommand {name}"))?
-            .clone(),
-        None => top.clone(),
-    };
+            .clone();
+    }
+    let nested: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| {
+            page_name(Some(&format!(
+                "{} {}",
+                sub.unwrap_or_default(),
+                s.get_name()
+            )))
+        })
+        .collect();
     let man = Man::new(cmd)
         .source(format!("tollgate {}", env!("CARGO_PKG_VERSION")))
         .manual("Tollgate Manual");
@@ -209,7 +223,7 @@ pub fn render(top: &clap::Command, sub: Option<&str>, out: &mut dyn Write) -> an
     man.render_synopsis_section(out)?;
     man.render_description_section(out)?;
     man.render_options_section(out)?;
-    if sub.is_none() {
+    if !nested.is_empty() {
         man.render_subcommands_section(out)?;
     }
     let (examples, statuses) = extras(sub);
@@ -228,13 +242,16 @@ pub fn render(top: &clap::Command, sub: Option<&str>, out: &mut dyn Write) -> an
             .text([roman(*what)]);
     }
     roff.control("SH", ["SEE ALSO"]);
-    let see_also: Vec<String> = match sub {
-        None => top
-            .get_subcommands()
-            .map(|s| format!("tollgate-{}(1)", s.get_name()))
-            .collect(),
-        Some(_) => vec!["tollgate(1)".into()],
+    let parent = match sub.and_then(|s| s.rsplit_once(' ')) {
+        Some((parent, _)) => page_name(Some(parent)),
+        None if sub.is_some() => page_name(None),
+        None => String::new(),
     };
+    let see_also: Vec<String> = std::iter::once(parent)
+        .chain(nested)
+        .filter(|page| !page.is_empty())
+        .map(|page| format!("{page}(1)"))
+        .collect();
     let see_also = see_also.join(", ");
     roff.text([roman(format!(
         "{see_also}. The user's manual and docs/operations.md in Tollgate's sources; \
@@ -247,16 +264,32 @@ pub fn render(top: &clap::Command, sub: Option<&str>, out: &mut dyn Write) -> an
     Ok(())
 }
 
-/// Writes tollgate.1 and tollgate-SUBCOMMAND.1 for every subcommand.
+/// The page of a command path: `tollgate`, `tollgate-diff`,
+/// `tollgate-lists-import`.
+fn page_name(sub: Option<&str>) -> String {
+    std::iter::once("tollgate")
+        .chain(sub.into_iter().flat_map(str::split_whitespace))
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// Writes tollgate.1, tollgate-SUBCOMMAND.1 for every subcommand and
+/// tollgate-SUBCOMMAND-NESTED.1 for every command below one.
 pub fn write_all(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let top = command();
-    let pages = std::iter::once(None).chain(top.get_subcommands().map(|s| Some(s.get_name())));
-    for sub in pages {
-        let name = sub.map_or("tollgate".into(), |s| format!("tollgate-{s}"));
-        let path = dir.join(format!("{name}.1"));
+    let mut paths = vec![None];
+    for sub in top.get_subcommands() {
+        paths.push(Some(sub.get_name().to_string()));
+        paths.extend(
+            sub.get_subcommands()
+                .map(|nested| Some(format!("{} {}", sub.get_name(), nested.get_name()))),
+        );
+    }
+    for sub in paths {
+        let path = dir.join(format!("{}.1", page_name(sub.as_deref())));
         let mut page = Vec::new();
-        render(&top, sub, &mut page)?;
+        render(&top, sub.as_deref(), &mut page)?;
         std::fs::write(&path, page).with_context(|| format!("write {}", path.display()))?;
     }
     Ok(())
