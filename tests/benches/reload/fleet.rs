@@ -4,10 +4,11 @@
 //!
 //! The same reload path as shape (a) (watcher, `policy::load_cached`,
 //! `compile`, the change summary, `Dataplane::install`), for:
-//! - **add-group**: a new small group file (one device, one rule), three
-//!   names in turn, each sorting before every other group (so that a
-//!   group id taken from the group's position would move every group);
-//! - **delete-group**: removing that file again;
+//! - **add-group**: a new small group file (one device, one rule), named
+//!   to sort before every group already there (so that a group id taken
+//!   from the group's position would move every group); the files
+//!   accumulate;
+//! - **delete-group**: then removing them, in the order they came;
 //! - **edit**: a one-line port change of a rule in `groups/g000.yaml`,
 //!   three ports in turn (so the slot written holds the policy before
 //!   last, one port apart).
@@ -222,23 +223,33 @@ pub fn run(
         };
 
     let (mut add, mut delete, mut edit) = (Kind::default(), Kind::default(), Kind::default());
-    let names = ["a-new-1", "a-new-2", "a-new-3"];
-    for i in 0..iterations + 1 {
-        let k = i % names.len();
-        let path = dir.join(format!("groups/{}.yaml", names[k]));
+    // Group file k: `a-new-NN`, named so that each sorts before the ones
+    // added earlier and before every fleet group, with one device of its
+    // own and one rule.
+    let group = |k: usize| {
+        let name = format!("a-new-{:02}", 99 - k);
         let device = Ipv4Addr::new(172, 16, 0, 1 + k as u8);
-        let text = explicit_fleet::small_group_file(names[k], device, "192.0.2.0/24");
+        let path = dir.join(format!("groups/{name}.yaml"));
+        let text = explicit_fleet::small_group_file(&name, device, "192.0.2.0/24");
         let probe = PacketFacts {
             src: device.into(),
             dst: Ipv4Addr::new(192, 0, 2, 9).into(),
             proto: 6,
             dport: Some(443),
         };
-        // The first of each kind fills the other slot: not counted.
-        let mut warm_up = Kind::default();
-        let into = if i == 0 { &mut warm_up } else { &mut add };
+        (path, text, probe)
+    };
+    // The files accumulate, then go in the order they came; the first of
+    // each kind fills the other slot and is not counted.
+    let mut warm_up = Kind::default();
+    for k in 0..iterations + 1 {
+        let (path, text, probe) = group(k);
+        let into = if k == 0 { &mut warm_up } else { &mut add };
         reload(&|| Ok(std::fs::write(&path, &text)?), probe, into)?;
-        let into = if i == 0 { &mut warm_up } else { &mut delete };
+    }
+    for k in 0..iterations + 1 {
+        let (path, _, probe) = group(k);
+        let into = if k == 0 { &mut warm_up } else { &mut delete };
         reload(&|| Ok(std::fs::remove_file(&path)?), probe, into)?;
     }
     eprintln!("shape (b): group files added and deleted; now the edits");
