@@ -54,9 +54,18 @@
 //! Last, the load and compile times of a policy of 20,000 rules written one
 //! by one (each with its own prefix), the other way a policy grows.
 //!
+//! Then shape (b) of issue 14, many explicit rules in many group files and
+//! a million devices: see `reload/fleet.rs`.
+//!
 //! Run as root: `cargo bench --bench reload`. `RELOAD_BENCH_ITERATIONS`
 //! (default 25, at least 20) sets the iterations per size and kind,
-//! `RELOAD_BENCH_SIZES` (default `1000,10000,100000`) the sizes.
+//! `RELOAD_BENCH_SIZES` (default `1000,10000,100000`) the sizes of shape
+//! (a), `RELOAD_BENCH_SHAPES` (default `list,fleet`) the shapes to run,
+//! `RELOAD_BENCH_FLEET_RULES` (default 100000, in 100 groups) and
+//! `RELOAD_BENCH_FLEET_DEVICES` (default 1000000) the size of shape (b).
+
+#[path = "reload/fleet.rs"]
+mod fleet;
 
 use std::{
     fmt::Write as _,
@@ -112,6 +121,17 @@ fn main() -> Result<()> {
         iterations >= 20,
         "RELOAD_BENCH_ITERATIONS: at least 20 for a p99"
     );
+    let shapes = std::env::var("RELOAD_BENCH_SHAPES").unwrap_or_else(|_| "list,fleet".into());
+    let shapes: Vec<&str> = shapes.split(',').map(str::trim).collect();
+    ensure!(
+        shapes.iter().all(|s| ["list", "fleet"].contains(s)),
+        "RELOAD_BENCH_SHAPES: list, fleet or both"
+    );
+    let fleet_shape = testkit::explicit_fleet::Shape {
+        groups: 100,
+        rules_per_group: env_number("RELOAD_BENCH_FLEET_RULES", 100_000)? / 100,
+        devices: env_number("RELOAD_BENCH_FLEET_DEVICES", 1_000_000)?,
+    };
     let sizes: Vec<usize> = std::env::var("RELOAD_BENCH_SIZES")
         .unwrap_or_else(|_| SIZES.into())
         .split(',')
@@ -125,11 +145,26 @@ fn main() -> Result<()> {
     );
     let pool = bench::Pool::load()?;
     let root = TempDir::create()?;
-    let ns = Namespace::create(&format!("tg-benchreload-{}", std::process::id()))?;
-    let netns_exec = netns_exec_overhead(&ns, iterations)?;
+
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if shapes.contains(&"fleet") {
+        let results = fleet::run(
+            &runtime,
+            &root.path.join("fleet"),
+            &pool,
+            fleet_shape,
+            iterations,
+        )
+        .context("shape (b)")?;
+        fleet::print(&results, iterations);
+    }
+    if !shapes.contains(&"list") {
+        return Ok(());
+    }
+    let ns = Namespace::create(&format!("tg-benchreload-{}", std::process::id()))?;
+    let netns_exec = netns_exec_overhead(&ns, iterations)?;
 
     let mut results = Vec::new();
     for &size in &sizes {
@@ -226,6 +261,13 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn env_number(name: &str, default: usize) -> Result<usize> {
+    match std::env::var(name) {
+        Ok(text) => text.parse().with_context(|| format!("{name}: a number")),
+        Err(_) => Ok(default),
+    }
 }
 
 /// Samples of one measurement.

@@ -26,6 +26,7 @@ use tollgate::netns::Namespace;
 pub mod bench;
 pub mod contract;
 pub mod daemon_process;
+pub mod explicit_fleet;
 pub mod fleet;
 pub mod frames;
 pub mod random;

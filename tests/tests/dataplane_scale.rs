@@ -11,7 +11,11 @@
 
 use std::{fmt::Write as _, net::IpAddr};
 
-use testkit::frames::{Frame, Transport};
+use testkit::{
+    bench::Pool,
+    explicit_fleet::{self, Shape},
+    frames::{Frame, Transport},
+};
 use tollgate::{
     compile::compile,
     config::Limits,
@@ -157,4 +161,94 @@ fn too_few_rule_records_is_a_named_error() {
         1,
         "said once, at the group that crossed the limit: {error}"
     );
+}
+
+#[test]
+fn the_fleet_builder_matches_its_files() {
+    let shape = Shape {
+        groups: 5,
+        rules_per_group: 40,
+        devices: 50,
+    };
+    let prefixes = Pool::load().unwrap().take(shape.rules());
+    let sources: Vec<Source> = explicit_fleet::files(&shape, &prefixes)
+        .into_iter()
+        .map(|(path, text)| Source {
+            path: path.into(),
+            text,
+        })
+        .collect();
+    let loaded = policy::from_sources(&sources, &Environment::default()).unwrap();
+    let built = explicit_fleet::policy(&shape, &prefixes);
+    assert_eq!(
+        compile(&loaded.policy, &Limits::default()).unwrap(),
+        compile(&built, &Limits::default()).unwrap()
+    );
+}
+
+#[test]
+fn a_fleet_of_100k_rules_and_1m_devices_fits_the_default_limits() {
+    testkit::require_root();
+    let shape = Shape::ISSUE;
+    let prefixes = Pool::load().unwrap().take(shape.rules());
+    let policy = explicit_fleet::policy(&shape, &prefixes);
+    let limits = Limits::default();
+    let tables = compile(&policy, &limits).unwrap_or_else(|errors| {
+        panic!(
+            "{}",
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    assert_eq!(tables.device_exact.len(), shape.devices);
+    assert!(
+        2 * tables.counters.len() <= limits.counters as usize,
+        "{} counters: a reload replacing every rule needs twice that, limits.counters is {}",
+        tables.counters.len(),
+        limits.counters
+    );
+    let mut dp = Dataplane::open(&Options::default()).unwrap();
+    let report = dp.install(&tables).unwrap();
+    eprintln!("installed with {:?} in {:.2?}", report.writes, report.total);
+    // A device of the last group, to some of its rules' destinations, on
+    // each rule's port: the program decides as the model does.
+    let src = explicit_fleet::device(shape.devices - 1).into();
+    let last = (shape.groups - 1) * shape.rules_per_group;
+    let mut checked = 0;
+    for j in (0..shape.rules_per_group).step_by(17) {
+        let ipnet::IpNet::V4(net) = prefixes[last + j] else {
+            continue;
+        };
+        let (proto, transport) = match j % 3 {
+            1 => (
+                17,
+                Transport::Udp {
+                    dport: explicit_fleet::port(j),
+                },
+            ),
+            _ => (
+                6,
+                Transport::Tcp {
+                    dport: explicit_fleet::port(j),
+                },
+            ),
+        };
+        let packet = PacketFacts {
+            src,
+            dst: IpAddr::V4(net.broadcast()),
+            proto,
+            dport: Some(explicit_fleet::port(j)),
+        };
+        let want = match model::verdict(&tables, &packet).verdict {
+            Verdict::Deny | Verdict::Reject => XDP_DROP,
+            _ => XDP_PASS,
+        };
+        let frame = Frame::new(packet.src, packet.dst, transport).build();
+        assert_eq!(dp.test_run_xdp(&frame, 1).unwrap().0, want, "{packet:?}");
+        checked += 1;
+    }
+    assert!(checked > 10, "{checked} packets checked");
 }

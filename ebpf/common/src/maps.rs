@@ -93,12 +93,16 @@ pub const MAX_PASS_ETHERTYPES: u32 = 64;
 pub const FRAGMENT_SOURCES: u32 = 1 << 14;
 
 /// Default capacities of the maps whose size the controller may override
-/// (they are not used in index arithmetic). Per slot where noted.
+/// (they are not used in index arithmetic). Per slot where noted. Sized for
+/// a fleet of 100,000 explicit rules and 1,000,000 device addresses (issue
+/// 14): rule records and counters with headroom for a reload that replaces
+/// a third of the rules (counters: for one that replaces all of them, as
+/// both slots hold counters); the README states the kernel memory.
 pub const DEFAULT_DEVICE_EXACT_PER_SLOT: u32 = 1 << 20;
 pub const DEFAULT_DEVICE_PREFIXES_PER_SLOT: u32 = 1 << 16;
 pub const DEFAULT_DESTINATIONS_PER_SLOT: u32 = 1 << 18;
-pub const DEFAULT_COUNTERS: u32 = 1 << 17;
-pub const DEFAULT_RULE_RECORDS_PER_SLOT: u32 = 1 << 16;
+pub const DEFAULT_COUNTERS: u32 = 1 << 18;
+pub const DEFAULT_RULE_RECORDS_PER_SLOT: u32 = 1 << 17;
 pub const DEFAULT_FRAGMENTS: u32 = 1 << 14;
 pub const DEFAULT_FLOWS: u32 = 1 << 16;
 pub const EVENT_RING_BYTES: u32 = 1 << 18;

@@ -43,17 +43,21 @@ pub struct CounterRegistry {
 }
 
 impl CounterRegistry {
-    /// Reads the owners left by a previous run (all free on a fresh start).
-    /// Until the first install every owned counter counts as in use by the
-    /// active slot, whose policy we do not know.
+    /// Reads the owners left by a previous run when `adopted` (new maps
+    /// are all free: reading their 2^18 entries one syscall each would
+    /// only slow every start). Until the first install every owned counter
+    /// counts as in use by the active slot, whose policy we do not know.
     pub fn adopt(
         owners: Array<MapData, u64>,
         counters: PerCpuArray<MapData, Counter>,
         active_slot: usize,
+        adopted: bool,
     ) -> Result<Self> {
-        let mut owner_of = Vec::with_capacity(owners.len() as usize);
-        for i in 0..owners.len() {
-            owner_of.push(owners.get(&i, 0).context("read TG_OWNERS")?);
+        let mut owner_of = vec![FREE; owners.len() as usize];
+        if adopted {
+            for (i, owner) in owner_of.iter_mut().enumerate() {
+                *owner = owners.get(&(i as u32), 0).context("read TG_OWNERS")?;
+            }
         }
         let index_of: HashMap<u64, u32> = owner_of
             .iter()
@@ -130,6 +134,11 @@ impl CounterRegistry {
         }
         self.in_slot[slot] = indices.iter().copied().collect();
         Ok(indices)
+    }
+
+    /// The owner hash of kernel counter `index` (0 when free).
+    pub fn owner_at(&self, index: u32) -> u64 {
+        self.owner_of.get(index as usize).copied().unwrap_or(FREE)
     }
 
     /// Counters owned by a loaded policy (either slot).

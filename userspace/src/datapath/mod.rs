@@ -57,11 +57,12 @@ pub use self::{
     attach::{Adoption, AttachMode, Attachment},
     pins::remove_pins,
     probe::Probed,
+    slots::SlotContents,
     usage::{MapUsage, REPORTED_MAPS},
 };
 use self::{
     counters::CounterRegistry,
-    slots::{PolicyMaps, SlotImage, WriteStats},
+    slots::{GroupIds, PolicyMaps, SlotImage, WriteStats},
 };
 use crate::{
     config::{AttachPolicy, DenyEventsConfig, Limits, RejectRepliesConfig},
@@ -159,6 +160,8 @@ pub struct Dataplane {
     probe_result: Array<MapData, ProbeResult>,
     /// What each slot holds; `None` until read back (after a restart).
     slots: [Option<SlotImage>; 2],
+    /// The kernel id of each group in each slot, stable across installs.
+    group_ids: GroupIds,
     /// Kernel counter of each logical counter of the installed policy.
     installed_counters: Vec<u32>,
     attachments: Vec<Attachment>,
@@ -199,6 +202,7 @@ impl Dataplane {
             self.wait_grace_period()?;
         }
         let indices = self.counters.assign(usize::from(slot), &policy.counters)?;
+        let group_ids = self.group_ids.assign(slot, &policy.groups);
         let mut current = match self.slots[usize::from(slot)].take() {
             Some(image) => image,
             None => self
@@ -210,6 +214,7 @@ impl Dataplane {
             slot,
             policy,
             &indices,
+            &group_ids,
             &current,
             self.policy.records_per_slot,
         ) {
@@ -304,6 +309,15 @@ impl Dataplane {
             .index_of(owner)
             .map(|i| self.counters.read(i))
             .transpose()
+    }
+
+    /// What `slot` holds, read back from the kernel, by group name,
+    /// counter owner and rule list content ([`SlotContents`]).
+    pub fn slot_contents(&self, slot: u8) -> Result<SlotContents> {
+        let image = self.policy.read_slot(slot)?;
+        SlotContents::decode(&image, &self.group_ids.names(slot), |i| {
+            self.counters.owner_at(i)
+        })
     }
 
     /// Sums a kernel counter over all CPUs.

@@ -110,6 +110,7 @@ impl Dataplane {
             take(&mut ebpf, MAP_COUNTER_OWNERS)?,
             take(&mut ebpf, MAP_COUNTERS)?,
             usize::from(active_slot),
+            start == Start::Adopted,
         )?;
         let mut settings: Array<MapData, Settings> = take(&mut ebpf, MAP_SETTINGS)?;
         settings.set(0, runtime_settings(options), 0)?;
@@ -146,6 +147,7 @@ impl Dataplane {
             // A previous run may have flipped just before it died.
             grace_pending: true,
             slots,
+            group_ids: Default::default(),
             installed_counters: Vec::new(),
             attachments: Vec::new(),
             previous_programs,

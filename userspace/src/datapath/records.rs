@@ -31,7 +31,7 @@ fn record_at(records: &[(u32, RuleRecord)], index: u32) -> Option<&RuleRecord> {
 /// Walks the chain from `head` through `records`, filling `chain` with its
 /// record indices and `content` with its entries. False if the chain is
 /// cut short (a record `records` does not have) or too long to be a list.
-fn walk(
+pub(crate) fn walk(
     records: &[(u32, RuleRecord)],
     head: u32,
     chain: &mut Vec<u32>,

@@ -9,8 +9,16 @@
 //! already produces them, so building an image and diffing two are linear
 //! passes: with 10^5 destinations, hashing every key twice per reload cost
 //! more than the map writes of a small edit.
+//!
+//! Group ids in the kernel come from `group_ids.rs`, not from the group's
+//! position in the policy, so that adding or removing a group leaves every
+//! other group's entries as they are; `contents.rs` reads a slot back in
+//! placement-free terms, for the tests that compare incremental installs
+//! with from-scratch ones.
 
+mod contents;
 mod fault;
+mod group_ids;
 mod writes;
 
 use std::net::IpAddr;
@@ -23,7 +31,11 @@ use tollgate_common::{
     RuleEntry as KernelEntry, RuleRecord, Verdict,
 };
 
-pub use self::writes::{PolicyMaps, WriteStats};
+pub use self::{
+    contents::{GroupContents, RuleContents, SlotContents},
+    group_ids::GroupIds,
+    writes::{PolicyMaps, WriteStats},
+};
 use super::records;
 use crate::tables::CompiledPolicy;
 
@@ -100,13 +112,15 @@ fn family_and_bytes(addr: IpAddr) -> (u8, [u8; 16]) {
 
 impl SlotImage {
     /// Lays out `policy` for `slot`; `counters` maps its logical counters to
-    /// kernel indices. Rule lists keep the records they have in `current`
-    /// (what the slot holds now) when unchanged; `records_per_slot` is the
-    /// slot's share of `TG_RULESETS`.
+    /// kernel indices, `group_ids` its group ids ([`GroupIds`]). Rule lists
+    /// keep the records they have in `current` (what the slot holds now)
+    /// when unchanged; `records_per_slot` is the slot's share of
+    /// `TG_RULESETS`.
     pub fn build(
         slot: u8,
         policy: &CompiledPolicy,
         counters: &[u32],
+        group_ids: &[u32],
         current: &SlotImage,
         records_per_slot: u32,
     ) -> Result<SlotImage> {
@@ -123,8 +137,20 @@ impl SlotImage {
                 .with_context(|| format!("logical counter {logical} has no kernel counter"))
         };
 
+        let group = |logical: u32| -> Result<u32> {
+            group_ids
+                .get(logical as usize)
+                .copied()
+                .filter(|&id| id < MAX_GROUPS)
+                .with_context(|| format!("group {logical} has no kernel id"))
+        };
+
         let mut image = SlotImage::default();
-        for g in &policy.groups {
+        // Ids no group has hold the default (no counters, allow): nothing
+        // refers to them.
+        let groups_len = group_ids.iter().max().map_or(0, |&id| id as usize + 1);
+        image.groups = vec![GroupInfo::default(); groups_len];
+        for (logical, g) in policy.groups.iter().enumerate() {
             let mut flags = match g.default {
                 Verdict::Deny => GROUP_DEFAULT_DENY,
                 Verdict::Reject => GROUP_DEFAULT_REJECT,
@@ -133,16 +159,16 @@ impl SlotImage {
             if g.audit {
                 flags |= GROUP_AUDIT;
             }
-            image.groups.push(GroupInfo {
+            image.groups[group(logical as u32)? as usize] = GroupInfo {
                 default_counter: counter(g.default_counter)?,
                 allow_counter: counter(g.allow_counter)?,
                 deny_counter: counter(g.deny_counter)?,
                 audit_deny_counter: counter(g.audit_deny_counter)?,
                 reject_counter: counter(g.reject_counter)?,
                 flags,
-            });
+            };
         }
-        for &(addr, group) in &policy.device_exact {
+        for &(addr, logical) in &policy.device_exact {
             let (family, addr) = family_and_bytes(addr);
             image.device_exact.push((
                 DeviceKey {
@@ -151,7 +177,7 @@ impl SlotImage {
                     _pad: [0; 2],
                     addr,
                 },
-                group,
+                group(logical)?,
             ));
         }
         for &addr in &policy.gateway {
@@ -166,7 +192,7 @@ impl SlotImage {
                 1,
             ));
         }
-        for &(prefix, group) in &policy.device_prefixes {
+        for &(prefix, logical) in &policy.device_prefixes {
             let (family, addr) = family_and_bytes(prefix.network());
             image.device_prefixes.push((
                 (
@@ -178,7 +204,7 @@ impl SlotImage {
                         _pad: [0; 2],
                     },
                 ),
-                group,
+                group(logical)?,
             ));
         }
         let mut lists = Vec::with_capacity(policy.rulesets.len());
@@ -230,7 +256,7 @@ impl SlotImage {
                     Destination {
                         slot,
                         family,
-                        group: u16::try_from(d.group)?.to_be_bytes(),
+                        group: u16::try_from(group(d.group)?)?.to_be_bytes(),
                         addr,
                     },
                 ),
