@@ -321,7 +321,7 @@ fn emit<const N: usize>(ctx: &XdpContext, plan: &Plan, reply: Option<[u8; N]>) -
 /// The one's complement sum of `bytes` as big-endian 16-bit words, added to
 /// `acc` (an odd last byte is padded with zero).
 #[inline(always)]
-fn sum(bytes: &[u8], mut acc: u32) -> u32 {
+pub fn sum(bytes: &[u8], mut acc: u32) -> u32 {
     let mut words = bytes.chunks_exact(2);
     for w in &mut words {
         acc += u32::from(u16::from_be_bytes([w[0], w[1]]));
@@ -334,7 +334,7 @@ fn sum(bytes: &[u8], mut acc: u32) -> u32 {
 
 /// The Internet checksum of what `acc` summed (RFC 1071).
 #[inline(always)]
-fn checksum(acc: u32) -> [u8; 2] {
+pub fn checksum(acc: u32) -> [u8; 2] {
     let folded = (acc & 0xffff) + (acc >> 16);
     let folded = (folded & 0xffff) + (folded >> 16);
     (!(folded as u16)).to_be_bytes()

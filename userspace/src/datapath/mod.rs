@@ -24,7 +24,8 @@
 //! `attach.rs` attaches, `counters.rs` keeps each counter's kernel index,
 //! `usage.rs` reports how full the maps are, `pins.rs` looks after bpffs,
 //! `test_run.rs` runs the programs on a frame, `probe.rs` runs the probe
-//! on a staged slot (with frames from `probe_frame.rs`); this file holds
+//! on a staged slot (with frames from `probe_frame.rs`), `ntp_fast.rs` hands out the NTP fast path's maps;
+//! this file holds
 //! the [`Dataplane`] and its atomic install.
 
 pub mod attach;
@@ -32,6 +33,7 @@ mod bpf_obj;
 pub mod counters;
 pub mod events;
 pub mod layout;
+mod ntp_fast;
 mod open;
 mod pins;
 mod probe;
@@ -55,6 +57,7 @@ use tollgate_common::{Counter, ProbeResult, Stat};
 
 pub use self::{
     attach::{Adoption, AttachMode, Attachment},
+    ntp_fast::NtpFastMaps,
     pins::remove_pins,
     probe::Probed,
     usage::{MapUsage, REPORTED_MAPS},

@@ -292,6 +292,18 @@ impl DataplaneCollector {
                     &[("reason", "unanswerable")],
                     c.packets,
                 ),
+                Stat::NtpFastAnswered | Stat::NtpFastPassed | Stat::NtpFastLimited => {
+                    let result = match stat {
+                        Stat::NtpFastAnswered => "answered",
+                        Stat::NtpFastPassed => "passed",
+                        _ => "rate_limited",
+                    };
+                    families.counter(
+                        "tollgate_ntp_fast_path_total",
+                        &[("result", result)],
+                        c.packets,
+                    )
+                }
                 _ => {
                     let reason = stat.drop_reason().expect("every other stat is a drop");
                     families.counter("tollgate_drops_total", &[("reason", reason)], c.packets);
