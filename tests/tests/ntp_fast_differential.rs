@@ -39,6 +39,7 @@ use tollgate_common::{NtpFastState, Stat, Verdict};
 const NTP_V4: &str = "100.127.0.123";
 const NTP_V6: &str = "fd7a::123";
 const PRECISION: i8 = -23;
+const LOOPBACK: u32 = 1;
 /// A limit no test reaches unless it means to.
 const GENEROUS: NtpRateLimit = NtpRateLimit {
     interval: -4,
@@ -59,6 +60,8 @@ fn dataplane() -> (Dataplane, NtpFastMaps) {
     t.group("devices", Verdict::Allow, &["10.0.0.0/8", "fd00::/8"]);
     let mut dp = Dataplane::open(&Options::default()).unwrap();
     dp.install(&t.build()).unwrap();
+    // BPF_PROG_TEST_RUN delivers on the loopback interface.
+    dp.answer_ntp_on(LOOPBACK, true).unwrap();
     let mut maps = dp.take_ntp_fast().unwrap();
     let listen: Vec<SocketAddr> = vec![
         SocketAddr::new(ip(NTP_V4), 123),
@@ -382,6 +385,12 @@ fn what_is_not_a_plain_client_request_goes_to_the_server_unchanged() {
     // TC cannot answer: it passes the request on.
     let request = frame("10.1.2.3", NTP_V4, &plain, LinkKind::Ethernet);
     assert_eq!(dp.test_run_tc(&request, 1).unwrap().0, TC_ACT_UNSPEC, "TC");
+    // An interface where a reply might not reach the device.
+    let mut dp = dp;
+    dp.answer_ntp_on(LOOPBACK, false).unwrap();
+    let (action, _, _) = run(&dp, LinkKind::Ethernet, "10.1.2.3", NTP_V4, &plain);
+    assert_eq!(action, XDP_PASS, "an interface not cleared for replies");
+    dp.answer_ntp_on(LOOPBACK, true).unwrap();
     // Fast path off: no addresses.
     maps.set_addresses(&[]).unwrap();
     let (action, _, _) = run(&dp, LinkKind::Ethernet, "10.1.2.3", NTP_V4, &plain);

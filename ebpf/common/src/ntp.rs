@@ -13,6 +13,9 @@ pub const MAP_NTP_STATE: &str = "TG_NTP_STATE";
 /// `HashMap<NtpAddrKey, u8>`: the `ntp.listen` addresses and ports the
 /// fast path answers for. Empty when `ntp.fast-path` is off.
 pub const MAP_NTP_ADDRS: &str = "TG_NTP_ADDRS";
+/// `HashMap<u32, u8>`: the interfaces (by index) where a reply sent back
+/// with `XDP_TX` reaches the device; elsewhere requests go to the server.
+pub const MAP_NTP_IFACES: &str = "TG_NTP_IFACES";
 /// `LruHashMap<SourceKey, u64>`: each source's rate-limit state, the
 /// theoretical arrival time of its next request (GCRA, nanoseconds of
 /// `CLOCK_MONOTONIC`).
@@ -29,6 +32,8 @@ pub const PROG_NTP: &str = "tollgate_ntp";
 
 /// Entries of `TG_NTP_ADDRS`.
 pub const MAX_NTP_ADDRESSES: u32 = 16;
+/// Entries of `TG_NTP_IFACES`.
+pub const MAX_NTP_INTERFACES: u32 = 256;
 /// Sources whose rate-limit state is kept at once (least recently used go,
 /// which only ever gives a source a full burst again, as the userspace
 /// server's fixed table does on a collision).

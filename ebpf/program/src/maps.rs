@@ -16,8 +16,8 @@ use tollgate_common::{
     DEFAULT_FRAGMENTS, DEFAULT_RULE_RECORDS_PER_SLOT, DenyEvent, Destination, DeviceKey,
     DevicePrefix, EVENT_RING_BYTES, FRAGMENT_SOURCES, FlowKey, FragmentKey, FragmentQuota,
     FragmentVerdict, GroupInfo, MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_NTP_ADDRESSES,
-    MAX_PASS_ETHERTYPES, NTP_RATE_SOURCES, NtpAddrKey, NtpFastState, NtpScratch, RejectFacts,
-    RuleRecord, SLOTS, Settings, SourceKey, Stat,
+    MAX_NTP_INTERFACES, MAX_PASS_ETHERTYPES, NTP_RATE_SOURCES, NtpAddrKey, NtpFastState,
+    NtpScratch, RejectFacts, RuleRecord, SLOTS, Settings, SourceKey, Stat,
 };
 
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
@@ -102,6 +102,9 @@ pub static TG_NTP_STATE: Array<NtpFastState, 1> = Array::new();
 
 #[btf_map]
 pub static TG_NTP_ADDRS: HashMap<NtpAddrKey, u8, { MAX_NTP_ADDRESSES as usize }> = HashMap::new();
+
+#[btf_map]
+pub static TG_NTP_IFACES: HashMap<u32, u8, { MAX_NTP_INTERFACES as usize }> = HashMap::new();
 
 #[btf_map]
 pub static TG_NTP_SCRATCH: PerCpuArray<NtpScratch, 1> = PerCpuArray::new();

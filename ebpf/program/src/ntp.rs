@@ -10,6 +10,10 @@
 //!   unicast source and a port other than 0;
 //! - NTP version 3 or 4, mode 3 (client), not the NTPv5 upgrade request
 //!   (an NTPv4 request whose reference timestamp is `NTP5DRFT`);
+//! - arriving on an interface where a reply sent back reaches the device
+//!   (`TG_NTP_IFACES`, kept by the controller: generic XDP anywhere, native
+//!   XDP on hardware; not native XDP on a veth, which delivers what the
+//!   program transmits only when its peer runs NAPI);
 //! - `TG_NTP_STATE` set and fresh (the controller refreshes it at every
 //!   poll; a controller that stopped leaves the answering to nobody's
 //!   claim, so the server decides);
@@ -41,7 +45,10 @@ use tollgate_common::{
 
 use crate::{
     account,
-    maps::{TG_GROUPS, TG_NTP_ADDRS, TG_NTP_PROG, TG_NTP_RATE, TG_NTP_SCRATCH, TG_NTP_STATE},
+    maps::{
+        TG_GROUPS, TG_NTP_ADDRS, TG_NTP_IFACES, TG_NTP_PROG, TG_NTP_RATE, TG_NTP_SCRATCH,
+        TG_NTP_STATE,
+    },
     parse::{Fragment, IPPROTO_UDP, Packet},
     reject::{checksum, sum},
 };
@@ -198,6 +205,13 @@ fn answer<const N: usize>(ctx: &XdpContext, request: Request, received_tai: u64)
     // SAFETY: the helper has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if state.flags & NTP_STATE_SET == 0 || now > state.valid_until_ns {
+        return Answer::Passed;
+    }
+    // SAFETY: the context the kernel passed; its fields are readable.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    if TG_NTP_IFACES.get_ptr(ifindex).is_none() {
+        // A reply sent back here could be lost (a veth whose peer has no
+        // NAPI drops what native XDP transmits): the server answers.
         return Answer::Passed;
     }
     let l3 = request.l3() & MAX_L3;

@@ -337,6 +337,7 @@ impl Dataplane {
         )?;
         self.attachments.retain(|a| a.interface != link.name);
         self.attachments.push(attachment.clone());
+        self.note_ntp_replies(&attachment)?;
         Ok(attachment)
     }
 
@@ -350,6 +351,9 @@ impl Dataplane {
     /// Forgets the attachment to `interface`, which is gone or must not be
     /// filtered by the wrong variant, and removes its pinned links.
     pub fn forget(&mut self, interface: &str) -> Result<()> {
+        if let Some(gone) = self.attachments.iter().find(|a| a.interface == interface) {
+            self.answer_ntp_on(gone.index, false)?;
+        }
         self.attachments.retain(|a| a.interface != interface);
         if let Some(dir) = &self.pin_dir {
             for (_, path) in attach::pinned_links(dir, interface)? {

@@ -8,10 +8,11 @@ use std::net::SocketAddr;
 use anyhow::{Context as _, Result, anyhow};
 use aya::maps::{Array, HashMap, MapData};
 use tollgate_common::{
-    FAMILY_V4, FAMILY_V6, MAP_NTP_ADDRS, MAP_NTP_STATE, MAX_NTP_ADDRESSES, NtpAddrKey, NtpFastState,
+    FAMILY_V4, FAMILY_V6, MAP_NTP_ADDRS, MAP_NTP_IFACES, MAP_NTP_STATE, MAX_NTP_ADDRESSES,
+    NtpAddrKey, NtpFastState,
 };
 
-use super::Dataplane;
+use super::{AttachMode, Attachment, Dataplane};
 
 /// `TG_NTP_ADDRS` and `TG_NTP_STATE`, writable from any task.
 pub struct NtpFastMaps {
@@ -33,6 +34,44 @@ impl Dataplane {
             addresses: HashMap::try_from(addresses).context("map TG_NTP_ADDRS")?,
             state: Array::try_from(state).context("map TG_NTP_STATE")?,
         })
+    }
+}
+
+impl Dataplane {
+    /// Whether the NTP responder may answer requests arriving on the
+    /// interface with index `index` (`TG_NTP_IFACES`).
+    pub fn answer_ntp_on(&mut self, index: u32, answer: bool) -> Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_NTP_IFACES)
+            .ok_or_else(|| anyhow!("BPF object has no map {MAP_NTP_IFACES}"))?;
+        let mut interfaces: HashMap<&mut MapData, u32, u8> = HashMap::try_from(map)?;
+        if answer {
+            interfaces
+                .insert(index, 1, 0)
+                .context("write TG_NTP_IFACES")?;
+        } else if interfaces.get(&index, 0).is_ok() {
+            interfaces.remove(&index).context("write TG_NTP_IFACES")?;
+        }
+        Ok(())
+    }
+
+    /// Records whether a reply the program sends back (`XDP_TX`) reaches
+    /// the device on `attachment`: with generic XDP the stack transmits
+    /// it; with native XDP the driver does, which a hardware NIC always
+    /// can, but a veth only when its peer runs NAPI, which this side
+    /// cannot know, so virtual interfaces (no device in sysfs) are left to
+    /// the server. TC cannot send from the ingress hook at all.
+    pub(super) fn note_ntp_replies(&mut self, attachment: &Attachment) -> Result<()> {
+        let returns = match attachment.mode {
+            AttachMode::XdpGeneric => true,
+            AttachMode::XdpNative => {
+                let sysfs = std::path::Path::new("/sys/class/net").join(&attachment.interface);
+                sysfs.join("device").exists()
+            }
+            AttachMode::Tc => false,
+        };
+        self.answer_ntp_on(attachment.index, returns)
     }
 }
 

@@ -102,6 +102,10 @@ const FAMILIES: &[(&str, &str)] = &[
         "Rejected packets dropped without an answer, by reason: rate_limit (over reject-replies.rate: a deny) or unanswerable (an ICMP error, RST, multicast, broadcast, later fragment, IP options or extension headers, or a TC hook).",
     ),
     (
+        "tollgate_ntp_fast_path_total",
+        "NTP requests to ntp.listen addresses seen by the XDP fast path, by result: answered (in XDP), passed (to the userspace server: not a plain NTPv3/v4 client request, no fresh state, or an interface not cleared for replies) or rate_limited (to the userspace server, whose limiter decides).",
+    ),
+    (
         "tollgate_deny_events_suppressed_total",
         "Deny events not sent because of the per-CPU rate limit.",
     ),
