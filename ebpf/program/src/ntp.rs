@@ -40,7 +40,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use tollgate_common::{
-    Allowed, FAMILY_V4, MAX_GROUPS, NTP_STATE_SET, NtpFastState, SourceKey, Stat, UNKNOWN_GROUP,
+    Allowed, FAMILY_V4, MAX_GROUPS, NTP_STATE_SET, NtpAddrKey, NtpFastState, SourceKey, Stat,
+    UNKNOWN_GROUP,
 };
 
 use crate::{
@@ -120,7 +121,9 @@ pub fn candidate(
     key.family = p.family;
     key.port = p.dport.to_be_bytes();
     key.addr = p.dst;
-    TG_NTP_ADDRS.get_ptr(&*key)?;
+    // The key by reference, where it lies: a copy would take the stack.
+    let key: &NtpAddrKey = key;
+    TG_NTP_ADDRS.get_ptr(key)?;
     let unknown = TG_GROUPS.get((generation & 1) * MAX_GROUPS + UNKNOWN_GROUP)?;
     if allowed.allow_counter == unknown.allow_counter {
         return None;

@@ -13,14 +13,9 @@ pub async fn keep_current(service: Weak<NtpService>, mut maps: NtpFastMaps) {
     let Some(mut refreshes) = service.upgrade().map(|s| s.refreshes()) else {
         return;
     };
-    loop {
-        match service.upgrade().and_then(|s| s.fast_state()) {
-            Some(state) => {
-                if let Err(e) = maps.publish(&state) {
-                    tracing::warn!("cannot publish the NTP fast path's state: {e:#}");
-                }
-            }
-            None => break,
+    while let Some(state) = service.upgrade().and_then(|s| s.fast_state()) {
+        if let Err(e) = maps.publish(&state) {
+            tracing::warn!("cannot publish the NTP fast path's state: {e:#}");
         }
         if refreshes.changed().await.is_err() {
             break;
