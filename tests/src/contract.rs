@@ -35,6 +35,7 @@ pub const METRICS: &[&str] = &[
     "tollgate_dataplane_attached",
     "tollgate_build_info",
     "tollgate_ntp_requests_total",
+    "tollgate_ntp_fast_path_total",
     "tollgate_ntp_refused_total",
     "tollgate_ntp_send_errors_total",
     "tollgate_ntp_stratum",

@@ -17,6 +17,7 @@
 
 pub mod event;
 pub mod maps;
+pub mod ntp;
 pub mod policy;
 pub mod precedence;
 pub mod probe;
@@ -24,6 +25,7 @@ pub mod stats;
 
 pub use event::*;
 pub use maps::*;
+pub use ntp::*;
 pub use policy::*;
 pub use probe::*;
 pub use stats::*;

@@ -84,3 +84,8 @@
 //! L3, a later fragment, IPv4 options or IPv6 extension headers under an ICMP
 //! answer: `RejectUnanswered`), or this CPU is over its reply rate (`RejectLimited`:
 //! the reject degrades to a deny).
+//!
+//! Likewise after the policy, and changing no verdict: an allowed UDP
+//! datagram from a device in a group to an `ntp.listen` address and port may
+//! be answered by the program itself instead of passing to the NTP server
+//! (`ebpf/program/src/ntp.rs`, XDP only); it is counted as the allow it is.

@@ -88,10 +88,19 @@ pub enum Stat {
     /// program) or that could not be reshaped into the answer: dropped
     /// silently.
     RejectUnanswered,
+    /// NTP client requests answered by the program itself (the fast path,
+    /// `ebpf/program/src/ntp.rs`).
+    NtpFastAnswered,
+    /// NTP requests to a fast-path address left to the userspace server:
+    /// not a plain NTPv3/v4 client request, or no fresh state.
+    NtpFastPassed,
+    /// NTP requests left to the userspace server because their source was
+    /// over its rate limit (its limiter decides and counts them).
+    NtpFastLimited,
 }
 
 impl Stat {
-    pub const COUNT: u32 = Stat::RejectUnanswered as u32 + 1;
+    pub const COUNT: u32 = Stat::NtpFastLimited as u32 + 1;
 
     pub const ALL: [Stat; Stat::COUNT as usize] = [
         Stat::Seen,
@@ -119,6 +128,9 @@ impl Stat {
         Stat::RejectReplyIcmp6,
         Stat::RejectLimited,
         Stat::RejectUnanswered,
+        Stat::NtpFastAnswered,
+        Stat::NtpFastPassed,
+        Stat::NtpFastLimited,
     ];
 
     /// The `reason` label of `tollgate_drops_total`, for drop stats.

@@ -8,13 +8,16 @@
 //! (`reject/`): XDP with `XDP_TX`, TC by redirecting the reply to the
 //! interface's egress. A fifth program, [`probe`], is
 //! never attached: the controller runs it on `expect:` cases before each
-//! flip.
+//! flip. A sixth, [`tollgate_ntp`], is never attached either: the XDP
+//! hooks tail-call it to answer NTP requests (`ntp.rs`).
 #![no_std]
 #![no_main]
 
 mod account;
+mod checksum;
 mod decide;
 mod maps;
+mod ntp;
 mod parse;
 mod probe;
 mod reject;
@@ -25,7 +28,7 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use tollgate_common::{Stat, Verdict};
+use tollgate_common::{Allowed, Stat, Verdict};
 
 use crate::parse::{Fragment, Frame, Packet, Parsed};
 
@@ -36,6 +39,9 @@ enum Outcome {
     /// Dropped, and answered where the hook can (`reject::remember` kept
     /// what the answer needs).
     Reject,
+    /// Allowed, and an NTP request the hook may answer itself (`ntp.rs`);
+    /// passed on where it does not.
+    Ntp(ntp::Request),
 }
 
 /// Bytes TC makes linear before parsing: enough for two VLAN tags, IPv6 with
@@ -60,6 +66,17 @@ pub fn tollgate_xdp_ip(ctx: XdpContext) -> u32 {
     // XDP has no skb protocol: the version nibble tells, as in the tun
     // driver.
     xdp(&ctx, Link::Ip(None))
+}
+
+/// The NTP responder (`ntp.rs`), tail-called by the XDP hooks with a
+/// client request to answer; never attached.
+#[xdp]
+pub fn tollgate_ntp(ctx: XdpContext) -> u32 {
+    if ntp::respond(&ctx) {
+        xdp_action::XDP_TX
+    } else {
+        xdp_action::XDP_PASS
+    }
 }
 
 #[classifier]
@@ -87,6 +104,11 @@ fn xdp(ctx: &XdpContext, link: Link) -> u32 {
         Outcome::Drop => xdp_action::XDP_DROP,
         Outcome::Reject if reject::answer(ctx, &frame) => xdp_action::XDP_TX,
         Outcome::Reject => xdp_action::XDP_DROP,
+        Outcome::Ntp(request) => {
+            // Returns only when there is no responder to take over.
+            ntp::hand_over(ctx, request);
+            xdp_action::XDP_PASS
+        }
     }
 }
 
@@ -103,7 +125,8 @@ fn tc(ctx: &TcContext, link: Link) -> i32 {
         end: ctx.data_end(),
     };
     match filter(&frame, u64::from(len), link) {
-        Outcome::Pass => TC_ACT_UNSPEC,
+        // TC cannot answer from the ingress hook: the server does.
+        Outcome::Pass | Outcome::Ntp(_) => TC_ACT_UNSPEC,
         Outcome::Drop => TC_ACT_SHOT,
         // TC's XDP_TX: out of the interface the packet came in on.
         // SAFETY: the context is the kernel's skb; bpf_redirect only records
@@ -177,7 +200,7 @@ fn judge(p: &Packet, bytes: u64, link: Link) -> Outcome {
         if let Fragment::First { id } = p.fragment {
             decide::remember_fragment(generation, p, id, allowed);
         }
-        return Outcome::Pass;
+        return allowed_outcome(generation, p, &allowed, link);
     }
     let d = decide::decide(generation, p);
     account::counter(d.counter, bytes);
@@ -193,7 +216,7 @@ fn judge(p: &Packet, bytes: u64, link: Link) -> Outcome {
                 Fragment::Whole => {}
             }
             decide::remember_flow(generation, p, allowed);
-            Outcome::Pass
+            allowed_outcome(generation, p, &allowed, link)
         }
         Verdict::Deny => {
             account::stat(
@@ -219,6 +242,16 @@ fn judge(p: &Packet, bytes: u64, link: Link) -> Outcome {
             account::report(p, &d);
             Outcome::Pass
         }
+    }
+}
+
+/// An allowed packet passes, unless it is an NTP request the hook may
+/// answer (after the policy, like a reject's answer: it changes no verdict).
+#[inline(always)]
+fn allowed_outcome(generation: u32, p: &Packet, allowed: &Allowed, link: Link) -> Outcome {
+    match ntp::candidate(generation, p, allowed, link == Link::Ethernet) {
+        Some(request) => Outcome::Ntp(request),
+        None => Outcome::Pass,
     }
 }
 

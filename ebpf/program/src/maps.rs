@@ -5,7 +5,8 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     btf_maps::{
-        Array, ArrayOfMaps, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key,
+        Array, ArrayOfMaps, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf,
+        lpm_trie::Key,
     },
     macros::btf_map,
 };
@@ -14,8 +15,9 @@ use tollgate_common::{
     DEFAULT_DEVICE_EXACT_PER_SLOT, DEFAULT_DEVICE_PREFIXES_PER_SLOT, DEFAULT_FLOWS,
     DEFAULT_FRAGMENTS, DEFAULT_RULE_RECORDS_PER_SLOT, DenyEvent, Destination, DeviceKey,
     DevicePrefix, EVENT_RING_BYTES, FRAGMENT_SOURCES, FlowKey, FragmentKey, FragmentQuota,
-    FragmentVerdict, GroupInfo, MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_PASS_ETHERTYPES,
-    REJECT_REPLY_BYTES, RejectFacts, RuleRecord, SLOTS, Settings, SourceKey, Stat,
+    FragmentVerdict, GroupInfo, MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_NTP_ADDRESSES,
+    MAX_NTP_INTERFACES, MAX_PASS_ETHERTYPES, NTP_RATE_SOURCES, NtpAddrKey, NtpFastState,
+    NtpScratch, REJECT_REPLY_BYTES, RejectFacts, RuleRecord, SLOTS, Settings, SourceKey, Stat,
 };
 
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
@@ -96,6 +98,27 @@ pub static TG_REJECT_REPLY: PerCpuArray<[u8; REJECT_REPLY_BYTES], 1> = PerCpuArr
 
 #[btf_map]
 pub static TG_SETTINGS: Array<Settings, 1> = Array::new();
+
+/// The NTP fast path (`ntp.rs`): the advertised state, the addresses it
+/// answers for, and each source's rate-limit state.
+#[btf_map]
+pub static TG_NTP_STATE: Array<NtpFastState, 1> = Array::new();
+
+#[btf_map]
+pub static TG_NTP_ADDRS: HashMap<NtpAddrKey, u8, { MAX_NTP_ADDRESSES as usize }> = HashMap::new();
+
+#[btf_map]
+pub static TG_NTP_IFACES: HashMap<u32, u8, { MAX_NTP_INTERFACES as usize }> = HashMap::new();
+
+#[btf_map]
+pub static TG_NTP_SCRATCH: PerCpuArray<NtpScratch, 1> = PerCpuArray::new();
+
+#[btf_map]
+pub static TG_NTP_PROG: ProgramArray<1> = ProgramArray::new();
+
+#[btf_map]
+pub static TG_NTP_RATE: LruHashMap<SourceKey, u64, { NTP_RATE_SOURCES as usize }> =
+    LruHashMap::new();
 
 /// Userspace only: updating an array-of-maps from a syscall waits for an RCU
 /// grace period (every program run that started before it has finished),

@@ -29,6 +29,10 @@ pub struct NtpConfig {
     /// Server sockets (and tasks) per listen address, sharing it through
     /// SO_REUSEPORT; more than one only pays on gateways with cores to spare.
     pub workers: u8,
+    /// `fast-path: on`: the XDP program answers plain client requests of
+    /// group members itself (`ebpf/program/src/ntp.rs`); TC attachments and
+    /// everything unusual still reach the server.
+    pub fast_path: bool,
 }
 
 /// Where the advertised time quality comes from.
@@ -101,6 +105,26 @@ pub(super) struct RawNtpConfig {
     rate_limit: NtpRateLimit,
     max_rate: Option<u32>,
     workers: Option<u8>,
+    fast_path: Option<OnOff>,
+}
+
+/// `on` or `off` (YAML 1.1 booleans are accepted too).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OnOff {
+    Bool(bool),
+    Word(String),
+}
+
+impl OnOff {
+    fn value(&self, key: &str) -> Result<bool, String> {
+        match self {
+            OnOff::Bool(b) => Ok(*b),
+            OnOff::Word(w) if w == "on" => Ok(true),
+            OnOff::Word(w) if w == "off" => Ok(false),
+            OnOff::Word(w) => Err(format!("{key}: `{w}` is neither `on` nor `off`")),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -191,6 +215,10 @@ impl TryFrom<RawNtpConfig> for NtpConfig {
             rate_limit,
             max_rate: raw.max_rate.unwrap_or(DEFAULT_NTP_MAX_RATE),
             workers,
+            fast_path: match &raw.fast_path {
+                Some(v) => v.value("fast-path")?,
+                None => true,
+            },
         })
     }
 }

@@ -86,6 +86,18 @@ fn poll_interval_defaults_to_16s_and_is_bounded() {
 }
 
 #[test]
+fn ntp_fast_path_is_on_by_default_and_takes_on_or_off() {
+    let c = parse("interfaces: [eth1]\npolicy-dir: /p\n").unwrap();
+    assert!(c.ntp.fast_path);
+    let c = parse("interfaces: [eth1]\npolicy-dir: /p\nntp:\n  fast-path: off\n").unwrap();
+    assert!(!c.ntp.fast_path);
+    let c = parse("interfaces: [eth1]\npolicy-dir: /p\nntp:\n  fast-path: on\n").unwrap();
+    assert!(c.ntp.fast_path);
+    let e = parse("interfaces: [eth1]\npolicy-dir: /p\nntp:\n  fast-path: maybe\n").unwrap_err();
+    assert!(e.contains("fast-path"), "{e}");
+}
+
+#[test]
 fn ntp_workers_default_to_one() {
     let c = parse("interfaces: [eth1]\npolicy-dir: /p\n").unwrap();
     assert_eq!(c.ntp.workers, 1);

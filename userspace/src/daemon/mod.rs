@@ -15,6 +15,7 @@
 //! go (`interfaces.rs`), and pings systemd's watchdog.
 
 mod interfaces;
+mod ntp_fast;
 mod serve;
 
 use std::{
@@ -90,6 +91,11 @@ impl Daemon {
             ..Status::default()
         };
         let metrics = Arc::new(Metrics::new()?);
+        let mut dataplane = dataplane;
+        let mut ntp_fast = dataplane.take_ntp_fast()?;
+        // Off until the NTP service runs (pinned maps keep a previous
+        // run's addresses).
+        ntp_fast.set_addresses(&[])?;
         let dataplane = Arc::new(Mutex::new(dataplane));
         let view = Arc::new(RwLock::new(ScrapeView::default()));
         let status = Arc::new(RwLock::new(status));
@@ -144,7 +150,14 @@ impl Daemon {
             let service = NtpService::start(&daemon.config.ntp, sources, daemon.metrics.registry())
                 .context("start the NTP server")?;
             tracing::info!("NTP served on {:?}", service.local_addrs());
-            daemon.ntp = Some(Arc::new(service));
+            let service = Arc::new(service);
+            if daemon.config.ntp.fast_path {
+                ntp_fast
+                    .set_addresses(service.local_addrs())
+                    .context("ntp.fast-path: write the listen addresses")?;
+                tokio::spawn(ntp_fast::keep_current(Arc::downgrade(&service), ntp_fast));
+            }
+            daemon.ntp = Some(service);
         }
         Ok(daemon)
     }

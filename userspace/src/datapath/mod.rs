@@ -24,7 +24,8 @@
 //! `attach.rs` attaches, `counters.rs` keeps each counter's kernel index,
 //! `usage.rs` reports how full the maps are, `pins.rs` looks after bpffs,
 //! `test_run.rs` runs the programs on a frame, `probe.rs` runs the probe
-//! on a staged slot (with frames from `probe_frame.rs`); this file holds
+//! on a staged slot (with frames from `probe_frame.rs`), `ntp_fast.rs` hands out the NTP fast path's maps;
+//! this file holds
 //! the [`Dataplane`] and its atomic install.
 
 pub mod attach;
@@ -32,6 +33,7 @@ mod bpf_obj;
 pub mod counters;
 pub mod events;
 pub mod layout;
+mod ntp_fast;
 mod open;
 mod pins;
 mod probe;
@@ -55,6 +57,7 @@ use tollgate_common::{Counter, ProbeResult, Stat};
 
 pub use self::{
     attach::{Adoption, AttachMode, Attachment},
+    ntp_fast::NtpFastMaps,
     pins::remove_pins,
     probe::Probed,
     slots::SlotContents,
@@ -350,6 +353,7 @@ impl Dataplane {
         )?;
         self.attachments.retain(|a| a.interface != link.name);
         self.attachments.push(attachment.clone());
+        self.note_ntp_replies(&attachment)?;
         Ok(attachment)
     }
 
@@ -363,6 +367,9 @@ impl Dataplane {
     /// Forgets the attachment to `interface`, which is gone or must not be
     /// filtered by the wrong variant, and removes its pinned links.
     pub fn forget(&mut self, interface: &str) -> Result<()> {
+        if let Some(gone) = self.attachments.iter().find(|a| a.interface == interface) {
+            self.answer_ntp_on(gone.index, false)?;
+        }
         self.attachments.retain(|a| a.interface != interface);
         if let Some(dir) = &self.pin_dir {
             for (_, path) in attach::pinned_links(dir, interface)? {

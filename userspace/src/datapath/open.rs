@@ -7,14 +7,14 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData},
+    maps::{Array, HashMap, MapData, ProgramArray},
     programs::{SchedClassifier, Xdp},
 };
 use tollgate_common::{
     MAP_ACTIVE, MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT,
-    MAP_DEVICE_PREFIX, MAP_EVENTS, MAP_GATEWAY, MAP_GRACE, MAP_GROUPS, MAP_PASS_ETHERTYPES,
-    MAP_PROBE, MAP_PROBE_RESULT, MAP_RULESETS, MAP_SETTINGS, MAP_STATS, PROG_PROBE, PROG_TC,
-    PROG_TC_IP, PROG_XDP, PROG_XDP_IP, PROGRAMS, Settings,
+    MAP_DEVICE_PREFIX, MAP_EVENTS, MAP_GATEWAY, MAP_GRACE, MAP_GROUPS, MAP_NTP_PROG,
+    MAP_PASS_ETHERTYPES, MAP_PROBE, MAP_PROBE_RESULT, MAP_RULESETS, MAP_SETTINGS, MAP_STATS,
+    PROG_NTP, PROG_PROBE, PROG_TC, PROG_TC_IP, PROG_XDP, PROG_XDP_IP, PROGRAMS, Settings,
 };
 
 use super::{
@@ -70,6 +70,23 @@ impl Dataplane {
                 .try_into()?;
             xdp.load().with_context(|| format!("verify {name}"))?;
         }
+        // The NTP responder, which the XDP hooks tail-call: in
+        // `TG_NTP_PROG` before any packet can look for it there.
+        let responder: &mut Xdp = ebpf
+            .program_mut(PROG_NTP)
+            .ok_or_else(|| anyhow!("no program {PROG_NTP}"))?
+            .try_into()?;
+        responder
+            .load()
+            .with_context(|| format!("verify {PROG_NTP}"))?;
+        let responder = responder.fd()?.try_clone()?;
+        let mut table: ProgramArray<&mut MapData> = ProgramArray::try_from(
+            ebpf.map_mut(MAP_NTP_PROG)
+                .ok_or_else(|| anyhow!("BPF object has no map {MAP_NTP_PROG}"))?,
+        )?;
+        table
+            .set(0, &responder, 0)
+            .context("put the NTP responder into TG_NTP_PROG")?;
         for name in [PROG_TC, PROG_TC_IP] {
             let tc: &mut SchedClassifier = ebpf
                 .program_mut(name)

@@ -102,6 +102,10 @@ const FAMILIES: &[(&str, &str)] = &[
         "Rejected packets dropped without an answer, by reason: rate_limit (over reject-replies.rate: a deny) or unanswerable (an ICMP error, RST, multicast, broadcast, later fragment, or IP options or extension headers under an ICMP answer).",
     ),
     (
+        "tollgate_ntp_fast_path_total",
+        "NTP requests to ntp.listen addresses seen by the XDP fast path, by result: answered (in XDP), passed (to the userspace server: not a plain NTPv3/v4 client request, no fresh state, or an interface not cleared for replies) or rate_limited (to the userspace server, whose limiter decides).",
+    ),
+    (
         "tollgate_deny_events_suppressed_total",
         "Deny events not sent because of the per-CPU rate limit.",
     ),
@@ -292,6 +296,18 @@ impl DataplaneCollector {
                     &[("reason", "unanswerable")],
                     c.packets,
                 ),
+                Stat::NtpFastAnswered | Stat::NtpFastPassed | Stat::NtpFastLimited => {
+                    let result = match stat {
+                        Stat::NtpFastAnswered => "answered",
+                        Stat::NtpFastPassed => "passed",
+                        _ => "rate_limited",
+                    };
+                    families.counter(
+                        "tollgate_ntp_fast_path_total",
+                        &[("result", result)],
+                        c.packets,
+                    )
+                }
                 _ => {
                     let reason = stat.drop_reason().expect("every other stat is a drop");
                     families.counter("tollgate_drops_total", &[("reason", reason)], c.packets);

@@ -140,6 +140,45 @@ impl Responder {
     }
 }
 
+/// The header fields of every reply to a plain client request in the
+/// state `advertised`, as ntp-proto writes them: the NTP fast path copies
+/// them into its replies (`ntp/fast_state.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplyHeader {
+    pub leap: u8,
+    pub stratum: u8,
+    pub precision: i8,
+    /// NTP short format, as on the wire.
+    pub root_delay: [u8; 4],
+    /// NTP short format at the time asked for.
+    pub root_dispersion: u32,
+    pub reference_id: [u8; 4],
+}
+
+impl ReplyHeader {
+    /// Answers a template request received `at` and reads the fields back:
+    /// ntp-proto stays the one that encodes them.
+    pub fn of(advertised: &Advertised, precision_log2: i8, at: SystemTime) -> Self {
+        let mut responder = Responder::new(advertised, precision_log2);
+        let mut request = [0u8; HEADER_LEN];
+        request[0] = (4 << 3) | 3;
+        let mut out = [0u8; HEADER_LEN];
+        let client = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        let reply = responder
+            .respond(client, at, &request, &mut out)
+            .expect("a 48-byte client request always has a 48-byte reply");
+        let word = |at: usize| [reply[at], reply[at + 1], reply[at + 2], reply[at + 3]];
+        ReplyHeader {
+            leap: reply[0] >> 6,
+            stratum: reply[1],
+            precision: reply[3] as i8,
+            root_delay: word(4),
+            root_dispersion: u32::from_be_bytes(word(8)),
+            reference_id: word(12),
+        }
+    }
+}
+
 /// Tollgate counts requests itself, with policy groups as labels.
 struct IgnoreStats;
 

@@ -59,6 +59,39 @@ pub fn precision_log2() -> i8 {
     smallest.log2().ceil().clamp(-30.0, -6.0) as i8
 }
 
+/// CLOCK_TAI minus CLOCK_REALTIME, nanoseconds: the kernel's TAI offset,
+/// whole seconds (0 when nothing set it). The NTP fast path reads
+/// CLOCK_TAI, the only time-of-day clock a BPF program has, and subtracts
+/// this to serve what CLOCK_REALTIME says.
+pub fn tai_offset_ns() -> u64 {
+    // Read as adjtimex's `tai` (a pure read with modes = 0), not as the
+    // difference of two clock reads, which could straddle a tick.
+    // SAFETY: as in `read`.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    // SAFETY: `tx` is a valid, exclusively borrowed timex.
+    let state = unsafe { libc::ntp_adjtime(&mut tx) };
+    if state == -1 {
+        return 0;
+    }
+    u64::try_from(tx.tai).unwrap_or(0) * 1_000_000_000
+}
+
+/// CLOCK_MONOTONIC now, nanoseconds: the clock `bpf_ktime_get_ns` reads.
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid, exclusively borrowed timespec; reading
+    // CLOCK_MONOTONIC, CLOCK_REALTIME or CLOCK_TAI cannot fail.
+    unsafe { libc::clock_gettime(clock, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +103,12 @@ mod tests {
         assert!(first.esterror_seconds >= 0.0);
         // Reading twice gives the same verdict: the read changed nothing.
         assert_eq!(read().unwrap().unsynchronized, first.unsynchronized);
+    }
+
+    #[test]
+    fn the_tai_offset_is_what_clock_tai_says() {
+        let measured = clock_ns(libc::CLOCK_TAI) as f64 - clock_ns(libc::CLOCK_REALTIME) as f64;
+        assert!((measured - tai_offset_ns() as f64).abs() < 0.5e9);
     }
 
     #[test]

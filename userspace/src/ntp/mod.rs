@@ -5,6 +5,7 @@
 //! | module | job |
 //! |---|---|
 //! | `adapter` | the only user of `ntp_proto`: answer requests, query upstreams |
+//! | `fast_state` | what the XDP fast path answers with, from the advertised state |
 //! | `batch_socket` | server sockets: `recvmmsg`/`sendmmsg` with kernel receive timestamps, SO_REUSEPORT |
 //! | `poll_socket` | the upstream poller's socket (`timestamped-socket`) |
 //! | `server` | one task per socket: membership, shape, rate, reply |
@@ -22,6 +23,7 @@
 mod access;
 mod adapter;
 mod batch_socket;
+mod fast_state;
 mod kernel_clock;
 mod metrics;
 mod poll_socket;
@@ -44,21 +46,23 @@ use tokio::{sync::watch, task::JoinHandle};
 
 pub use self::{
     access::{ALLOW_LIST_LABEL, SourceGroups},
-    adapter::HEADER_LEN,
+    adapter::{HEADER_LEN, Responder},
+    fast_state::{Clocks, fast_state},
     kernel_clock::KernelClock,
     metrics::RequestCounts,
+    reference::{Advertised, Leap, Reference},
     server::{DetachedHandler, MAX_REQUEST},
 };
 use self::{
     batch_socket::BatchSocket,
     metrics::NtpMetrics,
     rate_limit::RateLimiter,
-    reference::{Advertised, Holdover, Leap},
+    reference::Holdover,
     refresh::ReferenceSource,
     server::{Handler, Shared, Sources},
     upstream::Poller,
 };
-use crate::config::{NtpConfig, NtpReference};
+use crate::config::{NtpConfig, NtpRateLimit, NtpReference};
 
 /// The running NTP service. Dropping it stops it too.
 pub struct NtpService {
@@ -68,6 +72,10 @@ pub struct NtpService {
     reference: &'static str,
     local_addrs: Vec<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
+    /// What the fast path's state needs besides the advertised state.
+    precision: i8,
+    rate_limit: NtpRateLimit,
+    poll_interval: std::time::Duration,
 }
 
 /// What `tollgate status` shows about NTP.
@@ -182,7 +190,32 @@ impl NtpService {
             reference,
             local_addrs,
             tasks,
+            precision,
+            rate_limit: config.rate_limit,
+            poll_interval: config.poll_interval,
         })
+    }
+
+    /// Notified at every refresh of the advertised state (every poll).
+    pub fn refreshes(&self) -> watch::Receiver<Advertised> {
+        self.advertised.clone()
+    }
+
+    /// What the XDP fast path answers with now, or `None` once nothing
+    /// refreshes the advertised state: then the fast path must go stale
+    /// and leave the answering (an alarm) to the server.
+    pub fn fast_state(&self) -> Option<tollgate_common::NtpFastState> {
+        if self.advertised.has_changed().is_err() {
+            return None;
+        }
+        let advertised = *self.advertised.borrow();
+        Some(fast_state(
+            &advertised,
+            self.precision,
+            self.rate_limit,
+            self.poll_interval,
+            Clocks::now(),
+        ))
     }
 
     /// Switches to a new policy's groups (on every policy reload).

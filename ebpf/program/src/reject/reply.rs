@@ -3,6 +3,7 @@
 //! decision): addresses (and ports) swapped, checksums computed here.
 
 use super::Plan;
+use crate::checksum::{checksum, sum};
 use crate::parse::{Frame, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP};
 
 const HOP_LIMIT: u8 = 64;
@@ -10,28 +11,6 @@ const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_ADMIN_PROHIBITED: u8 = 13;
 const ICMPV6_DEST_UNREACH: u8 = 1;
 const ICMPV6_ADMIN_PROHIBITED: u8 = 1;
-
-/// The one's complement sum of `bytes` as big-endian 16-bit words, added to
-/// `acc` (an odd last byte is padded with zero).
-#[inline(always)]
-fn sum(bytes: &[u8], mut acc: u32) -> u32 {
-    let mut words = bytes.chunks_exact(2);
-    for w in &mut words {
-        acc += u32::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = words.remainder() {
-        acc += u32::from(*last) << 8;
-    }
-    acc
-}
-
-/// The Internet checksum of what `acc` summed (RFC 1071).
-#[inline(always)]
-fn checksum(acc: u32) -> [u8; 2] {
-    let folded = (acc & 0xffff) + (acc >> 16);
-    let folded = (folded & 0xffff) + (folded >> 16);
-    (!(folded as u16)).to_be_bytes()
-}
 
 /// An IPv4 header of `total` bytes carrying `proto`, from `from` to `to`,
 /// with its checksum.

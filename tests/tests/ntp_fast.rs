@@ -1,0 +1,159 @@
+//! The NTP fast path with real clients: the real daemon in a gateway
+//! namespace, attached in generic XDP to the device-facing veth (native XDP
+//! on a veth is not cleared for replies, see `datapath/ntp_fast.rs`), and
+//! ntpdig, sntp and `chronyd -Q` in the device namespace asking over IPv4
+//! and IPv6. The scrape proves the program answered (not the server).
+
+use std::time::Duration;
+
+use testkit::daemon_process::Daemon;
+use tollgate::netns::{RIG_DEVICE_IFACE, Rig};
+
+const METER_V4: &str = "10.64.0.10";
+const METER_V6: &str = "fd00:64::10";
+const NTP_V4: &str = "100.127.0.123";
+/// Outside the device link's fd00::/16, so the device routes to it via the gateway.
+const NTP_V6: &str = "fd7a::123";
+
+const POLICY: &str = "groups:\n  meters:\n    devices: [10.64.0.0/16, \"fd00:64::/48\"]\n    \
+                      default: deny\n";
+
+/// The rig with the daemon serving `reference` (YAML lines of `ntp:`).
+fn start(tag: &str, reference: &str) -> (Rig, Daemon) {
+    testkit::require_root();
+    let rig = Rig::create(&format!("tg-{tag}-{}", std::process::id())).unwrap();
+    rig.add_device(METER_V4).unwrap();
+    rig.add_device(METER_V6).unwrap();
+    for addr in [format!("{NTP_V4}/32"), format!("{NTP_V6}/128")] {
+        rig.gateway
+            .ip(&["addr", "add", &addr, "dev", "lo", "nodad"])
+            .unwrap();
+    }
+    let daemon = Daemon::start(
+        &rig.gateway,
+        tag,
+        &[RIG_DEVICE_IFACE],
+        &format!(
+            "attach: xdp-generic\nntp:\n  listen: [\"{NTP_V4}:123\", \"[{NTP_V6}]:123\"]\n{reference}"
+        ),
+        &[("meters.yaml", POLICY)],
+    );
+    // IPv6 addresses leave tentative state (DAD) before clients can bind.
+    std::thread::sleep(Duration::from_secs(2));
+    (rig, daemon)
+}
+
+/// `tollgate_ntp_fast_path_total{result="answered"}` from a real scrape.
+fn answered(rig: &Rig) -> f64 {
+    let (status, body) = rig.gateway.http_get("127.0.0.1:9187", "/metrics").unwrap();
+    assert_eq!(status, 200);
+    testkit::promtool_check_metrics(&body);
+    body.lines()
+        .find(|l| l.starts_with("tollgate_ntp_fast_path_total{result=\"answered\"}"))
+        .and_then(|l| l.rsplit_once(' '))
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap_or_else(|| panic!("no answered count in\n{body}"))
+}
+
+/// `ntpdig -j` from the device: its JSON answer, or why it refused.
+fn ntpdig(rig: &Rig, server: &str) -> Result<serde_json::Value, String> {
+    let out = rig
+        .devices
+        .exec("ntpdig", &["-j", "-p", "4", "-t", "2", server])
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if out.status.success() {
+        Ok(serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("ntpdig JSON {stdout:?}: {e}")))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// chronyd as a one-shot client (`-Q`: measure, never set the clock).
+fn chronyd_accepts(rig: &Rig, server: &str) -> bool {
+    let out = rig
+        .devices
+        .exec(
+            "chronyd",
+            &[
+                "-Q",
+                "-f",
+                "/dev/null",
+                "-t",
+                "10",
+                &format!("server {server} iburst"),
+            ],
+        )
+        .unwrap();
+    eprintln!("chronyd -Q: {}", String::from_utf8_lossy(&out.stderr));
+    out.status.success()
+}
+
+#[test]
+fn real_clients_take_the_fast_paths_time_over_ipv4_and_ipv6() {
+    let (rig, _daemon) = start("ntpfast-ok", "  reference: local\n  stratum: 3\n");
+    for server in [NTP_V4, NTP_V6] {
+        let answer = ntpdig(&rig, server).unwrap_or_else(|e| {
+            let (_, body) = rig.gateway.http_get("127.0.0.1:9187", "/metrics").unwrap();
+            let ntp: Vec<&str> = body
+                .lines()
+                .filter(|l| l.contains("ntp") || l.contains("drops"))
+                .collect();
+            panic!(
+                "ntpdig {server}: {e}\n{}\n{:?}\n{:?}",
+                ntp.join("\n"),
+                rig.devices.ip(&["-6", "addr"]),
+                rig.devices.ip(&["-6", "route"])
+            )
+        });
+        eprintln!("ntpdig {server}: {answer}");
+        assert_eq!(answer["stratum"], 3, "{answer}");
+        assert_eq!(answer["leap"], "no-leap", "{answer}");
+        let offset = answer["offset"].as_f64().unwrap();
+        assert!(offset.abs() < 0.001, "|offset| {offset} s ≥ 1 ms");
+    }
+    let by_ntpdig = answered(&rig);
+    assert!(
+        by_ntpdig >= 8.0,
+        "ntpdig's 2 × 4 samples, answered in XDP: {by_ntpdig}"
+    );
+    for server in [NTP_V4, NTP_V6] {
+        let out = rig.devices.exec("sntp", &["-t", "2", server]).unwrap();
+        eprintln!("sntp {server}: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "sntp {server}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(chronyd_accepts(&rig, server), "chronyd -Q refused {server}");
+    }
+    assert!(
+        answered(&rig) > by_ntpdig,
+        "sntp and chronyd were answered in XDP"
+    );
+}
+
+#[test]
+fn clients_refuse_the_fast_paths_time_when_unsynchronised() {
+    // An upstream nobody serves: unsynchronised from the start (leap 3),
+    // as after the holdover; the fast path says so too.
+    let (rig, _daemon) = start(
+        "ntpfast-alarm",
+        "  reference: upstream\n  servers: [\"127.0.0.1:11124\"]\n  poll-interval: 1s\n",
+    );
+    for server in [NTP_V4, NTP_V6] {
+        let refused = ntpdig(&rig, server).expect_err("ntpdig must refuse");
+        // Before its first sample the server is unsynchronised at stratum
+        // 16, which ntpdig reports first.
+        assert!(refused.contains("Response dropped"), "{server}: {refused}");
+        assert!(
+            !chronyd_accepts(&rig, server),
+            "chronyd -Q accepted {server}"
+        );
+    }
+    assert!(
+        answered(&rig) >= 8.0,
+        "the refusals came from the fast path"
+    );
+}

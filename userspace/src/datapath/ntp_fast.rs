@@ -1,0 +1,129 @@
+//! The NTP fast path's maps, handed to whoever keeps them current: the
+//! addresses the program answers for and the advertised state
+//! (`tollgate_common::ntp`; the program's side is
+//! `ebpf/program/src/ntp.rs`).
+
+use std::net::SocketAddr;
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::maps::{Array, HashMap, MapData};
+use tollgate_common::{
+    FAMILY_V4, FAMILY_V6, MAP_NTP_ADDRS, MAP_NTP_IFACES, MAP_NTP_STATE, MAX_NTP_ADDRESSES,
+    NtpAddrKey, NtpFastState,
+};
+
+use super::{AttachMode, Attachment, Dataplane};
+
+/// `TG_NTP_ADDRS` and `TG_NTP_STATE`, writable from any task.
+pub struct NtpFastMaps {
+    addresses: HashMap<MapData, NtpAddrKey, u8>,
+    state: Array<MapData, NtpFastState>,
+}
+
+impl Dataplane {
+    /// The fast path's maps; they can be taken once.
+    pub fn take_ntp_fast(&mut self) -> Result<NtpFastMaps> {
+        let mut take = |name: &str| {
+            self.ebpf
+                .take_map(name)
+                .ok_or_else(|| anyhow!("BPF object has no map {name} (or it was taken)"))
+        };
+        let addresses = take(MAP_NTP_ADDRS)?;
+        let state = take(MAP_NTP_STATE)?;
+        Ok(NtpFastMaps {
+            addresses: HashMap::try_from(addresses).context("map TG_NTP_ADDRS")?,
+            state: Array::try_from(state).context("map TG_NTP_STATE")?,
+        })
+    }
+}
+
+impl Dataplane {
+    /// Whether the NTP responder may answer requests arriving on the
+    /// interface with index `index` (`TG_NTP_IFACES`).
+    pub fn answer_ntp_on(&mut self, index: u32, answer: bool) -> Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_NTP_IFACES)
+            .ok_or_else(|| anyhow!("BPF object has no map {MAP_NTP_IFACES}"))?;
+        let mut interfaces: HashMap<&mut MapData, u32, u8> = HashMap::try_from(map)?;
+        if answer {
+            interfaces
+                .insert(index, 1, 0)
+                .context("write TG_NTP_IFACES")?;
+        } else if interfaces.get(&index, 0).is_ok() {
+            interfaces.remove(&index).context("write TG_NTP_IFACES")?;
+        }
+        Ok(())
+    }
+
+    /// Records whether a reply the program sends back (`XDP_TX`) reaches
+    /// the device on `attachment`: with generic XDP the stack transmits
+    /// it; with native XDP the driver does, which a hardware NIC always
+    /// can, but a veth only when its peer runs NAPI, which this side
+    /// cannot know, so virtual interfaces (no device in sysfs) are left to
+    /// the server. TC cannot send from the ingress hook at all.
+    pub(super) fn note_ntp_replies(&mut self, attachment: &Attachment) -> Result<()> {
+        let returns = match attachment.mode {
+            AttachMode::XdpGeneric => true,
+            AttachMode::XdpNative => {
+                let sysfs = std::path::Path::new("/sys/class/net").join(&attachment.interface);
+                sysfs.join("device").exists()
+            }
+            AttachMode::Tc => false,
+        };
+        self.answer_ntp_on(attachment.index, returns)
+    }
+}
+
+impl NtpFastMaps {
+    /// Makes `listen` the addresses the program answers for, and only
+    /// them (pinned maps keep an earlier run's); empty turns the fast path
+    /// off.
+    pub fn set_addresses(&mut self, listen: &[SocketAddr]) -> Result<()> {
+        if listen.len() > MAX_NTP_ADDRESSES as usize {
+            anyhow::bail!(
+                "{} NTP listen addresses, the fast path holds {MAX_NTP_ADDRESSES}",
+                listen.len()
+            );
+        }
+        let wanted: Vec<NtpAddrKey> = listen.iter().map(|a| address_key(*a)).collect();
+        let old: Vec<NtpAddrKey> = self.addresses.keys().collect::<Result<_, _>>()?;
+        for key in old.iter().filter(|k| !wanted.contains(k)) {
+            self.addresses.remove(key)?;
+        }
+        for key in &wanted {
+            self.addresses
+                .insert(key, 1, 0)
+                .context("write TG_NTP_ADDRS")?;
+        }
+        Ok(())
+    }
+
+    /// Publishes the state the program answers with.
+    pub fn publish(&mut self, state: &NtpFastState) -> Result<()> {
+        self.state.set(0, *state, 0).context("write TG_NTP_STATE")
+    }
+
+    /// Stops the fast path answering until the next [`publish`](Self::publish).
+    pub fn withdraw(&mut self) -> Result<()> {
+        self.publish(&NtpFastState::default())
+    }
+}
+
+fn address_key(addr: SocketAddr) -> NtpAddrKey {
+    let mut key = NtpAddrKey {
+        port: addr.port().to_be_bytes(),
+        ..NtpAddrKey::default()
+    };
+    match addr {
+        SocketAddr::V4(a) => {
+            key.family = FAMILY_V4;
+            key.addr[..4].copy_from_slice(&a.ip().octets());
+        }
+        SocketAddr::V6(a) => {
+            key.family = FAMILY_V6;
+            key.addr = a.ip().octets();
+        }
+    }
+    key
+}
