@@ -57,6 +57,22 @@ pub struct GroupTable {
 }
 
 impl GroupTable {
+    /// A group named `name` that denies by default and counts nothing, for
+    /// unit tests that need only names.
+    #[cfg(test)]
+    pub(crate) fn named(name: &str) -> GroupTable {
+        GroupTable {
+            name: name.into(),
+            default: Verdict::Deny,
+            audit: false,
+            default_counter: 0,
+            allow_counter: 0,
+            deny_counter: 0,
+            audit_deny_counter: 0,
+            reject_counter: 0,
+        }
+    }
+
     pub fn verdict_counter(&self, verdict: Verdict) -> u32 {
         match verdict {
             Verdict::Allow => self.allow_counter,

@@ -88,16 +88,7 @@ mod tests {
     use crate::tables::GroupTable;
 
     fn group(name: &str) -> GroupTable {
-        GroupTable {
-            name: name.into(),
-            default: tollgate_common::Verdict::Deny,
-            audit: false,
-            default_counter: 0,
-            allow_counter: 0,
-            deny_counter: 0,
-            audit_deny_counter: 0,
-            reject_counter: 0,
-        }
+        GroupTable::named(name)
     }
 
     fn policy() -> CompiledPolicy {

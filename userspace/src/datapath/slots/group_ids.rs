@@ -90,23 +90,12 @@ impl GroupIds {
 
 #[cfg(test)]
 mod tests {
-    use tollgate_common::Verdict;
-
     use super::*;
 
     fn groups(names: &[&str]) -> Vec<GroupTable> {
         std::iter::once("_unknown")
             .chain(names.iter().copied())
-            .map(|name| GroupTable {
-                name: name.into(),
-                default: Verdict::Deny,
-                audit: false,
-                default_counter: 0,
-                allow_counter: 0,
-                deny_counter: 0,
-                audit_deny_counter: 0,
-                reject_counter: 0,
-            })
+            .map(GroupTable::named)
             .collect()
     }
 
