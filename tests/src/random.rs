@@ -247,6 +247,7 @@ fn build(groups: Vec<GroupSpec>, unknown_deny: bool, ntp: Vec<IpAddr>) -> Policy
                         id: RuleId::new(&format!("r{i}")),
                         action: r.action,
                         targets,
+                        fqdn: Vec::new(),
                         proto: r.proto,
                         ports: r.ports,
                         comment: None,

@@ -161,6 +161,7 @@ fn record(coverage: &mut Coverage, packet: &PacketFacts, naive: &naive::Evaluati
         DecisionReason::GroupDefault => "reason: group default",
         DecisionReason::UnknownDevice => "reason: unknown device",
         DecisionReason::BuiltinNtp => "reason: builtin ntp",
+        DecisionReason::Learned => "reason: learned",
     });
     match naive.verdict {
         Verdict::AuditDeny => coverage.hit("verdict: audit-deny"),

@@ -280,6 +280,15 @@ impl Explanation {
                     None => "unknown device: unknown-devices is not set, so deny".to_string(),
                 },
             ),
+            DecisionReason::Learned => line(
+                "decided",
+                &format!(
+                    "rule {}{}: {} was learned from the gateway's DNS forwarder for it",
+                    self.rule_id.as_deref().unwrap_or("?"),
+                    at(&self.decided_at),
+                    p.dst
+                ),
+            ),
             DecisionReason::GroupDefault => {
                 // As written: in audit mode the verdict is audit-deny.
                 let default = self.group_default.unwrap_or(Action::Deny);

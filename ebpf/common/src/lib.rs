@@ -16,6 +16,7 @@
 #![no_std]
 
 pub mod event;
+pub mod learned;
 pub mod maps;
 pub mod policy;
 pub mod precedence;
@@ -23,6 +24,7 @@ pub mod probe;
 pub mod stats;
 
 pub use event::*;
+pub use learned::*;
 pub use maps::*;
 pub use policy::*;
 pub use probe::*;

@@ -13,6 +13,7 @@
 
 mod account;
 mod decide;
+mod learned;
 mod maps;
 mod parse;
 mod probe;
@@ -190,7 +191,10 @@ fn judge(p: &Packet, bytes: u64, link: Link) -> Outcome {
                 Fragment::Later { .. } => return Outcome::Pass,
                 Fragment::Whole => {}
             }
-            decide::remember_flow(generation, p, allowed);
+            // Not a learned address's flow: it must end with the address.
+            if d.reason != tollgate_common::DecisionReason::Learned {
+                decide::remember_flow(generation, p, allowed);
+            }
             Outcome::Pass
         }
         Verdict::Deny => {

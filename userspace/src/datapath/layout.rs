@@ -7,12 +7,13 @@ use anyhow::Result;
 use aya::maps::MapInfo;
 use tollgate_common::{
     Allowed, Counter, Destination, DeviceKey, DevicePrefix, EVENT_RING_BYTES, FRAGMENT_SOURCES,
-    FlowKey, FragmentKey, FragmentQuota, FragmentVerdict, GroupInfo, MAP_ACTIVE,
-    MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT, MAP_DEVICE_PREFIX,
-    MAP_EVENT_LIMITER, MAP_EVENTS, MAP_FLOWS, MAP_FRAGMENT_SOURCES, MAP_FRAGMENTS, MAP_GATEWAY,
-    MAP_GRACE, MAP_GROUPS, MAP_PASS_ETHERTYPES, MAP_REJECT_LIMITER, MAP_REJECT_PACKET,
-    MAP_RULESETS, MAP_SETTINGS, MAP_STATS, MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_PASS_ETHERTYPES,
-    RejectFacts, RuleRecord, SLOTS, Settings, SourceKey, Stat,
+    FlowKey, FragmentKey, FragmentQuota, FragmentVerdict, GroupInfo, LEARNED_ENTRIES, LearnedKey,
+    LearnedValue, MAP_ACTIVE, MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT,
+    MAP_DEVICE_PREFIX, MAP_EVENT_LIMITER, MAP_EVENTS, MAP_FLOWS, MAP_FRAGMENT_SOURCES,
+    MAP_FRAGMENTS, MAP_GATEWAY, MAP_GRACE, MAP_GROUPS, MAP_LEARNED, MAP_PASS_ETHERTYPES,
+    MAP_REJECT_LIMITER, MAP_REJECT_PACKET, MAP_RULESETS, MAP_SETTINGS, MAP_STATS,
+    MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_PASS_ETHERTYPES, RejectFacts, RuleRecord, SLOTS,
+    Settings, SourceKey, Stat,
 };
 
 use crate::config::Limits;
@@ -114,6 +115,12 @@ pub fn specs(limits: &Limits) -> Vec<MapSpec> {
         fixed(MAP_REJECT_PACKET, 4, size::<RejectFacts>(), 1),
         fixed(MAP_SETTINGS, 4, size::<Settings>(), 1),
         fixed(MAP_GRACE, 4, 4, 1),
+        fixed(
+            MAP_LEARNED,
+            size::<LearnedKey>(),
+            size::<LearnedValue>(),
+            LEARNED_ENTRIES,
+        ),
     ]
 }
 

@@ -32,6 +32,7 @@ mod bpf_obj;
 pub mod counters;
 pub mod events;
 pub mod layout;
+pub mod learned;
 mod open;
 mod pins;
 mod probe;
@@ -61,6 +62,7 @@ pub use self::{
 };
 use self::{
     counters::CounterRegistry,
+    learned::{Learned, LearnedAddress, Refused},
     slots::{PolicyMaps, SlotImage, WriteStats},
 };
 use crate::{
@@ -164,6 +166,8 @@ pub struct Dataplane {
     previous_programs: Vec<attach::ProgramIdentity>,
     /// Every map's `max_entries`, as `layout::specs` sizes it.
     capacities: Vec<(&'static str, u32)>,
+    /// The addresses the DNS forwarder learned (`TG_LEARNED`).
+    learned: Learned,
 }
 
 impl Dataplane {
@@ -220,6 +224,8 @@ impl Dataplane {
         let result = self.policy.write_slot(slot, &mut current, &target);
         self.slots[usize::from(slot)] = Some(current);
         let writes = result?;
+        self.learned
+            .write_slot(slot, policy, &indices, learned::monotonic_ns())?;
         Ok(Staged {
             begin,
             generation,
@@ -313,6 +319,37 @@ impl Dataplane {
     pub fn stat(&self, stat: Stat) -> Result<Counter> {
         let per_cpu = self.stats.get(&(stat as u32), 0)?;
         Ok(counters::sum(per_cpu.iter()))
+    }
+
+    /// Learns `addr` for the FQDN rule `rule` of `group` until `expires_ns`
+    /// (`CLOCK_MONOTONIC`), in the policy in force. `Ok(Err)` says why it
+    /// was not learned; `Err` is a failed map write.
+    pub fn learn(
+        &mut self,
+        group: &str,
+        rule: &str,
+        addr: std::net::IpAddr,
+        expires_ns: u64,
+    ) -> Result<Result<(), Refused>> {
+        let slot = self.active_slot();
+        self.learned.learn(slot, group, rule, addr, expires_ns)
+    }
+
+    /// Forgets the learned addresses that expired; returns how many
+    /// (group, address) pairs lost a rule.
+    pub fn sweep_learned(&mut self) -> Result<usize> {
+        let slot = self.active_slot();
+        self.learned.sweep(slot, learned::monotonic_ns())
+    }
+
+    /// Every live learned address.
+    pub fn learned(&self) -> Vec<LearnedAddress> {
+        self.learned.list()
+    }
+
+    /// What `TG_LEARNED` holds for the slot in force, as the model reads it.
+    pub fn learned_destinations(&self) -> Vec<crate::tables::LearnedDestination> {
+        self.learned.destinations(self.active_slot())
     }
 
     /// The deny-event ring buffer; it can be taken once.
