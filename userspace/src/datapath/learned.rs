@@ -184,6 +184,16 @@ impl Learned {
         Ok(expired.len())
     }
 
+    /// Forgets every learned address, in both slots.
+    pub(super) fn forget_all(&mut self) -> Result<()> {
+        self.live.clear();
+        let keys: Vec<LearnedKey> = self.map.keys().filter_map(|k| k.ok()).collect();
+        for key in keys {
+            let _ = self.map.remove(&key);
+        }
+        Ok(())
+    }
+
     /// Drops expired (address, rule) pairs; returns the (group, address)
     /// pairs that lost one.
     fn forget_expired(&mut self, now: u64) -> Vec<(String, IpAddr)> {

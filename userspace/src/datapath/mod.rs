@@ -342,6 +342,12 @@ impl Dataplane {
         self.learned.sweep(slot, learned::monotonic_ns())
     }
 
+    /// Forgets every learned address: devices must ask the forwarder
+    /// again (the differential test starts each policy from none).
+    pub fn forget_learned(&mut self) -> Result<()> {
+        self.learned.forget_all()
+    }
+
     /// Every live learned address.
     pub fn learned(&self) -> Vec<LearnedAddress> {
         self.learned.list()
