@@ -25,7 +25,7 @@ use std::{
 };
 
 use socket2::{Domain, Protocol, Socket, Type};
-use testkit::{daemon_process::Daemon, promtool_check_metrics};
+use testkit::{contract, daemon_process::Daemon, promtool_check_metrics};
 use tollgate::netns::{Namespace, RIG_DEVICE_IFACE, Rig};
 
 const METER: &str = "10.64.0.10";
@@ -297,6 +297,15 @@ fn names_open_their_addresses_first_packet_first_and_only_while_they_live() {
         !connects(&rig, LATERAL, 443),
         "a name rebound into a denied prefix stays denied"
     );
+    let learned = daemon
+        .status()
+        .learned_addresses
+        .expect("dns.listen is set");
+    assert_eq!(
+        learned.into_iter().collect::<Vec<_>>(),
+        [("meters".to_string(), 2)],
+        "the iot address and the CNAME's target, and nothing else"
+    );
     let logs = daemon.logs();
     for addr in [GATEWAY, NEIGHBOUR, LATERAL] {
         assert!(
@@ -310,6 +319,12 @@ fn names_open_their_addresses_first_packet_first_and_only_while_they_live() {
     assert_eq!(dig(&rig, METER, "other.example.net").0, "REFUSED");
     assert_eq!(dig(&rig, STRANGER, "iot.example.com").0, "REFUSED");
     let m = scrape(&rig);
+    for family in contract::DNS_METRICS {
+        assert!(
+            m.contains(&format!("# TYPE {family} ")),
+            "{family} exported:\n{m}"
+        );
+    }
     for (group, result) in [("meters", "refused"), ("_unknown", "unknown_device")] {
         assert_eq!(
             sample(

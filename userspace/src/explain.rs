@@ -5,6 +5,8 @@
 //! candidate. The two are asserted to agree (the property tests prove they
 //! always do).
 
+pub mod fqdn;
+
 use std::fmt::{self, Write as _};
 
 use serde::{Serialize, Serializer};

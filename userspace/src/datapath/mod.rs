@@ -353,6 +353,22 @@ impl Dataplane {
         self.learned.list()
     }
 
+    /// How many addresses are learned for each group (an address learned
+    /// for two rules counts once).
+    pub fn learned_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut counts = std::collections::BTreeMap::new();
+        let mut last = None;
+        // `list` is sorted by group, then address.
+        for l in self.learned.list() {
+            let key = (l.group, l.addr);
+            if last.as_ref() != Some(&key) {
+                *counts.entry(key.0.clone()).or_default() += 1;
+                last = Some(key);
+            }
+        }
+        counts
+    }
+
     /// What `TG_LEARNED` holds for the slot in force, as the model reads it.
     pub fn learned_destinations(&self) -> Vec<crate::tables::LearnedDestination> {
         self.learned.destinations(self.active_slot())

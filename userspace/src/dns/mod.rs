@@ -362,18 +362,11 @@ async fn sweep(shared: Arc<Shared>) {
 }
 
 fn publish_learned(dataplane: &Dataplane, metrics: &DnsMetrics) {
-    let mut counts = std::collections::BTreeMap::<String, i64>::new();
-    let mut seen = std::collections::BTreeSet::new();
-    for l in dataplane.learned() {
-        if seen.insert((l.group.clone(), l.addr)) {
-            *counts.entry(l.group).or_default() += 1;
-        }
-    }
     metrics.learned.reset();
-    for (group, count) in counts {
+    for (group, count) in dataplane.learned_counts() {
         metrics
             .learned
             .with_label_values(&[group.as_str()])
-            .set(count);
+            .set(count as i64);
     }
 }
