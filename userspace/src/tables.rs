@@ -81,6 +81,21 @@ pub struct LearnedDestination {
 }
 
 impl CompiledPolicy {
+    /// What learning addresses and the DNS forwarder read of a policy: its
+    /// groups, devices, gateway addresses, FQDN rules and learn guards,
+    /// without the (much larger) destination tables.
+    pub fn learning_view(&self) -> CompiledPolicy {
+        CompiledPolicy {
+            groups: self.groups.clone(),
+            device_exact: self.device_exact.clone(),
+            device_prefixes: self.device_prefixes.clone(),
+            gateway: self.gateway.clone(),
+            fqdn_rules: self.fqdn_rules.clone(),
+            learn_guards: self.learn_guards.clone(),
+            ..CompiledPolicy::default()
+        }
+    }
+
     /// The learned destination of `addr` for `group`, learned for the rules
     /// `expiries` names (rule id, expiry): the entries of those of the
     /// group's FQDN rules that still exist, in rule order, at most

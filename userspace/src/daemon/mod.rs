@@ -175,7 +175,12 @@ impl Daemon {
     /// The installed policy's groups and FQDN rules, for the DNS forwarder
     /// (none before one is installed: every source is then unknown).
     fn dns_policy(&self) -> Arc<CompiledPolicy> {
-        Arc::new(self.reloader.tables().cloned().unwrap_or_default())
+        Arc::new(
+            self.reloader
+                .tables()
+                .map(CompiledPolicy::learning_view)
+                .unwrap_or_default(),
+        )
     }
 
     /// Reloads the policy, telling systemd, and points the NTP server at

@@ -43,6 +43,7 @@ pub struct LearnedAddress {
 
 /// The policy of one slot, as learning needs it.
 struct SlotPolicy {
+    /// Its [`CompiledPolicy::learning_view`].
     tables: CompiledPolicy,
     /// Kernel counter of each logical counter of `tables`.
     indices: Vec<u32>,
@@ -101,7 +102,7 @@ impl Learned {
             let _ = self.map.remove(&key);
         }
         let policy = SlotPolicy {
-            tables: tables.clone(),
+            tables: tables.learning_view(),
             indices: indices.to_vec(),
         };
         for ((group, addr), rules) in &self.live {

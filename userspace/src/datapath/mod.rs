@@ -353,6 +353,19 @@ impl Dataplane {
         self.learned.list()
     }
 
+    /// The groups `addr` is learned for, each once.
+    pub fn learned_by(&self, addr: std::net::IpAddr) -> Vec<String> {
+        let mut groups: Vec<String> = self
+            .learned
+            .list()
+            .into_iter()
+            .filter(|l| l.addr == addr)
+            .map(|l| l.group)
+            .collect();
+        groups.dedup();
+        groups
+    }
+
     /// How many addresses are learned for each group (an address learned
     /// for two rules counts once).
     pub fn learned_counts(&self) -> std::collections::BTreeMap<String, u64> {

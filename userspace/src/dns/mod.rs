@@ -305,7 +305,7 @@ fn learn(shared: &Shared, group: &str, rules: &[String], response: &Message) -> 
             }
         }
     }
-    publish_learned(&dataplane, &shared.metrics);
+    publish_learned(shared, &dataplane);
     ok
 }
 
@@ -357,12 +357,24 @@ async fn sweep(shared: Arc<Shared>) {
         if let Err(e) = dataplane.sweep_learned() {
             tracing::warn!("dns: sweeping expired learned addresses: {e:#}");
         }
-        publish_learned(&dataplane, &shared.metrics);
+        publish_learned(&shared, &dataplane);
     }
 }
 
-fn publish_learned(dataplane: &Dataplane, metrics: &DnsMetrics) {
+/// Sets `tollgate_fqdn_learned_addresses`: every group with an FQDN rule
+/// (0 included) and every group with a learned address.
+fn publish_learned(shared: &Shared, dataplane: &Dataplane) {
+    let metrics = &shared.metrics;
     metrics.learned.reset();
+    let policy = shared.policy.read().expect("dns policy lock").clone();
+    for rule in &policy.fqdn_rules {
+        if let Some(group) = policy.groups.get(rule.group as usize) {
+            metrics
+                .learned
+                .with_label_values(&[group.name.as_str()])
+                .set(0);
+        }
+    }
     for (group, count) in dataplane.learned_counts() {
         metrics
             .learned
