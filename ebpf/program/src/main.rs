@@ -16,6 +16,7 @@
 mod account;
 mod checksum;
 mod decide;
+mod learned;
 mod maps;
 mod ntp;
 mod parse;
@@ -215,7 +216,10 @@ fn judge(p: &Packet, bytes: u64, link: Link) -> Outcome {
                 Fragment::Later { .. } => return Outcome::Pass,
                 Fragment::Whole => {}
             }
-            decide::remember_flow(generation, p, allowed);
+            // Not a learned address's flow: it must end with the address.
+            if d.reason != tollgate_common::DecisionReason::Learned {
+                decide::remember_flow(generation, p, allowed);
+            }
             allowed_outcome(generation, p, &allowed, link)
         }
         Verdict::Deny => {

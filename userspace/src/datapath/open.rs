@@ -12,7 +12,7 @@ use aya::{
 };
 use tollgate_common::{
     MAP_ACTIVE, MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT,
-    MAP_DEVICE_PREFIX, MAP_EVENTS, MAP_GATEWAY, MAP_GRACE, MAP_GROUPS, MAP_NTP_PROG,
+    MAP_DEVICE_PREFIX, MAP_EVENTS, MAP_GATEWAY, MAP_GRACE, MAP_GROUPS, MAP_LEARNED, MAP_NTP_PROG,
     MAP_PASS_ETHERTYPES, MAP_PROBE, MAP_PROBE_RESULT, MAP_RULESETS, MAP_SETTINGS, MAP_STATS,
     PROG_NTP, PROG_PROBE, PROG_TC, PROG_TC_IP, PROG_XDP, PROG_XDP_IP, PROGRAMS, Settings,
 };
@@ -21,6 +21,7 @@ use super::{
     Dataplane, Options, PROGRAM_OBJECT, Start, attach,
     counters::CounterRegistry,
     layout::{self, Pinned},
+    learned::Learned,
     pins::ensure_bpffs,
     slots::{PolicyMaps, SlotImage},
 };
@@ -147,6 +148,7 @@ impl Dataplane {
         } else {
             [Some(SlotImage::default()), Some(SlotImage::default())]
         };
+        let learned = Learned::new(take(&mut ebpf, MAP_LEARNED)?);
         Ok(Dataplane {
             stats: take(&mut ebpf, MAP_STATS)?,
             grace: take(&mut ebpf, MAP_GRACE)?,
@@ -168,6 +170,7 @@ impl Dataplane {
             installed_counters: Vec::new(),
             attachments: Vec::new(),
             previous_programs,
+            learned,
             capacities: layout::specs(&options.limits)
                 .iter()
                 .map(|s| (s.name, s.max_entries))
