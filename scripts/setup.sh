@@ -24,7 +24,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-packages=(iproute2 iputils-ping curl nftables bpftool xdp-tools chrony ntpsec-ntpdate sntp prometheus netsniff-ng iperf3 git systemd dpkg-dev lintian)
+packages=(iproute2 iputils-ping curl nftables bpftool xdp-tools chrony ntpsec-ntpdate sntp prometheus netsniff-ng iperf3 dnsutils dnsmasq-base git systemd dpkg-dev lintian)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

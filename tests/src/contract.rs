@@ -55,3 +55,10 @@ pub const METRICS: &[&str] = &[
     "process_start_time_seconds",
     "process_threads",
 ];
+
+/// The DNS forwarder's families, exported with `dns.listen` set:
+/// `tests/tests/fqdn_e2e.rs` finds them in a real scrape.
+pub const DNS_METRICS: &[&str] = &[
+    "tollgate_dns_queries_total",
+    "tollgate_fqdn_learned_addresses",
+];

@@ -158,6 +158,7 @@ pub fn policy(shape: &Shape, prefixes: &[IpNet]) -> Policy {
                             written,
                             prefixes: vec![prefix],
                         }],
+                        fqdn: Vec::new(),
                         proto,
                         ports,
                         comment: None,

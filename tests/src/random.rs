@@ -247,6 +247,7 @@ fn build(groups: Vec<GroupSpec>, unknown_deny: bool, ntp: Vec<IpAddr>) -> Policy
                         id: RuleId::new(&format!("r{i}")),
                         action: r.action,
                         targets,
+                        fqdn: Vec::new(),
                         proto: r.proto,
                         ports: r.ports,
                         comment: None,
@@ -339,4 +340,62 @@ fn pick(
         (_, _, false) => v4,
         (_, _, true) => v6_addr,
     }
+}
+
+/// The id of the FQDN rule [`with_fqdn_rules`] gives every group.
+pub const LEARNED_RULE: &str = "learned";
+
+/// `policy` with one FQDN rule more in each group, matching the protocol
+/// and ports of the group's first rule (every protocol and port when it
+/// has none), so that learned addresses compete with the random rules.
+pub fn with_fqdn_rules(policy: &Policy) -> Policy {
+    let mut policy = policy.clone();
+    for group in &mut policy.groups {
+        let (proto, ports) = group
+            .rules
+            .first()
+            .map_or((None, None), |r| (r.proto, r.ports.clone()));
+        let ports = ports.map(|mut p| {
+            p.truncate(tollgate_common::LEARNED_RULES);
+            p
+        });
+        group.rules.push(Rule {
+            id: RuleId::new(LEARNED_RULE),
+            action: Action::Allow,
+            targets: Vec::new(),
+            fqdn: vec![tollgate::policy::FqdnPattern::parse("learned.test").unwrap()],
+            proto,
+            ports,
+            comment: None,
+            origin: origin(90),
+        });
+    }
+    policy
+}
+
+/// What the DNS forwarder learns for the cases of `packets`: (group id,
+/// destination, live) for some of them, by index: for the packet's own
+/// group, live or expired, or live for another group (so that groups stay
+/// apart). `group_of` gives a source's group id (0: none).
+pub fn learned_for(
+    packets: &[PacketFacts],
+    groups: u32,
+    group_of: impl Fn(IpAddr) -> u32,
+) -> Vec<(u32, IpAddr, bool)> {
+    packets
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let own = group_of(p.src);
+            if own == 0 || groups == 0 {
+                return None;
+            }
+            match i % 6 {
+                0 | 1 => Some((own, p.dst, true)),
+                2 => Some((own, p.dst, false)),
+                3 => Some((own % groups + 1, p.dst, true)),
+                _ => None,
+            }
+        })
+        .collect()
 }

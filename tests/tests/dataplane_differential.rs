@@ -13,6 +13,10 @@
 //! WireGuard, PPP and IP-tunnel links). A sample also goes through the TC
 //! program, which answers the same rejects (its redirect back out). ≥ 10⁵ cases; any disagreement prints the policy and the packet.
 //!
+//! Every group has an FQDN rule, and some of the packets' destinations are
+//! learned for it (live or expired, in the packet's group or another)
+//! before the packets run: the model reads what `TG_LEARNED` holds.
+//!
 //! The remembered flow verdicts (`TG_FLOWS`) must be invisible: the TC
 //! sample repeats a packet the XDP program just judged (an allowed one then
 //! comes from the cache), and each policy first replays packets of the
@@ -30,14 +34,15 @@ use testkit::random;
 use tollgate::{
     compile::compile,
     config::{Limits, RejectRepliesConfig},
+    datapath::learned::monotonic_ns,
     datapath::{
         Dataplane, Options, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS, XDP_TX,
     },
     links::LinkKind,
     model,
-    tables::PacketFacts,
+    tables::{CompiledPolicy, PacketFacts},
 };
-use tollgate_common::{RECORD_ENTRIES, Stat, Verdict};
+use tollgate_common::{DecisionReason, RECORD_ENTRIES, Stat, Verdict};
 
 const POLICIES: u32 = 500;
 const PACKETS_PER_POLICY: usize = 200;
@@ -122,6 +127,21 @@ fn is_host(addr: IpAddr) -> bool {
     }
 }
 
+/// Learns some of the packets' destinations (`random::learned_for`) for
+/// the FQDN rule every group has: live ones for good, expired ones already
+/// expired, so that no clock reading can fall between kernel and model.
+fn learn(dp: &mut Dataplane, tables: &CompiledPolicy, packets: &[PacketFacts]) {
+    let groups = tables.groups.len() as u32 - 1;
+    for (group, addr, live) in random::learned_for(packets, groups, |a| model::group_of(tables, a))
+    {
+        let expires = if live { u64::MAX / 2 } else { 1 };
+        let name = &tables.groups[group as usize].name;
+        // A refusal (the gateway's, a device's, a denied address) is part
+        // of what is tested: neither side then has the address.
+        let _ = dp.learn(name, random::LEARNED_RULE, addr, expires).unwrap();
+    }
+}
+
 /// Whether the verdict drops the packet.
 fn drops(verdict: Verdict) -> bool {
     matches!(verdict, Verdict::Deny | Verdict::Reject)
@@ -144,6 +164,8 @@ fn kernel_agrees_with_the_model_on_random_policies_and_packets() {
         ..Config::default()
     });
     let next_id = RefCell::new(0u32);
+    // (learned destinations written, packets decided by one)
+    let learned_cases = RefCell::new((0u64, 0u64));
     let counts = RefCell::new((0u64, 0u64, 0u64, 0u32, 0u64, 0u64));
     let previous = RefCell::new(Vec::<PacketFacts>::new());
     let hits_before = dataplane.borrow().stat(Stat::FlowCacheHit).unwrap().packets;
@@ -153,17 +175,25 @@ fn kernel_agrees_with_the_model_on_random_policies_and_packets() {
             &random::policy()
                 .prop_flat_map(|p| (Just(p.clone()), random::packets(&p, PACKETS_PER_POLICY))),
             |(policy, packets)| {
+                let policy = random::with_fqdn_rules(&policy);
                 let tables = compile(&policy, &Limits::default())
                     .map_err(|e| TestCaseError::fail(format!("compile failed: {e:#?}")))?;
                 if tables.rulesets.iter().any(|r| r.len() > RECORD_ENTRIES) {
                     counts.borrow_mut().3 += 1;
                 }
                 let mut dp = dataplane.borrow_mut();
+                dp.forget_learned().unwrap();
                 dp.install(&tables)
                     .map_err(|e| TestCaseError::fail(format!("install failed: {e:#}")))?;
+                learn(&mut dp, &tables, &packets);
+                let learned = dp.learned_destinations();
+                learned_cases.borrow_mut().0 += learned.len() as u64;
                 let replayed = std::mem::replace(&mut *previous.borrow_mut(), packets.clone());
                 for (i, packet) in replayed.iter().take(REPLAYED).chain(&packets).enumerate() {
-                    let expected = model::verdict(&tables, packet);
+                    let expected = model::verdict_learned(&tables, &learned, monotonic_ns(), packet);
+                    if expected.reason == DecisionReason::Learned {
+                        learned_cases.borrow_mut().1 += 1;
+                    }
                     let counter = dp.counter_index(expected.counter).expect("installed counter");
                     let mut id = next_id.borrow_mut();
                     *id += 1;
@@ -210,14 +240,20 @@ fn kernel_agrees_with_the_model_on_random_policies_and_packets() {
         .unwrap();
     let (cases, denied, tc, chained, raw_ip, answered) = counts.into_inner();
     let hits = dataplane.borrow().stat(Stat::FlowCacheHit).unwrap().packets - hits_before;
+    let (learned_written, learned_decided) = learned_cases.into_inner();
     eprintln!(
         "{cases} (policy, packet) cases over {POLICIES} policies: kernel = model ({denied} denied \
-         or rejected, {answered} rejects answered, \
+         or rejected, {answered} rejects answered, {learned_decided} decided by one of \
+         {learned_written} learned destinations, \
          {raw_ip} through the raw-IP variant, {tc} also through TC, {hits} allowed from the flow \
          cache; {chained} policies with chained rule records) in {:.2?}",
         started.elapsed()
     );
     assert!(hits > 0, "remembered flow verdicts exercised");
+    assert!(
+        learned_decided > cases / 50,
+        "learned destinations exercised"
+    );
     assert!(
         chained >= POLICIES / 10,
         "rule lists longer than one record exercised"

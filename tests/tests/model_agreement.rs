@@ -6,9 +6,12 @@
 //! Policies and packets are drawn from a small address universe so that
 //! prefixes nest, overlap and tie, and packets hit them. A coverage check at
 //! the end fails the test if the generator stopped exercising a feature
-//! (every tie-break, audit, unknown devices, built-in NTP, fragments, ...).
+//! (every tie-break, audit, unknown devices, built-in NTP, fragments,
+//! learned addresses, ...). Every group gets an FQDN rule, and some of the
+//! packets' destinations are learned for it, live or expired, in the
+//! packet's group or another (`random::learned_for`).
 
-use std::{cell::RefCell, collections::BTreeMap, time::Instant};
+use std::{cell::RefCell, collections::BTreeMap, net::IpAddr, time::Instant};
 
 use proptest::{
     prelude::*,
@@ -22,9 +25,9 @@ use tollgate::{
         self,
         naive::{self, RuleOrBuiltin},
     },
-    tables::{CounterOwner, Decider, PacketFacts},
+    tables::{CompiledPolicy, CounterOwner, Decider, LearnedDestination, PacketFacts},
 };
-use tollgate_common::{DecisionReason, Verdict};
+use tollgate_common::{DecisionReason, LEARNED_RULES, Verdict};
 
 const POLICIES: u32 = 1000;
 const PACKETS_PER_POLICY: usize = 100;
@@ -55,12 +58,14 @@ fn compiled_model_agrees_with_the_naive_semantics() {
             &random::policy()
                 .prop_flat_map(|p| (Just(p.clone()), random::packets(&p, PACKETS_PER_POLICY))),
             |(policy, packets)| {
+                let policy = random::with_fqdn_rules(&policy);
                 let tables = compile(&policy, &Limits::default())
                     .map_err(|e| TestCaseError::fail(format!("compile failed: {e:#?}")))?;
+                let (learned, live) = learned(&tables, &packets);
                 let mut coverage = coverage.borrow_mut();
                 for packet in &packets {
-                    let compiled = model::verdict(&tables, packet);
-                    let naive = naive::evaluate(&policy, packet);
+                    let compiled = model::verdict_learned(&tables, &learned, NOW, packet);
+                    let naive = naive::evaluate_learned(&policy, &live, packet);
                     let context = || {
                         let candidates: Vec<String> = naive
                             .candidates
@@ -97,7 +102,9 @@ fn compiled_model_agrees_with_the_naive_semantics() {
                     prop_assert_eq!(compiled.reason, naive.reason, "{}", context());
                     prop_assert_eq!(compiled.rule.as_ref(), naive.rule_id(), "{}", context());
                     let decider = match naive.reason {
-                        DecisionReason::Rule => Decider::Rule(naive.rule_id().unwrap().to_string()),
+                        DecisionReason::Rule | DecisionReason::Learned => {
+                            Decider::Rule(naive.rule_id().unwrap().to_string())
+                        }
                         DecisionReason::BuiltinNtp => Decider::BuiltinNtp,
                         _ => Decider::GroupDefault,
                     };
@@ -129,6 +136,7 @@ fn compiled_model_agrees_with_the_naive_semantics() {
         "reason: group default",
         "reason: unknown device",
         "reason: builtin ntp",
+        "reason: learned",
         "verdict: audit-deny",
         "verdict: reject",
         "lost: longer-prefix",
@@ -155,12 +163,52 @@ fn compiled_model_agrees_with_the_naive_semantics() {
     }
 }
 
+/// The model's clock in this test: entries expiring after it are live.
+const NOW: u64 = 1_000;
+
+/// The learned destinations of the cases, as the model reads them (live
+/// and expired), and the live ones as the naive evaluator takes them.
+fn learned(
+    tables: &CompiledPolicy,
+    packets: &[PacketFacts],
+) -> (Vec<LearnedDestination>, Vec<naive::Learned>) {
+    let groups = tables.groups.len() as u32 - 1;
+    let mut expiries: BTreeMap<(u32, IpAddr), u64> = BTreeMap::new();
+    for (group, addr, live) in random::learned_for(packets, groups, |a| model::group_of(tables, a))
+    {
+        let expiry = expiries.entry((group, addr)).or_default();
+        *expiry = (*expiry).max(if live { NOW + 1 } else { NOW });
+    }
+    let model = expiries
+        .iter()
+        .filter_map(|(&(group, addr), &expiry)| {
+            tables.learned_destination(
+                group,
+                addr,
+                |rule| (rule == random::LEARNED_RULE).then_some(expiry),
+                LEARNED_RULES,
+            )
+        })
+        .collect();
+    let naive = expiries
+        .iter()
+        .filter(|(_, expiry)| **expiry > NOW)
+        .map(|(&(group, addr), _)| naive::Learned {
+            group: tables.groups[group as usize].name.clone(),
+            addr,
+            rule: random::LEARNED_RULE.into(),
+        })
+        .collect();
+    (model, naive)
+}
+
 fn record(coverage: &mut Coverage, packet: &PacketFacts, naive: &naive::Evaluation) {
     coverage.hit(match naive.reason {
         DecisionReason::Rule => "reason: rule",
         DecisionReason::GroupDefault => "reason: group default",
         DecisionReason::UnknownDevice => "reason: unknown device",
         DecisionReason::BuiltinNtp => "reason: builtin ntp",
+        DecisionReason::Learned => "reason: learned",
     });
     match naive.verdict {
         Verdict::AuditDeny => coverage.hit("verdict: audit-deny"),

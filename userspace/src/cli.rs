@@ -119,12 +119,17 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
-        /// Source address (a device).
-        #[arg(long, value_name = "IP")]
-        src: IpAddr,
+        /// Source address (a device). With --fqdn: only its group.
+        #[arg(long, value_name = "IP", required_unless_present = "fqdn")]
+        src: Option<IpAddr>,
         /// Destination address.
-        #[arg(long, value_name = "IP")]
-        dst: IpAddr,
+        #[arg(long, value_name = "IP", required_unless_present = "fqdn")]
+        dst: Option<IpAddr>,
+        /// What the policy says for a domain name instead of a packet: the
+        /// FQDN rules of each group (or of --src's) that name it, whose
+        /// answers the gateway's DNS forwarder learns.
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["dst", "dport", "fragment"])]
+        fqdn: Option<String>,
         /// IP protocol: tcp, udp, icmp, icmpv6 or a number 0-255.
         #[arg(long, value_name = "P", default_value = "tcp", value_parser = packet_proto)]
         proto: u8,
@@ -374,7 +379,18 @@ impl Cli {
                 proto,
                 dport,
                 fragment,
+                fqdn,
             } => {
+                let ctx = match source.resolve(None, false) {
+                    Ok(ctx) => ctx,
+                    Err(message) => return usage_failure(&message),
+                };
+                if let Some(name) = fqdn {
+                    return explain::explain_name(&ctx, format, &name, src);
+                }
+                let (Some(src), Some(dst)) = (src, dst) else {
+                    return usage_error("--src and --dst name the packet (or give --fqdn NAME)");
+                };
                 if src.is_ipv4() != dst.is_ipv4() {
                     return usage_error("--src and --dst must be of one family (IPv4 or IPv6)");
                 }
@@ -383,10 +399,6 @@ impl Cli {
                         "--dport needs --proto tcp or udp: other protocols carry no port",
                     );
                 }
-                let ctx = match source.resolve(None, false) {
-                    Ok(ctx) => ctx,
-                    Err(message) => return usage_failure(&message),
-                };
                 let mut notes = Vec::new();
                 if has_ports(proto) && dport.is_none() && !fragment {
                     notes.push(

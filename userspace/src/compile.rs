@@ -20,7 +20,7 @@ use std::{cmp::Reverse, collections::HashMap, net::IpAddr, path::Path};
 
 use ipnet::IpNet;
 use tollgate_common::{
-    MAX_GATEWAY_ADDRESSES, MAX_GROUPS, RECORD_ENTRIES, RULESET_ENTRIES, Verdict,
+    LEARNED_RULES, MAX_GATEWAY_ADDRESSES, MAX_GROUPS, RECORD_ENTRIES, RULESET_ENTRIES, Verdict,
 };
 
 use crate::{
@@ -28,7 +28,7 @@ use crate::{
     diagnostic::Diagnostic,
     policy::{ALL_PORTS_WIDTH, Action, Group, NTP_PORT, Origin, PROTO_UDP, Policy, PortRange},
     tables::{
-        CompiledPolicy, CounterOwner, Decider, DestinationEntry, GroupTable, RuleEntry,
+        CompiledPolicy, CounterOwner, Decider, DestinationEntry, FqdnRule, GroupTable, RuleEntry,
         UNKNOWN_GROUP_NAME,
     },
 };
@@ -65,6 +65,8 @@ pub fn compile(policy: &Policy, limits: &Limits) -> Result<CompiledPolicy, Vec<D
     c.tables.device_exact.sort();
     c.tables.device_prefixes.sort();
     c.tables.destinations.sort();
+    c.tables.learn_guards.sort();
+    c.tables.learn_guards.dedup();
     c.tables.gateway = policy.gateway.clone();
     if c.tables.gateway.len() > MAX_GATEWAY_ADDRESSES as usize {
         c.errors.push(Diagnostic::error(
@@ -228,6 +230,7 @@ impl Compiler<'_> {
             }
         }
 
+        self.learned_destinations(id, group, &rule_counters);
         let mut candidates = self.candidates(group, &rule_counters);
         // step 8: the built-in NTP allow, an entry at full length
         if let Some(counter) = builtin {
@@ -236,6 +239,56 @@ impl Compiler<'_> {
             }
         }
         self.destinations(id, group, candidates);
+    }
+
+    /// What step 12 needs: the group's FQDN rules, each with one allow
+    /// entry per `ports` item (at most [`LEARNED_RULES`], what one learned
+    /// address carries), and the prefixes of its deny and reject rules.
+    fn learned_destinations(&mut self, id: u32, group: &Group, counters: &[u32]) {
+        for (index, rule) in group.rules.iter().enumerate() {
+            if rule.action.refuses() {
+                // step 12: no address inside a deny or reject rule is learned
+                let guards = rule.prefixes().map(|net| (id, *net));
+                self.tables.learn_guards.extend(guards);
+            }
+            if rule.fqdn.is_empty() {
+                continue;
+            }
+            // step 12: an FQDN rule matches learned addresses on its proto and ports
+            let entries: Vec<RuleEntry> = match &rule.ports {
+                None => vec![None],
+                Some(ports) => ports.iter().map(|p| Some((p.lo, p.hi))).collect(),
+            }
+            .into_iter()
+            .map(|ports| RuleEntry {
+                proto: rule.proto,
+                ports,
+                verdict: Verdict::Allow,
+                builtin: false,
+                counter: counters[index],
+            })
+            .collect();
+            if entries.len() > LEARNED_RULES {
+                self.error(
+                    &rule.origin,
+                    &format!("groups.{}.rules", group.name),
+                    format!(
+                        "FQDN rule \"{}\" has {} ports items; a learned address carries at \
+                         most {LEARNED_RULES} (LEARNED_RULES): split the rule",
+                        rule.id,
+                        entries.len()
+                    ),
+                );
+                continue;
+            }
+            self.tables.fqdn_rules.push(FqdnRule {
+                group: id,
+                rule: rule.id.as_str().to_string(),
+                patterns: rule.fqdn.clone(),
+                entries,
+                counter: counters[index],
+            });
+        }
     }
 
     /// The group's rules expanded to entries: one per destination prefix

@@ -25,6 +25,10 @@ pub struct Status {
     pub last_reload: Option<ReloadStatus>,
     /// The NTP server's state (absent when `ntp.listen` is empty).
     pub ntp: Option<serde_json::Value>,
+    /// Addresses the DNS forwarder learned for each group's FQDN rules that
+    /// have not expired (absent when `dns.listen` is empty).
+    #[serde(default)]
+    pub learned_addresses: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

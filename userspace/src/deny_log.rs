@@ -4,7 +4,7 @@
 //!
 //! The fields are what journald indexes under the `TOLLGATE_` prefix
 //! (`TOLLGATE_GROUP=`, `TOLLGATE_RULE=`, `TOLLGATE_SRC=`, `TOLLGATE_DST=`,
-//! `TOLLGATE_VERDICT=`, ...): see [`crate::logging::init_logging`].
+//! `TOLLGATE_VERDICT=`, `TOLLGATE_LEARNED_BY=`, ...): see [`crate::logging::init_logging`].
 
 use std::{
     collections::HashMap,
@@ -53,7 +53,13 @@ pub fn spawn(
                     let ring = guard.get_inner_mut();
                     while let Some(item) = ring.next() {
                         match events::decode(&item) {
-                            Ok(e) => log_event(&e, &labels.read().expect("labels lock")),
+                            Ok(e) => {
+                                let learned_by = dataplane
+                                    .lock()
+                                    .expect("dataplane lock")
+                                    .learned_by(e.dst);
+                                log_event(&e, &labels.read().expect("labels lock"), &learned_by);
+                            }
                             Err(err) => tracing::warn!("deny event: {err:#}"),
                         }
                     }
@@ -82,8 +88,10 @@ fn suppressed_total(dataplane: &Mutex<Dataplane>) -> u64 {
 /// Logs one event. The message is the verdict label (`deny`, `reject`,
 /// `audit-deny`); the fields repeat it (`verdict`) beside the group, rule,
 /// addresses, protocol name (`tcp`, `udp`, `icmp`, `icmpv6`, else the
-/// number), port, where the rule is written and why it decided.
-pub fn log_event(e: &events::Event, labels: &HashMap<u32, CounterLabel>) {
+/// number), port, where the rule is written and why it decided, and the
+/// other groups the DNS forwarder learned the destination for (`learned_by`,
+/// empty when none): a device trying an address another group resolved.
+pub fn log_event(e: &events::Event, labels: &HashMap<u32, CounterLabel>, learned_by: &[String]) {
     let unknown = CounterLabel {
         group: "?".into(),
         rule: "?".into(),
@@ -100,6 +108,12 @@ pub fn log_event(e: &events::Event, labels: &HashMap<u32, CounterLabel>) {
     } else {
         format!("{}:{}", l.file, l.line)
     };
+    let learned_by: Vec<&str> = learned_by
+        .iter()
+        .map(String::as_str)
+        .filter(|g| *g != l.group)
+        .collect();
+    let learned_by = learned_by.join(",");
     tracing::info!(
         target: "tollgate::deny",
         group = %l.group,
@@ -112,6 +126,7 @@ pub fn log_event(e: &events::Event, labels: &HashMap<u32, CounterLabel>) {
         verdict,
         reason,
         fragment = e.fragment,
+        learned_by = %learned_by,
         "{verdict}"
     );
 }

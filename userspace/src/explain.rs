@@ -5,6 +5,8 @@
 //! candidate. The two are asserted to agree (the property tests prove they
 //! always do).
 
+pub mod fqdn;
+
 use std::fmt::{self, Write as _};
 
 use serde::{Serialize, Serializer};
@@ -279,6 +281,15 @@ impl Explanation {
                     ),
                     None => "unknown device: unknown-devices is not set, so deny".to_string(),
                 },
+            ),
+            DecisionReason::Learned => line(
+                "decided",
+                &format!(
+                    "rule {}{}: {} was learned from the gateway's DNS forwarder for it",
+                    self.rule_id.as_deref().unwrap_or("?"),
+                    at(&self.decided_at),
+                    p.dst
+                ),
             ),
             DecisionReason::GroupDefault => {
                 // As written: in audit mode the verdict is audit-deny.

@@ -21,6 +21,7 @@ use std::{
 /// modules of lower layers only. A new top-level module needs a place here
 /// and in CONTRIBUTING.md.
 const LAYERS: &[(&str, &[&str])] = &[
+    ("names", &["fqdn"]),
     ("foundations", &["control", "diagnostic", "git", "tables"]),
     (
         "host",
@@ -38,6 +39,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "attachments",
             "deny_log",
+            "dns",
             "expectations",
             "explain",
             "metrics",

@@ -1,6 +1,6 @@
 //! The reference model of the dataplane's decision.
 //!
-//! Both evaluators implement steps 4-11 of the precedence written in
+//! Both evaluators implement steps 4-12 of the precedence written in
 //! [`tollgate_common::precedence`], each tagged `// step N:` where it is
 //! decided. [`verdict`] evaluates a packet over the compiled tables exactly
 //! as the kernel does; the kernel's differential test compares its counters
@@ -11,12 +11,14 @@
 
 pub mod naive;
 
+use std::net::IpAddr;
+
 use ipnet::IpNet;
 use tollgate_common::{DecisionReason, UNKNOWN_GROUP, Verdict};
 
 use crate::{
     policy::RuleId,
-    tables::{CompiledPolicy, CounterOwner, Decider, PacketFacts, RuleEntry},
+    tables::{CompiledPolicy, CounterOwner, Decider, LearnedDestination, PacketFacts, RuleEntry},
 };
 
 /// What the dataplane does with a packet, and what it charges.
@@ -37,24 +39,21 @@ pub struct Decision {
     pub rule: Option<RuleId>,
 }
 
-/// Decides `packet` over `tables`, step by step as the kernel does.
+/// Decides `packet` over `tables`, step by step as the kernel does, with no
+/// learned destination.
 pub fn verdict(tables: &CompiledPolicy, packet: &PacketFacts) -> Decision {
-    let (group, device) = match tables
-        .device_exact
-        .binary_search_by(|(addr, _)| addr.cmp(&packet.src))
-    {
-        // step 4: the exact source address
-        Ok(i) => (tables.device_exact[i].1, Some(IpNet::from(packet.src))),
-        // step 4: else the longest device prefix, else group 0
-        Err(_) => longest_match(packet.src, |net| {
-            tables
-                .device_prefixes
-                .binary_search_by(|(p, _)| p.cmp(&net))
-                .ok()
-                .map(|i| tables.device_prefixes[i].1)
-        })
-        .map_or((UNKNOWN_GROUP, None), |(net, group)| (group, Some(net))),
-    };
+    verdict_learned(tables, &[], 0, packet)
+}
+
+/// Decides `packet` over `tables` and the learned destinations of the same
+/// slot (`learned`, as `TG_LEARNED` holds them) at monotonic time `now_ns`.
+pub fn verdict_learned(
+    tables: &CompiledPolicy,
+    learned: &[LearnedDestination],
+    now_ns: u64,
+    packet: &PacketFacts,
+) -> Decision {
+    let (group, device) = device_group(tables, packet.src);
     let table = &tables.groups[group as usize];
 
     // step 5: no rule applies to an unknown device
@@ -88,12 +87,16 @@ pub fn verdict(tables: &CompiledPolicy, packet: &PacketFacts) -> Decision {
             DecisionReason::UnknownDevice,
             table.default_counter,
         ),
-        // step 10: no candidate, the group's default
-        None => (
-            table.default,
-            DecisionReason::GroupDefault,
-            table.default_counter,
-        ),
+        None => match learned_counter(learned, group, now_ns, packet) {
+            // step 12: no candidate, but an address learned for an FQDN rule
+            Some(counter) => (Verdict::Allow, DecisionReason::Learned, counter),
+            // step 10: no candidate, the group's default
+            None => (
+                table.default,
+                DecisionReason::GroupDefault,
+                table.default_counter,
+            ),
+        },
     };
 
     // step 11: audit mode turns a deny or a reject into audit-deny
@@ -103,7 +106,7 @@ pub fn verdict(tables: &CompiledPolicy, packet: &PacketFacts) -> Decision {
     };
     let rule = match (reason, &tables.counters[counter as usize]) {
         (
-            DecisionReason::Rule,
+            DecisionReason::Rule | DecisionReason::Learned,
             CounterOwner::Decision {
                 decider: Decider::Rule(id),
                 ..
@@ -123,6 +126,50 @@ pub fn verdict(tables: &CompiledPolicy, packet: &PacketFacts) -> Decision {
     }
 }
 
+/// The counter of the first live entry learned for the packet's
+/// destination in its group that matches its protocol and port.
+fn learned_counter(
+    learned: &[LearnedDestination],
+    group: u32,
+    now_ns: u64,
+    packet: &PacketFacts,
+) -> Option<u32> {
+    let destination = learned
+        .iter()
+        .find(|l| l.group == group && l.addr == packet.dst)?;
+    destination
+        .entries
+        .iter()
+        // step 12: an entry lives until its expiry, and matches as in step 7
+        .find(|(e, expires)| *expires > now_ns && matches(e, packet))
+        .map(|(e, _)| e.counter)
+}
+
+/// The group of source `src` (0: in no group), as the dataplane finds it.
+pub fn group_of(tables: &CompiledPolicy, src: IpAddr) -> u32 {
+    device_group(tables, src).0
+}
+
+/// The group of `src` and the device entry that chose it.
+fn device_group(tables: &CompiledPolicy, src: IpAddr) -> (u32, Option<IpNet>) {
+    match tables
+        .device_exact
+        .binary_search_by(|(addr, _)| addr.cmp(&src))
+    {
+        // step 4: the exact source address
+        Ok(i) => (tables.device_exact[i].1, Some(IpNet::from(src))),
+        // step 4: else the longest device prefix, else group 0
+        Err(_) => longest_match(src, |net| {
+            tables
+                .device_prefixes
+                .binary_search_by(|(p, _)| p.cmp(&net))
+                .ok()
+                .map(|i| tables.device_prefixes[i].1)
+        })
+        .map_or((UNKNOWN_GROUP, None), |(net, group)| (group, Some(net))),
+    }
+}
+
 /// Whether a rule entry matches: its protocol is any or the packet's, and
 /// its port range is absent or holds the packet's (known) port.
 fn matches(entry: &RuleEntry, packet: &PacketFacts) -> bool {
@@ -139,7 +186,7 @@ fn matches(entry: &RuleEntry, packet: &PacketFacts) -> bool {
 /// Longest-prefix match by trying each prefix of `addr`, longest first,
 /// against an exact lookup (what an LPM trie returns).
 fn longest_match<T>(
-    addr: std::net::IpAddr,
+    addr: IpAddr,
     mut lookup: impl FnMut(IpNet) -> Option<T>,
 ) -> Option<(IpNet, T)> {
     let max = IpNet::from(addr).prefix_len();

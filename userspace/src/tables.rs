@@ -16,6 +16,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use tollgate_common::Verdict;
 
+use crate::fqdn::FqdnPattern;
+
 /// Name of group 0, the sources no group contains (metrics label, logs).
 pub const UNKNOWN_GROUP_NAME: &str = "_unknown";
 
@@ -35,8 +37,135 @@ pub struct CompiledPolicy {
     /// Logical counters: what each index counts.
     pub counters: Vec<CounterOwner>,
     /// The gateway's own addresses, sorted: IPv6 neighbour discovery to them
-    /// passes without a policy decision (precedence step 2).
+    /// passes without a policy decision (precedence step 2), and no address
+    /// of theirs is learned (step 12).
     pub gateway: Vec<IpAddr>,
+    /// The FQDN rules, by group id then rule order: the names the DNS
+    /// forwarder resolves for a group, and what an address learned for
+    /// one matches and charges (precedence step 12).
+    pub fqdn_rules: Vec<FqdnRule>,
+    /// (group id, prefix) of every deny and reject rule's `to`, sorted: no
+    /// address inside one is learned for that group (step 12).
+    pub learn_guards: Vec<(u32, IpNet)>,
+}
+
+/// One FQDN rule of a group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FqdnRule {
+    pub group: u32,
+    /// The rule's id.
+    pub rule: String,
+    pub patterns: Vec<FqdnPattern>,
+    /// What a learned address matches: one allow entry per `ports` item,
+    /// each charging [`FqdnRule::counter`].
+    pub entries: Vec<RuleEntry>,
+    /// Logical counter of the rule.
+    pub counter: u32,
+}
+
+impl FqdnRule {
+    /// Whether the normalised name matches one of the rule's patterns.
+    pub fn matches(&self, name: &str) -> bool {
+        self.patterns.iter().any(|p| p.matches(name))
+    }
+}
+
+/// What `TG_LEARNED` holds for one address of one group: the entries of
+/// the FQDN rules it was learned for, in rule order, each with its expiry
+/// (`CLOCK_MONOTONIC` nanoseconds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LearnedDestination {
+    pub group: u32,
+    pub addr: IpAddr,
+    pub entries: Vec<(RuleEntry, u64)>,
+}
+
+impl CompiledPolicy {
+    /// What learning addresses and the DNS forwarder read of a policy: its
+    /// groups, devices, gateway addresses, FQDN rules and learn guards,
+    /// without the (much larger) destination tables.
+    pub fn learning_view(&self) -> CompiledPolicy {
+        CompiledPolicy {
+            groups: self.groups.clone(),
+            device_exact: self.device_exact.clone(),
+            device_prefixes: self.device_prefixes.clone(),
+            gateway: self.gateway.clone(),
+            fqdn_rules: self.fqdn_rules.clone(),
+            learn_guards: self.learn_guards.clone(),
+            ..CompiledPolicy::default()
+        }
+    }
+
+    /// The learned destination of `addr` for `group`, learned for the rules
+    /// `expiries` names (rule id, expiry): the entries of those of the
+    /// group's FQDN rules that still exist, in rule order, at most
+    /// `capacity` of them. `None` when none is left or the address may not
+    /// be learned ([`CompiledPolicy::learnable`]).
+    pub fn learned_destination(
+        &self,
+        group: u32,
+        addr: IpAddr,
+        expiries: impl Fn(&str) -> Option<u64>,
+        capacity: usize,
+    ) -> Option<LearnedDestination> {
+        self.learnable(group, addr).ok()?;
+        let entries: Vec<(RuleEntry, u64)> = self
+            .fqdn_rules
+            .iter()
+            .filter(|r| r.group == group)
+            .filter_map(|r| expiries(&r.rule).map(|expiry| (r, expiry)))
+            .flat_map(|(r, expiry)| r.entries.iter().map(move |e| (*e, expiry)))
+            .take(capacity)
+            .collect();
+        (!entries.is_empty()).then_some(LearnedDestination {
+            group,
+            addr,
+            entries,
+        })
+    }
+
+    /// The group's FQDN rules that match the normalised `name`.
+    pub fn fqdn_rules_for<'t>(
+        &'t self,
+        group: u32,
+        name: &'t str,
+    ) -> impl Iterator<Item = &'t FqdnRule> + 't {
+        self.fqdn_rules
+            .iter()
+            .filter(move |r| r.group == group && r.matches(name))
+    }
+
+    /// Whether an address may be learned for `group` (step 12): not inside
+    /// a deny or reject rule of the group, not the gateway's, not a device's
+    /// of any group. `Err` says why not.
+    pub fn learnable(&self, group: u32, addr: IpAddr) -> Result<(), &'static str> {
+        if self.gateway.binary_search(&addr).is_ok() {
+            return Err("a gateway address");
+        }
+        let host = IpNet::from(addr);
+        let in_devices = self
+            .device_exact
+            .binary_search_by(|(a, _)| a.cmp(&addr))
+            .is_ok()
+            || (0..host.prefix_len()).any(|len| {
+                let net = IpNet::new(addr, len).expect("length within family").trunc();
+                self.device_prefixes
+                    .binary_search_by(|(p, _)| p.cmp(&net))
+                    .is_ok()
+            });
+        if in_devices {
+            return Err("a device address");
+        }
+        let start = self.learn_guards.partition_point(|(g, _)| *g < group);
+        let denied = self.learn_guards[start..]
+            .iter()
+            .take_while(|(g, _)| *g == group)
+            .any(|(_, net)| net.contains(&addr));
+        if denied {
+            return Err("inside a deny or reject rule of the group");
+        }
+        Ok(())
+    }
 }
 
 /// One group's verdict defaults and counters.

@@ -63,6 +63,8 @@ pub enum DecisionReason {
     GroupDefault = 1,
     UnknownDevice = 2,
     BuiltinNtp = 3,
+    /// An address the DNS forwarder learned for an FQDN rule (step 12).
+    Learned = 4,
 }
 
 impl DecisionReason {
@@ -72,6 +74,7 @@ impl DecisionReason {
             1 => Some(DecisionReason::GroupDefault),
             2 => Some(DecisionReason::UnknownDevice),
             3 => Some(DecisionReason::BuiltinNtp),
+            4 => Some(DecisionReason::Learned),
             _ => None,
         }
     }
@@ -83,6 +86,7 @@ impl DecisionReason {
             DecisionReason::GroupDefault => "group-default",
             DecisionReason::UnknownDevice => "unknown-device",
             DecisionReason::BuiltinNtp => "builtin-ntp",
+            DecisionReason::Learned => "learned",
         }
     }
 }

@@ -16,6 +16,7 @@
 #![no_std]
 
 pub mod event;
+pub mod learned;
 pub mod maps;
 pub mod ntp;
 pub mod policy;
@@ -24,6 +25,7 @@ pub mod probe;
 pub mod stats;
 
 pub use event::*;
+pub use learned::*;
 pub use maps::*;
 pub use ntp::*;
 pub use policy::*;

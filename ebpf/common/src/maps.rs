@@ -65,6 +65,15 @@ pub const MAP_REJECT_PACKET: &str = "TG_REJECT_PKT";
 /// `PerCpuArray<[u8; REJECT_REPLY_BYTES]>` with one entry: where the answer
 /// to a rejected packet is built (the BPF stack is too small for it).
 pub const MAP_REJECT_REPLY: &str = "TG_REJECT_REPLY";
+/// `ProgramArray`s with one entry each, [`PROG_REJECT_XDP`] and
+/// [`PROG_REJECT_TC`]: the hooks tail-call the answerer of their type, so
+/// the verifier checks it once rather than once for every path through the
+/// decision.
+pub const MAP_REJECT_XDP: &str = "TG_REJECT_XDP";
+pub const MAP_REJECT_TC: &str = "TG_REJECT_TC";
+/// The reject answerers, never attached: only tail-called.
+pub const PROG_REJECT_XDP: &str = "tollgate_reject";
+pub const PROG_REJECT_TC: &str = "tollgate_reject_tc";
 /// The longest answer to a rejected packet: ICMPv6 quoting 48 bytes.
 pub const REJECT_REPLY_BYTES: usize = 96;
 /// `Array<Settings>` with one entry: runtime knobs set by the controller.

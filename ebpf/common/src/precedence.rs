@@ -32,7 +32,8 @@
 //!    (`TG_FRAGS`), or a packet of a flow (S, D, P, X) allowed under the same
 //!    generation (`TG_FLOWS`), is allowed and charged as that packet was
 //!    (for a flow, steps 4-11 read nothing else, so their answer cannot have
-//!    changed). Only allows are remembered, so a device cannot flush the
+//!    changed; a flow allowed by step 12 is not remembered, so it ends when
+//!    its learned address expires). Only allows are remembered, so a device cannot flush the
 //!    caches with flows it is denied. Otherwise a later fragment goes on with
 //!    its port unknown.
 //!
@@ -45,8 +46,8 @@
 //!    exact address (`TG_DEV_EXACT`), else the longest device prefix
 //!    (`TG_DEV_PREFIX`).
 //! 5. **Unknown device.** No group: the policy's `unknown-devices` decides
-//!    (the default of group 0), and steps 6-11 do not apply: no rule, no
-//!    built-in NTP allow, no audit mode.
+//!    (the default of group 0), and steps 6-12 do not apply: no rule, no
+//!    built-in NTP allow, no audit mode, no learned address.
 //! 6. **Destination.** The candidates are the group's rules whose `to`
 //!    contains D, each at its longest prefix containing D. The kernel looks
 //!    up the group's longest destination prefix containing D (`TG_DST`): its
@@ -71,6 +72,19 @@
 //! 11. **Audit.** In a group in audit mode (`GROUP_AUDIT`) a deny or a
 //!     reject becomes audit-deny: counted and reported, and the packet
 //!     passes.
+//! 12. **Learned destination.** Where step 10 decided (no candidate), an
+//!     address the gateway's DNS forwarder learned for one of the group's
+//!     FQDN rules (`TG_LEARNED`, per slot and group) allows the packet
+//!     instead, charged to that rule, if the entry has not expired (the
+//!     answer's TTL clamped to `dns.min-ttl`..`dns.max-ttl`, plus a grace
+//!     period) and the rule's `proto` and `ports` match P and X as in step
+//!     7. A candidate always wins over a learned address, so an explicit
+//!     deny or reject rule that matches the packet is never overridden.
+//!     Besides, the controller never learns (nor writes into a slot) an
+//!     address that a deny or reject rule of the group contains, whatever
+//!     that rule's `proto` and `ports`, an address of the gateway, or an
+//!     address in any group's `devices`: a name rebound to the gateway, a
+//!     neighbour or a denied range stays denied.
 //!
 //! # After the policy
 //!

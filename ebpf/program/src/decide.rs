@@ -19,7 +19,7 @@ use tollgate_common::{
 };
 
 use crate::{
-    account,
+    account, learned,
     maps::{
         TG_ACTIVE, TG_DEV_EXACT, TG_DEV_PREFIX, TG_DST, TG_ETHERTYPES, TG_FLOWS, TG_FRAG_SRC,
         TG_FRAGS, TG_GATEWAY, TG_GROUPS, TG_RULESETS, TG_SETTINGS, full_key,
@@ -82,23 +82,27 @@ pub fn decide(generation: u32, p: &Packet) -> Decision {
             },
             e.counter,
         ),
-        // step 10: no candidate, the group's default
-        None => (
-            if group.flags & GROUP_DEFAULT_DENY != 0 {
-                Verdict::Deny
-            } else if group.flags & GROUP_DEFAULT_REJECT != 0 {
-                Verdict::Reject
-            } else {
-                Verdict::Allow
-            },
-            if group_id == UNKNOWN_GROUP {
-                // step 5: group 0's default is `unknown-devices`
-                DecisionReason::UnknownDevice
-            } else {
-                DecisionReason::GroupDefault
-            },
-            group.default_counter,
-        ),
+        None => match learned_for(slot, group_id, p) {
+            // step 12: no candidate, but an address learned for an FQDN rule
+            Some(counter) => (Verdict::Allow, DecisionReason::Learned, counter),
+            // step 10: no candidate, the group's default
+            None => (
+                if group.flags & GROUP_DEFAULT_DENY != 0 {
+                    Verdict::Deny
+                } else if group.flags & GROUP_DEFAULT_REJECT != 0 {
+                    Verdict::Reject
+                } else {
+                    Verdict::Allow
+                },
+                if group_id == UNKNOWN_GROUP {
+                    // step 5: group 0's default is `unknown-devices`
+                    DecisionReason::UnknownDevice
+                } else {
+                    DecisionReason::GroupDefault
+                },
+                group.default_counter,
+            ),
+        },
     };
     // step 11: audit mode turns a deny or a reject into audit-deny
     if matches!(verdict, Verdict::Deny | Verdict::Reject) && group.flags & GROUP_AUDIT != 0 {
@@ -116,6 +120,15 @@ pub fn decide(generation: u32, p: &Packet) -> Decision {
         counter,
         verdict_counter,
     }
+}
+
+/// A learned address of a known device's group (step 5: never group 0's).
+#[inline(always)]
+fn learned_for(slot: u32, group_id: u32, p: &Packet) -> Option<u32> {
+    if group_id == UNKNOWN_GROUP {
+        return None;
+    }
+    learned::learned_counter(slot, group_id, p)
 }
 
 #[inline(always)]

@@ -4,18 +4,21 @@
 //! from the EtherType, raw-IP links (tun, WireGuard, PPP, IP tunnels,
 //! raw-IP modems) from the IP header. The controller reads each interface's
 //! link type and attaches the matching variant; all four run the same
-//! [`filter`]: parse, decide, account. Both hooks answer a rejected packet
-//! (`reject/`): XDP with `XDP_TX`, TC by redirecting the reply to the
-//! interface's egress. A fifth program, [`probe`], is
-//! never attached: the controller runs it on `expect:` cases before each
-//! flip. A sixth, [`tollgate_ntp`], is never attached either: the XDP
-//! hooks tail-call it to answer NTP requests (`ntp.rs`).
+//! [`filter`]: parse, decide, account. The other programs are never
+//! attached. [`probe`] runs `expect:` cases for the controller before each
+//! flip. The hooks tail-call [`tollgate_reject`] and [`tollgate_reject_tc`]
+//! to answer a rejected packet (`reject/`: XDP with `XDP_TX`, TC by
+//! redirecting the reply to the interface's egress), and the XDP hooks
+//! [`tollgate_ntp`] to answer NTP requests (`ntp.rs`): programs of their
+//! own, so the verifier checks each once, not once per path through the
+//! decision.
 #![no_std]
 #![no_main]
 
 mod account;
 mod checksum;
 mod decide;
+mod learned;
 mod maps;
 mod ntp;
 mod parse;
@@ -30,6 +33,7 @@ use aya_ebpf::{
 };
 use tollgate_common::{Allowed, Stat, Verdict};
 
+use crate::maps::{TG_REJECT_TC, TG_REJECT_XDP};
 use crate::parse::{Fragment, Frame, Packet, Parsed};
 
 /// What becomes of a packet.
@@ -79,6 +83,39 @@ pub fn tollgate_ntp(ctx: XdpContext) -> u32 {
     }
 }
 
+/// The answer to a rejected packet (`reject/`), tail-called by the XDP
+/// hooks; never attached. A program of its own so that the verifier checks
+/// the reply once, not once for every path through the decision.
+#[xdp]
+pub fn tollgate_reject(ctx: XdpContext) -> u32 {
+    let frame = Frame {
+        start: ctx.data(),
+        end: ctx.data_end(),
+    };
+    if reject::answer(&ctx, &frame) {
+        xdp_action::XDP_TX
+    } else {
+        xdp_action::XDP_DROP
+    }
+}
+
+/// [`tollgate_reject`]'s TC twin, tail-called by the TC hooks.
+#[classifier]
+pub fn tollgate_reject_tc(ctx: TcContext) -> i32 {
+    let frame = Frame {
+        start: ctx.data(),
+        end: ctx.data_end(),
+    };
+    if reject::answer(&ctx, &frame) {
+        // TC's XDP_TX: out of the interface the packet came in on.
+        // SAFETY: the context is the kernel's skb; bpf_redirect only records
+        // the target and returns TC_ACT_REDIRECT.
+        unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) as i32 }
+    } else {
+        TC_ACT_SHOT
+    }
+}
+
 #[classifier]
 pub fn tollgate_tc(ctx: TcContext) -> i32 {
     tc(&ctx, Link::Ethernet)
@@ -102,8 +139,11 @@ fn xdp(ctx: &XdpContext, link: Link) -> u32 {
     match filter(&frame, bytes, link) {
         Outcome::Pass => xdp_action::XDP_PASS,
         Outcome::Drop => xdp_action::XDP_DROP,
-        Outcome::Reject if reject::answer(ctx, &frame) => xdp_action::XDP_TX,
-        Outcome::Reject => xdp_action::XDP_DROP,
+        Outcome::Reject => {
+            // Returns only when there is no answerer to take over.
+            reject::hand_over(ctx, &TG_REJECT_XDP);
+            xdp_action::XDP_DROP
+        }
         Outcome::Ntp(request) => {
             // Returns only when there is no responder to take over.
             ntp::hand_over(ctx, request);
@@ -128,13 +168,11 @@ fn tc(ctx: &TcContext, link: Link) -> i32 {
         // TC cannot answer from the ingress hook: the server does.
         Outcome::Pass | Outcome::Ntp(_) => TC_ACT_UNSPEC,
         Outcome::Drop => TC_ACT_SHOT,
-        // TC's XDP_TX: out of the interface the packet came in on.
-        // SAFETY: the context is the kernel's skb; bpf_redirect only records
-        // the target and returns TC_ACT_REDIRECT.
-        Outcome::Reject if reject::answer(ctx, &frame) => unsafe {
-            bpf_redirect((*ctx.skb.skb).ifindex, 0) as i32
-        },
-        Outcome::Reject => TC_ACT_SHOT,
+        Outcome::Reject => {
+            // Returns only when there is no answerer to take over.
+            reject::hand_over(ctx, &TG_REJECT_TC);
+            TC_ACT_SHOT
+        }
     }
 }
 
@@ -215,7 +253,10 @@ fn judge(p: &Packet, bytes: u64, link: Link) -> Outcome {
                 Fragment::Later { .. } => return Outcome::Pass,
                 Fragment::Whole => {}
             }
-            decide::remember_flow(generation, p, allowed);
+            // Not a learned address's flow: it must end with the address.
+            if d.reason != tollgate_common::DecisionReason::Learned {
+                decide::remember_flow(generation, p, allowed);
+            }
             allowed_outcome(generation, p, &allowed, link)
         }
         Verdict::Deny => {

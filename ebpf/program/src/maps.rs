@@ -116,6 +116,13 @@ pub static TG_NTP_SCRATCH: PerCpuArray<NtpScratch, 1> = PerCpuArray::new();
 #[btf_map]
 pub static TG_NTP_PROG: ProgramArray<1> = ProgramArray::new();
 
+/// The reject answerers the XDP and the TC hooks tail-call
+/// (`reject::hand_over`).
+#[btf_map]
+pub static TG_REJECT_XDP: ProgramArray<1> = ProgramArray::new();
+#[btf_map]
+pub static TG_REJECT_TC: ProgramArray<1> = ProgramArray::new();
+
 #[btf_map]
 pub static TG_NTP_RATE: LruHashMap<SourceKey, u64, { NTP_RATE_SOURCES as usize }> =
     LruHashMap::new();

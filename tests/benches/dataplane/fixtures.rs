@@ -187,6 +187,7 @@ pub fn fleet_policy(destinations: &[IpNet], devices: Vec<IpNet>) -> Policy {
             written: list.into(),
             prefixes,
         }],
+        fqdn: Vec::new(),
         proto,
         ports,
         comment: None,

@@ -3,7 +3,15 @@
 use std::process::ExitCode;
 
 use serde::Serialize;
-use tollgate::{diagnostic::Diagnostic, explain::explain, reload::Prepared, tables::PacketFacts};
+use std::net::IpAddr;
+
+use tollgate::{
+    diagnostic::Diagnostic,
+    explain::{explain, fqdn::explain_fqdn},
+    model,
+    reload::Prepared,
+    tables::PacketFacts,
+};
 
 use super::{
     Format, plural,
@@ -61,6 +69,51 @@ pub(super) fn explain_packet(
                 ));
             }
             print_notes(&notes);
+            print!("{}", explanation.render());
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `explain --fqdn NAME [--src IP]`: the FQDN rules that name it.
+pub(super) fn explain_name(
+    ctx: &Context,
+    format: Format,
+    name: &str,
+    src: Option<IpAddr>,
+) -> ExitCode {
+    let Prepared { policy, tables, .. } = match build(ctx) {
+        Ok(built) => built,
+        Err(diagnostics) => {
+            for d in &diagnostics {
+                eprintln!("{d}");
+            }
+            eprintln!("{}: invalid policy, nothing to explain", ctx.dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let group = src.map(|src| model::group_of(&tables, src));
+    if group == Some(tollgate_common::UNKNOWN_GROUP) {
+        eprintln!(
+            "{} is in no group's devices: the DNS forwarder refuses it",
+            src.expect("given")
+        );
+        return ExitCode::FAILURE;
+    }
+    let explanation = match explain_fqdn(&policy, name, group) {
+        Ok(e) => e,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&explanation).expect("serialisable")
+        ),
+        Format::Text => {
+            print_notes(&ctx.notes);
             print!("{}", explanation.render());
         }
     }

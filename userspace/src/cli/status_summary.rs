@@ -95,6 +95,17 @@ pub fn render(s: &Status, now: SystemTime) -> String {
         Some(ntp) => ntp_lines(ntp, &mut add),
         None => add("NTP", "off (no ntp.listen)".into()),
     }
+    if let Some(learned) = &s.learned_addresses {
+        let counts: Vec<String> = learned.iter().map(|(g, n)| format!("{g} {n}")).collect();
+        add(
+            "Learned addresses",
+            if counts.is_empty() {
+                "none".into()
+            } else {
+                counts.join(", ")
+            },
+        );
+    }
     let width = lines
         .iter()
         .map(|(k, _)| k.chars().count())
@@ -280,6 +291,7 @@ mod tests {
                              "cameras": {"served": 2, "rate_limited": 0, "denied": 0, "malformed": 0}},
                 "refused": {"not_a_member": 4}
             })),
+            learned_addresses: Some([("meters".to_string(), 2)].into()),
         };
         let text = render(&status, UNIX_EPOCH + Duration::from_secs(4_725));
         let lines: Vec<&str> = text.lines().collect();
@@ -297,6 +309,7 @@ mod tests {
             "NTP leap status     : normal",
             "NTP root delay      : 0.000500000 seconds",
             "NTP served          : 7",
+            "Learned addresses   : meters 2",
             "NTP rate limited    : 1",
             "NTP refused         : not_a_member 4",
         ] {

@@ -6,8 +6,9 @@
 //! position of the mapping they concern.
 //!
 //! The sections with rules of their own have their own files: `limits.rs`,
-//! `ntp.rs` and `ethertypes.rs` (`pass-ethertypes`).
+//! `ntp.rs`, `dns.rs` and `ethertypes.rs` (`pass-ethertypes`).
 
+mod dns;
 mod ethertypes;
 mod limits;
 mod ntp;
@@ -23,6 +24,7 @@ use serde::Deserialize;
 
 use crate::diagnostic::{Diagnostic, quote, validated_map};
 
+pub use dns::{DnsConfig, DnsFilter, DnsRateLimit};
 pub use limits::Limits;
 pub use ntp::{
     DEFAULT_NTP_MAX_RATE, DEFAULT_UPSTREAM, MAX_NTP_POLL_INTERVAL, MAX_NTP_WORKERS,
@@ -47,6 +49,11 @@ pub struct Config {
         deserialize_with = "validated_map::<_, ntp::RawNtpConfig, NtpConfig>"
     )]
     pub ntp: NtpConfig,
+    #[serde(
+        default,
+        deserialize_with = "validated_map::<_, dns::RawDnsConfig, DnsConfig>"
+    )]
+    pub dns: DnsConfig,
     #[serde(default)]
     pub deny_events: DenyEventsConfig,
     #[serde(default)]

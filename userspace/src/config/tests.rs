@@ -252,3 +252,35 @@ fn interfaces_are_required() {
     let e = parse("policy-dir: /p\n").unwrap_err();
     assert!(e.contains("missing field `interfaces`"), "{e}");
 }
+
+#[test]
+fn the_dns_forwarder_is_off_by_default_and_checked_when_on() {
+    let c = parse("interfaces: [eth1]\npolicy-dir: /p\n").unwrap();
+    assert!(c.dns.listen.is_empty());
+    assert!(!c.dns.filter.filters("meters"));
+    let c = parse(
+        "interfaces: [eth1]\npolicy-dir: /p\ndns:\n  listen: [\"10.64.0.1:53\"]\n  \
+         upstream: [\"192.0.2.53:53\"]\n  min-ttl: 30s\n  max-ttl: 10m\n  filter: [meters]\n",
+    )
+    .unwrap();
+    assert!(c.dns.filter.filters("meters") && !c.dns.filter.filters("cameras"));
+    // The TTL is clamped, then the grace (30 s by default) is added.
+    assert_eq!(c.dns.lifetime(5), Duration::from_secs(60));
+    assert_eq!(c.dns.lifetime(86_400), Duration::from_secs(630));
+    let c = parse("interfaces: [eth1]\npolicy-dir: /p\ndns:\n  filter: true\n").unwrap();
+    assert!(c.dns.filter.filters("anything"));
+    for (body, why) in [
+        (
+            "  listen: [\"0.0.0.0:53\"]\n  upstream: [\"192.0.2.53:53\"]\n",
+            "wildcard",
+        ),
+        ("  listen: [\"10.64.0.1:53\"]\n", "at least one resolver"),
+        ("  min-ttl: 2h\n  max-ttl: 1h\n", "min-ttl <= max-ttl"),
+        ("  max-ttl: 2d\n", "<= 24h"),
+        ("  filter: maybe\n", "true, false or a list of group names"),
+    ] {
+        let e = parse(&format!("interfaces: [eth1]\npolicy-dir: /p\ndns:\n{body}")).unwrap_err();
+        assert!(e.starts_with("tollgate.yaml:4:"), "{e}");
+        assert!(e.contains(why), "{body}: {e}");
+    }
+}

@@ -32,6 +32,7 @@ use crate::{
     config::Config,
     control::{Status, unix_now},
     datapath::{Dataplane, Options, Start},
+    dns::DnsService,
     metrics::{DataplaneCollector, Metrics, ScrapeView},
     ntp::{NtpService, SourceGroups},
     policy::Environment,
@@ -54,6 +55,8 @@ pub struct Daemon {
     ready: bool,
     /// The private NTP server, when `ntp.listen` names addresses.
     ntp: Option<Arc<NtpService>>,
+    /// The DNS forwarder of FQDN rules, when `dns.listen` names addresses.
+    dns: Option<DnsService>,
     /// Becomes true on SIGTERM or SIGINT, also while a reload runs.
     stop: tokio::sync::watch::Receiver<bool>,
     /// SIGHUP, caught from the start (its default action would kill us),
@@ -126,6 +129,7 @@ impl Daemon {
             status,
             ready: false,
             ntp: None,
+            dns: None,
             stop: stop_signals()?,
             hangup: Some(signal(SignalKind::hangup())?),
             watchdog: Watchdog::from_env(),
@@ -159,6 +163,17 @@ impl Daemon {
             }
             daemon.ntp = Some(service);
         }
+        if !daemon.config.dns.listen.is_empty() {
+            let service = DnsService::start(
+                &daemon.config.dns,
+                daemon.dns_policy(),
+                daemon.dataplane.clone(),
+                daemon.metrics.registry(),
+            )
+            .context("start the DNS forwarder")?;
+            tracing::info!("DNS forwarded on {:?}", service.local_addrs());
+            daemon.dns = Some(service);
+        }
         Ok(daemon)
     }
 
@@ -168,6 +183,17 @@ impl Daemon {
         let empty = CompiledPolicy::default();
         let tables = self.reloader.tables().unwrap_or(&empty);
         SourceGroups::from_policy(tables, &self.config.ntp.allow)
+    }
+
+    /// The installed policy's groups and FQDN rules, for the DNS forwarder
+    /// (none before one is installed: every source is then unknown).
+    fn dns_policy(&self) -> Arc<CompiledPolicy> {
+        Arc::new(
+            self.reloader
+                .tables()
+                .map(CompiledPolicy::learning_view)
+                .unwrap_or_default(),
+        )
     }
 
     /// Reloads the policy, telling systemd, and points the NTP server at
@@ -191,6 +217,11 @@ impl Daemon {
             && let Some(ntp) = &self.ntp
         {
             ntp.update_sources(self.ntp_sources());
+        }
+        if self.reloader.generation() != generation
+            && let Some(dns) = &self.dns
+        {
+            dns.update_policy(self.dns_policy());
         }
         if self.ready {
             notify("READY=1");

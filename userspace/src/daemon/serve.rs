@@ -29,10 +29,14 @@ impl Daemon {
         let metrics_task = tokio::spawn(crate::metrics::serve(listener, self.metrics.clone()));
         let control = control::bind(&self.config.control_socket)?;
         let ntp = self.ntp.clone();
+        let learning = self.dns.is_some().then(|| self.dataplane.clone());
         let refresh: control::Refresh = Arc::new(move |s: &mut Status| {
             s.ntp = ntp
                 .as_ref()
                 .and_then(|n| serde_json::to_value(n.status()).ok());
+            s.learned_addresses = learning
+                .as_ref()
+                .map(|dp| dp.lock().expect("dataplane lock").learned_counts());
         });
         let control_task = tokio::spawn(control::serve(control, self.status.clone(), refresh));
         let events_task = deny_log::spawn(self.dataplane.clone(), self.reloader.event_labels())?;

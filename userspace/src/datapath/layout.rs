@@ -7,15 +7,15 @@ use anyhow::Result;
 use aya::maps::MapInfo;
 use tollgate_common::{
     Allowed, Counter, Destination, DeviceKey, DevicePrefix, EVENT_RING_BYTES, FRAGMENT_SOURCES,
-    FlowKey, FragmentKey, FragmentQuota, FragmentVerdict, GroupInfo, MAP_ACTIVE,
-    MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT, MAP_DEVICE_PREFIX,
-    MAP_EVENT_LIMITER, MAP_EVENTS, MAP_FLOWS, MAP_FRAGMENT_SOURCES, MAP_FRAGMENTS, MAP_GATEWAY,
-    MAP_GRACE, MAP_GROUPS, MAP_NTP_ADDRS, MAP_NTP_IFACES, MAP_NTP_PROG, MAP_NTP_RATE,
-    MAP_NTP_SCRATCH, MAP_NTP_STATE, MAP_PASS_ETHERTYPES, MAP_REJECT_LIMITER, MAP_REJECT_PACKET,
-    MAP_REJECT_REPLY, MAP_RULESETS, MAP_SETTINGS, MAP_STATS, MAX_GATEWAY_ADDRESSES, MAX_GROUPS,
-    MAX_NTP_ADDRESSES, MAX_NTP_INTERFACES, MAX_PASS_ETHERTYPES, NTP_RATE_SOURCES, NtpAddrKey,
-    NtpFastState, NtpScratch, REJECT_REPLY_BYTES, RejectFacts, RuleRecord, SLOTS, Settings,
-    SourceKey, Stat,
+    FlowKey, FragmentKey, FragmentQuota, FragmentVerdict, GroupInfo, LEARNED_ENTRIES, LearnedKey,
+    LearnedValue, MAP_ACTIVE, MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT,
+    MAP_DEVICE_PREFIX, MAP_EVENT_LIMITER, MAP_EVENTS, MAP_FLOWS, MAP_FRAGMENT_SOURCES,
+    MAP_FRAGMENTS, MAP_GATEWAY, MAP_GRACE, MAP_GROUPS, MAP_LEARNED, MAP_NTP_ADDRS, MAP_NTP_IFACES,
+    MAP_NTP_PROG, MAP_NTP_RATE, MAP_NTP_SCRATCH, MAP_NTP_STATE, MAP_PASS_ETHERTYPES,
+    MAP_REJECT_LIMITER, MAP_REJECT_PACKET, MAP_REJECT_REPLY, MAP_REJECT_TC, MAP_REJECT_XDP,
+    MAP_RULESETS, MAP_SETTINGS, MAP_STATS, MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_NTP_ADDRESSES,
+    MAX_NTP_INTERFACES, MAX_PASS_ETHERTYPES, NTP_RATE_SOURCES, NtpAddrKey, NtpFastState,
+    NtpScratch, REJECT_REPLY_BYTES, RejectFacts, RuleRecord, SLOTS, Settings, SourceKey, Stat,
 };
 
 use crate::config::Limits;
@@ -122,8 +122,16 @@ pub fn specs(limits: &Limits) -> Vec<MapSpec> {
         fixed(MAP_NTP_IFACES, 4, 1, MAX_NTP_INTERFACES),
         fixed(MAP_NTP_SCRATCH, 4, size::<NtpScratch>(), 1),
         fixed(MAP_NTP_PROG, 4, 4, 1),
+        fixed(MAP_REJECT_XDP, 4, 4, 1),
+        fixed(MAP_REJECT_TC, 4, 4, 1),
         fixed(MAP_NTP_RATE, size::<SourceKey>(), 8, NTP_RATE_SOURCES),
         fixed(MAP_GRACE, 4, 4, 1),
+        fixed(
+            MAP_LEARNED,
+            size::<LearnedKey>(),
+            size::<LearnedValue>(),
+            LEARNED_ENTRIES,
+        ),
     ]
 }
 

@@ -33,6 +33,7 @@ mod bpf_obj;
 pub mod counters;
 pub mod events;
 pub mod layout;
+pub mod learned;
 mod ntp_fast;
 mod open;
 mod pins;
@@ -65,6 +66,7 @@ pub use self::{
 };
 use self::{
     counters::CounterRegistry,
+    learned::{Learned, LearnedAddress, Refused},
     slots::{GroupIds, PolicyMaps, SlotImage, WriteStats},
 };
 use crate::{
@@ -172,6 +174,8 @@ pub struct Dataplane {
     previous_programs: Vec<attach::ProgramIdentity>,
     /// Every map's `max_entries`, as `layout::specs` sizes it.
     capacities: Vec<(&'static str, u32)>,
+    /// The addresses the DNS forwarder learned (`TG_LEARNED`).
+    learned: Learned,
 }
 
 impl Dataplane {
@@ -230,6 +234,8 @@ impl Dataplane {
         let result = self.policy.write_slot(slot, &mut current, &target);
         self.slots[usize::from(slot)] = Some(current);
         let writes = result?;
+        self.learned
+            .write_slot(slot, policy, &indices, learned::monotonic_ns())?;
         Ok(Staged {
             begin,
             generation,
@@ -332,6 +338,72 @@ impl Dataplane {
     pub fn stat(&self, stat: Stat) -> Result<Counter> {
         let per_cpu = self.stats.get(&(stat as u32), 0)?;
         Ok(counters::sum(per_cpu.iter()))
+    }
+
+    /// Learns `addr` for the FQDN rule `rule` of `group` until `expires_ns`
+    /// (`CLOCK_MONOTONIC`), in the policy in force. `Ok(Err)` says why it
+    /// was not learned; `Err` is a failed map write.
+    pub fn learn(
+        &mut self,
+        group: &str,
+        rule: &str,
+        addr: std::net::IpAddr,
+        expires_ns: u64,
+    ) -> Result<Result<(), Refused>> {
+        let slot = self.active_slot();
+        self.learned.learn(slot, group, rule, addr, expires_ns)
+    }
+
+    /// Forgets the learned addresses that expired; returns how many
+    /// (group, address) pairs lost a rule.
+    pub fn sweep_learned(&mut self) -> Result<usize> {
+        let slot = self.active_slot();
+        self.learned.sweep(slot, learned::monotonic_ns())
+    }
+
+    /// Forgets every learned address: devices must ask the forwarder
+    /// again (the differential test starts each policy from none).
+    pub fn forget_learned(&mut self) -> Result<()> {
+        self.learned.forget_all()
+    }
+
+    /// Every live learned address.
+    pub fn learned(&self) -> Vec<LearnedAddress> {
+        self.learned.list()
+    }
+
+    /// The groups `addr` is learned for, each once.
+    pub fn learned_by(&self, addr: std::net::IpAddr) -> Vec<String> {
+        let mut groups: Vec<String> = self
+            .learned
+            .list()
+            .into_iter()
+            .filter(|l| l.addr == addr)
+            .map(|l| l.group)
+            .collect();
+        groups.dedup();
+        groups
+    }
+
+    /// How many addresses are learned for each group (an address learned
+    /// for two rules counts once).
+    pub fn learned_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut counts = std::collections::BTreeMap::new();
+        let mut last = None;
+        // `list` is sorted by group, then address.
+        for l in self.learned.list() {
+            let key = (l.group, l.addr);
+            if last.as_ref() != Some(&key) {
+                *counts.entry(key.0.clone()).or_default() += 1;
+                last = Some(key);
+            }
+        }
+        counts
+    }
+
+    /// What `TG_LEARNED` holds for the slot in force, as the model reads it.
+    pub fn learned_destinations(&self) -> Vec<crate::tables::LearnedDestination> {
+        self.learned.destinations(self.active_slot())
     }
 
     /// The deny-event ring buffer; it can be taken once.

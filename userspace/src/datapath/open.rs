@@ -12,15 +12,17 @@ use aya::{
 };
 use tollgate_common::{
     MAP_ACTIVE, MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT,
-    MAP_DEVICE_PREFIX, MAP_EVENTS, MAP_GATEWAY, MAP_GRACE, MAP_GROUPS, MAP_NTP_PROG,
-    MAP_PASS_ETHERTYPES, MAP_PROBE, MAP_PROBE_RESULT, MAP_RULESETS, MAP_SETTINGS, MAP_STATS,
-    PROG_NTP, PROG_PROBE, PROG_TC, PROG_TC_IP, PROG_XDP, PROG_XDP_IP, PROGRAMS, Settings,
+    MAP_DEVICE_PREFIX, MAP_EVENTS, MAP_GATEWAY, MAP_GRACE, MAP_GROUPS, MAP_LEARNED, MAP_NTP_PROG,
+    MAP_PASS_ETHERTYPES, MAP_PROBE, MAP_PROBE_RESULT, MAP_REJECT_TC, MAP_REJECT_XDP, MAP_RULESETS,
+    MAP_SETTINGS, MAP_STATS, PROG_NTP, PROG_PROBE, PROG_REJECT_TC, PROG_REJECT_XDP, PROG_TC,
+    PROG_TC_IP, PROG_XDP, PROG_XDP_IP, PROGRAMS, Settings,
 };
 
 use super::{
     Dataplane, Options, PROGRAM_OBJECT, Start, attach,
     counters::CounterRegistry,
     layout::{self, Pinned},
+    learned::Learned,
     pins::ensure_bpffs,
     slots::{PolicyMaps, SlotImage},
 };
@@ -70,23 +72,37 @@ impl Dataplane {
                 .try_into()?;
             xdp.load().with_context(|| format!("verify {name}"))?;
         }
-        // The NTP responder, which the XDP hooks tail-call: in
-        // `TG_NTP_PROG` before any packet can look for it there.
-        let responder: &mut Xdp = ebpf
-            .program_mut(PROG_NTP)
-            .ok_or_else(|| anyhow!("no program {PROG_NTP}"))?
+        // The programs the XDP hooks tail-call, each in its table before any
+        // packet can look for it there.
+        for (program, table) in [(PROG_NTP, MAP_NTP_PROG), (PROG_REJECT_XDP, MAP_REJECT_XDP)] {
+            let target: &mut Xdp = ebpf
+                .program_mut(program)
+                .ok_or_else(|| anyhow!("no program {program}"))?
+                .try_into()?;
+            target.load().with_context(|| format!("verify {program}"))?;
+            let target = target.fd()?.try_clone()?;
+            let mut slots: ProgramArray<&mut MapData> = ProgramArray::try_from(
+                ebpf.map_mut(table)
+                    .ok_or_else(|| anyhow!("BPF object has no map {table}"))?,
+            )?;
+            slots
+                .set(0, &target, 0)
+                .with_context(|| format!("put {program} into {table}"))?;
+        }
+        let answerer: &mut SchedClassifier = ebpf
+            .program_mut(PROG_REJECT_TC)
+            .ok_or_else(|| anyhow!("no program {PROG_REJECT_TC}"))?
             .try_into()?;
-        responder
+        answerer
             .load()
-            .with_context(|| format!("verify {PROG_NTP}"))?;
-        let responder = responder.fd()?.try_clone()?;
-        let mut table: ProgramArray<&mut MapData> = ProgramArray::try_from(
-            ebpf.map_mut(MAP_NTP_PROG)
-                .ok_or_else(|| anyhow!("BPF object has no map {MAP_NTP_PROG}"))?,
-        )?;
-        table
-            .set(0, &responder, 0)
-            .context("put the NTP responder into TG_NTP_PROG")?;
+            .with_context(|| format!("verify {PROG_REJECT_TC}"))?;
+        let answerer = answerer.fd()?.try_clone()?;
+        ProgramArray::try_from(
+            ebpf.map_mut(MAP_REJECT_TC)
+                .ok_or_else(|| anyhow!("BPF object has no map {MAP_REJECT_TC}"))?,
+        )?
+        .set(0, &answerer, 0)
+        .with_context(|| format!("put {PROG_REJECT_TC} into {MAP_REJECT_TC}"))?;
         for name in [PROG_TC, PROG_TC_IP] {
             let tc: &mut SchedClassifier = ebpf
                 .program_mut(name)
@@ -147,6 +163,7 @@ impl Dataplane {
         } else {
             [Some(SlotImage::default()), Some(SlotImage::default())]
         };
+        let learned = Learned::new(take(&mut ebpf, MAP_LEARNED)?);
         Ok(Dataplane {
             stats: take(&mut ebpf, MAP_STATS)?,
             grace: take(&mut ebpf, MAP_GRACE)?,
@@ -168,6 +185,7 @@ impl Dataplane {
             installed_counters: Vec::new(),
             attachments: Vec::new(),
             previous_programs,
+            learned,
             capacities: layout::specs(&options.limits)
                 .iter()
                 .map(|s| (s.name, s.max_entries))

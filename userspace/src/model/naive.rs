@@ -4,7 +4,7 @@
 //! against it, and it keeps every candidate so `explain` can say why the
 //! winner won.
 //!
-//! It implements steps 4-11 of [`tollgate_common::precedence`] as the
+//! It implements steps 4-12 of [`tollgate_common::precedence`] as the
 //! language reference words them, each tagged `// step N:`.
 
 use std::{cmp::Reverse, fmt, net::IpAddr};
@@ -29,11 +29,25 @@ pub struct Evaluation<'p> {
     pub candidates: Vec<Candidate<'p>>,
     pub verdict: Verdict,
     pub reason: DecisionReason,
+    /// The FQDN rule whose learned address decided (step 12).
+    pub learned: Option<&'p Rule>,
+}
+
+/// An address the gateway's DNS forwarder learned for an FQDN rule of a
+/// group, and that has not expired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Learned {
+    pub group: String,
+    pub addr: IpAddr,
+    pub rule: String,
 }
 
 impl Evaluation<'_> {
     /// The deciding rule's id, when a rule decided.
     pub fn rule_id(&self) -> Option<&RuleId> {
+        if let Some(rule) = self.learned {
+            return Some(&rule.id);
+        }
         match self.candidates.first()?.rule {
             RuleOrBuiltin::Rule(rule) => Some(&rule.id),
             RuleOrBuiltin::BuiltinNtp(_) => None,
@@ -148,8 +162,18 @@ impl Candidate<'_> {
     }
 }
 
-/// Evaluates `packet` against `policy`, step by step as the language says.
+/// Evaluates `packet` against `policy`, step by step as the language says,
+/// with no learned address.
 pub fn evaluate<'p>(policy: &'p Policy, packet: &PacketFacts) -> Evaluation<'p> {
+    evaluate_learned(policy, &[], packet)
+}
+
+/// Evaluates `packet` against `policy` and the live learned addresses.
+pub fn evaluate_learned<'p>(
+    policy: &'p Policy,
+    learned: &[Learned],
+    packet: &PacketFacts,
+) -> Evaluation<'p> {
     // step 4: the group whose devices contain S most specifically
     let group = policy
         .groups
@@ -172,6 +196,7 @@ pub fn evaluate<'p>(policy: &'p Policy, packet: &PacketFacts) -> Evaluation<'p> 
             candidates: Vec::new(),
             verdict,
             reason: DecisionReason::UnknownDevice,
+            learned: None,
         };
     };
 
@@ -199,6 +224,10 @@ pub fn evaluate<'p>(policy: &'p Policy, packet: &PacketFacts) -> Evaluation<'p> 
     // step 9: the winner first
     candidates.sort_by_key(|c| Reverse(c.rank()));
 
+    let learned = candidates
+        .is_empty()
+        .then(|| learned_rule(policy, group.group, learned, packet))
+        .flatten();
     let (action, reason) = match candidates.first() {
         Some(Candidate {
             rule: RuleOrBuiltin::BuiltinNtp(_),
@@ -206,6 +235,8 @@ pub fn evaluate<'p>(policy: &'p Policy, packet: &PacketFacts) -> Evaluation<'p> 
             ..
         }) => (*action, DecisionReason::BuiltinNtp),
         Some(winner) => (winner.action, DecisionReason::Rule),
+        // step 12: no candidate, but an address learned for an FQDN rule
+        None if learned.is_some() => (Action::Allow, DecisionReason::Learned),
         // step 10: no candidate, the group's default
         None => (group.group.default, DecisionReason::GroupDefault),
     };
@@ -221,26 +252,48 @@ pub fn evaluate<'p>(policy: &'p Policy, packet: &PacketFacts) -> Evaluation<'p> 
         candidates,
         verdict,
         reason,
+        learned,
     }
+}
+
+/// The first FQDN rule of the group, in file order, for which the packet's
+/// destination was learned and whose proto and ports match, if the
+/// destination may be learned at all.
+fn learned_rule<'p>(
+    policy: &'p Policy,
+    group: &'p Group,
+    learned: &[Learned],
+    packet: &PacketFacts,
+) -> Option<&'p Rule> {
+    let dst = packet.dst;
+    // step 12: never a gateway address, a device's, or one a deny or reject rule contains
+    let forbidden = policy.gateway.contains(&dst)
+        || policy
+            .groups
+            .iter()
+            .flat_map(|g| &g.devices)
+            .any(|d| d.prefix.contains(&dst))
+        || group
+            .rules
+            .iter()
+            .filter(|r| r.action.refuses())
+            .flat_map(|r| r.prefixes())
+            .any(|net| net.contains(&dst));
+    if forbidden {
+        return None;
+    }
+    group.rules.iter().find(|rule| {
+        !rule.fqdn.is_empty()
+            && learned
+                .iter()
+                .any(|l| l.group == group.name && l.addr == dst && l.rule == rule.id.as_str())
+            && proto_and_ports(rule, packet).is_some()
+    })
 }
 
 /// The rule as a candidate for this packet, if it matches.
 fn candidate<'p>(rule: &'p Rule, order: usize, packet: &PacketFacts) -> Option<Candidate<'p>> {
-    // step 7: protocol
-    if rule.proto.is_some_and(|p| p != packet.proto) {
-        return None;
-    }
-    // step 7: ports, at the narrowest item; an unknown port never matches
-    let ports = match (&rule.ports, packet.dport) {
-        (None, _) => None,
-        (Some(_), None) => return None,
-        (Some(list), Some(port)) => Some(
-            *list
-                .iter()
-                .filter(|r| r.contains(port))
-                .min_by_key(|r| r.width())?,
-        ),
-    };
+    let ports = proto_and_ports(rule, packet)?;
     // step 6: `to` contains D, at its longest prefix
     let (target, prefix) = rule
         .targets
@@ -257,4 +310,24 @@ fn candidate<'p>(rule: &'p Rule, order: usize, packet: &PacketFacts) -> Option<C
         ports,
         order,
     })
+}
+
+/// `Some` when the rule's proto and ports match the packet: its narrowest
+/// port range containing X, `None` inside for a rule without `ports`.
+fn proto_and_ports(rule: &Rule, packet: &PacketFacts) -> Option<Option<PortRange>> {
+    // step 7: protocol
+    if rule.proto.is_some_and(|p| p != packet.proto) {
+        return None;
+    }
+    // step 7: ports, at the narrowest item; an unknown port never matches
+    match (&rule.ports, packet.dport) {
+        (None, _) => Some(None),
+        (Some(_), None) => None,
+        (Some(list), Some(port)) => Some(Some(
+            *list
+                .iter()
+                .filter(|r| r.contains(port))
+                .min_by_key(|r| r.width())?,
+        )),
+    }
 }

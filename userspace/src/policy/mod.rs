@@ -30,6 +30,7 @@ use std::{fmt, net::IpAddr};
 
 use ipnet::IpNet;
 
+pub use crate::fqdn::FqdnPattern;
 pub use expect::{Expectation, MAX_EXPECTATIONS};
 pub use load::{Loaded, ParseCache, ReadLimits, from_sources, load, load_cached};
 pub use never_decides::{NeverDecides, never_deciding};
@@ -226,8 +227,13 @@ pub struct Device {
 pub struct Rule {
     pub id: RuleId,
     pub action: Action,
-    /// The `to` items, each with the prefixes it resolved to.
+    /// The `to` items, each with the prefixes it resolved to; none for an
+    /// FQDN rule.
     pub targets: Vec<Target>,
+    /// `to: {fqdn: [...]}`: the names whose addresses the gateway's DNS
+    /// forwarder learns for the group (an allow rule only); sorted, no
+    /// duplicates. Empty for a rule of addresses.
+    pub fqdn: Vec<FqdnPattern>,
     /// IP protocol number; `None` is `any`.
     pub proto: Option<u8>,
     /// `None`: every port, known or not. Only with TCP or UDP.

@@ -81,7 +81,7 @@ pub struct RuleSpec {
     expecting = "a rule body: a mapping with to, proto, ports"
 )]
 pub struct MatchSpec {
-    pub to: Option<OneOrMany>,
+    pub to: Option<ToSpec>,
     pub proto: Option<Scalar>,
     pub ports: Option<OneOrMany>,
     pub comment: Option<String>,
@@ -208,6 +208,63 @@ impl<'de> Deserialize<'de> for OneOrMany {
     }
 }
 
+/// A rule's `to`: addresses and names of lists and keywords, or
+/// `{fqdn: [...]}`, domain names the gateway's DNS forwarder resolves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToSpec {
+    Items(OneOrMany),
+    Fqdn(OneOrMany),
+}
+
+/// The mapping form of `to`: exactly one key, `fqdn`.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with the key fqdn: a domain name or a list of them"
+)]
+struct FqdnSpec {
+    fqdn: OneOrMany,
+}
+
+impl<'de> Deserialize<'de> for ToSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = ToSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a value, a sequence of values or {fqdn: [names]}")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<ToSpec, A::Error> {
+                let spec = FqdnSpec::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(ToSpec::Fqdn(spec.fqdn))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<ToSpec, A::Error> {
+                OneOrMany::deserialize(de::value::SeqAccessDeserializer::new(seq))
+                    .map(ToSpec::Items)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ToSpec, E> {
+                Ok(ToSpec::Items(OneOrMany::One(Scalar(v.to_string()))))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ToSpec, E> {
+                Ok(ToSpec::Items(OneOrMany::One(Scalar(v.to_string()))))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ToSpec, E> {
+                Ok(ToSpec::Items(OneOrMany::One(Scalar(v.to_string()))))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ToSpec, E> {
+                Ok(ToSpec::Items(OneOrMany::One(Scalar(format!("{v:?}")))))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ToSpec, E> {
+                Ok(ToSpec::Items(OneOrMany::One(Scalar(v.to_string()))))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<ToSpec, E> {
+                Ok(ToSpec::Items(OneOrMany::Many(Vec::new())))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,7 +276,10 @@ mod tests {
         )
         .unwrap();
         let m = f.groups["g"].rules[0].allow.as_ref().unwrap();
-        assert_eq!(m.to, Some(OneOrMany::One(Scalar("x".into()))));
+        assert_eq!(
+            m.to,
+            Some(ToSpec::Items(OneOrMany::One(Scalar("x".into()))))
+        );
         let ports: Vec<_> = m.ports.as_ref().unwrap().items();
         assert_eq!(ports[0], ("[0]".into(), &Scalar("443".into())));
         assert_eq!(ports[1].1.0, "1-2");

@@ -571,3 +571,47 @@ fn expectation_fields_are_strict() {
         "{e:?}"
     );
 }
+
+#[test]
+fn fqdn_rules_are_validated_at_their_positions() {
+    let text = "\
+groups:
+  g:
+    devices: [10.1.0.0/16]
+    default: deny
+    rules:
+      - allow: {to: {fqdn: [iot.example.com, \"ex*ample.com\", \"a..b.com\"]}, proto: tcp, ports: [443]}
+      - deny: {to: {fqdn: [bad.example.com]}}
+      - allow: {to: {fqdn: []}}
+";
+    assert_eq!(
+        errors(&[("p.yaml", text)]),
+        [
+            "p.yaml:6:46: groups.g.rules[0].allow.to.fqdn[1]: \"ex*ample.com\" is not a domain name: a wildcard is only `*.` (exactly one label) or `**.` (one or more labels), at the start",
+            "p.yaml:6:62: groups.g.rules[0].allow.to.fqdn[2]: \"a..b.com\" is not a domain name: an empty label (two dots in a row)",
+            "p.yaml:7:21: groups.g.rules[1].deny.to.fqdn: only allow rules take fqdn (this is a deny rule): a deny by name cannot be enforced, since the addresses behind a name also serve other names and a device can reach them without asking; deny the addresses instead",
+            "p.yaml:8:28: groups.g.rules[2].allow.to.fqdn: empty `fqdn`: name at least one domain",
+        ]
+    );
+}
+
+#[test]
+fn a_to_mapping_takes_only_fqdn() {
+    assert_eq!(
+        errors(&[("p.yaml", &one_rule("{to: {name: iot.example.com}}"))]),
+        ["p.yaml:6:22: groups.g.rules[0].allow.to: unknown field `name`, expected `fqdn`"]
+    );
+}
+
+#[test]
+fn fqdn_names_are_normalised_and_get_a_derived_id() {
+    let loaded = valid(&[(
+        "p.yaml",
+        &one_rule("{to: {fqdn: [\"IoT.Example.COM.\", \"**.bücher.example\"]}, proto: tcp}"),
+    )]);
+    let rule = &loaded.policy.groups[0].rules[0];
+    let names: Vec<String> = rule.fqdn.iter().map(|p| p.to_string()).collect();
+    assert_eq!(names, ["iot.example.com", "**.xn--bcher-kva.example"]);
+    assert!(rule.targets.is_empty());
+    assert!(warnings(&[("p.yaml", &one_rule("{to: {fqdn: [a.example.com]}}"))]).is_empty());
+}

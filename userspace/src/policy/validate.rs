@@ -20,13 +20,16 @@ use super::{
     positions::Positions,
     rule_id::RESERVED_IDS,
     shadow,
-    spec::{GroupSpec, MatchSpec, OneOrMany, Scalar},
+    spec::{GroupSpec, MatchSpec, OneOrMany, Scalar, ToSpec},
     values::{
         KEYWORDS, check_name, edit_distance, looks_like_address, parse_port_range, parse_prefix,
         parse_unknown_devices, parse_verdict,
     },
 };
-use crate::diagnostic::{Diagnostic, quote};
+use crate::{
+    diagnostic::{Diagnostic, quote},
+    fqdn::FqdnPattern,
+};
 
 /// Resolves and checks `files`, appending every finding to `out`. The policy
 /// returned is meaningful only when `out` holds no error.
@@ -368,6 +371,7 @@ impl Checker<'_> {
 
         let to_field = format!("{path}.to");
         let mut targets = Vec::new();
+        let mut fqdn = Vec::new();
         let mut unresolved = false;
         match &body.to {
             None => {
@@ -376,13 +380,16 @@ impl Checker<'_> {
                     .to_string();
                 self.error(&at.value(path), path, message);
             }
-            Some(to) if to.is_empty() => {
+            Some(ToSpec::Fqdn(names)) => {
+                fqdn = self.fqdn(at, &to_field, action, names);
+            }
+            Some(ToSpec::Items(to)) if to.is_empty() => {
                 let message = "empty `to`: name at least one CIDR, address, list or keyword \
                                (any, gateway, ntp)"
                     .to_string();
                 self.error(&at.value(&to_field), &to_field, message);
             }
-            Some(to) => {
+            Some(ToSpec::Items(to)) => {
                 for (suffix, item) in to.items() {
                     let field = format!("{to_field}{suffix}");
                     match self.target(item) {
@@ -455,13 +462,18 @@ impl Checker<'_> {
         if unresolved || self.error_count() > errors_before {
             return None;
         }
-        let written: Vec<String> = targets.iter().map(|t| t.written.clone()).collect();
+        let written: Vec<String> = targets
+            .iter()
+            .map(|t| t.written.clone())
+            .chain(fqdn.iter().map(|p: &FqdnPattern| format!("fqdn:{p}")))
+            .collect();
         let id = explicit_id
             .unwrap_or_else(|| RuleId::derived(action, &written, proto, ports.as_deref()));
         let rule = Rule {
             id,
             action,
             targets,
+            fqdn,
             proto,
             ports,
             comment: body.comment.clone(),
@@ -473,7 +485,7 @@ impl Checker<'_> {
 
     fn rule_warnings(&mut self, at: At, path: &str, rule: &Rule) {
         let to_field = format!("{path}.to");
-        if rule.prefixes().next().is_none() {
+        if rule.fqdn.is_empty() && rule.prefixes().next().is_none() {
             let why: Vec<String> = rule.targets.iter().map(|t| self.why_empty(t)).collect();
             let message = format!(
                 "`to` resolves to no address ({}): the rule never matches",
@@ -496,6 +508,48 @@ impl Checker<'_> {
             );
             self.warning(&at.value(&proto_field), &proto_field, message);
         }
+    }
+
+    /// Checks the names of `to: {fqdn: [...]}`: only an allow rule takes
+    /// them (a deny by name cannot be enforced against addresses: the same
+    /// address serves other names, and a device can reach it without
+    /// asking). Empty when there are errors.
+    fn fqdn(
+        &mut self,
+        at: At,
+        to_field: &str,
+        action: Action,
+        names: &OneOrMany,
+    ) -> Vec<FqdnPattern> {
+        let field = format!("{to_field}.fqdn");
+        if action != Action::Allow {
+            let message = format!(
+                "only allow rules take fqdn (this is a {action} rule): a {action} by name \
+                 cannot be enforced, since the addresses behind a name also serve other names \
+                 and a device can reach them without asking; {action} the addresses instead"
+            );
+            self.error(&at.key(&field), &field, message);
+            return Vec::new();
+        }
+        if names.is_empty() {
+            let message = "empty `fqdn`: name at least one domain".to_string();
+            self.error(&at.value(&field), &field, message);
+            return Vec::new();
+        }
+        let mut patterns = Vec::new();
+        for (suffix, item) in names.items() {
+            let item_field = format!("{field}{suffix}");
+            match FqdnPattern::parse(&item.0) {
+                Ok(p) => patterns.push(p),
+                Err(why) => {
+                    let message = format!("{} is not a domain name: {why}", quote(&item.0));
+                    self.error(&at.value(&item_field), &item_field, message)
+                }
+            }
+        }
+        patterns.sort();
+        patterns.dedup();
+        patterns
     }
 
     fn why_empty(&self, target: &Target) -> String {

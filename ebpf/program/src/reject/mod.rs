@@ -26,7 +26,7 @@
 mod hook;
 mod reply;
 
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use aya_ebpf::{EbpfContext, btf_maps::ProgramArray, helpers::bpf_ktime_get_coarse_ns};
 use tollgate_common::{FAMILY_V4, REJECT_ETHERNET, REJECT_LATER_FRAGMENT, RejectFacts, Stat};
 
 pub use self::hook::Hook;
@@ -235,6 +235,17 @@ fn within_rate() -> bool {
     // SAFETY: as above.
     unsafe { *tat = next + settings.reject_interval_ns };
     true
+}
+
+/// Hands the rejected packet [`remember`]ed to the hook's answerer (the
+/// `tollgate_reject` or `tollgate_reject_tc` program in `table`, which runs
+/// [`answer`]) by a tail call, which does not return when it succeeds. When
+/// it fails, the packet is dropped unanswered.
+#[inline(always)]
+pub fn hand_over<C: EbpfContext>(ctx: &C, table: &ProgramArray<1>) {
+    // SAFETY: the table holds a program of the hook's own type.
+    unsafe { table.tail_call(ctx, 0) };
+    account::stat(Stat::RejectUnanswered, 0);
 }
 
 /// Turns the rejected packet [`remember`]ed, as the hook holds it (`f`),

@@ -1,0 +1,302 @@
+//! Learned destinations in the kernel (`TG_LEARNED`, precedence step 12):
+//! what the DNS forwarder learned, kept here as the truth and written into
+//! the kernel map of each slot with that slot's group ids and counters.
+//!
+//! The controller holds the dataplane lock from stage to flip, so a learn
+//! never interleaves with an install: a learn writes the active slot; a
+//! stage rewrites the inactive slot's entries from everything still live,
+//! checked against the staged policy (a new deny rule removes what it
+//! covers; a removed FQDN rule takes its addresses with it).
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use anyhow::{Context as _, Result};
+use aya::maps::{HashMap, MapData};
+use tollgate_common::{
+    FAMILY_V4, FAMILY_V6, LEARNED_ENTRIES, LEARNED_RULES, LearnedKey, LearnedRule, LearnedValue,
+    RULE_ANY_PROTO, RULE_PORTS, SLOTS,
+};
+
+use crate::tables::{CompiledPolicy, LearnedDestination};
+
+/// `CLOCK_MONOTONIC` in nanoseconds, the clock the program compares
+/// expiries with (`bpf_ktime_get_coarse_ns` reads its coarse variant).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// One learned address of a group, for one rule, and when it expires.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LearnedAddress {
+    pub group: String,
+    pub addr: IpAddr,
+    pub rule: String,
+    /// `CLOCK_MONOTONIC` nanoseconds.
+    pub expires_ns: u64,
+}
+
+/// The policy of one slot, as learning needs it.
+struct SlotPolicy {
+    /// Its [`CompiledPolicy::learning_view`].
+    tables: CompiledPolicy,
+    /// Kernel counter of each logical counter of `tables`.
+    indices: Vec<u32>,
+}
+
+pub(super) struct Learned {
+    map: HashMap<MapData, LearnedKey, LearnedValue>,
+    /// (group, address) to (rule id to expiry): every live learned address.
+    live: BTreeMap<(String, IpAddr), BTreeMap<String, u64>>,
+    slots: [Option<SlotPolicy>; 2],
+}
+
+/// Why a learn was not written.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// No policy of ours is in force (adopted maps, none installed yet).
+    NoPolicy,
+    /// The address may not be learned for the group (step 12).
+    Forbidden(&'static str),
+    /// The rule is no FQDN rule of the group in force.
+    NoSuchRule,
+    /// As many addresses are live as one slot of `TG_LEARNED` holds.
+    Full,
+}
+
+/// Addresses live at once: one slot's share of `TG_LEARNED`.
+pub const MAX_LEARNED: usize = (LEARNED_ENTRIES / SLOTS) as usize;
+
+impl Learned {
+    pub(super) fn new(map: HashMap<MapData, LearnedKey, LearnedValue>) -> Learned {
+        Learned {
+            map,
+            live: BTreeMap::new(),
+            slots: [None, None],
+        }
+    }
+
+    /// Rewrites `slot`'s entries for `tables` (being staged there) from
+    /// what is live at `now`.
+    pub(super) fn write_slot(
+        &mut self,
+        slot: u8,
+        tables: &CompiledPolicy,
+        indices: &[u32],
+        now: u64,
+    ) -> Result<()> {
+        self.forget_expired(now);
+        let stale: Vec<LearnedKey> = self
+            .map
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| k.slot == slot)
+            .collect();
+        for key in stale {
+            // Gone already is fine: the goal is its absence.
+            let _ = self.map.remove(&key);
+        }
+        let policy = SlotPolicy {
+            tables: tables.learning_view(),
+            indices: indices.to_vec(),
+        };
+        for ((group, addr), rules) in &self.live {
+            if let Some((key, value)) = kernel_entry(&policy, slot, group, *addr, rules) {
+                self.map
+                    .insert(key, value, 0)
+                    .context("write TG_LEARNED (full: see LEARNED_ENTRIES)")?;
+            }
+        }
+        self.slots[usize::from(slot)] = Some(policy);
+        Ok(())
+    }
+
+    /// Learns `addr` for `rule` of `group` until `expires_ns`, in `slot`
+    /// (the active one). A later expiry of the same (group, address, rule)
+    /// replaces an earlier one, never the other way round.
+    pub(super) fn learn(
+        &mut self,
+        slot: u8,
+        group: &str,
+        rule: &str,
+        addr: IpAddr,
+        expires_ns: u64,
+    ) -> Result<Result<(), Refused>> {
+        let Some(policy) = &self.slots[usize::from(slot)] else {
+            return Ok(Err(Refused::NoPolicy));
+        };
+        let Some(id) = group_id(&policy.tables, group) else {
+            return Ok(Err(Refused::NoSuchRule));
+        };
+        if let Err(why) = policy.tables.learnable(id, addr) {
+            return Ok(Err(Refused::Forbidden(why)));
+        }
+        if !policy
+            .tables
+            .fqdn_rules
+            .iter()
+            .any(|r| r.group == id && r.rule == rule)
+        {
+            return Ok(Err(Refused::NoSuchRule));
+        }
+        let key = (group.to_string(), addr);
+        if !self.live.contains_key(&key) && self.live.len() >= MAX_LEARNED {
+            return Ok(Err(Refused::Full));
+        }
+        let rules = self.live.entry(key).or_default();
+        let expiry = rules.entry(rule.to_string()).or_insert(0);
+        *expiry = (*expiry).max(expires_ns);
+        if let Some((key, value)) = kernel_entry(policy, slot, group, addr, rules) {
+            self.map
+                .insert(key, value, 0)
+                .context("write TG_LEARNED (full: see LEARNED_ENTRIES)")?;
+        }
+        Ok(Ok(()))
+    }
+
+    /// Removes what expired before `now` from the live set and from the
+    /// active slot (the program ignores expired entries; this frees them).
+    pub(super) fn sweep(&mut self, slot: u8, now: u64) -> Result<usize> {
+        let expired = self.forget_expired(now);
+        let Some(policy) = &self.slots[usize::from(slot)] else {
+            return Ok(expired.len());
+        };
+        for (group, addr) in &expired {
+            let Some(id) = group_id(&policy.tables, group) else {
+                continue;
+            };
+            let key = learned_key(slot, id, *addr);
+            match self.live.get(&(group.clone(), *addr)) {
+                Some(rules) => {
+                    if let Some((key, value)) = kernel_entry(policy, slot, group, *addr, rules) {
+                        self.map.insert(key, value, 0)?;
+                    }
+                }
+                None => {
+                    let _ = self.map.remove(&key);
+                }
+            }
+        }
+        Ok(expired.len())
+    }
+
+    /// Forgets every learned address, in both slots.
+    pub(super) fn forget_all(&mut self) -> Result<()> {
+        self.live.clear();
+        let keys: Vec<LearnedKey> = self.map.keys().filter_map(|k| k.ok()).collect();
+        for key in keys {
+            let _ = self.map.remove(&key);
+        }
+        Ok(())
+    }
+
+    /// Drops expired (address, rule) pairs; returns the (group, address)
+    /// pairs that lost one.
+    fn forget_expired(&mut self, now: u64) -> Vec<(String, IpAddr)> {
+        let mut touched = Vec::new();
+        self.live.retain(|key, rules| {
+            let before = rules.len();
+            rules.retain(|_, expiry| *expiry > now);
+            if rules.len() != before {
+                touched.push(key.clone());
+            }
+            !rules.is_empty()
+        });
+        touched
+    }
+
+    /// Every live learned address, by group, address and rule.
+    pub(super) fn list(&self) -> Vec<LearnedAddress> {
+        self.live
+            .iter()
+            .flat_map(|((group, addr), rules)| {
+                rules.iter().map(|(rule, expiry)| LearnedAddress {
+                    group: group.clone(),
+                    addr: *addr,
+                    rule: rule.clone(),
+                    expires_ns: *expiry,
+                })
+            })
+            .collect()
+    }
+
+    /// What `TG_LEARNED` holds for the active slot, as the model reads it.
+    pub(super) fn destinations(&self, slot: u8) -> Vec<LearnedDestination> {
+        let Some(policy) = &self.slots[usize::from(slot)] else {
+            return Vec::new();
+        };
+        self.live
+            .iter()
+            .filter_map(|((group, addr), rules)| destination(&policy.tables, group, *addr, rules))
+            .collect()
+    }
+}
+
+fn group_id(tables: &CompiledPolicy, name: &str) -> Option<u32> {
+    tables
+        .groups
+        .iter()
+        .position(|g| g.name == name)
+        .map(|i| i as u32)
+}
+
+fn destination(
+    tables: &CompiledPolicy,
+    group: &str,
+    addr: IpAddr,
+    rules: &BTreeMap<String, u64>,
+) -> Option<LearnedDestination> {
+    let id = group_id(tables, group)?;
+    tables.learned_destination(id, addr, |rule| rules.get(rule).copied(), LEARNED_RULES)
+}
+
+fn learned_key(slot: u8, group: u32, addr: IpAddr) -> LearnedKey {
+    let (family, addr) = match addr {
+        IpAddr::V4(a) => {
+            let mut bytes = [0; 16];
+            bytes[..4].copy_from_slice(&a.octets());
+            (FAMILY_V4, bytes)
+        }
+        IpAddr::V6(a) => (FAMILY_V6, a.octets()),
+    };
+    LearnedKey {
+        slot,
+        family,
+        group: group as u16,
+        addr,
+    }
+}
+
+/// The kernel's key and value of a learned address in `policy`'s slot.
+fn kernel_entry(
+    policy: &SlotPolicy,
+    slot: u8,
+    group: &str,
+    addr: IpAddr,
+    rules: &BTreeMap<String, u64>,
+) -> Option<(LearnedKey, LearnedValue)> {
+    let d = destination(&policy.tables, group, addr, rules)?;
+    let mut value = LearnedValue::default();
+    for (slot_entry, (entry, expires_ns)) in value.rules.iter_mut().zip(&d.entries) {
+        let (port_lo, port_hi) = entry.ports.unwrap_or((0, 0));
+        *slot_entry = LearnedRule {
+            expires_ns: *expires_ns,
+            counter: policy.indices[entry.counter as usize],
+            port_lo,
+            port_hi,
+            proto: entry.proto.unwrap_or(0),
+            flags: if entry.proto.is_none() {
+                RULE_ANY_PROTO
+            } else {
+                0
+            } | if entry.ports.is_some() { RULE_PORTS } else { 0 },
+            _pad: [0; 6],
+        };
+    }
+    Some((learned_key(slot, d.group, addr), value))
+}
