@@ -30,15 +30,9 @@ pub(super) fn explain_packet(
         tables,
         warnings,
         ..
-    } = match build(ctx) {
+    } = match build_or_report(ctx) {
         Ok(built) => built,
-        Err(diagnostics) => {
-            for d in &diagnostics {
-                eprintln!("{d}");
-            }
-            eprintln!("{}: invalid policy, nothing to explain", ctx.dir.display());
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     notes.splice(0..0, ctx.notes.iter().cloned());
     let explanation = explain(&policy, &tables, packet);
@@ -82,15 +76,9 @@ pub(super) fn explain_name(
     name: &str,
     src: Option<IpAddr>,
 ) -> ExitCode {
-    let Prepared { policy, tables, .. } = match build(ctx) {
+    let Prepared { policy, tables, .. } = match build_or_report(ctx) {
         Ok(built) => built,
-        Err(diagnostics) => {
-            for d in &diagnostics {
-                eprintln!("{d}");
-            }
-            eprintln!("{}: invalid policy, nothing to explain", ctx.dir.display());
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let group = src.map(|src| model::group_of(&tables, src));
     if group == Some(tollgate_common::UNKNOWN_GROUP) {
@@ -118,4 +106,15 @@ pub(super) fn explain_name(
         }
     }
     ExitCode::SUCCESS
+}
+
+/// The policy of `ctx`, or every error on stderr and the exit status.
+fn build_or_report(ctx: &Context) -> Result<Prepared, ExitCode> {
+    build(ctx).map_err(|diagnostics| {
+        for d in &diagnostics {
+            eprintln!("{d}");
+        }
+        eprintln!("{}: invalid policy, nothing to explain", ctx.dir.display());
+        ExitCode::FAILURE
+    })
 }
