@@ -138,7 +138,9 @@ fn learn(dp: &mut Dataplane, tables: &CompiledPolicy, packets: &[PacketFacts]) {
         let name = &tables.groups[group as usize].name;
         // A refusal (the gateway's, a device's, a denied address) is part
         // of what is tested: neither side then has the address.
-        let _ = dp.learn(name, random::LEARNED_RULE, addr, expires).unwrap();
+        let _ = dp
+            .learn((name, random::LEARNED_RULE), addr, "differential.test", expires)
+            .unwrap();
     }
 }
 

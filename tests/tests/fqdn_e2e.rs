@@ -124,6 +124,83 @@ impl Drop for Resolver {
     }
 }
 
+/// `explain --live` asks the daemon: a packet to a learned address is
+/// decided by the FQDN rule, with the name and expiry of its lease; a name
+/// lists the addresses learned from its answers.
+fn explain_shows_the_leases(daemon: &Daemon) {
+    let socket = daemon.control_socket.to_str().unwrap();
+    let policy = daemon.policy_dir.to_str().unwrap();
+    let explain = |extra: &[&str]| {
+        let mut args = vec!["explain", "--policy", policy, "--gateway", GATEWAY];
+        args.extend(extra);
+        let run = testkit::tollgate(&args);
+        assert_eq!(run.status, 0, "explain {extra:?}: {}", run.stderr);
+        run.stdout
+    };
+    let packet = ["--src", METER, "--dst", IOT, "--dport", "443"];
+    let offline: serde_json::Value =
+        serde_json::from_str(&explain(&[&packet[..], &["--format", "json"]].concat())).unwrap();
+    assert_eq!(offline["reason"], "group-default", "{offline}");
+    assert!(offline.get("learned").is_none(), "{offline}");
+    let live: serde_json::Value = serde_json::from_str(&explain(
+        &[&packet[..], &["--format", "json", "--socket", socket]].concat(),
+    ))
+    .unwrap();
+    assert_eq!(
+        (&live["verdict"], &live["reason"], &live["rule_id"]),
+        (
+            &serde_json::json!("allow"),
+            &serde_json::json!("learned"),
+            &serde_json::json!("iot")
+        ),
+        "{live}"
+    );
+    let lease = &live["learned"][0];
+    assert_eq!(
+        (&lease["name"], &lease["rule_id"], &lease["group"]),
+        (
+            &serde_json::json!("iot.example.com"),
+            &serde_json::json!("iot"),
+            &serde_json::json!("meters")
+        ),
+        "{live}"
+    );
+    // TTL clamped to at most 2 s, plus 4 s of grace.
+    let expires_in = lease["expires_in_s"].as_u64().unwrap();
+    assert!((1..=6).contains(&expires_in), "{live}");
+    let text = explain(&[&packet[..], &["--socket", socket]].concat());
+    assert!(
+        text.contains("learned   for rule iot, from the answer for iot.example.com, expires in"),
+        "{text}"
+    );
+    // The CNAME's target is listed under the name asked.
+    let name: serde_json::Value = serde_json::from_str(&explain(&[
+        "--fqdn",
+        "Alias.Example.com.",
+        "--src",
+        METER,
+        "--format",
+        "json",
+        "--socket",
+        socket,
+    ]))
+    .unwrap();
+    assert_eq!(
+        name["groups"][0]["learned"][0]["address"], CNAME_TARGET,
+        "{name}"
+    );
+    // --live with no daemon to ask is an error, not an offline answer.
+    let run = testkit::tollgate(
+        &[
+            &["explain", "--policy", policy, "--socket", "/nonexistent.sock"],
+            &packet[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("--live: connect to /nonexistent.sock"));
+}
+
 /// `dig` from `src` through the gateway: (status, addresses answered).
 fn dig(rig: &Rig, src: &str, name: &str) -> (String, Vec<String>) {
     let out = rig
@@ -304,6 +381,10 @@ fn names_open_their_addresses_first_packet_first_and_only_while_they_live() {
         [("meters".to_string(), 2)],
         "the iot address and the CNAME's target, and nothing else"
     );
+    // Fresh leases: what is learned lives 5 s.
+    dig(&rig, METER, "iot.example.com");
+    dig(&rig, METER, "alias.example.com");
+    explain_shows_the_leases(&daemon);
     assert!(
         !connects(&rig, GATEWAY, 443),
         "a name rebound to the gateway stays denied"

@@ -139,6 +139,14 @@ enum Command {
         /// The packet is a non-first fragment: its port is unknown.
         #[arg(long, conflicts_with = "dport")]
         fragment: bool,
+        /// Also what the running gateway learned: ask its control socket
+        /// (--socket, --config's control-socket, or the default) for the
+        /// addresses its DNS forwarder learned, and show their expiries.
+        #[arg(long)]
+        live: bool,
+        /// The control socket for --live (implies --live).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
     },
     /// What a policy change does to verdicts: per group, the destinations ×
     /// protocols × ports whose verdict changes, and the rules responsible.
@@ -380,13 +388,17 @@ impl Cli {
                 dport,
                 fragment,
                 fqdn,
+                live,
+                socket,
             } => {
                 let ctx = match source.resolve(None, false) {
                     Ok(ctx) => ctx,
                     Err(message) => return usage_failure(&message),
                 };
+                let live = (live || socket.is_some())
+                    .then(|| socket.unwrap_or_else(|| ctx.control_socket.clone()));
                 if let Some(name) = fqdn {
-                    return explain::explain_name(&ctx, format, &name, src);
+                    return explain::explain_name(&ctx, format, &name, src, live.as_deref());
                 }
                 let (Some(src), Some(dst)) = (src, dst) else {
                     return usage_error("--src and --dst name the packet (or give --fqdn NAME)");
@@ -418,7 +430,7 @@ impl Cli {
                     proto,
                     dport: if fragment { None } else { dport },
                 };
-                explain::explain_packet(&ctx, format, &packet, notes)
+                explain::explain_packet(&ctx, format, &packet, notes, live.as_deref())
             }
         }
     }

@@ -1,6 +1,7 @@
-//! The control socket: `tollgate status` asks the running daemon over a
-//! local unix socket (`control-socket` in the config) and gets JSON back.
-//! One request per connection: the client sends `status\n`.
+//! The control socket: `tollgate status` and `tollgate explain --live` ask
+//! the running daemon over a local unix socket (`control-socket` in the
+//! config) and get JSON back. One request per connection: the client sends
+//! `status\n` (a [`Status`]) or `learned\n` (every live [`Lease`]).
 
 use std::{
     path::{Path, PathBuf},
@@ -74,6 +75,20 @@ pub struct ReloadStatus {
     pub summary: String,
 }
 
+/// One address the DNS forwarder learned for an FQDN rule of a group.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Lease {
+    pub group: String,
+    pub address: std::net::IpAddr,
+    pub rule_id: String,
+    /// The name whose answer last taught or renewed it.
+    pub name: String,
+    /// When it expires (TTL, clamped, plus `dns.grace`), in seconds since
+    /// the Unix epoch, and how many seconds that is from the answer.
+    pub expires_at_unix: u64,
+    pub expires_in_s: u64,
+}
+
 /// Now, in whole seconds since the Unix epoch: how [`Status`] gives times.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -116,6 +131,9 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
 /// Fills in the parts of the status that change by themselves (NTP's).
 pub type Refresh = Arc<dyn Fn(&mut Status) + Send + Sync>;
 
+/// Every live learned address; `None` when the DNS forwarder is off.
+pub type Leases = Arc<dyn Fn() -> Option<Vec<Lease>> + Send + Sync>;
+
 /// Answers status requests on `listener` until the task is dropped. Only
 /// read requests exist. At most [`MAX_CONNECTIONS`] clients are served at
 /// once, each for at most [`CLIENT_TIMEOUT`], with a request of at most
@@ -124,6 +142,7 @@ pub async fn serve(
     listener: tokio::net::UnixListener,
     status: Arc<RwLock<Status>>,
     refresh: Refresh,
+    leases: Leases,
 ) {
     use tokio::io::AsyncReadExt as _;
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -142,6 +161,7 @@ pub async fn serve(
         };
         let status = status.clone();
         let refresh = refresh.clone();
+        let leases = leases.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let exchange = async {
@@ -157,7 +177,15 @@ pub async fn serve(
                         serde_json::to_string(&s)
                             .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
                     }
-                    _ => "{\"error\":\"unknown request; send `status`\"}".to_string(),
+                    (Ok(_), "learned") => match leases() {
+                        Some(list) => serde_json::to_string(&list)
+                            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
+                        None => "{\"error\":\"the DNS forwarder is off (dns.listen is empty): \
+                                 nothing is learned\"}"
+                            .to_string(),
+                    },
+                    _ => "{\"error\":\"unknown request; send `status` or `learned`\"}"
+                        .to_string(),
                 };
                 let _ = write.write_all(reply.as_bytes()).await;
                 let _ = write.write_all(b"\n").await;
@@ -169,6 +197,16 @@ pub async fn serve(
 
 /// Asks the daemon listening on `path` for its status.
 pub fn query(path: &Path) -> Result<Status> {
+    serde_json::from_value(ask(path, "status")?).context("parse status")
+}
+
+/// Asks the daemon listening on `path` for every live learned address.
+pub fn query_leases(path: &Path) -> Result<Vec<Lease>> {
+    serde_json::from_value(ask(path, "learned")?).context("parse learned addresses")
+}
+
+/// Sends `request` to the daemon on `path`; its JSON answer.
+fn ask(path: &Path, request: &str) -> Result<serde_json::Value> {
     use std::io::{BufRead as _, Write as _};
     let mut stream = std::os::unix::net::UnixStream::connect(path).with_context(|| {
         format!(
@@ -177,14 +215,15 @@ pub fn query(path: &Path) -> Result<Status> {
         )
     })?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.write_all(b"status\n")?;
+    stream.write_all(format!("{request}\n").as_bytes())?;
     let mut line = String::new();
     std::io::BufReader::new(stream).read_line(&mut line)?;
-    let answer: serde_json::Value = serde_json::from_str(&line).context("parse status")?;
+    let answer: serde_json::Value =
+        serde_json::from_str(&line).with_context(|| format!("parse the answer to {request}"))?;
     // A refusal is `{"error": ...}` at the top; fields deeper down may
     // carry that name too.
-    if answer.get("error").is_some() {
-        bail!("daemon answered: {}", line.trim());
+    if let Some(error) = answer.get("error") {
+        bail!("daemon answered: {}", error.as_str().unwrap_or(line.trim()));
     }
-    serde_json::from_value(answer).context("parse status")
+    Ok(answer)
 }

@@ -6,6 +6,7 @@
 //! always do).
 
 pub mod fqdn;
+mod live;
 
 use std::fmt::{self, Write as _};
 
@@ -13,6 +14,7 @@ use serde::{Serialize, Serializer};
 use tollgate_common::{DecisionReason, Verdict};
 
 use crate::{
+    control::Lease,
     model::{
         self,
         naive::{self, Beaten, Candidate, RuleOrBuiltin},
@@ -51,6 +53,11 @@ pub struct Explanation {
     /// audit mode hides behind the verdict; for the text form only.
     #[serde(skip)]
     pub group_default: Option<Action>,
+    /// With `--live`: what the gateway's DNS forwarder learned the
+    /// destination for in the source's group, with expiries (absent
+    /// without `--live`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learned: Option<Vec<Lease>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -103,10 +110,43 @@ pub struct CandidateView {
     pub why: Option<String>,
 }
 
-/// Explains how `tables` (compiled from `policy`) decide `packet`.
+/// Explains how `tables` (compiled from `policy`) decide `packet`, with no
+/// learned address.
 pub fn explain(policy: &Policy, tables: &CompiledPolicy, packet: &PacketFacts) -> Explanation {
-    let decision = model::verdict(tables, packet);
-    let evaluation = naive::evaluate(policy, packet);
+    explain_with(policy, tables, None, packet)
+}
+
+/// Explains how the gateway decides `packet` now: `tables` (compiled from
+/// `policy`) and `leases`, the addresses its DNS forwarder has learned
+/// (precedence step 12).
+pub fn explain_live(
+    policy: &Policy,
+    tables: &CompiledPolicy,
+    leases: &[Lease],
+    packet: &PacketFacts,
+) -> Explanation {
+    explain_with(policy, tables, Some(leases), packet)
+}
+
+fn explain_with(
+    policy: &Policy,
+    tables: &CompiledPolicy,
+    leases: Option<&[Lease]>,
+    packet: &PacketFacts,
+) -> Explanation {
+    let leases = leases.map(|all| live::of_destination(all, packet.dst));
+    let (decision, evaluation) = match &leases {
+        // Live leases stand until their expiry: judge at time 0 with
+        // expiries beyond it.
+        Some(leases) => (
+            model::verdict_learned(tables, &live::destinations(tables, leases), 0, packet),
+            naive::evaluate_learned(policy, &live::naive(leases), packet),
+        ),
+        None => (
+            model::verdict(tables, packet),
+            naive::evaluate(policy, packet),
+        ),
+    };
     debug_assert_eq!(
         (
             decision.group,
@@ -129,6 +169,7 @@ pub fn explain(policy: &Policy, tables: &CompiledPolicy, packet: &PacketFacts) -
         DecisionReason::Rule => winner.and_then(|w| rule_origin(w)).map(Place::from),
         DecisionReason::GroupDefault => group.map(|g| Place::from(&g.group.default_origin)),
         DecisionReason::UnknownDevice => policy.unknown_devices_origin.as_ref().map(Place::from),
+        DecisionReason::Learned => evaluation.learned.map(|r| Place::from(&r.origin)),
         _ => None,
     };
     let candidates = evaluation
@@ -137,6 +178,11 @@ pub fn explain(policy: &Policy, tables: &CompiledPolicy, packet: &PacketFacts) -
         .enumerate()
         .map(|(i, c)| candidate_view(c, (i > 0).then_some(winner).flatten()))
         .collect();
+    let learned = leases.map(|l| {
+        l.into_iter()
+            .filter(|l| l.group == decision.group_name)
+            .collect()
+    });
     Explanation {
         packet: PacketView {
             src: packet.src.to_string(),
@@ -155,6 +201,7 @@ pub fn explain(policy: &Policy, tables: &CompiledPolicy, packet: &PacketFacts) -
             .flatten(),
         rule_id: decision.rule.map(|r| r.to_string()),
         group_default: group.map(|g| g.group.default),
+        learned,
         decided_at,
         counter: decision.counter,
         candidates,
@@ -316,8 +363,35 @@ impl Explanation {
                 &format!("lost: {}", c.why.as_deref().unwrap_or_default()),
             );
         }
+        match self.learned.as_deref() {
+            None => {}
+            Some([]) => line(
+                "learned",
+                &format!(
+                    "nothing: the gateway's DNS forwarder has not learned {} for {}",
+                    p.dst, self.group
+                ),
+            ),
+            Some(leases) => {
+                for l in leases {
+                    line("learned", &lease_line(l));
+                }
+            }
+        }
         out
     }
+}
+
+/// `for rule aws-iot, from a1-ats.iot.example.com, expires in 42 s (…)`.
+fn lease_line(l: &Lease) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(l.expires_at_unix);
+    format!(
+        "for rule {}, from the answer for {}, expires in {} s ({})",
+        l.rule_id,
+        l.name,
+        l.expires_in_s,
+        humantime::format_rfc3339_seconds(at)
+    )
 }
 
 fn verdict_label<S: Serializer>(verdict: &Verdict, s: S) -> Result<S::Ok, S::Error> {

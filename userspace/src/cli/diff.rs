@@ -109,6 +109,7 @@ fn build_side(ctx: &Context, argument: &str, policy_dir: &Path) -> Result<Built,
             env: ctx.env.clone(),
             limits: ctx.limits,
             notes: Vec::new(),
+            control_socket: ctx.control_socket.clone(),
         };
         let Prepared { policy, tables, .. } = build(&local).map_err(Failure::Invalid)?;
         return Ok(Built { policy, tables });

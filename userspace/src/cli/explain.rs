@@ -1,13 +1,13 @@
 //! `tollgate explain`: how the policy decides one packet, and why.
 
-use std::process::ExitCode;
+use std::{net::IpAddr, path::Path, process::ExitCode};
 
 use serde::Serialize;
-use std::net::IpAddr;
 
 use tollgate::{
+    control::Lease,
     diagnostic::Diagnostic,
-    explain::{explain, fqdn::explain_fqdn},
+    explain::{explain, explain_live, fqdn::explain_fqdn},
     model,
     reload::Prepared,
     tables::PacketFacts,
@@ -24,7 +24,12 @@ pub(super) fn explain_packet(
     format: Format,
     packet: &PacketFacts,
     mut notes: Vec<String>,
+    live: Option<&Path>,
 ) -> ExitCode {
+    let leases = match live.map(leases_of).transpose() {
+        Ok(leases) => leases,
+        Err(code) => return code,
+    };
     let Prepared {
         policy,
         tables,
@@ -35,7 +40,10 @@ pub(super) fn explain_packet(
         Err(code) => return code,
     };
     notes.splice(0..0, ctx.notes.iter().cloned());
-    let explanation = explain(&policy, &tables, packet);
+    let explanation = match &leases {
+        Some(leases) => explain_live(&policy, &tables, leases, packet),
+        None => explain(&policy, &tables, packet),
+    };
     match format {
         Format::Json => {
             #[derive(Serialize)]
@@ -75,7 +83,12 @@ pub(super) fn explain_name(
     format: Format,
     name: &str,
     src: Option<IpAddr>,
+    live: Option<&Path>,
 ) -> ExitCode {
+    let leases = match live.map(leases_of).transpose() {
+        Ok(leases) => leases,
+        Err(code) => return code,
+    };
     let Prepared { policy, tables, .. } = match build_or_report(ctx) {
         Ok(built) => built,
         Err(code) => return code,
@@ -88,7 +101,7 @@ pub(super) fn explain_name(
         );
         return ExitCode::FAILURE;
     }
-    let explanation = match explain_fqdn(&policy, name, group) {
+    let explanation = match explain_fqdn(&policy, name, group, leases.as_deref()) {
         Ok(e) => e,
         Err(message) => {
             eprintln!("{message}");
@@ -106,6 +119,15 @@ pub(super) fn explain_name(
         }
     }
     ExitCode::SUCCESS
+}
+
+/// What the daemon on `socket` has learned, or the error on stderr and the
+/// exit status: `--live` without an answer is no explanation.
+fn leases_of(socket: &Path) -> Result<Vec<Lease>, ExitCode> {
+    tollgate::control::query_leases(socket).map_err(|e| {
+        eprintln!("--live: {e:#}");
+        ExitCode::FAILURE
+    })
 }
 
 /// The policy of `ctx`, or every error on stderr and the exit status.

@@ -9,7 +9,7 @@ use std::{
 
 use tollgate::{
     addresses,
-    config::{Config, DEFAULT_CONFIG_PATH, Limits},
+    config::{Config, DEFAULT_CONFIG_PATH, Limits, default_control_socket},
     diagnostic::Diagnostic,
     policy::{Environment, ParseCache},
     reload::{Prepared, prepare},
@@ -24,6 +24,9 @@ pub(super) struct Context {
     pub limits: Limits,
     /// Said before the results: what `gateway` and `ntp` resolved from.
     pub notes: Vec<String>,
+    /// Where the daemon answers (`explain --live`): the config's
+    /// `control-socket`, or the default.
+    pub control_socket: PathBuf,
 }
 
 impl PolicySource {
@@ -86,11 +89,15 @@ impl PolicySource {
                 Vec::new()
             }
         };
+        let control_socket = config
+            .as_ref()
+            .map_or_else(default_control_socket, |c| c.control_socket.clone());
         Ok(Context {
             dir,
             env: Environment { gateway, ntp },
             limits: config.map_or_else(Limits::default, |c| c.limits),
             notes,
+            control_socket,
         })
     }
 }

@@ -11,6 +11,7 @@ use crate::{
     addresses,
     config::OnExit,
     control::{self, Status},
+    datapath::learned::{LearnedAddress, monotonic_ns},
     deny_log,
     links::InterfaceChanges,
     logging::DAEMON_TARGET,
@@ -30,15 +31,25 @@ impl Daemon {
         let control = control::bind(&self.config.control_socket)?;
         let ntp = self.ntp.clone();
         let learning = self.dns.is_some().then(|| self.dataplane.clone());
+        let counting = learning.clone();
         let refresh: control::Refresh = Arc::new(move |s: &mut Status| {
             s.ntp = ntp
                 .as_ref()
                 .and_then(|n| serde_json::to_value(n.status()).ok());
-            s.learned_addresses = learning
+            s.learned_addresses = counting
                 .as_ref()
                 .map(|dp| dp.lock().expect("dataplane lock").learned_counts());
         });
-        let control_task = tokio::spawn(control::serve(control, self.status.clone(), refresh));
+        let leases: control::Leases = Arc::new(move || {
+            let learned = learning.as_ref()?.lock().expect("dataplane lock").learned();
+            Some(leases(learned))
+        });
+        let control_task = tokio::spawn(control::serve(
+            control,
+            self.status.clone(),
+            refresh,
+            leases,
+        ));
         let events_task = deny_log::spawn(self.dataplane.clone(), self.reloader.event_labels())?;
 
         let mut watcher = PolicyWatcher::new(&self.config.policy_dir)?;
@@ -113,4 +124,25 @@ impl Daemon {
             }
         }
     }
+}
+
+/// The learned addresses with their expiries in wall-clock time, as the
+/// control socket reports them (the dataplane keeps `CLOCK_MONOTONIC`).
+fn leases(learned: Vec<LearnedAddress>) -> Vec<control::Lease> {
+    let now_ns = monotonic_ns();
+    let now_unix = control::unix_now();
+    learned
+        .into_iter()
+        .map(|l| {
+            let expires_in_s = l.expires_ns.saturating_sub(now_ns).div_ceil(1_000_000_000);
+            control::Lease {
+                group: l.group,
+                address: l.addr,
+                rule_id: l.rule,
+                name: l.name,
+                expires_at_unix: now_unix + expires_in_s,
+                expires_in_s,
+            }
+        })
+        .collect()
 }

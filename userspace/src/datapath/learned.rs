@@ -37,8 +37,19 @@ pub struct LearnedAddress {
     pub group: String,
     pub addr: IpAddr,
     pub rule: String,
+    /// The name whose answer last taught or renewed it (normalised).
+    pub name: String,
     /// `CLOCK_MONOTONIC` nanoseconds.
     pub expires_ns: u64,
+}
+
+/// How long one (group, address) stays learned for one rule, and the name
+/// that taught it (for `explain`: one name per rule bounds the memory).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Lease {
+    /// `CLOCK_MONOTONIC` nanoseconds.
+    expires_ns: u64,
+    name: String,
 }
 
 /// The policy of one slot, as learning needs it.
@@ -51,8 +62,8 @@ struct SlotPolicy {
 
 pub(super) struct Learned {
     map: HashMap<MapData, LearnedKey, LearnedValue>,
-    /// (group, address) to (rule id to expiry): every live learned address.
-    live: BTreeMap<(String, IpAddr), BTreeMap<String, u64>>,
+    /// (group, address) to (rule id to lease): every live learned address.
+    live: BTreeMap<(String, IpAddr), BTreeMap<String, Lease>>,
     slots: [Option<SlotPolicy>; 2],
 }
 
@@ -117,14 +128,15 @@ impl Learned {
     }
 
     /// Learns `addr` for `rule` of `group` until `expires_ns`, in `slot`
-    /// (the active one). A later expiry of the same (group, address, rule)
-    /// replaces an earlier one, never the other way round.
+    /// (the active one), from an answer for `name`. A later expiry of the
+    /// same (group, address, rule) replaces an earlier one, never the other
+    /// way round.
     pub(super) fn learn(
         &mut self,
         slot: u8,
-        group: &str,
-        rule: &str,
+        (group, rule): (&str, &str),
         addr: IpAddr,
+        name: &str,
         expires_ns: u64,
     ) -> Result<Result<(), Refused>> {
         let Some(policy) = &self.slots[usize::from(slot)] else {
@@ -149,8 +161,16 @@ impl Learned {
             return Ok(Err(Refused::Full));
         }
         let rules = self.live.entry(key).or_default();
-        let expiry = rules.entry(rule.to_string()).or_insert(0);
-        *expiry = (*expiry).max(expires_ns);
+        let lease = rules.entry(rule.to_string()).or_insert(Lease {
+            expires_ns: 0,
+            name: String::new(),
+        });
+        if expires_ns >= lease.expires_ns {
+            *lease = Lease {
+                expires_ns,
+                name: name.to_string(),
+            };
+        }
         if let Some((key, value)) = kernel_entry(policy, slot, group, addr, rules) {
             self.map
                 .insert(key, value, 0)
@@ -201,7 +221,7 @@ impl Learned {
         let mut touched = Vec::new();
         self.live.retain(|key, rules| {
             let before = rules.len();
-            rules.retain(|_, expiry| *expiry > now);
+            rules.retain(|_, lease| lease.expires_ns > now);
             if rules.len() != before {
                 touched.push(key.clone());
             }
@@ -215,11 +235,12 @@ impl Learned {
         self.live
             .iter()
             .flat_map(|((group, addr), rules)| {
-                rules.iter().map(|(rule, expiry)| LearnedAddress {
+                rules.iter().map(|(rule, lease)| LearnedAddress {
                     group: group.clone(),
                     addr: *addr,
                     rule: rule.clone(),
-                    expires_ns: *expiry,
+                    name: lease.name.clone(),
+                    expires_ns: lease.expires_ns,
                 })
             })
             .collect()
@@ -249,10 +270,15 @@ fn destination(
     tables: &CompiledPolicy,
     group: &str,
     addr: IpAddr,
-    rules: &BTreeMap<String, u64>,
+    rules: &BTreeMap<String, Lease>,
 ) -> Option<LearnedDestination> {
     let id = group_id(tables, group)?;
-    tables.learned_destination(id, addr, |rule| rules.get(rule).copied(), LEARNED_RULES)
+    tables.learned_destination(
+        id,
+        addr,
+        |rule| rules.get(rule).map(|l| l.expires_ns),
+        LEARNED_RULES,
+    )
 }
 
 fn learned_key(slot: u8, group: u32, addr: IpAddr) -> LearnedKey {
@@ -278,7 +304,7 @@ fn kernel_entry(
     slot: u8,
     group: &str,
     addr: IpAddr,
-    rules: &BTreeMap<String, u64>,
+    rules: &BTreeMap<String, Lease>,
 ) -> Option<(LearnedKey, LearnedValue)> {
     let d = destination(&policy.tables, group, addr, rules)?;
     let mut value = LearnedValue::default();

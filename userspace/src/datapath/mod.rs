@@ -341,17 +341,19 @@ impl Dataplane {
     }
 
     /// Learns `addr` for the FQDN rule `rule` of `group` until `expires_ns`
-    /// (`CLOCK_MONOTONIC`), in the policy in force. `Ok(Err)` says why it
-    /// was not learned; `Err` is a failed map write.
+    /// (`CLOCK_MONOTONIC`), in the policy in force, from the answer for
+    /// `name`. `Ok(Err)` says why it was not learned; `Err` is a failed map
+    /// write.
     pub fn learn(
         &mut self,
-        group: &str,
-        rule: &str,
+        (group, rule): (&str, &str),
         addr: std::net::IpAddr,
+        name: &str,
         expires_ns: u64,
     ) -> Result<Result<(), Refused>> {
         let slot = self.active_slot();
-        self.learned.learn(slot, group, rule, addr, expires_ns)
+        self.learned
+            .learn(slot, (group, rule), addr, name, expires_ns)
     }
 
     /// Forgets the learned addresses that expired; returns how many

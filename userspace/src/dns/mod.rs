@@ -268,7 +268,13 @@ async fn handle(
     };
     let outcome = if rules.is_empty() {
         Outcome::Forwarded
-    } else if learn(shared, &group_name, &rules, &response) {
+    } else if learn(
+        shared,
+        &group_name,
+        &rules,
+        query.name.as_deref().unwrap_or_default(),
+        &response,
+    ) {
         Outcome::Learned
     } else {
         // The device could not reach what it would be told: say so now
@@ -281,16 +287,23 @@ async fn handle(
 }
 
 /// Installs the answer's addresses for `rules` of `group`, before the
-/// answer goes out. False when a map write failed (the dataplane is full or
-/// broken); an address the group may not learn (step 12) is only logged.
-fn learn(shared: &Shared, group: &str, rules: &[String], response: &Message) -> bool {
+/// answer to `name` goes out. False when a map write failed (the dataplane
+/// is full or broken); an address the group may not learn (step 12) is only
+/// logged.
+fn learn(
+    shared: &Shared,
+    group: &str,
+    rules: &[String],
+    name: &str,
+    response: &Message,
+) -> bool {
     let now = monotonic_ns();
     let mut dataplane = shared.dataplane.lock().expect("dataplane lock");
     let mut ok = true;
     for (addr, ttl) in answer::addresses(response) {
         let expires = now + shared.config.lifetime(ttl).as_nanos() as u64;
         for rule in rules {
-            match dataplane.learn(group, rule, addr, expires) {
+            match dataplane.learn((group, rule), addr, name, expires) {
                 Ok(Ok(())) => {}
                 Ok(Err(refused)) => {
                     tracing::warn!(

@@ -1,15 +1,17 @@
 //! `tollgate explain --fqdn NAME`: what the policy says for a domain name,
 //! per group: the FQDN rules whose names match it, so what the gateway's
 //! DNS forwarder would learn its addresses for, with which protocol and
-//! ports. Which addresses are learned is known only on the gateway
-//! (`tollgate status`, the `tollgate_fqdn_learned_addresses` metric).
+//! ports. Which addresses are learned is known only on the gateway: with
+//! `--live`, the addresses learned from answers for the name, with their
+//! expiries, as the running daemon reports them.
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::Place;
+use super::{Place, lease_line};
 use crate::{
+    control::Lease,
     fqdn,
     policy::{Policy, proto_name},
 };
@@ -28,6 +30,10 @@ pub struct FqdnGroup {
     /// The FQDN rules whose names match; empty: the forwarder learns
     /// nothing for it (and refuses it with `dns.filter`).
     pub rules: Vec<FqdnRuleView>,
+    /// With `--live`: the addresses learned from answers for the name in
+    /// this group, with expiries (absent without `--live`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learned: Option<Vec<Lease>>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -41,11 +47,13 @@ pub struct FqdnRuleView {
     pub ports: Option<Vec<String>>,
 }
 
-/// Explains `name` for the group with id `group`, or every group.
+/// Explains `name` for the group with id `group`, or every group; with
+/// `leases` (the running gateway's), what was learned from its answers.
 pub fn explain_fqdn(
     policy: &Policy,
     name: &str,
     group: Option<u32>,
+    leases: Option<&[Lease]>,
 ) -> Result<FqdnExplanation, String> {
     let name =
         fqdn::normalise(name).map_err(|why| format!("{name:?} is not a domain name: {why}"))?;
@@ -78,6 +86,12 @@ pub fn explain_fqdn(
                     })
                 })
                 .collect(),
+            learned: leases.map(|all| {
+                all.iter()
+                    .filter(|l| l.group == g.name && l.name == name)
+                    .cloned()
+                    .collect()
+            }),
         })
         .collect();
     Ok(FqdnExplanation { name, groups })
@@ -115,6 +129,16 @@ impl FqdnExplanation {
                     r.proto
                 );
             }
+            for l in g.learned.iter().flatten() {
+                let _ = writeln!(
+                    out,
+                    "{:<10}{}: {} {}",
+                    "learned",
+                    g.group,
+                    l.address,
+                    lease_line(l)
+                );
+            }
         }
         out
     }
@@ -146,7 +170,7 @@ groups:
             &Environment::default(),
         )
         .unwrap();
-        let e = explain_fqdn(&loaded.policy, "A1.IoT.example.com.", None).unwrap();
+        let e = explain_fqdn(&loaded.policy, "A1.IoT.example.com.", None, None).unwrap();
         assert_eq!(
             e.render(),
             "name      a1.iot.example.com\n\
@@ -155,9 +179,9 @@ groups:
              group     meters: rule iot, p.yaml:9 (*.iot.example.com): the addresses the DNS \
              forwarder answers are allowed, tcp ports 443, 8883, for their TTL\n"
         );
-        let only_meters = explain_fqdn(&loaded.policy, "x.example.com", Some(2)).unwrap();
+        let only_meters = explain_fqdn(&loaded.policy, "x.example.com", Some(2), None).unwrap();
         assert_eq!(only_meters.groups.len(), 1);
         assert!(only_meters.groups[0].rules.is_empty());
-        assert!(explain_fqdn(&loaded.policy, "a..b", None).is_err());
+        assert!(explain_fqdn(&loaded.policy, "a..b", None, None).is_err());
     }
 }
