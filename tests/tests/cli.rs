@@ -15,14 +15,14 @@ fn check_accepts_the_example_policies() {
     // Without --gateway, the DNS rule to `gateway` resolves to nothing.
     assert_eq!(
         run.stdout,
-        "policies/: ok: 3 groups, 5 device prefixes, 7 rules, 420 compiled entries, 1 warning\n"
+        "policies/: ok: 3 groups, 5 device prefixes, 9 rules, 64 compiled entries, 1 warning\n"
     );
     assert!(
         run.stderr.contains("note: `gateway` resolves to nothing"),
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("policies/meters.yaml:22:15: warning: groups.meters.rules[1].allow.to: `to` resolves to no address"), "{}", run.stderr);
+    assert!(run.stderr.contains("policies/meters.yaml:34:15: warning: groups.meters.rules[1].allow.to: `to` resolves to no address"), "{}", run.stderr);
 
     let mut args = vec!["check", "--policy", "policies"];
     args.extend(ENV);
@@ -30,7 +30,7 @@ fn check_accepts_the_example_policies() {
     assert_eq!(run.status, 0, "{}", run.stderr);
     assert_eq!(
         run.stdout,
-        "policies: ok: 3 groups, 5 device prefixes, 7 rules, 426 compiled entries, 0 warnings\n"
+        "policies: ok: 3 groups, 5 device prefixes, 9 rules, 70 compiled entries, 0 warnings\n"
     );
     assert_eq!(run.stderr, "");
 }
@@ -71,12 +71,13 @@ fn check_json_for_machines() {
             s["device_prefixes"].as_u64(),
             s["rules"].as_u64()
         ),
-        (Some(3), Some(5), Some(7))
+        (Some(3), Some(5), Some(9))
     );
-    // 143 + 60 AWS prefixes (collapsed), the gateway, the NTP address, the lateral
-    // prefixes, the ingest ranges and the update server.
-    assert_eq!(s["destinations"], 217);
-    assert_eq!(s["compiled_entries"], 426);
+    // Per group: the 25 public resolvers (meters, cameras), the gateway, the
+    // lateral prefixes, the ingest ranges, the update server, and the NTP
+    // address in each of the three groups. The FQDN rule has no prefix.
+    assert_eq!(s["destinations"], 64);
+    assert_eq!(s["compiled_entries"], 70);
 
     let run = tollgate(&["check", "tests/policies/broken", "--format", "json"]);
     assert_eq!(run.status, 1);
@@ -213,7 +214,7 @@ fn explain_refuses_an_invalid_policy() {
 /// Golden name, and the packet as `explain` arguments.
 const GOLDEN: &[(&str, &str)] = &[
     (
-        "meters-aws-mqtt",
+        "meters-aws-not-resolved",
         "--src 10.64.3.7 --dst 13.112.4.1 --dport 8883",
     ),
     (
@@ -260,7 +261,7 @@ const GOLDEN: &[(&str, &str)] = &[
 
 /// Which goldens also have a JSON form.
 const GOLDEN_JSON: [&str; 4] = [
-    "meters-aws-mqtt",
+    "meters-aws-not-resolved",
     "meters-ntp-builtin",
     "cameras-audit-deny",
     "unknown-device",
@@ -772,7 +773,7 @@ fn man_dir_writes_a_page_per_subcommand_and_see_also_cites_them() {
 fn test_passes_the_example_policies() {
     let run = tollgate(&["test", "policies"]);
     assert_eq!(run.status, 0, "{}", run.stderr);
-    assert_eq!(run.stdout, "policies: ok: 10 cases passed\n");
+    assert_eq!(run.stdout, "policies: ok: 11 cases passed\n");
 }
 
 /// A policy whose second case fails on the model.
@@ -831,7 +832,7 @@ fn test_json_lists_the_failures() {
     let report: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(
         (report["passed"].clone(), report["cases"].clone()),
-        (true.into(), 10.into())
+        (true.into(), 11.into())
     );
 }
 

@@ -139,7 +139,12 @@ fn learn(dp: &mut Dataplane, tables: &CompiledPolicy, packets: &[PacketFacts]) {
         // A refusal (the gateway's, a device's, a denied address) is part
         // of what is tested: neither side then has the address.
         let _ = dp
-            .learn((name, random::LEARNED_RULE), addr, "differential.test", expires)
+            .learn(
+                (name, random::LEARNED_RULE),
+                addr,
+                "differential.test",
+                expires,
+            )
             .unwrap();
     }
 }

@@ -22,13 +22,15 @@
 use std::{
     io::ErrorKind,
     net::{SocketAddr, TcpListener},
-    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
 use socket2::{Domain, Protocol, Socket, Type};
 use testkit::{contract, daemon_process::Daemon, promtool_check_metrics};
-use tollgate::netns::{Namespace, RIG_DEVICE_IFACE, Rig};
+use tollgate::{
+    lab::resolver::{Records, Resolver},
+    netns::{Namespace, RIG_DEVICE_IFACE, Rig},
+};
 
 const METER: &str = "10.64.0.10";
 const STRANGER: &str = "10.66.0.5";
@@ -80,48 +82,20 @@ const PATIENCE: Duration = Duration::from_secs(3);
 
 /// dnsmasq, authoritative for the test's names with a TTL of one second,
 /// in the upstream namespace; killed on drop.
-struct Resolver(Child);
-
-impl Resolver {
-    fn start(ns: &Namespace) -> Resolver {
-        let records = [
-            format!("--host-record=iot.example.com,{IOT}"),
-            format!("--host-record=target.cdn.test,{CNAME_TARGET}"),
-            "--cname=alias.example.com,target.cdn.test".to_string(),
-            format!("--host-record=gw.example.com,{GATEWAY}"),
-            format!("--host-record=neighbour.example.com,{NEIGHBOUR}"),
-            format!("--host-record=lateral.example.com,{LATERAL}"),
-            format!("--host-record=other.example.net,{NOT_ASKED}"),
-        ];
-        let child = ns
-            .command("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--no-resolv",
-                "--no-hosts",
-                "--no-poll",
-                "--conf-file=/dev/null",
-                "--bind-interfaces",
-                &format!("--listen-address={RESOLVER}"),
-                "--port=53",
-                "--local-ttl=1",
-                "--pid-file=",
-                "--user=root",
-            ])
-            .args(&records)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dnsmasq (scripts/setup.sh installs dnsmasq-base)");
-        Resolver(child)
-    }
-}
-
-impl Drop for Resolver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn resolver(ns: &Namespace) -> Resolver {
+    let records = Records {
+        hosts: &[
+            ("iot.example.com", IOT),
+            ("target.cdn.test", CNAME_TARGET),
+            ("gw.example.com", GATEWAY),
+            ("neighbour.example.com", NEIGHBOUR),
+            ("lateral.example.com", LATERAL),
+            ("other.example.net", NOT_ASKED),
+        ],
+        cnames: &[("alias.example.com", "target.cdn.test")],
+        ttl: 1,
+    };
+    Resolver::start(ns, RESOLVER, &records).unwrap()
 }
 
 /// `explain --live` asks the daemon: a packet to a learned address is
@@ -192,13 +166,48 @@ fn explain_shows_the_leases(daemon: &Daemon) {
     // --live with no daemon to ask is an error, not an offline answer.
     let run = testkit::tollgate(
         &[
-            &["explain", "--policy", policy, "--socket", "/nonexistent.sock"],
+            &[
+                "explain",
+                "--policy",
+                policy,
+                "--socket",
+                "/nonexistent.sock",
+            ],
             &packet[..],
         ]
         .concat(),
     );
     assert_eq!(run.status, 1, "{}", run.stderr);
     assert!(run.stderr.contains("--live: connect to /nonexistent.sock"));
+}
+
+/// A reload carries what is learned into the new slot, and the new
+/// policy's `expect:` cases judge the policy as written: a case that the
+/// learned address would fail passes.
+fn reload_keeps_the_leases_out_of_expect_cases(rig: &Rig, daemon: &Daemon) {
+    dig(rig, METER, "iot.example.com");
+    let before = daemon.status().policy.generation;
+    daemon.write_policy(
+        "meters.yaml",
+        &format!(
+            "{POLICY}expect:\n  - {{from: {METER}, to: {IOT}, proto: tcp, port: 443, verdict: deny, \
+             rule: default}}\n"
+        ),
+    );
+    let status = daemon.wait_status(Duration::from_secs(20), |s| {
+        s.last_reload.as_ref().is_some_and(|r| r.trigger == "watch")
+    });
+    let reload = status.last_reload.unwrap();
+    assert!(
+        reload.success,
+        "the reload was refused: {:?}",
+        reload.errors
+    );
+    assert!(status.policy.generation > before);
+    assert!(
+        connects(rig, IOT, 443),
+        "the learned address is still allowed after the reload"
+    );
 }
 
 /// `dig` from `src` through the gateway: (status, addresses answered).
@@ -307,7 +316,7 @@ fn names_open_their_addresses_first_packet_first_and_only_while_they_live() {
         .map(|a| listen(&rig.upstream, a, 443))
         .collect();
     let _gateway_service = listen(&rig.gateway, GATEWAY, 443);
-    let _resolver = Resolver::start(&rig.upstream);
+    let _resolver = resolver(&rig.upstream);
     let daemon = Daemon::start(
         &rig.gateway,
         "fqdn",
@@ -385,6 +394,7 @@ fn names_open_their_addresses_first_packet_first_and_only_while_they_live() {
     dig(&rig, METER, "iot.example.com");
     dig(&rig, METER, "alias.example.com");
     explain_shows_the_leases(&daemon);
+    reload_keeps_the_leases_out_of_expect_cases(&rig, &daemon);
     assert!(
         !connects(&rig, GATEWAY, 443),
         "a name rebound to the gateway stays denied"

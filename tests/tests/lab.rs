@@ -1,5 +1,7 @@
 //! `tollgate lab --duration 20`, as the README's run command ends: its
-//! output shows allowed and denied flows, an NTP answer per group, an edit
+//! output shows a meter resolving its AWS IoT endpoint through the gateway's
+//! DNS forwarder and connecting to what it was answered, allowed and denied
+//! flows, an NTP answer per group, an edit
 //! refused by the policy's `expect:` cases and a live reload with the
 //! `tollgate diff` of its edit, every flow as
 //! `explain` predicted.
@@ -12,7 +14,11 @@ fn the_lab_shows_the_appliance_working_end_to_end() {
     eprintln!("{out}\n{}", run.stderr);
     assert_eq!(run.status, 0, "the lab failed");
     for needle in [
-        "explain: allow      (aws-iot)      traffic: connected ok",
+        "meter resolves its AWS IoT endpoint    10.64.0.10 -> 10.64.0.1       udp/53    explain: allow      (dns)          traffic: answered  ok",
+        "a1b2c3d4e5f6g7-ats.iot.ap-northeast-1.amazonaws.com is 13.112.10.10, 2406:da14::10",
+        "meter publishes to AWS IoT (MQTT)     10.64.0.10 -> 13.112.10.10    tcp/8883  explain: allow      (aws-iot)      traffic: connected ok",
+        "meter calls AWS over IPv6            fd00:64::10 -> 2406:da14::10   tcp/443   explain: allow      (aws-iot)      traffic: connected ok",
+        "explain: deny       (encrypted-dns) traffic: blocked   ok",
         "explain: deny       (lateral)      traffic: blocked   ok",
         "explain: audit-deny (group-default) traffic: connected ok",
         "event: deny       meters 10.64.0.11 -> 10.65.0.20 tcp/554 by meters/lateral",

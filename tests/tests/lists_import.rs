@@ -200,8 +200,8 @@ fn each_format_imports_its_real_file_into_a_list_that_checks() {
 }
 
 #[test]
-fn the_example_aws_list_is_what_the_importer_writes() {
-    let path = testkit::repo_root().join("policies/lists/aws-ap-northeast-1.yaml");
+fn the_aws_tokyo_list_is_what_the_importer_writes() {
+    let path = testkit::repo_root().join("tests/data/lists-aws-ap-northeast-1.yaml");
     let example = std::fs::read_to_string(path).unwrap();
     let list = import(&[
         "aws",
@@ -215,7 +215,7 @@ fn the_example_aws_list_is_what_the_importer_writes() {
     ]);
     assert_eq!(
         list, example,
-        "regenerate policies/lists/aws-ap-northeast-1.yaml"
+        "regenerate tests/data/lists-aws-ap-northeast-1.yaml"
     );
 }
 

@@ -184,8 +184,7 @@ pub async fn serve(
                                  nothing is learned\"}"
                             .to_string(),
                     },
-                    _ => "{\"error\":\"unknown request; send `status` or `learned`\"}"
-                        .to_string(),
+                    _ => "{\"error\":\"unknown request; send `status` or `learned`\"}".to_string(),
                 };
                 let _ = write.write_all(reply.as_bytes()).await;
                 let _ = write.write_all(b"\n").await;

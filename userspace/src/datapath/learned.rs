@@ -4,7 +4,8 @@
 //!
 //! The controller holds the dataplane lock from stage to flip, so a learn
 //! never interleaves with an install: a learn writes the active slot; a
-//! stage rewrites the inactive slot's entries from everything still live,
+//! stage empties the inactive slot (the `expect:` cases judge the policy as
+//! written), and the flip first fills it from everything still live,
 //! checked against the staged policy (a new deny rule removes what it
 //! covers; a removed FQDN rule takes its addresses with it).
 
@@ -92,16 +93,16 @@ impl Learned {
         }
     }
 
-    /// Rewrites `slot`'s entries for `tables` (being staged there) from
-    /// what is live at `now`.
-    pub(super) fn write_slot(
+    /// Empties `slot`, where `tables` is being staged: the policy's
+    /// `expect:` cases run there on the policy as written, with nothing
+    /// learned. [`Learned::fill_slot`] writes what is live just before the
+    /// flip.
+    pub(super) fn stage_slot(
         &mut self,
         slot: u8,
         tables: &CompiledPolicy,
         indices: &[u32],
-        now: u64,
     ) -> Result<()> {
-        self.forget_expired(now);
         let stale: Vec<LearnedKey> = self
             .map
             .keys()
@@ -112,18 +113,27 @@ impl Learned {
             // Gone already is fine: the goal is its absence.
             let _ = self.map.remove(&key);
         }
-        let policy = SlotPolicy {
+        self.slots[usize::from(slot)] = Some(SlotPolicy {
             tables: tables.learning_view(),
             indices: indices.to_vec(),
+        });
+        Ok(())
+    }
+
+    /// Writes into the staged `slot` every address live at `now`, checked
+    /// against the staged policy.
+    pub(super) fn fill_slot(&mut self, slot: u8, now: u64) -> Result<()> {
+        self.forget_expired(now);
+        let Some(policy) = &self.slots[usize::from(slot)] else {
+            return Ok(());
         };
         for ((group, addr), rules) in &self.live {
-            if let Some((key, value)) = kernel_entry(&policy, slot, group, *addr, rules) {
+            if let Some((key, value)) = kernel_entry(policy, slot, group, *addr, rules) {
                 self.map
                     .insert(key, value, 0)
                     .context("write TG_LEARNED (full: see LEARNED_ENTRIES)")?;
             }
         }
-        self.slots[usize::from(slot)] = Some(policy);
         Ok(())
     }
 

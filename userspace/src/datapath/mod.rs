@@ -234,8 +234,7 @@ impl Dataplane {
         let result = self.policy.write_slot(slot, &mut current, &target);
         self.slots[usize::from(slot)] = Some(current);
         let writes = result?;
-        self.learned
-            .write_slot(slot, policy, &indices, learned::monotonic_ns())?;
+        self.learned.stage_slot(slot, policy, &indices)?;
         Ok(Staged {
             begin,
             generation,
@@ -258,6 +257,10 @@ impl Dataplane {
                 self.generation
             ));
         }
+        // What the forwarder learned joins the slot only now, after its
+        // `expect:` cases ran on the policy as written.
+        self.learned
+            .fill_slot((generation & 1) as u8, learned::monotonic_ns())?;
         self.active
             .set(0, generation, 0)
             .context("flip TG_ACTIVE")?;

@@ -290,13 +290,7 @@ async fn handle(
 /// answer to `name` goes out. False when a map write failed (the dataplane
 /// is full or broken); an address the group may not learn (step 12) is only
 /// logged.
-fn learn(
-    shared: &Shared,
-    group: &str,
-    rules: &[String],
-    name: &str,
-    response: &Message,
-) -> bool {
+fn learn(shared: &Shared, group: &str, rules: &[String], name: &str, response: &Message) -> bool {
     let now = monotonic_ns();
     let mut dataplane = shared.dataplane.lock().expect("dataplane lock");
     let mut ok = true;

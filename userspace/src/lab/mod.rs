@@ -9,6 +9,7 @@
 //! replaced by the next run.
 
 mod gateway_process;
+pub mod resolver;
 mod script;
 mod topology;
 
@@ -23,6 +24,7 @@ use tollgate_common::Verdict;
 
 use self::{
     gateway_process::GatewayProcess,
+    resolver::{Records, Resolver},
     script::{Probe, Services, Step},
     topology::*,
 };
@@ -65,10 +67,22 @@ pub fn run(options: &LabOptions) -> Result<()> {
     let services = Services::start(&topology.cloud, &SERVICES, &[443, 8883], &[3478], None)?;
     Services::start(
         &topology.gateway,
-        &["10.64.0.1"],
+        &[GATEWAY_DNS],
         &[22],
-        &[53],
+        &[],
         Some(&services),
+    )?;
+    let _resolver = Resolver::start(
+        &topology.cloud,
+        UPSTREAM_RESOLVER,
+        &Records {
+            hosts: &[
+                (AWS_IOT_ENDPOINT, AWS_TOKYO),
+                (AWS_IOT_ENDPOINT, AWS_TOKYO_V6),
+            ],
+            cnames: &[],
+            ttl: 300,
+        },
     )?;
     Services::start(&topology.cameras, &[CAMERA], &[554], &[], Some(&services))?;
 
@@ -83,6 +97,7 @@ pub fn run(options: &LabOptions) -> Result<()> {
              control-socket: {}\n\
              metrics:\n  listen: {METRICS}\n\
              ntp:\n  listen: [\"{NTP_ADDR}:123\"]\n  reference: local\n  stratum: 10\n\
+             dns:\n  listen: [\"{GATEWAY_DNS}:53\"]\n  upstream: [\"{UPSTREAM_RESOLVER}:53\"]\n\
              on-exit: detach\n",
             DEVICE_LINKS.join(", "),
             policy_dir.display(),
@@ -123,6 +138,12 @@ pub fn run(options: &LabOptions) -> Result<()> {
     println!("\nTraffic (each row: what explain predicts, then what real packets did)");
     let steps = [
         Step {
+            what: "meter resolves its AWS IoT endpoint",
+            src: METER,
+            dst: GATEWAY_DNS,
+            probe: Probe::Resolve(AWS_IOT_ENDPOINT),
+        },
+        Step {
             what: "meter publishes to AWS IoT (MQTT)",
             src: METER,
             dst: AWS_TOKYO,
@@ -135,10 +156,16 @@ pub fn run(options: &LabOptions) -> Result<()> {
             probe: Probe::Tcp(443),
         },
         Step {
-            what: "meter asks the gateway's DNS",
+            what: "meter tries an AWS address it never resolved",
             src: METER,
-            dst: "10.64.0.1",
-            probe: Probe::Udp(53),
+            dst: AWS_UNASKED,
+            probe: Probe::Tcp(8883),
+        },
+        Step {
+            what: "meter tries DNS over HTTPS",
+            src: METER,
+            dst: PUBLIC_RESOLVER,
+            probe: Probe::Tcp(443),
         },
         Step {
             what: "meter tries the open internet",
@@ -197,8 +224,10 @@ pub fn run(options: &LabOptions) -> Result<()> {
     ];
     let mut current = policy()?;
     let mut mismatches = 0;
+    let control_socket = work.join("control.sock");
     for (i, step) in steps.iter().enumerate() {
-        if !script::run(step, i + 1, &topology, &current, &services)?.agrees() {
+        let leases = crate::control::query_leases(&control_socket)?;
+        if !script::run(step, i + 1, &topology, (&current, &leases), &services)?.agrees() {
             mismatches += 1;
         }
     }
@@ -272,7 +301,16 @@ pub fn run(options: &LabOptions) -> Result<()> {
         dst: INTERNET,
         probe: Probe::Tcp(443),
     };
-    if !script::run(&again, steps.len() + 1, &topology, &current, &services)?.agrees() {
+    let leases = crate::control::query_leases(&control_socket)?;
+    if !script::run(
+        &again,
+        steps.len() + 1,
+        &topology,
+        (&current, &leases),
+        &services,
+    )?
+    .agrees()
+    {
         mismatches += 1;
     }
 
@@ -285,11 +323,14 @@ pub fn run(options: &LabOptions) -> Result<()> {
          \x20 ip netns exec {GATEWAY} curl -s http://{METRICS}/metrics | grep ^tollgate_packets\n\
          \x20 {exe} status --socket {}\n\
          \x20 {exe} explain --policy {} --gateway 10.64.0.1 --ntp {NTP_ADDR} --src {METER} --dst {INTERNET} --dport 443\n\
+         \x20 {exe} explain --policy {} --gateway 10.64.0.1 --socket {} --fqdn {AWS_IOT_ENDPOINT}\n\
          \x20 ip netns exec tollgate-lab-meters ping -c 1 {AWS_TOKYO}\n\
          \x20 ip netns exec tollgate-lab-meters ntpdig {NTP_ADDR}\n\
          \x20 edit {} and watch the reload",
-        work.join("control.sock").display(),
+        control_socket.display(),
         policy_dir.display(),
+        policy_dir.display(),
+        control_socket.display(),
         meters.display(),
         exe = exe.display(),
     );

@@ -12,12 +12,16 @@ use anyhow::Result;
 use tollgate_common::Verdict;
 
 use super::topology::Topology;
-use crate::{explain::explain, netns::Namespace, reload::Prepared, tables::PacketFacts};
+use crate::{
+    control::Lease, explain::explain_live, netns::Namespace, reload::Prepared, tables::PacketFacts,
+};
 
 #[derive(Clone, Copy)]
 pub enum Probe {
     Tcp(u16),
     Udp(u16),
+    /// A DNS query (A and AAAA) for the name, with `dig`, to port 53.
+    Resolve(&'static str),
 }
 
 pub struct Step {
@@ -77,11 +81,13 @@ impl Outcome {
     }
 }
 
+/// Runs `step`; `leases` are what the gateway's DNS forwarder has learned
+/// so far (its control socket's answer), which `explain` judges with.
 pub fn run(
     step: &Step,
     n: usize,
     topology: &Topology,
-    policy: &Prepared,
+    (policy, leases): (&Prepared, &[Lease]),
     services: &Services,
 ) -> Result<Outcome> {
     let src: IpAddr = step.src.parse()?;
@@ -89,10 +95,12 @@ pub fn run(
     let (proto, port, name) = match step.probe {
         Probe::Tcp(p) => (6, p, "tcp"),
         Probe::Udp(p) => (17, p, "udp"),
+        Probe::Resolve(_) => (17, 53, "udp"),
     };
-    let e = explain(
+    let e = explain_live(
         &policy.policy,
         &policy.tables,
+        leases,
         &PacketFacts {
             src,
             dst,
@@ -101,6 +109,7 @@ pub fn run(
         },
     );
     let ns = topology.device_ns(step.src);
+    let mut answered = String::new();
     let passed = match step.probe {
         Probe::Tcp(port) => ns.enter(|| connect_from(src, SocketAddr::new(dst, port)))?,
         Probe::Udp(port) => {
@@ -112,11 +121,36 @@ pub fn run(
             std::thread::sleep(Duration::from_millis(300));
             services.seen.lock().expect("lock").contains(&token)
         }
+        Probe::Resolve(name) => {
+            let out = ns.exec(
+                "dig",
+                &[
+                    "+short",
+                    "+time=2",
+                    "+tries=1",
+                    "-b",
+                    step.src,
+                    &format!("@{dst}"),
+                    name,
+                    "A",
+                    name,
+                    "AAAA",
+                ],
+            )?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let answer: Vec<&str> = text
+                .lines()
+                .filter(|l| l.parse::<IpAddr>().is_ok())
+                .collect();
+            answered = answer.join(", ");
+            !answer.is_empty()
+        }
     };
     let rule = e.rule_id.as_deref().unwrap_or(e.reason.label());
     let result = match (step.probe, passed) {
         (Probe::Tcp(_), true) => "connected",
         (Probe::Udp(_), true) => "delivered",
+        (Probe::Resolve(_), true) => "answered",
         (_, false) => "blocked",
     };
     let outcome = Outcome {
@@ -132,6 +166,11 @@ pub fn run(
         format!("({rule})"),
         if outcome.agrees() { "ok" } else { "MISMATCH" }
     );
+    if let Probe::Resolve(name) = step.probe
+        && passed
+    {
+        println!("     {name} is {answered}");
+    }
     Ok(outcome)
 }
 

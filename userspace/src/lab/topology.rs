@@ -5,9 +5,11 @@
 //!  tollgate-lab-cameras ──cameras0─┤ tollgate-lab-gw ──uplink0── tollgate-lab-cloud
 //!  tollgate-lab-others  ──others0──┘   (tollgate run,      (listeners on AWS Tokyo,
 //!                                        XDP on the          video ingest, update
-//!                                        three device        server and "internet"
-//!                                        links; NTP on       addresses, v4 and v6)
-//!                                        100.127.0.123)
+//!                                        three device        server, a public
+//!                                        links; NTP on       resolver and "internet"
+//!                                        100.127.0.123;      addresses, v4 and v6;
+//!                                        DNS forwarder on    dnsmasq answering the
+//!                                        10.64.0.1)          AWS IoT endpoint)
 //! ```
 //! Routing is NAT-free: the cloud routes the device prefixes back through
 //! the gateway, as a private APN or VPN concentrator would.
@@ -28,19 +30,34 @@ pub const CAMERA: &str = "10.65.0.20";
 pub const QUARANTINED: &str = "10.66.0.5";
 pub const STRANGER: &str = "10.99.0.99";
 
-/// Cloud services (on the cloud's loopback).
+/// Cloud services (on the cloud's loopback). `AWS_TOKYO` and
+/// `AWS_TOKYO_V6` are what the resolver answers for `AWS_IOT_ENDPOINT`;
+/// `AWS_UNASKED` is another AWS address, which no answer gives.
 pub const AWS_TOKYO: &str = "13.112.10.10";
 pub const AWS_TOKYO_V6: &str = "2406:da14::10";
+pub const AWS_UNASKED: &str = "13.112.10.11";
 pub const INTERNET: &str = "198.51.100.80";
 pub const UPDATE_SERVER: &str = "198.51.100.20";
 pub const VIDEO_INGEST: &str = "203.0.113.10";
-pub const SERVICES: [&str; 5] = [
+/// A public DNS-over-HTTPS resolver's address (stands in the cloud here).
+pub const PUBLIC_RESOLVER: &str = "1.1.1.1";
+pub const SERVICES: [&str; 7] = [
     AWS_TOKYO,
     AWS_TOKYO_V6,
+    AWS_UNASKED,
     INTERNET,
     UPDATE_SERVER,
     VIDEO_INGEST,
+    PUBLIC_RESOLVER,
 ];
+
+/// The meters' AWS IoT data endpoint (matches their FQDN rule).
+pub const AWS_IOT_ENDPOINT: &str = "a1b2c3d4e5f6g7-ats.iot.ap-northeast-1.amazonaws.com";
+/// The cloud's resolver, the gateway's DNS forwarder's upstream (on the
+/// cloud's end of the uplink).
+pub const UPSTREAM_RESOLVER: &str = "198.18.0.2";
+/// Where the meters ask: the gateway's forwarder on their link.
+pub const GATEWAY_DNS: &str = "10.64.0.1";
 
 pub struct Topology {
     pub meters: Namespace,
