@@ -17,11 +17,13 @@ fuzz_dir="$root/userspace/fuzz"
 seconds="${FUZZ_SECONDS:-30}"
 
 # Target and its largest input: a few policy files, one datagram (the
-# server reads at most 1025 bytes), a policy and a few packets.
+# server reads at most 1025 bytes), a policy and a few packets, one DNS
+# message (the forwarder reads at most 4096 bytes).
 targets=(
   "policy_check 8192"
   "ntp_request 1100"
   "packet_model 4096"
+  "dns_message 4096"
 )
 # Every target runs under these: at most 1 GiB of memory (for the process,
 # and so for any one allocation: libFuzzer's -malloc_limit_mb defaults to
