@@ -57,7 +57,8 @@ pub const METRICS: &[&str] = &[
 ];
 
 /// The DNS forwarder's families, exported with `dns.listen` set:
-/// `tests/tests/fqdn_e2e.rs` finds them in a real scrape.
+/// `tests/tests/fqdn_e2e.rs` finds them in a real scrape; the dashboard shows
+/// them and alerts may use them, as for [`METRICS`].
 pub const DNS_METRICS: &[&str] = &[
     "tollgate_dns_queries_total",
     "tollgate_fqdn_learned_addresses",
