@@ -478,3 +478,69 @@ fn names_open_their_addresses_first_packet_first_and_only_while_they_live() {
     assert_eq!(dig(&rig, METER, "iot.example.com").1, vec![IOT.to_string()]);
     assert!(connects(&rig, IOT, 443));
 }
+
+/// A controller that dies (here: SIGKILL) and starts again learns again
+/// what it had learned, from `dns.leases-file`: a device keeps reaching the
+/// address it was answered without asking again.
+#[test]
+fn learned_addresses_survive_a_controller_restart() {
+    testkit::require_root();
+    let rig = Rig::create(&format!("tg-fqdnr-{}", std::process::id())).unwrap();
+    rig.devices
+        .sysctl("net.ipv6.conf.all.disable_ipv6=1")
+        .unwrap();
+    rig.add_device(METER).unwrap();
+    rig.add_service(IOT).unwrap();
+    let _service = listen(&rig.upstream, IOT, 443);
+    let _resolver = Resolver::start(
+        &rig.upstream,
+        RESOLVER,
+        &Records {
+            hosts: &[("iot.example.com", IOT)],
+            cnames: &[],
+            ttl: 300,
+        },
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(
+        &rig.gateway,
+        "fqdn-restart",
+        &[RIG_DEVICE_IFACE],
+        "dns:\n  listen: [\"10.0.0.1:53\"]\n  upstream: [\"198.18.0.2:53\"]\n",
+        &[("meters.yaml", POLICY)],
+    );
+    assert_eq!(dig(&rig, METER, "iot.example.com").1, vec![IOT.to_string()]);
+    let kept = daemon.control_socket.with_file_name("dns-leases.json");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&kept).is_ok_and(|t| t.contains(IOT)) {
+        assert!(
+            Instant::now() < deadline,
+            "{} never kept {IOT}",
+            kept.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    daemon.kill9();
+    daemon.spawn();
+    assert_eq!(
+        daemon
+            .status()
+            .learned_addresses
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [("meters".to_string(), 1)]
+    );
+    assert!(
+        connects(&rig, IOT, 443),
+        "the address answered before the restart is still allowed, without asking again"
+    );
+    assert!(
+        daemon
+            .logs()
+            .contains("dns: learned 1 of 1 kept addresses again from"),
+        "{}",
+        daemon.logs()
+    );
+}

@@ -2,7 +2,7 @@
 //! rules for devices and learns the addresses it answers with, as written
 //! ([`RawDnsConfig`]) and validated ([`DnsConfig`]).
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
@@ -26,6 +26,9 @@ pub struct DnsConfig {
     pub rate_limit: DnsRateLimit,
     /// How long an upstream has to answer before the next is tried.
     pub timeout: Duration,
+    /// Where the live learned addresses are kept across a restart of the
+    /// controller; `None`: `dns-leases.json` beside the control socket.
+    pub leases_file: Option<PathBuf>,
 }
 
 /// `dns.filter`: `true` (every group), `false` (none) or group names.
@@ -115,6 +118,8 @@ pub(super) struct RawDnsConfig {
     rate_limit: DnsRateLimit,
     #[serde(default, with = "humantime_serde::option")]
     timeout: Option<Duration>,
+    #[serde(default)]
+    leases_file: Option<PathBuf>,
 }
 
 impl TryFrom<RawDnsConfig> for DnsConfig {
@@ -166,6 +171,7 @@ impl TryFrom<RawDnsConfig> for DnsConfig {
             filter: raw.filter.unwrap_or_default(),
             rate_limit: raw.rate_limit,
             timeout,
+            leases_file: raw.leases_file,
         })
     }
 }

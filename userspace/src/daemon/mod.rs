@@ -169,6 +169,7 @@ impl Daemon {
                 daemon.dns_policy(),
                 daemon.dataplane.clone(),
                 daemon.metrics.registry(),
+                crate::dns::leases_file::path_of(&daemon.config),
             )
             .context("start the DNS forwarder")?;
             tracing::info!("DNS forwarded on {:?}", service.local_addrs());

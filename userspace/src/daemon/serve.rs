@@ -11,7 +11,6 @@ use crate::{
     addresses,
     config::OnExit,
     control::{self, Status},
-    datapath::learned::{LearnedAddress, monotonic_ns},
     deny_log,
     links::InterfaceChanges,
     logging::DAEMON_TARGET,
@@ -42,7 +41,7 @@ impl Daemon {
         });
         let leases: control::Leases = Arc::new(move || {
             let learned = learning.as_ref()?.lock().expect("dataplane lock").learned();
-            Some(leases(learned))
+            Some(crate::dns::leases_file::leases(learned))
         });
         let control_task = tokio::spawn(control::serve(
             control,
@@ -124,25 +123,4 @@ impl Daemon {
             }
         }
     }
-}
-
-/// The learned addresses with their expiries in wall-clock time, as the
-/// control socket reports them (the dataplane keeps `CLOCK_MONOTONIC`).
-fn leases(learned: Vec<LearnedAddress>) -> Vec<control::Lease> {
-    let now_ns = monotonic_ns();
-    let now_unix = control::unix_now();
-    learned
-        .into_iter()
-        .map(|l| {
-            let expires_in_s = l.expires_ns.saturating_sub(now_ns).div_ceil(1_000_000_000);
-            control::Lease {
-                group: l.group,
-                address: l.addr,
-                rule_id: l.rule,
-                name: l.name,
-                expires_at_unix: now_unix + expires_in_s,
-                expires_in_s,
-            }
-        })
-        .collect()
 }

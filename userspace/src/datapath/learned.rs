@@ -66,6 +66,9 @@ pub(super) struct Learned {
     /// (group, address) to (rule id to lease): every live learned address.
     live: BTreeMap<(String, IpAddr), BTreeMap<String, Lease>>,
     slots: [Option<SlotPolicy>; 2],
+    /// Counts the changes to `live`: whoever keeps a copy knows when it is
+    /// stale.
+    changes: u64,
 }
 
 /// Why a learn was not written.
@@ -90,6 +93,7 @@ impl Learned {
             map,
             live: BTreeMap::new(),
             slots: [None, None],
+            changes: 0,
         }
     }
 
@@ -180,6 +184,7 @@ impl Learned {
                 expires_ns,
                 name: name.to_string(),
             };
+            self.changes += 1;
         }
         if let Some((key, value)) = kernel_entry(policy, slot, group, addr, rules) {
             self.map
@@ -218,6 +223,7 @@ impl Learned {
     /// Forgets every learned address, in both slots.
     pub(super) fn forget_all(&mut self) -> Result<()> {
         self.live.clear();
+        self.changes += 1;
         let keys: Vec<LearnedKey> = self.map.keys().filter_map(|k| k.ok()).collect();
         for key in keys {
             let _ = self.map.remove(&key);
@@ -237,7 +243,15 @@ impl Learned {
             }
             !rules.is_empty()
         });
+        if !touched.is_empty() {
+            self.changes += 1;
+        }
         touched
+    }
+
+    /// How many times the live set changed so far.
+    pub(super) fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// Every live learned address, by group, address and rule.

@@ -372,6 +372,12 @@ impl Dataplane {
         self.learned.forget_all()
     }
 
+    /// How many times the live learned addresses changed so far (a learn,
+    /// an expiry, a forget).
+    pub fn learned_changes(&self) -> u64 {
+        self.learned.changes()
+    }
+
     /// Every live learned address.
     pub fn learned(&self) -> Vec<LearnedAddress> {
         self.learned.list()

@@ -7,6 +7,7 @@
 //!
 //! - `answer.rs`: the messages (hickory-proto), pure;
 //! - `rate_limit.rs`: per-source query limits;
+//! - `leases_file.rs`: the learned addresses kept across a restart;
 //! - this file: the sockets, one task per query (bounded), the upstreams,
 //!   the learning through [`Dataplane::learn`], the sweeper of expired
 //!   addresses and the metrics.
@@ -14,6 +15,7 @@
 //! UDP only: a device whose answer comes truncated gets it truncated.
 
 pub mod answer;
+pub mod leases_file;
 mod rate_limit;
 
 use std::{
@@ -106,17 +108,21 @@ struct Shared {
     limiter: Mutex<RateLimiter>,
     metrics: DnsMetrics,
     in_flight: Semaphore,
+    /// `dns.leases-file`, resolved.
+    leases_file: std::path::PathBuf,
 }
 
 impl DnsService {
     /// Binds every `dns.listen` address (in the calling thread's network
     /// namespace) and starts answering, with `policy` deciding groups and
-    /// names until [`DnsService::update_policy`].
+    /// names until [`DnsService::update_policy`]. First it learns again
+    /// what `leases_file` kept from the previous run.
     pub fn start(
         config: &DnsConfig,
         policy: Arc<CompiledPolicy>,
         dataplane: Arc<Mutex<Dataplane>>,
         registry: &prometheus::Registry,
+        leases_file: std::path::PathBuf,
     ) -> Result<DnsService> {
         if config.listen.is_empty() {
             bail!("dns.listen is empty: no address to answer on");
@@ -150,7 +156,9 @@ impl DnsService {
             limiter: Mutex::new(RateLimiter::new(config.rate_limit)),
             metrics,
             in_flight: Semaphore::new(MAX_IN_FLIGHT),
+            leases_file,
         });
+        restore(&shared);
         let mut tasks = Vec::new();
         let mut local_addrs = Vec::new();
         for addr in &config.listen {
@@ -355,17 +363,68 @@ async fn forward(config: &DnsConfig, query: &Message) -> Option<Message> {
     None
 }
 
-/// Forgets expired learned addresses, once a second.
+/// Forgets expired learned addresses, once a second, and keeps the leases
+/// file current.
 async fn sweep(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    let mut saved = None;
     loop {
         tick.tick().await;
-        let mut dataplane = shared.dataplane.lock().expect("dataplane lock");
-        if let Err(e) = dataplane.sweep_learned() {
-            tracing::warn!("dns: sweeping expired learned addresses: {e:#}");
+        let (changes, leases) = {
+            let mut dataplane = shared.dataplane.lock().expect("dataplane lock");
+            if let Err(e) = dataplane.sweep_learned() {
+                tracing::warn!("dns: sweeping expired learned addresses: {e:#}");
+            }
+            publish_learned(&shared, &dataplane);
+            let changes = dataplane.learned_changes();
+            if saved == Some(changes) {
+                continue;
+            }
+            (changes, leases_file::leases(dataplane.learned()))
+        };
+        let path = shared.leases_file.clone();
+        match tokio::task::spawn_blocking(move || leases_file::save(&path, &leases)).await {
+            Ok(Ok(())) => saved = Some(changes),
+            Ok(Err(e)) => tracing::warn!("dns: keeping the learned addresses: {e:#}"),
+            Err(e) => tracing::warn!("dns: keeping the learned addresses: {e}"),
         }
-        publish_learned(&shared, &dataplane);
     }
+}
+
+/// Learns again what the leases file kept, each against the policy in
+/// force (a rule or a group that is gone, a deny that now covers the
+/// address: not learned).
+fn restore(shared: &Shared) {
+    let restored = match leases_file::load(&shared.leases_file) {
+        Ok(restored) => restored,
+        Err(e) => {
+            tracing::warn!("dns: the kept learned addresses are ignored: {e:#}");
+            return;
+        }
+    };
+    if restored.is_empty() {
+        return;
+    }
+    let mut dataplane = shared.dataplane.lock().expect("dataplane lock");
+    let mut learned = 0;
+    for r in &restored {
+        match dataplane.learn((&r.group, &r.rule), r.addr, &r.name, r.expires_ns) {
+            Ok(Ok(())) => learned += 1,
+            Ok(Err(refused)) => tracing::info!(
+                "dns: kept address {} of group {}, rule {} not learned again: {refused:?}",
+                r.addr,
+                r.group,
+                r.rule
+            ),
+            Err(e) => tracing::warn!("dns: learning kept address {}: {e:#}", r.addr),
+        }
+    }
+    tracing::info!(
+        "dns: learned {learned} of {} kept addresses again from {}",
+        restored.len(),
+        shared.leases_file.display()
+    );
+    publish_learned(shared, &dataplane);
 }
 
 /// Sets `tollgate_fqdn_learned_addresses`: every group with an FQDN rule
