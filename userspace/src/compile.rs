@@ -242,9 +242,13 @@ impl Compiler<'_> {
     }
 
     /// What step 12 needs: the group's FQDN rules, each with one allow
-    /// entry per `ports` item (at most [`LEARNED_RULES`], what one learned
-    /// address carries), and the prefixes of its deny and reject rules.
+    /// entry per `ports` item, and the prefixes of its deny and reject
+    /// rules. The FQDN rules of a group have at most [`LEARNED_RULES`]
+    /// entries together: one address may be answered for every one of them
+    /// (a CDN serves many names), and one learned address carries that many
+    /// entries, so none is ever left out.
     fn learned_destinations(&mut self, id: u32, group: &Group, counters: &[u32]) {
+        let mut group_entries = 0;
         for (index, rule) in group.rules.iter().enumerate() {
             if rule.action.refuses() {
                 // step 12: no address inside a deny or reject rule is learned
@@ -268,15 +272,17 @@ impl Compiler<'_> {
                 counter: counters[index],
             })
             .collect();
-            if entries.len() > LEARNED_RULES {
+            group_entries += entries.len();
+            if group_entries > LEARNED_RULES {
                 self.error(
                     &rule.origin,
                     &format!("groups.{}.rules", group.name),
                     format!(
-                        "FQDN rule \"{}\" has {} ports items; a learned address carries at \
-                         most {LEARNED_RULES} (LEARNED_RULES): split the rule",
-                        rule.id,
-                        entries.len()
+                        "FQDN rule \"{}\" brings the group's FQDN rules to {group_entries} \
+                         ports items; an address may be learned for all of them and carries \
+                         at most {LEARNED_RULES} (LEARNED_RULES): merge ports into ranges or \
+                         drop some",
+                        rule.id
                     ),
                 );
                 continue;

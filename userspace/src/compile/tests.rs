@@ -237,6 +237,32 @@ fn a_rule_set_over_capacity_names_group_prefix_count_and_limit() {
 }
 
 #[test]
+fn a_groups_fqdn_rules_fit_one_learned_address_together() {
+    // 2 + 2 entries fit; a third rule of one port does not: an address
+    // answered for all three names would lose an entry in the kernel.
+    let text = "groups:\n  g:\n    devices: [10.1.0.0/16]\n    default: deny\n    rules:\n      \
+         - allow: {id: a, to: {fqdn: [a.example.com]}, proto: tcp, ports: [443, 8883]}\n      \
+         - allow: {id: b, to: {fqdn: [b.example.com]}, proto: udp, ports: [53, 123]}\n      \
+         - allow: {id: c, to: {fqdn: [c.example.com]}, proto: tcp, ports: [80]}\n";
+    let errs = compile(&policy(text), &Limits::default()).unwrap_err();
+    let rendered: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        rendered,
+        [
+            "p.yaml:8:9: groups.g.rules: FQDN rule \"c\" brings the group's FQDN rules to 5 \
+             ports items; an address may be learned for all of them and carries at most 4 \
+             (LEARNED_RULES): merge ports into ranges or drop some"
+        ]
+    );
+    let fits = text.replace(
+        "      - allow: {id: c, to: {fqdn: [c.example.com]}, proto: tcp, ports: [80]}\n",
+        "",
+    );
+    let tables = compile(&policy(&fits), &Limits::default()).unwrap();
+    assert_eq!(tables.fqdn_rules.len(), 2);
+}
+
+#[test]
 fn map_limits_from_the_config_are_enforced() {
     let limits = Limits {
         device_addresses: 0,
