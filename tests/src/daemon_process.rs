@@ -145,7 +145,9 @@ impl Daemon {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        self.wait_notify("READY=1", Duration::from_secs(20));
+        // Generous: loading the programs runs the verifier, which takes
+        // seconds on an idle machine and much longer on a loaded one.
+        self.wait_notify("READY=1", Duration::from_secs(90));
     }
 
     /// Waits for the daemon to send `what` on the notify socket.

@@ -15,7 +15,7 @@ fn check_accepts_the_example_policies() {
     // Without --gateway, the DNS rule to `gateway` resolves to nothing.
     assert_eq!(
         run.stdout,
-        "policies/: ok: 3 groups, 5 device prefixes, 9 rules, 64 compiled entries, 1 warning\n"
+        "policies/: ok: 3 groups, 5 device prefixes, 10 rules, 64 compiled entries, 2 warnings\n"
     );
     assert!(
         run.stderr.contains("note: `gateway` resolves to nothing"),
@@ -30,7 +30,7 @@ fn check_accepts_the_example_policies() {
     assert_eq!(run.status, 0, "{}", run.stderr);
     assert_eq!(
         run.stdout,
-        "policies: ok: 3 groups, 5 device prefixes, 9 rules, 70 compiled entries, 0 warnings\n"
+        "policies: ok: 3 groups, 5 device prefixes, 10 rules, 71 compiled entries, 0 warnings\n"
     );
     assert_eq!(run.stderr, "");
 }
@@ -71,13 +71,13 @@ fn check_json_for_machines() {
             s["device_prefixes"].as_u64(),
             s["rules"].as_u64()
         ),
-        (Some(3), Some(5), Some(9))
+        (Some(3), Some(5), Some(10))
     );
     // Per group: the 25 public resolvers (meters, cameras), the gateway, the
     // lateral prefixes, the ingest ranges, the update server, and the NTP
     // address in each of the three groups. The FQDN rule has no prefix.
     assert_eq!(s["destinations"], 64);
-    assert_eq!(s["compiled_entries"], 70);
+    assert_eq!(s["compiled_entries"], 71);
 
     let run = tollgate(&["check", "tests/policies/broken", "--format", "json"]);
     assert_eq!(run.status, 1);

@@ -54,10 +54,11 @@ groups:
     default: deny
     rules:
       - allow: {to: gateway, proto: udp, ports: [53], id: dns}
+      - allow: {to: gateway, proto: tcp, ports: [53], id: dns-tcp}
       - allow:
           to:
             fqdn: [iot.example.com, alias.example.com, gw.example.com, neighbour.example.com,
-                   lateral.example.com]
+                   lateral.example.com, many.example.com]
           proto: tcp
           ports: [443]
           id: iot
@@ -212,21 +213,15 @@ fn reload_keeps_the_leases_out_of_expect_cases(rig: &Rig, daemon: &Daemon) {
 
 /// `dig` from `src` through the gateway: (status, addresses answered).
 fn dig(rig: &Rig, src: &str, name: &str) -> (String, Vec<String>) {
-    let out = rig
-        .devices
-        .exec(
-            "dig",
-            &[
-                "+tries=1",
-                "+time=5",
-                "-b",
-                src,
-                &format!("@{GATEWAY}"),
-                name,
-                "A",
-            ],
-        )
-        .unwrap();
+    dig_with(rig, src, name, &[])
+}
+
+/// [`dig`] with more options (`+noedns`, `+tcp`).
+fn dig_with(rig: &Rig, src: &str, name: &str, options: &[&str]) -> (String, Vec<String>) {
+    let server = format!("@{GATEWAY}");
+    let mut args = vec!["+tries=1", "+time=5", "-b", src, &server, name, "A"];
+    args.extend(options);
+    let out = rig.devices.exec("dig", &args).unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let status = text
         .split("status: ")
@@ -481,9 +476,10 @@ fn names_open_their_addresses_first_packet_first_and_only_while_they_live() {
 
 /// A controller that dies (here: SIGKILL) and starts again learns again
 /// what it had learned, from `dns.leases-file`: a device keeps reaching the
-/// address it was answered without asking again.
+/// address it was answered without asking again. Then an answer too large
+/// for UDP arrives over TCP, whole, and all of it is learned.
 #[test]
-fn learned_addresses_survive_a_controller_restart() {
+fn learned_addresses_survive_a_restart_and_large_answers_come_over_tcp() {
     testkit::require_root();
     let rig = Rig::create(&format!("tg-fqdnr-{}", std::process::id())).unwrap();
     rig.devices
@@ -492,11 +488,20 @@ fn learned_addresses_survive_a_controller_restart() {
     rig.add_device(METER).unwrap();
     rig.add_service(IOT).unwrap();
     let _service = listen(&rig.upstream, IOT, 443);
+    // An answer of 40 addresses is too large for UDP without EDNS.
+    let many: Vec<String> = (1..=40)
+        .map(|i| format!("198.51.100.{}", 100 + i))
+        .collect();
+    let mut hosts: Vec<(&str, &str)> = many
+        .iter()
+        .map(|a| ("many.example.com", a.as_str()))
+        .collect();
+    hosts.push(("iot.example.com", IOT));
     let _resolver = Resolver::start(
         &rig.upstream,
         RESOLVER,
         &Records {
-            hosts: &[("iot.example.com", IOT)],
+            hosts: &hosts,
             cnames: &[],
             ttl: 300,
         },
@@ -542,5 +547,23 @@ fn learned_addresses_survive_a_controller_restart() {
             .contains("dns: learned 1 of 1 kept addresses again from"),
         "{}",
         daemon.logs()
+    );
+
+    // Truncated over UDP, whole over TCP: dig asks again over TCP, the
+    // forwarder asks its upstream over TCP, and every address is learned.
+    let (status, mut answer) = dig_with(&rig, METER, "many.example.com", &["+noedns"]);
+    answer.sort();
+    let mut expected = many.clone();
+    expected.sort();
+    assert_eq!((status.as_str(), answer), ("NOERROR", expected));
+    let learned = daemon.status().learned_addresses.unwrap();
+    assert_eq!(learned.get("meters"), Some(&41), "{learned:?}");
+    let (_, over_tcp) = dig_with(&rig, METER, "many.example.com", &["+tcp"]);
+    assert_eq!(over_tcp.len(), 40);
+    rig.add_service(&many[39]).unwrap();
+    let _last = listen(&rig.upstream, &many[39], 443);
+    assert!(
+        connects(&rig, &many[39], 443),
+        "the last address of the TCP answer"
     );
 }

@@ -8,15 +8,19 @@
 //! - `answer.rs`: the messages (hickory-proto), pure;
 //! - `rate_limit.rs`: per-source query limits;
 //! - `leases_file.rs`: the learned addresses kept across a restart;
+//! - `tcp.rs`: DNS over TCP, for answers too large for UDP;
 //! - this file: the sockets, one task per query (bounded), the upstreams,
 //!   the learning through [`Dataplane::learn`], the sweeper of expired
 //!   addresses and the metrics.
 //!
-//! UDP only: a device whose answer comes truncated gets it truncated.
+//! Over UDP, an answer too large comes truncated, as the upstream sent it;
+//! the device asks again over TCP, and the forwarder asks its upstream over
+//! TCP too.
 
 pub mod answer;
 pub mod leases_file;
 mod rate_limit;
+mod tcp;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -110,6 +114,15 @@ struct Shared {
     in_flight: Semaphore,
     /// `dns.leases-file`, resolved.
     leases_file: std::path::PathBuf,
+    /// Devices' TCP connections open at once.
+    tcp_connections: Arc<Semaphore>,
+}
+
+/// How a query came, and so how it is forwarded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    Udp,
+    Tcp,
 }
 
 impl DnsService {
@@ -157,6 +170,7 @@ impl DnsService {
             metrics,
             in_flight: Semaphore::new(MAX_IN_FLIGHT),
             leases_file,
+            tcp_connections: Arc::new(Semaphore::new(tcp::MAX_CONNECTIONS)),
         });
         restore(&shared);
         let mut tasks = Vec::new();
@@ -166,8 +180,14 @@ impl DnsService {
                 .with_context(|| format!("dns.listen: cannot bind {addr}"))?;
             socket.set_nonblocking(true)?;
             let socket = Arc::new(UdpSocket::from_std(socket)?);
-            local_addrs.push(socket.local_addr()?);
+            let local = socket.local_addr()?;
+            local_addrs.push(local);
             tasks.push(tokio::spawn(serve(socket, shared.clone())));
+            let listener = std::net::TcpListener::bind(local)
+                .with_context(|| format!("dns.listen: cannot bind {local} (TCP)"))?;
+            listener.set_nonblocking(true)?;
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            tasks.push(tokio::spawn(tcp::serve(listener, shared.clone())));
         }
         tasks.push(tokio::spawn(sweep(shared)));
         Ok(DnsService {
@@ -206,7 +226,8 @@ async fn serve(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
         let datagram = buf[..len].to_vec();
         let (socket, shared) = (socket.clone(), shared.clone());
         tokio::spawn(async move {
-            let (group, outcome, reply) = handle(&shared, from.ip(), &datagram).await;
+            let (group, outcome, reply) =
+                handle(&shared, from.ip(), &datagram, Transport::Udp).await;
             shared
                 .metrics
                 .queries
@@ -222,12 +243,13 @@ async fn serve(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
     }
 }
 
-/// Answers one datagram from `source`: the group label, what became of it
-/// and the reply, if any.
+/// Answers one query from `source` that came over `transport`: the group
+/// label, what became of it and the reply, if any.
 async fn handle(
     shared: &Shared,
     source: IpAddr,
     datagram: &[u8],
+    transport: Transport,
 ) -> (String, Outcome, Option<Vec<u8>>) {
     let policy = shared.policy.read().expect("dns policy lock").clone();
     let group = model::group_of(&policy, source);
@@ -270,7 +292,11 @@ async fn handle(
         let reply = answer::refusal(&query.message, ResponseCode::Refused);
         return (group_name, Outcome::Refused, Some(reply));
     }
-    let Some(mut response) = forward(&shared.config, &query.message).await else {
+    let forwarded = match transport {
+        Transport::Udp => forward(&shared.config, &query.message).await,
+        Transport::Tcp => tcp::forward(&shared.config, &query.message).await,
+    };
+    let Some(mut response) = forwarded else {
         let reply = answer::refusal(&query.message, ResponseCode::ServFail);
         return (group_name, Outcome::Failed, Some(reply));
     };
