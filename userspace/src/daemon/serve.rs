@@ -39,7 +39,11 @@ impl Daemon {
                 .map(|dp| dp.lock().expect("dataplane lock").learned_counts());
         });
         let control_task = tokio::spawn(control::serve(control, self.status.clone(), refresh));
-        let events_task = deny_log::spawn(self.dataplane.clone(), self.reloader.event_labels())?;
+        let events_task = deny_log::spawn(
+            self.dataplane.clone(),
+            self.reloader.event_labels(),
+            self.ntp.as_ref().map(|n| n.health()),
+        )?;
 
         let mut watcher = PolicyWatcher::new(&self.config.policy_dir)?;
         let mut interface_changes = InterfaceChanges::subscribe()?;
