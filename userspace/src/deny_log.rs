@@ -101,9 +101,9 @@ fn suppressed_total(dataplane: &Mutex<Dataplane>) -> u64 {
 /// number), port, where the rule is written and why it decided, and the
 /// other groups the DNS forwarder learned the destination for (`learned_by`,
 /// empty when none): a device trying an address another group resolved.
-/// `clock_skew`, only there when the source's last NTP request told an
-/// offset beyond five minutes (`ntp::SKEW_HINT`), is that offset in
-/// seconds (positive: its clock is behind): a wrong clock fails TLS in
+/// `clock_skew`, only there when the source's last confirmed NTP offset
+/// is beyond five minutes (`SKEW_HINT` in `ntp/health.rs`), is that offset
+/// in seconds (positive: its clock is behind): a wrong clock fails TLS in
 /// ways that look like network faults.
 pub fn log_event(
     e: &events::Event,
