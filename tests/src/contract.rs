@@ -47,6 +47,11 @@ pub const METRICS: &[&str] = &[
     "tollgate_ntp_last_sample_age_seconds",
     "tollgate_ntp_kernel_unsynchronized",
     "tollgate_ntp_kernel_maxerror_seconds",
+    "tollgate_ntp_client_offset_seconds",
+    "tollgate_ntp_client_poll_interval_seconds",
+    "tollgate_ntp_clients",
+    "tollgate_ntp_clients_untracked_total",
+    "tollgate_ntp_fast_path_samples_lost_total",
     "process_cpu_seconds_total",
     "process_open_fds",
     "process_max_fds",
@@ -55,6 +60,25 @@ pub const METRICS: &[&str] = &[
     "process_start_time_seconds",
     "process_threads",
 ];
+
+/// The histograms of [`METRICS`]: queries select their `_bucket`, `_sum`
+/// and `_count` series rather than the family's own name.
+pub const HISTOGRAMS: &[&str] = &[
+    "tollgate_ntp_client_offset_seconds",
+    "tollgate_ntp_client_poll_interval_seconds",
+];
+
+/// The family of [`METRICS`] a series name in a query belongs to: the name
+/// itself, or the histogram whose `_bucket`, `_sum` or `_count` it is.
+pub fn family_of(series: &str) -> Option<&'static str> {
+    if let Some(family) = METRICS.iter().find(|m| **m == series) {
+        return Some(family);
+    }
+    let base = ["_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|suffix| series.strip_suffix(suffix))?;
+    HISTOGRAMS.iter().find(|h| **h == base).copied()
+}
 
 /// The DNS forwarder's families, exported with `dns.listen` set:
 /// `tests/tests/fqdn_e2e.rs` finds them in a real scrape; the dashboard shows

@@ -5,7 +5,9 @@
 
 use std::{net::UdpSocket, time::Duration};
 
-use testkit::{contract, daemon_process::Daemon, promtool_check_metrics};
+use testkit::{
+    contract, daemon_process::Daemon, exposition::sample, ntp_clients::ask, promtool_check_metrics,
+};
 use tollgate::netns::{RIG_DEVICE_IFACE, Rig};
 
 const SERVICE: &str = "203.0.113.40";
@@ -15,22 +17,6 @@ const NTP: &str = "100.127.0.123";
 
 const POLICY: &str = "groups:\n  meters:\n    devices: [10.64.0.0/16]\n    default: deny\n    rules:\n      \
                       - allow: {to: 203.0.113.0/24, proto: udp, ports: [7000], id: broker}\n";
-
-/// The value of the sample `name{labels…}` whose labels include `labels`.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (series, value) = l.rsplit_once(' ')?;
-        let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
-        if n != name {
-            return None;
-        }
-        let rest = rest.trim_end_matches('}');
-        labels
-            .iter()
-            .all(|(k, v)| rest.split(',').any(|p| p == format!("{k}=\"{v}\"")))
-            .then(|| value.parse().unwrap())
-    })
-}
 
 /// The metric families of a scrape, by their `# TYPE` lines.
 fn families(text: &str) -> std::collections::BTreeSet<&str> {
@@ -58,20 +44,6 @@ fn send(rig: &Rig, src: &str, port: u16, n: usize, payload: usize) {
     }
     // Let the datagrams cross before anyone scrapes.
     std::thread::sleep(Duration::from_millis(100));
-}
-
-/// One NTPv4 client request from a meter; returns whether it was answered.
-fn ntp_query(rig: &Rig) -> bool {
-    let s = rig
-        .devices
-        .enter(|| UdpSocket::bind((METER, 0)).unwrap())
-        .unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let mut request = [0u8; 48];
-    request[0] = 0x23; // LI 0, version 4, mode 3 (client)
-    s.send_to(&request, (NTP, 123)).unwrap();
-    let mut reply = [0u8; 128];
-    s.recv(&mut reply).is_ok_and(|n| n == 48)
 }
 
 #[test]
@@ -108,7 +80,8 @@ fn exact_counts_for_known_traffic_across_reload_and_restart() {
     send(&rig, METER, 7000, 10, 100); // allowed by `broker`
     send(&rig, METER, 7001, 7, 50); // meters' default: deny
     send(&rig, STRANGER, 7000, 3, 10); // in no group: deny
-    assert!(ntp_query(&rig), "a meter gets the time");
+    // A zero transmit timestamp, as some clients send.
+    assert!(ask(&rig.devices, METER, NTP, 0), "a meter gets the time");
 
     let m = scrape(&rig);
     let frame = |payload: u64| 14 + 20 + 8 + payload;
@@ -208,6 +181,15 @@ fn exact_counts_for_known_traffic_across_reload_and_restart() {
         1,
     );
     expect("tollgate_ntp_stratum", &[], 10);
+    // Time health: the meter was seen, but its request's transmit
+    // timestamp is zero, which tells no offset.
+    expect("tollgate_ntp_clients", &[("group", "meters")], 1);
+    expect(
+        "tollgate_ntp_client_offset_seconds_count",
+        &[("group", "meters")],
+        0,
+    );
+    expect("tollgate_ntp_clients_untracked_total", &[], 0);
     // `reference: local`: no upstream to be off from or to age.
     expect("tollgate_ntp_upstream_offset_seconds", &[], 0);
     expect("tollgate_ntp_last_sample_age_seconds", &[], 0);

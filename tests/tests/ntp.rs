@@ -16,6 +16,7 @@ use std::{
 };
 
 use prometheus::{Encoder as _, Registry, TextEncoder};
+use testkit::ntp_clients::chronyd_accepts;
 use tollgate::{
     config::{Config, NtpConfig},
     netns::{Namespace, veth},
@@ -132,27 +133,6 @@ impl Rig {
         } else {
             Err(String::from_utf8_lossy(&out.stderr).into_owned())
         }
-    }
-
-    /// chronyd as a one-shot client in the device (`-Q`: measure, never set
-    /// the clock); true if it accepted the server's time.
-    fn chronyd_accepts(&self, server: &str) -> bool {
-        let out = self
-            .device
-            .exec(
-                "chronyd",
-                &[
-                    "-Q",
-                    "-f",
-                    "/dev/null",
-                    "-t",
-                    "10",
-                    &format!("server {server} iburst"),
-                ],
-            )
-            .unwrap();
-        eprintln!("chronyd -Q: {}", String::from_utf8_lossy(&out.stderr));
-        out.status.success()
     }
 
     /// A UDP socket in the device namespace, bound to `source`.
@@ -275,7 +255,10 @@ fn real_clients_accept_the_time_over_ipv4_and_ipv6() {
         let offset = answer["offset"].as_f64().unwrap();
         assert!(offset.abs() < 0.001, "|offset| {offset} s ≥ 1 ms");
     }
-    assert!(rig.chronyd_accepts(NTP_V4), "chronyd -Q refused the time");
+    assert!(
+        chronyd_accepts(&rig.device, NTP_V4),
+        "chronyd -Q refused the time"
+    );
 
     // NTPv3 gets an NTPv3 reply.
     let socket = rig.device_socket(DEVICE);
@@ -392,7 +375,7 @@ fn clients_refuse_the_time_when_the_upstream_is_gone_past_the_holdover() {
     let refused = rig.ntpdig(NTP_V4).expect_err("ntpdig must refuse");
     assert!(refused.contains("leap not in sync"), "{refused}");
     assert!(
-        !rig.chronyd_accepts(NTP_V4),
+        !chronyd_accepts(&rig.device, NTP_V4),
         "chronyd -Q accepted an unsynchronised server"
     );
     let text = rig.metrics_text();

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use testkit::daemon_process::Daemon;
+use testkit::{daemon_process::Daemon, ntp_clients::chronyd_accepts};
 use tollgate::netns::{RIG_DEVICE_IFACE, Rig};
 
 const METER_V4: &str = "10.64.0.10";
@@ -70,26 +70,6 @@ fn ntpdig(rig: &Rig, server: &str) -> Result<serde_json::Value, String> {
     }
 }
 
-/// chronyd as a one-shot client (`-Q`: measure, never set the clock).
-fn chronyd_accepts(rig: &Rig, server: &str) -> bool {
-    let out = rig
-        .devices
-        .exec(
-            "chronyd",
-            &[
-                "-Q",
-                "-f",
-                "/dev/null",
-                "-t",
-                "10",
-                &format!("server {server} iburst"),
-            ],
-        )
-        .unwrap();
-    eprintln!("chronyd -Q: {}", String::from_utf8_lossy(&out.stderr));
-    out.status.success()
-}
-
 #[test]
 fn real_clients_take_the_fast_paths_time_over_ipv4_and_ipv6() {
     let (rig, _daemon) = start("ntpfast-ok", "  reference: local\n  stratum: 3\n");
@@ -126,7 +106,10 @@ fn real_clients_take_the_fast_paths_time_over_ipv4_and_ipv6() {
             "sntp {server}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(chronyd_accepts(&rig, server), "chronyd -Q refused {server}");
+        assert!(
+            chronyd_accepts(&rig.devices, server),
+            "chronyd -Q refused {server}"
+        );
     }
     assert!(
         answered(&rig) > by_ntpdig,
@@ -148,7 +131,7 @@ fn clients_refuse_the_fast_paths_time_when_unsynchronised() {
         // 16, which ntpdig reports first.
         assert!(refused.contains("Response dropped"), "{server}: {refused}");
         assert!(
-            !chronyd_accepts(&rig, server),
+            !chronyd_accepts(&rig.devices, server),
             "chronyd -Q accepted {server}"
         );
     }

@@ -9,13 +9,13 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, RwLock},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Result, anyhow};
 use tollgate_common::Stat;
 
-use crate::{datapath::Dataplane, datapath::events, policy::proto_name};
+use crate::{datapath::Dataplane, datapath::events, ntp::ClientHealth, policy::proto_name};
 
 /// What a kernel counter stands for, to label deny events.
 #[derive(Clone, Debug)]
@@ -30,10 +30,12 @@ pub struct CounterLabel {
 /// event read just after a swap may name the previous one).
 pub type Labels = Arc<RwLock<HashMap<u32, CounterLabel>>>;
 
-/// Reads the deny event ring buffer until aborted.
+/// Reads the deny event ring buffer until aborted. `clocks`, the NTP
+/// server's time health when it runs, gives the `clock_skew` hints.
 pub fn spawn(
     dataplane: Arc<Mutex<Dataplane>>,
     labels: Labels,
+    clocks: Option<Arc<ClientHealth>>,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let ring = dataplane
         .lock()
@@ -58,7 +60,15 @@ pub fn spawn(
                                     .lock()
                                     .expect("dataplane lock")
                                     .learned_by(e.dst);
-                                log_event(&e, &labels.read().expect("labels lock"), &learned_by);
+                                let skew = clocks
+                                    .as_ref()
+                                    .and_then(|c| c.clock_skew(e.src, Instant::now()));
+                                log_event(
+                                    &e,
+                                    &labels.read().expect("labels lock"),
+                                    &learned_by,
+                                    skew,
+                                );
                             }
                             Err(err) => tracing::warn!("deny event: {err:#}"),
                         }
@@ -91,7 +101,16 @@ fn suppressed_total(dataplane: &Mutex<Dataplane>) -> u64 {
 /// number), port, where the rule is written and why it decided, and the
 /// other groups the DNS forwarder learned the destination for (`learned_by`,
 /// empty when none): a device trying an address another group resolved.
-pub fn log_event(e: &events::Event, labels: &HashMap<u32, CounterLabel>, learned_by: &[String]) {
+/// `clock_skew`, only there when the source's last confirmed NTP offset
+/// is beyond five minutes (`SKEW_HINT` in `ntp/health.rs`), is that offset
+/// in seconds (positive: its clock is behind): a wrong clock fails TLS in
+/// ways that look like network faults.
+pub fn log_event(
+    e: &events::Event,
+    labels: &HashMap<u32, CounterLabel>,
+    learned_by: &[String],
+    clock_skew: Option<f64>,
+) {
     let unknown = CounterLabel {
         group: "?".into(),
         rule: "?".into(),
@@ -127,6 +146,7 @@ pub fn log_event(e: &events::Event, labels: &HashMap<u32, CounterLabel>, learned
         reason,
         fragment = e.fragment,
         learned_by = %learned_by,
+        clock_skew = clock_skew.map(|s| (s * 1000.0).round() / 1000.0),
         "{verdict}"
     );
 }

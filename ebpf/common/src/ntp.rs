@@ -29,6 +29,15 @@ pub const MAP_NTP_SCRATCH: &str = "TG_NTP_SCRATCH";
 pub const MAP_NTP_PROG: &str = "TG_NTP_PROG";
 /// The responder (an XDP program), never attached: only tail-called.
 pub const PROG_NTP: &str = "tollgate_ntp";
+/// `RingBuf<NtpSample>`: one record per request the responder answered,
+/// for the controller's per-group time health (`ntp/health.rs`). Full:
+/// the sample is dropped and counted (`Stat::NtpSamplesLost`); the reply
+/// is sent all the same.
+pub const MAP_NTP_SAMPLES: &str = "TG_NTP_SAMPLES";
+/// Size of `TG_NTP_SAMPLES`: about 21 800 records (40 bytes and the
+/// ring's 8-byte header each), far more than devices send between two
+/// reads of a controller that drains the ring as records arrive.
+pub const NTP_SAMPLE_RING_BYTES: u32 = 1 << 20;
 
 /// Entries of `TG_NTP_ADDRS`.
 pub const MAX_NTP_ADDRESSES: u32 = 16;
@@ -101,8 +110,26 @@ pub struct NtpScratch {
     pub request: u32,
 }
 
-pod!(NtpFastState, NtpAddrKey, NtpScratch);
+/// Record of `TG_NTP_SAMPLES`: who asked, when the request arrived and
+/// what the client's clock said when it sent it. The controller derives
+/// the device's offset and polling interval; the program only copies.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NtpSample {
+    /// The source, as in `SourceKey`: IPv4 in the first 4 bytes.
+    pub addr: [u8; 16],
+    pub family: u8,
+    pub _pad: [u8; 7],
+    /// The reply's receive timestamp (T2): NTP format, host order.
+    pub received: u64,
+    /// The request's transmit timestamp (the client's T1 by its own
+    /// clock, or whatever it put there): NTP format, host order.
+    pub transmit: u64,
+}
+
+pod!(NtpFastState, NtpAddrKey, NtpScratch, NtpSample);
 
 const _: () = assert!(core::mem::size_of::<NtpFastState>() == 72);
 const _: () = assert!(core::mem::size_of::<NtpAddrKey>() == 20);
 const _: () = assert!(core::mem::size_of::<NtpScratch>() == 24);
+const _: () = assert!(core::mem::size_of::<NtpSample>() == 40);

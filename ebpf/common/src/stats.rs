@@ -97,10 +97,13 @@ pub enum Stat {
     /// NTP requests left to the userspace server because their source was
     /// over its rate limit (its limiter decides and counts them).
     NtpFastLimited,
+    /// Time-health samples of answered NTP requests that did not fit the
+    /// full `TG_NTP_SAMPLES` ring (the replies were sent all the same).
+    NtpSamplesLost,
 }
 
 impl Stat {
-    pub const COUNT: u32 = Stat::NtpFastLimited as u32 + 1;
+    pub const COUNT: u32 = Stat::NtpSamplesLost as u32 + 1;
 
     pub const ALL: [Stat; Stat::COUNT as usize] = [
         Stat::Seen,
@@ -131,6 +134,7 @@ impl Stat {
         Stat::NtpFastAnswered,
         Stat::NtpFastPassed,
         Stat::NtpFastLimited,
+        Stat::NtpSamplesLost,
     ];
 
     /// The `reason` label of `tollgate_drops_total`, for drop stats.

@@ -16,8 +16,9 @@ use tollgate_common::{
     DEFAULT_FRAGMENTS, DEFAULT_RULE_RECORDS_PER_SLOT, DenyEvent, Destination, DeviceKey,
     DevicePrefix, EVENT_RING_BYTES, FRAGMENT_SOURCES, FlowKey, FragmentKey, FragmentQuota,
     FragmentVerdict, GroupInfo, MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_NTP_ADDRESSES,
-    MAX_NTP_INTERFACES, MAX_PASS_ETHERTYPES, NTP_RATE_SOURCES, NtpAddrKey, NtpFastState,
-    NtpScratch, REJECT_REPLY_BYTES, RejectFacts, RuleRecord, SLOTS, Settings, SourceKey, Stat,
+    MAX_NTP_INTERFACES, MAX_PASS_ETHERTYPES, NTP_RATE_SOURCES, NTP_SAMPLE_RING_BYTES, NtpAddrKey,
+    NtpFastState, NtpSample, NtpScratch, REJECT_REPLY_BYTES, RejectFacts, RuleRecord, SLOTS,
+    Settings, SourceKey, Stat,
 };
 
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
@@ -115,6 +116,10 @@ pub static TG_NTP_SCRATCH: PerCpuArray<NtpScratch, 1> = PerCpuArray::new();
 
 #[btf_map]
 pub static TG_NTP_PROG: ProgramArray<1> = ProgramArray::new();
+
+/// What the responder answered, for the controller's time health.
+#[btf_map]
+pub static TG_NTP_SAMPLES: RingBuf<NtpSample, { NTP_SAMPLE_RING_BYTES as usize }> = RingBuf::new();
 
 /// The reject answerers the XDP and the TC hooks tail-call
 /// (`reject::hand_over`).

@@ -28,6 +28,10 @@
 //! leaks it). TC cannot send a reply back out of the ingress hook as XDP
 //! does: TC hooks leave every request to the server.
 //!
+//! Each answered request leaves a sample (source, receive timestamp, the
+//! client's transmit timestamp) in `TG_NTP_SAMPLES` for the controller's
+//! per-group time health; requests passed on are sampled by the server.
+//!
 //! The reply is the request rewritten in place (the same length, so the
 //! frame keeps its size): addresses, ports and MAC addresses swapped, TTL
 //! or hop limit 64, the header fields from `TG_NTP_STATE`, the origin
@@ -40,16 +44,16 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use tollgate_common::{
-    Allowed, FAMILY_V4, MAX_GROUPS, NTP_STATE_SET, NtpAddrKey, NtpFastState, SourceKey, Stat,
-    UNKNOWN_GROUP,
+    Allowed, FAMILY_V4, MAX_GROUPS, NTP_STATE_SET, NtpAddrKey, NtpFastState, NtpSample, SourceKey,
+    Stat, UNKNOWN_GROUP,
 };
 
 use crate::{
     account,
     checksum::{checksum, sum},
     maps::{
-        TG_GROUPS, TG_NTP_ADDRS, TG_NTP_IFACES, TG_NTP_PROG, TG_NTP_RATE, TG_NTP_SCRATCH,
-        TG_NTP_STATE,
+        TG_GROUPS, TG_NTP_ADDRS, TG_NTP_IFACES, TG_NTP_PROG, TG_NTP_RATE, TG_NTP_SAMPLES,
+        TG_NTP_SCRATCH, TG_NTP_STATE,
     },
     parse::{Fragment, IPPROTO_UDP, Packet},
 };
@@ -255,6 +259,7 @@ fn answer<const N: usize>(ctx: &XdpContext, request: Request, received_tai: u64)
         return Answer::Limited;
     }
     reply(d, request.v4(), state, now, received_tai);
+    report(&source, d, request.v4());
     if request.ethernet() {
         // SAFETY: bounds checked above.
         unsafe {
@@ -398,6 +403,33 @@ fn reply(d: &mut [u8], v4: bool, state: &NtpFastState, now: u64, received_tai: u
         let ip_sum = checksum(sum(&d[..20], 0));
         d[10..12].copy_from_slice(&ip_sum);
     }
+}
+
+/// Reports an answered request to the controller's time health
+/// (`TG_NTP_SAMPLES`): its source, and from reply `d` the receive
+/// timestamp and the origin timestamp, which is the request's transmit
+/// timestamp copied. The controller derives offsets and polling intervals;
+/// a full ring loses the sample, never the reply.
+#[inline(always)]
+fn report(source: &SourceKey, d: &[u8], v4: bool) {
+    let n = if v4 { 20 } else { 40 } + UDP_LEN;
+    let Some(mut entry) = TG_NTP_SAMPLES.reserve(0) else {
+        account::stat(Stat::NtpSamplesLost, 0);
+        return;
+    };
+    let timestamp = |at: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&d[at..at + 8]);
+        u64::from_be_bytes(bytes)
+    };
+    entry.write(NtpSample {
+        addr: source.addr,
+        family: source.family,
+        _pad: [0; 7],
+        received: timestamp(n + 32),
+        transmit: timestamp(n + 24),
+    });
+    entry.submit(0);
 }
 
 /// An NTP timestamp (32.32 seconds since 1900, era wrapped as on the wire)

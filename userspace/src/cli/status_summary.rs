@@ -92,7 +92,7 @@ pub fn render(s: &Status, now: SystemTime) -> String {
         None => add("Last reload", "none".into()),
     }
     match &s.ntp {
-        Some(ntp) => ntp_lines(ntp, &mut add),
+        Some(ntp) => ntp_lines(ntp, now_unix, &mut add),
         None => add("NTP", "off (no ntp.listen)".into()),
     }
     if let Some(learned) = &s.learned_addresses {
@@ -119,7 +119,7 @@ pub fn render(s: &Status, now: SystemTime) -> String {
 
 /// The NTP server's block. The status is the NTP service's JSON; a field it
 /// does not carry is left out rather than guessed.
-fn ntp_lines(ntp: &Value, add: &mut impl FnMut(&str, String)) {
+fn ntp_lines(ntp: &Value, now_unix: u64, add: &mut impl FnMut(&str, String)) {
     let text = |key: &str| ntp.get(key).and_then(Value::as_str).map(str::to_string);
     let number = |key: &str| ntp.get(key).and_then(Value::as_f64);
     let flag = |key: &str| ntp.get(key).and_then(Value::as_bool);
@@ -209,6 +209,45 @@ fn ntp_lines(ntp: &Value, add: &mut impl FnMut(&str, String)) {
         add("NTP denied", sum("denied").to_string());
         add("NTP malformed", sum("malformed").to_string());
     }
+    if let Some(clients) = ntp.get("clients").and_then(Value::as_object) {
+        let counts: Vec<String> = clients
+            .iter()
+            .filter_map(|(group, n)| Some(format!("{group} {}", n.as_u64()?)))
+            .collect();
+        add(
+            "NTP clients (1h)",
+            if counts.is_empty() {
+                "none".into()
+            } else {
+                counts.join(", ")
+            },
+        );
+    }
+    // The devices with the largest offsets, one line each, largest first.
+    for device in ntp
+        .get("largest_offsets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let field = |key: &str| device.get(key).and_then(Value::as_str).unwrap_or("?");
+        let Some(offset) = device.get("offset_seconds").and_then(Value::as_f64) else {
+            continue;
+        };
+        let seen = device
+            .get("last_seen_unix")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        add(
+            "NTP client offset",
+            format!(
+                "{} ({}): {offset:+.3} s, last seen {} ago",
+                field("address"),
+                field("group"),
+                ago(now_unix, seen)
+            ),
+        );
+    }
     if let Some(refused) = ntp.get("refused").and_then(Value::as_object) {
         let counts: Vec<String> = refused
             .iter()
@@ -289,7 +328,14 @@ mod tests {
                 "kernel": null,
                 "requests": {"meters": {"served": 5, "rate_limited": 1, "denied": 0, "malformed": 0},
                              "cameras": {"served": 2, "rate_limited": 0, "denied": 0, "malformed": 0}},
-                "refused": {"not_a_member": 4}
+                "refused": {"not_a_member": 4},
+                "clients": {"meters": 2, "cameras": 0},
+                "largest_offsets": [
+                    {"group": "meters", "address": "10.64.0.10", "offset_seconds": 3600.0004,
+                     "last_seen_unix": 4_715},
+                    {"group": "meters", "address": "10.64.0.11", "offset_seconds": -0.25,
+                     "last_seen_unix": 4_000}
+                ]
             })),
             learned_addresses: Some([("meters".to_string(), 2)].into()),
         };
@@ -312,6 +358,9 @@ mod tests {
             "Learned addresses   : meters 2",
             "NTP rate limited    : 1",
             "NTP refused         : not_a_member 4",
+            "NTP clients (1h)    : cameras 0, meters 2",
+            "NTP client offset   : 10.64.0.10 (meters): +3600.000 s, last seen 10s ago",
+            "NTP client offset   : 10.64.0.11 (meters): -0.250 s, last seen 12m 5s ago",
         ] {
             assert!(lines.contains(&expected), "{expected:?} in\n{text}");
         }

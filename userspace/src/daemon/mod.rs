@@ -96,6 +96,7 @@ impl Daemon {
         let metrics = Arc::new(Metrics::new()?);
         let mut dataplane = dataplane;
         let mut ntp_fast = dataplane.take_ntp_fast()?;
+        let ntp_samples = dataplane.take_ntp_samples()?;
         // Off until the NTP service runs (pinned maps keep a previous
         // run's addresses).
         ntp_fast.set_addresses(&[])?;
@@ -160,6 +161,10 @@ impl Daemon {
                     .set_addresses(service.local_addrs())
                     .context("ntp.fast-path: write the listen addresses")?;
                 tokio::spawn(ntp_fast::keep_current(Arc::downgrade(&service), ntp_fast));
+                tokio::spawn(ntp_fast::record_samples(
+                    Arc::downgrade(&service),
+                    ntp_samples,
+                ));
             }
             daemon.ntp = Some(service);
         }

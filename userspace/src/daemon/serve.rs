@@ -49,7 +49,11 @@ impl Daemon {
             refresh,
             leases,
         ));
-        let events_task = deny_log::spawn(self.dataplane.clone(), self.reloader.event_labels())?;
+        let events_task = deny_log::spawn(
+            self.dataplane.clone(),
+            self.reloader.event_labels(),
+            self.ntp.as_ref().map(|n| n.health()),
+        )?;
 
         let mut watcher = PolicyWatcher::new(&self.config.policy_dir)?;
         let mut interface_changes = InterfaceChanges::subscribe()?;

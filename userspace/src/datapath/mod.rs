@@ -24,7 +24,7 @@
 //! `attach.rs` attaches, `counters.rs` keeps each counter's kernel index,
 //! `usage.rs` reports how full the maps are, `pins.rs` looks after bpffs,
 //! `test_run.rs` runs the programs on a frame, `probe.rs` runs the probe
-//! on a staged slot (with frames from `probe_frame.rs`), `ntp_fast.rs` hands out the NTP fast path's maps;
+//! on a staged slot (with frames from `probe_frame.rs`), `ntp_fast.rs` hands out the NTP fast path's maps and decodes its samples;
 //! this file holds
 //! the [`Dataplane`] and its atomic install.
 
@@ -58,7 +58,7 @@ use tollgate_common::{Counter, ProbeResult, Stat};
 
 pub use self::{
     attach::{Adoption, AttachMode, Attachment},
-    ntp_fast::NtpFastMaps,
+    ntp_fast::{FastSample, NtpFastMaps, decode_sample},
     pins::remove_pins,
     probe::Probed,
     slots::SlotContents,

@@ -1,15 +1,15 @@
 //! The NTP fast path's maps, handed to whoever keeps them current: the
 //! addresses the program answers for and the advertised state
 //! (`tollgate_common::ntp`; the program's side is
-//! `ebpf/program/src/ntp.rs`).
+//! `ebpf/program/src/ntp.rs`), and the samples of what it answered.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use anyhow::{Context as _, Result, anyhow};
-use aya::maps::{Array, HashMap, MapData};
+use aya::maps::{Array, HashMap, MapData, RingBuf};
 use tollgate_common::{
-    FAMILY_V4, FAMILY_V6, MAP_NTP_ADDRS, MAP_NTP_IFACES, MAP_NTP_STATE, MAX_NTP_ADDRESSES,
-    NtpAddrKey, NtpFastState,
+    FAMILY_V4, FAMILY_V6, MAP_NTP_ADDRS, MAP_NTP_IFACES, MAP_NTP_SAMPLES, MAP_NTP_STATE,
+    MAX_NTP_ADDRESSES, NtpAddrKey, NtpFastState, NtpSample,
 };
 
 use super::{AttachMode, Attachment, Dataplane};
@@ -35,6 +35,46 @@ impl Dataplane {
             state: Array::try_from(state).context("map TG_NTP_STATE")?,
         })
     }
+}
+
+impl Dataplane {
+    /// The ring of the requests the fast path answered (`TG_NTP_SAMPLES`,
+    /// records for [`decode_sample`]); it can be taken once.
+    pub fn take_ntp_samples(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map(MAP_NTP_SAMPLES)
+            .ok_or_else(|| anyhow!("BPF object has no map {MAP_NTP_SAMPLES} (or it was taken)"))?;
+        RingBuf::try_from(map).context("map TG_NTP_SAMPLES")
+    }
+}
+
+/// One request the fast path answered: its source, the receive timestamp
+/// and the client's transmit timestamp (both NTP format).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FastSample {
+    pub source: IpAddr,
+    pub received: u64,
+    pub transmit: u64,
+}
+
+/// Decodes one `TG_NTP_SAMPLES` record.
+pub fn decode_sample(bytes: &[u8]) -> Result<FastSample> {
+    if bytes.len() < std::mem::size_of::<NtpSample>() {
+        anyhow::bail!("short NTP sample ({} bytes)", bytes.len());
+    }
+    // SAFETY: length checked; NtpSample is plain old data.
+    let s: NtpSample = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let source = match s.family {
+        FAMILY_V4 => IpAddr::V4(Ipv4Addr::new(s.addr[0], s.addr[1], s.addr[2], s.addr[3])),
+        FAMILY_V6 => IpAddr::V6(Ipv6Addr::from(s.addr)),
+        f => anyhow::bail!("NTP sample of address family {f}"),
+    };
+    Ok(FastSample {
+        source,
+        received: s.received,
+        transmit: s.transmit,
+    })
 }
 
 impl Dataplane {

@@ -106,6 +106,10 @@ const FAMILIES: &[(&str, &str)] = &[
         "NTP requests to ntp.listen addresses seen by the XDP fast path, by result: answered (in XDP), passed (to the userspace server: not a plain NTPv3/v4 client request, no fresh state, or an interface not cleared for replies) or rate_limited (to the userspace server, whose limiter decides).",
     ),
     (
+        "tollgate_ntp_fast_path_samples_lost_total",
+        "Time-health samples of NTP requests the XDP fast path answered that did not fit its full ring (the replies were sent): these requests are missing from tollgate_ntp_client_offset_seconds and tollgate_ntp_clients.",
+    ),
+    (
         "tollgate_deny_events_suppressed_total",
         "Deny events not sent because of the per-CPU rate limit.",
     ),
@@ -307,6 +311,9 @@ impl DataplaneCollector {
                         &[("result", result)],
                         c.packets,
                     )
+                }
+                Stat::NtpSamplesLost => {
+                    families.counter("tollgate_ntp_fast_path_samples_lost_total", &[], c.packets)
                 }
                 _ => {
                     let reason = stat.drop_reason().expect("every other stat is a drop");

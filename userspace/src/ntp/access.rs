@@ -80,6 +80,25 @@ impl SourceGroups {
     pub fn group_names(&self) -> &[String] {
         &self.names
     }
+
+    /// The label a source's requests are counted under: its group's name,
+    /// [`ALLOW_LIST_LABEL`], or none for a non-member.
+    pub fn label(&self, membership: Membership) -> Option<&str> {
+        match membership {
+            Membership::Group(id) => self.names.get(id as usize).map(String::as_str),
+            Membership::AllowList => Some(ALLOW_LIST_LABEL),
+            Membership::Denied => None,
+        }
+    }
+
+    /// Every label [`label`](Self::label) can give.
+    pub fn labels(&self) -> Vec<String> {
+        let mut labels: Vec<String> = self.names.iter().skip(1).cloned().collect();
+        if !self.allow.is_empty() {
+            labels.push(ALLOW_LIST_LABEL.to_string());
+        }
+        labels
+    }
 }
 
 #[cfg(test)]
@@ -146,6 +165,10 @@ mod tests {
             "members keep their group"
         );
         assert_eq!(g.classify(ip("198.51.100.1")), Membership::Denied);
+        assert_eq!(g.label(Membership::Group(2)), Some("cameras"));
+        assert_eq!(g.label(Membership::AllowList), Some(ALLOW_LIST_LABEL));
+        assert_eq!(g.label(Membership::Denied), None);
+        assert_eq!(g.labels(), ["meters", "cameras", ALLOW_LIST_LABEL]);
     }
 
     #[test]

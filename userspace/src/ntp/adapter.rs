@@ -115,6 +115,16 @@ impl Responder {
         }
     }
 
+    /// The client's transmit timestamp (NTP format; 0 when it sent none) of
+    /// a request that passed [`Responder::check`]: a fixed field of the
+    /// header ntp-proto parsed, read where it lies.
+    pub fn client_transmit(request: &[u8]) -> u64 {
+        request
+            .get(40..HEADER_LEN)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_be_bytes)
+    }
+
     /// Builds the reply to a request that passed [`Responder::check`] into
     /// `out`, which must be no longer than the request: a reply is never
     /// larger than its request.

@@ -16,6 +16,7 @@
 //! | `upstream` | polling the upstream servers |
 //! | `kernel_clock` | the kernel's view of the host clock, read-only |
 //! | `metrics` | Prometheus metrics and the counts `tollgate status` shows |
+//! | `health` | per-group time health: the devices' offsets and polling intervals, from their requests |
 //!
 //! Tollgate never adjusts the host clock: it serves it as it is and says
 //! how good it is.
@@ -24,6 +25,7 @@ mod access;
 mod adapter;
 mod batch_socket;
 mod fast_state;
+mod health;
 mod kernel_clock;
 mod metrics;
 mod poll_socket;
@@ -35,7 +37,7 @@ mod upstream;
 
 use std::{
     collections::BTreeMap,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
     time::{Instant, SystemTime},
 };
@@ -48,6 +50,7 @@ pub use self::{
     access::{ALLOW_LIST_LABEL, SourceGroups},
     adapter::{HEADER_LEN, Responder},
     fast_state::{Clocks, fast_state},
+    health::{ClientHealth, ClientOffset, ntp_timestamp},
     kernel_clock::KernelClock,
     metrics::RequestCounts,
     reference::{Advertised, Leap, Reference},
@@ -55,6 +58,7 @@ pub use self::{
 };
 use self::{
     batch_socket::BatchSocket,
+    health::{Sample, ntp_to_system},
     metrics::NtpMetrics,
     rate_limit::RateLimiter,
     reference::Holdover,
@@ -101,7 +105,15 @@ pub struct NtpStatus {
     pub requests: BTreeMap<String, RequestCounts>,
     /// Requests that got no reply, by reason.
     pub refused: BTreeMap<&'static str, u64>,
+    /// Devices that asked in the last hour, by group label.
+    pub clients: BTreeMap<String, u64>,
+    /// The devices with the largest last offsets, largest first (at most
+    /// [`STATUS_OFFSETS`]).
+    pub largest_offsets: Vec<ClientOffset>,
 }
+
+/// How many devices `tollgate status` lists by offset.
+pub const STATUS_OFFSETS: usize = 10;
 
 impl NtpService {
     /// Binds every `ntp.listen` address and starts serving.
@@ -159,6 +171,9 @@ impl NtpService {
             }
         };
         let metrics = Arc::new(NtpMetrics::register(registry).context("register the NTP metrics")?);
+        let health =
+            ClientHealth::register(registry).context("register the NTP time-health metrics")?;
+        health.set_groups(sources.labels());
         metrics.publish_reference(&initial, false);
         let precision = kernel_clock::precision_log2();
         let (advertised_tx, advertised) = watch::channel(initial);
@@ -166,6 +181,7 @@ impl NtpService {
         let shared = Arc::new(Shared {
             metrics: metrics.clone(),
             limiter: Mutex::new(RateLimiter::new(config.rate_limit, config.max_rate)),
+            health,
         });
         let mut tasks = vec![tokio::spawn(refresh::run(
             source,
@@ -220,8 +236,32 @@ impl NtpService {
 
     /// Switches to a new policy's groups (on every policy reload).
     pub fn update_sources(&self, sources: SourceGroups) {
+        self.shared.health.set_groups(sources.labels());
         self.sources
             .send_replace(Arc::new(Sources::new(sources, &self.shared.metrics)));
+    }
+
+    /// Records a request the XDP fast path answered: from `source`, with
+    /// its receive and transmit timestamps (NTP format). A source that is
+    /// no member of the policy now in force is not recorded.
+    pub fn record_fast_path(&self, source: IpAddr, received: u64, transmit: u64) {
+        let source = source.to_canonical();
+        let sources = self.sources.borrow();
+        let Some(label) = sources.label_of(source) else {
+            return;
+        };
+        let sample = Sample {
+            source,
+            received: ntp_to_system(received, SystemTime::now()),
+            transmit,
+        };
+        self.shared.health.observe(label, &sample, Instant::now());
+    }
+
+    /// The devices' clocks as their requests told them: the deny log asks
+    /// it for clock-skew hints.
+    pub fn health(&self) -> Arc<ClientHealth> {
+        self.shared.health.clone()
     }
 
     /// The addresses actually bound (a listen port 0 is resolved here).
@@ -249,6 +289,11 @@ impl NtpService {
             kernel: kernel_clock::read().ok(),
             requests: metrics.request_counts(),
             refused: metrics.refusal_counts(),
+            clients: self.shared.health.clients(Instant::now()),
+            largest_offsets: self
+                .shared
+                .health
+                .largest_offsets(STATUS_OFFSETS, Instant::now()),
         }
     }
 

@@ -20,6 +20,7 @@ use super::{
     access::{ALLOW_LIST_LABEL, Membership, SourceGroups},
     adapter::{Malformed, Responder},
     batch_socket::{BatchSocket, RecvBatch, SendBatch},
+    health::{ClientHealth, Sample},
     metrics::{NtpMetrics, Refusal, RequestCounters},
     rate_limit::{Admission, RateLimiter},
     reference::Advertised,
@@ -52,6 +53,11 @@ impl Sources {
         }
     }
 
+    /// The label `source`'s requests count under; none for a non-member.
+    pub fn label_of(&self, source: IpAddr) -> Option<&str> {
+        self.groups.label(self.groups.classify(source))
+    }
+
     fn lookup(&self, source: IpAddr) -> (Membership, &RequestCounters) {
         let membership = self.groups.classify(source);
         let counters = match membership {
@@ -67,6 +73,7 @@ impl Sources {
 pub struct Shared {
     pub metrics: Arc<NtpMetrics>,
     pub limiter: Mutex<RateLimiter>,
+    pub health: Arc<ClientHealth>,
 }
 
 /// Decides and builds the reply to one datagram.
@@ -144,12 +151,23 @@ impl Handler {
             metrics.refused(reason).inc();
             return None;
         }
+        let now = Instant::now();
+        // Every well-formed request of a member tells its clock, limited
+        // or not (the fast path reports the ones it answers itself).
+        if let Some(label) = self.current.groups.label(membership) {
+            let sample = Sample {
+                source: from.to_canonical(),
+                received,
+                transmit: Responder::client_transmit(request),
+            };
+            self.shared.health.observe(label, &sample, now);
+        }
         let admission = self
             .shared
             .limiter
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .admit(from, Instant::now());
+            .admit(from, now);
         match admission {
             Admission::Reply => {}
             Admission::SourceLimited | Admission::GlobalLimited => {
@@ -210,9 +228,12 @@ impl DetachedHandler {
             burst: u32::MAX,
             leak: 0,
         };
+        let registry = prometheus::Registry::new();
         let shared = Arc::new(Shared {
             limiter: Mutex::new(RateLimiter::new(unlimited, u32::MAX)),
             metrics: metrics.clone(),
+            health: ClientHealth::register(&registry)
+                .expect("a fresh registry has none of the metrics"),
         });
         let (sources_tx, sources_rx) = watch::channel(Arc::new(Sources::new(groups, &metrics)));
         let (advertised_tx, advertised_rx) = watch::channel(Advertised::local(stratum, since));
@@ -282,7 +303,7 @@ pub async fn serve(socket: BatchSocket, mut handler: Handler) {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::{net::Ipv4Addr, time::Duration};
 
     use prometheus::Registry;
 
@@ -311,6 +332,7 @@ mod tests {
         let shared = Arc::new(Shared {
             metrics: metrics.clone(),
             limiter: Mutex::new(RateLimiter::new(NtpRateLimit::default(), 1000)),
+            health: ClientHealth::register(&Registry::new()).unwrap(),
         });
         Fixture {
             handler: Handler::new(advertised_rx, sources_rx, shared, -20),
@@ -349,6 +371,26 @@ mod tests {
         assert!(f.handler.handle(MEMBER, now, &oversize, &mut out).is_none());
         assert_eq!(f.metrics.request_counts()["allow-list"].malformed, 1);
         assert_eq!(f.metrics.refusal_counts()["oversize"], 1);
+    }
+
+    #[test]
+    fn requests_of_sources_answered_tell_their_clocks_and_strangers_do_not() {
+        let mut f = fixture();
+        let mut out = [0u8; MAX_REQUEST];
+        let now = SystemTime::now();
+        let mut r = request();
+        let an_hour_ago = super::super::health::ntp_timestamp(now - Duration::from_secs(3600));
+        r[40..48].copy_from_slice(&an_hour_ago.to_be_bytes());
+        // Twice: the second request confirms the first's offset.
+        assert!(f.handler.handle(MEMBER, now, &r, &mut out).is_some());
+        f.handler.handle(MEMBER, now, &r, &mut out);
+        assert!(f.handler.handle(STRANGER, now, &r, &mut out).is_none());
+        let health = &f.handler.shared.health;
+        let skew = health.clock_skew(MEMBER, Instant::now()).expect("a skew");
+        assert!((skew - 3600.0).abs() < 1e-3, "{skew}");
+        assert_eq!(health.clock_skew(STRANGER, Instant::now()), None);
+        assert_eq!(health.clients(Instant::now())["allow-list"], 1);
+        assert_eq!(health.clients(Instant::now()).len(), 1, "no _unknown");
     }
 
     #[test]
