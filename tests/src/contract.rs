@@ -68,10 +68,11 @@ pub const HISTOGRAMS: &[&str] = &[
     "tollgate_ntp_client_poll_interval_seconds",
 ];
 
-/// The family of [`METRICS`] a series name in a query belongs to: the name
-/// itself, or the histogram whose `_bucket`, `_sum` or `_count` it is.
+/// The family of [`METRICS`] or [`DNS_METRICS`] a series name in a query
+/// belongs to: the name itself, or the histogram whose `_bucket`, `_sum` or
+/// `_count` it is.
 pub fn family_of(series: &str) -> Option<&'static str> {
-    if let Some(family) = METRICS.iter().find(|m| **m == series) {
+    if let Some(family) = METRICS.iter().chain(DNS_METRICS).find(|m| **m == series) {
         return Some(family);
     }
     let base = ["_bucket", "_sum", "_count"]
