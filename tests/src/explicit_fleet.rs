@@ -176,6 +176,7 @@ pub fn policy(shape: &Shape, prefixes: &[IpNet]) -> Policy {
                 origin: origin(&file, 2),
                 default_origin: origin(&file, 5),
             }
+            .into()
         })
         .collect();
     Policy {
