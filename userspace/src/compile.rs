@@ -80,7 +80,7 @@ pub fn compile_cached(
     if policy.groups.len() > MAX_GROUPS as usize - 1 {
         let extra = &policy.groups[MAX_GROUPS as usize - 1];
         return Err(vec![Diagnostic::error(
-            Path::new(&extra.origin.file),
+            Path::new(&*extra.origin.file),
             extra.origin.line,
             extra.origin.column,
             &format!("groups.{}", extra.name),
@@ -197,7 +197,7 @@ impl GroupFragment {
 
     fn error(&mut self, origin: &Origin, field: &str, message: String) {
         self.errors.push(Diagnostic::error(
-            Path::new(&origin.file),
+            Path::new(&*origin.file),
             origin.line,
             origin.column,
             field,
@@ -494,7 +494,7 @@ fn assemble(
                 limits.rule_records
             );
             errors.push(Diagnostic::error(
-                Path::new(&group.origin.file),
+                Path::new(&*group.origin.file),
                 group.origin.line,
                 group.origin.column,
                 &format!("groups.{}", group.name),
@@ -644,7 +644,7 @@ fn check_map_limits(
                 so_far[i]
             );
             errors.push(Diagnostic::error(
-                Path::new(&group.origin.file),
+                Path::new(&*group.origin.file),
                 group.origin.line,
                 group.origin.column,
                 &format!("groups.{}", group.name),

@@ -113,7 +113,7 @@ pub(super) fn resolve(
 
 fn push(out: &mut Vec<Diagnostic>, origin: &Origin, field: &str, message: String) {
     out.push(Diagnostic::error(
-        Path::new(&origin.file),
+        Path::new(&*origin.file),
         origin.line,
         origin.column,
         field,
@@ -226,7 +226,7 @@ fn case_of(
         verdict,
         rule,
         origin: Origin {
-            file: String::new(),
+            file: "".into(),
             line: 0,
             column: 0,
         },

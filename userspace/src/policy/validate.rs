@@ -248,7 +248,7 @@ struct List {
 /// Where a finding is: a file and a field path in it.
 #[derive(Clone, Copy)]
 struct At<'f> {
-    file: &'f str,
+    file: &'f Arc<str>,
     positions: &'f Positions,
 }
 
@@ -263,7 +263,7 @@ impl At<'_> {
 
     fn origin(&self, mark: super::positions::Mark) -> Origin {
         Origin {
-            file: self.file.to_string(),
+            file: Arc::clone(self.file),
             line: mark.line,
             column: mark.column,
         }
@@ -281,7 +281,7 @@ impl<'f> From<&'f ParsedFile> for At<'f> {
 
 impl Checker<'_> {
     fn error(&mut self, origin: &Origin, field: &str, message: String) {
-        let path = Path::new(&origin.file);
+        let path = Path::new(&*origin.file);
         self.out.push(Diagnostic::error(
             path,
             origin.line,
@@ -292,7 +292,7 @@ impl Checker<'_> {
     }
 
     fn warning(&mut self, origin: &Origin, field: &str, message: String) {
-        let path = Path::new(&origin.file);
+        let path = Path::new(&*origin.file);
         self.out.push(Diagnostic::warning(
             path,
             origin.line,
