@@ -54,15 +54,12 @@ pub fn compile(policy: &Policy, limits: &Limits) -> Result<CompiledPolicy, Vec<D
 pub struct CompileCache {
     /// The NTP addresses the fragments were compiled with.
     ntp: Vec<IpAddr>,
-    /// By the group's address; the `Arc` keeps that address the group's.
-    fragments: HashMap<*const Group, (Arc<Group>, Arc<GroupFragment>)>,
+    /// By the group's address; the `Arc` kept with it keeps that address
+    /// the group's.
+    fragments: HashMap<usize, (Arc<Group>, Arc<GroupFragment>)>,
     /// Groups compiled by the last call.
     compiled: usize,
 }
-
-// SAFETY: the raw pointers are only compared, never dereferenced; each
-// is kept alive by the `Arc` next to it.
-unsafe impl Send for CompileCache {}
 
 impl CompileCache {
     /// Groups compiled by the last call (the others came from the cache).
@@ -99,7 +96,7 @@ pub fn compile_cached(
     cache.compiled = 0;
     let mut fragments = Vec::with_capacity(policy.groups.len());
     for group in &policy.groups {
-        let key = Arc::as_ptr(group);
+        let key = Arc::as_ptr(group) as usize;
         let entry = match previous.remove(&key) {
             Some(entry) => entry,
             None => {

@@ -3,7 +3,9 @@
 //! (`RELOAD_BENCH_FLEET_RULES`, `RELOAD_BENCH_FLEET_DEVICES`).
 //!
 //! The same reload path as shape (a) (watcher, `policy::load_cached`,
-//! `compile`, the change summary, `Dataplane::install`), for:
+//! then `compile_cached` as `reload::prepare` does: only the groups a
+//! changed file holds are validated and compiled again; the change
+//! summary, `Dataplane::install`), for:
 //! - **add-group**: a new small group file (one device, one rule), named
 //!   to sort before every group already there (so that a group id taken
 //!   from the group's position would move every group); the files
