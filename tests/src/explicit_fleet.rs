@@ -118,7 +118,7 @@ pub fn small_group_file(name: &str, device: Ipv4Addr, to: &str) -> String {
 pub fn policy(shape: &Shape, prefixes: &[IpNet]) -> Policy {
     assert!(prefixes.len() >= shape.rules(), "a prefix per rule");
     let origin = |file: &str, line: usize| Origin {
-        file: file.to_string(),
+        file: file.into(),
         line,
         column: 1,
     };
@@ -176,6 +176,7 @@ pub fn policy(shape: &Shape, prefixes: &[IpNet]) -> Policy {
                 origin: origin(&file, 2),
                 default_origin: origin(&file, 5),
             }
+            .into()
         })
         .collect();
     Policy {

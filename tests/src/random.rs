@@ -6,6 +6,7 @@
 //! nest, overlap and tie, and packets hit them. A policy is built as
 //! `validate` would produce it, without going through YAML.
 
+use std::sync::Arc;
 use std::{
     collections::HashSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -258,6 +259,7 @@ fn build(groups: Vec<GroupSpec>, unknown_deny: bool, ntp: Vec<IpAddr>) -> Policy
             origin: origin(1),
             default_origin: origin(1),
         })
+        .map(Arc::new)
         .collect();
     Policy {
         groups,
@@ -351,6 +353,7 @@ pub const LEARNED_RULE: &str = "learned";
 pub fn with_fqdn_rules(policy: &Policy) -> Policy {
     let mut policy = policy.clone();
     for group in &mut policy.groups {
+        let group = Arc::make_mut(group);
         let (proto, ports) = group
             .rules
             .first()

@@ -17,7 +17,7 @@
 //! on a fleet of explicit rules in many group files: each must write only
 //! the entries of what changed.
 
-use std::{cell::RefCell, collections::HashMap, path::PathBuf};
+use std::{cell::RefCell, collections::HashMap, path::PathBuf, sync::Arc};
 
 use proptest::{
     prelude::*,
@@ -101,9 +101,10 @@ fn apply(policy: &mut Policy, edit: &Edit, serial: usize) {
     let groups = policy.groups.len();
     match edit {
         Edit::AddGroup { from, first } => {
-            let Some(mut group) = from.groups.first().cloned() else {
+            let Some(group) = from.groups.first() else {
                 return;
             };
+            let mut group = (**group).clone();
             group.name = format!("{}{serial}", if *first { "a" } else { "z" });
             group.devices.retain(|d| {
                 !policy
@@ -111,19 +112,19 @@ fn apply(policy: &mut Policy, edit: &Edit, serial: usize) {
                     .iter()
                     .any(|g| g.devices.iter().any(|o| o.prefix == d.prefix))
             });
-            policy.groups.push(group);
+            policy.groups.push(group.into());
         }
         Edit::RemoveGroup(g) if groups > 1 => {
             policy.groups.remove(g.index(groups));
         }
         Edit::DropRule(g, r) if groups > 0 => {
-            let rules = &mut policy.groups[g.index(groups)].rules;
+            let rules = &mut Arc::make_mut(&mut policy.groups[g.index(groups)]).rules;
             if !rules.is_empty() {
                 rules.remove(r.index(rules.len()));
             }
         }
         Edit::SetPort(g, r, port) if groups > 0 => {
-            let rules = &mut policy.groups[g.index(groups)].rules;
+            let rules = &mut Arc::make_mut(&mut policy.groups[g.index(groups)]).rules;
             if !rules.is_empty() {
                 let at = r.index(rules.len());
                 let rule = &mut rules[at];
@@ -133,7 +134,7 @@ fn apply(policy: &mut Policy, edit: &Edit, serial: usize) {
             }
         }
         Edit::FlipDefault(g) if groups > 0 => {
-            let group = &mut policy.groups[g.index(groups)];
+            let group = Arc::make_mut(&mut policy.groups[g.index(groups)]);
             group.default = match group.default {
                 policy::Action::Allow => policy::Action::Deny,
                 _ => policy::Action::Allow,
@@ -141,10 +142,10 @@ fn apply(policy: &mut Policy, edit: &Edit, serial: usize) {
         }
         Edit::MoveDevice(a, d, b) if groups > 1 => {
             let (a, b) = (a.index(groups), b.index(groups));
-            let devices = &mut policy.groups[a].devices;
+            let devices = &mut Arc::make_mut(&mut policy.groups[a]).devices;
             if a != b && !devices.is_empty() {
                 let device = devices.remove(d.index(devices.len()));
-                policy.groups[b].devices.push(device);
+                Arc::make_mut(&mut policy.groups[b]).devices.push(device);
             }
         }
         _ => {}

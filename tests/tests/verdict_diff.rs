@@ -38,7 +38,7 @@ fn edit(mut policy: Policy, what: u8, at: Index) -> Policy {
     };
     let g = at.index(policy.groups.len());
     let others = policy.groups.len();
-    let group = &mut policy.groups[g];
+    let group = std::sync::Arc::make_mut(&mut policy.groups[g]);
     match what {
         0 if !group.rules.is_empty() => {
             group.rules.remove(at.index(group.rules.len()));
@@ -51,7 +51,9 @@ fn edit(mut policy: Policy, what: u8, at: Index) -> Policy {
         3 => group.audit = !group.audit,
         4 if !group.devices.is_empty() && others > 1 => {
             let device = group.devices.remove(0);
-            policy.groups[(g + 1) % others].devices.push(device);
+            std::sync::Arc::make_mut(&mut policy.groups[(g + 1) % others])
+                .devices
+                .push(device);
         }
         _ => policy.unknown_devices = flip_unknown(policy.unknown_devices),
     }

@@ -15,8 +15,15 @@
 //! A rule expands to one entry per destination prefix and per `ports` item.
 //! Entries that can never be first to match (everything a higher entry's
 //! conditions already cover) are pruned before the capacity check.
+//!
+//! Each group compiles on its own into a [`GroupFragment`] numbered from 0
+//! (its counters, rule sets), which depends only on the group and the NTP
+//! addresses; [`assemble`] numbers the fragments into one policy. A reload
+//! keeps the fragments of the groups it did not touch ([`CompileCache`]):
+//! rule sets never repeat across groups (each group has its own counters),
+//! so assembling fragments gives what compiling the whole policy gives.
 
-use std::{cmp::Reverse, collections::HashMap, net::IpAddr, path::Path};
+use std::{cmp::Reverse, collections::HashMap, net::IpAddr, path::Path, sync::Arc};
 
 use ipnet::IpNet;
 use tollgate_common::{
@@ -37,39 +44,478 @@ use crate::{
 /// `Err` lists every capacity that is exceeded, each naming the group,
 /// prefix or map concerned, the count and the limit.
 pub fn compile(policy: &Policy, limits: &Limits) -> Result<CompiledPolicy, Vec<Diagnostic>> {
-    let mut c = Compiler {
-        policy,
-        tables: CompiledPolicy::default(),
-        rulesets: HashMap::new(),
-        records: 0,
-        record_limit: limits.rule_records as usize,
-        errors: Vec::new(),
-    };
+    compile_cached(policy, limits, &mut CompileCache::default())
+}
+
+/// The fragments of the groups compiled last, by group: a group a reload
+/// reused unchanged (the same `Arc` from `policy::load_cached`) is not
+/// compiled again.
+#[derive(Default)]
+pub struct CompileCache {
+    /// The NTP addresses the fragments were compiled with.
+    ntp: Vec<IpAddr>,
+    /// By the group's address; the `Arc` kept with it keeps that address
+    /// the group's.
+    fragments: HashMap<usize, (Arc<Group>, Arc<GroupFragment>)>,
+    /// Groups compiled by the last call.
+    compiled: usize,
+}
+
+impl CompileCache {
+    /// Groups compiled by the last call (the others came from the cache).
+    pub fn groups_compiled(&self) -> usize {
+        self.compiled
+    }
+}
+
+/// [`compile`], reusing the fragments of the groups `cache` has compiled.
+pub fn compile_cached(
+    policy: &Policy,
+    limits: &Limits,
+    cache: &mut CompileCache,
+) -> Result<CompiledPolicy, Vec<Diagnostic>> {
     if policy.groups.len() > MAX_GROUPS as usize - 1 {
         let extra = &policy.groups[MAX_GROUPS as usize - 1];
-        c.error(
-            &extra.origin,
+        return Err(vec![Diagnostic::error(
+            Path::new(&*extra.origin.file),
+            extra.origin.line,
+            extra.origin.column,
             &format!("groups.{}", extra.name),
             format!(
                 "{} groups; at most {} fit (MAX_GROUPS, one id is the unknown-device group)",
                 policy.groups.len(),
                 MAX_GROUPS - 1
             ),
+        )]);
+    }
+    if cache.ntp != policy.ntp {
+        cache.fragments.clear();
+        cache.ntp = policy.ntp.clone();
+    }
+    let mut previous = std::mem::take(&mut cache.fragments);
+    cache.compiled = 0;
+    let mut fragments = Vec::with_capacity(policy.groups.len());
+    for group in &policy.groups {
+        let key = Arc::as_ptr(group) as usize;
+        let entry = match previous.remove(&key) {
+            Some(entry) => entry,
+            None => {
+                cache.compiled += 1;
+                let fragment = GroupFragment::compile(group, &policy.ntp);
+                (Arc::clone(group), Arc::new(fragment))
+            }
+        };
+        fragments.push(Arc::clone(&entry.1));
+        cache.fragments.insert(key, entry);
+    }
+    assemble(policy, &fragments, limits)
+}
+
+/// One group compiled on its own: counters and rule sets numbered from 0,
+/// devices and destinations without the group id.
+#[derive(Debug)]
+pub struct GroupFragment {
+    /// In the order they are numbered: the default, the built-in NTP
+    /// allow (when there are NTP addresses), one per rule, then the four
+    /// verdict totals.
+    counters: Vec<CounterOwner>,
+    table: GroupTable,
+    device_exact: Vec<IpAddr>,
+    device_prefixes: Vec<IpNet>,
+    /// Sorted by prefix; rule set indices are the fragment's.
+    destinations: Vec<(IpNet, u32)>,
+    rulesets: Vec<Vec<RuleEntry>>,
+    /// Dataplane records the rule sets take.
+    records: usize,
+    /// Group 0 and counters numbered from 0.
+    fqdn_rules: Vec<FqdnRule>,
+    learn_guards: Vec<IpNet>,
+    /// Capacities of one group exceeded (rule set entries, FQDN ports).
+    errors: Vec<Diagnostic>,
+}
+
+impl GroupFragment {
+    fn compile(group: &Group, ntp: &[IpAddr]) -> GroupFragment {
+        let mut counters = Vec::new();
+        let default = decision_counter(&mut counters, &group.name, Decider::GroupDefault);
+        let builtin = (!ntp.is_empty())
+            .then(|| decision_counter(&mut counters, &group.name, Decider::BuiltinNtp));
+        let rule_counters: Vec<u32> = group
+            .rules
+            .iter()
+            .map(|r| {
+                let decider = Decider::Rule(r.id.as_str().to_string());
+                decision_counter(&mut counters, &group.name, decider)
+            })
+            .collect();
+        // step 10: the group's default
+        // step 11: audit mode
+        let table = group_table(
+            &mut counters,
+            &group.name,
+            group.default,
+            group.audit,
+            default,
         );
-        return Err(c.errors);
+        let mut f = GroupFragment {
+            counters,
+            table,
+            device_exact: Vec::new(),
+            device_prefixes: Vec::new(),
+            destinations: Vec::new(),
+            rulesets: Vec::new(),
+            records: 0,
+            fqdn_rules: Vec::new(),
+            learn_guards: Vec::new(),
+            errors: Vec::new(),
+        };
+
+        // step 4: exact addresses apart from shorter prefixes
+        for device in &group.devices {
+            let prefix = device.prefix;
+            if prefix.prefix_len() == prefix.max_prefix_len() {
+                f.device_exact.push(prefix.addr());
+            } else {
+                f.device_prefixes.push(prefix);
+            }
+        }
+
+        f.learned_destinations(group, &rule_counters);
+        let mut candidates = candidates(group, &rule_counters);
+        // step 8: the built-in NTP allow, an entry at full length
+        if let Some(counter) = builtin {
+            for (i, addr) in ntp.iter().enumerate() {
+                candidates.push(builtin_ntp(*addr, i, counter));
+            }
+        }
+        f.destinations(group, candidates);
+        f
     }
-    c.unknown_group();
-    for (index, group) in policy.groups.iter().enumerate() {
-        c.group(index as u32 + 1, group);
+
+    fn error(&mut self, origin: &Origin, field: &str, message: String) {
+        self.errors.push(Diagnostic::error(
+            Path::new(&*origin.file),
+            origin.line,
+            origin.column,
+            field,
+            message,
+        ));
     }
-    c.tables.device_exact.sort();
-    c.tables.device_prefixes.sort();
-    c.tables.destinations.sort();
-    c.tables.learn_guards.sort();
-    c.tables.learn_guards.dedup();
-    c.tables.gateway = policy.gateway.clone();
-    if c.tables.gateway.len() > MAX_GATEWAY_ADDRESSES as usize {
-        c.errors.push(Diagnostic::error(
+
+    /// What step 12 needs: the group's FQDN rules, each with one allow
+    /// entry per `ports` item, and the prefixes of its deny and reject
+    /// rules. The FQDN rules of a group have at most [`LEARNED_RULES`]
+    /// entries together: one address may be answered for every one of them
+    /// (a CDN serves many names), and one learned address carries that many
+    /// entries, so none is ever left out.
+    fn learned_destinations(&mut self, group: &Group, counters: &[u32]) {
+        let mut group_entries = 0;
+        for (index, rule) in group.rules.iter().enumerate() {
+            if rule.action.refuses() {
+                // step 12: no address inside a deny or reject rule is learned
+                self.learn_guards.extend(rule.prefixes().copied());
+            }
+            if rule.fqdn.is_empty() {
+                continue;
+            }
+            // step 12: an FQDN rule matches learned addresses on its proto and ports
+            let entries: Vec<RuleEntry> = match &rule.ports {
+                None => vec![None],
+                Some(ports) => ports.iter().map(|p| Some((p.lo, p.hi))).collect(),
+            }
+            .into_iter()
+            .map(|ports| RuleEntry {
+                proto: rule.proto,
+                ports,
+                verdict: Verdict::Allow,
+                builtin: false,
+                counter: counters[index],
+            })
+            .collect();
+            group_entries += entries.len();
+            if group_entries > LEARNED_RULES {
+                self.error(
+                    &rule.origin,
+                    &format!("groups.{}.rules", group.name),
+                    format!(
+                        "FQDN rule \"{}\" brings the group's FQDN rules to {group_entries} \
+                         ports items; an address may be learned for all of them and carries \
+                         at most {LEARNED_RULES} (LEARNED_RULES): merge ports into ranges or \
+                         drop some",
+                        rule.id
+                    ),
+                );
+                continue;
+            }
+            self.fqdn_rules.push(FqdnRule {
+                group: 0,
+                rule: rule.id.as_str().to_string(),
+                patterns: rule.fqdn.clone(),
+                entries,
+                counter: counters[index],
+            });
+        }
+    }
+
+    /// One destination entry per distinct prefix, with its rule set.
+    fn destinations(&mut self, group: &Group, mut candidates: Vec<Entry>) {
+        // Normalised prefixes sort by (family, address, length): a prefix
+        // comes after every prefix containing it, and the prefixes between
+        // them lie inside them too. So, walking the prefixes in order, a
+        // stack holds exactly the current prefix's ancestors, shortest
+        // first: one pass, instead of probing every shorter length.
+        candidates.sort_unstable_by_key(|c| c.prefix);
+        let mut ancestors: Vec<&[Entry]> = Vec::new();
+        // Rule set contents to their index, to share identical ones.
+        let mut shared: HashMap<Vec<RuleEntry>, u32> = HashMap::new();
+        // Buffers reused from prefix to prefix.
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut kept: Vec<Entry> = Vec::new();
+        let mut rules: Vec<RuleEntry> = Vec::new();
+        let mut overflows = Vec::new();
+        for own in candidates.chunk_by(|a, b| a.prefix == b.prefix) {
+            let prefix = own[0].prefix;
+            while ancestors
+                .last()
+                .is_some_and(|ancestor| !ancestor[0].prefix.contains(&prefix))
+            {
+                ancestors.pop();
+            }
+            // step 6: a prefix inherits the entries of every less specific one
+            entries.clear();
+            entries.extend(ancestors.iter().copied().flatten().chain(own));
+            ancestors.push(own);
+            // step 9: in precedence order, the first match is the winner.
+            // Precedence is a total order here (no two entries of one
+            // prefix share it), so the sort's stability does not matter.
+            entries.sort_unstable_by_key(Entry::precedence);
+            kept.clear();
+            for entry in &entries {
+                if !kept.iter().any(|k| k.covers(entry)) {
+                    kept.push(*entry);
+                }
+            }
+            if kept.len() > RULESET_ENTRIES {
+                overflows.push((prefix, kept.len()));
+                continue;
+            }
+            rules.clear();
+            rules.extend(kept.iter().map(Entry::entry));
+            let ruleset = match shared.get(rules.as_slice()) {
+                Some(&index) => index,
+                None => {
+                    let index = self.rulesets.len() as u32;
+                    shared.insert(rules.clone(), index);
+                    self.rulesets.push(rules.clone());
+                    self.records += rules.len().div_ceil(RECORD_ENTRIES).max(1);
+                    index
+                }
+            };
+            self.destinations.push((prefix, ruleset));
+        }
+        self.report_overflows(group, &overflows);
+    }
+
+    fn report_overflows(&mut self, group: &Group, overflows: &[(IpNet, usize)]) {
+        const SHOWN: usize = 5;
+        for (prefix, count) in overflows.iter().take(SHOWN) {
+            let message = format!(
+                "destination {prefix} needs {count} rule entries (its own and those inherited \
+                 from less specific prefixes, one per `to` prefix and `ports` item); at most \
+                 {RULESET_ENTRIES} fit (RULESET_ENTRIES): merge ports into ranges or split the group"
+            );
+            self.error(&group.origin, &format!("groups.{}", group.name), message);
+        }
+        if overflows.len() > SHOWN {
+            let message = format!(
+                "and {} more destination prefixes over {RULESET_ENTRIES} rule entries",
+                overflows.len() - SHOWN
+            );
+            self.error(&group.origin, &format!("groups.{}", group.name), message);
+        }
+    }
+}
+
+/// Appends a decision counter of `group` to `counters`; its index.
+fn decision_counter(counters: &mut Vec<CounterOwner>, group: &str, decider: Decider) -> u32 {
+    counters.push(CounterOwner::Decision {
+        group: group.to_string(),
+        decider,
+    });
+    counters.len() as u32 - 1
+}
+
+/// A group's table with its default counter and its four verdict totals,
+/// appended to `counters` (after its rule counters).
+fn group_table(
+    counters: &mut Vec<CounterOwner>,
+    name: &str,
+    default: Action,
+    audit: bool,
+    default_counter: u32,
+) -> GroupTable {
+    let mut verdict_counter = |verdict| {
+        counters.push(CounterOwner::Verdict {
+            group: name.to_string(),
+            verdict,
+        });
+        counters.len() as u32 - 1
+    };
+    GroupTable {
+        name: name.to_string(),
+        default: default.verdict(false),
+        audit,
+        default_counter,
+        allow_counter: verdict_counter(Verdict::Allow),
+        deny_counter: verdict_counter(Verdict::Deny),
+        audit_deny_counter: verdict_counter(Verdict::AuditDeny),
+        reject_counter: verdict_counter(Verdict::Reject),
+    }
+}
+
+/// The group's rules expanded to entries: one per destination prefix
+/// (each once per rule) and `ports` item. A flat vector, not a map of
+/// vectors: lists run to 10^5 prefixes.
+fn candidates(group: &Group, counters: &[u32]) -> Vec<Entry> {
+    let mut all = Vec::new();
+    for (index, rule) in group.rules.iter().enumerate() {
+        let ports: Vec<Option<PortRange>> = match &rule.ports {
+            None => vec![None],
+            Some(ports) => ports.iter().copied().map(Some).collect(),
+        };
+        // step 6: one entry per destination prefix
+        // step 7: and per `ports` item, matched on protocol and ports
+        let mut prefixes: Vec<IpNet> = rule.prefixes().copied().collect();
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        for prefix in prefixes {
+            for (port_index, ports) in ports.iter().enumerate() {
+                all.push(Entry {
+                    prefix,
+                    proto: rule.proto,
+                    ports: *ports,
+                    action: rule.action,
+                    builtin: false,
+                    order: (index, port_index),
+                    counter: counters[index],
+                });
+            }
+        }
+    }
+    all
+}
+
+/// Numbers the fragments of `policy`'s groups (in group order) into one
+/// compiled policy and checks what crosses groups: the record and map
+/// limits, the gateway addresses.
+fn assemble(
+    policy: &Policy,
+    fragments: &[Arc<GroupFragment>],
+    limits: &Limits,
+) -> Result<CompiledPolicy, Vec<Diagnostic>> {
+    let mut tables = CompiledPolicy::default();
+    let mut errors = Vec::new();
+    // step 5: group 0 has no destinations, only its default
+    tables.counters.push(CounterOwner::Decision {
+        group: UNKNOWN_GROUP_NAME.to_string(),
+        decider: Decider::GroupDefault,
+    });
+    let table = group_table(
+        &mut tables.counters,
+        UNKNOWN_GROUP_NAME,
+        policy.unknown_devices,
+        false,
+        0,
+    );
+    tables.groups.push(table);
+    let devices: usize = fragments.iter().map(|f| f.device_exact.len()).sum();
+    tables.device_exact.reserve_exact(devices);
+    let destinations: usize = fragments.iter().map(|f| f.destinations.len()).sum();
+    tables.destinations.reserve_exact(destinations);
+    let mut records = 0;
+    let mut record_limit = limits.rule_records as usize;
+    for (index, (group, f)) in policy.groups.iter().zip(fragments).enumerate() {
+        let id = index as u32 + 1;
+        let counters = tables.counters.len() as u32;
+        let rulesets = tables.rulesets.len() as u32;
+        let renumber = |e: &RuleEntry| RuleEntry {
+            counter: e.counter + counters,
+            ..*e
+        };
+        tables.counters.extend(f.counters.iter().cloned());
+        let t = &f.table;
+        tables.groups.push(GroupTable {
+            name: t.name.clone(),
+            default: t.default,
+            audit: t.audit,
+            default_counter: t.default_counter + counters,
+            allow_counter: t.allow_counter + counters,
+            deny_counter: t.deny_counter + counters,
+            audit_deny_counter: t.audit_deny_counter + counters,
+            reject_counter: t.reject_counter + counters,
+        });
+        tables
+            .device_exact
+            .extend(f.device_exact.iter().map(|a| (*a, id)));
+        tables
+            .device_prefixes
+            .extend(f.device_prefixes.iter().map(|p| (*p, id)));
+        tables
+            .learn_guards
+            .extend(f.learn_guards.iter().map(|p| (id, *p)));
+        tables
+            .fqdn_rules
+            .extend(f.fqdn_rules.iter().map(|r| FqdnRule {
+                group: id,
+                rule: r.rule.clone(),
+                patterns: r.patterns.clone(),
+                entries: r.entries.iter().map(renumber).collect(),
+                counter: r.counter + counters,
+            }));
+        tables
+            .rulesets
+            .extend(f.rulesets.iter().map(|s| s.iter().map(renumber).collect()));
+        tables
+            .destinations
+            .extend(
+                f.destinations
+                    .iter()
+                    .map(|(prefix, ruleset)| DestinationEntry {
+                        group: id,
+                        prefix: *prefix,
+                        ruleset: ruleset + rulesets,
+                    }),
+            );
+        errors.extend(f.errors.iter().cloned());
+        records += f.records;
+        if records > record_limit {
+            let message = format!(
+                "the policy needs {records} rule records ({} distinct rule lists, \
+                 {RECORD_ENTRIES} entries a record) once this group is added; \
+                 limits.rule-records is {}",
+                tables.rulesets.len(),
+                limits.rule_records
+            );
+            errors.push(Diagnostic::error(
+                Path::new(&*group.origin.file),
+                group.origin.line,
+                group.origin.column,
+                &format!("groups.{}", group.name),
+                message,
+            ));
+            // Said once, at the group that crossed the limit.
+            record_limit = usize::MAX;
+        }
+    }
+    tables.device_exact.sort_unstable();
+    tables.device_prefixes.sort_unstable();
+    // Already in order: by group, then by prefix within each fragment.
+    debug_assert!(tables.destinations.is_sorted());
+    tables.learn_guards.sort_unstable();
+    tables.learn_guards.dedup();
+    tables.gateway = policy.gateway.clone();
+    if tables.gateway.len() > MAX_GATEWAY_ADDRESSES as usize {
+        errors.push(Diagnostic::error(
             Path::new("interfaces"),
             0,
             0,
@@ -77,27 +523,16 @@ pub fn compile(policy: &Policy, limits: &Limits) -> Result<CompiledPolicy, Vec<D
             format!(
                 "the device-facing interfaces have {} addresses; the dataplane knows at most \
                  {MAX_GATEWAY_ADDRESSES} (MAX_GATEWAY_ADDRESSES)",
-                c.tables.gateway.len()
+                tables.gateway.len()
             ),
         ));
     }
-    c.check_map_limits(limits);
-    if c.errors.is_empty() {
-        Ok(c.tables)
+    check_map_limits(policy, &tables, limits, &mut errors);
+    if errors.is_empty() {
+        Ok(tables)
     } else {
-        Err(c.errors)
+        Err(errors)
     }
-}
-
-struct Compiler<'p> {
-    policy: &'p Policy,
-    tables: CompiledPolicy,
-    /// Rule set contents to their index, to share identical ones.
-    rulesets: HashMap<Vec<RuleEntry>, u32>,
-    /// Dataplane records the distinct rule sets take (RECORD_ENTRIES each).
-    records: usize,
-    record_limit: usize,
-    errors: Vec<Diagnostic>,
 }
 
 /// One entry before sorting: its match, action and where it came from.
@@ -152,332 +587,72 @@ impl Entry {
     }
 }
 
-impl Compiler<'_> {
-    fn error(&mut self, origin: &Origin, field: &str, message: String) {
-        self.errors.push(Diagnostic::error(
-            Path::new(&origin.file),
-            origin.line,
-            origin.column,
-            field,
-            message,
-        ));
+/// The per-map limits of the controller config. Each excess is reported
+/// once, at the group that first goes over.
+fn check_map_limits(
+    policy: &Policy,
+    tables: &CompiledPolicy,
+    limits: &Limits,
+    errors: &mut Vec<Diagnostic>,
+) {
+    let mut destinations_of = vec![0usize; policy.groups.len() + 1];
+    for d in &tables.destinations {
+        destinations_of[d.group as usize] += 1;
     }
-
-    fn counter(&mut self, group: &str, decider: Decider) -> u32 {
-        self.tables.counters.push(CounterOwner::Decision {
-            group: group.to_string(),
-            decider,
-        });
-        self.tables.counters.len() as u32 - 1
-    }
-
-    /// Appends a group's table with its default counter and its four
-    /// verdict totals (added last, after its rule counters).
-    fn group_table(&mut self, name: &str, default: Action, audit: bool, default_counter: u32) {
-        let mut verdict_counter = |verdict| {
-            self.tables.counters.push(CounterOwner::Verdict {
-                group: name.to_string(),
-                verdict,
-            });
-            self.tables.counters.len() as u32 - 1
-        };
-        let table = GroupTable {
-            name: name.to_string(),
-            default: default.verdict(false),
-            audit,
-            default_counter,
-            allow_counter: verdict_counter(Verdict::Allow),
-            deny_counter: verdict_counter(Verdict::Deny),
-            audit_deny_counter: verdict_counter(Verdict::AuditDeny),
-            reject_counter: verdict_counter(Verdict::Reject),
-        };
-        self.tables.groups.push(table);
-    }
-
-    /// Group 0: sources in no group. Its default is `unknown-devices`; it has
-    /// no destinations, so no rule and no built-in NTP allow applies.
-    fn unknown_group(&mut self) {
-        // step 5: group 0 has no destinations, only its default
-        let default = self.counter(UNKNOWN_GROUP_NAME, Decider::GroupDefault);
-        self.group_table(
-            UNKNOWN_GROUP_NAME,
-            self.policy.unknown_devices,
-            false,
-            default,
-        );
-    }
-
-    fn group(&mut self, id: u32, group: &Group) {
-        let default = self.counter(&group.name, Decider::GroupDefault);
-        let builtin =
-            (!self.policy.ntp.is_empty()).then(|| self.counter(&group.name, Decider::BuiltinNtp));
-        let rule_counters: Vec<u32> = group
-            .rules
+    let totals = [
+        tables.device_exact.len(),
+        tables.device_prefixes.len(),
+        tables.destinations.len(),
+        tables.counters.len(),
+    ];
+    let names = [
+        ("device addresses (/32, /128)", "device-addresses"),
+        ("device prefixes", "device-prefixes"),
+        ("(group, destination prefix) entries", "destinations"),
+        (
+            "counters (a default, the verdict totals and one per rule, per group)",
+            "counters",
+        ),
+    ];
+    let limits = [
+        limits.device_addresses,
+        limits.device_prefixes,
+        limits.destinations,
+        limits.counters,
+    ];
+    // Group 0 has its default and four verdict counters.
+    let verdict_totals = Verdict::ALL.len();
+    let mut so_far = [0, 0, 0, 1 + verdict_totals];
+    let mut reported = [false; 4];
+    let builtin = usize::from(!policy.ntp.is_empty());
+    for (index, group) in policy.groups.iter().enumerate() {
+        let exact = group
+            .devices
             .iter()
-            .map(|r| self.counter(&group.name, Decider::Rule(r.id.as_str().to_string())))
-            .collect();
-        // step 10: the group's default
-        // step 11: audit mode
-        self.group_table(&group.name, group.default, group.audit, default);
-
-        // step 4: exact addresses apart from shorter prefixes
-        for device in &group.devices {
-            let prefix = device.prefix;
-            if prefix.prefix_len() == prefix.max_prefix_len() {
-                self.tables.device_exact.push((prefix.addr(), id));
-            } else {
-                self.tables.device_prefixes.push((prefix, id));
-            }
-        }
-
-        self.learned_destinations(id, group, &rule_counters);
-        let mut candidates = self.candidates(group, &rule_counters);
-        // step 8: the built-in NTP allow, an entry at full length
-        if let Some(counter) = builtin {
-            for (i, addr) in self.policy.ntp.iter().enumerate() {
-                candidates.push(builtin_ntp(*addr, i, counter));
-            }
-        }
-        self.destinations(id, group, candidates);
-    }
-
-    /// What step 12 needs: the group's FQDN rules, each with one allow
-    /// entry per `ports` item, and the prefixes of its deny and reject
-    /// rules. The FQDN rules of a group have at most [`LEARNED_RULES`]
-    /// entries together: one address may be answered for every one of them
-    /// (a CDN serves many names), and one learned address carries that many
-    /// entries, so none is ever left out.
-    fn learned_destinations(&mut self, id: u32, group: &Group, counters: &[u32]) {
-        let mut group_entries = 0;
-        for (index, rule) in group.rules.iter().enumerate() {
-            if rule.action.refuses() {
-                // step 12: no address inside a deny or reject rule is learned
-                let guards = rule.prefixes().map(|net| (id, *net));
-                self.tables.learn_guards.extend(guards);
-            }
-            if rule.fqdn.is_empty() {
+            .filter(|d| d.prefix.prefix_len() == d.prefix.max_prefix_len())
+            .count();
+        so_far[0] += exact;
+        so_far[1] += group.devices.len() - exact;
+        so_far[2] += destinations_of[index + 1];
+        so_far[3] += 1 + verdict_totals + builtin + group.rules.len();
+        for i in 0..4 {
+            if reported[i] || so_far[i] <= limits[i] as usize {
                 continue;
             }
-            // step 12: an FQDN rule matches learned addresses on its proto and ports
-            let entries: Vec<RuleEntry> = match &rule.ports {
-                None => vec![None],
-                Some(ports) => ports.iter().map(|p| Some((p.lo, p.hi))).collect(),
-            }
-            .into_iter()
-            .map(|ports| RuleEntry {
-                proto: rule.proto,
-                ports,
-                verdict: Verdict::Allow,
-                builtin: false,
-                counter: counters[index],
-            })
-            .collect();
-            group_entries += entries.len();
-            if group_entries > LEARNED_RULES {
-                self.error(
-                    &rule.origin,
-                    &format!("groups.{}.rules", group.name),
-                    format!(
-                        "FQDN rule \"{}\" brings the group's FQDN rules to {group_entries} \
-                         ports items; an address may be learned for all of them and carries \
-                         at most {LEARNED_RULES} (LEARNED_RULES): merge ports into ranges or \
-                         drop some",
-                        rule.id
-                    ),
-                );
-                continue;
-            }
-            self.tables.fqdn_rules.push(FqdnRule {
-                group: id,
-                rule: rule.id.as_str().to_string(),
-                patterns: rule.fqdn.clone(),
-                entries,
-                counter: counters[index],
-            });
-        }
-    }
-
-    /// The group's rules expanded to entries: one per destination prefix
-    /// (each once per rule) and `ports` item. A flat vector, not a map of
-    /// vectors: lists run to 10^5 prefixes.
-    fn candidates(&self, group: &Group, counters: &[u32]) -> Vec<Entry> {
-        let mut all = Vec::new();
-        for (index, rule) in group.rules.iter().enumerate() {
-            let ports: Vec<Option<PortRange>> = match &rule.ports {
-                None => vec![None],
-                Some(ports) => ports.iter().copied().map(Some).collect(),
-            };
-            // step 6: one entry per destination prefix
-            // step 7: and per `ports` item, matched on protocol and ports
-            let mut prefixes: Vec<IpNet> = rule.prefixes().copied().collect();
-            prefixes.sort_unstable();
-            prefixes.dedup();
-            for prefix in prefixes {
-                for (port_index, ports) in ports.iter().enumerate() {
-                    all.push(Entry {
-                        prefix,
-                        proto: rule.proto,
-                        ports: *ports,
-                        action: rule.action,
-                        builtin: false,
-                        order: (index, port_index),
-                        counter: counters[index],
-                    });
-                }
-            }
-        }
-        all
-    }
-
-    /// One destination entry per distinct prefix, with its rule set.
-    fn destinations(&mut self, id: u32, group: &Group, mut candidates: Vec<Entry>) {
-        // Normalised prefixes sort by (family, address, length): a prefix
-        // comes after every prefix containing it, and the prefixes between
-        // them lie inside them too. So, walking the prefixes in order, a
-        // stack holds exactly the current prefix's ancestors, shortest
-        // first: one pass, instead of probing every shorter length.
-        candidates.sort_unstable_by_key(|c| c.prefix);
-        let mut ancestors: Vec<&[Entry]> = Vec::new();
-        // Buffers reused from prefix to prefix.
-        let mut entries: Vec<Entry> = Vec::new();
-        let mut kept: Vec<Entry> = Vec::new();
-        let mut rules: Vec<RuleEntry> = Vec::new();
-        let mut overflows = Vec::new();
-        for own in candidates.chunk_by(|a, b| a.prefix == b.prefix) {
-            let prefix = own[0].prefix;
-            while ancestors
-                .last()
-                .is_some_and(|ancestor| !ancestor[0].prefix.contains(&prefix))
-            {
-                ancestors.pop();
-            }
-            // step 6: a prefix inherits the entries of every less specific one
-            entries.clear();
-            entries.extend(ancestors.iter().copied().flatten().chain(own));
-            ancestors.push(own);
-            // step 9: in precedence order, the first match is the winner.
-            // Precedence is a total order here (no two entries of one
-            // prefix share it), so the sort's stability does not matter.
-            entries.sort_unstable_by_key(Entry::precedence);
-            kept.clear();
-            for entry in &entries {
-                if !kept.iter().any(|k| k.covers(entry)) {
-                    kept.push(*entry);
-                }
-            }
-            if kept.len() > RULESET_ENTRIES {
-                overflows.push((prefix, kept.len()));
-                continue;
-            }
-            rules.clear();
-            rules.extend(kept.iter().map(Entry::entry));
-            let ruleset = match self.rulesets.get(rules.as_slice()) {
-                Some(&index) => index,
-                None => {
-                    let index = self.rulesets.len() as u32;
-                    self.rulesets.insert(rules.clone(), index);
-                    self.tables.rulesets.push(rules.clone());
-                    self.records += rules.len().div_ceil(RECORD_ENTRIES).max(1);
-                    index
-                }
-            };
-            self.tables.destinations.push(DestinationEntry {
-                group: id,
-                prefix,
-                ruleset,
-            });
-        }
-        self.report_overflows(group, &overflows);
-        if self.records > self.record_limit {
+            reported[i] = true;
+            let ((what, key), total, limit) = (names[i], totals[i], limits[i]);
             let message = format!(
-                "the policy needs {} rule records ({} distinct rule lists, {RECORD_ENTRIES} \
-                 entries a record) once this group is added; limits.rule-records is {}",
-                self.records,
-                self.tables.rulesets.len(),
-                self.record_limit
+                "the policy needs {total} {what}, over the limit of {limit} \
+                 (limits.{key} in the controller config); this group brings it to {}",
+                so_far[i]
             );
-            self.error(&group.origin, &format!("groups.{}", group.name), message);
-            // Said once, at the group that crossed the limit.
-            self.record_limit = usize::MAX;
-        }
-    }
-
-    fn report_overflows(&mut self, group: &Group, overflows: &[(IpNet, usize)]) {
-        const SHOWN: usize = 5;
-        for (prefix, count) in overflows.iter().take(SHOWN) {
-            let message = format!(
-                "destination {prefix} needs {count} rule entries (its own and those inherited \
-                 from less specific prefixes, one per `to` prefix and `ports` item); at most \
-                 {RULESET_ENTRIES} fit (RULESET_ENTRIES): merge ports into ranges or split the group"
-            );
-            self.error(&group.origin, &format!("groups.{}", group.name), message);
-        }
-        if overflows.len() > SHOWN {
-            let message = format!(
-                "and {} more destination prefixes over {RULESET_ENTRIES} rule entries",
-                overflows.len() - SHOWN
-            );
-            self.error(&group.origin, &format!("groups.{}", group.name), message);
-        }
-    }
-
-    /// The per-map limits of the controller config. Each excess is reported
-    /// once, at the group that first goes over.
-    fn check_map_limits(&mut self, limits: &Limits) {
-        let policy = self.policy;
-        let mut destinations_of = vec![0usize; policy.groups.len() + 1];
-        for d in &self.tables.destinations {
-            destinations_of[d.group as usize] += 1;
-        }
-        let totals = [
-            self.tables.device_exact.len(),
-            self.tables.device_prefixes.len(),
-            self.tables.destinations.len(),
-            self.tables.counters.len(),
-        ];
-        let names = [
-            ("device addresses (/32, /128)", "device-addresses"),
-            ("device prefixes", "device-prefixes"),
-            ("(group, destination prefix) entries", "destinations"),
-            (
-                "counters (a default, the verdict totals and one per rule, per group)",
-                "counters",
-            ),
-        ];
-        let limits = [
-            limits.device_addresses,
-            limits.device_prefixes,
-            limits.destinations,
-            limits.counters,
-        ];
-        // Group 0 has its default and four verdict counters.
-        let verdict_totals = Verdict::ALL.len();
-        let mut so_far = [0, 0, 0, 1 + verdict_totals];
-        let mut reported = [false; 4];
-        let builtin = usize::from(!policy.ntp.is_empty());
-        for (index, group) in policy.groups.iter().enumerate() {
-            let exact = group
-                .devices
-                .iter()
-                .filter(|d| d.prefix.prefix_len() == d.prefix.max_prefix_len())
-                .count();
-            so_far[0] += exact;
-            so_far[1] += group.devices.len() - exact;
-            so_far[2] += destinations_of[index + 1];
-            so_far[3] += 1 + verdict_totals + builtin + group.rules.len();
-            for i in 0..4 {
-                if reported[i] || so_far[i] <= limits[i] as usize {
-                    continue;
-                }
-                reported[i] = true;
-                let ((what, key), total, limit) = (names[i], totals[i], limits[i]);
-                let message = format!(
-                    "the policy needs {total} {what}, over the limit of {limit} \
-                     (limits.{key} in the controller config); this group brings it to {}",
-                    so_far[i]
-                );
-                self.error(&group.origin, &format!("groups.{}", group.name), message);
-            }
+            errors.push(Diagnostic::error(
+                Path::new(&*group.origin.file),
+                group.origin.line,
+                group.origin.column,
+                &format!("groups.{}", group.name),
+                message,
+            ));
         }
     }
 }

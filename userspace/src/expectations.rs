@@ -68,7 +68,7 @@ pub fn judge(case: &Expectation, on: &str, got: &Outcome) -> Result<(), Diagnost
 /// <what happened>`.
 pub fn failure(case: &Expectation, what: String) -> Diagnostic {
     Diagnostic::error(
-        std::path::Path::new(&case.origin.file),
+        std::path::Path::new(&*case.origin.file),
         case.origin.line,
         case.origin.column,
         &case.field,

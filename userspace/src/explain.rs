@@ -69,7 +69,7 @@ pub struct Place {
 impl From<&Origin> for Place {
     fn from(o: &Origin) -> Self {
         Place {
-            file: o.file.clone(),
+            file: o.file.to_string(),
             line: o.line,
         }
     }
@@ -223,7 +223,7 @@ fn candidate_view(c: &Candidate, winner: Option<&Candidate>) -> CandidateView {
             RuleOrBuiltin::Rule(rule) => rule.id.to_string(),
             RuleOrBuiltin::BuiltinNtp(_) => Decider::BuiltinNtp.rule_id().into(),
         },
-        file: origin.map(|o| o.file.clone()),
+        file: origin.map(|o| o.file.to_string()),
         line: origin.map(|o| o.line),
         action: c.action,
         to: c.target.to_string(),

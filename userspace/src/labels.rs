@@ -44,7 +44,7 @@ pub fn of(
         // The built-in NTP allow is written nowhere.
         let (file, line) = policy
             .origin_of(owner)
-            .map_or((String::new(), 0), |o| (o.file.clone(), o.line));
+            .map_or((String::new(), 0), |o| (o.file.to_string(), o.line));
         if let Some(index) = kernel_counter(logical as u32) {
             labels.events.insert(
                 index,

@@ -213,7 +213,7 @@ pub fn fleet_policy(destinations: &[IpNet], devices: Vec<IpNet>) -> Policy {
         default_origin: origin(),
     };
     Policy {
-        groups: vec![group],
+        groups: vec![group.into()],
         unknown_devices: Action::Deny,
         unknown_devices_origin: None,
         ntp: vec![IpAddr::V4(NTP_ADDRESS)],

@@ -3,7 +3,9 @@
 //! (`RELOAD_BENCH_FLEET_RULES`, `RELOAD_BENCH_FLEET_DEVICES`).
 //!
 //! The same reload path as shape (a) (watcher, `policy::load_cached`,
-//! `compile`, the change summary, `Dataplane::install`), for:
+//! then `compile_cached` as `reload::prepare` does: only the groups a
+//! changed file holds are validated and compiled again; the change
+//! summary, `Dataplane::install`), for:
 //! - **add-group**: a new small group file (one device, one rule), named
 //!   to sort before every group already there (so that a group id taken
 //!   from the group's position would move every group); the files
@@ -35,7 +37,7 @@ use testkit::{
     frames::{Frame, Transport},
 };
 use tollgate::{
-    compile::compile,
+    compile::{CompileCache, compile_cached},
     config::Limits,
     datapath::{Dataplane, Options, XDP_DROP, XDP_PASS},
     model,
@@ -158,6 +160,7 @@ pub fn run(
     let limits = Limits::default();
     let read_limits = policy::ReadLimits::default();
     let mut cache = ParseCache::default();
+    let mut compile_cache = CompileCache::default();
     let mut dataplane = Dataplane::open(&Options {
         pin_dir: None,
         limits,
@@ -166,7 +169,8 @@ pub fn run(
     let begin = Instant::now();
     let loaded = policy::load_cached(dir, &env, &read_limits, &mut cache).map_err(diagnostics)?;
     let loaded_at = Instant::now();
-    let tables = compile(&loaded.policy, &limits).map_err(diagnostics)?;
+    let tables =
+        compile_cached(&loaded.policy, &limits, &mut compile_cache).map_err(diagnostics)?;
     let compiled_at = Instant::now();
     let report = dataplane.install(&tables)?;
     let start = Start {
@@ -198,7 +202,8 @@ pub fn run(
             let loaded =
                 policy::load_cached(dir, &env, &read_limits, &mut cache).map_err(diagnostics)?;
             let parsed = Instant::now();
-            let tables = compile(&loaded.policy, &limits).map_err(diagnostics)?;
+            let tables =
+                compile_cached(&loaded.policy, &limits, &mut compile_cache).map_err(diagnostics)?;
             let compiled = Instant::now();
             let summary = ChangeSummary::between(Some(&installed.0), &loaded.policy);
             let unchanged = installed.1 == tables && installed.0 == loaded.policy;

@@ -11,8 +11,8 @@ use tollgate::{
     addresses,
     config::{Config, DEFAULT_CONFIG_PATH, Limits, default_control_socket},
     diagnostic::Diagnostic,
-    policy::{Environment, ParseCache},
-    reload::{Prepared, prepare},
+    policy::Environment,
+    reload::{PrepareCache, Prepared, prepare},
 };
 
 use super::PolicySource;
@@ -131,5 +131,10 @@ fn gateway_of(path: &Path, config: &Config, notes: &mut Vec<String>) -> Vec<IpAd
 
 /// Loads and compiles; `Err` holds every error and warning.
 pub(super) fn build(ctx: &Context) -> Result<Prepared, Vec<Diagnostic>> {
-    prepare(&ctx.dir, &ctx.env, &ctx.limits, &mut ParseCache::default())
+    prepare(
+        &ctx.dir,
+        &ctx.env,
+        &ctx.limits,
+        &mut PrepareCache::default(),
+    )
 }

@@ -9,8 +9,8 @@ use tollgate::{
     daemon::Daemon,
     diagnostic::Diagnostic,
     logging::{LogFormat, init_logging},
-    policy::{Environment, ParseCache},
-    reload::prepare,
+    policy::Environment,
+    reload::{PrepareCache, prepare},
 };
 
 /// The log target of the daemon's last word (why it could not start or
@@ -92,7 +92,7 @@ fn check_config(config: &Config) -> Result<(), Vec<Diagnostic>> {
         &config.policy_dir,
         &env,
         &config.limits,
-        &mut ParseCache::default(),
+        &mut PrepareCache::default(),
     )?;
     for w in &prepared.warnings {
         eprintln!("{w}");

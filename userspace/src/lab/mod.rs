@@ -31,8 +31,8 @@ use self::{
 use crate::{
     addresses,
     config::Limits,
-    policy::{Environment, ParseCache},
-    reload::{Prepared, prepare},
+    policy::Environment,
+    reload::{PrepareCache, Prepared, prepare},
     verdict_diff,
 };
 
@@ -122,7 +122,7 @@ pub fn run(options: &LabOptions) -> Result<()> {
             &policy_dir,
             &env,
             &Limits::default(),
-            &mut ParseCache::default(),
+            &mut PrepareCache::default(),
         )
         .map_err(|d| {
             anyhow::anyhow!(

@@ -21,7 +21,7 @@ use super::{
     Environment, Policy,
     expect::{self, Expectation},
     parse::{ParsedFile, Source, parse},
-    validate,
+    validate::{self, GroupCache, VersionedFile},
 };
 use crate::diagnostic::Diagnostic;
 
@@ -35,17 +35,43 @@ pub struct Loaded {
 }
 
 /// The files parsed by the previous load, reused while their text is the
-/// same. A reload usually follows an edit of one small file; parsing a
-/// large prefix list again would dominate it.
+/// same, and the groups validated from them. A reload usually follows an
+/// edit of one small file; parsing a large prefix list again, or
+/// validating a million devices of groups nobody touched, would dominate
+/// it.
 #[derive(Default)]
 pub struct ParseCache {
     files: HashMap<PathBuf, CachedFile>,
+    /// The serial the next file parsed gets.
+    next_serial: u64,
+    groups: GroupCache,
+    last: LoadWork,
+}
+
+/// How much of the last load was done anew, for benchmarks and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadWork {
+    /// Files parsed (the others came from the cache).
+    pub files_parsed: usize,
+    /// Groups validated (the others came from the cache); `None` when the
+    /// whole policy was validated from scratch (the incremental check
+    /// found or could not rule out an error).
+    pub groups_validated: Option<usize>,
+}
+
+impl ParseCache {
+    /// How much of the last load was done anew.
+    pub fn last_load(&self) -> LoadWork {
+        self.last
+    }
 }
 
 struct CachedFile {
     text: String,
+    /// Names this content of this path for the group cache.
+    serial: u64,
     parsed: ParsedFile,
-    /// What parsing it reported (validation runs again every time).
+    /// What parsing it reported.
     diagnostics: Vec<Diagnostic>,
 }
 
@@ -89,6 +115,7 @@ pub fn load_cached(
     limits: &ReadLimits,
     cache: &mut ParseCache,
 ) -> Result<Loaded, Vec<Diagnostic>> {
+    cache.last = LoadWork::default();
     let mut sources = Vec::new();
     let mut errors = Vec::new();
     match fs::canonicalize(dir) {
@@ -138,6 +165,7 @@ fn validate_sources(
     cache: &mut ParseCache,
 ) -> Result<Loaded, Vec<Diagnostic>> {
     let mut order = Vec::with_capacity(sources.len());
+    let mut files_parsed = 0;
     let mut current = HashMap::with_capacity(sources.len());
     for source in sources {
         let cached = match cache.files.remove(&source.path) {
@@ -145,8 +173,11 @@ fn validate_sources(
             _ => {
                 let mut diagnostics = Vec::new();
                 let parsed = parse(&source, &mut diagnostics);
+                cache.next_serial += 1;
+                files_parsed += 1;
                 CachedFile {
                     text: source.text,
+                    serial: cache.next_serial,
                     parsed,
                     diagnostics,
                 }
@@ -161,8 +192,33 @@ fn validate_sources(
         .iter()
         .flat_map(|p| cache.files[p].diagnostics.iter().cloned())
         .collect();
-    let files: Vec<&ParsedFile> = order.iter().map(|p| &cache.files[p].parsed).collect();
-    let policy = validate::validate(&files, env, &mut diagnostics);
+    let versions: Vec<VersionedFile> = order
+        .iter()
+        .map(|p| VersionedFile {
+            parsed: &cache.files[p].parsed,
+            serial: cache.files[p].serial,
+        })
+        .collect();
+    let files: Vec<&ParsedFile> = versions.iter().map(|f| f.parsed).collect();
+    // The incremental check vouches only for policies without errors; the
+    // full one reports them.
+    let incremental = if diagnostics.iter().any(Diagnostic::is_error) {
+        None
+    } else {
+        validate::validate_incremental(&versions, env, &mut cache.groups)
+    };
+    let groups_validated = incremental.as_ref().map(|(_, _, validated)| *validated);
+    let policy = match incremental {
+        Some((policy, found, _)) => {
+            diagnostics.extend(found);
+            policy
+        }
+        None => validate::validate(&files, env, &mut diagnostics),
+    };
+    cache.last = LoadWork {
+        files_parsed,
+        groups_validated,
+    };
     let policy_valid = !diagnostics.iter().any(Diagnostic::is_error);
     let expectations = expect::resolve(&files, &policy, policy_valid, &mut diagnostics);
     diagnostics.sort_by(|a, b| {

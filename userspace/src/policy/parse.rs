@@ -4,7 +4,7 @@
 //!
 //! [`spec`]: super::spec
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc};
 
 use super::{positions::Positions, spec::PolicyFile};
 use crate::diagnostic::Diagnostic;
@@ -18,7 +18,7 @@ pub struct Source {
 
 /// One file after parsing: its spec is `None` when it has structural errors.
 pub(super) struct ParsedFile {
-    pub file: String,
+    pub file: Arc<str>,
     pub positions: Positions,
     pub spec: Option<PolicyFile>,
 }
@@ -26,7 +26,7 @@ pub(super) struct ParsedFile {
 /// Parses one file, appending what is structurally wrong with it to
 /// `diagnostics`.
 pub(super) fn parse(source: &Source, diagnostics: &mut Vec<Diagnostic>) -> ParsedFile {
-    let file = source.path.display().to_string();
+    let file: Arc<str> = source.path.display().to_string().into();
     let positions = Positions::index(&source.text);
     for (mark, field, message) in positions.problems() {
         diagnostics.push(Diagnostic::error(

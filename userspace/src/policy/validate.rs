@@ -9,6 +9,7 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
     path::Path,
+    sync::Arc,
 };
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -39,7 +40,7 @@ pub(super) fn validate(
     out: &mut Vec<Diagnostic>,
 ) -> Policy {
     let mut checker = Checker {
-        out,
+        out: Vec::new(),
         env,
         // A file that did not parse may define the names others use: do not
         // report those as unknown on top of its own error.
@@ -49,12 +50,7 @@ pub(super) fn validate(
     let (unknown_devices, unknown_devices_origin) = checker.unknown_devices(files);
     checker.lists(files);
     let groups = checker.groups(files);
-    let sorted = |addrs: &[IpAddr]| {
-        let mut v = addrs.to_vec();
-        v.sort();
-        v.dedup();
-        v
-    };
+    out.append(&mut checker.out);
     Policy {
         groups,
         unknown_devices,
@@ -64,8 +60,181 @@ pub(super) fn validate(
     }
 }
 
+fn sorted(addrs: &[IpAddr]) -> Vec<IpAddr> {
+    let mut v = addrs.to_vec();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// One parsed file and the serial of its text: a new serial each time the
+/// file is parsed anew, so a serial names one content of one path.
+pub(super) struct VersionedFile<'f> {
+    pub parsed: &'f ParsedFile,
+    pub serial: u64,
+}
+
+/// What validating each group gave, kept between loads so that a reload
+/// validates only the groups of the files that changed. Valid for one
+/// environment and one set of list-defining file texts (a group resolves
+/// list names); a change of either empties it.
+///
+/// The checks that cross groups are kept incrementally too: how many
+/// cached groups hold each device prefix. The cache holds exactly the
+/// groups of the last load, whatever its outcome, so a bad edit leaves it
+/// describing the files as they are.
+#[derive(Default)]
+pub(super) struct GroupCache {
+    env: Option<Environment>,
+    /// Serials of the files that define lists, in file order.
+    lists_from: Vec<u64>,
+    /// By (file serial, group name).
+    groups: HashMap<(u64, String), CachedGroup>,
+    /// Device prefix → how many cached groups hold it.
+    device_groups: HashMap<IpNet, u32>,
+    /// Prefixes held by more than one cached group.
+    shared_devices: usize,
+}
+
+struct CachedGroup {
+    group: Arc<Group>,
+    /// What validating the group on its own reported, in order.
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl GroupCache {
+    fn clear(&mut self) {
+        self.groups.clear();
+        self.device_groups.clear();
+        self.shared_devices = 0;
+    }
+
+    fn insert(&mut self, key: (u64, String), cached: CachedGroup) {
+        for d in &cached.group.devices {
+            let count = self.device_groups.entry(d.prefix).or_insert(0);
+            *count += 1;
+            if *count == 2 {
+                self.shared_devices += 1;
+            }
+        }
+        self.groups.insert(key, cached);
+    }
+
+    fn remove(&mut self, key: &(u64, String)) {
+        let Some(cached) = self.groups.remove(key) else {
+            return;
+        };
+        for d in &cached.group.devices {
+            let std::collections::hash_map::Entry::Occupied(mut count) =
+                self.device_groups.entry(d.prefix)
+            else {
+                continue;
+            };
+            *count.get_mut() -= 1;
+            match *count.get() {
+                0 => {
+                    count.remove();
+                }
+                1 => self.shared_devices -= 1,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// [`validate`], reusing from `cache` every group whose file is unchanged;
+/// also returns how many groups it validated anew.
+/// `None` when it finds an error, or cannot rule one out (a file that did
+/// not parse, a group defined twice): the caller then runs [`validate`],
+/// whose report is the reference. `Some` holds exactly what [`validate`]
+/// returns and reports for these files: without errors, a group's checks
+/// depend only on its own text, the environment and the lists, and the one
+/// check across groups, a device prefix in two groups, is kept by count.
+pub(super) fn validate_incremental(
+    files: &[VersionedFile],
+    env: &Environment,
+    cache: &mut GroupCache,
+) -> Option<(Policy, Vec<Diagnostic>, usize)> {
+    if files.iter().any(|f| f.parsed.spec.is_none()) {
+        return None;
+    }
+    if cache.env.as_ref() != Some(env) {
+        cache.clear();
+        cache.env = Some(env.clone());
+    }
+    let parsed: Vec<&ParsedFile> = files.iter().map(|f| f.parsed).collect();
+    let mut checker = Checker {
+        out: Vec::new(),
+        env,
+        all_parsed: true,
+        lists: BTreeMap::new(),
+    };
+    let (unknown_devices, unknown_devices_origin) = checker.unknown_devices(&parsed);
+    checker.lists(&parsed);
+    let lists_from: Vec<u64> = files
+        .iter()
+        .filter(|f| f.parsed.spec.as_ref().is_some_and(|s| !s.lists.is_empty()))
+        .map(|f| f.serial)
+        .collect();
+    if lists_from != cache.lists_from {
+        cache.clear();
+        cache.lists_from = lists_from;
+    }
+    let mut specs: BTreeMap<&str, (At, &GroupSpec, u64)> = BTreeMap::new();
+    let mut defined_twice = false;
+    for f in files {
+        let Some(spec) = &f.parsed.spec else { continue };
+        for (name, group) in &spec.groups {
+            defined_twice |= specs
+                .insert(name, (At::from(f.parsed), group, f.serial))
+                .is_some();
+        }
+    }
+    let mut used: HashSet<(u64, String)> = HashSet::with_capacity(specs.len());
+    let mut groups = Vec::with_capacity(specs.len());
+    let mut diagnostics = std::mem::take(&mut checker.out);
+    let mut validated = 0;
+    for (name, (at, spec, serial)) in specs {
+        let key = (serial, name.to_string());
+        if !cache.groups.contains_key(&key) {
+            validated += 1;
+            let group = checker.group(at, name, spec, &mut HashMap::new());
+            let cached = CachedGroup {
+                group: Arc::new(group),
+                diagnostics: std::mem::take(&mut checker.out),
+            };
+            cache.insert(key.clone(), cached);
+        }
+        let cached = &cache.groups[&key];
+        groups.push(Arc::clone(&cached.group));
+        diagnostics.extend(cached.diagnostics.iter().cloned());
+        used.insert(key);
+    }
+    let gone: Vec<(u64, String)> = cache
+        .groups
+        .keys()
+        .filter(|k| !used.contains(*k))
+        .cloned()
+        .collect();
+    for key in &gone {
+        cache.remove(key);
+    }
+    if defined_twice || cache.shared_devices > 0 || diagnostics.iter().any(Diagnostic::is_error) {
+        return None;
+    }
+    let policy = Policy {
+        groups,
+        unknown_devices,
+        unknown_devices_origin,
+        ntp: sorted(&env.ntp),
+        gateway: sorted(&env.gateway),
+    };
+    Some((policy, diagnostics, validated))
+}
+
 struct Checker<'a> {
-    out: &'a mut Vec<Diagnostic>,
+    /// Findings so far.
+    out: Vec<Diagnostic>,
     env: &'a Environment,
     all_parsed: bool,
     lists: BTreeMap<String, List>,
@@ -79,7 +248,7 @@ struct List {
 /// Where a finding is: a file and a field path in it.
 #[derive(Clone, Copy)]
 struct At<'f> {
-    file: &'f str,
+    file: &'f Arc<str>,
     positions: &'f Positions,
 }
 
@@ -94,7 +263,7 @@ impl At<'_> {
 
     fn origin(&self, mark: super::positions::Mark) -> Origin {
         Origin {
-            file: self.file.to_string(),
+            file: Arc::clone(self.file),
             line: mark.line,
             column: mark.column,
         }
@@ -112,7 +281,7 @@ impl<'f> From<&'f ParsedFile> for At<'f> {
 
 impl Checker<'_> {
     fn error(&mut self, origin: &Origin, field: &str, message: String) {
-        let path = Path::new(&origin.file);
+        let path = Path::new(&*origin.file);
         self.out.push(Diagnostic::error(
             path,
             origin.line,
@@ -123,7 +292,7 @@ impl Checker<'_> {
     }
 
     fn warning(&mut self, origin: &Origin, field: &str, message: String) {
-        let path = Path::new(&origin.file);
+        let path = Path::new(&*origin.file);
         self.out.push(Diagnostic::warning(
             path,
             origin.line,
@@ -203,7 +372,7 @@ impl Checker<'_> {
 
     /// Every group, sorted by name (their ids), each defined once and no
     /// device prefix in two of them.
-    fn groups(&mut self, files: &[&ParsedFile]) -> Vec<Group> {
+    fn groups(&mut self, files: &[&ParsedFile]) -> Vec<Arc<Group>> {
         let mut specs: BTreeMap<&str, (At, &GroupSpec)> = BTreeMap::new();
         for f in files {
             let Some(spec) = &f.spec else { continue };
@@ -222,7 +391,7 @@ impl Checker<'_> {
         let mut devices_seen: HashMap<IpNet, (String, Origin)> = HashMap::new();
         specs
             .into_iter()
-            .map(|(name, (at, spec))| self.group(at, name, spec, &mut devices_seen))
+            .map(|(name, (at, spec))| Arc::new(self.group(at, name, spec, &mut devices_seen)))
             .collect()
     }
 

@@ -7,25 +7,20 @@ use std::path::{Path, PathBuf};
 use humantime_serde::re::humantime::format_duration;
 use tokio::{sync::watch, task::JoinHandle};
 
-use super::{Prepared, prepare};
-use crate::{
-    config::Limits,
-    diagnostic::Diagnostic,
-    policy::{Environment, ParseCache},
-    systemd::Watchdog,
-};
+use super::{PrepareCache, Prepared, prepare};
+use crate::{config::Limits, diagnostic::Diagnostic, policy::Environment, systemd::Watchdog};
 
 /// What a preparation's blocking task hands back: the outcome and the
 /// cache.
-type Finished = (Result<Prepared, Vec<Diagnostic>>, ParseCache);
+type Finished = (Result<Prepared, Vec<Diagnostic>>, PrepareCache);
 
 /// Runs [`prepare`] on a blocking thread, one preparation at a time.
 #[derive(Default)]
 pub struct Preparer {
-    /// The policy files as last parsed. Moved into each preparation's
+    /// The policy files as last parsed, validated and compiled. Moved into each preparation's
     /// thread and back; one abandoned past its budget takes it along, and
     /// the next one starts afresh.
-    cache: Option<ParseCache>,
+    cache: Option<PrepareCache>,
     /// A preparation abandoned past its budget (its thread cannot be
     /// killed), still running.
     abandoned: Option<JoinHandle<Finished>>,

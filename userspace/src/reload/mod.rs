@@ -17,6 +17,8 @@
 //! 6. `verdict_log.rs`: what it did to verdicts, logged after the flip.
 
 mod budget;
+#[cfg(test)]
+mod incremental_tests;
 mod kernel_check;
 mod prepare;
 mod procedure;
@@ -25,6 +27,6 @@ mod verdict_log;
 pub mod watch;
 
 pub use budget::Preparer;
-pub use prepare::{Prepared, prepare};
+pub use prepare::{PrepareCache, Prepared, prepare};
 pub use procedure::{Reloader, Targets};
 pub use summary::ChangeSummary;

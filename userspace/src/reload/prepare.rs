@@ -4,12 +4,30 @@
 use std::path::Path;
 
 use crate::{
-    compile::compile,
+    compile::{CompileCache, compile_cached},
     config::Limits,
     diagnostic::Diagnostic,
-    policy::{self, Environment, Expectation, ParseCache, Policy},
+    policy::{self, Environment, Expectation, LoadWork, ParseCache, Policy},
     tables::CompiledPolicy,
 };
+
+/// What one preparation keeps for the next: the parsed files and their
+/// validated groups, and each group compiled. A reload after an edit of
+/// one file parses, validates and compiles only that file's groups.
+#[derive(Default)]
+pub struct PrepareCache {
+    parse: ParseCache,
+    compile: CompileCache,
+}
+
+impl PrepareCache {
+    /// How much of the last preparation was done anew: files parsed,
+    /// groups validated (`None`: the whole policy, it had errors), groups
+    /// compiled.
+    pub fn last_work(&self) -> (LoadWork, usize) {
+        (self.parse.last_load(), self.compile.groups_compiled())
+    }
+}
 
 /// A policy that passed every check and compiled: ready to install.
 #[derive(Debug)]
@@ -25,16 +43,17 @@ pub struct Prepared {
 
 /// Loads, validates and compiles the policy in `dir`. Pure apart from
 /// reading the files; nothing is installed. `Err` holds every error.
-/// `cache` keeps the parse of each file between calls: a reload after an
-/// edit parses only the files that changed.
+/// `cache` keeps what it can between calls: a reload after an edit
+/// parses, validates and compiles only what the changed files hold; the
+/// result is the same as from an empty cache.
 pub fn prepare(
     dir: &Path,
     env: &Environment,
     limits: &Limits,
-    cache: &mut ParseCache,
+    cache: &mut PrepareCache,
 ) -> Result<Prepared, Vec<Diagnostic>> {
-    let loaded = policy::load_cached(dir, env, &limits.read_limits(), cache)?;
-    let tables = compile(&loaded.policy, limits)?;
+    let loaded = policy::load_cached(dir, env, &limits.read_limits(), &mut cache.parse)?;
+    let tables = compile_cached(&loaded.policy, limits, &mut cache.compile)?;
     Ok(Prepared {
         commit: crate::git::head_commit(dir),
         policy: loaded.policy,

@@ -1,6 +1,6 @@
 //! What a reload changed, group by group and rule by rule.
 
-use std::{collections::BTreeMap, fmt};
+use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use crate::policy::{Group, Policy, Rule};
 
@@ -25,6 +25,8 @@ impl ChangeSummary {
                     s.groups_added += 1;
                     s.rules_added += g.rules.len();
                 }
+                // A group the reload reused from its cache is unchanged.
+                Some(before) if Arc::ptr_eq(before, g) => {}
                 Some(before) => {
                     let (rb, ra) = (rules_by_id(before), rules_by_id(g));
                     let mut changed_rules = false;
@@ -68,7 +70,7 @@ impl ChangeSummary {
 /// Rules compare by meaning: moving one to another line is not a change.
 /// By reference: a fleet's groups hold 10^6 devices, and cloning them took
 /// longer than the rest of a reload's bookkeeping.
-fn groups_by_name(policy: Option<&Policy>) -> BTreeMap<&str, &Group> {
+fn groups_by_name(policy: Option<&Policy>) -> BTreeMap<&str, &Arc<Group>> {
     policy
         .map(|p| p.groups.iter().map(|g| (g.name.as_str(), g)).collect())
         .unwrap_or_default()

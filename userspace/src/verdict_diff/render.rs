@@ -298,7 +298,7 @@ pub fn report(diff: &VerdictDiff, max_lines: usize) -> Report {
             .map(|s| ShadowedReport {
                 group: s.group.clone(),
                 rule: s.rule.clone(),
-                file: s.origin.file.clone(),
+                file: s.origin.file.to_string(),
                 line: s.origin.line,
                 by: s.by.clone(),
             })
