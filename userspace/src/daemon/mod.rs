@@ -160,6 +160,7 @@ impl Daemon {
                     .set_addresses(service.local_addrs())
                     .context("ntp.fast-path: write the listen addresses")?;
                 tokio::spawn(ntp_fast::keep_current(Arc::downgrade(&service), ntp_fast));
+                tokio::spawn(ntp_fast::watch_replies(daemon.dataplane.clone()));
             }
             daemon.ntp = Some(service);
         }
