@@ -22,6 +22,8 @@ const POLICY: &str = "groups:\n  meters:\n    devices: [10.64.0.0/16, \"fd00:64:
                       default: deny\n";
 
 const LOCAL: &str = "  reference: local\n  stratum: 3\n";
+/// [`LOCAL`], answering in XDP on the native veth too.
+const VIRTUAL: &str = "  reference: local\n  stratum: 3\n  fast-path-virtual: on\n";
 
 /// The rig with the daemon attached in `attach` mode, serving `reference`
 /// (YAML lines of `ntp:`).
@@ -172,7 +174,7 @@ fn clients_refuse_the_fast_paths_time_when_unsynchronised() {
 
 #[test]
 fn the_fast_path_answers_over_a_native_xdp_veth_whose_peer_runs_xdp() {
-    let (rig, daemon) = start("ntpfast-native", "xdp-native", LOCAL);
+    let (rig, daemon) = start("ntpfast-native", "xdp-native", VIRTUAL);
     testkit::xdp_pass_on(&rig.devices, "eth0");
     for server in [NTP_V4, NTP_V6] {
         let answer = ntpdig(&rig, server).unwrap_or_else(|e| panic!("ntpdig {server}: {e}"));
@@ -193,7 +195,7 @@ fn the_fast_path_answers_over_a_native_xdp_veth_whose_peer_runs_xdp() {
 
 #[test]
 fn a_native_xdp_veth_whose_peer_runs_no_xdp_is_left_to_the_server() {
-    let (rig, daemon) = start("ntpfast-nopeer", "xdp-native", LOCAL);
+    let (rig, daemon) = start("ntpfast-nopeer", "xdp-native", VIRTUAL);
     // The kernel drops the program's first replies (and counts them); the
     // daemon sees the count within a second and turns the fast path off
     // on that interface. One request, whose answer is lost.

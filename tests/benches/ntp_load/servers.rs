@@ -74,7 +74,7 @@ impl Gateway {
             &[RIG_DEVICE_IFACE],
             &format!(
                 "attach: xdp-native\nntp:\n  listen: [\"{TOLLGATE}\"]\n  reference: local\n  \
-                 stratum: 10\n  fast-path: on\n  \
+                 stratum: 10\n  fast-path: on\n  fast-path-virtual: on\n  \
                  rate-limit: {{interval: -4, burst: 4000000000}}\n  max-rate: 4000000000\n"
             ),
             &[("meters.yaml", POLICY)],

@@ -62,13 +62,28 @@ impl Dataplane {
     /// can, but a veth only while its peer runs an XDP program (the peer's
     /// receive ring exists only under NAPI, and the kernel wakes the peer
     /// for `XDP_TX` frames only when it runs XDP: GRO alone leaves them
-    /// queued). This side cannot see the peer, so native attachments answer
-    /// and are watched ([`Dataplane::ntp_replies_to_watch`]): the daemon
-    /// leaves an interface to the server as soon as its driver counts a
-    /// failed `XDP_TX`. TC cannot send from the ingress hook at all.
+    /// queued). This side cannot see the peer, so virtual interfaces (no
+    /// device in sysfs) are left to the server unless
+    /// `ntp.fast-path-virtual` says their peers run XDP; the daemon then
+    /// watches them ([`Dataplane::ntp_replies_to_watch`]) and leaves one to
+    /// the server when its driver fails every reply. TC cannot send from
+    /// the ingress hook at all.
     pub(super) fn note_ntp_replies(&mut self, attachment: &Attachment) -> Result<()> {
-        let returns = attachment.mode != AttachMode::Tc;
+        let returns = match attachment.mode {
+            AttachMode::XdpGeneric => true,
+            AttachMode::XdpNative => {
+                let sysfs = std::path::Path::new("/sys/class/net").join(&attachment.interface);
+                self.ntp_fast_virtual || sysfs.join("device").exists()
+            }
+            AttachMode::Tc => false,
+        };
         self.answer_ntp_on(attachment.index, returns)
+    }
+
+    /// Whether native XDP on virtual interfaces answers NTP in the program
+    /// (`ntp.fast-path-virtual`), for the attachments made from now on.
+    pub fn set_ntp_fast_virtual(&mut self, on: bool) {
+        self.ntp_fast_virtual = on;
     }
 
     /// The native XDP attachments the fast path answers on, as (interface,
