@@ -30,6 +30,7 @@ pub mod explicit_fleet;
 pub mod exposition;
 pub mod fleet;
 pub mod frames;
+pub mod ntp;
 pub mod ntp_clients;
 pub mod random;
 pub mod tables;
@@ -223,6 +224,31 @@ pub fn promtool_check_metrics(text: &str) {
         out.status.success(),
         "promtool check metrics failed:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Attaches a pass-everything XDP program (xdp-tools' filter in allow mode
+/// with empty lists, `xdpfilt_alw_all.o`) natively to `interface` in `ns`:
+/// a veth must run XDP itself to receive the frames its peer sends back
+/// with native `XDP_TX` (README, "The fast path"). Tollgate's NTP fast path
+/// on a native-XDP veth needs it on the device side.
+pub fn xdp_pass_on(ns: &Namespace, interface: &str) {
+    let object = std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("bpf/xdpfilt_alw_all.o"))
+        .find(|p| p.exists())
+        .expect("xdp-tools' xdpfilt_alw_all.o under /usr/lib/*/bpf (scripts/setup.sh installs xdp-tools)");
+    let out = ns
+        .exec(
+            "xdp-loader",
+            &["load", "-m", "native", interface, &object.to_string_lossy()],
+        )
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "xdp-loader load {interface}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }

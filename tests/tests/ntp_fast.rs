@@ -1,8 +1,11 @@
 //! The NTP fast path with real clients: the real daemon in a gateway
-//! namespace, attached in generic XDP to the device-facing veth (native XDP
-//! on a veth is not cleared for replies, see `datapath/ntp_fast.rs`), and
-//! ntpdig, sntp and `chronyd -Q` in the device namespace asking over IPv4
-//! and IPv6. The scrape proves the program answered (not the server).
+//! namespace, attached in generic or native XDP to the device-facing veth,
+//! and ntpdig, sntp and `chronyd -Q` in the device namespace asking over
+//! IPv4 and IPv6. The scrape proves the program answered (not the server).
+//! Native XDP on a veth sends replies back only to a peer that runs XDP
+//! itself (`datapath/ntp_fast.rs`): with one, the program answers; without,
+//! the daemon sees the driver's `XDP_TX` errors and leaves the interface to
+//! the server.
 
 use std::time::Duration;
 
@@ -18,8 +21,13 @@ const NTP_V6: &str = "fd7a::123";
 const POLICY: &str = "groups:\n  meters:\n    devices: [10.64.0.0/16, \"fd00:64::/48\"]\n    \
                       default: deny\n";
 
-/// The rig with the daemon serving `reference` (YAML lines of `ntp:`).
-fn start(tag: &str, reference: &str) -> (Rig, Daemon) {
+const LOCAL: &str = "  reference: local\n  stratum: 3\n";
+/// [`LOCAL`], answering in XDP on the native veth too.
+const VIRTUAL: &str = "  reference: local\n  stratum: 3\n  fast-path-virtual: on\n";
+
+/// The rig with the daemon attached in `attach` mode, serving `reference`
+/// (YAML lines of `ntp:`).
+fn start(tag: &str, attach: &str, reference: &str) -> (Rig, Daemon) {
     testkit::require_root();
     let rig = Rig::create(&format!("tg-{tag}-{}", std::process::id())).unwrap();
     rig.add_device(METER_V4).unwrap();
@@ -34,7 +42,7 @@ fn start(tag: &str, reference: &str) -> (Rig, Daemon) {
         tag,
         &[RIG_DEVICE_IFACE],
         &format!(
-            "attach: xdp-generic\nntp:\n  listen: [\"{NTP_V4}:123\", \"[{NTP_V6}]:123\"]\n{reference}"
+            "attach: {attach}\nntp:\n  listen: [\"{NTP_V4}:123\", \"[{NTP_V6}]:123\"]\n{reference}"
         ),
         &[("meters.yaml", POLICY)],
     );
@@ -45,14 +53,19 @@ fn start(tag: &str, reference: &str) -> (Rig, Daemon) {
 
 /// `tollgate_ntp_fast_path_total{result="answered"}` from a real scrape.
 fn answered(rig: &Rig) -> f64 {
+    fast_path(rig, "answered")
+}
+
+/// `tollgate_ntp_fast_path_total{result}` from a real scrape.
+fn fast_path(rig: &Rig, result: &str) -> f64 {
     let (status, body) = rig.gateway.http_get("127.0.0.1:9187", "/metrics").unwrap();
     assert_eq!(status, 200);
     testkit::promtool_check_metrics(&body);
+    let series = format!("tollgate_ntp_fast_path_total{{result=\"{result}\"}} ");
     body.lines()
-        .find(|l| l.starts_with("tollgate_ntp_fast_path_total{result=\"answered\"}"))
-        .and_then(|l| l.rsplit_once(' '))
-        .map(|(_, v)| v.parse().unwrap())
-        .unwrap_or_else(|| panic!("no answered count in\n{body}"))
+        .find_map(|l| l.strip_prefix(&series))
+        .map(|v| v.parse().unwrap())
+        .unwrap_or_else(|| panic!("no {result} count in\n{body}"))
 }
 
 /// `ntpdig -j` from the device: its JSON answer, or why it refused.
@@ -72,7 +85,7 @@ fn ntpdig(rig: &Rig, server: &str) -> Result<serde_json::Value, String> {
 
 #[test]
 fn real_clients_take_the_fast_paths_time_over_ipv4_and_ipv6() {
-    let (rig, _daemon) = start("ntpfast-ok", "  reference: local\n  stratum: 3\n");
+    let (rig, _daemon) = start("ntpfast-ok", "xdp-generic", LOCAL);
     for server in [NTP_V4, NTP_V6] {
         let answer = ntpdig(&rig, server).unwrap_or_else(|e| {
             let (_, body) = rig.gateway.http_get("127.0.0.1:9187", "/metrics").unwrap();
@@ -123,6 +136,7 @@ fn clients_refuse_the_fast_paths_time_when_unsynchronised() {
     // as after the holdover; the fast path says so too.
     let (rig, _daemon) = start(
         "ntpfast-alarm",
+        "xdp-generic",
         "  reference: upstream\n  servers: [\"127.0.0.1:11124\"]\n  poll-interval: 1s\n",
     );
     for server in [NTP_V4, NTP_V6] {
@@ -138,5 +152,60 @@ fn clients_refuse_the_fast_paths_time_when_unsynchronised() {
     assert!(
         answered(&rig) >= 8.0,
         "the refusals came from the fast path"
+    );
+}
+
+#[test]
+fn the_fast_path_answers_over_a_native_xdp_veth_whose_peer_runs_xdp() {
+    let (rig, daemon) = start("ntpfast-native", "xdp-native", VIRTUAL);
+    testkit::xdp_pass_on(&rig.devices, "eth0");
+    for server in [NTP_V4, NTP_V6] {
+        let answer = ntpdig(&rig, server).unwrap_or_else(|e| panic!("ntpdig {server}: {e}"));
+        assert_eq!(answer["stratum"], 3, "{answer}");
+    }
+    let answered = answered(&rig);
+    assert!(
+        answered >= 8.0,
+        "ntpdig's 2 × 4 samples, answered in XDP: {answered}"
+    );
+    assert_eq!(fast_path(&rig, "passed"), 0.0, "nothing went to the server");
+    assert!(
+        !daemon.logs().contains("NTP fast path off"),
+        "{}",
+        daemon.logs()
+    );
+}
+
+#[test]
+fn a_native_xdp_veth_whose_peer_runs_no_xdp_is_left_to_the_server() {
+    let (rig, daemon) = start("ntpfast-nopeer", "xdp-native", VIRTUAL);
+    // The kernel drops the program's first replies (and counts them); the
+    // daemon sees the count within a second and turns the fast path off
+    // on that interface. One request, whose answer is lost.
+    rig.devices
+        .exec("ntpdig", &["-p", "1", "-t", "1", NTP_V4])
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !daemon.logs().contains("NTP fast path off on devices0") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no fallback reported:\n{}",
+            daemon.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (answered_before, passed_before) = (answered(&rig), fast_path(&rig, "passed"));
+    assert!(
+        answered_before >= 1.0,
+        "the program tried: {answered_before}"
+    );
+    for server in [NTP_V4, NTP_V6] {
+        let answer = ntpdig(&rig, server).unwrap_or_else(|e| panic!("ntpdig {server}: {e}"));
+        assert_eq!(answer["stratum"], 3, "{answer}");
+    }
+    assert_eq!(answered(&rig), answered_before, "no more answers in XDP");
+    assert!(
+        fast_path(&rig, "passed") >= passed_before + 8.0,
+        "the server answered ntpdig's 2 × 4 samples"
     );
 }

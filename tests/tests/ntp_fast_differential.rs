@@ -26,6 +26,7 @@ use std::{
 
 use testkit::{
     frames::{Frame, Transport},
+    ntp::client_request as ntp_request,
     tables::Tables,
 };
 use tollgate::{
@@ -146,16 +147,6 @@ fn publish_as_of(
     let state = fast_state(advertised, PRECISION, limit, Duration::from_secs(16), then);
     maps.publish(&state).unwrap();
     state
-}
-
-/// A client request: NTP `version`, `mode`, poll 6, transmit timestamp
-/// `xmt`, then `extra` bytes (extension fields or a MAC).
-fn ntp_request(version: u8, mode: u8, xmt: u64, extra: usize) -> Vec<u8> {
-    let mut r = vec![0u8; 48 + extra];
-    r[0] = (version << 3) | mode;
-    r[2] = 6;
-    r[40..48].copy_from_slice(&xmt.to_be_bytes());
-    r
 }
 
 /// The request from `src` to `dst`:123 as a frame of `kind`, with the UDP

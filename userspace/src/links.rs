@@ -22,6 +22,9 @@ use netlink_packet_route::{
 };
 use tokio::io::unix::AsyncFd;
 
+mod xdp_tx_errors;
+pub use xdp_tx_errors::{XdpTx, xdp_tx_counts};
+
 /// Where a link's packets start, hence which program variant parses them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LinkKind {

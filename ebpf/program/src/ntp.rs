@@ -11,9 +11,9 @@
 //! - NTP version 3 or 4, mode 3 (client), not the NTPv5 upgrade request
 //!   (an NTPv4 request whose reference timestamp is `NTP5DRFT`);
 //! - arriving on an interface where a reply sent back reaches the device
-//!   (`TG_NTP_IFACES`, kept by the controller: generic XDP anywhere, native
-//!   XDP on hardware; not native XDP on a veth, which delivers what the
-//!   program transmits only when its peer runs NAPI);
+//!   (`TG_NTP_IFACES`, kept by the controller: XDP attachments, until a
+//!   native one's driver fails a reply, as a veth does whose peer runs no
+//!   XDP program);
 //! - `TG_NTP_STATE` set and fresh (the controller refreshes it at every
 //!   poll; a controller that stopped leaves the answering to nobody's
 //!   claim, so the server decides);
@@ -217,8 +217,9 @@ fn answer<const N: usize>(ctx: &XdpContext, request: Request, received_tai: u64)
     // SAFETY: the context the kernel passed; its fields are readable.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     if TG_NTP_IFACES.get_ptr(ifindex).is_none() {
-        // A reply sent back here could be lost (a veth whose peer has no
-        // NAPI drops what native XDP transmits): the server answers.
+        // A reply sent back here would be lost (TC, or a veth whose peer
+        // runs no XDP program drops what native XDP transmits): the server
+        // answers.
         return Answer::Passed;
     }
     let l3 = request.l3() & MAX_L3;

@@ -33,6 +33,10 @@ pub struct NtpConfig {
     /// group members itself (`ebpf/program/src/ntp.rs`); TC attachments and
     /// everything unusual still reach the server.
     pub fast_path: bool,
+    /// `fast-path-virtual: on`: answer in XDP on native attachments to
+    /// virtual interfaces (veth) too, whose peers must run an XDP program
+    /// to receive the replies; off, those are left to the server.
+    pub fast_path_virtual: bool,
 }
 
 /// Where the advertised time quality comes from.
@@ -106,6 +110,7 @@ pub(super) struct RawNtpConfig {
     max_rate: Option<u32>,
     workers: Option<u8>,
     fast_path: Option<OnOff>,
+    fast_path_virtual: Option<OnOff>,
 }
 
 /// `on` or `off` (YAML 1.1 booleans are accepted too).
@@ -218,6 +223,10 @@ impl TryFrom<RawNtpConfig> for NtpConfig {
             fast_path: match &raw.fast_path {
                 Some(v) => v.value("fast-path")?,
                 None => true,
+            },
+            fast_path_virtual: match &raw.fast_path_virtual {
+                Some(v) => v.value("fast-path-virtual")?,
+                None => false,
             },
         })
     }

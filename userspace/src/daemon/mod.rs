@@ -95,6 +95,7 @@ impl Daemon {
         };
         let metrics = Arc::new(Metrics::new()?);
         let mut dataplane = dataplane;
+        dataplane.set_ntp_fast_virtual(config.ntp.fast_path && config.ntp.fast_path_virtual);
         let mut ntp_fast = dataplane.take_ntp_fast()?;
         let ntp_samples = dataplane.take_ntp_samples()?;
         // Off until the NTP service runs (pinned maps keep a previous
@@ -165,6 +166,7 @@ impl Daemon {
                     Arc::downgrade(&service),
                     ntp_samples,
                 ));
+                tokio::spawn(ntp_fast::watch_replies(daemon.dataplane.clone()));
             }
             daemon.ntp = Some(service);
         }

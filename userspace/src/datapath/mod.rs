@@ -170,6 +170,8 @@ pub struct Dataplane {
     /// Kernel counter of each logical counter of the installed policy.
     installed_counters: Vec<u32>,
     attachments: Vec<Attachment>,
+    /// `ntp.fast-path-virtual`: native XDP on a veth answers NTP too.
+    ntp_fast_virtual: bool,
     /// The programs a previous run pinned.
     previous_programs: Vec<attach::ProgramIdentity>,
     /// Every map's `max_entries`, as `layout::specs` sizes it.

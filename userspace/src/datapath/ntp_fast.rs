@@ -99,19 +99,52 @@ impl Dataplane {
     /// Records whether a reply the program sends back (`XDP_TX`) reaches
     /// the device on `attachment`: with generic XDP the stack transmits
     /// it; with native XDP the driver does, which a hardware NIC always
-    /// can, but a veth only when its peer runs NAPI, which this side
-    /// cannot know, so virtual interfaces (no device in sysfs) are left to
-    /// the server. TC cannot send from the ingress hook at all.
+    /// can, but a veth only while its peer runs an XDP program (the peer's
+    /// receive ring exists only under NAPI, and the kernel wakes the peer
+    /// for `XDP_TX` frames only when it runs XDP: GRO alone leaves them
+    /// queued). This side cannot see the peer, so virtual interfaces (no
+    /// device in sysfs) are left to the server unless
+    /// `ntp.fast-path-virtual` says their peers run XDP; the daemon then
+    /// watches them ([`Dataplane::ntp_replies_to_watch`]) and leaves one to
+    /// the server when its driver fails every reply. TC cannot send from
+    /// the ingress hook at all.
     pub(super) fn note_ntp_replies(&mut self, attachment: &Attachment) -> Result<()> {
         let returns = match attachment.mode {
             AttachMode::XdpGeneric => true,
             AttachMode::XdpNative => {
                 let sysfs = std::path::Path::new("/sys/class/net").join(&attachment.interface);
-                sysfs.join("device").exists()
+                self.ntp_fast_virtual || sysfs.join("device").exists()
             }
             AttachMode::Tc => false,
         };
         self.answer_ntp_on(attachment.index, returns)
+    }
+
+    /// Whether native XDP on virtual interfaces answers NTP in the program
+    /// (`ntp.fast-path-virtual`), for the attachments made from now on.
+    pub fn set_ntp_fast_virtual(&mut self, on: bool) {
+        self.ntp_fast_virtual = on;
+    }
+
+    /// The native XDP attachments the fast path answers on, as (interface,
+    /// index): whether their `XDP_TX` replies leave is known only from the
+    /// driver's error count, which the daemon watches.
+    pub fn ntp_replies_to_watch(&mut self) -> Result<Vec<(String, u32)>> {
+        let native: Vec<(String, u32)> = self
+            .attachments
+            .iter()
+            .filter(|a| a.mode == AttachMode::XdpNative)
+            .map(|a| (a.interface.clone(), a.index))
+            .collect();
+        let map = self
+            .ebpf
+            .map(MAP_NTP_IFACES)
+            .ok_or_else(|| anyhow!("BPF object has no map {MAP_NTP_IFACES}"))?;
+        let interfaces: HashMap<&MapData, u32, u8> = HashMap::try_from(map)?;
+        Ok(native
+            .into_iter()
+            .filter(|(_, index)| interfaces.get(index, 0).is_ok())
+            .collect())
     }
 }
 

@@ -184,6 +184,7 @@ impl Dataplane {
             group_ids: Default::default(),
             installed_counters: Vec::new(),
             attachments: Vec::new(),
+            ntp_fast_virtual: false,
             previous_programs,
             learned,
             capacities: layout::specs(&options.limits)
