@@ -9,13 +9,14 @@ use tollgate_common::{
     Allowed, Counter, Destination, DeviceKey, DevicePrefix, EVENT_RING_BYTES, FRAGMENT_SOURCES,
     FlowKey, FragmentKey, FragmentQuota, FragmentVerdict, GroupInfo, LEARNED_ENTRIES, LearnedKey,
     LearnedValue, MAP_ACTIVE, MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT,
-    MAP_DEVICE_PREFIX, MAP_EVENT_LIMITER, MAP_EVENTS, MAP_FLOWS, MAP_FRAGMENT_SOURCES,
-    MAP_FRAGMENTS, MAP_GATEWAY, MAP_GRACE, MAP_GROUPS, MAP_LEARNED, MAP_NTP_ADDRS, MAP_NTP_IFACES,
-    MAP_NTP_PROG, MAP_NTP_RATE, MAP_NTP_SCRATCH, MAP_NTP_STATE, MAP_PASS_ETHERTYPES,
-    MAP_REJECT_LIMITER, MAP_REJECT_PACKET, MAP_REJECT_REPLY, MAP_REJECT_TC, MAP_REJECT_XDP,
-    MAP_RULESETS, MAP_SETTINGS, MAP_STATS, MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_NTP_ADDRESSES,
-    MAX_NTP_INTERFACES, MAX_PASS_ETHERTYPES, NTP_RATE_SOURCES, NtpAddrKey, NtpFastState,
-    NtpScratch, REJECT_REPLY_BYTES, RejectFacts, RuleRecord, SLOTS, Settings, SourceKey, Stat,
+    MAP_DEVICE_PREFIX, MAP_EVENT_LIMITER, MAP_EVENTS, MAP_FLOW_KEY, MAP_FLOWS,
+    MAP_FRAGMENT_SOURCES, MAP_FRAGMENTS, MAP_GATEWAY, MAP_GRACE, MAP_GROUPS, MAP_LEARNED,
+    MAP_NTP_ADDRS, MAP_NTP_IFACES, MAP_NTP_PROG, MAP_NTP_RATE, MAP_NTP_SCRATCH, MAP_NTP_STATE,
+    MAP_PASS_ETHERTYPES, MAP_REJECT_LIMITER, MAP_REJECT_PACKET, MAP_REJECT_REPLY, MAP_REJECT_TC,
+    MAP_REJECT_XDP, MAP_RULESETS, MAP_SETTINGS, MAP_STATS, MAP_TRIE, MAP_TRIE_ROOTS,
+    MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_NTP_ADDRESSES, MAX_NTP_INTERFACES, MAX_PASS_ETHERTYPES,
+    NTP_RATE_SOURCES, NtpAddrKey, NtpFastState, NtpScratch, REJECT_REPLY_BYTES, ROOTS_PER_SLOT,
+    RejectFacts, RuleRecord, SLOTS, Settings, SourceKey, Stat, TRIE_NODES_PER_SLOT, TrieNode,
 };
 
 use crate::config::Limits;
@@ -83,6 +84,8 @@ pub fn specs(limits: &Limits) -> Vec<MapSpec> {
             4,
             SLOTS * limits.destinations,
         ),
+        fixed(MAP_TRIE, 4, size::<TrieNode>(), SLOTS * TRIE_NODES_PER_SLOT),
+        fixed(MAP_TRIE_ROOTS, 4, 4, SLOTS * ROOTS_PER_SLOT),
         sized(
             MAP_RULESETS,
             4,
@@ -111,6 +114,7 @@ pub fn specs(limits: &Limits) -> Vec<MapSpec> {
             size::<Allowed>(),
             limits.flow_cache,
         ),
+        fixed(MAP_FLOW_KEY, 4, size::<FlowKey>(), 1),
         fixed(MAP_EVENTS, 0, 0, EVENT_RING_BYTES),
         fixed(MAP_EVENT_LIMITER, 4, 8, 1),
         fixed(MAP_REJECT_LIMITER, 4, 8, 1),
