@@ -319,7 +319,32 @@ fn fleet_edits_write_only_what_changed() {
         "a one-line edit wrote {:?}",
         edited.writes
     );
+
+    // The tries (stored into the mapped TG_TRIE, counted apart): only
+    // those of the groups that changed, never the slot's whole table.
+    let whole: usize = first.writes.trie_words;
+    for (what, install) in [
+        ("adding a group", &added),
+        ("deleting it (slot without it)", &deleted),
+        ("deleting it", &again),
+        ("a one-line edit", &edited),
+    ] {
+        eprintln!(
+            "{what}: {} trie words stored (first install: {whole})",
+            install.writes.trie_words
+        );
+        assert!(
+            install.writes.trie_words <= TRIE_WORDS_OF_A_SMALL_GROUP,
+            "{what} stored {} trie words",
+            install.writes.trie_words
+        );
+    }
 }
+
+/// A group with one /24 destination: its root (256 words), four nodes on
+/// the way to /24, and a root entry, in each of the two slots an edit
+/// sequence touches.
+const TRIE_WORDS_OF_A_SMALL_GROUP: usize = 2 * (256 + 4 * 16 + 1);
 
 fn open_default() -> Dataplane {
     Dataplane::open(&Options::default()).unwrap()

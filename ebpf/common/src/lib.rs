@@ -15,6 +15,7 @@
 //! policy or the whole new one. A packet reads `TG_ACTIVE` once.
 #![no_std]
 
+pub mod classifier;
 pub mod event;
 pub mod learned;
 pub mod maps;
@@ -24,6 +25,7 @@ pub mod precedence;
 pub mod probe;
 pub mod stats;
 
+pub use classifier::*;
 pub use event::*;
 pub use learned::*;
 pub use maps::*;

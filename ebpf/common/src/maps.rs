@@ -24,12 +24,16 @@ pub const MAP_ACTIVE: &str = "TG_ACTIVE";
 pub const MAP_GROUPS: &str = "TG_GROUPS";
 /// `HashMap<DeviceKey, u32>`: exact device addresses (/32, /128) to group.
 pub const MAP_DEVICE_EXACT: &str = "TG_DEV_EXACT";
-/// `LpmTrie<DevicePrefix, u32>`: device prefixes to group.
+/// `LpmTrie<DevicePrefix, u32>`: device prefixes to group, as the
+/// controller wrote them (read back after a restart); packets walk the
+/// device trie compiled from them ([`crate::classifier`]).
 pub const MAP_DEVICE_PREFIX: &str = "TG_DEV_PREFIX";
 /// `HashMap<DeviceKey, u8>`: the gateway's own addresses, per slot. IPv6
 /// neighbour discovery addressed to them passes without a policy decision.
 pub const MAP_GATEWAY: &str = "TG_GATEWAY";
-/// `LpmTrie<Destination, u32>`: (group, destination prefix) to rule set.
+/// `LpmTrie<Destination, u32>`: (group, destination prefix) to rule set,
+/// as the controller wrote them (read back after a restart); packets walk
+/// the group's trie compiled from them ([`crate::classifier`]).
 pub const MAP_DESTINATIONS: &str = "TG_DST";
 /// `Array<RuleRecord>`: rule lists, as chains of records. Each slot owns
 /// half the records; indices stored in `TG_DST` and in `next` are absolute.
@@ -53,6 +57,9 @@ pub const MAP_PASS_ETHERTYPES: &str = "TG_ETHERTYPES";
 /// `LruHashMap<FlowKey, Allowed>`: allowed flows of the current generation,
 /// so their later packets skip the group and destination lookups.
 pub const MAP_FLOWS: &str = "TG_FLOWS";
+/// `PerCpuArray<FlowKey>` with one entry: where a packet's `TG_FLOWS` key
+/// is built (scratch space of one program run; the hooks' stack is full).
+pub const MAP_FLOW_KEY: &str = "TG_FLOW_KEY";
 /// `RingBuf` of [`crate::DenyEvent`].
 pub const MAP_EVENTS: &str = "TG_EVENTS";
 /// `PerCpuArray<u64>` with one entry: the deny-event limiter's state.

@@ -1,9 +1,11 @@
 //! Policy tables: how a compiled policy is laid out in the maps.
 //!
 //! Lookup path ([`crate::precedence`] steps 4-11): source address -> group
-//! (`TG_DEV_EXACT`, then `TG_DEV_PREFIX`), then (group, destination) -> rule
-//! set (`TG_DST`, longest prefix), then the first matching entry of that rule
-//! set, else the group's default.
+//! (`TG_DEV_EXACT`, then the device prefixes), then (group, destination) ->
+//! rule set (longest prefix), then the first matching entry of that rule
+//! set, else the group's default. The prefixes are written as entries of
+//! `TG_DEV_PREFIX` and `TG_DST`, which the controller reads back, and
+//! compiled into the tries packets walk ([`crate::classifier`]).
 
 use crate::pod;
 

@@ -43,15 +43,15 @@
 //! answers; the model and the naive evaluator compute them too.
 //!
 //! 4. **Group.** The group whose devices contain S most specifically: the
-//!    exact address (`TG_DEV_EXACT`), else the longest device prefix
-//!    (`TG_DEV_PREFIX`).
+//!    exact address (`TG_DEV_EXACT`), else the longest device prefix (the
+//!    slot's device trie in `TG_TRIE`, compiled from `TG_DEV_PREFIX`).
 //! 5. **Unknown device.** No group: the policy's `unknown-devices` decides
 //!    (the default of group 0), and steps 6-12 do not apply: no rule, no
 //!    built-in NTP allow, no audit mode, no learned address.
 //! 6. **Destination.** The candidates are the group's rules whose `to`
-//!    contains D, each at its longest prefix containing D. The kernel looks
-//!    up the group's longest destination prefix containing D (`TG_DST`): its
-//!    rule list holds the rules of that prefix and of every less specific
+//!    contains D, each at its longest prefix containing D. The kernel walks
+//!    the group's destination trie (`TG_TRIE`, compiled from `TG_DST`) to
+//!    the longest destination prefix containing D: its rule list holds the rules of that prefix and of every less specific
 //!    one, resolved by the compiler.
 //! 7. **Protocol and port.** A candidate's `proto` is any or P, and its
 //!    `ports` are absent or contain X (an unknown X never matches `ports`);

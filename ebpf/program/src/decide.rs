@@ -6,23 +6,25 @@
 //! the same tables and is tested against this code on random policies and
 //! packets.
 //!
-//! The number of map lookups is bounded (group: two; destination: one, then
-//! one per record of the list, at most four), whatever the rule count.
+//! The number of map lookups is bounded whatever the rule count: group, one
+//! hash lookup for the exact address, else a walk of the device-prefix trie;
+//! destination, a walk of the group's trie (`classify.rs`: array lookups
+//! only, at most 8 for IPv4 and 32 for IPv6), then one per record of the
+//! list, at most four.
 
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use tollgate_common::{
-    Allowed, DESTINATION_HEADER_BITS, DEVICE_PREFIX_HEADER_BITS, DecisionReason, Destination,
-    DeviceKey, DevicePrefix, FAMILY_V4, FlowKey, FragmentKey, FragmentQuota, FragmentVerdict,
-    GROUP_AUDIT, GROUP_DEFAULT_DENY, GROUP_DEFAULT_REJECT, GroupInfo, MAX_CHAIN, MAX_GROUPS,
-    NO_RECORD, RECORD_ENTRIES, RULE_ANY_PROTO, RULE_BUILTIN, RULE_DENY, RULE_PORTS, RULE_REJECT,
-    RuleEntry, SourceKey, Stat, UNKNOWN_GROUP, Verdict,
+    Allowed, DEVICE_TREE, DecisionReason, DeviceKey, FlowKey, FragmentKey, FragmentQuota,
+    FragmentVerdict, GROUP_AUDIT, GROUP_DEFAULT_DENY, GROUP_DEFAULT_REJECT, GroupInfo, MAX_CHAIN,
+    MAX_GROUPS, NO_RECORD, RECORD_ENTRIES, RULE_ANY_PROTO, RULE_BUILTIN, RULE_DENY, RULE_PORTS,
+    RULE_REJECT, RuleEntry, SourceKey, Stat, TRIE_NONE, UNKNOWN_GROUP, Verdict,
 };
 
 use crate::{
-    account, learned,
+    account, classify, learned,
     maps::{
-        TG_ACTIVE, TG_DEV_EXACT, TG_DEV_PREFIX, TG_DST, TG_ETHERTYPES, TG_FLOWS, TG_FRAG_SRC,
-        TG_FRAGS, TG_GATEWAY, TG_GROUPS, TG_RULESETS, TG_SETTINGS, full_key,
+        TG_ACTIVE, TG_DEV_EXACT, TG_ETHERTYPES, TG_FLOW_KEY, TG_FLOWS, TG_FRAG_SRC, TG_FRAGS,
+        TG_GATEWAY, TG_GROUPS, TG_RULESETS, TG_SETTINGS,
     },
     parse::Packet,
 };
@@ -58,13 +60,19 @@ pub fn generation() -> u32 {
 pub fn decide(generation: u32, p: &Packet) -> Decision {
     let slot = generation & 1;
     let group_id = group_of(slot, p);
-    let group = group_info(slot, group_id);
     let entry = if group_id == UNKNOWN_GROUP {
         // step 5: unknown device, no rule applies
         None
     } else {
         matching_rule(slot, group_id, p)
     };
+    let learned = match entry {
+        Some(_) => None,
+        None => learned_for(slot, group_id, p),
+    };
+    // Read after the lookups above, so that its fields are not held (on
+    // the hooks' full stack) across them.
+    let group = group_info(slot, group_id);
     let (mut verdict, reason, counter) = match entry {
         Some(e) => (
             if e.flags & RULE_DENY != 0 {
@@ -82,7 +90,7 @@ pub fn decide(generation: u32, p: &Packet) -> Decision {
             },
             e.counter,
         ),
-        None => match learned_for(slot, group_id, p) {
+        None => match learned {
             // step 12: no candidate, but an address learned for an FQDN rule
             Some(counter) => (Verdict::Allow, DecisionReason::Learned, counter),
             // step 10: no candidate, the group's default
@@ -132,11 +140,6 @@ fn learned_for(slot: u32, group_id: u32, p: &Packet) -> Option<u32> {
 }
 
 #[inline(always)]
-fn address_bits(family: u8) -> u32 {
-    if family == FAMILY_V4 { 32 } else { 128 }
-}
-
-#[inline(always)]
 fn group_of(slot: u32, p: &Packet) -> u32 {
     let exact = DeviceKey {
         slot: slot as u8,
@@ -149,18 +152,11 @@ fn group_of(slot: u32, p: &Packet) -> u32 {
         // SAFETY: the value is read at once, before any other map call.
         return unsafe { *group };
     }
-    let prefix = full_key(
-        DEVICE_PREFIX_HEADER_BITS,
-        address_bits(p.family),
-        DevicePrefix {
-            slot: slot as u8,
-            family: p.family,
-            addr: p.src,
-            _pad: [0; 2],
-        },
-    );
     // step 4: else the longest device prefix, else group 0
-    TG_DEV_PREFIX.get(&prefix).copied().unwrap_or(UNKNOWN_GROUP)
+    match classify::longest_match(slot, p.family, DEVICE_TREE, &p.src) {
+        TRIE_NONE => UNKNOWN_GROUP,
+        group => group,
+    }
 }
 
 #[inline(always)]
@@ -178,18 +174,14 @@ fn group_info(slot: u32, group_id: u32) -> GroupInfo {
 
 #[inline(always)]
 fn matching_rule(slot: u32, group_id: u32, p: &Packet) -> Option<RuleEntry> {
-    let key = full_key(
-        DESTINATION_HEADER_BITS,
-        address_bits(p.family),
-        Destination {
-            slot: slot as u8,
-            family: p.family,
-            group: (group_id as u16).to_be_bytes(),
-            addr: p.dst,
-        },
-    );
+    if group_id >= MAX_GROUPS {
+        return None;
+    }
     // step 6: the group's longest destination prefix containing D
-    let mut record = *TG_DST.get(&key)?;
+    let mut record = match classify::longest_match(slot, p.family, group_id, &p.dst) {
+        TRIE_NONE => return None,
+        head => head,
+    };
     for _ in 0..MAX_CHAIN {
         let rules = TG_RULESETS.get(record)?;
         let len = rules.len as usize;
@@ -339,16 +331,23 @@ pub fn remember_fragment(generation: u32, p: &Packet, id: u32, allowed: Allowed)
     );
 }
 
+/// The packet's flow key, built in `TG_FLOW_KEY` (this CPU's scratch)
+/// rather than on the stack, which the hooks have filled.
 #[inline(always)]
-fn flow_key(generation: u32, p: &Packet) -> FlowKey {
-    FlowKey {
-        generation,
-        // Parse leaves it 0 where the port is unknown.
-        dport: p.dport,
-        proto: p.proto,
-        family: p.family,
-        src: p.src,
-        dst: p.dst,
+fn flow_key(generation: u32, p: &Packet) -> Option<&'static FlowKey> {
+    let key = TG_FLOW_KEY.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch entry, used by this program run only.
+    unsafe {
+        *key = FlowKey {
+            generation,
+            // Parse leaves it 0 where the port is unknown.
+            dport: p.dport,
+            proto: p.proto,
+            family: p.family,
+            src: p.src,
+            dst: p.dst,
+        };
+        Some(&*key)
     }
 }
 
@@ -358,7 +357,7 @@ fn flow_key(generation: u32, p: &Packet) -> FlowKey {
 #[inline(always)]
 pub fn remembered_flow(generation: u32, p: &Packet) -> Option<Allowed> {
     // step 3: an allowed flow under this generation
-    let v = TG_FLOWS.get_ptr(flow_key(generation, p))?;
+    let v = TG_FLOWS.get_ptr(flow_key(generation, p)?)?;
     // SAFETY: read at once, before any other map call.
     Some(unsafe { *v })
 }
@@ -368,5 +367,7 @@ pub fn remembered_flow(generation: u32, p: &Packet) -> Option<Allowed> {
 pub fn remember_flow(generation: u32, p: &Packet, allowed: Allowed) {
     // A full LRU evicts the least recently used flow; an insert failure only
     // means the next packet takes the full decision again.
-    let _ = TG_FLOWS.insert(flow_key(generation, p), allowed, 0);
+    if let Some(key) = flow_key(generation, p) {
+        let _ = TG_FLOWS.insert(key, allowed, 0);
+    }
 }

@@ -17,6 +17,7 @@
 
 mod account;
 mod checksum;
+mod classify;
 mod decide;
 mod learned;
 mod maps;

@@ -6,7 +6,6 @@ use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     btf_maps::{
         Array, ArrayOfMaps, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf,
-        lpm_trie::Key,
     },
     macros::btf_map,
 };
@@ -17,8 +16,8 @@ use tollgate_common::{
     DevicePrefix, EVENT_RING_BYTES, FRAGMENT_SOURCES, FlowKey, FragmentKey, FragmentQuota,
     FragmentVerdict, GroupInfo, MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_NTP_ADDRESSES,
     MAX_NTP_INTERFACES, MAX_PASS_ETHERTYPES, NTP_RATE_SOURCES, NTP_SAMPLE_RING_BYTES, NtpAddrKey,
-    NtpFastState, NtpSample, NtpScratch, REJECT_REPLY_BYTES, RejectFacts, RuleRecord, SLOTS,
-    Settings, SourceKey, Stat,
+    NtpFastState, NtpSample, NtpScratch, REJECT_REPLY_BYTES, ROOTS_PER_SLOT, RejectFacts,
+    RuleRecord, SLOTS, Settings, SourceKey, Stat, TRIE_MAP_FLAGS, TRIE_NODES_PER_SLOT, TrieNode,
 };
 
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
@@ -41,6 +40,9 @@ pub static TG_DEV_EXACT: HashMap<
 pub static TG_GATEWAY: HashMap<DeviceKey, u8, { (SLOTS * MAX_GATEWAY_ADDRESSES) as usize }> =
     HashMap::new();
 
+/// Userspace only, like `TG_DST`: the slot's device prefixes as the policy
+/// wrote them, read back by a restarted controller. Packets walk the
+/// compiled trie (`TG_TRIE`) instead.
 #[btf_map]
 pub static TG_DEV_PREFIX: LpmTrie<
     DevicePrefix,
@@ -48,9 +50,26 @@ pub static TG_DEV_PREFIX: LpmTrie<
     { (SLOTS * DEFAULT_DEVICE_PREFIXES_PER_SLOT) as usize },
 > = LpmTrie::new();
 
+/// Userspace only: the slot's (group, destination prefix) → rule list
+/// entries as compiled, read back by a restarted controller and the
+/// slot-contents tests. Packets walk the compiled trie (`TG_TRIE`) instead.
 #[btf_map]
 pub static TG_DST: LpmTrie<Destination, u32, { (SLOTS * DEFAULT_DESTINATIONS_PER_SLOT) as usize }> =
     LpmTrie::new();
+
+/// The flat classifier (`classify.rs`): trie nodes, and each trie's base.
+#[btf_map]
+pub static TG_TRIE: Array<
+    TrieNode,
+    { (SLOTS * TRIE_NODES_PER_SLOT) as usize },
+    { TRIE_MAP_FLAGS as usize },
+> = Array::new();
+#[btf_map]
+pub static TG_ROOTS: Array<
+    u32,
+    { (SLOTS * ROOTS_PER_SLOT) as usize },
+    { TRIE_MAP_FLAGS as usize },
+> = Array::new();
 
 #[btf_map]
 pub static TG_RULESETS: Array<RuleRecord, { (SLOTS * DEFAULT_RULE_RECORDS_PER_SLOT) as usize }> =
@@ -80,6 +99,10 @@ pub static TG_ETHERTYPES: HashMap<u16, u8, { MAX_PASS_ETHERTYPES as usize }> = H
 
 #[btf_map]
 pub static TG_FLOWS: LruHashMap<FlowKey, Allowed, { DEFAULT_FLOWS as usize }> = LruHashMap::new();
+
+/// Where a packet's `TG_FLOWS` key is built (scratch of one program run).
+#[btf_map]
+pub static TG_FLOW_KEY: PerCpuArray<FlowKey, 1> = PerCpuArray::new();
 
 #[btf_map]
 pub static TG_EVENTS: RingBuf<DenyEvent, { EVENT_RING_BYTES as usize }> = RingBuf::new();
@@ -137,9 +160,3 @@ pub static TG_NTP_RATE: LruHashMap<SourceKey, u64, { NTP_RATE_SOURCES as usize }
 /// which is how the controller knows an inactive slot is no longer read.
 #[btf_map]
 pub static TG_GRACE: ArrayOfMaps<Array<u32, 1>, 1> = ArrayOfMaps::new();
-
-/// Builds an LPM lookup key that matches with every bit of `data`.
-#[inline(always)]
-pub fn full_key<K>(header_bits: u32, family_bits: u32, data: K) -> Key<K> {
-    Key::new(header_bits + family_bits, data)
-}

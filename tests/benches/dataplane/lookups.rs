@@ -70,7 +70,7 @@ pub fn lookup_costs(
         key.extend_from_slice(&[0, 0]);
         time(
             format!(
-                "TG_DEV_PREFIX LPM, {} devices, {name} source",
+                "v1: TG_DEV_PREFIX LPM, {} devices, {name} source",
                 count(devices)
             ),
             map("TG_DEV_PREFIX")?,
@@ -90,7 +90,7 @@ pub fn lookup_costs(
             key.extend_from_slice(&1u16.to_be_bytes());
             key.extend_from_slice(&addr);
             time(
-                format!("TG_DST LPM, 10^5 prefixes, {name} {path} destination"),
+                format!("v1: TG_DST LPM, 10^5 prefixes, {name} {path} destination"),
                 map("TG_DST")?,
                 key,
                 found,
@@ -129,6 +129,18 @@ pub fn lookup_costs(
             time(
                 "TG_COUNTERS per-CPU array (twice per packet)".into(),
                 map("TG_COUNTERS")?,
+                0u32.to_ne_bytes().to_vec(),
+                true,
+            )?;
+            time(
+                "TG_TRIE array, one 64-byte node (a trie walk reads 1 + one per level)".into(),
+                map("TG_TRIE")?,
+                0u32.to_ne_bytes().to_vec(),
+                true,
+            )?;
+            time(
+                "TG_ROOTS array (once per trie walk)".into(),
+                map("TG_ROOTS")?,
                 0u32.to_ne_bytes().to_vec(),
                 true,
             )?;
@@ -179,4 +191,38 @@ pub fn own_maps() -> Result<Vec<(String, i32)>> {
         }
     }
     Ok(maps)
+}
+
+/// Every map of the live dataplane and its `memlock` (what the kernel
+/// charges for it, from `/proc/self/fdinfo`, as `bpftool map show` prints
+/// it), largest first.
+pub fn map_memory() -> Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    for (name, fd) in own_maps()? {
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))?;
+        let memlock = info
+            .lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .with_context(|| format!("no memlock for {name}"))?
+            .trim()
+            .parse::<u64>()?;
+        out.push((name, memlock));
+    }
+    out.sort_by_key(|(_, m)| std::cmp::Reverse(*m));
+    Ok(out)
+}
+
+pub fn print_memory(memory: &[(String, u64)], trie_nodes: usize) {
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let total: u64 = memory.iter().map(|(_, m)| m).sum();
+    println!();
+    println!(
+        "kernel map memory at 10^5 prefixes / 10^6 devices (memlock, both slots): {:.1} MiB; \
+         trie nodes in use, both slots: {trie_nodes} ({:.1} MiB)",
+        mib(total),
+        mib(trie_nodes as u64 * 64)
+    );
+    for (name, bytes) in memory.iter().filter(|(_, b)| *b >= 1 << 20) {
+        println!("  {name:<16} {:>8.1} MiB", mib(*bytes));
+    }
 }

@@ -92,6 +92,7 @@ use crate::{
     bpf::ProgType,
     fixtures::{Family, Probes, frame_any, probe_sources},
     lookups::lookup_costs,
+    lookups::print_memory,
     measure::{Cell, Floors, Measure},
     report::{Row, count, print_costs, print_table, print_verdicts},
     setup::Setup,
@@ -143,6 +144,8 @@ fn main() -> Result<()> {
     let floors_first = Floors::measure(&measure)?;
     let mut tc = Vec::new();
     let mut costs = Vec::new();
+    let mut memory = Vec::new();
+    let mut trie_nodes = 0;
     for &rules in &RULE_COUNTS {
         for &devices in &DEVICE_COUNTS {
             let started = Instant::now();
@@ -198,6 +201,32 @@ fn main() -> Result<()> {
                 }
             }
             if rules == TARGET_RULES && devices == TARGET_DEVICES {
+                // A source in no group (the policy's unknown-devices: deny),
+                // to the allow probe's destination: the whole program.
+                let unknown: Vec<(Vec<u8>, &str)> = probes
+                    .iter()
+                    .zip([UNKNOWN_V4, UNKNOWN_V6])
+                    .map(|(p, src)| (fixtures::frame(src.parse().unwrap(), p.allow_dst), src))
+                    .collect();
+                let xdp = |f: &[u8], r: u32| {
+                    let (action, d) = setup.dataplane.test_run_xdp(f, r)?;
+                    Ok((action, d.as_nanos() as u64))
+                };
+                let cells = measure.run_all(
+                    xdp,
+                    &unknown
+                        .iter()
+                        .map(|(f, _)| (&f[..], XDP_DROP))
+                        .collect::<Vec<_>>(),
+                )?;
+                for ((_, src), cell) in unknown.iter().zip(cells) {
+                    costs.push((
+                        format!("tollgate (xdp), whole program: unknown device {src}"),
+                        cell,
+                    ));
+                }
+                memory = lookups::map_memory()?;
+                trie_nodes = setup.trie_nodes();
                 let tc_run = |f: &[u8], r: u32| {
                     let (action, d) = setup.dataplane.test_run_tc(f, r)?;
                     Ok((action, d.as_nanos() as u64))
@@ -284,8 +313,14 @@ fn main() -> Result<()> {
     print_table(&rows, &floors);
     print_costs(&costs, floors.of(ProgType::Xdp, Family::V4));
     print_verdicts(&rows, &floors);
+    print_memory(&memory, trie_nodes);
     Ok(())
 }
+
+/// Sources in no group of the bench's policy (devices are in 10.0.0.0/8
+/// and fd00::/16).
+const UNKNOWN_V4: &str = "192.168.200.1";
+const UNKNOWN_V6: &str = "fd99::1";
 
 fn env_number<T: std::str::FromStr>(name: &str, default: T) -> Result<T>
 where

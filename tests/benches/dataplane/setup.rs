@@ -33,6 +33,11 @@ pub struct Setup {
 }
 
 impl Setup {
+    /// `TG_TRIE` nodes in use, both slots.
+    pub fn trie_nodes(&self) -> usize {
+        self.dataplane.trie_nodes()
+    }
+
     pub fn build(pool: &bench::Pool, rules: usize, devices: usize) -> Result<Setup> {
         let destinations = pool.take(rules);
         let (device_list, sources) = devices_for(devices);

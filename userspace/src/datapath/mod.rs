@@ -300,6 +300,16 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Nodes of `TG_TRIE` the installed tries of both slots take (slots not
+    /// known since an adoption count none).
+    pub fn trie_nodes(&self) -> usize {
+        self.slots
+            .iter()
+            .flatten()
+            .map(|image| image.flat.words() / tollgate_common::NODE_WORDS as usize)
+            .sum()
+    }
+
     /// The policy generation in force (what `TG_ACTIVE` holds).
     pub fn generation(&self) -> u32 {
         self.generation

@@ -14,8 +14,9 @@ use tollgate_common::{
     MAP_ACTIVE, MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT,
     MAP_DEVICE_PREFIX, MAP_EVENTS, MAP_GATEWAY, MAP_GRACE, MAP_GROUPS, MAP_LEARNED, MAP_NTP_PROG,
     MAP_PASS_ETHERTYPES, MAP_PROBE, MAP_PROBE_RESULT, MAP_REJECT_TC, MAP_REJECT_XDP, MAP_RULESETS,
-    MAP_SETTINGS, MAP_STATS, PROG_NTP, PROG_PROBE, PROG_REJECT_TC, PROG_REJECT_XDP, PROG_TC,
-    PROG_TC_IP, PROG_XDP, PROG_XDP_IP, PROGRAMS, Settings,
+    MAP_SETTINGS, MAP_STATS, MAP_TRIE, MAP_TRIE_ROOTS, PROG_NTP, PROG_PROBE, PROG_REJECT_TC,
+    PROG_REJECT_XDP, PROG_TC, PROG_TC_IP, PROG_XDP, PROG_XDP_IP, PROGRAMS, ROOTS_PER_SLOT, SLOTS,
+    Settings, TRIE_WORDS_PER_SLOT,
 };
 
 use super::{
@@ -24,7 +25,7 @@ use super::{
     layout::{self, Pinned},
     learned::Learned,
     pins::ensure_bpffs,
-    slots::{PolicyMaps, SlotImage},
+    slots::{FlatMaps, MappedWords, PolicyMaps, SlotImage},
 };
 
 impl Dataplane {
@@ -137,6 +138,12 @@ impl Dataplane {
             device_prefixes: take(&mut ebpf, MAP_DEVICE_PREFIX)?,
             destinations: take(&mut ebpf, MAP_DESTINATIONS)?,
             rulesets: take(&mut ebpf, MAP_RULESETS)?,
+            flat: FlatMaps {
+                // A node is 16 words, the array's entries one word each.
+                trie: mapped(&mut ebpf, MAP_TRIE, SLOTS * TRIE_WORDS_PER_SLOT, 1)?,
+                // A `u32` per 8-byte element.
+                roots: mapped(&mut ebpf, MAP_TRIE_ROOTS, SLOTS * ROOTS_PER_SLOT, 2)?,
+            },
             records_per_slot: options.limits.rule_records,
         };
         let counters = CounterRegistry::adopt(
@@ -232,4 +239,12 @@ fn gcra(rate: u32, burst: Option<u32>) -> (u64, u64) {
     let interval = 1_000_000_000 / u64::from(rate);
     let burst = u64::from(burst.unwrap_or(rate).max(1));
     (interval.max(1), interval * (burst - 1))
+}
+
+/// Takes the array `name` and maps its `len` words, `stride` apart.
+fn mapped(ebpf: &mut Ebpf, name: &str, len: u32, stride: usize) -> Result<MappedWords> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("BPF object has no map {name}"))?;
+    MappedWords::new(map, len as usize, stride).with_context(|| format!("map {name}"))
 }

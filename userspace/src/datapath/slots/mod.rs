@@ -18,7 +18,9 @@
 
 mod contents;
 mod fault;
+pub mod flat;
 mod group_ids;
+mod mapped;
 mod writes;
 
 use std::net::IpAddr;
@@ -28,12 +30,14 @@ use tollgate_common::{
     DESTINATION_HEADER_BITS, DEVICE_PREFIX_HEADER_BITS, Destination, DeviceKey, DevicePrefix,
     FAMILY_V4, FAMILY_V6, GROUP_AUDIT, GROUP_DEFAULT_DENY, GROUP_DEFAULT_REJECT, GroupInfo,
     MAX_GROUPS, RULE_ANY_PROTO, RULE_BUILTIN, RULE_DENY, RULE_PORTS, RULE_REJECT,
-    RuleEntry as KernelEntry, RuleRecord, Verdict,
+    RuleEntry as KernelEntry, RuleRecord, TRIE_WORDS_PER_SLOT, Verdict,
 };
 
 pub use self::{
     contents::{GroupContents, RuleContents, SlotContents},
+    flat::FlatImage,
     group_ids::GroupIds,
+    mapped::{FlatMaps, MappedWords},
     writes::{PolicyMaps, WriteStats},
 };
 use super::records;
@@ -53,6 +57,9 @@ pub struct SlotImage {
     pub destinations: Vec<((u32, Destination), u32)>,
     /// The records of the rule lists, by absolute index, sorted.
     pub records: Vec<(u32, RuleRecord)>,
+    /// The device prefixes and destinations above compiled into the tries
+    /// packets walk (`flat.rs`).
+    pub flat: FlatImage,
 }
 
 /// The order of a map's keys in an image: the order `compile` sorts its
@@ -265,6 +272,7 @@ impl SlotImage {
         }
         image.records = placement.records;
         image.sort();
+        image.flat = FlatImage::build(slot, &image, &current.flat, TRIE_WORDS_PER_SLOT)?;
         Ok(image)
     }
 

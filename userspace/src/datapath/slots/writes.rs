@@ -7,19 +7,23 @@ use tollgate_common::{
     Destination, DeviceKey, DevicePrefix, GroupInfo, MAX_CHAIN, MAX_GROUPS, NO_RECORD, RuleRecord,
 };
 
-use super::{SlotImage, Sorted};
+use super::{FlatMaps, SlotImage, Sorted};
 
 /// Counts of map writes, for logs and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WriteStats {
     pub inserted: usize,
     pub removed: usize,
+    /// Words of `TG_TRIE` and `TG_ROOTS` stored (plain stores into the
+    /// mapped arrays, not map updates: counted apart).
+    pub trie_words: usize,
 }
 
 impl std::ops::AddAssign for WriteStats {
     fn add_assign(&mut self, o: Self) {
         self.inserted += o.inserted;
         self.removed += o.removed;
+        self.trie_words += o.trie_words;
     }
 }
 
@@ -31,6 +35,8 @@ pub struct PolicyMaps {
     pub device_prefixes: LpmTrie<MapData, DevicePrefix, u32>,
     pub destinations: LpmTrie<MapData, Destination, u32>,
     pub rulesets: Array<MapData, RuleRecord>,
+    /// `TG_TRIE` and `TG_ROOTS`, mapped.
+    pub flat: FlatMaps,
     /// Each slot's share of `rulesets`.
     pub records_per_slot: u32,
 }
@@ -148,6 +154,9 @@ impl PolicyMaps {
             &mut stats,
         )
         .context("write TG_DST")?;
+        // The tries last: their leaves name the records and groups above.
+        stats.trie_words += self.flat.write_slot(slot, &target.flat);
+        current.flat = target.flat.clone();
         Ok(stats)
     }
 }

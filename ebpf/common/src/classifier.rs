@@ -1,0 +1,89 @@
+//! The flat classifier: longest-prefix matches by array lookups only.
+//!
+//! Every per-packet prefix match of the policy (the device prefix of the
+//! source, precedence step 4; a group's destination prefix, step 6) is a
+//! walk of a multibit trie stored in `TG_TRIE`, a plain `Array<u32>` whose
+//! lookups the verifier inlines (a bounds check and an address). The
+//! controller builds the tries (`userspace/src/datapath/slots/flat.rs`);
+//! the program walks them (`ebpf/program/src/classify.rs`).
+//!
+//! # Structure
+//! One trie per (slot, family, tree), where a tree is a group's
+//! destinations or the slot's device prefixes. `TG_TRIE` is an array of
+//! 16-word nodes (64 bytes: one cache line, and one array element, so one
+//! lookup reads one line). A trie's root is 2^[`ROOT_STRIDE`] = 256 words,
+//! 16 consecutive nodes, indexed by the first address byte; every other
+//! node is indexed by the next [`STRIDE`] = 4 bits. `TG_ROOTS` gives each
+//! trie's base, the index of its root's first node, or [`NO_TRIE`]. A word
+//! is either a child ([`TRIE_CHILD`] set; the low bits are the child's node
+//! offset from the trie's base, so a trie can be moved as a block) or a
+//! leaf: the payload of the longest prefix covering every address that
+//! reaches the word (prefixes are expanded and pushed down to the leaves,
+//! "controlled prefix expansion"), or [`TRIE_NONE`]. A destination leaf is
+//! the absolute index of its rule list's first record in `TG_RULESETS`, a
+//! device leaf the group id.
+//!
+//! # Memory
+//! A trie of P prefixes of length at most L takes 16 + N nodes of 64 bytes,
+//! N ≤ P·⌈(L − 8)/4⌉ inner nodes (shared paths are stored once): at most
+//! 6 nodes (384 bytes) per IPv4 prefix and 30 (1,920 bytes) per IPv6
+//! prefix. The map holds [`TRIE_NODES_PER_SLOT`] nodes per slot (16 MiB);
+//! `TG_ROOTS` 8 bytes (a `u32` in an 8-byte array element) ·
+//! [`ROOTS_PER_SLOT`] per slot.
+//!
+//! # Accesses
+//! One `TG_ROOTS` read and at most 1 + ⌈(L − 8)/4⌉ `TG_TRIE` reads
+//! ([`MAX_LEVELS_V4`] = 7 for IPv4, [`MAX_LEVELS_V6`] = 31 for IPv6), all
+//! dependent: 8 and 32 memory accesses in the worst case. A walk stops at
+//! the first leaf, so a policy of /24s costs an IPv4 packet at most 1 + 5
+//! reads, whatever the rule count.
+
+/// `Array<[u32; 16]>`: the trie nodes, [`TRIE_NODES_PER_SLOT`] per slot;
+/// slot s owns indices `s * TRIE_NODES_PER_SLOT ..`. Memory-mappable
+/// ([`TRIE_MAP_FLAGS`]): the controller writes a slot with plain stores.
+pub const MAP_TRIE: &str = "TG_TRIE";
+/// `Array<u32>`: each trie's base in `TG_TRIE`, indexed by
+/// [`root_index`]; memory-mappable like `TG_TRIE`.
+pub const MAP_TRIE_ROOTS: &str = "TG_ROOTS";
+
+/// `BPF_F_MMAPABLE`: `TG_TRIE` and `TG_ROOTS` are written through shared
+/// mappings.
+pub const TRIE_MAP_FLAGS: u32 = 1 << 10;
+/// Nodes of `TG_TRIE` per slot (16 MiB).
+pub const TRIE_NODES_PER_SLOT: u32 = 1 << 18;
+/// Words of one node, the value of `TG_TRIE`.
+pub const NODE_WORDS: u32 = 1 << STRIDE;
+pub type TrieNode = [u32; NODE_WORDS as usize];
+/// Words of `TG_TRIE` per slot.
+pub const TRIE_WORDS_PER_SLOT: u32 = TRIE_NODES_PER_SLOT * NODE_WORDS;
+/// Bits the root node consumes.
+pub const ROOT_STRIDE: u32 = 8;
+/// Bits every other node consumes.
+pub const STRIDE: u32 = 4;
+/// Words of a root (16 nodes).
+pub const ROOT_WORDS: u32 = 1 << ROOT_STRIDE;
+/// `TG_TRIE` reads of one walk, at most.
+pub const MAX_LEVELS_V4: u32 = 1 + (32 - ROOT_STRIDE) / STRIDE;
+pub const MAX_LEVELS_V6: u32 = 1 + (128 - ROOT_STRIDE) / STRIDE;
+
+/// A word with this bit is a child; its other bits are the child's node
+/// offset from the trie's base.
+pub const TRIE_CHILD: u32 = 1 << 31;
+/// The leaf of addresses no prefix of the trie covers.
+pub const TRIE_NONE: u32 = TRIE_CHILD - 1;
+/// `TG_ROOTS` value of a tree with no prefix.
+pub const NO_TRIE: u32 = u32::MAX;
+
+/// Trees per family: one per group id, then the device prefixes.
+pub const TREES_PER_FAMILY: u32 = crate::MAX_GROUPS + 1;
+/// The tree of the device prefixes.
+pub const DEVICE_TREE: u32 = crate::MAX_GROUPS;
+/// Entries of `TG_ROOTS` per slot: two families.
+pub const ROOTS_PER_SLOT: u32 = 2 * TREES_PER_FAMILY;
+
+/// The `TG_ROOTS` index of a trie.
+#[inline(always)]
+pub fn root_index(slot: u32, family: u8, tree: u32) -> u32 {
+    let family = if family == crate::FAMILY_V4 { 0 } else { 1 };
+    slot * ROOTS_PER_SLOT + family * TREES_PER_FAMILY + tree
+}

@@ -1,0 +1,86 @@
+//! The flat classifier's walker: the longest prefix of a trie that covers
+//! an address, by array lookups only (precedence steps 4 and 6).
+//!
+//! # Structure
+//! A multibit trie per (slot, family, tree) in `TG_TRIE`, as
+//! `tollgate_common::classifier` lays it out: an array of 16-word nodes
+//! (64 bytes, one cache line per lookup); a trie's root is 16 consecutive
+//! nodes indexed by the first address byte, every other node is indexed by
+//! the next 4 bits. A word is a child (bit 31, node offset from the trie's
+//! base) or a leaf (the payload of the longest covering prefix, pushed down
+//! by the controller, or `TRIE_NONE`). `TG_ROOTS` holds each trie's base.
+//!
+//! # Memory
+//! 16 + N nodes of 64 bytes per trie, N ≤ P·⌈(L − 8)/4⌉ inner nodes for P
+//! prefixes of length ≤ L: at most 6 nodes (384 bytes) per IPv4 prefix and
+//! 30 per IPv6 prefix; `TG_TRIE` holds `TRIE_NODES_PER_SLOT` nodes per slot.
+//!
+//! # Accesses
+//! One `TG_ROOTS` read, then at most 7 (IPv4) or 31 (IPv6) dependent
+//! `TG_TRIE` reads of one cache line each, each inlined by the verifier
+//! into a bounds check and an address computation; the walk ends at the
+//! first leaf.
+
+use tollgate_common::{
+    MAX_LEVELS_V6, NO_TRIE, ROOT_STRIDE, STRIDE, TRIE_CHILD, TRIE_NONE, root_index,
+};
+
+use crate::maps::{TG_ROOTS, TG_TRIE};
+
+/// The payload of the longest prefix of trie (`slot`, `family`, `tree`)
+/// that covers `addr`, or `TRIE_NONE`.
+#[inline(always)]
+pub fn longest_match(slot: u32, family: u8, tree: u32, addr: &[u8; 16]) -> u32 {
+    // Big-endian halves: bit 0 of the address is the top bit of `hi`.
+    let hi = u64::from_be_bytes([
+        addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+    ]);
+    let lo = u64::from_be_bytes([
+        addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
+    ]);
+    tollgate_trie_walk(root_index(slot, family, tree), hi, lo)
+}
+
+/// The walk itself, a global function (a BPF-to-BPF call with scalar
+/// arguments, which the verifier checks once, on its own, rather than at
+/// every call in every hook's paths): inlined into each hook twice, its
+/// unrolled loop would pass both the hooks' 512-byte stack and the
+/// verifier's budget.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tollgate_trie_walk(root: u32, hi: u64, lo: u64) -> u32 {
+    let Some(&base) = TG_ROOTS.get(root) else {
+        return TRIE_NONE;
+    };
+    if base == NO_TRIE {
+        return TRIE_NONE;
+    }
+    // The root's 16 nodes, indexed by the first byte's two halves.
+    let Some(root) = TG_TRIE.get(base.wrapping_add((hi >> 60) as u32)) else {
+        return TRIE_NONE;
+    };
+    let mut word = root[((hi >> 56) & 0xf) as usize];
+    // The bits after the root's, at the top; `lo` once `hi` is used up.
+    // An IPv4 trie has no node past bit 32 (the controller builds none),
+    // so its walk ends at a leaf before that.
+    let mut rest = hi << ROOT_STRIDE;
+    for level in 1..MAX_LEVELS_V6 {
+        if word & TRIE_CHILD == 0 {
+            return word;
+        }
+        if level == 1 + (64 - ROOT_STRIDE) / STRIDE {
+            rest = lo;
+        }
+        let nibble = (rest >> (64 - STRIDE)) as usize;
+        rest <<= STRIDE;
+        let Some(node) = TG_TRIE.get(base.wrapping_add(word & !TRIE_CHILD)) else {
+            return TRIE_NONE;
+        };
+        word = node[nibble & 0xf];
+    }
+    if word & TRIE_CHILD == 0 {
+        word
+    } else {
+        TRIE_NONE
+    }
+}

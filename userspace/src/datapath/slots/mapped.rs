@@ -1,0 +1,115 @@
+//! `TG_TRIE` and `TG_ROOTS` mapped into the controller (`BPF_F_MMAPABLE`
+//! arrays): a slot's tries are written with plain stores, millions of words
+//! in milliseconds, where one `bpf(BPF_MAP_UPDATE_ELEM)` per word would take
+//! seconds. Only the inactive slot is ever written; the flip of
+//! `TG_ACTIVE`, a system call, orders these stores before it.
+
+use std::os::fd::{AsFd as _, AsRawFd as _};
+
+use anyhow::{Result, bail};
+use aya::maps::{Map, MapData};
+use tollgate_common::{ROOTS_PER_SLOT, TRIE_WORDS_PER_SLOT};
+
+use super::flat::FlatImage;
+
+/// One array map of `u32` words mapped shared, read and write.
+pub struct MappedWords {
+    ptr: *mut u32,
+    /// Entries.
+    len: usize,
+    /// Words from one entry to the next: the kernel rounds an array's
+    /// elements up to 8 bytes, so a `u32` array has 2, a node array 1
+    /// (entries are then its words).
+    stride: usize,
+    /// Keeps the map (and so the mapping's object) alive.
+    _map: MapData,
+}
+
+// SAFETY: the mapping is owned by this value and only touched through
+// `&mut self` (stores) or `&self` (loads); the kernel side is the BPF
+// program, which only reads the inactive slot's words after the flip.
+unsafe impl Send for MappedWords {}
+unsafe impl Sync for MappedWords {}
+
+impl MappedWords {
+    /// Maps the array `map` of `len` entries, each `stride` words apart.
+    pub fn new(map: Map, len: usize, stride: usize) -> Result<MappedWords> {
+        let Map::Array(data) = map else {
+            bail!("not an array map");
+        };
+        let bytes = len * stride * 4;
+        // SAFETY: a shared mapping of a BPF array's value area, as
+        // BPF_F_MMAPABLE allows; the length is the array's size.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                data.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            bail!("mmap: {}", std::io::Error::last_os_error());
+        }
+        Ok(MappedWords {
+            ptr: ptr.cast(),
+            len,
+            stride,
+            _map: data,
+        })
+    }
+
+    fn get(&self, i: usize) -> u32 {
+        assert!(i < self.len);
+        // SAFETY: in bounds of the mapping; volatile, as it is shared
+        // memory.
+        unsafe { self.ptr.add(i * self.stride).read_volatile() }
+    }
+
+    /// Stores `value` at `i` unless it is there already; true if stored.
+    fn store(&mut self, i: usize, value: u32) -> bool {
+        if self.get(i) == value {
+            return false;
+        }
+        // SAFETY: in bounds of the mapping (checked by `get`).
+        unsafe { self.ptr.add(i * self.stride).write_volatile(value) };
+        true
+    }
+}
+
+impl Drop for MappedWords {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.ptr.cast(), self.len * self.stride * 4) };
+    }
+}
+
+/// The flat classifier's two maps.
+pub struct FlatMaps {
+    pub trie: MappedWords,
+    pub roots: MappedWords,
+}
+
+impl FlatMaps {
+    /// Makes `slot`'s share of the maps hold `target`; returns the words
+    /// stored (those that differed).
+    pub fn write_slot(&mut self, slot: u8, target: &FlatImage) -> usize {
+        let mut stored = 0;
+        let slot_base = usize::from(slot) * TRIE_WORDS_PER_SLOT as usize;
+        for t in &target.tries {
+            let base = slot_base + t.base as usize;
+            for (i, &w) in t.words.iter().enumerate() {
+                stored += usize::from(self.trie.store(base + i, w));
+            }
+        }
+        // The roots last: a trie is whole before its root points at it
+        // (the slot is not read yet either way).
+        let roots_base = usize::from(slot) * ROOTS_PER_SLOT as usize;
+        for (i, &r) in target.roots.iter().enumerate() {
+            stored += usize::from(self.roots.store(roots_base + i, r));
+        }
+        stored
+    }
+}
