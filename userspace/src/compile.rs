@@ -496,13 +496,7 @@ fn assemble(
                 tables.rulesets.len(),
                 limits.rule_records
             );
-            errors.push(Diagnostic::error(
-                Path::new(&*group.origin.file),
-                group.origin.line,
-                group.origin.column,
-                &format!("groups.{}", group.name),
-                message,
-            ));
+            errors.push(group_error(group, message));
             // Said once, at the group that crossed the limit.
             record_limit = usize::MAX;
         }
@@ -646,13 +640,7 @@ fn check_map_limits(
                  (limits.{key} in the controller config); this group brings it to {}",
                 so_far[i]
             );
-            errors.push(Diagnostic::error(
-                Path::new(&*group.origin.file),
-                group.origin.line,
-                group.origin.column,
-                &format!("groups.{}", group.name),
-                message,
-            ));
+            errors.push(group_error(group, message));
         }
     }
 }
@@ -668,6 +656,17 @@ fn builtin_ntp(addr: IpAddr, index: usize, counter: u32) -> Entry {
         order: (usize::MAX, index),
         counter,
     }
+}
+
+/// An error about the whole group, at its name.
+fn group_error(group: &Group, message: String) -> Diagnostic {
+    Diagnostic::error(
+        Path::new(&*group.origin.file),
+        group.origin.line,
+        group.origin.column,
+        &format!("groups.{}", group.name),
+        message,
+    )
 }
 
 #[cfg(test)]
