@@ -44,8 +44,8 @@ const EXAMPLES: [(&str, &str); 5] = [
         include_str!("../../../policies/defaults.yaml"),
     ),
     (
-        "policies/lists/aws-ap-northeast-1.yaml",
-        include_str!("../../../policies/lists/aws-ap-northeast-1.yaml"),
+        "policies/lists/public-resolvers.yaml",
+        include_str!("../../../policies/lists/public-resolvers.yaml"),
     ),
     (
         "policies/meters.yaml",
