@@ -8,7 +8,8 @@
 //! `PolicyWatcher` on the policy directory (inotify, then the fixed
 //! debounce `reload::watch::DEBOUNCE` of quiet time), then what
 //! `reload::prepare` does (`policy::load_cached`: read the files, parse
-//! those whose text changed since the last reload, validate; `compile`),
+//! those whose text changed since the last reload, validate; `compile_cached`: only the groups that changed; both in
+//! [`reload_step`]),
 //! the daemon's bookkeeping before the swap
 //! (`ChangeSummary::between` and its is-anything-different comparison) and
 //! `Dataplane::install`, which writes the inactive slot and flips it. The
@@ -81,12 +82,13 @@ use testkit::{
     frames::{Frame, Transport},
 };
 use tollgate::{
-    compile::compile,
+    compile::{CompileCache, compile, compile_cached},
     config::Limits,
-    datapath::{Dataplane, Options, XDP_DROP, XDP_PASS},
+    datapath::{Dataplane, InstallReport, Options, XDP_DROP, XDP_PASS},
     netns::Namespace,
-    policy::{self, Environment, ParseCache},
+    policy::{self, Environment, ParseCache, Policy, ReadLimits},
     reload::{ChangeSummary, watch::DEBOUNCE, watch::PolicyWatcher},
+    tables::CompiledPolicy,
 };
 
 const SIZES: &str = "1000,10000,100000";
@@ -419,15 +421,16 @@ fn tollgate_reloads(
         dir,
         &policy_files(&versions[0], Extra::InBigList(EDIT_PREFIXES[0].0)),
     )?;
-    let mut cache = ParseCache::default();
+    let mut caches = Caches::default();
     let mut dataplane = Dataplane::open(&Options {
         pin_dir: None,
         limits,
         ..Options::default()
     })?;
-    let loaded = policy::load_cached(dir, &env, &policy::ReadLimits::default(), &mut cache)
+    let loaded = policy::load_cached(dir, &env, &ReadLimits::default(), &mut caches.parse)
         .map_err(diagnostics)?;
-    let tables = compile(&loaded.policy, &limits).map_err(diagnostics)?;
+    let tables =
+        compile_cached(&loaded.policy, &limits, &mut caches.compile).map_err(diagnostics)?;
     dataplane.install(&tables)?;
     let mut installed = (loaded.policy, tables);
     let mut watcher = PolicyWatcher::new(dir)?;
@@ -447,21 +450,18 @@ fn tollgate_reloads(
             .context("no change seen within 10 s")?
             .context("the watcher stopped")?;
         let watched = Instant::now();
-        let loaded = policy::load_cached(dir, &env, &policy::ReadLimits::default(), &mut cache)
-            .map_err(diagnostics)?;
-        let parsed = Instant::now();
-        let tables = compile(&loaded.policy, &limits).map_err(diagnostics)?;
-        let compiled = Instant::now();
-        // What the daemon does before it installs: summarise, and skip the
-        // install if nothing changed.
-        let summary = ChangeSummary::between(Some(&installed.0), &loaded.policy);
-        let unchanged = installed.1 == tables && installed.0 == loaded.policy;
-        ensure!(
-            !unchanged,
-            "the new policy is the same as the old ({summary})"
-        );
-        let summarised = Instant::now();
-        let report = dataplane.install(&tables)?;
+        let Stages {
+            parsed,
+            compiled,
+            summarised,
+            report,
+        } = reload_step(
+            dir,
+            (&env, &limits),
+            &mut caches,
+            &mut installed,
+            &mut dataplane,
+        )?;
         // The flip: `install` then waits for packets still on the old slot
         // (`report.grace`), which the new verdict does not wait for.
         let live = summarised + report.total;
@@ -485,7 +485,6 @@ fn tollgate_reloads(
                 "after the reload, {probe} got {action}, expected {expected}"
             );
         }
-        installed = (loaded.policy, tables);
         Ok(())
     };
 
@@ -562,6 +561,55 @@ fn explicit_rules(dir: &Path, iterations: usize) -> Result<(Samples, Samples)> {
         compiled.push(parsed.elapsed());
     }
     Ok((load, compiled))
+}
+
+/// The caches one reload hands the next, as the daemon's prepare keeps
+/// them: only the files and groups that changed are parsed and compiled.
+#[derive(Default)]
+struct Caches {
+    parse: ParseCache,
+    compile: CompileCache,
+}
+
+/// When each stage of a reload ended, and the install's own report.
+struct Stages {
+    parsed: Instant,
+    compiled: Instant,
+    summarised: Instant,
+    report: InstallReport,
+}
+
+/// A reload as the daemon runs it once the watcher has seen a change: load,
+/// compile, summarise (the daemon skips a policy that did not change; here
+/// that is an error), install. `installed` becomes the new policy.
+fn reload_step(
+    dir: &Path,
+    (env, limits): (&Environment, &Limits),
+    caches: &mut Caches,
+    installed: &mut (Policy, CompiledPolicy),
+    dataplane: &mut Dataplane,
+) -> Result<Stages> {
+    let loaded = policy::load_cached(dir, env, &ReadLimits::default(), &mut caches.parse)
+        .map_err(diagnostics)?;
+    let parsed = Instant::now();
+    let tables =
+        compile_cached(&loaded.policy, limits, &mut caches.compile).map_err(diagnostics)?;
+    let compiled = Instant::now();
+    let summary = ChangeSummary::between(Some(&installed.0), &loaded.policy);
+    let unchanged = installed.1 == tables && installed.0 == loaded.policy;
+    ensure!(
+        !unchanged,
+        "the new policy is the same as the old ({summary})"
+    );
+    let summarised = Instant::now();
+    let report = dataplane.install(&tables)?;
+    *installed = (loaded.policy, tables);
+    Ok(Stages {
+        parsed,
+        compiled,
+        summarised,
+        report,
+    })
 }
 
 fn diagnostics(errors: Vec<tollgate::diagnostic::Diagnostic>) -> anyhow::Error {

@@ -37,17 +37,17 @@ use testkit::{
     frames::{Frame, Transport},
 };
 use tollgate::{
-    compile::{CompileCache, compile_cached},
+    compile::compile_cached,
     config::Limits,
     datapath::{Dataplane, Options, XDP_DROP, XDP_PASS},
     model,
-    policy::{self, Environment, ParseCache},
-    reload::{ChangeSummary, watch::PolicyWatcher},
+    policy::{self, Environment},
+    reload::watch::PolicyWatcher,
     tables::{CompiledPolicy, PacketFacts},
 };
 use tollgate_common::Verdict;
 
-use super::{Samples, diagnostics};
+use super::{Caches, Samples, Stages, diagnostics, reload_step};
 
 /// One kind of reload of the fleet.
 #[derive(Default)]
@@ -159,18 +159,18 @@ pub fn run(
     let env = Environment::default();
     let limits = Limits::default();
     let read_limits = policy::ReadLimits::default();
-    let mut cache = ParseCache::default();
-    let mut compile_cache = CompileCache::default();
+    let mut caches = Caches::default();
     let mut dataplane = Dataplane::open(&Options {
         pin_dir: None,
         limits,
         ..Options::default()
     })?;
     let begin = Instant::now();
-    let loaded = policy::load_cached(dir, &env, &read_limits, &mut cache).map_err(diagnostics)?;
+    let loaded =
+        policy::load_cached(dir, &env, &read_limits, &mut caches.parse).map_err(diagnostics)?;
     let loaded_at = Instant::now();
     let tables =
-        compile_cached(&loaded.policy, &limits, &mut compile_cache).map_err(diagnostics)?;
+        compile_cached(&loaded.policy, &limits, &mut caches.compile).map_err(diagnostics)?;
     let compiled_at = Instant::now();
     let report = dataplane.install(&tables)?;
     let start = Start {
@@ -199,20 +199,18 @@ pub fn run(
                 .context("no change seen within 20 s")?
                 .context("the watcher stopped")?;
             let watched = Instant::now();
-            let loaded =
-                policy::load_cached(dir, &env, &read_limits, &mut cache).map_err(diagnostics)?;
-            let parsed = Instant::now();
-            let tables =
-                compile_cached(&loaded.policy, &limits, &mut compile_cache).map_err(diagnostics)?;
-            let compiled = Instant::now();
-            let summary = ChangeSummary::between(Some(&installed.0), &loaded.policy);
-            let unchanged = installed.1 == tables && installed.0 == loaded.policy;
-            ensure!(
-                !unchanged,
-                "the new policy is the same as the old ({summary})"
-            );
-            let summarised = Instant::now();
-            let report = dataplane.install(&tables)?;
+            let Stages {
+                parsed,
+                compiled,
+                summarised,
+                report,
+            } = reload_step(
+                dir,
+                (&env, &limits),
+                &mut caches,
+                &mut installed,
+                &mut dataplane,
+            )?;
             let live = summarised + report.total;
             into.total.push(live - start);
             into.load.push(parsed - watched);
@@ -221,8 +219,7 @@ pub fn run(
             into.install.push(report.total);
             into.writes
                 .push(report.writes.inserted + report.writes.removed);
-            check_probe(&dataplane, &tables, probe)?;
-            installed = (loaded.policy, tables);
+            check_probe(&dataplane, &installed.1, probe)?;
             reloads += 1;
             Ok(())
         };
