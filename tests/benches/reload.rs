@@ -8,8 +8,8 @@
 //! `PolicyWatcher` on the policy directory (inotify, then the fixed
 //! debounce `reload::watch::DEBOUNCE` of quiet time), then what
 //! `reload::prepare` does (`policy::load_cached`: read the files, parse
-//! those whose text changed since the last reload, validate; `compile_cached`: only the groups that changed; both in
-//! [`reload_step`]),
+//! those whose text changed since the last reload, validate;
+//! `compile_cached`: only the groups that changed; both in [`reload_step`]),
 //! the daemon's bookkeeping before the swap
 //! (`ChangeSummary::between` and its is-anything-different comparison) and
 //! `Dataplane::install`, which writes the inactive slot and flips it. The
