@@ -88,8 +88,10 @@ pub fn save(path: &Path, leases: &[Lease]) -> Result<()> {
 }
 
 /// The leases in `path` that have not expired, on this boot's monotonic
-/// clock. No file: none.
-pub fn load(path: &Path) -> Result<Vec<Restored>> {
+/// clock, none living longer than `longest` from now (what an answer can
+/// give: `dns.max-ttl` plus `dns.grace`; a file written by hand or under
+/// another configuration cannot extend a lease). No file: none.
+pub fn load(path: &Path, longest: Duration) -> Result<Vec<Restored>> {
     let file = match std::fs::File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -108,7 +110,9 @@ pub fn load(path: &Path) -> Result<Vec<Restored>> {
         .filter(|l| l.expires_at_unix > now_unix)
         .map(|l| Restored {
             expires_ns: now_ns
-                + Duration::from_secs(l.expires_at_unix - now_unix).as_nanos() as u64,
+                + Duration::from_secs(l.expires_at_unix - now_unix)
+                    .min(longest)
+                    .as_nanos() as u64,
             group: l.group,
             rule: l.rule_id,
             addr: l.address,
@@ -136,7 +140,8 @@ mod tests {
     fn live_leases_come_back_and_expired_ones_do_not() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dns-leases.json");
-        assert!(load(&path).unwrap().is_empty(), "no file: nothing");
+        let hour = Duration::from_secs(3_600);
+        assert!(load(&path, hour).unwrap().is_empty(), "no file: nothing");
         let now = unix_now();
         save(
             &path,
@@ -146,7 +151,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let back = load(&path).unwrap();
+        let back = load(&path, hour).unwrap();
         assert_eq!(back.len(), 1);
         assert_eq!(back[0].addr, "203.0.113.10".parse::<IpAddr>().unwrap());
         assert_eq!(
@@ -155,6 +160,9 @@ mod tests {
         );
         let left = back[0].expires_ns - monotonic_ns();
         assert!(left <= 60_000_000_000 && left > 50_000_000_000, "{left}");
+        // No lease outlives what an answer could give now.
+        let short = load(&path, Duration::from_secs(10)).unwrap();
+        assert!(short[0].expires_ns - monotonic_ns() <= 10_000_000_000);
     }
 
     #[test]
@@ -162,8 +170,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dns-leases.json");
         std::fs::write(&path, b"[{\"group\": 1}]").unwrap();
-        assert!(load(&path).is_err());
+        let hour = Duration::from_secs(3_600);
+        assert!(load(&path, hour).is_err());
         std::fs::write(&path, vec![b' '; MAX_FILE_BYTES as usize + 1]).unwrap();
-        assert!(load(&path).unwrap_err().to_string().contains("over"));
+        assert!(load(&path, hour).unwrap_err().to_string().contains("over"));
     }
 }

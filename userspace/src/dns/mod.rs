@@ -421,7 +421,8 @@ async fn sweep(shared: Arc<Shared>) {
 /// force (a rule or a group that is gone, a deny that now covers the
 /// address: not learned).
 fn restore(shared: &Shared) {
-    let restored = match leases_file::load(&shared.leases_file) {
+    let longest = shared.config.max_ttl + shared.config.grace;
+    let restored = match leases_file::load(&shared.leases_file, longest) {
         Ok(restored) => restored,
         Err(e) => {
             tracing::warn!("dns: the kept learned addresses are ignored: {e:#}");
