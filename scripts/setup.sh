@@ -2,7 +2,8 @@
 # Installs everything Tollgate's build, lab and test suite use, on Debian 12
 # with rustup. Idempotent: a second run checks and returns in about a second.
 #
-#   Debian packages  iproute2, iputils-ping, curl, nftables, bpftool,
+#   Debian packages  iproute2, ethtool (the NTP load bench's drop counters),
+#                    iputils-ping, curl, nftables, bpftool,
 #                    xdp-tools (xdp-filter for the benchmark),
 #                    chrony + ntpsec-ntpdate + sntp (real NTP
 #                    clients and the reference server), prometheus (promtool),
@@ -24,7 +25,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-packages=(iproute2 iputils-ping curl nftables bpftool xdp-tools chrony ntpsec-ntpdate sntp prometheus netsniff-ng iperf3 dnsutils dnsmasq-base git systemd dpkg-dev lintian)
+packages=(iproute2 ethtool iputils-ping curl nftables bpftool xdp-tools chrony ntpsec-ntpdate sntp prometheus netsniff-ng iperf3 dnsutils dnsmasq-base git systemd dpkg-dev lintian)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -157,9 +157,35 @@ pub fn enter_for_good(name: &str) -> Result<()> {
 
 /// Creates a veth pair with one end in each namespace and brings both up.
 pub fn veth(a: (&Namespace, &str), b: (&Namespace, &str)) -> Result<()> {
+    veth_with_queues(a, b, 1)
+}
+
+/// [`veth`] with `queues` transmit and receive queues at each end. With an
+/// XDP program attached, each receive queue is a ring of 256 frames with
+/// its own NAPI context, as a NIC's queues are.
+pub fn veth_with_queues(a: (&Namespace, &str), b: (&Namespace, &str), queues: u32) -> Result<()> {
+    let queues = queues.to_string();
     ip(&[
-        "link", "add", a.1, "netns", &a.0.name, "type", "veth", "peer", "name", b.1, "netns",
+        "link",
+        "add",
+        a.1,
+        "netns",
+        &a.0.name,
+        "numtxqueues",
+        &queues,
+        "numrxqueues",
+        &queues,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b.1,
+        "netns",
         &b.0.name,
+        "numtxqueues",
+        &queues,
+        "numrxqueues",
+        &queues,
     ])?;
     a.0.ip(&["link", "set", a.1, "up"])?;
     b.0.ip(&["link", "set", b.1, "up"])?;
@@ -201,12 +227,22 @@ pub const RIG_DEVICE_IFACE: &str = "devices0";
 impl Rig {
     /// Creates the namespaces `<prefix>-dev`, `<prefix>-gw`, `<prefix>-up`.
     pub fn create(prefix: &str) -> Result<Rig> {
+        Rig::create_with_queues(prefix, 1)
+    }
+
+    /// [`Rig::create`] with `queues` queues on the device-facing link
+    /// ([`veth_with_queues`]).
+    pub fn create_with_queues(prefix: &str, queues: u32) -> Result<Rig> {
         let rig = Rig {
             devices: Namespace::create(&format!("{prefix}-dev"))?,
             gateway: Namespace::create(&format!("{prefix}-gw"))?,
             upstream: Namespace::create(&format!("{prefix}-up"))?,
         };
-        veth((&rig.devices, "eth0"), (&rig.gateway, RIG_DEVICE_IFACE))?;
+        veth_with_queues(
+            (&rig.devices, "eth0"),
+            (&rig.gateway, RIG_DEVICE_IFACE),
+            queues,
+        )?;
         veth((&rig.gateway, "uplink0"), (&rig.upstream, "eth0"))?;
         for (ns, iface, addrs) in [
             (&rig.gateway, RIG_DEVICE_IFACE, ["10.0.0.1/8", "fd00::1/16"]),

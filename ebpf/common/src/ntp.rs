@@ -35,8 +35,8 @@ pub const PROG_NTP: &str = "tollgate_ntp";
 /// is sent all the same.
 pub const MAP_NTP_SAMPLES: &str = "TG_NTP_SAMPLES";
 /// Size of `TG_NTP_SAMPLES`: about 21 800 records (40 bytes and the
-/// ring's 8-byte header each), far more than devices send between two
-/// reads of a controller that drains the ring as records arrive.
+/// ring's 8-byte header each): 87 ms of answers at 250 000 requests/s,
+/// far more than arrive between two drains by the controller.
 pub const NTP_SAMPLE_RING_BYTES: u32 = 1 << 20;
 
 /// Entries of `TG_NTP_ADDRS`.

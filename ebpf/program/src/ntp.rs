@@ -323,19 +323,27 @@ fn plain_request(d: &[u8], v4: bool) -> Option<SourceKey> {
 /// does) so a spoofed flood cannot lock the real device out.
 #[inline(always)]
 fn within_rate(source: &SourceKey, state: &NtpFastState, now: u64) -> bool {
-    let tat = TG_NTP_RATE.get_ptr(*source).map(|t| {
-        // SAFETY: read at once; a racing CPU can at worst lose one charge.
-        unsafe { *t }
-    });
-    let next = tat.unwrap_or(now).max(now);
+    let slot = TG_NTP_RATE.get_ptr_mut(*source);
+    // SAFETY: read at once; a racing CPU can at worst lose one charge.
+    let next = slot.map_or(now, |t| unsafe { *t }).max(now);
     if next - now > state.rate_tolerance_ns {
         let leak = u32::from(state.rate_leak & 0x1f);
         // SAFETY: the helper has no preconditions.
         return leak != 0 && unsafe { bpf_get_prandom_u32() } & ((1u32 << leak) - 1) == 0;
     }
-    // A full LRU evicts its oldest source, which then starts over with a
-    // full burst: errs towards answering, never against a device.
-    let _ = TG_NTP_RATE.insert(*source, next + state.rate_interval_ns, 0);
+    let charged = next + state.rate_interval_ns;
+    match slot {
+        // In place: updating an LRU entry allocates a new node and frees
+        // the old one, several times the cost of the rest of the answer.
+        // SAFETY: a value of the map, valid while the program runs; a
+        // racing CPU can at worst lose one charge, as above.
+        Some(t) => unsafe { *t = charged },
+        // A full LRU evicts its oldest source, which then starts over with
+        // a full burst: errs towards answering, never against a device.
+        None => {
+            let _ = TG_NTP_RATE.insert(*source, charged, 0);
+        }
+    }
     true
 }
 
@@ -430,6 +438,8 @@ fn report(source: &SourceKey, d: &[u8], v4: bool) {
         received: timestamp(n + 32),
         transmit: timestamp(n + 24),
     });
+    // The default wake-up: only when the controller had caught up, so a
+    // busy fast path wakes it once per batch it drains, not per answer.
     entry.submit(0);
 }
 

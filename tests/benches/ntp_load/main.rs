@@ -29,9 +29,19 @@
 //!   replies; the replies' delivery to the generator's socket runs in the
 //!   softirq of whichever of the two sent them, and counts there.
 //!
+//! Per step, the kernel's drop counters say where the lost requests went:
+//! the gateway's receive ring (full while its NAPI thread waited or could
+//! not keep up), the replies' `XDP_TX`, a full server socket or a full
+//! generator socket.
+//!
+//! The device-facing link receives like a NIC's (`servers::Link`): four
+//! queues of 256 frames and NAPI threads that preempt the servers, as
+//! interrupts do.
+//!
 //! Run as root: `cargo bench --bench ntp_load`. `NTP_BENCH_STEP_SECONDS`
 //! (default 2) sets the step length, `NTP_BENCH_RATES` (comma-separated
-//! requests/s) the rates.
+//! requests/s) the rates, `NTP_BENCH_LINK=veth` a plain veth instead (one
+//! ring, NAPI at the bench's priority).
 
 mod generator;
 mod servers;
@@ -40,11 +50,12 @@ use std::{net::SocketAddrV4, time::Duration};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use generator::Generator;
-use servers::{CHRONY, GENERATOR_CPU, Gateway, MEMBER, SINK, TOLLGATE};
+use servers::{CHRONY, GENERATOR_CPU, Gateway, Link, MEMBER, SINK, TOLLGATE};
 
-const RATES: [u32; 12] = [
-    5_000, 10_000, 20_000, 30_000, 50_000, 75_000, 100_000, 150_000, 200_000, 300_000, 400_000,
-    600_000,
+/// Finer steps from 100k, where chronyd's limit lies on this machine.
+const RATES: [u32; 17] = [
+    5_000, 10_000, 20_000, 30_000, 50_000, 75_000, 100_000, 110_000, 125_000, 150_000, 175_000,
+    200_000, 250_000, 300_000, 400_000, 500_000, 600_000,
 ];
 /// The loss a rate may have and still count as served.
 const LOSS_LIMIT_PERCENT: f64 = 0.5;
@@ -87,16 +98,18 @@ impl Server {
         }
     }
 
-    /// The server CPU seconds so far: the NAPI thread plus the server's
+    /// The server CPU seconds so far: the NAPI threads and the server's
     /// process.
-    fn cpu(self, gateway: &Gateway) -> Result<f64> {
+    fn cpu(self, gateway: &Gateway) -> Result<(f64, f64)> {
         let (napi, tollgate, chronyd) = gateway.cpu()?;
-        Ok(napi
-            + match self {
+        Ok((
+            napi,
+            match self {
                 Server::FastPath | Server::Userspace => tollgate,
                 Server::Chronyd => chronyd,
                 Server::Sink => 0.0,
-            })
+            },
+        ))
     }
 }
 
@@ -108,6 +121,8 @@ struct Step {
     p50_us: f64,
     p99_us: f64,
     cpu_us_per_reply: f64,
+    /// The NAPI threads' part of it.
+    napi_us_per_reply: f64,
 }
 
 impl Step {
@@ -156,6 +171,11 @@ fn main() -> Result<()> {
             .collect::<Result<_>>()?,
         Err(_) => RATES.to_vec(),
     };
+    let link = match std::env::var("NTP_BENCH_LINK").as_deref() {
+        Err(_) | Ok("nic") => Link::NIC_LIKE,
+        Ok("veth") => Link::PLAIN_VETH,
+        Ok(other) => bail!("NTP_BENCH_LINK: {other:?} is neither `nic` nor `veth`"),
+    };
     // Other jobs share this machine: run the servers and the generator at a
     // higher priority (inherited by the daemon and chronyd alike).
     // SAFETY: setpriority on this process, before any other thread exists.
@@ -168,12 +188,13 @@ fn main() -> Result<()> {
     let tollgate = servers::tollgate_binary()?;
     testkit::bench::print_machine_facts();
     println!(
-        "tollgate: {}\nchronyd: {}",
+        "tollgate: {}\nchronyd: {}\nlink: {}",
         tollgate.display(),
-        chrony_version()
+        chrony_version(),
+        link.describe()
     );
 
-    let mut gateway = Gateway::start(tollgate)?;
+    let mut gateway = Gateway::start(tollgate, link)?;
     let generator = gateway.rig.devices.enter(|| Generator::open(MEMBER))??;
     wait_for_tollgate(&gateway, &generator, true)?;
     generator.wait_for_server(CHRONY)?;
@@ -182,8 +203,9 @@ fn main() -> Result<()> {
     let mut fast_path_counts = [(0.0, 0.0); 2];
 
     println!(
-        "\n{:>13} {:>9} {:>10} {:>8} {:>9} {:>9} {:>11}",
-        "server", "rate/s", "sent/s", "loss %", "p50 µs", "p99 µs", "CPU µs/req"
+        "\n{:>13} {:>9} {:>10} {:>8} {:>9} {:>9} {:>11} {:>8}  \
+         dropped at: gateway ring / XDP_TX / server socket / generator socket",
+        "server", "rate/s", "sent/s", "loss %", "p50 µs", "p99 µs", "CPU µs/req", "of NAPI",
     );
     let mut results: Vec<(Server, Vec<Step>)> = Server::ALL.iter().map(|&s| (s, vec![])).collect();
     for (i, &rate) in rates.iter().enumerate() {
@@ -213,8 +235,11 @@ fn main() -> Result<()> {
             }
             let counts_before = fast_path_counts_now(&gateway)?;
             let cpu_before = server.cpu(&gateway)?;
+            let drops_before = gateway.drops()?;
             let sent = generator.step(server.address(), rate, step, GENERATOR_CPU)?;
-            let cpu = server.cpu(&gateway)? - cpu_before;
+            let cpu_after = server.cpu(&gateway)?;
+            let (napi_cpu, process_cpu) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
+            let drops = gateway.drops()? - drops_before;
             if let Some(t) = tollgate {
                 let after = fast_path_counts_now(&gateway)?;
                 fast_path_counts[t].0 += after.0 - counts_before.0;
@@ -236,10 +261,11 @@ fn main() -> Result<()> {
                 seconds: step.as_secs_f64(),
                 p50_us: percentile(0.50),
                 p99_us: percentile(0.99),
-                cpu_us_per_reply: cpu * 1e6 / replies.max(1) as f64,
+                cpu_us_per_reply: (napi_cpu + process_cpu) * 1e6 / replies.max(1) as f64,
+                napi_us_per_reply: napi_cpu * 1e6 / replies.max(1) as f64,
             };
             println!(
-                "{:>13} {:>9} {:>10.0} {:>8.3} {:>9.1} {:>9.1} {:>11.2}",
+                "{:>13} {:>9} {:>10.0} {:>8.3} {:>9.1} {:>9.1} {:>11.2} {:>8.2}  {} / {} / {} / {}",
                 server.name(),
                 rate,
                 s.sent_per_second(),
@@ -255,6 +281,15 @@ fn main() -> Result<()> {
                 } else {
                     s.cpu_us_per_reply
                 },
+                if *server == Server::Sink {
+                    f64::NAN
+                } else {
+                    s.napi_us_per_reply
+                },
+                drops.gateway_ring,
+                drops.xdp_tx,
+                drops.gateway_socket,
+                drops.generator_socket,
             );
             steps.push(s);
         }

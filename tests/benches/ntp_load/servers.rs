@@ -11,7 +11,9 @@
 //! to the server CPU, like a NIC's interrupts on a gateway, so the XDP
 //! program (the fast path), the stack's delivery to a server socket and the
 //! servers themselves share one CPU and their time is measurable per
-//! thread. The device side (`eth0`, with an XDP program of its own so that
+//! thread. By default ([`Link::NIC_LIKE`]) it has four receive queues and
+//! its NAPI threads run at `SCHED_FIFO` 50, preempting the servers as
+//! interrupts would. The device side (`eth0`, with an XDP program of its own so that
 //! native `XDP_TX` replies reach it) receives in the softirq of whoever
 //! sent the reply: the NAPI thread for the fast path, the server's
 //! `sendmmsg` for the others; either way on the server CPU and counted in
@@ -33,6 +35,49 @@ use tollgate::netns::{Namespace, RIG_DEVICE_IFACE, Rig};
 pub const SERVER_CPU: usize = 0;
 /// The CPU the generator runs on.
 pub const GENERATOR_CPU: usize = 1;
+
+/// How the gateway's device-facing link receives.
+#[derive(Clone, Copy)]
+pub struct Link {
+    /// Receive queues, each a ring of 256 frames drained by its own NAPI
+    /// thread (all on [`SERVER_CPU`]); the generator's 64 source ports
+    /// spread over them.
+    pub queues: u32,
+    /// The NAPI threads at `SCHED_FIFO` 50, as the kernel runs interrupt
+    /// threads: receive processing preempts user work, as a NIC's
+    /// interrupts do. Otherwise at the bench's nice −10, where a server
+    /// busy on the same CPU delays the ring's draining by up to a
+    /// scheduler slice.
+    pub realtime_napi: bool,
+}
+
+impl Link {
+    /// Like a NIC on a gateway (the default): 4 queues, 1024 frames
+    /// in all (a NIC ring has 1–4k descriptors), and receive processing
+    /// that preempts the servers.
+    pub const NIC_LIKE: Link = Link {
+        queues: 4,
+        realtime_napi: true,
+    };
+    /// A plain veth (`NTP_BENCH_LINK=veth`): one ring of 256 frames whose
+    /// NAPI thread competes with the servers for the CPU.
+    pub const PLAIN_VETH: Link = Link {
+        queues: 1,
+        realtime_napi: false,
+    };
+
+    pub fn describe(self) -> String {
+        format!(
+            "{} receive queue(s) of 256 frames, NAPI threads {}",
+            self.queues,
+            if self.realtime_napi {
+                "SCHED_FIFO 50"
+            } else {
+                "at nice -10"
+            }
+        )
+    }
+}
 
 /// The generator's source, a member of the policy's group.
 pub const MEMBER: Ipv4Addr = Ipv4Addr::new(10, 64, 0, 10);
@@ -60,8 +105,9 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn start(tollgate: PathBuf) -> Result<Gateway> {
-        let rig = Rig::create(&format!("tg-ntpload-{}", std::process::id()))?;
+    pub fn start(tollgate: PathBuf, link: Link) -> Result<Gateway> {
+        let rig =
+            Rig::create_with_queues(&format!("tg-ntpload-{}", std::process::id()), link.queues)?;
         rig.add_device(&MEMBER.to_string())?;
         for addr in ["100.127.0.123/32", "100.127.0.125/32"] {
             rig.gateway.ip(&["addr", "add", addr, "dev", "lo"])?;
@@ -92,7 +138,11 @@ impl Gateway {
         ensure!(!napi.is_empty(), "no NAPI thread appeared for devices0");
         for &pid in &napi {
             pin(pid, SERVER_CPU)?;
-            same_priority(pid)?;
+            if link.realtime_napi {
+                realtime(pid)?;
+            } else {
+                same_priority(pid)?;
+            }
         }
         let chrony = Chrony::start(&rig.gateway)?;
         pin(chrony.pid(), SERVER_CPU)?;
@@ -213,6 +263,20 @@ fn same_priority(pid: u32) -> Result<()> {
             std::io::Error::last_os_error()
         );
     }
+    Ok(())
+}
+
+/// Runs kernel thread `pid` at `SCHED_FIFO` 50, the priority of the
+/// kernel's interrupt threads.
+fn realtime(pid: u32) -> Result<()> {
+    let param = libc::sched_param { sched_priority: 50 };
+    // SAFETY: sched_setscheduler reads `param`, which lives across the call.
+    let set = unsafe { libc::sched_setscheduler(pid as libc::pid_t, libc::SCHED_FIFO, &param) };
+    ensure!(
+        set == 0,
+        "SCHED_FIFO for {pid}: {}",
+        std::io::Error::last_os_error()
+    );
     Ok(())
 }
 
@@ -397,4 +461,77 @@ fn build_tollgate() -> Result<PathBuf> {
         .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
         .find(|p| p.ends_with("tollgate"))
         .context("cargo built no tollgate binary")
+}
+
+/// The kernel's counters at each place on the path where a request or its
+/// reply can be dropped, so that a step's loss is located, not guessed.
+#[derive(Clone, Copy, Default)]
+pub struct Drops {
+    /// Requests the device's `eth0` could not hand to the gateway's veth:
+    /// its receive ring (256 frames, drained by the NAPI thread) was full.
+    pub gateway_ring: u64,
+    /// Replies the gateway's `XDP_TX` could not hand back to `eth0`: the
+    /// device side's ring was full.
+    pub xdp_tx: u64,
+    /// Datagrams dropped at a full socket: the servers' in the gateway, the
+    /// generator's in the device namespace.
+    pub gateway_socket: u64,
+    pub generator_socket: u64,
+}
+
+impl std::ops::Sub for Drops {
+    type Output = Drops;
+    fn sub(self, before: Drops) -> Drops {
+        Drops {
+            gateway_ring: self.gateway_ring - before.gateway_ring,
+            xdp_tx: self.xdp_tx - before.xdp_tx,
+            gateway_socket: self.gateway_socket - before.gateway_socket,
+            generator_socket: self.generator_socket - before.generator_socket,
+        }
+    }
+}
+
+impl Gateway {
+    /// The drop counters now.
+    pub fn drops(&self) -> Result<Drops> {
+        let eth0: serde_json::Value =
+            serde_json::from_str(&self.rig.devices.ip(&["-s", "-j", "link", "show", "eth0"])?)?;
+        let gateway_ring = eth0[0]["stats64"]["tx"]["dropped"]
+            .as_u64()
+            .context("eth0 tx dropped")?;
+        let ethtool = self
+            .rig
+            .gateway
+            .exec("ethtool", &["-S", RIG_DEVICE_IFACE])?;
+        ensure!(ethtool.status.success(), "ethtool -S {RIG_DEVICE_IFACE}");
+        let xdp_tx = String::from_utf8_lossy(&ethtool.stdout)
+            .lines()
+            .filter_map(|l| l.trim().split_once(':'))
+            .filter(|(name, _)| name.ends_with("xdp_tx_errors"))
+            .map(|(_, v)| v.trim().parse::<u64>().unwrap_or(0))
+            .sum();
+        Ok(Drops {
+            gateway_ring,
+            xdp_tx,
+            gateway_socket: udp_receive_drops(&self.rig.gateway)?,
+            generator_socket: udp_receive_drops(&self.rig.devices)?,
+        })
+    }
+}
+
+/// `Udp: RcvbufErrors` of namespace `ns` (`/proc/net/snmp`).
+fn udp_receive_drops(ns: &Namespace) -> Result<u64> {
+    let out = ns.exec("cat", &["/proc/net/snmp"])?;
+    let snmp = String::from_utf8_lossy(&out.stdout);
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next(), udp.next());
+    let (Some(names), Some(values)) = (names, values) else {
+        bail!("no Udp lines in /proc/net/snmp of {}", ns.name());
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .context("Udp RcvbufErrors")
 }

@@ -37,8 +37,17 @@ pub async fn keep_current(service: Weak<NtpService>, mut maps: NtpFastMaps) {
     }
 }
 
+/// The pause after each drain of the fast path's samples. The program
+/// wakes the controller only when it had caught up with the ring, so the
+/// pause makes a busy fast path wake it at most once per pause rather than
+/// once per answer (a wake-up costs the answering CPU an irq_work and the
+/// daemon a scheduling round); the ring holds 87 ms of answers at
+/// 250 000 requests/s.
+const NTP_SAMPLE_BATCH: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Drains the fast path's samples into the service's time health as they
-/// arrive, until the service goes. Holds the service weakly, as above.
+/// arrive, in batches, until the service goes. Holds the service weakly,
+/// as above.
 pub async fn record_samples(service: Weak<NtpService>, ring: RingBuf<MapData>) {
     // SAFETY: the ring buffer owns its fd for as long as the AsyncFd lives.
     let mut ring = match unsafe { tokio::io::unix::AsyncFd::register(ring) } {
@@ -55,14 +64,22 @@ pub async fn record_samples(service: Weak<NtpService>, ring: RingBuf<MapData>) {
         let Some(service) = service.upgrade() else {
             return;
         };
-        let ring = guard.get_inner_mut();
-        while let Some(record) = ring.next() {
-            match decode_sample(&record) {
-                Ok(s) => service.record_fast_path(s.source, s.received, s.transmit),
-                Err(e) => tracing::warn!("NTP fast path sample: {e:#}"),
-            }
-        }
+        // Cleared before the drain: the program's wake-up for a record
+        // that arrives after it then marks the ring ready again, and is
+        // not cleared away.
         guard.clear_ready();
+        drain(&service, guard.get_inner_mut());
+        drop(service);
+        tokio::time::sleep(NTP_SAMPLE_BATCH).await;
+    }
+}
+
+fn drain(service: &NtpService, ring: &mut RingBuf<MapData>) {
+    while let Some(record) = ring.next() {
+        match decode_sample(&record) {
+            Ok(s) => service.record_fast_path(s.source, s.received, s.transmit),
+            Err(e) => tracing::warn!("NTP fast path sample: {e:#}"),
+        }
     }
 }
 
