@@ -116,6 +116,23 @@ impl Tun {
         let _ = (&self.file).write(&packet);
     }
 
+    /// Sends a UDP datagram with `payload` from `src`, port `tag`, to
+    /// `dst`:`port`; a reply to it counts as [`Tun::answered`] under `tag`.
+    pub fn send_udp(&self, src: IpAddr, dst: IpAddr, port: u16, tag: u16, payload: &[u8]) {
+        let mut packet = Vec::new();
+        match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => PacketBuilder::ipv4(s.octets(), d.octets(), 64)
+                .udp(tag, port)
+                .write(&mut packet, payload),
+            (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ipv6(s.octets(), d.octets(), 64)
+                .udp(tag, port)
+                .write(&mut packet, payload),
+            _ => panic!("families differ"),
+        }
+        .unwrap();
+        let _ = (&self.file).write(&packet);
+    }
+
     /// Whether a reply to the probe tagged `tag` sent to `dst` came back.
     pub fn answered(&self, dst: IpAddr, tag: u16) -> bool {
         self.replies.lock().unwrap().contains(&(dst, tag))

@@ -1,7 +1,9 @@
 //! The NTP fast path with real clients: the real daemon in a gateway
-//! namespace, attached in generic or native XDP to the device-facing veth,
-//! and ntpdig, sntp and `chronyd -Q` in the device namespace asking over
-//! IPv4 and IPv6. The scrape proves the program answered (not the server).
+//! namespace, attached in generic or native XDP or TC to the
+//! device-facing veth, and ntpdig, sntp and `chronyd -Q` in the device
+//! namespace asking over IPv4 and IPv6; on a raw-IP link (tun, TC),
+//! requests written into the device. The scrape proves the program
+//! answered (not the server).
 //! Native XDP on a veth sends replies back only to a peer that runs XDP
 //! itself (`datapath/ntp_fast.rs`): with one, the program answers; without,
 //! the daemon sees the driver's `XDP_TX` errors and leaves the interface to
@@ -85,7 +87,89 @@ fn ntpdig(rig: &Rig, server: &str) -> Result<serde_json::Value, String> {
 
 #[test]
 fn real_clients_take_the_fast_paths_time_over_ipv4_and_ipv6() {
-    let (rig, _daemon) = start("ntpfast-ok", "xdp-generic", LOCAL);
+    real_clients_take_the_time("ntpfast-ok", "xdp-generic");
+}
+
+/// TC answers by redirecting the reply to the interface's egress.
+#[test]
+fn real_clients_take_the_tc_fast_paths_time_over_ipv4_and_ipv6() {
+    real_clients_take_the_time("ntpfast-tc", "tc");
+}
+
+/// A raw-IP link (tun) with the TC hook: requests written into the tun
+/// device as a device would send them are answered by the program, and
+/// the replies come back out of the tun device.
+#[test]
+fn a_raw_ip_link_gets_the_tc_fast_paths_answer() {
+    testkit::require_root();
+    let rig = Rig::create(&format!("tg-ntpfast-tun-{}", std::process::id())).unwrap();
+    for addr in [format!("{NTP_V4}/32"), format!("{NTP_V6}/128")] {
+        rig.gateway
+            .ip(&["addr", "add", &addr, "dev", "lo", "nodad"])
+            .unwrap();
+    }
+    let tun = testkit::tun::Tun::create(&rig.gateway, "tun0", None);
+    rig.gateway.ip(&["link", "set", "tun0", "up"]).unwrap();
+    rig.gateway
+        .ip(&["route", "add", "10.64.0.0/16", "dev", "tun0"])
+        .unwrap();
+    rig.gateway
+        .ip(&["-6", "route", "add", "fd00:64::/48", "dev", "tun0"])
+        .unwrap();
+    let _daemon = Daemon::start(
+        &rig.gateway,
+        "ntpfast-tun",
+        &["tun0"],
+        &format!("attach: tc\nntp:\n  listen: [\"{NTP_V4}:123\", \"[{NTP_V6}]:123\"]\n{LOCAL}"),
+        &[("meters.yaml", POLICY)],
+    );
+    let request = testkit::ntp::client_request(4, 3, 0x0123_4567_89ab_cdef, 0);
+    let cases = [(METER_V4, NTP_V4, 40001), (METER_V6, NTP_V6, 40002)];
+    // The daemon publishes the fast path's state once its server runs:
+    // ask until the program answers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while answered(&rig) < 1.0 && std::time::Instant::now() < deadline {
+        let (src, dst, tag) = cases[0];
+        tun.send_udp(
+            src.parse().unwrap(),
+            dst.parse().unwrap(),
+            123,
+            tag,
+            &request,
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let before = answered(&rig);
+    assert!(before >= 1.0, "the program never answered on tun0");
+    tun.forget_replies();
+    for (src, dst, tag) in cases {
+        tun.send_udp(
+            src.parse().unwrap(),
+            dst.parse().unwrap(),
+            123,
+            tag,
+            &request,
+        );
+    }
+    std::thread::sleep(testkit::tun::REPLY_WAIT);
+    for (_, dst, tag) in cases {
+        assert!(
+            tun.answered(dst.parse().unwrap(), tag),
+            "no reply from {dst} came out of tun0"
+        );
+    }
+    assert_eq!(
+        answered(&rig) - before,
+        2.0,
+        "both requests answered by the program, not the server"
+    );
+}
+
+/// ntpdig, sntp and `chronyd -Q` over IPv4 and IPv6 accept the time the
+/// program answers with, on an Ethernet veth with the daemon attached in
+/// `attach` mode.
+fn real_clients_take_the_time(tag: &str, attach: &str) {
+    let (rig, _daemon) = start(tag, attach, LOCAL);
     for server in [NTP_V4, NTP_V6] {
         let answer = ntpdig(&rig, server).unwrap_or_else(|e| {
             let (_, body) = rig.gateway.http_get("127.0.0.1:9187", "/metrics").unwrap();
@@ -109,7 +193,7 @@ fn real_clients_take_the_fast_paths_time_over_ipv4_and_ipv6() {
     let by_ntpdig = answered(&rig);
     assert!(
         by_ntpdig >= 8.0,
-        "ntpdig's 2 × 4 samples, answered in XDP: {by_ntpdig}"
+        "ntpdig's 2 × 4 samples, answered by the program: {by_ntpdig}"
     );
     for server in [NTP_V4, NTP_V6] {
         let out = rig.devices.exec("sntp", &["-t", "2", server]).unwrap();
@@ -126,7 +210,7 @@ fn real_clients_take_the_fast_paths_time_over_ipv4_and_ipv6() {
     }
     assert!(
         answered(&rig) > by_ntpdig,
-        "sntp and chronyd were answered in XDP"
+        "sntp and chronyd were answered by the program"
     );
 }
 

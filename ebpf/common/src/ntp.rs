@@ -29,6 +29,12 @@ pub const MAP_NTP_SCRATCH: &str = "TG_NTP_SCRATCH";
 pub const MAP_NTP_PROG: &str = "TG_NTP_PROG";
 /// The responder (an XDP program), never attached: only tail-called.
 pub const PROG_NTP: &str = "tollgate_ntp";
+/// `ProgramArray` with one entry, [`PROG_NTP_TC`]: the TC hooks' responder.
+pub const MAP_NTP_TC: &str = "TG_NTP_TC";
+/// The responder's TC twin, tail-called by the TC hooks: it answers by
+/// redirecting the reply to the egress of the interface the request came
+/// in on, TC's `XDP_TX`.
+pub const PROG_NTP_TC: &str = "tollgate_ntp_tc";
 /// `RingBuf<NtpSample>`: one record per request the responder answered,
 /// for the controller's per-group time health (`ntp/health.rs`). Full:
 /// the sample is dropped and counted (`Stat::NtpSamplesLost`); the reply
@@ -102,13 +108,21 @@ pub struct NtpAddrKey {
 
 /// Value of `TG_NTP_SCRATCH`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NtpScratch {
     /// The `TG_NTP_ADDRS` lookup key, built here rather than on the stack.
     pub key: NtpAddrKey,
     /// The request the responder answers, packed by the hook.
     pub request: u32,
+    /// The TC responder's copy of the datagram it answers (TC reads and
+    /// writes the skb through helpers, not in place): the longest plain
+    /// request, IPv6, UDP and 48 bytes of NTP.
+    pub datagram: [u8; NTP_DATAGRAM_MAX],
 }
+
+/// Bytes of the longest datagram the fast path answers (IPv6 header, UDP
+/// header, NTP header).
+pub const NTP_DATAGRAM_MAX: usize = 40 + 8 + 48;
 
 /// Record of `TG_NTP_SAMPLES`: who asked, when the request arrived and
 /// what the client's clock said when it sent it. The controller derives
@@ -131,5 +145,5 @@ pod!(NtpFastState, NtpAddrKey, NtpScratch, NtpSample);
 
 const _: () = assert!(core::mem::size_of::<NtpFastState>() == 72);
 const _: () = assert!(core::mem::size_of::<NtpAddrKey>() == 20);
-const _: () = assert!(core::mem::size_of::<NtpScratch>() == 24);
+const _: () = assert!(core::mem::size_of::<NtpScratch>() == 120);
 const _: () = assert!(core::mem::size_of::<NtpSample>() == 40);

@@ -8,10 +8,10 @@
 //! attached. [`probe`] runs `expect:` cases for the controller before each
 //! flip. The hooks tail-call [`tollgate_reject`] and [`tollgate_reject_tc`]
 //! to answer a rejected packet (`reject/`: XDP with `XDP_TX`, TC by
-//! redirecting the reply to the interface's egress), and the XDP hooks
-//! [`tollgate_ntp`] to answer NTP requests (`ntp.rs`): programs of their
-//! own, so the verifier checks each once, not once per path through the
-//! decision.
+//! redirecting the reply to the interface's egress), and [`tollgate_ntp`]
+//! and [`tollgate_ntp_tc`] to answer NTP requests (`ntp.rs`, the same
+//! way): programs of their own, so the verifier checks each once, not once
+//! per path through the decision.
 #![no_std]
 #![no_main]
 
@@ -34,7 +34,7 @@ use aya_ebpf::{
 };
 use tollgate_common::{Allowed, Stat, Verdict};
 
-use crate::maps::{TG_REJECT_TC, TG_REJECT_XDP};
+use crate::maps::{TG_NTP_PROG, TG_NTP_TC, TG_REJECT_TC, TG_REJECT_XDP};
 use crate::parse::{Fragment, Frame, Packet, Parsed};
 
 /// What becomes of a packet.
@@ -81,6 +81,19 @@ pub fn tollgate_ntp(ctx: XdpContext) -> u32 {
         xdp_action::XDP_TX
     } else {
         xdp_action::XDP_PASS
+    }
+}
+
+/// [`tollgate_ntp`]'s TC twin, tail-called by the TC hooks.
+#[classifier]
+pub fn tollgate_ntp_tc(ctx: TcContext) -> i32 {
+    if ntp::respond(&ctx) {
+        // TC's XDP_TX: out of the interface the request came in on.
+        // SAFETY: the context is the kernel's skb; bpf_redirect only records
+        // the target and returns TC_ACT_REDIRECT.
+        unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) as i32 }
+    } else {
+        TC_ACT_UNSPEC
     }
 }
 
@@ -147,7 +160,7 @@ fn xdp(ctx: &XdpContext, link: Link) -> u32 {
         }
         Outcome::Ntp(request) => {
             // Returns only when there is no responder to take over.
-            ntp::hand_over(ctx, request);
+            ntp::hand_over(ctx, &TG_NTP_PROG, request);
             xdp_action::XDP_PASS
         }
     }
@@ -166,8 +179,12 @@ fn tc(ctx: &TcContext, link: Link) -> i32 {
         end: ctx.data_end(),
     };
     match filter(&frame, u64::from(len), link) {
-        // TC cannot answer from the ingress hook: the server does.
-        Outcome::Pass | Outcome::Ntp(_) => TC_ACT_UNSPEC,
+        Outcome::Pass => TC_ACT_UNSPEC,
+        Outcome::Ntp(request) => {
+            // Returns only when there is no responder to take over.
+            ntp::hand_over(ctx, &TG_NTP_TC, request);
+            TC_ACT_UNSPEC
+        }
         Outcome::Drop => TC_ACT_SHOT,
         Outcome::Reject => {
             // Returns only when there is no answerer to take over.

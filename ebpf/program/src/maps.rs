@@ -139,6 +139,8 @@ pub static TG_NTP_SCRATCH: PerCpuArray<NtpScratch, 1> = PerCpuArray::new();
 
 #[btf_map]
 pub static TG_NTP_PROG: ProgramArray<1> = ProgramArray::new();
+#[btf_map]
+pub static TG_NTP_TC: ProgramArray<1> = ProgramArray::new();
 
 /// What the responder answered, for the controller's time health.
 #[btf_map]

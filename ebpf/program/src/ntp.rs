@@ -2,8 +2,8 @@
 //! without the socket path.
 //!
 //! A packet the policy allowed, from a device in a group, to an `ntp.listen`
-//! address and port (`TG_NTP_ADDRS`) is a candidate ([`candidate`]). XDP
-//! answers it ([`answer_xdp`]) when it is a plain client request, exactly
+//! address and port (`TG_NTP_ADDRS`) is a candidate ([`candidate`]). The
+//! hook answers it ([`respond`]) when it is a plain client request, exactly
 //! what the userspace server would answer the same way:
 //! - IPv4 without options or IPv6 without extension headers, UDP with a
 //!   48-byte payload (no extension fields, no MAC, so no NTS), from a
@@ -11,9 +11,9 @@
 //! - NTP version 3 or 4, mode 3 (client), not the NTPv5 upgrade request
 //!   (an NTPv4 request whose reference timestamp is `NTP5DRFT`);
 //! - arriving on an interface where a reply sent back reaches the device
-//!   (`TG_NTP_IFACES`, kept by the controller: XDP attachments, until a
-//!   native one's driver fails a reply, as a veth does whose peer runs no
-//!   XDP program);
+//!   (`TG_NTP_IFACES`, kept by the controller: TC and XDP attachments,
+//!   until a native XDP one's driver fails a reply, as a veth does whose
+//!   peer runs no XDP program);
 //! - `TG_NTP_STATE` set and fresh (the controller refreshes it at every
 //!   poll; a controller that stopped leaves the answering to nobody's
 //!   claim, so the server decides);
@@ -25,8 +25,9 @@
 //! Everything else passes (`XDP_PASS`) unchanged to the userspace server,
 //! which decides it as before and counts it (`NtpFastPassed`; a limited
 //! source: `NtpFastLimited`, where the server's own limiter refuses or
-//! leaks it). TC cannot send a reply back out of the ingress hook as XDP
-//! does: TC hooks leave every request to the server.
+//! leaks it). TC answers the same requests with the same reply
+//! ([`Responder`] for `TcContext`), sent by redirecting the skb to the
+//! egress of the interface it came in on, TC's `XDP_TX`.
 //!
 //! Each answered request leaves a sample (source, receive timestamp, the
 //! client's transmit timestamp) in `TG_NTP_SAMPLES` for the controller's
@@ -40,8 +41,10 @@
 //! oracle (`tests/tests/ntp_fast_differential.rs`).
 
 use aya_ebpf::{
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_ktime_get_tai_ns},
-    programs::XdpContext,
+    EbpfContext,
+    btf_maps::ProgramArray,
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_ktime_get_tai_ns, bpf_skb_load_bytes},
+    programs::{TcContext, XdpContext},
 };
 use tollgate_common::{
     Allowed, FAMILY_V4, MAX_GROUPS, NTP_STATE_SET, NtpAddrKey, NtpFastState, NtpSample, SourceKey,
@@ -52,10 +55,11 @@ use crate::{
     account,
     checksum::{checksum, sum},
     maps::{
-        TG_GROUPS, TG_NTP_ADDRS, TG_NTP_IFACES, TG_NTP_PROG, TG_NTP_RATE, TG_NTP_SAMPLES,
-        TG_NTP_SCRATCH, TG_NTP_STATE,
+        TG_GROUPS, TG_NTP_ADDRS, TG_NTP_IFACES, TG_NTP_RATE, TG_NTP_SAMPLES, TG_NTP_SCRATCH,
+        TG_NTP_STATE,
     },
     parse::{Fragment, IPPROTO_UDP, Packet},
+    reject::Hook,
 };
 
 /// An NTPv3/v4 header, the whole payload of a plain request.
@@ -76,7 +80,7 @@ const MAX_ELAPSED_NS: u64 = 1 << 40;
 /// Bound on the growth rate (about 0.9 s/s), for the same reason.
 const MAX_DISPERSION_RATE: u64 = (1 << 24) - 1;
 
-/// Where a candidate request's headers are, for [`answer_xdp`], packed
+/// Where a candidate request's headers are, for [`respond`], packed
 /// into one register (the hook's stack has no room to spare): the IP
 /// header's offset, and flags.
 #[derive(Clone, Copy)]
@@ -148,26 +152,28 @@ pub fn candidate(
     Some(Request(packed))
 }
 
-/// Hands the request to the responder ([`respond`], the `tollgate_ntp`
-/// program) by a tail call, which does not return when it succeeds. When it
-/// fails (no responder in `TG_NTP_PROG`), the request passes to the server.
+/// Hands the request to the responder in `table` ([`respond`]: the
+/// `tollgate_ntp` program for XDP, `tollgate_ntp_tc` for TC) by a tail
+/// call, which does not return when it succeeds. When it fails (no
+/// responder in the table), the request passes to the server.
 #[inline(always)]
-pub fn hand_over(ctx: &XdpContext, request: Request) {
+pub fn hand_over<C: EbpfContext>(ctx: &C, table: &ProgramArray<1>, request: Request) {
     let Some(scratch) = TG_NTP_SCRATCH.get_ptr_mut(0) else {
         return;
     };
     // SAFETY: a per-CPU slot; programs do not preempt each other on a CPU.
     unsafe { (*scratch).request = request.0 };
-    // SAFETY: the responder is an XDP program on the same context.
-    unsafe { TG_NTP_PROG.tail_call(ctx, 0) };
+    // SAFETY: the table holds a responder of the hook's own program type.
+    unsafe { table.tail_call(ctx, 0) };
     account::stat(Stat::NtpFastPassed, 0);
 }
 
-/// The responder: answers the request [`hand_over`] left in place; returns
-/// whether to send it (`XDP_TX`) rather than pass the request on to the
-/// userspace server. Every outcome is counted.
+/// The responder: answers the request [`hand_over`] left; returns whether
+/// the hook sends the reply (`XDP_TX`, or TC's redirect to the same
+/// interface) rather than pass the request on to the userspace server.
+/// Every outcome is counted.
 #[inline(always)]
-pub fn respond(ctx: &XdpContext) -> bool {
+pub fn respond<H: Responder>(ctx: &H) -> bool {
     // T2 first, before anything else costs time.
     // SAFETY: the helper has no preconditions.
     let received_tai = unsafe { bpf_ktime_get_tai_ns() };
@@ -175,10 +181,14 @@ pub fn respond(ctx: &XdpContext) -> bool {
         return false;
     };
     let request = Request(scratch.request);
-    let answered = if request.v4() {
-        answer::<{ 20 + UDP_LEN + NTP_LEN }>(ctx, request, received_tai)
-    } else {
-        answer::<{ 40 + UDP_LEN + NTP_LEN }>(ctx, request, received_tai)
+    let answered = match fresh_state(ctx.arrived_on()) {
+        None => Answer::Passed,
+        Some((state, now)) if request.v4() => {
+            ctx.answer::<{ 20 + UDP_LEN + NTP_LEN }>(request, state, now, received_tai)
+        }
+        Some((state, now)) => {
+            ctx.answer::<{ 40 + UDP_LEN + NTP_LEN }>(request, state, now, received_tai)
+        }
     };
     match answered {
         Answer::Sent => {
@@ -196,81 +206,194 @@ pub fn respond(ctx: &XdpContext) -> bool {
     }
 }
 
-enum Answer {
+pub enum Answer {
     Sent,
     Limited,
     Passed,
 }
 
-/// `N`: the IP datagram's length, header included.
+/// The state to answer with and the monotonic time now, when the state is
+/// set and fresh and a reply sent back on interface `ifindex` reaches the
+/// device (`TG_NTP_IFACES`: not a veth whose peer runs no XDP program,
+/// which drops what native XDP transmits); otherwise the server answers.
 #[inline(always)]
-fn answer<const N: usize>(ctx: &XdpContext, request: Request, received_tai: u64) -> Answer {
+fn fresh_state(ifindex: u32) -> Option<(&'static NtpFastState, u64)> {
     // By reference: a copy would cost the stack 72 bytes.
-    let Some(state) = TG_NTP_STATE.get(0) else {
-        return Answer::Passed;
-    };
+    let state = TG_NTP_STATE.get(0)?;
     // SAFETY: the helper has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if state.flags & NTP_STATE_SET == 0 || now > state.valid_until_ns {
-        return Answer::Passed;
+        return None;
     }
-    // SAFETY: the context the kernel passed; its fields are readable.
-    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    if TG_NTP_IFACES.get_ptr(ifindex).is_none() {
-        // A reply sent back here would be lost (TC, or a veth whose peer
-        // runs no XDP program drops what native XDP transmits): the server
-        // answers.
-        return Answer::Passed;
+    TG_NTP_IFACES.get_ptr(ifindex)?;
+    Some((state, now))
+}
+
+/// How a hook reads a request and puts its answer on the wire: XDP
+/// rewrites the packet where it lies; TC copies the datagram out through
+/// the skb helpers, rewrites the copy and stores it back
+/// (`reject::Hook::emit`, which keeps the skb's checksum state right).
+pub trait Responder {
+    /// The index of the interface the request arrived on, where the reply
+    /// goes out.
+    fn arrived_on(&self) -> u32;
+    /// Answers the request when it is a plain client request of `N` bytes
+    /// (the IP datagram, header included) and the only thing in the
+    /// packet after the link header.
+    fn answer<const N: usize>(
+        &self,
+        request: Request,
+        state: &NtpFastState,
+        now: u64,
+        received_tai: u64,
+    ) -> Answer;
+}
+
+impl Responder for XdpContext {
+    #[inline(always)]
+    fn arrived_on(&self) -> u32 {
+        // SAFETY: the context the kernel passed; its fields are readable.
+        unsafe { (*self.ctx).ingress_ifindex }
     }
-    let l3 = request.l3() & MAX_L3;
-    let (start, end) = (ctx.data(), ctx.data_end());
-    // The MAC swap's bounds first, then the datagram's: the verifier
-    // follows two separate checks of the same pointer.
-    if request.ethernet() {
-        if start + 12 > end {
+
+    #[inline(always)]
+    fn answer<const N: usize>(
+        &self,
+        request: Request,
+        state: &NtpFastState,
+        now: u64,
+        received_tai: u64,
+    ) -> Answer {
+        let l3 = request.l3() & MAX_L3;
+        let (start, end) = (self.data(), self.data_end());
+        // The MAC swap's bounds first, then the datagram's: the verifier
+        // follows two separate checks of the same pointer.
+        if request.ethernet() {
+            if start + 12 > end {
+                return Answer::Passed;
+            }
+            // SAFETY: bounds checked above; packet memory may be unaligned.
+            let macs = unsafe { core::ptr::read_unaligned(start as *const [u8; 12]) };
+            if group_address(&macs) {
+                return Answer::Passed;
+            }
+        }
+        // Shorter, or trailing bytes (a payload other than 48 bytes, or
+        // link padding): the server decides. The length is opaque to LLVM,
+        // so the bounds check below stays a comparison with `data_end`, the
+        // only kind the verifier learns from.
+        let len = core::hint::black_box(end - start);
+        if len != l3 + N {
             return Answer::Passed;
         }
-        // SAFETY: bounds checked above; packet memory may be unaligned.
-        let macs = unsafe { core::ptr::read_unaligned(start as *const [u8; 12]) };
-        // A group address at either end: never answered.
-        if macs[0] & 1 != 0 || macs[6] & 1 != 0 {
+        if start + l3 + N > end {
             return Answer::Passed;
         }
+        // Rewritten where it lies: a copy would not fit the program's
+        // stack beside the rest of the hook.
+        // SAFETY: bounds checked above; [u8; N] has alignment 1, and
+        // nothing else reads or writes the packet while this reference
+        // lives.
+        let d = unsafe { &mut *((start + l3) as *mut [u8; N]) };
+        let answered = rewrite(d, request.v4(), state, now, received_tai);
+        if matches!(answered, Answer::Sent) && request.ethernet() {
+            // SAFETY: bounds checked above.
+            unsafe {
+                let macs = core::ptr::read_unaligned(start as *const [u8; 12]);
+                let mut swapped = [0u8; 12];
+                swapped[..6].copy_from_slice(&macs[6..]);
+                swapped[6..].copy_from_slice(&macs[..6]);
+                core::ptr::write_unaligned(start as *mut [u8; 12], swapped);
+            }
+        }
+        answered
     }
-    // Shorter, or trailing bytes (a payload other than 48 bytes, or link
-    // padding): the server decides. The length is opaque to LLVM, so the
-    // bounds check below stays a comparison with `data_end`, the only kind
-    // the verifier learns from.
-    let len = core::hint::black_box(end - start);
-    if len != l3 + N {
-        return Answer::Passed;
+}
+
+impl Responder for TcContext {
+    #[inline(always)]
+    fn arrived_on(&self) -> u32 {
+        // SAFETY: the kernel's skb; its fields are readable.
+        unsafe { (*self.skb.skb).ifindex }
     }
-    if start + l3 + N > end {
-        return Answer::Passed;
+
+    #[inline(always)]
+    fn answer<const N: usize>(
+        &self,
+        request: Request,
+        state: &NtpFastState,
+        now: u64,
+        received_tai: u64,
+    ) -> Answer {
+        let l3 = request.l3() & MAX_L3;
+        // As XDP: the datagram and nothing after it.
+        if self.len() as usize != l3 + N {
+            return Answer::Passed;
+        }
+        if request.ethernet() {
+            match self.load::<[u8; 12]>(0) {
+                Ok(macs) if !group_address(&macs) => {}
+                _ => return Answer::Passed,
+            }
+        }
+        let Some(scratch) = TG_NTP_SCRATCH.get_ptr_mut(0) else {
+            return Answer::Passed;
+        };
+        // SAFETY: a per-CPU slot; programs do not preempt each other on a
+        // CPU.
+        let Some(d) = (unsafe { (*scratch).datagram.first_chunk_mut::<N>() }) else {
+            return Answer::Passed;
+        };
+        // The helper itself, with the constant length the verifier needs
+        // (aya's `load_bytes` clamps it to what the skb holds, which may be
+        // zero as far as the verifier knows).
+        // SAFETY: `d` is N bytes of map memory; the helper checks the skb.
+        let loaded = unsafe {
+            bpf_skb_load_bytes(
+                self.skb.skb.cast(),
+                l3 as u32,
+                d.as_mut_ptr().cast(),
+                N as u32,
+            )
+        };
+        if loaded != 0 {
+            return Answer::Passed;
+        }
+        match rewrite(d, request.v4(), state, now, received_tai) {
+            // The store fails only on an skb the kernel could not make
+            // writable; the request then goes to the server (charged and
+            // sampled once more there, an error towards answering).
+            Answer::Sent if !self.emit(l3, request.ethernet(), d) => Answer::Passed,
+            answered => answered,
+        }
     }
-    // Rewritten where it lies: a copy would not fit the program's stack
-    // beside the rest of the hook.
-    // SAFETY: bounds checked above; [u8; N] has alignment 1, and nothing
-    // else reads or writes the packet while this reference lives.
-    let d = unsafe { &mut *((start + l3) as *mut [u8; N]) };
-    let Some(source) = plain_request(d, request.v4()) else {
+}
+
+/// A group (multicast or broadcast) MAC address at either end: never
+/// answered.
+#[inline(always)]
+fn group_address(macs: &[u8; 12]) -> bool {
+    macs[0] & 1 != 0 || macs[6] & 1 != 0
+}
+
+/// Rewrites datagram `d` into the reply when it is a plain client request
+/// from a source within its rate limit, and reports it to the time health.
+#[inline(always)]
+fn rewrite<const N: usize>(
+    d: &mut [u8; N],
+    v4: bool,
+    state: &NtpFastState,
+    now: u64,
+    received_tai: u64,
+) -> Answer {
+    let Some(source) = plain_request(d, v4) else {
         return Answer::Passed;
     };
     if !within_rate(&source, state, now) {
         return Answer::Limited;
     }
-    reply(d, request.v4(), state, now, received_tai);
-    report(&source, d, request.v4());
-    if request.ethernet() {
-        // SAFETY: bounds checked above.
-        unsafe {
-            let macs = core::ptr::read_unaligned(start as *const [u8; 12]);
-            let mut swapped = [0u8; 12];
-            swapped[..6].copy_from_slice(&macs[6..]);
-            swapped[6..].copy_from_slice(&macs[..6]);
-            core::ptr::write_unaligned(start as *mut [u8; 12], swapped);
-        }
-    }
+    reply(d, v4, state, now, received_tai);
+    report(&source, d, v4);
     Answer::Sent
 }
 

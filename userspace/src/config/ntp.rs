@@ -29,9 +29,9 @@ pub struct NtpConfig {
     /// Server sockets (and tasks) per listen address, sharing it through
     /// SO_REUSEPORT; more than one only pays on gateways with cores to spare.
     pub workers: u8,
-    /// `fast-path: on`: the XDP program answers plain client requests of
-    /// group members itself (`ebpf/program/src/ntp.rs`); TC attachments and
-    /// everything unusual still reach the server.
+    /// `fast-path: on`: the dataplane (XDP or TC) answers plain client
+    /// requests of group members itself (`ebpf/program/src/ntp.rs`);
+    /// everything unusual still reaches the server.
     pub fast_path: bool,
     /// `fast-path-virtual: on`: answer in XDP on native attachments to
     /// virtual interfaces (veth) too, whose peers must run an XDP program

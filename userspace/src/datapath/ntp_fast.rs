@@ -106,8 +106,8 @@ impl Dataplane {
     /// device in sysfs) are left to the server unless
     /// `ntp.fast-path-virtual` says their peers run XDP; the daemon then
     /// watches them ([`Dataplane::ntp_replies_to_watch`]) and leaves one to
-    /// the server when its driver fails every reply. TC cannot send from
-    /// the ingress hook at all.
+    /// the server when its driver fails every reply. TC redirects its reply
+    /// to the interface's egress, which the stack transmits on every link.
     pub(super) fn note_ntp_replies(&mut self, attachment: &Attachment) -> Result<()> {
         let returns = match attachment.mode {
             AttachMode::XdpGeneric => true,
@@ -115,7 +115,7 @@ impl Dataplane {
                 let sysfs = std::path::Path::new("/sys/class/net").join(&attachment.interface);
                 self.ntp_fast_virtual || sysfs.join("device").exists()
             }
-            AttachMode::Tc => false,
+            AttachMode::Tc => true,
         };
         self.answer_ntp_on(attachment.index, returns)
     }

@@ -13,10 +13,10 @@ use aya::{
 use tollgate_common::{
     MAP_ACTIVE, MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT,
     MAP_DEVICE_PREFIX, MAP_EVENTS, MAP_GATEWAY, MAP_GRACE, MAP_GROUPS, MAP_LEARNED, MAP_NTP_PROG,
-    MAP_PASS_ETHERTYPES, MAP_PROBE, MAP_PROBE_RESULT, MAP_REJECT_TC, MAP_REJECT_XDP, MAP_RULESETS,
-    MAP_SETTINGS, MAP_STATS, MAP_TRIE, MAP_TRIE_ROOTS, PROG_NTP, PROG_PROBE, PROG_REJECT_TC,
-    PROG_REJECT_XDP, PROG_TC, PROG_TC_IP, PROG_XDP, PROG_XDP_IP, PROGRAMS, ROOTS_PER_SLOT, SLOTS,
-    Settings, TRIE_WORDS_PER_SLOT,
+    MAP_NTP_TC, MAP_PASS_ETHERTYPES, MAP_PROBE, MAP_PROBE_RESULT, MAP_REJECT_TC, MAP_REJECT_XDP,
+    MAP_RULESETS, MAP_SETTINGS, MAP_STATS, MAP_TRIE, MAP_TRIE_ROOTS, PROG_NTP, PROG_NTP_TC,
+    PROG_PROBE, PROG_REJECT_TC, PROG_REJECT_XDP, PROG_TC, PROG_TC_IP, PROG_XDP, PROG_XDP_IP,
+    PROGRAMS, ROOTS_PER_SLOT, SLOTS, Settings, TRIE_WORDS_PER_SLOT,
 };
 
 use super::{
@@ -90,20 +90,21 @@ impl Dataplane {
                 .set(0, &target, 0)
                 .with_context(|| format!("put {program} into {table}"))?;
         }
-        let answerer: &mut SchedClassifier = ebpf
-            .program_mut(PROG_REJECT_TC)
-            .ok_or_else(|| anyhow!("no program {PROG_REJECT_TC}"))?
-            .try_into()?;
-        answerer
-            .load()
-            .with_context(|| format!("verify {PROG_REJECT_TC}"))?;
-        let answerer = answerer.fd()?.try_clone()?;
-        ProgramArray::try_from(
-            ebpf.map_mut(MAP_REJECT_TC)
-                .ok_or_else(|| anyhow!("BPF object has no map {MAP_REJECT_TC}"))?,
-        )?
-        .set(0, &answerer, 0)
-        .with_context(|| format!("put {PROG_REJECT_TC} into {MAP_REJECT_TC}"))?;
+        // And those the TC hooks tail-call.
+        for (program, table) in [(PROG_NTP_TC, MAP_NTP_TC), (PROG_REJECT_TC, MAP_REJECT_TC)] {
+            let target: &mut SchedClassifier = ebpf
+                .program_mut(program)
+                .ok_or_else(|| anyhow!("no program {program}"))?
+                .try_into()?;
+            target.load().with_context(|| format!("verify {program}"))?;
+            let target = target.fd()?.try_clone()?;
+            ProgramArray::try_from(
+                ebpf.map_mut(table)
+                    .ok_or_else(|| anyhow!("BPF object has no map {table}"))?,
+            )?
+            .set(0, &target, 0)
+            .with_context(|| format!("put {program} into {table}"))?;
+        }
         for name in [PROG_TC, PROG_TC_IP] {
             let tc: &mut SchedClassifier = ebpf
                 .program_mut(name)
