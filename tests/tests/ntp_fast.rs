@@ -127,9 +127,7 @@ fn a_raw_ip_link_gets_the_tc_fast_paths_answer() {
     let cases = [(METER_V4, NTP_V4, 40001), (METER_V6, NTP_V6, 40002)];
     // The daemon publishes the fast path's state once its server runs:
     // ask until the program answers.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while answered(&rig) < 1.0 && std::time::Instant::now() < deadline {
-        let (src, dst, tag) = cases[0];
+    let send = |(src, dst, tag): (&str, &str, u16)| {
         tun.send_udp(
             src.parse().unwrap(),
             dst.parse().unwrap(),
@@ -137,20 +135,16 @@ fn a_raw_ip_link_gets_the_tc_fast_paths_answer() {
             tag,
             &request,
         );
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while answered(&rig) < 1.0 && std::time::Instant::now() < deadline {
+        send(cases[0]);
         std::thread::sleep(Duration::from_millis(200));
     }
     let before = answered(&rig);
     assert!(before >= 1.0, "the program never answered on tun0");
     tun.forget_replies();
-    for (src, dst, tag) in cases {
-        tun.send_udp(
-            src.parse().unwrap(),
-            dst.parse().unwrap(),
-            123,
-            tag,
-            &request,
-        );
-    }
+    cases.into_iter().for_each(send);
     std::thread::sleep(testkit::tun::REPLY_WAIT);
     for (_, dst, tag) in cases {
         assert!(

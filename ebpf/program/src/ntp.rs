@@ -183,11 +183,17 @@ pub fn respond<H: Responder>(ctx: &H) -> bool {
     let request = Request(scratch.request);
     let answered = match fresh_state(ctx.arrived_on()) {
         None => Answer::Passed,
-        Some((state, now)) if request.v4() => {
-            ctx.answer::<{ 20 + UDP_LEN + NTP_LEN }>(request, state, now, received_tai)
-        }
         Some((state, now)) => {
-            ctx.answer::<{ 40 + UDP_LEN + NTP_LEN }>(request, state, now, received_tai)
+            let time = Time {
+                state,
+                now,
+                received_tai,
+            };
+            if request.v4() {
+                ctx.answer::<{ 20 + UDP_LEN + NTP_LEN }>(request, &time)
+            } else {
+                ctx.answer::<{ 40 + UDP_LEN + NTP_LEN }>(request, &time)
+            }
         }
     };
     match answered {
@@ -204,6 +210,14 @@ pub fn respond<H: Responder>(ctx: &H) -> bool {
             false
         }
     }
+}
+
+/// What an answer is made with: the state to answer with, the monotonic
+/// time now, and the request's receive time (CLOCK_TAI).
+pub struct Time {
+    state: &'static NtpFastState,
+    now: u64,
+    received_tai: u64,
 }
 
 pub enum Answer {
@@ -240,13 +254,7 @@ pub trait Responder {
     /// Answers the request when it is a plain client request of `N` bytes
     /// (the IP datagram, header included) and the only thing in the
     /// packet after the link header.
-    fn answer<const N: usize>(
-        &self,
-        request: Request,
-        state: &NtpFastState,
-        now: u64,
-        received_tai: u64,
-    ) -> Answer;
+    fn answer<const N: usize>(&self, request: Request, time: &Time) -> Answer;
 }
 
 impl Responder for XdpContext {
@@ -257,13 +265,7 @@ impl Responder for XdpContext {
     }
 
     #[inline(always)]
-    fn answer<const N: usize>(
-        &self,
-        request: Request,
-        state: &NtpFastState,
-        now: u64,
-        received_tai: u64,
-    ) -> Answer {
+    fn answer<const N: usize>(&self, request: Request, time: &Time) -> Answer {
         let l3 = request.l3() & MAX_L3;
         let (start, end) = (self.data(), self.data_end());
         // The MAC swap's bounds first, then the datagram's: the verifier
@@ -295,7 +297,7 @@ impl Responder for XdpContext {
         // nothing else reads or writes the packet while this reference
         // lives.
         let d = unsafe { &mut *((start + l3) as *mut [u8; N]) };
-        let answered = rewrite(d, request.v4(), state, now, received_tai);
+        let answered = rewrite(d, request.v4(), time);
         if matches!(answered, Answer::Sent) && request.ethernet() {
             // SAFETY: bounds checked above.
             unsafe {
@@ -318,13 +320,7 @@ impl Responder for TcContext {
     }
 
     #[inline(always)]
-    fn answer<const N: usize>(
-        &self,
-        request: Request,
-        state: &NtpFastState,
-        now: u64,
-        received_tai: u64,
-    ) -> Answer {
+    fn answer<const N: usize>(&self, request: Request, time: &Time) -> Answer {
         let l3 = request.l3() & MAX_L3;
         // As XDP: the datagram and nothing after it.
         if self.len() as usize != l3 + N {
@@ -359,7 +355,7 @@ impl Responder for TcContext {
         if loaded != 0 {
             return Answer::Passed;
         }
-        match rewrite(d, request.v4(), state, now, received_tai) {
+        match rewrite(d, request.v4(), time) {
             // The store fails only on an skb the kernel could not make
             // writable; the request then goes to the server (charged and
             // sampled once more there, an error towards answering).
@@ -379,20 +375,14 @@ fn group_address(macs: &[u8; 12]) -> bool {
 /// Rewrites datagram `d` into the reply when it is a plain client request
 /// from a source within its rate limit, and reports it to the time health.
 #[inline(always)]
-fn rewrite<const N: usize>(
-    d: &mut [u8; N],
-    v4: bool,
-    state: &NtpFastState,
-    now: u64,
-    received_tai: u64,
-) -> Answer {
+fn rewrite<const N: usize>(d: &mut [u8; N], v4: bool, time: &Time) -> Answer {
     let Some(source) = plain_request(d, v4) else {
         return Answer::Passed;
     };
-    if !within_rate(&source, state, now) {
+    if !within_rate(&source, time.state, time.now) {
         return Answer::Limited;
     }
-    reply(d, v4, state, now, received_tai);
+    reply(d, v4, time.state, time.now, time.received_tai);
     report(&source, d, v4);
     Answer::Sent
 }
