@@ -7,7 +7,7 @@ use tollgate_common::{
     Destination, DeviceKey, DevicePrefix, GroupInfo, MAX_CHAIN, MAX_GROUPS, NO_RECORD, RuleRecord,
 };
 
-use super::{FlatMaps, SlotImage, Sorted};
+use super::{DeviceEntries, FlatMaps, SlotImage, Sorted};
 
 /// Counts of map writes, for logs and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -52,12 +52,14 @@ impl PolicyMaps {
                 .groups
                 .push(self.groups.get(&(base * MAX_GROUPS + i), 0)?);
         }
+        let mut devices = Vec::new();
         for entry in self.device_exact.iter() {
             let (k, v) = entry?;
             if k.slot == slot {
-                image.device_exact.push((k, v));
+                devices.push((k, v));
             }
         }
+        image.device_exact = DeviceEntries::read_back(devices);
         for entry in self.gateway.iter() {
             let (k, v) = entry?;
             if k.slot == slot {
@@ -126,7 +128,7 @@ impl PolicyMaps {
             &mut stats,
         )
         .context("write TG_RULESETS")?;
-        sync_map(
+        write_devices(
             &mut self.device_exact,
             &mut current.device_exact,
             &target.device_exact,
@@ -213,6 +215,24 @@ fn write_records(
     }
     *current = written;
     Ok(())
+}
+
+/// Makes `map` hold the device entries `target` where it holds `current`,
+/// diffing only the groups whose entries are not shared (`devices.rs`).
+fn write_devices(
+    map: &mut BpfHashMap<MapData, DeviceKey, u32>,
+    current: &mut DeviceEntries,
+    target: &DeviceEntries,
+    stats: &mut WriteStats,
+) -> Result<()> {
+    let changed = current.changed(target);
+    let mut held = current.of_groups(&changed);
+    let result = sync_map(map, &mut held, &target.of_groups(&changed), stats);
+    match result {
+        Ok(()) => current.take_groups(&changed, target),
+        Err(_) => current.set_groups(&changed, held),
+    }
+    result
 }
 
 /// The two operations `sync_map` needs from a kernel map.
