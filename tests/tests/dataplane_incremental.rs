@@ -5,9 +5,12 @@
 //! counters and rule lists keep their kernel identities while their content
 //! is unchanged. The property test applies random edit sequences (groups
 //! added, with names sorting before and after the others, and removed;
-//! rules dropped and their ports changed; defaults flipped; devices moved)
-//! and after every install reads both slots back from the kernel: the
-//! active slot must hold exactly what a from-scratch install of the new
+//! rules dropped and their ports changed; defaults flipped; devices moved;
+//! the policy compiled afresh, so that no group's compiled fragment is the
+//! one a slot was written from), compiles with the cache the daemon keeps
+//! (unchanged groups keep their fragments, which the install reuses slot by
+//! slot), and after every install reads both slots back from the kernel:
+//! the active slot must hold exactly what a from-scratch install of the new
 //! policy holds, the other slot still the previous policy, and every
 //! counter owner the two policies share must keep its kernel counter.
 //! Last, a fresh dataplane installs the last policy from scratch and its
@@ -30,7 +33,7 @@ use testkit::{
     random,
 };
 use tollgate::{
-    compile::compile,
+    compile::{CompileCache, compile, compile_cached},
     config::Limits,
     datapath::{Dataplane, Options, SlotContents},
     policy::{self, Environment, Policy, PortRange, Source},
@@ -77,6 +80,9 @@ enum Edit {
     FlipDefault(Index),
     /// A device of one group moves to another.
     MoveDevice(Index, Index, Index),
+    /// The same policy compiled without the cache: every group's fragment
+    /// is new, its content the same.
+    Recompile,
 }
 
 fn edit() -> impl Strategy<Value = Edit> {
@@ -92,6 +98,7 @@ fn edit() -> impl Strategy<Value = Edit> {
         any::<Index>().prop_map(Edit::FlipDefault),
         (any::<Index>(), any::<Index>(), any::<Index>())
             .prop_map(|(a, d, b)| Edit::MoveDevice(a, d, b)),
+        Just(Edit::Recompile),
     ]
 }
 
@@ -180,6 +187,7 @@ fn incremental_installs_equal_from_scratch_ones() {
             |(mut policy, edits)| {
                 let mut dp = dataplane.borrow_mut();
                 let mut previous: Option<(CompiledPolicy, HashMap<CounterOwner, u32>)> = None;
+                let mut cache = CompileCache::default();
                 let mut last = None;
                 for (serial, edit) in std::iter::once(None)
                     .chain(edits.iter().map(Some))
@@ -188,8 +196,11 @@ fn incremental_installs_equal_from_scratch_ones() {
                     if let Some(edit) = edit {
                         apply(&mut policy, edit, serial);
                     }
+                    if matches!(edit, Some(Edit::Recompile)) {
+                        cache = CompileCache::default();
+                    }
                     // An edit may overflow a rule list; the policy stays.
-                    let Ok(tables) = compile(&policy, &limits()) else {
+                    let Ok(tables) = compile_cached(&policy, &limits(), &mut cache) else {
                         continue;
                     };
                     dp.install(&tables)

@@ -120,7 +120,8 @@ pub struct GroupFragment {
     /// verdict totals.
     counters: Vec<CounterOwner>,
     table: GroupTable,
-    device_exact: Vec<IpAddr>,
+    /// Shared with every policy assembled from this fragment.
+    device_exact: Arc<[IpAddr]>,
     device_prefixes: Vec<IpNet>,
     /// Sorted by prefix; rule set indices are the fragment's.
     destinations: Vec<(IpNet, u32)>,
@@ -157,11 +158,17 @@ impl GroupFragment {
             group.audit,
             default,
         );
+        // step 4: exact addresses apart from shorter prefixes
+        let (exact, prefixes): (Vec<IpNet>, Vec<IpNet>) = group
+            .devices
+            .iter()
+            .map(|d| d.prefix)
+            .partition(|p| p.prefix_len() == p.max_prefix_len());
         let mut f = GroupFragment {
             counters,
             table,
-            device_exact: Vec::new(),
-            device_prefixes: Vec::new(),
+            device_exact: exact.iter().map(|p| p.addr()).collect(),
+            device_prefixes: prefixes,
             destinations: Vec::new(),
             rulesets: Vec::new(),
             records: 0,
@@ -169,16 +176,6 @@ impl GroupFragment {
             learn_guards: Vec::new(),
             errors: Vec::new(),
         };
-
-        // step 4: exact addresses apart from shorter prefixes
-        for device in &group.devices {
-            let prefix = device.prefix;
-            if prefix.prefix_len() == prefix.max_prefix_len() {
-                f.device_exact.push(prefix.addr());
-            } else {
-                f.device_prefixes.push(prefix);
-            }
-        }
 
         f.learned_destinations(group, &rule_counters);
         let mut candidates = candidates(group, &rule_counters);
@@ -428,6 +425,7 @@ fn assemble(
         0,
     );
     tables.groups.push(table);
+    tables.group_devices.push(Arc::from([]));
     let devices: usize = fragments.iter().map(|f| f.device_exact.len()).sum();
     tables.device_exact.reserve_exact(devices);
     let destinations: usize = fragments.iter().map(|f| f.destinations.len()).sum();
@@ -457,6 +455,7 @@ fn assemble(
         tables
             .device_exact
             .extend(f.device_exact.iter().map(|a| (*a, id)));
+        tables.group_devices.push(Arc::clone(&f.device_exact));
         tables
             .device_prefixes
             .extend(f.device_prefixes.iter().map(|p| (*p, id)));

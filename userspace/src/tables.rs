@@ -11,7 +11,7 @@
 //! The datapath maps each [`CounterOwner`] to a stable kernel counter, so a
 //! rule keeps its counter across reloads.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use ipnet::IpNet;
 use tollgate_common::Verdict;
@@ -28,6 +28,12 @@ pub struct CompiledPolicy {
     pub groups: Vec<GroupTable>,
     /// Exact device addresses (/32, /128) and their group id, sorted.
     pub device_exact: Vec<(IpAddr, u32)>,
+    /// The same addresses by group id, as each group's compiled fragment
+    /// has them: a group compiled once keeps its list (the same `Arc`)
+    /// across reloads, so an install tells unchanged groups by pointer.
+    /// Empty in policies built by hand; the install then reads
+    /// `device_exact`.
+    pub group_devices: Vec<Arc<[IpAddr]>>,
     /// Device prefixes shorter than a host address and their group id, sorted.
     pub device_prefixes: Vec<(IpNet, u32)>,
     /// (group id, destination prefix) to rule set index, sorted.

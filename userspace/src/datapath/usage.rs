@@ -53,7 +53,7 @@ impl Dataplane {
         let mut usage = Vec::with_capacity(REPORTED_MAPS.len());
         for map in REPORTED_MAPS {
             let entries = match map {
-                MAP_DEVICE_EXACT => sum(|i| i.device_exact.len()),
+                MAP_DEVICE_EXACT => sum(|i| i.device_exact.count()),
                 MAP_GATEWAY => sum(|i| i.gateway.len()),
                 MAP_DEVICE_PREFIX => sum(|i| i.device_prefixes.len()),
                 MAP_DESTINATIONS => sum(|i| i.destinations.len()),

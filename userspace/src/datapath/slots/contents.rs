@@ -104,7 +104,7 @@ impl SlotContents {
         };
         let mut contents = SlotContents::default();
         let mut referenced: BTreeSet<u32> = BTreeSet::from([UNKNOWN_GROUP]);
-        for (key, id) in &image.device_exact {
+        for (key, id) in image.device_exact.iter() {
             contents
                 .device_exact
                 .insert((key.family, key.addr), name(*id)?);

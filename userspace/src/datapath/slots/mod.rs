@@ -8,7 +8,10 @@
 //! Map entries are kept as vectors sorted by key, in the order `compile`
 //! already produces them, so building an image and diffing two are linear
 //! passes: with 10^5 destinations, hashing every key twice per reload cost
-//! more than the map writes of a small edit.
+//! more than the map writes of a small edit. The exact device entries, the
+//! largest map (10^6 in a fleet), are kept by group instead
+//! (`devices.rs`): an install rebuilds and diffs only the groups whose
+//! device list is not the one the slot was written from.
 //!
 //! Group ids in the kernel come from `group_ids.rs`, not from the group's
 //! position in the policy, so that adding or removing a group leaves every
@@ -17,13 +20,14 @@
 //! with from-scratch ones.
 
 mod contents;
+mod devices;
 mod fault;
 pub mod flat;
 mod group_ids;
 mod mapped;
 mod writes;
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use anyhow::{Context as _, Result, bail};
 use tollgate_common::{
@@ -35,6 +39,7 @@ use tollgate_common::{
 
 pub use self::{
     contents::{GroupContents, RuleContents, SlotContents},
+    devices::DeviceEntries,
     flat::FlatImage,
     group_ids::GroupIds,
     mapped::{FlatMaps, MappedWords},
@@ -48,7 +53,8 @@ use crate::tables::CompiledPolicy;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SlotImage {
     pub groups: Vec<GroupInfo>,
-    pub device_exact: Vec<(DeviceKey, u32)>,
+    /// By group (`devices.rs`).
+    pub device_exact: DeviceEntries,
     /// The gateway's addresses (value unused, always 1).
     pub gateway: Vec<(DeviceKey, u8)>,
     /// (LPM prefix length, data) → group.
@@ -117,6 +123,19 @@ fn family_and_bytes(addr: IpAddr) -> (u8, [u8; 16]) {
     }
 }
 
+/// Each group's exact device addresses, from `device_exact`: for a policy
+/// built by hand, without `group_devices`.
+fn device_lists(policy: &CompiledPolicy) -> Result<Vec<Arc<[IpAddr]>>> {
+    let mut lists = vec![Vec::new(); policy.groups.len()];
+    for &(addr, logical) in &policy.device_exact {
+        lists
+            .get_mut(logical as usize)
+            .with_context(|| format!("group {logical} has no kernel id"))?
+            .push(addr);
+    }
+    Ok(lists.into_iter().map(Arc::from).collect())
+}
+
 impl SlotImage {
     /// Lays out `policy` for `slot`; `counters` maps its logical counters to
     /// kernel indices, `group_ids` its group ids ([`GroupIds`]). Rule lists
@@ -175,18 +194,18 @@ impl SlotImage {
                 flags,
             };
         }
-        for &(addr, logical) in &policy.device_exact {
-            let (family, addr) = family_and_bytes(addr);
-            image.device_exact.push((
-                DeviceKey {
-                    slot,
-                    family,
-                    _pad: [0; 2],
-                    addr,
-                },
-                group(logical)?,
-            ));
-        }
+        let derived;
+        let lists = if policy.group_devices.is_empty() {
+            derived = device_lists(policy)?;
+            &derived
+        } else {
+            &policy.group_devices
+        };
+        let ids = (0..lists.len() as u32)
+            .map(group)
+            .collect::<Result<Vec<u32>>>()?;
+        image.device_exact =
+            DeviceEntries::build(slot, ids.into_iter().zip(lists), &current.device_exact);
         for &addr in &policy.gateway {
             let (family, addr) = family_and_bytes(addr);
             image.gateway.push((
@@ -277,7 +296,6 @@ impl SlotImage {
     }
 
     fn sort(&mut self) {
-        sort_entries(&mut self.device_exact);
         sort_entries(&mut self.gateway);
         sort_entries(&mut self.device_prefixes);
         sort_entries(&mut self.destinations);

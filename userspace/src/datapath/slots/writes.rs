@@ -7,7 +7,7 @@ use tollgate_common::{
     Destination, DeviceKey, DevicePrefix, GroupInfo, MAX_CHAIN, MAX_GROUPS, NO_RECORD, RuleRecord,
 };
 
-use super::{FlatMaps, SlotImage, Sorted};
+use super::{DeviceEntries, FlatMaps, SlotImage, Sorted};
 
 /// Counts of map writes, for logs and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -52,12 +52,14 @@ impl PolicyMaps {
                 .groups
                 .push(self.groups.get(&(base * MAX_GROUPS + i), 0)?);
         }
+        let mut devices = Vec::new();
         for entry in self.device_exact.iter() {
             let (k, v) = entry?;
             if k.slot == slot {
-                image.device_exact.push((k, v));
+                devices.push((k, v));
             }
         }
+        image.device_exact = DeviceEntries::read_back(devices);
         for entry in self.gateway.iter() {
             let (k, v) = entry?;
             if k.slot == slot {
@@ -126,7 +128,7 @@ impl PolicyMaps {
             &mut stats,
         )
         .context("write TG_RULESETS")?;
-        sync_map(
+        write_devices(
             &mut self.device_exact,
             &mut current.device_exact,
             &target.device_exact,
@@ -185,17 +187,23 @@ fn write_array<T: aya::Pod + PartialEq>(
 
 /// Writes the records of `target` that the kernel does not hold yet (both
 /// sorted by index). Records only `current` has are left as they are: no
-/// list of the new policy reaches them.
+/// list of the new policy reaches them. Both lists are walked in step: with
+/// 10^5 records, hashing every index of `current` took longer than the
+/// rest of writing a slot.
 fn write_records(
     map: &mut Array<MapData, RuleRecord>,
     current: &mut Vec<(u32, RuleRecord)>,
     target: &[(u32, RuleRecord)],
     stats: &mut WriteStats,
 ) -> Result<()> {
-    let held: std::collections::HashMap<u32, RuleRecord> = current.iter().copied().collect();
     let mut written = Vec::with_capacity(target.len());
+    let mut c = 0;
     for &(index, record) in target {
-        if held.get(&index) != Some(&record) {
+        while c < current.len() && current[c].0 < index {
+            c += 1;
+        }
+        let held = current.get(c).filter(|(i, _)| *i == index).map(|(_, r)| r);
+        if held != Some(&record) {
             if let Err(e) = map.set(index, record, 0) {
                 // What the kernel holds: the old records, but those written.
                 let done: std::collections::HashMap<u32, RuleRecord> =
@@ -213,6 +221,24 @@ fn write_records(
     }
     *current = written;
     Ok(())
+}
+
+/// Makes `map` hold the device entries `target` where it holds `current`,
+/// diffing only the groups whose entries are not shared (`devices.rs`).
+fn write_devices(
+    map: &mut BpfHashMap<MapData, DeviceKey, u32>,
+    current: &mut DeviceEntries,
+    target: &DeviceEntries,
+    stats: &mut WriteStats,
+) -> Result<()> {
+    let changed = current.changed(target);
+    let mut held = current.of_groups(&changed);
+    let result = sync_map(map, &mut held, &target.of_groups(&changed), stats);
+    match result {
+        Ok(()) => current.take_groups(&changed, target),
+        Err(_) => current.set_groups(&changed, held),
+    }
+    result
 }
 
 /// The two operations `sync_map` needs from a kernel map.
