@@ -443,19 +443,14 @@ fn tollgate_reloads(
      -> Result<()> {
         let start = Instant::now();
         write_files(dir, &files)?;
-        runtime
-            .block_on(async {
-                tokio::time::timeout(Duration::from_secs(10), watcher.changed()).await
-            })
-            .context("no change seen within 10 s")?
-            .context("the watcher stopped")?;
-        let watched = Instant::now();
         let Stages {
+            watched,
             parsed,
             compiled,
             summarised,
             report,
         } = reload_step(
+            (runtime, &mut watcher, Duration::from_secs(10)),
             dir,
             (&env, &limits),
             &mut caches,
@@ -573,22 +568,31 @@ struct Caches {
 
 /// When each stage of a reload ended, and the install's own report.
 struct Stages {
+    /// The watcher reported the change.
+    watched: Instant,
     parsed: Instant,
     compiled: Instant,
     summarised: Instant,
     report: InstallReport,
 }
 
-/// A reload as the daemon runs it once the watcher has seen a change: load,
-/// compile, summarise (the daemon skips a policy that did not change; here
-/// that is an error), install. `installed` becomes the new policy.
+/// A reload as the daemon runs it: waits (up to `patience`) for the
+/// watcher to see a change, then loads, compiles, summarises (the daemon
+/// skips a policy that did not change; here that is an error) and installs.
+/// `installed` becomes the new policy.
 fn reload_step(
+    (runtime, watcher, patience): (&tokio::runtime::Runtime, &mut PolicyWatcher, Duration),
     dir: &Path,
     (env, limits): (&Environment, &Limits),
     caches: &mut Caches,
     installed: &mut (Policy, CompiledPolicy),
     dataplane: &mut Dataplane,
 ) -> Result<Stages> {
+    runtime
+        .block_on(async { tokio::time::timeout(patience, watcher.changed()).await })
+        .with_context(|| format!("no change seen within {patience:?}"))?
+        .context("the watcher stopped")?;
+    let watched = Instant::now();
     let loaded = policy::load_cached(dir, env, &ReadLimits::default(), &mut caches.parse)
         .map_err(diagnostics)?;
     let parsed = Instant::now();
@@ -605,6 +609,7 @@ fn reload_step(
     let report = dataplane.install(&tables)?;
     *installed = (loaded.policy, tables);
     Ok(Stages {
+        watched,
         parsed,
         compiled,
         summarised,

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use tollgate::netns::Namespace;
 
 pub mod bench;
+pub mod chrony_server;
 pub mod contract;
 pub mod daemon_process;
 pub mod explicit_fleet;

@@ -11,12 +11,11 @@
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
     path::Path,
-    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
 use prometheus::{Encoder as _, Registry, TextEncoder};
-use testkit::ntp_clients::chronyd_accepts;
+use testkit::{chrony_server::ChronyServer, ntp_clients::chronyd_accepts};
 use tollgate::{
     config::{Config, NtpConfig},
     netns::{Namespace, veth},
@@ -291,46 +290,6 @@ fn real_clients_accept_the_time_over_ipv4_and_ipv6() {
     );
 }
 
-/// chronyd as the upstream server in the gateway, on loopback: never touches
-/// the clock (`-x`), everything in a temporary directory.
-struct Upstream {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Upstream {
-    fn start(gateway: &Namespace, stratum: u8) -> Upstream {
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("chrony.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "local stratum {stratum}\nallow 127.0.0.1\nbindaddress 127.0.0.1\n\
-                 port {UPSTREAM_PORT}\ncmdport 0\npidfile {}\n",
-                dir.path().join("chronyd.pid").display()
-            ),
-        )
-        .unwrap();
-        let child = gateway
-            .command("chronyd")
-            .args(["-x", "-d", "-f"])
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chronyd");
-        Upstream { child, _dir: dir }
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        // `ip netns exec` execs chronyd: this is chronyd's pid.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn clients_refuse_the_time_when_the_upstream_is_gone_past_the_holdover() {
     let mut rig = Rig::new("ntp-hold");
@@ -347,7 +306,14 @@ fn clients_refuse_the_time_when_the_upstream_is_gone_past_the_holdover() {
     assert!(refused.contains("Response dropped"), "{refused}");
 
     // The upstream appears: stratum 3 upstream, we are stratum 4.
-    let upstream = Upstream::start(&rig.gateway, 3);
+    // chronyd as the upstream server in the gateway, on loopback.
+    let upstream = ChronyServer::start(
+        &rig.gateway,
+        ([127, 0, 0, 1], UPSTREAM_PORT).into(),
+        3,
+        "127.0.0.1",
+    )
+    .unwrap();
     let status = rig.wait_for("synchronisation", |s| s.synchronized);
     assert_eq!(status.stratum, 4);
     assert_eq!(status.reference_id, "127.0.0.1");

@@ -24,11 +24,11 @@
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
-use testkit::daemon_process::Daemon;
+use testkit::{chrony_server::ChronyServer, daemon_process::Daemon};
 use tollgate::netns::{Namespace, RIG_DEVICE_IFACE, Rig};
 
 /// The CPU the gateway's side runs on (NAPI thread, servers).
@@ -95,7 +95,7 @@ const POLICY: &str = "groups:\n  meters:\n    devices: [10.64.0.0/16]\n    defau
 /// The rig, the daemon and chronyd; everything goes on drop (chronyd,
 /// the daemon, then the namespaces).
 pub struct Gateway {
-    chrony: Chrony,
+    chrony: ChronyServer,
     pub daemon: Daemon,
     pub rig: Rig,
     /// The gateway's NAPI thread(s) for `devices0`.
@@ -144,7 +144,9 @@ impl Gateway {
                 same_priority(pid)?;
             }
         }
-        let chrony = Chrony::start(&rig.gateway)?;
+        // `local stratum 10`, no `ratelimit`: chronyd limits nobody unless
+        // told to.
+        let chrony = ChronyServer::start(&rig.gateway, CHRONY.into(), 10, "10.0.0.0/8")?;
         pin(chrony.pid(), SERVER_CPU)?;
         pin_process(daemon.pid(), SERVER_CPU)?;
         Ok(Gateway {
@@ -288,52 +290,6 @@ fn pin_process(pid: u32, cpu: usize) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// chronyd as a server in the gateway namespace; killed on drop.
-struct Chrony {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Chrony {
-    fn start(ns: &Namespace) -> Result<Chrony> {
-        let dir = tempfile::tempdir()?;
-        let conf = dir.path().join("chrony.conf");
-        // No `ratelimit`: chronyd limits nobody unless told to. No sources,
-        // `local stratum 10`: always synchronised to its own clock.
-        std::fs::write(
-            &conf,
-            format!(
-                "local stratum 10\nallow 10.0.0.0/8\nbindaddress {}\nport {}\ncmdport 0\n\
-                 pidfile {}\n",
-                CHRONY.ip(),
-                CHRONY.port(),
-                dir.path().join("chronyd.pid").display()
-            ),
-        )?;
-        // -x: never adjust the clock. -d: foreground, so the child is chronyd.
-        let child = ns
-            .command("chronyd")
-            .args(["-x", "-d", "-f"])
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start chronyd")?;
-        Ok(Chrony { child, _dir: dir })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Chrony {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Sets `SO_RCVBUFFORCE` on the UDP socket of process `pid` bound to

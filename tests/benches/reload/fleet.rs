@@ -192,19 +192,14 @@ pub fn run(
         |change: &dyn Fn() -> Result<()>, probe: PacketFacts, into: &mut Kind| -> Result<()> {
             let start = Instant::now();
             change()?;
-            runtime
-                .block_on(async {
-                    tokio::time::timeout(Duration::from_secs(20), watcher.changed()).await
-                })
-                .context("no change seen within 20 s")?
-                .context("the watcher stopped")?;
-            let watched = Instant::now();
             let Stages {
+                watched,
                 parsed,
                 compiled,
                 summarised,
                 report,
             } = reload_step(
+                (runtime, &mut watcher, Duration::from_secs(20)),
                 dir,
                 (&env, &limits),
                 &mut caches,
