@@ -9,6 +9,8 @@ use tollgate_common::Verdict;
 
 pub struct Tables {
     policy: CompiledPolicy,
+    /// The policy's `device_exact`, in the order given.
+    device_exact: Vec<(std::net::IpAddr, u32)>,
     /// (group, destination) → rule entries, in precedence order.
     rules: Vec<(u32, ipnet::IpNet, Vec<RuleEntry>)>,
 }
@@ -17,6 +19,7 @@ impl Tables {
     pub fn new(unknown_deny: bool) -> Tables {
         let mut t = Tables {
             policy: CompiledPolicy::default(),
+            device_exact: Vec::new(),
             rules: Vec::new(),
         };
         t.add_group(UNKNOWN_GROUP_NAME, unknown_deny, false);
@@ -61,7 +64,7 @@ impl Tables {
                 ipnet::IpNet::from(d.parse::<std::net::IpAddr>().unwrap())
             };
             if net.prefix_len() == net.max_prefix_len() {
-                self.policy.device_exact.push((net.addr(), gid));
+                self.device_exact.push((net.addr(), gid));
             } else {
                 self.policy.device_prefixes.push((net, gid));
             }
@@ -123,6 +126,7 @@ impl Tables {
                 ruleset: self.policy.rulesets.len() as u32 - 1,
             });
         }
+        self.policy.device_exact = self.device_exact.into();
         self.policy
     }
 }

@@ -186,7 +186,7 @@ fn meters(extra: &[&str]) -> SourceGroups {
     device_exact.sort();
     let policy = CompiledPolicy {
         groups: vec![group(UNKNOWN_GROUP_NAME), group("meters")],
-        device_exact,
+        device_exact: device_exact.into(),
         device_prefixes: vec![("fd00:1::/64".parse().unwrap(), 1)],
         ..CompiledPolicy::default()
     };

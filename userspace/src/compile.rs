@@ -427,7 +427,7 @@ fn assemble(
     tables.groups.push(table);
     tables.group_devices.push(Arc::from([]));
     let devices: usize = fragments.iter().map(|f| f.device_exact.len()).sum();
-    tables.device_exact.reserve_exact(devices);
+    let mut device_exact = Vec::with_capacity(devices);
     let destinations: usize = fragments.iter().map(|f| f.destinations.len()).sum();
     tables.destinations.reserve_exact(destinations);
     let mut records = 0;
@@ -452,9 +452,7 @@ fn assemble(
             audit_deny_counter: t.audit_deny_counter + counters,
             reject_counter: t.reject_counter + counters,
         });
-        tables
-            .device_exact
-            .extend(f.device_exact.iter().map(|a| (*a, id)));
+        device_exact.extend(f.device_exact.iter().map(|a| (*a, id)));
         tables.group_devices.push(Arc::clone(&f.device_exact));
         tables
             .device_prefixes
@@ -500,7 +498,8 @@ fn assemble(
             record_limit = usize::MAX;
         }
     }
-    tables.device_exact.sort_unstable();
+    device_exact.sort_unstable();
+    tables.device_exact = device_exact.into();
     tables.device_prefixes.sort_unstable();
     // Already in order: by group, then by prefix within each fragment.
     debug_assert!(tables.destinations.is_sorted());

@@ -27,7 +27,10 @@ pub struct CompiledPolicy {
     /// Indexed by group id; index 0 is the unknown-device pseudo-group.
     pub groups: Vec<GroupTable>,
     /// Exact device addresses (/32, /128) and their group id, sorted.
-    pub device_exact: Vec<(IpAddr, u32)>,
+    /// Shared: learning keeps each slot's policy and the NTP server its
+    /// own, and at fleet scale this is the largest table (24 bytes a
+    /// device).
+    pub device_exact: Arc<[(IpAddr, u32)]>,
     /// The same addresses by group id, as each group's compiled fragment
     /// has them: a group compiled once keeps its list (the same `Arc`)
     /// across reloads, so an install tells unchanged groups by pointer.

@@ -60,7 +60,7 @@ fn groups_devices_and_counters() {
     assert_eq!(t.groups[0].name, UNKNOWN_GROUP_NAME);
     assert!(t.groups[0].default == Verdict::Allow && !t.groups[0].audit);
     assert_eq!(t.groups[1].default, Verdict::Deny);
-    assert_eq!(t.device_exact, [("10.99.0.7".parse().unwrap(), 1)]);
+    assert_eq!(*t.device_exact, [("10.99.0.7".parse().unwrap(), 1)]);
     assert_eq!(
         t.device_prefixes,
         [

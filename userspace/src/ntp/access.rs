@@ -6,7 +6,7 @@
 //! contains it, else group 0 (`_unknown`, not a member). Non-members are
 //! answered only when `ntp.allow` contains them.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use ipnet::IpNet;
 
@@ -20,7 +20,8 @@ pub const ALLOW_LIST_LABEL: &str = "allow-list";
 pub struct SourceGroups {
     /// By group id; index 0 is `_unknown`.
     names: Vec<String>,
-    exact: HashMap<IpAddr, u32>,
+    /// The policy's own table (shared), searched by address.
+    exact: Arc<[(IpAddr, u32)]>,
     /// Device prefixes by length, longest first.
     prefixes: Vec<(u8, HashMap<IpNet, u32>)>,
     allow: Vec<IpNet>,
@@ -55,7 +56,7 @@ impl SourceGroups {
         prefixes.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
         SourceGroups {
             names,
-            exact: policy.device_exact.iter().copied().collect(),
+            exact: Arc::clone(&policy.device_exact),
             prefixes,
             allow: allow.to_vec(),
         }
@@ -63,7 +64,12 @@ impl SourceGroups {
 
     pub fn classify(&self, source: IpAddr) -> Membership {
         let source = source.to_canonical();
-        let group = self.exact.get(&source).copied().or_else(|| {
+        let exact = self
+            .exact
+            .binary_search_by(|(addr, _)| addr.cmp(&source))
+            .ok()
+            .map(|i| self.exact[i].1);
+        let group = exact.or_else(|| {
             self.prefixes.iter().find_map(|(len, table)| {
                 let net = IpNet::new(source, *len).ok()?.trunc();
                 table.get(&net).copied()
@@ -113,10 +119,11 @@ mod tests {
     fn policy() -> CompiledPolicy {
         CompiledPolicy {
             groups: vec![group(UNKNOWN_GROUP_NAME), group("meters"), group("cameras")],
-            device_exact: vec![
+            device_exact: [
                 ("10.1.2.3".parse().unwrap(), 2),
                 ("fd00::7".parse().unwrap(), 2),
-            ],
+            ]
+            .into(),
             device_prefixes: vec![
                 ("10.0.0.0/8".parse().unwrap(), 1),
                 ("10.1.0.0/16".parse().unwrap(), 2),

@@ -127,7 +127,7 @@ fn family_and_bytes(addr: IpAddr) -> (u8, [u8; 16]) {
 /// built by hand, without `group_devices`.
 fn device_lists(policy: &CompiledPolicy) -> Result<Vec<Arc<[IpAddr]>>> {
     let mut lists = vec![Vec::new(); policy.groups.len()];
-    for &(addr, logical) in &policy.device_exact {
+    for &(addr, logical) in policy.device_exact.iter() {
         lists
             .get_mut(logical as usize)
             .with_context(|| format!("group {logical} has no kernel id"))?
