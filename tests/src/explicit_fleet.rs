@@ -128,7 +128,8 @@ pub fn policy(shape: &Shape, prefixes: &[IpNet]) -> Policy {
             let devices: Vec<Device> = devices_of(shape, g)
                 .map(|i| Device {
                     prefix: IpNet::from(IpAddr::V4(device(i))),
-                    origin: origin(&file, 4),
+                    line: 4,
+                    column: 1,
                 })
                 .collect();
             let first = g * shape.rules_per_group;

@@ -221,7 +221,8 @@ fn build(groups: Vec<GroupSpec>, unknown_deny: bool, ntp: Vec<IpAddr>) -> Policy
                 .filter(|p| taken.insert(*p))
                 .map(|prefix| Device {
                     prefix,
-                    origin: origin(1),
+                    line: 1,
+                    column: 1,
                 })
                 .collect(),
             default: spec.default,

@@ -193,7 +193,7 @@ fn explain_with(
         group: decision.group_name,
         group_id: decision.group,
         device_prefix: decision.device.map(|d| d.to_string()),
-        device_at: group.map(|g| Place::from(&g.device.origin)),
+        device_at: group.map(|g| Place::from(&g.group.device_origin(g.device))),
         verdict: decision.verdict,
         reason: decision.reason,
         rule: (decision.reason == DecisionReason::Rule)

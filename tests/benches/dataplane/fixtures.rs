@@ -200,7 +200,8 @@ pub fn fleet_policy(destinations: &[IpNet], devices: Vec<IpNet>) -> Policy {
             .into_iter()
             .map(|prefix| Device {
                 prefix,
-                origin: origin(),
+                line: 1,
+                column: 1,
             })
             .collect(),
         default: Action::Deny,

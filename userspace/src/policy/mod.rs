@@ -223,11 +223,25 @@ pub struct Group {
     pub default_origin: Origin,
 }
 
+impl Group {
+    /// Where `device`, one of this group's, is listed.
+    pub fn device_origin(&self, device: &Device) -> Origin {
+        Origin {
+            file: Arc::clone(&self.origin.file),
+            line: device.line as usize,
+            column: device.column as usize,
+        }
+    }
+}
+
 /// One source prefix of a group (a bare address is a /32 or /128).
+/// Fleets list 10^6 of them, so the place holds no file name: it is the
+/// file of the group ([`Group::device_origin`]), 28 bytes a device.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Device {
     pub prefix: IpNet,
-    pub origin: Origin,
+    pub line: u32,
+    pub column: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -408,7 +408,8 @@ impl Checker<'_> {
             self.error(&origin, &path, message);
         }
 
-        let mut devices = Vec::new();
+        let listed = spec.devices.as_ref().map_or(0, |d| d.values().len());
+        let mut devices = Vec::with_capacity(listed);
         for (suffix, item) in spec.devices.iter().flat_map(OneOrMany::items) {
             let field = format!("{path}.devices{suffix}");
             let here = at.value(&field);
@@ -439,7 +440,8 @@ impl Checker<'_> {
             }
             devices.push(Device {
                 prefix,
-                origin: here,
+                line: here.line as u32,
+                column: here.column as u32,
             });
         }
         if spec.devices.as_ref().is_none_or(OneOrMany::is_empty) {
