@@ -13,6 +13,7 @@
 //! The language reference, with the verdict semantics, is
 //! `policies/README.md`.
 
+mod device_counts;
 pub mod expect;
 #[cfg(test)]
 mod incremental_tests;

@@ -15,7 +15,9 @@ use std::{
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{
-    Action, Device, Environment, Group, Origin, Policy, Rule, RuleId, Target, has_ports,
+    Action, Device, Environment, Group, Origin, Policy, Rule, RuleId, Target,
+    device_counts::DeviceCounts,
+    has_ports,
     parse::ParsedFile,
     parse_proto,
     positions::Positions,
@@ -90,10 +92,8 @@ pub(super) struct GroupCache {
     lists_from: Vec<u64>,
     /// By (file serial, group name).
     groups: HashMap<(u64, String), CachedGroup>,
-    /// Device prefix → how many cached groups hold it.
-    device_groups: HashMap<IpNet, u32>,
-    /// Prefixes held by more than one cached group.
-    shared_devices: usize,
+    /// How many cached groups hold each device prefix.
+    devices: DeviceCounts,
 }
 
 struct CachedGroup {
@@ -105,40 +105,7 @@ struct CachedGroup {
 impl GroupCache {
     fn clear(&mut self) {
         self.groups.clear();
-        self.device_groups.clear();
-        self.shared_devices = 0;
-    }
-
-    fn insert(&mut self, key: (u64, String), cached: CachedGroup) {
-        for d in &cached.group.devices {
-            let count = self.device_groups.entry(d.prefix).or_insert(0);
-            *count += 1;
-            if *count == 2 {
-                self.shared_devices += 1;
-            }
-        }
-        self.groups.insert(key, cached);
-    }
-
-    fn remove(&mut self, key: &(u64, String)) {
-        let Some(cached) = self.groups.remove(key) else {
-            return;
-        };
-        for d in &cached.group.devices {
-            let std::collections::hash_map::Entry::Occupied(mut count) =
-                self.device_groups.entry(d.prefix)
-            else {
-                continue;
-            };
-            *count.get_mut() -= 1;
-            match *count.get() {
-                0 => {
-                    count.remove();
-                }
-                1 => self.shared_devices -= 1,
-                _ => {}
-            }
-        }
+        self.devices.clear();
     }
 }
 
@@ -193,17 +160,17 @@ pub(super) fn validate_incremental(
     let mut used: HashSet<(u64, String)> = HashSet::with_capacity(specs.len());
     let mut groups = Vec::with_capacity(specs.len());
     let mut diagnostics = std::mem::take(&mut checker.out);
-    let mut validated = 0;
+    let mut validated = Vec::new();
     for (name, (at, spec, serial)) in specs {
         let key = (serial, name.to_string());
         if !cache.groups.contains_key(&key) {
-            validated += 1;
-            let group = checker.group(at, name, spec, &mut HashMap::new());
+            let group = Arc::new(checker.group(at, name, spec, &mut HashMap::new()));
+            validated.push(Arc::clone(&group));
             let cached = CachedGroup {
-                group: Arc::new(group),
+                group,
                 diagnostics: std::mem::take(&mut checker.out),
             };
-            cache.insert(key.clone(), cached);
+            cache.groups.insert(key.clone(), cached);
         }
         let cached = &cache.groups[&key];
         groups.push(Arc::clone(&cached.group));
@@ -216,10 +183,21 @@ pub(super) fn validate_incremental(
         .filter(|k| !used.contains(*k))
         .cloned()
         .collect();
-    for key in &gone {
-        cache.remove(key);
-    }
-    if defined_twice || cache.shared_devices > 0 || diagnostics.iter().any(Diagnostic::is_error) {
+    let removed: Vec<CachedGroup> = gone
+        .iter()
+        .filter_map(|key| cache.groups.remove(key))
+        .collect();
+    cache.devices.remove(
+        removed
+            .iter()
+            .flat_map(|c| c.group.devices.iter().map(|d| d.prefix)),
+    );
+    cache.devices.add(
+        validated
+            .iter()
+            .flat_map(|g| g.devices.iter().map(|d| d.prefix)),
+    );
+    if defined_twice || cache.devices.shared() > 0 || diagnostics.iter().any(Diagnostic::is_error) {
         return None;
     }
     let policy = Policy {
@@ -229,7 +207,7 @@ pub(super) fn validate_incremental(
         ntp: sorted(&env.ntp),
         gateway: sorted(&env.gateway),
     };
-    Some((policy, diagnostics, validated))
+    Some((policy, diagnostics, validated.len()))
 }
 
 struct Checker<'a> {
