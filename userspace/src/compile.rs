@@ -427,7 +427,12 @@ fn assemble(
     tables.groups.push(table);
     tables.group_devices.push(Arc::from([]));
     let devices: usize = fragments.iter().map(|f| f.device_exact.len()).sum();
-    let mut device_exact = Vec::with_capacity(devices);
+    // Allocated once at its final place and filled there: a vector turned
+    // into an `Arc` would be copied, 24 MiB a copy at 10^6 devices.
+    let mut device_exact: Arc<[(IpAddr, u32)]> =
+        (0..devices).map(|_| (IpAddr::from([0u8; 4]), 0)).collect();
+    let exact = Arc::get_mut(&mut device_exact).expect("just made");
+    let mut filled = 0;
     let destinations: usize = fragments.iter().map(|f| f.destinations.len()).sum();
     tables.destinations.reserve_exact(destinations);
     let mut records = 0;
@@ -452,7 +457,10 @@ fn assemble(
             audit_deny_counter: t.audit_deny_counter + counters,
             reject_counter: t.reject_counter + counters,
         });
-        device_exact.extend(f.device_exact.iter().map(|a| (*a, id)));
+        for (slot, addr) in exact[filled..].iter_mut().zip(f.device_exact.iter()) {
+            *slot = (*addr, id);
+        }
+        filled += f.device_exact.len();
         tables.group_devices.push(Arc::clone(&f.device_exact));
         tables
             .device_prefixes
@@ -498,8 +506,9 @@ fn assemble(
             record_limit = usize::MAX;
         }
     }
-    device_exact.sort_unstable();
-    tables.device_exact = device_exact.into();
+    debug_assert_eq!(filled, devices);
+    exact.sort_unstable();
+    tables.device_exact = device_exact;
     tables.device_prefixes.sort_unstable();
     // Already in order: by group, then by prefix within each fragment.
     debug_assert!(tables.destinations.is_sorted());

@@ -233,7 +233,7 @@ impl Dataplane {
                 return Err(e);
             }
         };
-        let result = self.policy.write_slot(slot, &mut current, &target);
+        let result = self.policy.write_slot(slot, &mut current, target);
         self.slots[usize::from(slot)] = Some(current);
         let writes = result?;
         self.learned.stage_slot(slot, policy, &indices)?;

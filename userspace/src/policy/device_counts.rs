@@ -33,7 +33,13 @@ impl DeviceCounts {
     pub(super) fn add(&mut self, prefixes: impl IntoIterator<Item = IpNet>) {
         let mut batch: Vec<IpNet> = prefixes.into_iter().collect();
         batch.sort_unstable();
-        let mut fresh = Vec::new();
+        // All of them are new on the first load: sized exactly, with no
+        // growth slack to keep.
+        let mut fresh = if self.counts.is_empty() {
+            Vec::with_capacity(batch.chunk_by(|a, b| a == b).count())
+        } else {
+            Vec::new()
+        };
         for run in batch.chunk_by(|a, b| a == b) {
             let (prefix, more) = (run[0], run.len() as u32);
             let before = match self.counts.binary_search_by(|(p, _)| p.cmp(&prefix)) {
@@ -52,7 +58,11 @@ impl DeviceCounts {
                 self.shared += 1;
             }
         }
-        if !fresh.is_empty() {
+        drop(batch);
+        if self.counts.is_empty() {
+            // The first load: no second copy to merge into.
+            self.counts = fresh;
+        } else if !fresh.is_empty() {
             // Two sorted runs: the stable sort merges them in one pass.
             self.counts.extend(fresh);
             self.counts.sort_by_key(|(prefix, _)| *prefix);

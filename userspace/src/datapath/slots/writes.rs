@@ -104,12 +104,13 @@ impl PolicyMaps {
 
     /// Makes the kernel's `slot` hold `target`, writing only differences.
     /// `current` is updated write by write, so after a failure it still
-    /// describes the kernel exactly.
+    /// describes the kernel exactly. `target` is consumed: its tries become
+    /// `current`'s without a copy (tens of MiB at fleet scale).
     pub fn write_slot(
         &mut self,
         slot: u8,
         current: &mut SlotImage,
-        target: &SlotImage,
+        target: SlotImage,
     ) -> Result<WriteStats> {
         let mut stats = WriteStats::default();
         let base = u32::from(slot);
@@ -158,7 +159,7 @@ impl PolicyMaps {
         .context("write TG_DST")?;
         // The tries last: their leaves name the records and groups above.
         stats.trie_words += self.flat.write_slot(slot, &target.flat);
-        current.flat = target.flat.clone();
+        current.flat = target.flat;
         Ok(stats)
     }
 }
