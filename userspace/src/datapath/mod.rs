@@ -210,7 +210,9 @@ impl Dataplane {
         if self.grace_pending {
             self.wait_grace_period()?;
         }
-        let indices = self.counters.assign(usize::from(slot), &policy.counters)?;
+        let indices =
+            self.counters
+                .assign(usize::from(slot), &policy.counters, &policy.group_spans)?;
         let group_ids = self.group_ids.assign(slot, &policy.groups);
         let mut current = match self.slots[usize::from(slot)].take() {
             Some(image) => image,
@@ -234,6 +236,12 @@ impl Dataplane {
             }
         };
         let result = self.policy.write_slot(slot, &mut current, &target);
+        // The groups' shares describe the slot only when it holds all of
+        // `target`; after a failed write, every group is placed anew.
+        current.by_group = match result {
+            Ok(_) => target.by_group,
+            Err(_) => Default::default(),
+        };
         self.slots[usize::from(slot)] = Some(current);
         let writes = result?;
         self.learned.stage_slot(slot, policy, &indices)?;
