@@ -36,7 +36,7 @@ use tollgate::{
     compile::{CompileCache, compile, compile_cached},
     config::Limits,
     datapath::{Dataplane, Options, SlotContents},
-    policy::{self, Environment, Policy, PortRange, Source},
+    policy::{self, Environment, Group, Policy, PortRange, Source},
     tables::{CompiledPolicy, CounterOwner},
 };
 
@@ -252,10 +252,16 @@ fn incremental_installs_equal_from_scratch_ones() {
 /// (scaled down), from sources.
 struct Fleet {
     sources: Vec<Source>,
+    /// The daemon's compile cache (unchanged groups keep their fragments,
+    /// so the install reuses their parts), or none: every group afresh.
+    cache: Option<CompileCache>,
+    /// The groups loaded last: an unchanged group keeps its `Arc`, as
+    /// `policy::load_cached` keeps it for the daemon.
+    groups: HashMap<String, Arc<Group>>,
 }
 
 impl Fleet {
-    fn new(shape: &Shape) -> Fleet {
+    fn new(shape: &Shape, cached: bool) -> Fleet {
         let prefixes = Pool::load().unwrap().take(shape.rules());
         let sources = explicit_fleet::files(shape, &prefixes)
             .into_iter()
@@ -264,24 +270,53 @@ impl Fleet {
                 text,
             })
             .collect();
-        Fleet { sources }
+        Fleet {
+            sources,
+            cache: cached.then(CompileCache::default),
+            groups: HashMap::new(),
+        }
     }
 
-    fn compile(&self) -> CompiledPolicy {
-        let loaded = policy::from_sources(&self.sources, &Environment::default()).unwrap();
-        compile(&loaded.policy, &Limits::default()).unwrap()
+    fn compile(&mut self) -> CompiledPolicy {
+        let mut loaded = policy::from_sources(&self.sources, &Environment::default()).unwrap();
+        match &mut self.cache {
+            Some(cache) => {
+                for group in &mut loaded.policy.groups {
+                    match self.groups.get(&group.name) {
+                        Some(last) if **last == **group => *group = Arc::clone(last),
+                        _ => {
+                            self.groups.insert(group.name.clone(), Arc::clone(group));
+                        }
+                    }
+                }
+                compile_cached(&loaded.policy, &Limits::default(), cache).unwrap()
+            }
+            None => compile(&loaded.policy, &Limits::default()).unwrap(),
+        }
     }
 }
 
 #[test]
 fn fleet_edits_write_only_what_changed() {
+    fleet_edits(false);
+}
+
+/// The same with the daemon's compile cache: the install reuses the
+/// unchanged groups' counters, records, destinations and tries, and must
+/// write exactly as much.
+#[test]
+fn fleet_edits_write_only_what_changed_with_the_compile_cache() {
+    fleet_edits(true);
+}
+
+fn fleet_edits(cached: bool) {
     testkit::require_root();
     let shape = Shape {
         groups: 20,
         rules_per_group: 100,
         devices: 4_000,
     };
-    let mut fleet = Fleet::new(&shape);
+    let mut fleet = Fleet::new(&shape, cached);
     let base = fleet.compile();
     let mut dp = open_default();
     let first = dp.install(&base).unwrap();

@@ -35,8 +35,8 @@ use crate::{
     diagnostic::Diagnostic,
     policy::{ALL_PORTS_WIDTH, Action, Group, NTP_PORT, Origin, PROTO_UDP, Policy, PortRange},
     tables::{
-        CompiledPolicy, CounterOwner, Decider, DestinationEntry, FqdnRule, GroupTable, RuleEntry,
-        UNKNOWN_GROUP_NAME,
+        CompiledPolicy, CounterOwner, Decider, DestinationEntry, FqdnRule, GroupSpan, GroupTable,
+        RuleEntry, UNKNOWN_GROUP_NAME,
     },
 };
 
@@ -117,8 +117,9 @@ pub fn compile_cached(
 pub struct GroupFragment {
     /// In the order they are numbered: the default, the built-in NTP
     /// allow (when there are NTP addresses), one per rule, then the four
-    /// verdict totals.
-    counters: Vec<CounterOwner>,
+    /// verdict totals. Shared with every policy assembled from this
+    /// fragment ([`GroupSpan`]).
+    counters: Arc<[CounterOwner]>,
     table: GroupTable,
     /// Shared with every policy assembled from this fragment.
     device_exact: Arc<[IpAddr]>,
@@ -165,7 +166,7 @@ impl GroupFragment {
             .map(|d| d.prefix)
             .partition(|p| p.prefix_len() == p.max_prefix_len());
         let mut f = GroupFragment {
-            counters,
+            counters: counters.into(),
             table,
             device_exact: exact.iter().map(|p| p.addr()).collect(),
             device_prefixes: prefixes,
@@ -426,6 +427,11 @@ fn assemble(
     );
     tables.groups.push(table);
     tables.group_devices.push(Arc::from([]));
+    tables.group_spans.push(GroupSpan {
+        owners: tables.counters.as_slice().into(),
+        first_counter: 0,
+        destinations: 0..0,
+    });
     let devices: usize = fragments.iter().map(|f| f.device_exact.len()).sum();
     // Allocated once at its final place and filled there: a vector turned
     // into an `Arc` would be copied, 24 MiB a copy at 10^6 devices.
@@ -446,6 +452,7 @@ fn assemble(
             ..*e
         };
         tables.counters.extend(f.counters.iter().cloned());
+        let first_destination = tables.destinations.len();
         let t = &f.table;
         tables.groups.push(GroupTable {
             name: t.name.clone(),
@@ -491,6 +498,11 @@ fn assemble(
                         ruleset: ruleset + rulesets,
                     }),
             );
+        tables.group_spans.push(GroupSpan {
+            owners: Arc::clone(&f.counters),
+            first_counter: counters,
+            destinations: first_destination..tables.destinations.len(),
+        });
         errors.extend(f.errors.iter().cloned());
         records += f.records;
         if records > record_limit {

@@ -11,7 +11,7 @@
 //! The datapath maps each [`CounterOwner`] to a stable kernel counter, so a
 //! rule keeps its counter across reloads.
 
-use std::{net::IpAddr, sync::Arc};
+use std::{net::IpAddr, ops::Range, sync::Arc};
 
 use ipnet::IpNet;
 use tollgate_common::Verdict;
@@ -37,6 +37,10 @@ pub struct CompiledPolicy {
     /// Empty in policies built by hand; the install then reads
     /// `device_exact`.
     pub group_devices: Vec<Arc<[IpAddr]>>,
+    /// Where each group's counters and destinations lie, by group id, as
+    /// its compiled fragment has them (see [`GroupSpan`]). Empty in
+    /// policies built by hand; the install then builds every group anew.
+    pub group_spans: Vec<GroupSpan>,
     /// Device prefixes shorter than a host address and their group id, sorted.
     pub device_prefixes: Vec<(IpNet, u32)>,
     /// (group id, destination prefix) to rule set index, sorted.
@@ -56,6 +60,21 @@ pub struct CompiledPolicy {
     /// (group id, prefix) of every deny and reject rule's `to`, sorted: no
     /// address inside one is learned for that group (step 12).
     pub learn_guards: Vec<(u32, IpNet)>,
+}
+
+/// One group's share of a compiled policy. Its `owners` are shared with
+/// the group's compiled fragment, so a group compiled once brings the same
+/// `Arc` to every policy assembled from it: the dataplane keeps a group's
+/// kernel counters, rule lists, destinations and tries while its owners
+/// are the very ones a slot was written from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupSpan {
+    /// The group's counter owners, logical counters `first_counter..` in
+    /// order; the group's rule sets use only these.
+    pub owners: Arc<[CounterOwner]>,
+    pub first_counter: u32,
+    /// The group's entries in [`CompiledPolicy::destinations`].
+    pub destinations: Range<usize>,
 }
 
 /// One FQDN rule of a group.

@@ -3,13 +3,13 @@
 //! backwards across reloads, and `TG_OWNERS` (pinned beside the counters)
 //! lets a restarted controller find them again.
 
-use std::collections::{HashMap, HashSet};
+use std::{collections::HashMap, sync::Arc};
 
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues};
 use tollgate_common::Counter;
 
-use crate::tables::{CounterOwner, Decider};
+use crate::tables::{CounterOwner, Decider, GroupSpan};
 
 /// `TG_OWNERS` value of an unused counter.
 const FREE: u64 = 0;
@@ -37,9 +37,23 @@ pub struct CounterRegistry {
     counters: PerCpuArray<MapData, Counter>,
     owner_of: Vec<u64>,
     index_of: HashMap<u64, u32>,
-    /// Indices each slot's policy references.
-    in_slot: [HashSet<u32>; 2],
+    /// How many references the two slots' policies hold to each index: it
+    /// is released when none is left.
+    refs: Vec<u32>,
+    /// Each slot's counters, part by part, as its last `assign` left them.
+    in_slot: [Vec<Part>; 2],
     cpus: usize,
+}
+
+/// The kernel indices of one group's counters in a slot.
+#[derive(Clone, Debug)]
+struct Part {
+    /// The owners they were assigned for (the group's compiled fragment's,
+    /// shared): a group unchanged since brings the very same list, and
+    /// takes the indices without hashing a single owner. `None` for the
+    /// counters a previous run left, or a policy without groups' spans.
+    source: Option<Arc<[CounterOwner]>>,
+    indices: Arc<[u32]>,
 }
 
 impl CounterRegistry {
@@ -65,75 +79,156 @@ impl CounterRegistry {
             .filter(|(_, h)| **h != FREE)
             .map(|(i, h)| (*h, i as u32))
             .collect();
-        let mut in_slot = [HashSet::new(), HashSet::new()];
-        in_slot[active_slot] = index_of.values().copied().collect();
+        let refs = owner_of.iter().map(|h| u32::from(*h != FREE)).collect();
+        let mut in_slot = [Vec::new(), Vec::new()];
+        in_slot[active_slot].push(Part {
+            source: None,
+            indices: index_of.values().copied().collect(),
+        });
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
         Ok(CounterRegistry {
             owners,
             counters,
             owner_of,
             index_of,
+            refs,
             in_slot,
             cpus,
         })
     }
 
-    /// Maps a policy's logical counters to kernel indices for `slot`,
-    /// reusing an owner's index when it has one and allocating (zeroed)
-    /// indices otherwise. Indices only the slot's previous policy used are
+    /// Maps a policy's logical counters (`owners`, in `spans` by group:
+    /// see [`GroupSpan`]; none for a policy built by hand) to kernel
+    /// indices for `slot`, reusing an owner's index when it has one and
+    /// allocating (zeroed) indices otherwise. A group whose owners are the
+    /// list a slot's indices were assigned for keeps those indices without
+    /// hashing its owners. Indices only the slot's previous policy used are
     /// released; the caller guarantees no packet reads that slot any more.
-    pub fn assign(&mut self, slot: usize, owners: &[CounterOwner]) -> Result<Vec<u32>> {
-        let other = &self.in_slot[1 - slot];
-        let hashes: Vec<u64> = owners.iter().map(owner_hash).collect();
-        let wanted: HashSet<u64> = hashes.iter().copied().collect();
-
-        // Released: used by this slot's old policy only, not wanted again.
-        let released: Vec<u32> = self.in_slot[slot]
+    pub fn assign(
+        &mut self,
+        slot: usize,
+        owners: &[CounterOwner],
+        spans: &[GroupSpan],
+    ) -> Result<Vec<u32>> {
+        let sources = tiles(owners, spans);
+        let known: HashMap<*const CounterOwner, &Arc<[u32]>> = self
+            .in_slot
             .iter()
-            .copied()
-            .filter(|i| !other.contains(i) && !wanted.contains(&self.owner_of[*i as usize]))
+            .flatten()
+            .filter_map(|p| Some((p.source.as_ref()?.as_ptr(), &p.indices)))
             .collect();
+        // Each part's indices, or (for a part not assigned before) each
+        // owner's hash and the index it holds, if any.
+        let mut parts = Vec::with_capacity(sources.len());
+        let mut missing = 0;
+        for (source, owners) in &sources {
+            let held = source.and_then(|s| known.get(&s.as_ptr()));
+            parts.push(match held {
+                Some(&indices) => Ok(Arc::clone(indices)),
+                None => {
+                    let hashed: Vec<(u64, Option<u32>)> = owners
+                        .iter()
+                        .map(|o| {
+                            let hash = owner_hash(o);
+                            (hash, self.index_of.get(&hash).copied())
+                        })
+                        .collect();
+                    missing += hashed.iter().filter(|(_, i)| i.is_none()).count();
+                    Err(hashed)
+                }
+            });
+        }
+        drop(known);
+
+        let mut held: Vec<u32> = Vec::with_capacity(owners.len());
+        for part in &parts {
+            match part {
+                Ok(indices) => held.extend_from_slice(indices),
+                Err(hashed) => held.extend(hashed.iter().filter_map(|(_, i)| *i)),
+            }
+        }
+        for &i in &held {
+            self.refs[i as usize] += 1;
+        }
+        let old = std::mem::take(&mut self.in_slot[slot]);
+        let mut released = Vec::new();
+        for &i in old.iter().flat_map(|p| p.indices.iter()) {
+            self.refs[i as usize] -= 1;
+            if self.refs[i as usize] == 0 {
+                released.push(i);
+            }
+        }
+        let free = self.owner_of.iter().filter(|h| **h == FREE).count();
+        if missing > free + released.len() {
+            // Nothing changed yet: the slot keeps its counters.
+            for &i in &held {
+                self.refs[i as usize] -= 1;
+            }
+            for &i in old.iter().flat_map(|p| p.indices.iter()) {
+                self.refs[i as usize] += 1;
+            }
+            self.in_slot[slot] = old;
+            bail!(
+                "out of counters ({} in use, limits.counters is {}); raise limits.counters",
+                self.index_of.len() + missing - released.len(),
+                self.owner_of.len()
+            );
+        }
         for &i in &released {
             self.index_of.remove(&self.owner_of[i as usize]);
             self.owner_of[i as usize] = FREE;
             self.owners.set(i, FREE, 0).context("write TG_OWNERS")?;
         }
 
-        let free: Vec<u32> = self
-            .owner_of
-            .iter()
-            .enumerate()
-            .filter(|(_, h)| **h == FREE)
-            .map(|(i, _)| i as u32)
+        // Lowest first, as `pop` takes them.
+        let mut free: Vec<u32> = (0..self.owner_of.len() as u32)
+            .filter(|&i| self.owner_of[i as usize] == FREE)
+            .take(missing)
             .collect();
-        let mut free = free.into_iter();
-        let mut indices = Vec::with_capacity(hashes.len());
-        for (owner, hash) in owners.iter().zip(&hashes) {
-            let index = match self.index_of.get(hash) {
-                Some(&i) => i,
-                None => {
-                    let Some(i) = free.next() else {
-                        bail!(
-                            "out of counters ({} in use, limits.counters is {}); raise limits.counters",
-                            self.index_of.len(),
-                            self.owner_of.len()
-                        );
-                    };
-                    let zero = PerCpuValues::try_from(vec![Counter::default(); self.cpus])?;
-                    self.counters
-                        .set(i, zero, 0)
-                        .context("zero TG_COUNTERS entry")?;
-                    self.owners.set(i, hash, 0).context("write TG_OWNERS")?;
-                    self.owner_of[i as usize] = *hash;
-                    self.index_of.insert(*hash, i);
-                    tracing::trace!(?owner, index = i, "counter allocated");
-                    i
+        free.reverse();
+        let mut indices = Vec::with_capacity(owners.len());
+        let mut assigned = Vec::with_capacity(parts.len());
+        for ((source, owners), part) in sources.iter().zip(parts) {
+            let part = match part {
+                Ok(held) => held,
+                Err(hashed) => {
+                    let mut mine = Vec::with_capacity(hashed.len());
+                    for (owner, (hash, index)) in owners.iter().zip(hashed) {
+                        let index = match index {
+                            Some(i) => i,
+                            None => {
+                                let i = free.pop().expect("counted above");
+                                self.allocate(i, hash)?;
+                                tracing::trace!(?owner, index = i, "counter allocated");
+                                i
+                            }
+                        };
+                        mine.push(index);
+                    }
+                    mine.into()
                 }
             };
-            indices.push(index);
+            indices.extend_from_slice(&part);
+            assigned.push(Part {
+                source: source.cloned(),
+                indices: part,
+            });
         }
-        self.in_slot[slot] = indices.iter().copied().collect();
+        self.in_slot[slot] = assigned;
         Ok(indices)
+    }
+
+    /// Gives free index `i`, zeroed, to the owner `hash`.
+    fn allocate(&mut self, i: u32, hash: u64) -> Result<()> {
+        let zero = PerCpuValues::try_from(vec![Counter::default(); self.cpus])?;
+        self.counters
+            .set(i, zero, 0)
+            .context("zero TG_COUNTERS entry")?;
+        self.owners.set(i, hash, 0).context("write TG_OWNERS")?;
+        self.owner_of[i as usize] = hash;
+        self.index_of.insert(hash, i);
+        self.refs[i as usize] += 1;
+        Ok(())
     }
 
     /// The owner hash of kernel counter `index` (0 when free).
@@ -163,4 +258,30 @@ pub fn sum<'a>(per_cpu: impl Iterator<Item = &'a Counter>) -> Counter {
         packets: acc.packets + c.packets,
         bytes: acc.bytes + c.bytes,
     })
+}
+
+/// A part of a policy's counter owners: the group's shared list, if known,
+/// and its owners.
+type Tile<'a> = (Option<&'a Arc<[CounterOwner]>>, &'a [CounterOwner]);
+
+/// `owners` in parts: one per group of `spans` when they cover `owners` in
+/// order, else (a policy built by hand) one part without a source.
+fn tiles<'a>(owners: &'a [CounterOwner], spans: &'a [GroupSpan]) -> Vec<Tile<'a>> {
+    let mut next = 0;
+    // Trusted as `compile` numbers them: positions checked, not contents.
+    let tiled = spans.iter().all(|s| {
+        let at = s.first_counter as usize == next;
+        next += s.owners.len();
+        at
+    });
+    if !tiled || next != owners.len() {
+        return vec![(None, owners)];
+    }
+    spans
+        .iter()
+        .map(|s| {
+            let first = s.first_counter as usize;
+            (Some(&s.owners), &owners[first..first + s.owners.len()])
+        })
+        .collect()
 }

@@ -210,7 +210,9 @@ impl Dataplane {
         if self.grace_pending {
             self.wait_grace_period()?;
         }
-        let indices = self.counters.assign(usize::from(slot), &policy.counters)?;
+        let indices =
+            self.counters
+                .assign(usize::from(slot), &policy.counters, &policy.group_spans)?;
         let group_ids = self.group_ids.assign(slot, &policy.groups);
         let mut current = match self.slots[usize::from(slot)].take() {
             Some(image) => image,
@@ -219,7 +221,7 @@ impl Dataplane {
                 .read_slot(slot)
                 .context("read back the inactive slot")?,
         };
-        let target = match SlotImage::build(
+        let mut target = match SlotImage::build(
             slot,
             policy,
             &indices,
@@ -233,7 +235,14 @@ impl Dataplane {
                 return Err(e);
             }
         };
+        // The groups' shares describe the slot only when it holds all of
+        // `target`; after a failed write, every group is placed anew.
+        let by_group = std::mem::take(&mut target.by_group);
         let result = self.policy.write_slot(slot, &mut current, target);
+        current.by_group = match result {
+            Ok(_) => by_group,
+            Err(_) => Default::default(),
+        };
         self.slots[usize::from(slot)] = Some(current);
         let writes = result?;
         self.learned.stage_slot(slot, policy, &indices)?;

@@ -54,22 +54,62 @@ pub(crate) fn walk(
     false
 }
 
-/// Places `lists` (distinct contents) in `region`, reusing the chains that
-/// hold the same content among `current_records` (sorted by index, reached
-/// from `current_heads`).
-pub fn place(
+/// The records of a slot's region and which of them are taken.
+#[derive(Debug)]
+pub struct Region {
+    range: Range<u32>,
+    used: Vec<bool>,
+    /// No record below this one is free.
+    free_from: u32,
+}
+
+impl Region {
+    pub fn new(range: Range<u32>) -> Region {
+        Region {
+            used: vec![false; range.len()],
+            free_from: range.start,
+            range,
+        }
+    }
+
+    /// Takes record `r`, inside the region; false if it is not free.
+    pub fn take(&mut self, r: u32) -> bool {
+        if !self.range.contains(&r) || self.used[(r - self.range.start) as usize] {
+            return false;
+        }
+        self.used[(r - self.range.start) as usize] = true;
+        true
+    }
+
+    fn is_free(&self, r: u32) -> bool {
+        self.range.contains(&r) && !self.used[(r - self.range.start) as usize]
+    }
+
+    /// The lowest free record, taken.
+    fn take_free(&mut self) -> Option<u32> {
+        let r = (self.free_from..self.range.end).find(|&r| self.is_free(r))?;
+        self.take(r);
+        self.free_from = r + 1;
+        Some(r)
+    }
+}
+
+/// The chains among `current_records` (sorted by index, reached from
+/// `current_heads`) that hold the content of some of `lists` (distinct
+/// contents), taken from `region`; the other lists have no head yet
+/// ([`lay_out`] gives them one).
+pub fn reuse(
     lists: &[List],
     current_heads: impl IntoIterator<Item = u32>,
     current_records: &[(u32, RuleRecord)],
-    region: Range<u32>,
-) -> Result<Placement> {
+    region: &mut Region,
+) -> Placement {
     let wanted: HashMap<&[RuleEntry], usize> = lists
         .iter()
         .enumerate()
         .map(|(i, list)| (list.as_slice(), i))
         .collect();
     let mut heads = vec![NO_RECORD; lists.len()];
-    let mut used = vec![false; region.len()];
     let mut records = Vec::new();
     let mut current_heads: Vec<u32> = current_heads.into_iter().collect();
     current_heads.sort_unstable();
@@ -82,24 +122,24 @@ pub fn place(
         let Some(&i) = wanted.get(content.as_slice()) else {
             continue;
         };
-        if heads[i] != NO_RECORD
-            || !chain
-                .iter()
-                .all(|r| region.contains(r) && !used[(r - region.start) as usize])
-        {
+        if heads[i] != NO_RECORD || !chain.iter().all(|&r| region.is_free(r)) {
             continue;
         }
         for &r in &chain {
-            used[(r - region.start) as usize] = true;
+            region.take(r);
             records.push((r, *record_at(current_records, r).expect("walked")));
         }
         heads[i] = head;
     }
-    let mut free = region
-        .clone()
-        .filter(|r| !used[(r - region.start) as usize]);
+    Placement { heads, records }
+}
+
+/// Lays out the lists `placement` has no head for in free records of
+/// `region`. Called after every [`reuse`] of an install, so that no list
+/// takes a record an unchanged list could have kept.
+pub fn lay_out(lists: &[List], placement: &mut Placement, region: &mut Region) -> Result<()> {
     for (i, list) in lists.iter().enumerate() {
-        if heads[i] != NO_RECORD {
+        if placement.heads[i] != NO_RECORD {
             continue;
         }
         if list.len() > RECORD_ENTRIES * MAX_CHAIN {
@@ -115,12 +155,12 @@ pub fn place(
             list.chunks(RECORD_ENTRIES).collect()
         };
         let Some(chain) = (0..chunks.len())
-            .map(|_| free.next())
+            .map(|_| region.take_free())
             .collect::<Option<Vec<u32>>>()
         else {
             bail!(
                 "out of rule records ({} in a slot); raise limits.rule-records",
-                region.len()
+                region.range.len()
             );
         };
         for (k, chunk) in chunks.iter().enumerate() {
@@ -130,17 +170,30 @@ pub fn place(
                 ..RuleRecord::default()
             };
             record.entries[..chunk.len()].copy_from_slice(chunk);
-            records.push((chain[k], record));
+            placement.records.push((chain[k], record));
         }
-        heads[i] = chain[0];
+        placement.heads[i] = chain[0];
     }
-    records.sort_unstable_by_key(|(i, _)| *i);
-    Ok(Placement { heads, records })
+    placement.records.sort_unstable_by_key(|(i, _)| *i);
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One group's lists placed in `range`, what it holds reused.
+    fn place(
+        lists: &[List],
+        current_heads: impl IntoIterator<Item = u32>,
+        current_records: &[(u32, RuleRecord)],
+        range: Range<u32>,
+    ) -> Result<Placement> {
+        let mut region = Region::new(range);
+        let mut p = reuse(lists, current_heads, current_records, &mut region);
+        lay_out(lists, &mut p, &mut region)?;
+        Ok(p)
+    }
 
     fn list(counters: std::ops::Range<u32>) -> List {
         counters
@@ -209,5 +262,20 @@ mod tests {
     fn the_region_bounds_the_records() {
         let e = place(&[list(0..8), list(8..16)], [], &[], 0..1).unwrap_err();
         assert!(e.to_string().contains("raise limits.rule-records"), "{e}");
+    }
+
+    #[test]
+    fn records_taken_elsewhere_are_neither_reused_nor_given_out() {
+        let a = list(0..3);
+        let p = place(std::slice::from_ref(&a), [], &[], 0..4).unwrap();
+        assert_eq!(p.heads, vec![0]);
+        // Records 0 and 2 are other groups' now: `a` goes to record 1.
+        let mut region = Region::new(0..4);
+        assert!(region.take(0) && region.take(2));
+        let mut q = reuse(std::slice::from_ref(&a), p.heads, &p.records, &mut region);
+        assert_eq!(q.heads, vec![NO_RECORD]);
+        lay_out(std::slice::from_ref(&a), &mut q, &mut region).unwrap();
+        assert_eq!(q.heads, vec![1]);
+        assert!(!region.take(1));
     }
 }

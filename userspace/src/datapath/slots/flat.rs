@@ -35,6 +35,8 @@
 //! holds, so a small policy change writes the words of the tries it
 //! touched, not the slot.
 
+use std::sync::Arc;
+
 use anyhow::{Result, bail};
 use tollgate_common::{
     DESTINATION_HEADER_BITS, DEVICE_PREFIX_HEADER_BITS, DEVICE_TREE, FAMILY_V4, NO_TRIE,
@@ -61,7 +63,9 @@ pub struct PlacedTrie {
     pub family: u8,
     pub tree: u32,
     pub base: u32,
-    pub words: Vec<u32>,
+    /// Shared with the image of the slot it was built for, so that an
+    /// unchanged group's trie is kept without copying.
+    pub words: Arc<[u32]>,
 }
 
 /// What a slot's share of `TG_TRIE` and `TG_ROOTS` holds.
@@ -146,8 +150,9 @@ pub fn walk(words: &[u32], family_bits: u32, addr: u128) -> u32 {
     }
 }
 
-/// The prefixes of each (family, tree) of `image`, sorted by key.
-fn trees(image: &SlotImage) -> Vec<((u8, u32), Vec<Prefix>)> {
+/// The prefixes of each (family, tree) of `image`, sorted by key, but for
+/// the groups' trees `kept` says are unchanged.
+fn trees(image: &SlotImage, kept: &dyn Fn(u32) -> bool) -> Vec<((u8, u32), Vec<Prefix>)> {
     let mut all: Vec<((u8, u32), Prefix)> = Vec::new();
     for ((len, key), group) in &image.device_prefixes {
         all.push((
@@ -160,8 +165,12 @@ fn trees(image: &SlotImage) -> Vec<((u8, u32), Vec<Prefix>)> {
         ));
     }
     for ((len, key), head) in &image.destinations {
+        let tree = u32::from(u16::from_be_bytes(key.group));
+        if kept(tree) {
+            continue;
+        }
         all.push((
-            (key.family, u32::from(u16::from_be_bytes(key.group))),
+            (key.family, tree),
             Prefix {
                 addr: left_aligned(&key.addr),
                 len: (len - DESTINATION_HEADER_BITS) as u8,
@@ -182,17 +191,31 @@ fn trees(image: &SlotImage) -> Vec<((u8, u32), Vec<Prefix>)> {
 
 impl FlatImage {
     /// The tries of `image` (slot `slot`), placed so that what `current`
-    /// holds moves as little as possible within `capacity` words.
-    pub fn build(slot: u8, image: &SlotImage, current: &FlatImage, capacity: u32) -> Result<Self> {
-        let mut tries = Vec::new();
-        for ((family, tree), mut prefixes) in trees(image) {
+    /// holds moves as little as possible within `capacity` words. The
+    /// groups' trees `kept` says have the destinations they had in
+    /// `current` keep their tries from there, unbuilt.
+    pub fn build(
+        slot: u8,
+        image: &SlotImage,
+        current: &FlatImage,
+        kept: &dyn Fn(u32) -> bool,
+        capacity: u32,
+    ) -> Result<Self> {
+        let mut tries: Vec<PlacedTrie> = current
+            .tries
+            .iter()
+            .filter(|t| t.tree != DEVICE_TREE && kept(t.tree))
+            .cloned()
+            .collect();
+        for ((family, tree), mut prefixes) in trees(image, kept) {
             tries.push(PlacedTrie {
                 family,
                 tree,
                 base: 0,
-                words: build(&mut prefixes)?,
+                words: build(&mut prefixes)?.into(),
             });
         }
+        tries.sort_by_key(|t| (t.family, t.tree));
         if !place(&mut tries, current, capacity) {
             // Fragmented: lay the slot out anew, one trie after the other.
             let mut next = 0u64;
@@ -358,7 +381,7 @@ mod tests {
             family: FAMILY_V4,
             tree,
             base: 0,
-            words: vec![0; len],
+            words: vec![0; len].into(),
         };
         let mut first = vec![trie(1, 300), trie(2, 300), trie(3, 300)];
         assert!(place(&mut first, &FlatImage::default(), 1000));

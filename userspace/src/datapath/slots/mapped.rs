@@ -4,7 +4,10 @@
 //! seconds. Only the inactive slot is ever written; the flip of
 //! `TG_ACTIVE`, a system call, orders these stores before it.
 
-use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    sync::Arc,
+};
 
 use anyhow::{Result, bail};
 use aya::maps::{Map, MapData};
@@ -93,12 +96,22 @@ pub struct FlatMaps {
 }
 
 impl FlatMaps {
-    /// Makes `slot`'s share of the maps hold `target`; returns the words
-    /// stored (those that differed).
-    pub fn write_slot(&mut self, slot: u8, target: &FlatImage) -> usize {
+    /// Makes `slot`'s share of the maps hold `target` where they hold
+    /// `current`; returns the words stored (those that differed). A trie
+    /// `current` has at the same place with the same words (shared: an
+    /// unchanged group's, `by_group.rs`) is not even compared.
+    pub fn write_slot(&mut self, slot: u8, current: &FlatImage, target: &FlatImage) -> usize {
         let mut stored = 0;
         let slot_base = usize::from(slot) * TRIE_WORDS_PER_SLOT as usize;
         for t in &target.tries {
+            let held = current
+                .tries
+                .binary_search_by_key(&(t.family, t.tree), |c| (c.family, c.tree))
+                .ok()
+                .map(|c| &current.tries[c]);
+            if held.is_some_and(|c| c.base == t.base && Arc::ptr_eq(&c.words, &t.words)) {
+                continue;
+            }
             let base = slot_base + t.base as usize;
             for (i, &w) in t.words.iter().enumerate() {
                 stored += usize::from(self.trie.store(base + i, w));

@@ -19,6 +19,7 @@
 //! placement-free terms, for the tests that compare incremental installs
 //! with from-scratch ones.
 
+mod by_group;
 mod contents;
 mod devices;
 mod fault;
@@ -37,7 +38,9 @@ use tollgate_common::{
     RuleEntry as KernelEntry, RuleRecord, TRIE_WORDS_PER_SLOT, Verdict,
 };
 
+use self::by_group::{GroupInput, Layout};
 pub use self::{
+    by_group::GroupParts,
     contents::{GroupContents, RuleContents, SlotContents},
     devices::DeviceEntries,
     flat::FlatImage,
@@ -45,8 +48,8 @@ pub use self::{
     mapped::{FlatMaps, MappedWords},
     writes::{PolicyMaps, WriteStats},
 };
-use super::records;
-use crate::tables::CompiledPolicy;
+use super::records::List;
+use crate::tables::{CompiledPolicy, DestinationEntry, RuleEntry};
 
 /// The kernel entries of one slot. Keys include the slot number. The hash
 /// and LPM entries are sorted by key ([`Sorted`]), each key once.
@@ -66,6 +69,9 @@ pub struct SlotImage {
     /// The device prefixes and destinations above compiled into the tries
     /// packets walk (`flat.rs`).
     pub flat: FlatImage,
+    /// What each group's destinations and records were made from
+    /// (`by_group.rs`).
+    pub by_group: GroupParts,
 }
 
 /// The order of a map's keys in an image: the order `compile` sorts its
@@ -134,6 +140,28 @@ fn device_lists(policy: &CompiledPolicy) -> Result<Vec<Arc<[IpAddr]>>> {
             .push(addr);
     }
     Ok(lists.into_iter().map(Arc::from).collect())
+}
+
+/// Where each group's counters and destinations are found.
+#[derive(Clone, Copy)]
+enum GroupInputs<'a> {
+    /// In the policy's `group_spans`.
+    Spans,
+    /// A policy built by hand: its destinations by group, and no counters
+    /// (the group is built anew on every install).
+    ByHand(&'a [Vec<DestinationEntry>]),
+}
+
+/// The destinations of each group of a policy built by hand.
+fn destinations_by_group(policy: &CompiledPolicy) -> Result<Vec<Vec<DestinationEntry>>> {
+    let mut by_group = vec![Vec::new(); policy.groups.len()];
+    for d in &policy.destinations {
+        by_group
+            .get_mut(d.group as usize)
+            .with_context(|| format!("group {} has no kernel id", d.group))?
+            .push(d.clone());
+    }
+    Ok(by_group)
 }
 
 impl SlotImage {
@@ -233,9 +261,8 @@ impl SlotImage {
                 group(logical)?,
             ));
         }
-        let mut lists = Vec::with_capacity(policy.rulesets.len());
-        for rules in &policy.rulesets {
-            let list = rules
+        let list = |rules: &[RuleEntry]| -> Result<List> {
+            rules
                 .iter()
                 .map(|rule| {
                     let mut flags = 0;
@@ -264,37 +291,70 @@ impl SlotImage {
                         _pad: [0; 2],
                     })
                 })
-                .collect::<Result<Vec<_>>>()?;
-            lists.push(list);
-        }
-        let base = u32::from(slot) * records_per_slot;
-        let placement = records::place(
-            &lists,
-            current.destinations.iter().map(|(_, head)| *head),
-            &current.records,
-            base..base + records_per_slot,
-        )?;
-        for d in &policy.destinations {
+                .collect()
+        };
+        let key = |d: &DestinationEntry| -> Result<(u32, Destination)> {
             let (family, addr) = family_and_bytes(d.prefix.network());
-            image.destinations.push((
-                (
-                    DESTINATION_HEADER_BITS + u32::from(d.prefix.prefix_len()),
-                    Destination {
-                        slot,
-                        family,
-                        group: u16::try_from(group(d.group)?)?.to_be_bytes(),
-                        addr,
-                    },
-                ),
-                placement.heads[d.ruleset as usize],
-            ));
-        }
-        image.records = placement.records;
+            Ok((
+                DESTINATION_HEADER_BITS + u32::from(d.prefix.prefix_len()),
+                Destination {
+                    slot,
+                    family,
+                    group: u16::try_from(group(d.group)?)?.to_be_bytes(),
+                    addr,
+                },
+            ))
+        };
+        let base = u32::from(slot) * records_per_slot;
+        let layout = Layout {
+            rulesets: &policy.rulesets,
+            list: &list,
+            key: &key,
+            region: base..base + records_per_slot,
+        };
+        let by_hand;
+        let spans = if policy.group_spans.len() == policy.groups.len() {
+            GroupInputs::Spans
+        } else {
+            by_hand = destinations_by_group(policy)?;
+            GroupInputs::ByHand(&by_hand)
+        };
+        let inputs = (0..policy.groups.len())
+            .map(|logical| {
+                let (source, counters, destinations) = match spans {
+                    GroupInputs::Spans => {
+                        let span = &policy.group_spans[logical];
+                        let first = span.first_counter as usize;
+                        let counters = counters
+                            .get(first..first + span.owners.len())
+                            .with_context(|| format!("group {logical} has no kernel counters"))?;
+                        let destinations = policy
+                            .destinations
+                            .get(span.destinations.clone())
+                            .with_context(|| format!("group {logical} has no destinations"))?;
+                        (Some(&span.owners), counters, destinations)
+                    }
+                    GroupInputs::ByHand(by_hand) => (None, &[][..], &by_hand[logical][..]),
+                };
+                Ok(GroupInput {
+                    id: group(logical as u32)?,
+                    source,
+                    counters,
+                    destinations,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        image.by_group = GroupParts::build(&inputs, &layout, current)?;
+        image.destinations = image.by_group.destinations();
+        image.records = image.by_group.records();
         image.sort();
-        image.flat = FlatImage::build(slot, &image, &current.flat, TRIE_WORDS_PER_SLOT)?;
+        let kept = |tree: u32| image.by_group.kept_from(tree, &current.by_group);
+        image.flat = FlatImage::build(slot, &image, &current.flat, &kept, TRIE_WORDS_PER_SLOT)?;
         Ok(image)
     }
 
+    /// Sorts the entries built in policy order (destinations come sorted
+    /// from `by_group.rs`, or from reading a slot back).
     fn sort(&mut self) {
         sort_entries(&mut self.gateway);
         sort_entries(&mut self.device_prefixes);

@@ -158,7 +158,7 @@ impl PolicyMaps {
         )
         .context("write TG_DST")?;
         // The tries last: their leaves name the records and groups above.
-        stats.trie_words += self.flat.write_slot(slot, &target.flat);
+        stats.trie_words += self.flat.write_slot(slot, &current.flat, &target.flat);
         current.flat = target.flat;
         Ok(stats)
     }
