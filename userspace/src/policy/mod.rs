@@ -25,6 +25,7 @@ mod shadow;
 pub mod spec;
 #[cfg(test)]
 mod tests;
+mod tree;
 mod validate;
 mod values;
 
