@@ -7,11 +7,14 @@
 //! (the parser yaml_serde itself uses, so positions agree) once per file and
 //! records the start of every key and value under the path syntax yaml_serde
 //! prints. It also finds duplicate mapping keys, which serde would silently
-//! collapse into one entry.
+//! collapse into one entry. For a policy file this walk is the only parse:
+//! `tree` keeps the same events as the document it deserialises
+//! (`Positions::index_with`).
 //!
 //! Lists of cloud ranges run to 10^5 items, so sequence items cost no
-//! string: their starts are kept in one vector per sequence, and a scalar's
-//! text is only copied out of the parser when it is a mapping key.
+//! string: their starts are kept in one vector per sequence, and only
+//! mapping keys' text is copied into the index (the events lend the rest
+//! from the file's text where it is written as is).
 //!
 //! The same walk bounds what a file may be, before anything else reads it
 //! ([`Positions::problems`]): nesting deeper than [`MAX_NESTING`] stops the

@@ -12,7 +12,7 @@
 //! Whatever this reader does not decide exactly as yaml_serde would — a
 //! syntax error, a second document, a tag, an alias, a plain scalar that
 //! may be a number other than a decimal integer, and every error — comes
-//! back as [`Undecided`]; `parse` then hands the text to yaml_serde, whose
+//! back as `de::Undecided`; `parse` then hands the text to yaml_serde, whose
 //! messages the diagnostics have always been. A valid file is parsed once;
 //! an invalid one twice, as before.
 
