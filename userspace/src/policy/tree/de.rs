@@ -99,9 +99,8 @@ fn unexpected<T>(node: &Node<'_>, wanted: &str) -> Result<T, Undecided> {
 
 /// The calls the spec never makes: yaml_serde decides them.
 macro_rules! undecided {
-    ($($method:ident($($arg:ident: $type:ty),*)),* $(,)?) => {$(
-        fn $method<V: Visitor<'de>>(self, $($arg: $type,)* _visitor: V) -> Result<V::Value, Undecided> {
-            $(let _ = $arg;)*
+    ($($method:ident($($type:ty),*)),* $(,)?) => {$(
+        fn $method<V: Visitor<'de>>(self, $(_: $type,)* _: V) -> Result<V::Value, Undecided> {
             Err(Undecided(concat!(stringify!($method), " is left to yaml_serde").into()))
         }
     )*};
@@ -197,11 +196,11 @@ impl<'de> de::Deserializer<'de> for &mut Cursor<'_, '_> {
         deserialize_bytes(),
         deserialize_byte_buf(),
         deserialize_unit(),
-        deserialize_unit_struct(name: &'static str),
-        deserialize_newtype_struct(name: &'static str),
-        deserialize_tuple(len: usize),
-        deserialize_tuple_struct(name: &'static str, len: usize),
-        deserialize_enum(name: &'static str, variants: &'static [&'static str]),
+        deserialize_unit_struct(&'static str),
+        deserialize_newtype_struct(&'static str),
+        deserialize_tuple(usize),
+        deserialize_tuple_struct(&'static str, usize),
+        deserialize_enum(&'static str, &'static [&'static str]),
         deserialize_ignored_any(),
     }
 }
