@@ -4,6 +4,8 @@
 //! - [`spec`]: one file as written, its serde model: strict in structure,
 //!   lenient in leaves.
 //! - [`positions`]: line and column of every value, for semantic errors.
+//! - `tree`: the same walk's events kept as a document, deserialised into
+//!   the spec as yaml_serde would, so each file is parsed once.
 //! - `parse`: one file's text into its spec and positions.
 //! - [`load`]: reads the directory, parses each file, hands all of them to
 //!   `validate`, which merges them and resolves names and keywords.
@@ -26,6 +28,7 @@ mod shadow;
 pub mod spec;
 #[cfg(test)]
 mod tests;
+mod tree;
 mod validate;
 mod values;
 

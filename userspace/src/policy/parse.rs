@@ -1,12 +1,13 @@
 //! One policy file on its own: its text parsed into the file's [`spec`]
-//! (structure only) and the [`Positions`] of its values. Names and values
-//! are resolved across all files later, by `validate`.
+//! (structure only) and the [`Positions`] of its values, in one walk of
+//! libyaml's events (`tree`). Names and values are resolved across all
+//! files later, by `validate`.
 //!
 //! [`spec`]: super::spec
 
 use std::{path::PathBuf, sync::Arc};
 
-use super::{positions::Positions, spec::PolicyFile};
+use super::{positions::Positions, spec::PolicyFile, tree};
 use crate::diagnostic::Diagnostic;
 
 /// One policy file's text; `path` labels its diagnostics.
@@ -27,7 +28,7 @@ pub(super) struct ParsedFile {
 /// `diagnostics`.
 pub(super) fn parse(source: &Source, diagnostics: &mut Vec<Diagnostic>) -> ParsedFile {
     let file: Arc<str> = source.path.display().to_string().into();
-    let positions = Positions::index(&source.text);
+    let (positions, tree) = tree::read(&source.text);
     for (mark, field, message) in positions.problems() {
         diagnostics.push(Diagnostic::error(
             &source.path,
@@ -58,7 +59,11 @@ pub(super) fn parse(source: &Source, diagnostics: &mut Vec<Diagnostic>) -> Parse
     }
     let spec = if positions.is_blank() {
         Some(PolicyFile::default())
+    } else if let Some(spec) = tree.and_then(|tree| tree::deserialize(&tree).ok()) {
+        Some(spec)
     } else {
+        // Only what the tree leaves undecided (see `tree`): mostly files
+        // with errors, which yaml_serde words.
         match yaml_serde::from_str::<PolicyFile>(&source.text) {
             Ok(spec) => Some(spec),
             Err(e) => {

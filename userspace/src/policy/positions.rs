@@ -7,11 +7,14 @@
 //! (the parser yaml_serde itself uses, so positions agree) once per file and
 //! records the start of every key and value under the path syntax yaml_serde
 //! prints. It also finds duplicate mapping keys, which serde would silently
-//! collapse into one entry.
+//! collapse into one entry. For a policy file this walk is the only parse:
+//! `tree` keeps the same events as the document it deserialises
+//! (`Positions::index_with`).
 //!
 //! Lists of cloud ranges run to 10^5 items, so sequence items cost no
-//! string: their starts are kept in one vector per sequence, and a scalar's
-//! text is only copied out of the parser when it is a mapping key.
+//! string: their starts are kept in one vector per sequence, and only
+//! mapping keys' text is copied into the index (the events lend the rest
+//! from the file's text where it is written as is).
 //!
 //! The same walk bounds what a file may be, before anything else reads it
 //! ([`Positions::problems`]): nesting deeper than [`MAX_NESTING`] stops the
@@ -69,13 +72,23 @@ impl Positions {
     /// Indexes `text`. A syntax error stops the walk; what came before it is
     /// kept (yaml_serde reports the error itself).
     pub fn index(text: &str) -> Positions {
+        Positions::index_with(text, |_| {})
+    }
+
+    /// [`Positions::index`], handing every event the walk accepts to
+    /// `observer` as well (the walk is the one parse of a policy file).
+    pub(in crate::policy) fn index_with<'a>(
+        text: &'a str,
+        mut observer: impl FnMut(events::Event<'a>),
+    ) -> Positions {
         let mut walk = Walk::default();
         let mut parser = events::Parser::new(text);
-        while let Some((event, mark)) = parser.next(walk.wants_key()) {
-            walk.event(event, mark);
+        while let Some((event, mark)) = parser.next() {
+            walk.event(&event, mark);
             if walk.positions.aborted {
                 break;
             }
+            observer(event);
         }
         // After a syntax error, sequences still open keep their items.
         while !walk.stack.is_empty() {
@@ -185,11 +198,6 @@ enum Frame {
 }
 
 impl Walk {
-    /// Whether the next node is a mapping key (whose text is needed).
-    fn wants_key(&self) -> bool {
-        matches!(self.stack.last(), Some(Frame::Map { key: None, .. }))
-    }
-
     fn problem(&mut self, mark: Mark, field: String, message: String) {
         if self.positions.problems.len() < MAX_PROBLEMS {
             self.positions.problems.push((mark, field, message));
@@ -219,26 +227,24 @@ impl Walk {
         );
     }
 
-    fn event(&mut self, event: events::Event, mark: Mark) {
+    fn event(&mut self, event: &events::Event, mark: Mark) {
         use events::Event;
-        let anchored = match &event {
-            Event::Scalar { anchored, .. } => *anchored,
-            Event::SequenceStart { anchored } | Event::MappingStart { anchored } => *anchored,
+        let anchored = match event {
+            Event::Scalar { anchored, .. }
+            | Event::SequenceStart { anchored, .. }
+            | Event::MappingStart { anchored, .. } => *anchored,
             _ => false,
         };
         if anchored {
             self.refuse_alias(mark);
         }
         match event {
-            Event::Scalar {
-                text, non_decimal, ..
-            } => {
-                let shown = text.as_deref().map(crate::diagnostic::quote);
-                if self.take_key(text, mark) {
+            Event::Scalar { text, plain, .. } => {
+                if self.take_key(Some(text), mark) {
                     return;
                 }
-                if let Some(number) = non_decimal {
-                    let written = shown.unwrap_or_else(|| crate::diagnostic::quote(&number));
+                if *plain && is_non_decimal_number(text.as_bytes()) {
+                    let written = crate::diagnostic::quote(text);
                     let field = self.next_path();
                     self.problem(
                         mark,
@@ -289,21 +295,21 @@ impl Walk {
             }
             Event::CollectionEnd => self.close(),
             Event::StreamEnd => self.positions.ended = true,
-            Event::Other => {}
+            Event::DocumentStart | Event::Other => {}
         }
     }
 
     /// If the innermost open collection is a mapping waiting for a key, the
     /// node starting at `mark` is that key: records it and returns true.
     /// A non-scalar key (`text` is `None`) is accepted but has no name.
-    fn take_key(&mut self, text: Option<String>, mark: Mark) -> bool {
+    fn take_key(&mut self, text: Option<&str>, mark: Mark) -> bool {
         let Some(Frame::Map { path, key, seen }) = self.stack.last_mut() else {
             return false;
         };
         if key.is_some() {
             return false;
         }
-        let name = text.unwrap_or_else(|| "?".to_string());
+        let name = text.unwrap_or("?").to_string();
         let full = child_of_map(path, &name);
         if let Some(first) = seen.get(&name) {
             self.positions.duplicates.push(DuplicateKey {
@@ -397,8 +403,8 @@ fn is_non_decimal_number(text: &[u8]) -> bool {
 }
 
 /// A safe event iterator over libyaml-rs, which is a C translation with a
-/// raw-pointer API.
-mod events;
+/// raw-pointer API; `tree` keeps what it needs of the same events.
+pub(in crate::policy) mod events;
 
 #[cfg(test)]
 mod tests;

@@ -1,31 +1,37 @@
 //! A safe event iterator over libyaml-rs, which is a C translation with a
 //! raw-pointer API.
 
-use std::{marker::PhantomData, mem::MaybeUninit};
+use std::{borrow::Cow, mem::MaybeUninit};
 
 use libyaml_rs as sys;
 
 use super::Mark;
 
-pub(super) enum Event {
+pub(in crate::policy) enum Event<'input> {
     Scalar {
-        /// The text, when it was asked for.
-        text: Option<String>,
-        /// For a plain scalar YAML reads as a number other than a
-        /// decimal integer: its text.
-        non_decimal: Option<String>,
+        /// The value: a slice of the input when it is written there as is
+        /// (no escapes, quotes or folded lines), else a copy.
+        text: Cow<'input, str>,
+        /// Unquoted and not a block (`|`, `>`): its type depends on its text.
+        plain: bool,
         anchored: bool,
+        /// An explicit tag (`!!str`, `!x`), or a value that is not UTF-8:
+        /// only yaml_serde's own rules say what it means.
+        exotic: bool,
     },
     Alias,
     SequenceStart {
         anchored: bool,
+        tagged: bool,
     },
     MappingStart {
         anchored: bool,
+        tagged: bool,
     },
     CollectionEnd,
+    DocumentStart,
     StreamEnd,
-    /// Stream start and document boundaries.
+    /// Stream start and document ends.
     Other,
 }
 
@@ -34,8 +40,9 @@ pub(super) struct Parser<'input> {
     /// read handler's data), so it must never move.
     sys: Box<MaybeUninit<sys::yaml_parser_t>>,
     done: bool,
-    /// libyaml reads the input through a raw pointer until dropped.
-    _input: PhantomData<&'input [u8]>,
+    /// libyaml reads it through a raw pointer until dropped; scalars
+    /// borrow their text from it.
+    input: &'input str,
 }
 
 impl<'input> Parser<'input> {
@@ -56,14 +63,13 @@ impl<'input> Parser<'input> {
         Parser {
             sys,
             done: false,
-            _input: PhantomData,
+            input,
         }
     }
 
     /// The next event and where it starts; `None` after the end of the
-    /// stream or at the first syntax error. A scalar's text is copied
-    /// out only if `want_text`.
-    pub(super) fn next(&mut self, want_text: bool) -> Option<(Event, Mark)> {
+    /// stream or at the first syntax error.
+    pub(super) fn next(&mut self) -> Option<(Event<'input>, Mark)> {
         if self.done {
             return None;
         }
@@ -90,21 +96,49 @@ impl<'input> Parser<'input> {
                         std::slice::from_raw_parts(scalar.value, scalar.length as usize)
                     };
                     let plain = scalar.style == sys::YAML_PLAIN_SCALAR_STYLE;
+                    let quoted = scalar.style == sys::YAML_SINGLE_QUOTED_SCALAR_STYLE
+                        || scalar.style == sys::YAML_DOUBLE_QUOTED_SCALAR_STYLE;
+                    // The bytes between the marks, less the quotes: the
+                    // value itself unless escapes or line folding changed it.
+                    let written = (plain || quoted)
+                        .then(|| {
+                            let (start, end) = (
+                                (*event).start_mark.index as usize,
+                                (*event).end_mark.index as usize,
+                            );
+                            let quote = usize::from(quoted);
+                            self.input.get(start + quote..end.checked_sub(quote)?)
+                        })
+                        .flatten()
+                        .filter(|written| written.as_bytes() == bytes);
+                    let (text, utf8) = match written {
+                        Some(written) => (Cow::Borrowed(written), true),
+                        None => match std::str::from_utf8(bytes) {
+                            Ok(text) => (Cow::Owned(text.to_owned()), true),
+                            Err(_) => (
+                                Cow::Owned(String::from_utf8_lossy(bytes).into_owned()),
+                                false,
+                            ),
+                        },
+                    };
                     Event::Scalar {
-                        text: want_text.then(|| String::from_utf8_lossy(bytes).into_owned()),
-                        non_decimal: (plain && super::is_non_decimal_number(bytes))
-                            .then(|| String::from_utf8_lossy(bytes).into_owned()),
+                        text,
+                        plain,
                         anchored: !scalar.anchor.is_null(),
+                        exotic: !scalar.tag.is_null() || !utf8,
                     }
                 }
                 sys::YAML_ALIAS_EVENT => Event::Alias,
                 sys::YAML_SEQUENCE_START_EVENT => Event::SequenceStart {
                     anchored: !(*event).data.sequence_start.anchor.is_null(),
+                    tagged: !(*event).data.sequence_start.tag.is_null(),
                 },
                 sys::YAML_MAPPING_START_EVENT => Event::MappingStart {
                     anchored: !(*event).data.mapping_start.anchor.is_null(),
+                    tagged: !(*event).data.mapping_start.tag.is_null(),
                 },
                 sys::YAML_SEQUENCE_END_EVENT | sys::YAML_MAPPING_END_EVENT => Event::CollectionEnd,
+                sys::YAML_DOCUMENT_START_EVENT => Event::DocumentStart,
                 sys::YAML_STREAM_END_EVENT => {
                     self.done = true;
                     Event::StreamEnd
