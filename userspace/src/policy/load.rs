@@ -21,7 +21,7 @@ use super::{
     Environment, Policy,
     expect::{self, Expectation},
     parse::{ParsedFile, Source, parse},
-    validate::{self, GroupCache, VersionedFile},
+    validate::{self, GroupCache, Incremental, VersionedFile},
 };
 use crate::diagnostic::Diagnostic;
 
@@ -39,6 +39,14 @@ pub struct Loaded {
 /// edit of one small file; parsing a large prefix list again, or
 /// validating a million devices of groups nobody touched, would dominate
 /// it.
+///
+/// A file of groups only lets go of its parse (spec and positions, about
+/// 200 bytes a device) once its groups are validated and cached: at fleet
+/// scale the parses were a third of the controller's memory, and the
+/// validated groups say all a reload needs of an unchanged file. Its text
+/// stays, and is parsed again only when its groups must be validated again
+/// (other lists, another environment) or an error must be reported in
+/// full.
 #[derive(Default)]
 pub struct ParseCache {
     files: HashMap<PathBuf, CachedFile>,
@@ -53,6 +61,9 @@ pub struct ParseCache {
 pub struct LoadWork {
     /// Files parsed (the others came from the cache).
     pub files_parsed: usize,
+    /// Unchanged files parsed again from their cached text, to validate
+    /// their groups anew or to report an error in full.
+    pub files_reparsed: usize,
     /// Groups validated (the others came from the cache); `None` when the
     /// whole policy was validated from scratch (the incremental check
     /// found or could not rule out an error).
@@ -67,12 +78,69 @@ impl ParseCache {
 }
 
 struct CachedFile {
-    text: String,
+    /// The path and text it was parsed from, and is parsed again from.
+    source: Source,
     /// Names this content of this path for the group cache.
     serial: u64,
-    parsed: ParsedFile,
+    /// `None` once let go ([`CachedFile::release`]).
+    parsed: Option<ParsedFile>,
+    /// The names of the groups it defines.
+    groups: Vec<String>,
     /// What parsing it reported.
     diagnostics: Vec<Diagnostic>,
+}
+
+impl CachedFile {
+    fn parse(source: Source, serial: u64) -> CachedFile {
+        let mut diagnostics = Vec::new();
+        let parsed = parse(&source, &mut diagnostics);
+        let groups = parsed
+            .spec
+            .as_ref()
+            .map(|spec| spec.groups.keys().cloned().collect())
+            .unwrap_or_default();
+        CachedFile {
+            source,
+            serial,
+            parsed: Some(parsed),
+            groups,
+            diagnostics,
+        }
+    }
+
+    /// Parses the text again if the parse was let go; true if it was.
+    fn reparse(&mut self) -> bool {
+        if self.parsed.is_some() {
+            return false;
+        }
+        // The same text: the same findings, kept from its first parse.
+        self.parsed = Some(parse(&self.source, &mut Vec::new()));
+        true
+    }
+
+    /// Lets go of the parse of a file that holds groups and nothing else
+    /// (no lists, `unknown-devices` or `expect:`, which every load reads):
+    /// once its groups are validated, the group cache answers for it.
+    fn release(&mut self) {
+        let groups_only = self
+            .parsed
+            .as_ref()
+            .and_then(|p| p.spec.as_ref())
+            .is_some_and(|s| {
+                s.lists.is_empty() && s.unknown_devices.is_none() && s.expect.is_empty()
+            });
+        if groups_only {
+            self.parsed = None;
+        }
+    }
+
+    fn version(&self) -> VersionedFile<'_> {
+        VersionedFile {
+            parsed: self.parsed.as_ref(),
+            serial: self.serial,
+            groups: &self.groups,
+        }
+    }
 }
 
 /// Bounds on what reading a policy directory may take (`limits:` in the
@@ -168,23 +236,17 @@ fn validate_sources(
     let mut files_parsed = 0;
     let mut current = HashMap::with_capacity(sources.len());
     for source in sources {
-        let cached = match cache.files.remove(&source.path) {
-            Some(cached) if cached.text == source.text => cached,
+        let path = source.path.clone();
+        let cached = match cache.files.remove(&path) {
+            Some(cached) if cached.source.text == source.text => cached,
             _ => {
-                let mut diagnostics = Vec::new();
-                let parsed = parse(&source, &mut diagnostics);
                 cache.next_serial += 1;
                 files_parsed += 1;
-                CachedFile {
-                    text: source.text,
-                    serial: cache.next_serial,
-                    parsed,
-                    diagnostics,
-                }
+                CachedFile::parse(source, cache.next_serial)
             }
         };
-        order.push(source.path.clone());
-        current.insert(source.path, cached);
+        order.push(path.clone());
+        current.insert(path, cached);
     }
     // Files that are gone are forgotten.
     cache.files = current;
@@ -192,35 +254,66 @@ fn validate_sources(
         .iter()
         .flat_map(|p| cache.files[p].diagnostics.iter().cloned())
         .collect();
-    let versions: Vec<VersionedFile> = order
-        .iter()
-        .map(|p| VersionedFile {
-            parsed: &cache.files[p].parsed,
-            serial: cache.files[p].serial,
-        })
-        .collect();
-    let files: Vec<&ParsedFile> = versions.iter().map(|f| f.parsed).collect();
+    let mut files_reparsed = 0;
+    let mut reparse_all = |files: &mut HashMap<PathBuf, CachedFile>| {
+        for file in files.values_mut() {
+            files_reparsed += usize::from(file.reparse());
+        }
+    };
     // The incremental check vouches only for policies without errors; the
     // full one reports them.
-    let incremental = if diagnostics.iter().any(Diagnostic::is_error) {
-        None
-    } else {
-        validate::validate_incremental(&versions, env, &mut cache.groups)
-    };
+    let mut incremental = None;
+    if !diagnostics.iter().any(Diagnostic::is_error) {
+        let versions: Vec<VersionedFile> = order.iter().map(|p| cache.files[p].version()).collect();
+        match validate::validate_incremental(&versions, env, &mut cache.groups) {
+            Incremental::Valid(found) => incremental = Some(found),
+            Incremental::Invalid => {}
+            Incremental::NeedsParse => {
+                drop(versions);
+                reparse_all(&mut cache.files);
+                let versions: Vec<VersionedFile> =
+                    order.iter().map(|p| cache.files[p].version()).collect();
+                if let Incremental::Valid(found) =
+                    validate::validate_incremental(&versions, env, &mut cache.groups)
+                {
+                    incremental = Some(found);
+                }
+            }
+        }
+    }
     let groups_validated = incremental.as_ref().map(|(_, _, validated)| *validated);
     let policy = match incremental {
         Some((policy, found, _)) => {
             diagnostics.extend(found);
             policy
         }
-        None => validate::validate(&files, env, &mut diagnostics),
+        None => {
+            reparse_all(&mut cache.files);
+            let files: Vec<&ParsedFile> = order
+                .iter()
+                .filter_map(|p| cache.files[p].parsed.as_ref())
+                .collect();
+            validate::validate(&files, env, &mut diagnostics)
+        }
     };
     cache.last = LoadWork {
         files_parsed,
+        files_reparsed,
         groups_validated,
     };
     let policy_valid = !diagnostics.iter().any(Diagnostic::is_error);
+    // Files let go of hold no `expect:` cases.
+    let files: Vec<&ParsedFile> = order
+        .iter()
+        .filter_map(|p| cache.files[p].parsed.as_ref())
+        .collect();
     let expectations = expect::resolve(&files, &policy, policy_valid, &mut diagnostics);
+    if groups_validated.is_some() {
+        // Every group is in the group cache now.
+        for file in cache.files.values_mut() {
+            file.release();
+        }
+    }
     diagnostics.sort_by(|a, b| {
         (&a.file, a.line, a.column, a.severity).cmp(&(&b.file, b.line, b.column, b.severity))
     });

@@ -69,11 +69,30 @@ fn sorted(addrs: &[IpAddr]) -> Vec<IpAddr> {
     v
 }
 
-/// One parsed file and the serial of its text: a new serial each time the
-/// file is parsed anew, so a serial names one content of one path.
+/// One file and the serial of its text: a new serial each time the file is
+/// parsed anew, so a serial names one content of one path.
 pub(super) struct VersionedFile<'f> {
-    pub parsed: &'f ParsedFile,
+    /// `None` for a file of groups only whose parse was let go: the group
+    /// cache must hold its groups.
+    pub parsed: Option<&'f ParsedFile>,
     pub serial: u64,
+    /// The names of the groups it defines.
+    pub groups: &'f [String],
+}
+
+/// A group's spec and where its file is.
+type GroupAt<'f> = (At<'f>, &'f GroupSpec);
+
+/// What [`validate_incremental`] found.
+pub(super) enum Incremental {
+    /// The policy, the findings (no error among them) and how many groups
+    /// were validated anew.
+    Valid((Policy, Vec<Diagnostic>, usize)),
+    /// It has an error, or one cannot be ruled out: run [`validate`].
+    Invalid,
+    /// A group must be validated again whose file's parse was let go:
+    /// parse every file and call again.
+    NeedsParse,
 }
 
 /// What validating each group gave, kept between loads so that a reload
@@ -121,15 +140,19 @@ pub(super) fn validate_incremental(
     files: &[VersionedFile],
     env: &Environment,
     cache: &mut GroupCache,
-) -> Option<(Policy, Vec<Diagnostic>, usize)> {
-    if files.iter().any(|f| f.parsed.spec.is_none()) {
-        return None;
+) -> Incremental {
+    if files
+        .iter()
+        .any(|f| f.parsed.is_some_and(|p| p.spec.is_none()))
+    {
+        return Incremental::Invalid;
     }
     if cache.env.as_ref() != Some(env) {
         cache.clear();
         cache.env = Some(env.clone());
     }
-    let parsed: Vec<&ParsedFile> = files.iter().map(|f| f.parsed).collect();
+    // Files let go of define no lists and no `unknown-devices`.
+    let parsed: Vec<&ParsedFile> = files.iter().filter_map(|f| f.parsed).collect();
     let mut checker = Checker {
         out: Vec::new(),
         env,
@@ -140,30 +163,60 @@ pub(super) fn validate_incremental(
     checker.lists(&parsed);
     let lists_from: Vec<u64> = files
         .iter()
-        .filter(|f| f.parsed.spec.as_ref().is_some_and(|s| !s.lists.is_empty()))
+        .filter(|f| {
+            f.parsed
+                .and_then(|p| p.spec.as_ref())
+                .is_some_and(|s| !s.lists.is_empty())
+        })
         .map(|f| f.serial)
         .collect();
     if lists_from != cache.lists_from {
         cache.clear();
         cache.lists_from = lists_from;
     }
-    let mut specs: BTreeMap<&str, (At, &GroupSpec, u64)> = BTreeMap::new();
+    let cached =
+        |f: &VersionedFile, name: &str| cache.groups.contains_key(&(f.serial, name.to_string()));
+    if files
+        .iter()
+        .any(|f| f.parsed.is_none() && f.groups.iter().any(|name| !cached(f, name)))
+    {
+        return Incremental::NeedsParse;
+    }
+    // A group's spec, when its file's parse is at hand (always, for a
+    // group not cached).
+    let mut specs: BTreeMap<&str, (Option<GroupAt>, u64)> = BTreeMap::new();
     let mut defined_twice = false;
     for f in files {
-        let Some(spec) = &f.parsed.spec else { continue };
-        for (name, group) in &spec.groups {
-            defined_twice |= specs
-                .insert(name, (At::from(f.parsed), group, f.serial))
-                .is_some();
+        match f.parsed {
+            Some(parsed) => {
+                let Some(spec) = &parsed.spec else { continue };
+                for (name, group) in &spec.groups {
+                    defined_twice |= specs
+                        .insert(name, (Some((At::from(parsed), group)), f.serial))
+                        .is_some();
+                }
+            }
+            None => {
+                for name in f.groups {
+                    defined_twice |= specs.insert(name, (None, f.serial)).is_some();
+                }
+            }
         }
     }
     let mut used: HashSet<(u64, String)> = HashSet::with_capacity(specs.len());
     let mut groups = Vec::with_capacity(specs.len());
     let mut diagnostics = std::mem::take(&mut checker.out);
     let mut validated = Vec::new();
-    for (name, (at, spec, serial)) in specs {
+    for (name, (spec, serial)) in specs {
         let key = (serial, name.to_string());
         if !cache.groups.contains_key(&key) {
+            let Some((at, spec)) = spec else {
+                // Not reached (checked above for every file let go of).
+                // Were it, starting over keeps the cache and its counts
+                // consistent.
+                cache.clear();
+                return Incremental::NeedsParse;
+            };
             let group = Arc::new(checker.group(at, name, spec, &mut HashMap::new()));
             validated.push(Arc::clone(&group));
             let cached = CachedGroup {
@@ -198,7 +251,7 @@ pub(super) fn validate_incremental(
             .flat_map(|g| g.devices.iter().map(|d| d.prefix)),
     );
     if defined_twice || cache.devices.shared() > 0 || diagnostics.iter().any(Diagnostic::is_error) {
-        return None;
+        return Incremental::Invalid;
     }
     let policy = Policy {
         groups,
@@ -207,7 +260,7 @@ pub(super) fn validate_incremental(
         ntp: sorted(&env.ntp),
         gateway: sorted(&env.gateway),
     };
-    Some((policy, diagnostics, validated.len()))
+    Incremental::Valid((policy, diagnostics, validated.len()))
 }
 
 struct Checker<'a> {
