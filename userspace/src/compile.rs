@@ -121,7 +121,7 @@ pub struct GroupFragment {
     /// fragment ([`GroupSpan`]).
     counters: Arc<[CounterOwner]>,
     table: GroupTable,
-    /// Shared with every policy assembled from this fragment.
+    /// Sorted; shared with every policy assembled from this fragment.
     device_exact: Arc<[IpAddr]>,
     device_prefixes: Vec<IpNet>,
     /// Sorted by prefix; rule set indices are the fragment's.
@@ -165,10 +165,13 @@ impl GroupFragment {
             .iter()
             .map(|d| d.prefix)
             .partition(|p| p.prefix_len() == p.max_prefix_len());
+        // Sorted once here, so that assembling merges sorted runs.
+        let mut device_exact: Vec<IpAddr> = exact.iter().map(|p| p.addr()).collect();
+        device_exact.sort_unstable();
         let mut f = GroupFragment {
             counters: counters.into(),
             table,
-            device_exact: exact.iter().map(|p| p.addr()).collect(),
+            device_exact: device_exact.into(),
             device_prefixes: prefixes,
             destinations: Vec::new(),
             rulesets: Vec::new(),
