@@ -99,6 +99,7 @@ impl PolicyMaps {
         image.records.sort_by_key(|(i, _)| *i);
         image.records.dedup_by_key(|(i, _)| *i);
         image.sort();
+        image.flat = self.flat.read_slot(slot).unwrap_or_default();
         Ok(image)
     }
 
@@ -160,6 +161,31 @@ impl PolicyMaps {
         stats.trie_words += self.flat.write_slot(slot, &target.flat);
         current.flat = target.flat.clone();
         Ok(stats)
+    }
+}
+
+impl SlotImage {
+    /// True if writing `target` where the kernel holds `self` would write
+    /// nothing: every entry `target` has, `self` has with the same value,
+    /// and `self` has no other entry a packet can reach (groups past
+    /// `target`'s and records no list of `target` reaches are unreferenced,
+    /// as after a write).
+    pub fn holds(&self, target: &SlotImage) -> bool {
+        let groups = (0..)
+            .zip(&target.groups)
+            .all(|(i, g)| self.groups.get(i) == Some(g));
+        let records = target.records.iter().all(|(i, r)| {
+            self.records
+                .binary_search_by_key(i, |(j, _)| *j)
+                .is_ok_and(|k| self.records[k].1 == *r)
+        });
+        groups
+            && records
+            && self.device_exact == target.device_exact
+            && self.gateway == target.gateway
+            && self.device_prefixes == target.device_prefixes
+            && self.destinations == target.destinations
+            && self.flat == target.flat
     }
 }
 
