@@ -246,7 +246,9 @@ impl Dataplane {
             }
         };
         let result = self.policy.write_slot(slot, &mut current, &target);
-        self.slots[usize::from(slot)] = Some(current);
+        // After a failed write the slot is read back before the next one:
+        // the kernel, not our record of the batches, says what it holds.
+        self.slots[usize::from(slot)] = result.is_ok().then_some(current);
         let writes = result?;
         self.learned.stage_slot(slot, policy, &indices)?;
         Ok(Staged {
