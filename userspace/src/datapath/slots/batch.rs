@@ -61,6 +61,83 @@ pub fn write_all<K: Pod, V: Pod>(
     Ok(())
 }
 
+/// Every entry of the map `fd` (at most `capacity`), read in batches
+/// (`BPF_MAP_LOOKUP_BATCH`), in the map's order; `None` where the kernel
+/// has no batch lookup for the map (the caller iterates instead). A hash
+/// map read while it changes may miss or repeat entries: only maps no one
+/// else writes are read (a slot, by its only writer).
+pub fn read_all<K: Pod, V: Pod>(fd: RawFd, capacity: usize) -> Result<Option<Vec<(K, V)>>> {
+    let chunk = capacity.clamp(1, CHUNK);
+    let mut keys: Vec<K> = Vec::with_capacity(chunk);
+    let mut values: Vec<V> = Vec::with_capacity(chunk);
+    // The position tokens: a key for most maps, a bucket number (`u32`)
+    // for hash maps; `K` is at least 4 bytes for every map read here.
+    let mut position: [K; 2] = [zeroed_pod(), zeroed_pod()];
+    let mut entries = Vec::new();
+    let mut first = true;
+    loop {
+        let (previous, next) = position.split_at_mut(1);
+        // SAFETY: all-zero is a valid `bpf_attr`.
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        attr.batch = bpf_attr__bindgen_ty_3 {
+            in_batch: if first { 0 } else { previous.as_ptr() as u64 },
+            out_batch: next.as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: chunk as u32,
+            map_fd: fd as u32,
+            elem_flags: 0,
+            flags: 0,
+        };
+        // SAFETY: `keys` and `values` have room for `chunk` entries of the
+        // map's key and value size (checked against these types when the
+        // map is opened), the tokens for a key; the kernel writes at most
+        // that much, and the count of entries it wrote.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                bpf_cmd::BPF_MAP_LOOKUP_BATCH as libc::c_long,
+                &mut attr as *mut bpf_attr,
+                std::mem::size_of::<bpf_attr>() as libc::c_uint,
+            )
+        };
+        let error = (rc != 0).then(std::io::Error::last_os_error);
+        // SAFETY: written above, and by the kernel.
+        let got = (unsafe { attr.batch.count } as usize).min(chunk);
+        let end = match error.as_ref().and_then(std::io::Error::raw_os_error) {
+            None => false,
+            // The last batch: `got` entries, maybe none.
+            Some(libc::ENOENT) => true,
+            Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP) if first => return Ok(None),
+            Some(_) => {
+                return Err(
+                    anyhow::Error::new(error.expect("an error")).context("BPF_MAP_LOOKUP_BATCH")
+                );
+            }
+        };
+        // SAFETY: the kernel wrote `got` keys and values.
+        unsafe {
+            keys.set_len(got);
+            values.set_len(got);
+        }
+        entries.extend(keys.drain(..).zip(values.drain(..)));
+        if entries.len() > capacity {
+            anyhow::bail!("BPF_MAP_LOOKUP_BATCH: more entries than the map holds");
+        }
+        if end {
+            return Ok(Some(entries));
+        }
+        position.swap(0, 1);
+        first = false;
+    }
+}
+
+/// A zeroed `K`, which every `Pod` key may be.
+fn zeroed_pod<K: Pod>() -> K {
+    // SAFETY: `Pod` types are plain data, valid when all-zero.
+    unsafe { std::mem::zeroed() }
+}
+
 fn update_batch<K: Pod, V: Pod>(fd: RawFd, entries: &[(K, V)]) -> Batch {
     let keys: Vec<K> = entries.iter().map(|(k, _)| *k).collect();
     let values: Vec<V> = entries.iter().map(|(_, v)| *v).collect();
@@ -136,6 +213,13 @@ mod tests {
         write_all(fd, &entries(n), never).unwrap();
         assert_eq!(map.iter().count(), n as usize);
         assert_eq!(map.get(&7, 0).unwrap(), 70);
+        // Read back in batches: every entry once.
+        let mut read: Vec<(u32, u64)> = read_all(fd, n as usize).unwrap().unwrap();
+        read.sort_unstable();
+        assert_eq!(read, entries(n));
+        let empty = HashMap::<MapData, u32, u64>::create(8, 0).unwrap();
+        let fd = empty.map().fd().as_fd().as_raw_fd();
+        assert_eq!(read_all::<u32, u64>(fd, 8).unwrap(), Some(Vec::new()));
 
         // A full hash map refuses the entry past its size (E2BIG): the
         // entries before it are written, the rest not.
@@ -153,6 +237,14 @@ mod tests {
         let prefixes: Vec<(Key<u32>, u64)> = (0..3).map(|i| (Key::new(32, i), 1)).collect();
         write_all(fd, &prefixes, |_: &Key<u32>, _| panic!("a single update")).unwrap();
         assert_eq!(trie.iter().count(), 3);
+        if let Some(read) = read_all::<Key<u32>, u64>(fd, 16).unwrap() {
+            let mut read: Vec<(u32, u32)> = read
+                .iter()
+                .map(|(k, _)| (k.prefix_len(), k.data()))
+                .collect();
+            read.sort_unstable();
+            assert_eq!(read, [(32, 0), (32, 1), (32, 2)]);
+        }
 
         // A queue has no batch update: one update per entry instead.
         let obj = aya_obj::Map::new_from_params(

@@ -4,7 +4,7 @@
 use anyhow::{Context as _, Result};
 use std::os::fd::{AsFd as _, AsRawFd as _};
 
-use aya::maps::{Array, HashMap as BpfHashMap, IterableMap as _, LpmTrie, MapData, lpm_trie::Key};
+use aya::maps::{Array, HashMap as BpfHashMap, IterableMap, LpmTrie, MapData, lpm_trie::Key};
 use tollgate_common::{
     Destination, DeviceKey, DevicePrefix, GroupInfo, MAX_CHAIN, MAX_GROUPS, NO_RECORD, RuleRecord,
 };
@@ -54,28 +54,17 @@ impl PolicyMaps {
                 .groups
                 .push(self.groups.get(&(base * MAX_GROUPS + i), 0)?);
         }
-        let mut devices = Vec::new();
-        for entry in self.device_exact.iter() {
-            let (k, v) = entry?;
-            if k.slot == slot {
-                devices.push((k, v));
-            }
-        }
+        let mut devices = entries_of(&self.device_exact, |m| m.iter().collect())?;
+        devices.retain(|(k, _)| k.slot == slot);
         image.device_exact = DeviceEntries::read_back(devices);
-        for entry in self.gateway.iter() {
-            let (k, v) = entry?;
-            if k.slot == slot {
-                image.gateway.push((k, v));
-            }
-        }
-        for entry in self.device_prefixes.iter() {
-            let (k, v) = entry?;
+        image.gateway = entries_of(&self.gateway, |m| m.iter().collect())?;
+        image.gateway.retain(|(k, _)| k.slot == slot);
+        for (k, v) in entries_of(&self.device_prefixes, |m| m.iter().collect())? {
             if k.data().slot == slot {
                 image.device_prefixes.push(((k.prefix_len(), k.data()), v));
             }
         }
-        for entry in self.destinations.iter() {
-            let (k, v) = entry?;
+        for (k, v) in entries_of(&self.destinations, |m| m.iter().collect())? {
             if k.data().slot == slot {
                 image.destinations.push(((k.prefix_len(), k.data()), v));
             }
@@ -163,6 +152,21 @@ impl PolicyMaps {
         stats.trie_words += self.flat.write_slot(slot, &target.flat);
         current.flat = target.flat.clone();
         Ok(stats)
+    }
+}
+
+/// Every entry of `map`: in batches where the kernel can (a slot of 10^6
+/// devices is read in tens of calls, not two million), else with
+/// `iterate`, one entry at a time.
+fn entries_of<K: aya::Pod, V: aya::Pod, M: IterableMap<K, V>>(
+    map: &M,
+    iterate: impl FnOnce(&M) -> Result<Vec<(K, V)>, aya::maps::MapError>,
+) -> Result<Vec<(K, V)>> {
+    let data = map.map();
+    let capacity = data.info()?.max_entries() as usize;
+    match batch::read_all(data.fd().as_fd().as_raw_fd(), capacity)? {
+        Some(entries) => Ok(entries),
+        None => Ok(iterate(map)?),
     }
 }
 
