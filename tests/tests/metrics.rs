@@ -289,6 +289,11 @@ fn exact_counts_for_known_traffic_across_reload_and_restart() {
     );
     // The start found the policy (generation 2's) in force in the adopted
     // active slot and wrote nothing: each slot holds what it held.
+    assert!(
+        daemon.logs().contains("already: nothing written"),
+        "{}",
+        daemon.logs()
+    );
     assert_eq!(
         sample(&m, "tollgate_map_entries", &[("map", "TG_DST")]),
         before_restart
