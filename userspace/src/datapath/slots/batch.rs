@@ -67,7 +67,9 @@ pub fn write_all<K: Pod, V: Pod>(
 /// map read while it changes may miss or repeat entries: only maps no one
 /// else writes are read (a slot, by its only writer).
 pub fn read_all<K: Pod, V: Pod>(fd: RawFd, capacity: usize) -> Result<Option<Vec<(K, V)>>> {
-    let chunk = capacity.clamp(1, CHUNK);
+    // A hash map's batch holds whole buckets (ENOSPC when one does not
+    // fit): never fewer entries than a bucket could ever have.
+    let chunk = capacity.clamp(1024, CHUNK);
     let mut keys: Vec<K> = Vec::with_capacity(chunk);
     let mut values: Vec<V> = Vec::with_capacity(chunk);
     // The position tokens: a key for most maps, a bucket number (`u32`)
