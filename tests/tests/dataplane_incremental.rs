@@ -18,7 +18,9 @@
 //!
 //! The fleet test then counts the map writes of the edits issue 14 names,
 //! on a fleet of explicit rules in many group files: each must write only
-//! the entries of what changed.
+//! the entries of what changed. The restart test does the same across a
+//! restart that adopts the pinned maps: the policy in force is installed
+//! again without a write, and counters keep counting.
 
 use std::{cell::RefCell, collections::HashMap, path::PathBuf, sync::Arc};
 
@@ -28,17 +30,20 @@ use proptest::{
     test_runner::{Config, TestRunner},
 };
 use testkit::{
+    PinDir,
     bench::Pool,
     explicit_fleet::{self, Shape},
+    frames::{Frame, Transport},
     random,
 };
 use tollgate::{
     compile::{CompileCache, compile, compile_cached},
     config::Limits,
-    datapath::{Dataplane, Options, SlotContents},
+    datapath::{Dataplane, Options, SlotContents, Start, XDP_PASS, slots::WriteStats},
     policy::{self, Environment, Group, Policy, PortRange, Source},
     tables::{CompiledPolicy, CounterOwner},
 };
+use tollgate_common::Verdict;
 
 /// Random edit sequences, on one dataplane.
 const SEQUENCES: u32 = 8;
@@ -402,4 +407,101 @@ fn first_prefix(text: &str) -> ipnet::IpNet {
     let start = line.find("to: \"").unwrap() + 5;
     let end = start + line[start..].find('"').unwrap();
     line[start..end].parse().unwrap()
+}
+
+#[test]
+fn a_restart_installs_the_policy_in_force_without_writes() {
+    testkit::require_root();
+    let shape = Shape {
+        groups: 20,
+        rules_per_group: 100,
+        devices: 4_000,
+    };
+    let mut fleet = Fleet::new(&shape, true);
+    let base = fleet.compile();
+    let pins = PinDir::new("restart");
+    let options = Options {
+        pin_dir: Some(pins.0.clone()),
+        ..Options::default()
+    };
+    let total = |w: WriteStats| w.inserted + w.removed;
+    // Rule 0 of g000 allows TCP to its prefix on its port.
+    let frame = Frame::new(
+        explicit_fleet::device(0).into(),
+        first_prefix(&fleet.sources[0].text).network(),
+        Transport::Tcp {
+            dport: explicit_fleet::port(0),
+        },
+    )
+    .build();
+    let allowed = CounterOwner::Verdict {
+        group: explicit_fleet::group_name(0),
+        verdict: Verdict::Allow,
+    };
+    let count = |dp: &Dataplane| dp.counter_of(&allowed).unwrap().unwrap().packets;
+
+    // The first run installs the fleet in both slots (as after a reload
+    // that changed nothing the kernel sees) and counts a packet.
+    let mut dp = Dataplane::open(&options).unwrap();
+    dp.install(&base).unwrap();
+    dp.install(&base).unwrap();
+    assert_eq!(dp.test_run_xdp(&frame, 1).unwrap().0, XDP_PASS);
+    assert_eq!(count(&dp), 1);
+    let (generation, active) = (dp.generation(), dp.active_slot());
+    let held = dp.slot_contents(active).unwrap();
+    drop(dp);
+
+    // Restart: the same policy is in force already; nothing is written,
+    // nothing flipped, and the counter goes on from where it was.
+    let mut dp = Dataplane::open(&options).unwrap();
+    assert_eq!(dp.start(), &Start::Adopted);
+    assert_eq!(count(&dp), 1, "counters survive the restart");
+    let again = dp.install(&base).unwrap();
+    assert_eq!(again.writes, WriteStats::default(), "{again:?}");
+    assert_eq!(
+        (dp.generation(), again.slot),
+        (generation, active),
+        "no flip"
+    );
+    assert_eq!(dp.slot_contents(active).unwrap(), held);
+    assert_eq!(dp.test_run_xdp(&frame, 1).unwrap().0, XDP_PASS);
+    assert_eq!(count(&dp), 2, "the adopted counter keeps counting");
+
+    // A one-line edit after the restart goes into the other slot, read
+    // back with its group ids: that rule's list and its destination.
+    let text = &mut fleet.sources[1].text;
+    let old = explicit_fleet::rule_line(0, &first_prefix(text), explicit_fleet::port(0));
+    let new = explicit_fleet::rule_line(0, &first_prefix(text), 40_000);
+    *text = text.replacen(&old, &new, 1);
+    let edited_policy = fleet.compile();
+    let edited = dp.install(&edited_policy).unwrap();
+    assert!(
+        total(edited.writes) <= 3,
+        "a one-line edit after a restart wrote {:?}",
+        edited.writes
+    );
+    assert!(
+        edited.writes.trie_words <= TRIE_WORDS_OF_A_SMALL_GROUP,
+        "a one-line edit after a restart stored {} trie words",
+        edited.writes.trie_words
+    );
+    assert_eq!(
+        dp.slot_contents(dp.active_slot()).unwrap(),
+        SlotContents::of(&edited_policy).unwrap()
+    );
+    assert_eq!(dp.test_run_xdp(&frame, 1).unwrap().0, XDP_PASS);
+    assert_eq!(count(&dp), 3, "unchanged groups keep their counters");
+    drop(dp);
+
+    // A restart with another policy than the one in force: the ordinary
+    // install into the other slot, by difference (it holds the fleet
+    // before the edit, this is the fleet before the edit).
+    let mut dp = Dataplane::open(&options).unwrap();
+    let back = dp.install(&base).unwrap();
+    assert_eq!(dp.generation(), generation + 2, "flipped");
+    assert_eq!(total(back.writes), 0, "{back:?}");
+    assert_eq!(
+        dp.slot_contents(dp.active_slot()).unwrap(),
+        SlotContents::of(&base).unwrap()
+    );
 }

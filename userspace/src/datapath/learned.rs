@@ -124,6 +124,17 @@ impl Learned {
         Ok(())
     }
 
+    /// Makes `tables` the policy of `slot` without touching its entries:
+    /// the slot a previous run left in force with this very policy
+    /// (`adopt.rs`), whose learned addresses stay until they expire (the
+    /// program ignores expired entries) or the slot is staged again.
+    pub(super) fn keep_slot(&mut self, slot: u8, tables: &CompiledPolicy, indices: &[u32]) {
+        self.slots[usize::from(slot)] = Some(SlotPolicy {
+            tables: tables.learning_view(),
+            indices: indices.to_vec(),
+        });
+    }
+
     /// Writes into the staged `slot` every address live at `now`, checked
     /// against the staged policy.
     pub(super) fn fill_slot(&mut self, slot: u8, now: u64) -> Result<()> {

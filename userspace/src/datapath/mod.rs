@@ -20,7 +20,8 @@
 //! ([`Dataplane::probe`]) and refuse to flip when one fails.
 //!
 //! # Files
-//! `open.rs` loads or adopts, `slots/` builds and writes a slot,
+//! `open.rs` loads or adopts, `adopt.rs` reads the slots back for the
+//! first install after an adoption, `slots/` builds and writes a slot,
 //! `attach.rs` attaches, `counters.rs` keeps each counter's kernel index,
 //! `usage.rs` reports how full the maps are, `pins.rs` looks after bpffs,
 //! `test_run.rs` runs the programs on a frame, `probe.rs` runs the probe
@@ -28,6 +29,7 @@
 //! this file holds
 //! the [`Dataplane`] and its atomic install.
 
+mod adopt;
 pub mod attach;
 mod bpf_obj;
 pub mod counters;
@@ -136,6 +138,9 @@ pub struct Staged {
     /// Kernel counter of each logical counter of the staged policy.
     indices: Vec<u32>,
     writes: WriteStats,
+    /// The slot staged is the active one, which held the policy already
+    /// (`adopt.rs`): the flip has nothing to flip.
+    in_force: bool,
 }
 
 impl Staged {
@@ -210,17 +215,24 @@ impl Dataplane {
         if self.grace_pending {
             self.wait_grace_period()?;
         }
-        let indices =
-            self.counters
-                .assign(usize::from(slot), &policy.counters, &policy.group_spans)?;
-        let group_ids = self.group_ids.assign(slot, &policy.groups);
+        if let Some(staged) = self.stage_in_force(policy, begin)? {
+            return Ok(staged);
+        }
         let mut current = match self.slots[usize::from(slot)].take() {
             Some(image) => image,
-            None => self
-                .policy
-                .read_slot(slot)
-                .context("read back the inactive slot")?,
+            None => self.read_back(slot, policy).context("the inactive slot")?,
         };
+        let assigned =
+            self.counters
+                .assign(usize::from(slot), &policy.counters, &policy.group_spans);
+        let indices = match assigned {
+            Ok(indices) => indices,
+            Err(e) => {
+                self.slots[usize::from(slot)] = Some(current);
+                return Err(e);
+            }
+        };
+        let group_ids = self.group_ids.assign(slot, &policy.groups);
         let mut target = match SlotImage::build(
             slot,
             policy,
@@ -236,14 +248,15 @@ impl Dataplane {
             }
         };
         // The groups' shares describe the slot only when it holds all of
-        // `target`; after a failed write, every group is placed anew.
+        // `target`.
         let by_group = std::mem::take(&mut target.by_group);
         let result = self.policy.write_slot(slot, &mut current, target);
-        current.by_group = match result {
-            Ok(_) => by_group,
-            Err(_) => Default::default(),
-        };
-        self.slots[usize::from(slot)] = Some(current);
+        // After a failed write the slot is read back before the next one:
+        // the kernel, not our record of the batches, says what it holds.
+        self.slots[usize::from(slot)] = result.is_ok().then(|| {
+            current.by_group = by_group;
+            current
+        });
         let writes = result?;
         self.learned.stage_slot(slot, policy, &indices)?;
         Ok(Staged {
@@ -251,6 +264,7 @@ impl Dataplane {
             generation,
             indices,
             writes,
+            in_force: false,
         })
     }
 
@@ -261,7 +275,17 @@ impl Dataplane {
             generation,
             indices,
             writes,
+            in_force,
         } = staged;
+        if in_force && generation == self.generation {
+            self.installed_counters = indices;
+            return Ok(InstallReport {
+                slot: (generation & 1) as u8,
+                writes,
+                grace: Duration::ZERO,
+                total: begin.elapsed(),
+            });
+        }
         if generation != self.generation.wrapping_add(1) {
             return Err(anyhow!(
                 "staged generation {generation} is stale (in force: {})",

@@ -10,16 +10,24 @@
 //! both slots agree wherever they can), else the lowest free one. A removed
 //! group's id is free for the next new group.
 //!
+//! After a restart the controller learns the ids a slot holds from the slot
+//! itself ([`GroupIds::adopt`]): a group's `TG_GROUPS` entry names its five
+//! counters, and `TG_OWNERS` names their owners, which name the group.
+//!
 //! Only minimality depends on these ids, never correctness: the slot is
 //! written by difference from what it holds, whatever the ids.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
-use tollgate_common::UNKNOWN_GROUP;
+use tollgate_common::{GroupInfo, UNKNOWN_GROUP};
 
-use crate::tables::GroupTable;
+use super::SlotImage;
+use crate::{
+    datapath::counters::owner_hash,
+    tables::{CounterOwner, GroupTable},
+};
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct GroupIds {
     /// Each slot's group names and their ids; group 0 is never listed.
     in_slot: [HashMap<String, u32>; 2],
@@ -79,6 +87,83 @@ impl GroupIds {
         ids
     }
 
+    /// Learns which of `groups` (a policy's, with its counter owners
+    /// `counters`) each group id of `slot` holds, from `image` (the slot as
+    /// read back) and `owner` (the owner hash of each kernel counter, from
+    /// `TG_OWNERS`): an id holds a group when the owners of its five
+    /// counters are that group's. An id that matches no group of the
+    /// policy, and a group two ids match (a stale entry past the ids in
+    /// use) unless exactly one of them is referenced by an entry, stay
+    /// unknown: they cost writes, never correctness.
+    pub fn adopt(
+        &mut self,
+        slot: u8,
+        image: &SlotImage,
+        (groups, counters): (&[GroupTable], &[CounterOwner]),
+        owner: impl Fn(u32) -> u64,
+    ) {
+        let hash = |logical: u32| counters.get(logical as usize).map_or(0, owner_hash);
+        let wanted: HashMap<[u64; 5], &str> = groups
+            .iter()
+            .skip(1)
+            .map(|g| {
+                let owners = [
+                    g.default_counter,
+                    g.allow_counter,
+                    g.deny_counter,
+                    g.audit_deny_counter,
+                    g.reject_counter,
+                ]
+                .map(hash);
+                (owners, g.name.as_str())
+            })
+            .collect();
+        let held = |info: &GroupInfo| {
+            [
+                info.default_counter,
+                info.allow_counter,
+                info.deny_counter,
+                info.audit_deny_counter,
+                info.reject_counter,
+            ]
+            .map(&owner)
+        };
+        let mut claims: HashMap<&str, Vec<u32>> = HashMap::new();
+        for (id, info) in (0u32..).zip(&image.groups).skip(1) {
+            if let Some(name) = wanted.get(&held(info)) {
+                claims.entry(name).or_default().push(id);
+            }
+        }
+        let referenced: BTreeSet<u32> = image
+            .device_exact
+            .iter()
+            .map(|(_, id)| *id)
+            .chain(image.device_prefixes.iter().map(|(_, id)| *id))
+            .chain(
+                image
+                    .destinations
+                    .iter()
+                    .map(|((_, d), _)| u32::from(u16::from_be_bytes(d.group))),
+            )
+            .collect();
+        self.in_slot[usize::from(slot)] = claims
+            .into_iter()
+            .filter_map(|(name, ids)| {
+                let id = match ids[..] {
+                    [id] => id,
+                    _ => {
+                        let mut live = ids.into_iter().filter(|id| referenced.contains(id));
+                        match (live.next(), live.next()) {
+                            (Some(id), None) => id,
+                            _ => return None,
+                        }
+                    }
+                };
+                Some((name.to_string(), id))
+            })
+            .collect();
+    }
+
     /// The name of each group id in `slot`.
     pub fn names(&self, slot: u8) -> HashMap<u32, String> {
         self.in_slot[usize::from(slot)]
@@ -97,6 +182,74 @@ mod tests {
             .chain(names.iter().copied())
             .map(GroupTable::named)
             .collect()
+    }
+
+    /// A policy of groups `names` (after group 0) whose five counters are
+    /// logical counters 5·i .. 5·i + 4, with their owners.
+    fn counted(names: &[&str]) -> (Vec<GroupTable>, Vec<CounterOwner>) {
+        let mut counters = Vec::new();
+        let groups = groups(names)
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut g)| {
+                let first = 5 * i as u32;
+                [
+                    &mut g.default_counter,
+                    &mut g.allow_counter,
+                    &mut g.deny_counter,
+                    &mut g.audit_deny_counter,
+                    &mut g.reject_counter,
+                ]
+                .into_iter()
+                .zip(first..)
+                .for_each(|(c, logical)| *c = logical);
+                for verdict in 0..5 {
+                    counters.push(CounterOwner::Decision {
+                        group: g.name.clone(),
+                        decider: crate::tables::Decider::Rule(verdict.to_string()),
+                    });
+                }
+                g
+            })
+            .collect();
+        (groups, counters)
+    }
+
+    #[test]
+    fn a_read_back_slot_tells_its_ids_by_counter_owners() {
+        let (groups, counters) = counted(&["a", "b", "c"]);
+        // Kernel counter k holds logical counter k; slot ids: c at 1, a at
+        // 2 and (stale, unreferenced) at 4, b nowhere.
+        let info = |group: u32| GroupInfo {
+            default_counter: 5 * group,
+            allow_counter: 5 * group + 1,
+            deny_counter: 5 * group + 2,
+            audit_deny_counter: 5 * group + 3,
+            reject_counter: 5 * group + 4,
+            flags: 0,
+        };
+        let image = SlotImage {
+            groups: vec![info(0), info(3), info(1), GroupInfo::default(), info(1)],
+            ..SlotImage::default()
+        };
+        let owner = |k: u32| owner_hash(&counters[k as usize]);
+        let mut ids = GroupIds::default();
+        ids.adopt(0, &image, (&groups, &counters), owner);
+        // `a` is claimed twice and neither is referenced: unknown.
+        assert_eq!(ids.names(0), HashMap::from([(1, "c".to_string())]));
+        // A device of `a` under id 2 settles it; b takes the lowest free id.
+        let mut image = image;
+        image.device_exact = super::super::DeviceEntries::read_back(vec![(
+            tollgate_common::DeviceKey {
+                slot: 0,
+                family: tollgate_common::FAMILY_V4,
+                _pad: [0; 2],
+                addr: [0; 16],
+            },
+            2,
+        )]);
+        ids.adopt(0, &image, (&groups, &counters), owner);
+        assert_eq!(ids.assign(0, &groups), vec![0, 2, 3, 1]);
     }
 
     #[test]

@@ -11,9 +11,12 @@ use std::{
 
 use anyhow::{Result, bail};
 use aya::maps::{Map, MapData};
-use tollgate_common::{ROOTS_PER_SLOT, TRIE_WORDS_PER_SLOT};
+use tollgate_common::{
+    FAMILY_V4, FAMILY_V6, NO_TRIE, NODE_WORDS, ROOT_WORDS, ROOTS_PER_SLOT, TREES_PER_FAMILY,
+    TRIE_CHILD, TRIE_NODES_PER_SLOT, TRIE_WORDS_PER_SLOT,
+};
 
-use super::flat::FlatImage;
+use super::flat::{FlatImage, PlacedTrie};
 
 /// One array map of `u32` words mapped shared, read and write.
 pub struct MappedWords {
@@ -124,5 +127,65 @@ impl FlatMaps {
             stored += usize::from(self.roots.store(roots_base + i, r));
         }
         stored
+    }
+
+    /// Reads back the tries `slot` holds, as its `TG_ROOTS` entries find
+    /// them (after a restart: an install then keeps unchanged tries where
+    /// they are, storing nothing). `None` when a root or a child points
+    /// outside the slot or two tries overlap: the slot is then laid out
+    /// anew, which is correct whatever it held.
+    pub fn read_slot(&self, slot: u8) -> Option<FlatImage> {
+        let slot_nodes = u32::from(slot) * TRIE_NODES_PER_SLOT;
+        let slot_words = usize::from(slot) * TRIE_WORDS_PER_SLOT as usize;
+        let roots_base = usize::from(slot) * ROOTS_PER_SLOT as usize;
+        let roots: Vec<u32> = (0..ROOTS_PER_SLOT as usize)
+            .map(|i| self.roots.get(roots_base + i))
+            .collect();
+        let mut tries = Vec::new();
+        for (i, &root) in (0u32..).zip(&roots) {
+            if root == NO_TRIE {
+                continue;
+            }
+            let node = root
+                .checked_sub(slot_nodes)
+                .filter(|&n| n < TRIE_NODES_PER_SLOT)?;
+            let base = node * NODE_WORDS;
+            // Nodes are appended as their parents point at them: the trie
+            // ends after the last node a word before it names.
+            let mut len = ROOT_WORDS;
+            let mut words = Vec::new();
+            while (words.len() as u32) < len {
+                let at = base.checked_add(words.len() as u32)?;
+                if at >= TRIE_WORDS_PER_SLOT {
+                    return None;
+                }
+                let word = self.trie.get(slot_words + at as usize);
+                if word & TRIE_CHILD != 0 {
+                    let end = ((word & !TRIE_CHILD) + 1).checked_mul(NODE_WORDS)?;
+                    len = len.max(end);
+                }
+                words.push(word);
+            }
+            let family = if i < TREES_PER_FAMILY {
+                FAMILY_V4
+            } else {
+                FAMILY_V6
+            };
+            tries.push(PlacedTrie {
+                family,
+                tree: i % TREES_PER_FAMILY,
+                base,
+                words: words.into(),
+            });
+        }
+        let mut spans: Vec<(u32, u32)> = tries
+            .iter()
+            .map(|t| (t.base, t.base + t.words.len() as u32))
+            .collect();
+        spans.sort_unstable();
+        if spans.windows(2).any(|w| w[0].1 > w[1].0) {
+            return None;
+        }
+        Some(FlatImage { tries, roots })
     }
 }

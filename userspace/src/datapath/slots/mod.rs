@@ -19,6 +19,7 @@
 //! placement-free terms, for the tests that compare incremental installs
 //! with from-scratch ones.
 
+mod batch;
 mod by_group;
 mod contents;
 mod devices;

@@ -2,12 +2,14 @@
 //! slot's maps hold into a new image, and reading a slot back.
 
 use anyhow::{Context as _, Result};
-use aya::maps::{Array, HashMap as BpfHashMap, LpmTrie, MapData, lpm_trie::Key};
+use std::os::fd::{AsFd as _, AsRawFd as _};
+
+use aya::maps::{Array, HashMap as BpfHashMap, IterableMap, LpmTrie, MapData, lpm_trie::Key};
 use tollgate_common::{
     Destination, DeviceKey, DevicePrefix, GroupInfo, MAX_CHAIN, MAX_GROUPS, NO_RECORD, RuleRecord,
 };
 
-use super::{DeviceEntries, FlatMaps, SlotImage, Sorted};
+use super::{DeviceEntries, FlatMaps, SlotImage, Sorted, batch};
 
 /// Counts of map writes, for logs and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -52,28 +54,17 @@ impl PolicyMaps {
                 .groups
                 .push(self.groups.get(&(base * MAX_GROUPS + i), 0)?);
         }
-        let mut devices = Vec::new();
-        for entry in self.device_exact.iter() {
-            let (k, v) = entry?;
-            if k.slot == slot {
-                devices.push((k, v));
-            }
-        }
+        let mut devices = entries_of(&self.device_exact, |m| m.iter().collect())?;
+        devices.retain(|(k, _)| k.slot == slot);
         image.device_exact = DeviceEntries::read_back(devices);
-        for entry in self.gateway.iter() {
-            let (k, v) = entry?;
-            if k.slot == slot {
-                image.gateway.push((k, v));
-            }
-        }
-        for entry in self.device_prefixes.iter() {
-            let (k, v) = entry?;
+        image.gateway = entries_of(&self.gateway, |m| m.iter().collect())?;
+        image.gateway.retain(|(k, _)| k.slot == slot);
+        for (k, v) in entries_of(&self.device_prefixes, |m| m.iter().collect())? {
             if k.data().slot == slot {
                 image.device_prefixes.push(((k.prefix_len(), k.data()), v));
             }
         }
-        for entry in self.destinations.iter() {
-            let (k, v) = entry?;
+        for (k, v) in entries_of(&self.destinations, |m| m.iter().collect())? {
             if k.data().slot == slot {
                 image.destinations.push(((k.prefix_len(), k.data()), v));
             }
@@ -99,6 +90,7 @@ impl PolicyMaps {
         image.records.sort_by_key(|(i, _)| *i);
         image.records.dedup_by_key(|(i, _)| *i);
         image.sort();
+        image.flat = self.flat.read_slot(slot).unwrap_or_default();
         Ok(image)
     }
 
@@ -164,6 +156,46 @@ impl PolicyMaps {
     }
 }
 
+/// Every entry of `map`: in batches where the kernel can (a slot of 10^6
+/// devices is read in tens of calls, not two million), else with
+/// `iterate`, one entry at a time.
+fn entries_of<K: aya::Pod, V: aya::Pod, M: IterableMap<K, V>>(
+    map: &M,
+    iterate: impl FnOnce(&M) -> Result<Vec<(K, V)>, aya::maps::MapError>,
+) -> Result<Vec<(K, V)>> {
+    let data = map.map();
+    let capacity = data.info()?.max_entries() as usize;
+    match batch::read_all(data.fd().as_fd().as_raw_fd(), capacity)? {
+        Some(entries) => Ok(entries),
+        None => Ok(iterate(map)?),
+    }
+}
+
+impl SlotImage {
+    /// True if writing `target` where the kernel holds `self` would write
+    /// nothing: every entry `target` has, `self` has with the same value,
+    /// and `self` has no other entry a packet can reach (groups past
+    /// `target`'s and records no list of `target` reaches are unreferenced,
+    /// as after a write).
+    pub fn holds(&self, target: &SlotImage) -> bool {
+        let groups = (0..)
+            .zip(&target.groups)
+            .all(|(i, g)| self.groups.get(i) == Some(g));
+        let records = target.records.iter().all(|(i, r)| {
+            self.records
+                .binary_search_by_key(i, |(j, _)| *j)
+                .is_ok_and(|k| self.records[k].1 == *r)
+        });
+        groups
+            && records
+            && self.device_exact == target.device_exact
+            && self.gateway == target.gateway
+            && self.device_prefixes == target.device_prefixes
+            && self.destinations == target.destinations
+            && self.flat == target.flat
+    }
+}
+
 fn write_array<T: aya::Pod + PartialEq>(
     map: &mut Array<MapData, T>,
     base: u32,
@@ -187,17 +219,17 @@ fn write_array<T: aya::Pod + PartialEq>(
 }
 
 /// Writes the records of `target` that the kernel does not hold yet (both
-/// sorted by index). Records only `current` has are left as they are: no
-/// list of the new policy reaches them. Both lists are walked in step: with
-/// 10^5 records, hashing every index of `current` took longer than the
-/// rest of writing a slot.
+/// sorted by index), in batches (`batch.rs`). Records only `current` has
+/// are left as they are: no list of the new policy reaches them. Both
+/// lists are walked in step: with 10^5 records, hashing every index of
+/// `current` took longer than the rest of writing a slot.
 fn write_records(
     map: &mut Array<MapData, RuleRecord>,
     current: &mut Vec<(u32, RuleRecord)>,
     target: &[(u32, RuleRecord)],
     stats: &mut WriteStats,
 ) -> Result<()> {
-    let mut written = Vec::with_capacity(target.len());
+    let mut writes = Vec::new();
     let mut c = 0;
     for &(index, record) in target {
         while c < current.len() && current[c].0 < index {
@@ -205,23 +237,30 @@ fn write_records(
         }
         let held = current.get(c).filter(|(i, _)| *i == index).map(|(_, r)| r);
         if held != Some(&record) {
-            if let Err(e) = map.set(index, record, 0) {
-                // What the kernel holds: the old records, but those written.
-                let done: std::collections::HashMap<u32, RuleRecord> =
-                    written.into_iter().collect();
-                for (i, r) in current.iter_mut() {
-                    if let Some(w) = done.get(i) {
-                        *r = *w;
-                    }
-                }
-                return Err(e.into());
-            }
-            stats.inserted += 1;
+            writes.push((index, record));
         }
-        written.push((index, record));
     }
-    *current = written;
-    Ok(())
+    let fd = map.map().fd().as_fd().as_raw_fd();
+    let result = batch::write_all(fd, &writes, |&index, record| Ok(map.set(index, record, 0)?));
+    match result {
+        Ok(()) => {
+            stats.inserted += writes.len();
+            *current = target.to_vec();
+            Ok(())
+        }
+        Err((applied, e)) => {
+            stats.inserted += applied;
+            // What the kernel holds: the old records, but those written.
+            let done: std::collections::HashMap<u32, RuleRecord> =
+                writes[..applied].iter().copied().collect();
+            for (i, r) in current.iter_mut() {
+                if let Some(w) = done.get(i) {
+                    *r = *w;
+                }
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Makes `map` hold the device entries `target` where it holds `current`,
@@ -242,10 +281,22 @@ fn write_devices(
     result
 }
 
-/// The two operations `sync_map` needs from a kernel map.
+/// The operations `sync_map` needs from a kernel map.
 trait KernelMap<K, V> {
     fn remove(&mut self, key: &K) -> Result<()>;
     fn insert(&mut self, key: &K, value: V) -> Result<()>;
+    /// Inserts `entries` in order; on failure, those before the index
+    /// returned are in the map, the others are not.
+    fn insert_all(&mut self, entries: &[(K, V)]) -> Result<(), (usize, anyhow::Error)>
+    where
+        K: Copy,
+        V: Copy,
+    {
+        for (i, &(key, value)) in entries.iter().enumerate() {
+            self.insert(&key, value).map_err(|e| (i, e))?;
+        }
+        Ok(())
+    }
 }
 
 impl<K: aya::Pod, V: aya::Pod> KernelMap<K, V> for BpfHashMap<MapData, K, V> {
@@ -254,6 +305,13 @@ impl<K: aya::Pod, V: aya::Pod> KernelMap<K, V> for BpfHashMap<MapData, K, V> {
     }
     fn insert(&mut self, key: &K, value: V) -> Result<()> {
         Ok(BpfHashMap::insert(self, key, value, 0)?)
+    }
+    /// In batches (`batch.rs`).
+    fn insert_all(&mut self, entries: &[(K, V)]) -> Result<(), (usize, anyhow::Error)> {
+        let fd = self.map().fd().as_fd().as_raw_fd();
+        batch::write_all(fd, entries, |key, value| {
+            Ok(BpfHashMap::insert(self, key, value, 0)?)
+        })
     }
 }
 
@@ -266,6 +324,15 @@ impl<K: aya::Pod, V: aya::Pod> KernelMap<(u32, K), V> for LpmMap<'_, K, V> {
     }
     fn insert(&mut self, &(len, data): &(u32, K), value: V) -> Result<()> {
         Ok(self.0.insert(&Key::new(len, data), value, 0)?)
+    }
+    /// In batches (`batch.rs`).
+    fn insert_all(&mut self, entries: &[((u32, K), V)]) -> Result<(), (usize, anyhow::Error)> {
+        let fd = self.0.map().fd().as_fd().as_raw_fd();
+        let keyed: Vec<(Key<K>, V)> = entries
+            .iter()
+            .map(|&((len, data), value)| (Key::new(len, data), value))
+            .collect();
+        batch::write_all(fd, &keyed, |key, value| Ok(self.0.insert(key, value, 0)?))
     }
 }
 
@@ -296,28 +363,43 @@ fn sync_map<K: Sorted, V: Copy + PartialEq>(
         }
         stats.removed += 1;
     }
-    // Every entry left is in `target`: walk both in step.
+    // Every entry left is in `target`: walk both in step, collecting the
+    // writes (and what each key holds until written) for one `insert_all`.
     let kept = std::mem::take(current);
     let mut k = 0;
+    let mut writes = Vec::new();
+    let mut held_before: Vec<(usize, Option<V>)> = Vec::new();
     for &(key, value) in target {
         let present = k < kept.len() && kept[k].0.order() == key.order();
-        if present && kept[k].1 == value {
-            current.push(kept[k]);
-            k += 1;
-            continue;
-        }
-        if let Err(e) = map.insert(&key, value) {
-            // A failed update leaves the old value in place.
-            current.extend_from_slice(&kept[k..]);
-            return Err(e);
-        }
-        if present {
-            k += 1;
+        let held = present.then(|| kept[k].1);
+        k += usize::from(present);
+        if held != Some(value) {
+            held_before.push((current.len(), held));
+            writes.push((key, value));
         }
         current.push((key, value));
-        stats.inserted += 1;
     }
-    Ok(())
+    let Err((applied, e)) = map.insert_all(&writes) else {
+        stats.inserted += writes.len();
+        return Ok(());
+    };
+    stats.inserted += applied;
+    // The writes not applied left the old value in place, or no entry.
+    let mut absent = Vec::new();
+    for &(i, held) in &held_before[applied..] {
+        match held {
+            Some(value) => current[i].1 = value,
+            None => absent.push(i),
+        }
+    }
+    let mut absent = absent.into_iter().peekable();
+    let mut i = 0;
+    current.retain(|_| {
+        let gone = absent.next_if_eq(&i).is_some();
+        i += 1;
+        !gone
+    });
+    Err(e)
 }
 
 #[cfg(test)]
