@@ -56,17 +56,40 @@
 //! by one (each with its own prefix), the other way a policy grows.
 //!
 //! Then shape (b) of issue 14, many explicit rules in many group files and
-//! a million devices: see `reload/fleet.rs`.
+//! a million devices, first: in this process (`reload/fleet.rs`: a new
+//! group file, deleting it, a one-line edit, a `git pull` changing 1 % of
+//! the rules, a full replacement; the changes themselves in
+//! `reload/fleet_changes.rs`, the git chain in `reload/fleet_git.rs`),
+//! nft on the same elements (`reload/fleet_nft.rs`: one `nft add element`,
+//! `nft -f` of the full set), and the real daemon end to end, polled
+//! through `status`, with its cold start and memory
+//! (`reload/fleet_daemon.rs`); one table compares them.
 //!
 //! Run as root: `cargo bench --bench reload`. `RELOAD_BENCH_ITERATIONS`
 //! (default 25, at least 20) sets the iterations per size and kind,
 //! `RELOAD_BENCH_SIZES` (default `1000,10000,100000`) the sizes of shape
 //! (a), `RELOAD_BENCH_SHAPES` (default `list,fleet`) the shapes to run,
-//! `RELOAD_BENCH_FLEET_RULES` (default 100000, in 100 groups) and
-//! `RELOAD_BENCH_FLEET_DEVICES` (default 1000000) the size of shape (b).
+//! `RELOAD_BENCH_FLEET_RULES` (default 100000, in 100 groups; a multiple of
+//! 10,000 keeps the pulls at exactly 1 %) and `RELOAD_BENCH_FLEET_DEVICES`
+//! (default 1000000) the size of shape (b), `RELOAD_BENCH_DAEMON` (`1`,
+//! the default, or `0`) whether shape (b) also runs the daemon: it needs
+//! the release `tollgate` binary, which the bench builds (`cargo build
+//! --release -p tollgate`, a no-op when current) unless `TOLLGATE_BIN`
+//! names one. A small run: `RELOAD_BENCH_SHAPES=fleet
+//! RELOAD_BENCH_FLEET_DEVICES=10000 RELOAD_BENCH_FLEET_RULES=10000`.
+//! Everything the bench creates (temporary directories, network
+//! namespaces, the daemon, its pins) goes when it ends, by error too.
 
 #[path = "reload/fleet.rs"]
 mod fleet;
+#[path = "reload/fleet_changes.rs"]
+mod fleet_changes;
+#[path = "reload/fleet_daemon.rs"]
+mod fleet_daemon;
+#[path = "reload/fleet_git.rs"]
+mod fleet_git;
+#[path = "reload/fleet_nft.rs"]
+mod fleet_nft;
 
 use std::{
     fmt::Write as _,
@@ -134,6 +157,18 @@ fn main() -> Result<()> {
         rules_per_group: env_number("RELOAD_BENCH_FLEET_RULES", 100_000)? / 100,
         devices: env_number("RELOAD_BENCH_FLEET_DEVICES", 1_000_000)?,
     };
+    let daemon = match std::env::var("RELOAD_BENCH_DAEMON").as_deref() {
+        Ok("0") => false,
+        Ok("1") | Err(_) => true,
+        Ok(_) => bail!("RELOAD_BENCH_DAEMON: 0 or 1"),
+    };
+    // Built (or found current) before any thread starts: it sets
+    // TOLLGATE_BIN.
+    let binary = if shapes.contains(&"fleet") && daemon {
+        Some(bench::release_tollgate_binary()?)
+    } else {
+        None
+    };
     let sizes: Vec<usize> = std::env::var("RELOAD_BENCH_SIZES")
         .unwrap_or_else(|_| SIZES.into())
         .split(',')
@@ -152,15 +187,15 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     if shapes.contains(&"fleet") {
-        let results = fleet::run(
+        run_fleet(
             &runtime,
-            &root.path.join("fleet"),
+            &root.path,
             &pool,
             fleet_shape,
+            binary.as_deref(),
             iterations,
         )
         .context("shape (b)")?;
-        fleet::print(&results, iterations);
     }
     if !shapes.contains(&"list") {
         return Ok(());
@@ -265,6 +300,50 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// Shape (b): in this process, then nft on the same elements, then the
+/// daemon end to end (when `binary` is given), and the table of all three.
+fn run_fleet(
+    runtime: &tokio::runtime::Runtime,
+    root: &Path,
+    pool: &bench::Pool,
+    shape: testkit::explicit_fleet::Shape,
+    binary: Option<&Path>,
+    iterations: usize,
+) -> Result<()> {
+    let changes = fleet_changes::Changes::new(pool, shape)?;
+    let results = fleet::run(runtime, &root.join("fleet"), &changes, iterations)?;
+    eprintln!("shape (b): now nft");
+    let ns = Namespace::create(&format!("tg-benchfleet-{}", std::process::id()))?;
+    let netns_exec = netns_exec_overhead(&ns, iterations)?;
+    let nft = fleet_nft::run(
+        &ns,
+        &root.join("fleet-nft"),
+        &shape,
+        &changes.versions,
+        iterations,
+    )
+    .context("nft")?;
+    drop(ns);
+    let daemon = match binary {
+        Some(binary) => {
+            // A copy: the shared build directory's binary may be rebuilt
+            // meanwhile from another checkout.
+            let copy = root.join("tollgate");
+            std::fs::copy(binary, &copy).context("copy the tollgate binary")?;
+            let ns = testkit::namespace("benchfleet");
+            Some(fleet_daemon::run(&copy, &ns, &changes, iterations).context("the daemon")?)
+        }
+        None => None,
+    };
+    let others = fleet::Others {
+        nft: Some(&nft),
+        netns_exec: Some(&netns_exec),
+        daemon: daemon.as_ref(),
+    };
+    fleet::print(&results, &others, iterations);
+    Ok(())
+}
+
 fn env_number(name: &str, default: usize) -> Result<usize> {
     match std::env::var(name) {
         Ok(text) => text.parse().with_context(|| format!("{name}: a number")),
@@ -291,6 +370,15 @@ impl Samples {
 
     fn p50_ms(&self) -> f64 {
         self.percentile(50).as_secs_f64() * 1e3
+    }
+
+    /// "p50 / p95" in ms.
+    fn p50_p95(&self) -> String {
+        format!(
+            "{:.1} / {:.1}",
+            self.p50_ms(),
+            self.percentile(95).as_secs_f64() * 1e3
+        )
     }
 
     fn summary(&self) -> String {
