@@ -17,6 +17,8 @@ use testkit::{
 };
 use tollgate::{policy::Policy, tables::PacketFacts};
 
+use super::fleet_git::GitChain;
+
 /// Versions of the fleet the full replacements cycle through (as shape
 /// (a)'s: the slot written never already holds the new one).
 pub const VERSIONS: usize = 3;
@@ -81,12 +83,15 @@ impl Changes {
         explicit_fleet::files(&self.shape, &self.versions[v])
     }
 
-    /// Every file of the pull states after the base.
-    pub fn pull_files(&self) -> Vec<Vec<(String, String)>> {
-        self.pull_states[1..]
-            .iter()
-            .map(|state| explicit_fleet::files(&self.shape, state))
-            .collect()
+    /// Every file of pull state `s`.
+    pub fn pull_files(&self, s: usize) -> Vec<(String, String)> {
+        explicit_fleet::files(&self.shape, &self.pull_states[s])
+    }
+
+    /// The policy directory `dir`, holding version 0, made the git
+    /// checkout the pulls fast-forward, with `count` pulls ready.
+    pub fn git_chain(&self, dir: &Path, scratch: &Path, count: usize) -> Result<GitChain> {
+        GitChain::create(dir, scratch, VERSIONS, |s| self.pull_files(s), count)
     }
 
     /// New group file `k`: `a-new-NN`, named so that each sorts before the

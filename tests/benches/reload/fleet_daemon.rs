@@ -37,7 +37,6 @@ use super::{
     Samples,
     fleet::memory,
     fleet_changes::{Changes, VERSIONS, write_all, write_file},
-    fleet_git::GitChain,
 };
 
 pub struct DaemonResults {
@@ -77,12 +76,7 @@ pub fn run(
     let dir = daemon.policy_dir.clone();
     std::fs::create_dir_all(dir.join("groups"))?;
     write_all(&dir, &changes.files(0))?;
-    let mut chain = GitChain::create(
-        &dir,
-        &daemon.root.join("git-scratch"),
-        &changes.pull_files(),
-        iterations + 1,
-    )?;
+    let mut chain = changes.git_chain(&dir, &daemon.root.join("git-scratch"), iterations + 1)?;
     let groups = changes.shape.groups;
 
     eprintln!("shape (b), daemon: starting");

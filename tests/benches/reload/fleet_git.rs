@@ -30,13 +30,15 @@ pub struct GitChain {
 impl GitChain {
     /// Makes `dir` a repository whose base commit (state 0) holds its
     /// files as they are, followed by `count` commits cycling through the
-    /// states `1..=states.len()` and 0: state `s` is the base with the
-    /// files of `states[s - 1]` (relative path, text). `scratch` (outside
-    /// `dir`) holds git's temporary files and is removed.
+    /// states `1..states` and 0: state `s` is the base with the files
+    /// `files_of(s)` (relative path, text; one state's texts at a time in
+    /// memory). `scratch` (outside `dir`) holds git's temporary files and
+    /// is removed.
     pub fn create(
         dir: &Path,
         scratch: &Path,
-        states: &[Vec<(String, String)>],
+        states: usize,
+        files_of: impl Fn(usize) -> Vec<(String, String)>,
         count: usize,
     ) -> Result<GitChain> {
         git(dir, &["init", "-q", "-b", "main"], None)?;
@@ -56,8 +58,8 @@ impl GitChain {
 
         std::fs::create_dir_all(scratch)?;
         let mut trees = vec![base_tree];
-        for changed in states {
-            let tree = tree_with(dir, scratch, changed)?;
+        for state in 1..states {
+            let tree = tree_with(dir, scratch, &files_of(state))?;
             ensure!(!trees.contains(&tree), "a state the same as another");
             trees.push(tree);
         }
