@@ -163,15 +163,16 @@ fn subnet(parent: &IpNet, extra_bits: u8, index: u32) -> Option<IpNet> {
 }
 
 /// The release `tollgate` binary, built now if needed (a no-op when it is
-/// current): the bench measures the optimised server. `TOLLGATE_BIN`
-/// overrides it.
+/// current): the benches measure the optimised daemon. `TOLLGATE_BIN`
+/// overrides it; otherwise it is set to the binary built, for the test
+/// kit's daemon (`daemon_process`), so call this before the bench starts
+/// any thread.
 pub fn release_tollgate_binary() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("TOLLGATE_BIN") {
         return Ok(path.into());
     }
     let built = build_tollgate()?;
-    // The test kit's daemon runs `TOLLGATE_BIN`.
-    // SAFETY: called before the bench starts any thread.
+    // SAFETY: the caller has started no thread (see above).
     unsafe { std::env::set_var("TOLLGATE_BIN", &built) };
     Ok(built)
 }
