@@ -33,6 +33,12 @@
 //! - **edit-small**: the same change, made in `lists/extra.yaml` (the big
 //!   list is left as it was): a policy kept as large vendor lists plus
 //!   the operator's own small files. Only the small file is parsed again.
+//! - **pull-1%**: the policy directory, back at the first version without
+//!   the extra prefix, becomes a git checkout (`reload/fleet_git.rs`) and
+//!   `git merge --ff-only` brings the next commit of a chain that cycles
+//!   every hundredth prefix of the big list through the three versions
+//!   (1 % of the list changed by each pull; the watcher holds the reload
+//!   while git holds its index lock).
 //! - **full**: every file rewritten with a different list of N prefixes
 //!   (three versions in turn, so the slot being written never already
 //!   holds the new version: every destination entry is removed and
@@ -222,15 +228,22 @@ fn main() -> Result<()> {
         DEBOUNCE.as_millis()
     );
     println!(
-        "{:>9} {:>20} {:>20} {:>20} {:>20} {:>20}",
-        "prefixes", "tollgate edit", "tollgate edit-small", "tollgate full", "nft edit", "nft full"
+        "{:>9} {:>20} {:>20} {:>20} {:>20} {:>20} {:>20}",
+        "prefixes",
+        "tollgate edit",
+        "tollgate edit-small",
+        "tollgate pull-1%",
+        "tollgate full",
+        "nft edit",
+        "nft full"
     );
     for (size, t, n) in &results {
         println!(
-            "{:>9} {:>20} {:>20} {:>20} {:>20} {:>20}",
+            "{:>9} {:>20} {:>20} {:>20} {:>20} {:>20} {:>20}",
             size,
             t.edit.total.summary(),
             t.edit_small.total.summary(),
+            t.pull.total.summary(),
             t.full.total.summary(),
             n.edit.summary(),
             n.full.summary()
@@ -408,14 +421,16 @@ struct Breakdown {
 struct TollgateResults {
     edit: Breakdown,
     edit_small: Breakdown,
+    pull: Breakdown,
     full: Breakdown,
 }
 
 impl TollgateResults {
-    fn kinds(&self) -> [(&'static str, &Breakdown); 3] {
+    fn kinds(&self) -> [(&'static str, &Breakdown); 4] {
         [
             ("edit", &self.edit),
             ("edit-small", &self.edit_small),
+            ("pull-1%", &self.pull),
             ("full", &self.full),
         ]
     }
@@ -525,12 +540,12 @@ fn tollgate_reloads(
 
     // Reloads `files` and checks that each probe (an address, allowed?)
     // gets its verdict from the program.
-    let mut reload = |files: Vec<(&str, String)>,
+    let mut reload = |change: &mut dyn FnMut() -> Result<()>,
                       probes: &[(Ipv4Addr, bool)],
                       into: &mut Breakdown|
      -> Result<()> {
         let start = Instant::now();
-        write_files(dir, &files)?;
+        change()?;
         let Stages {
             watched,
             parsed,
@@ -587,9 +602,62 @@ fn tollgate_reloads(
                 (true, _) => (Extra::InSmallFile(new), &mut edit_small),
             };
             let probes = [(new_probe, true), (old_probe, false)];
-            reload(policy_files(&versions[0], extra), &probes, into)?;
+            let files = policy_files(&versions[0], extra);
+            reload(&mut || write_files(dir, &files), &probes, into)?;
         }
     }
+    // A `git pull` changing 1 % of the prefixes (reload/fleet_git.rs): the
+    // directory, back at version 0 without the extra prefix (not
+    // counted), becomes the base commit of a chain cycling through three
+    // states of the list, every hundredth prefix from versions 0, 1, 2.
+    let base = policy_files(&versions[0], Extra::None);
+    reload(&mut || write_files(dir, &base), &[], &mut warm_up)?;
+    let states: Vec<Vec<IpNet>> = (0..VERSIONS)
+        .map(|v| {
+            let mut state = versions[0].clone();
+            for i in (0..state.len()).step_by(fleet_changes::PULL_STRIDE) {
+                state[i] = versions[v][i];
+            }
+            state
+        })
+        .collect();
+    let probe_at = (0..versions[0].len())
+        .step_by(fleet_changes::PULL_STRIDE)
+        .find(|&i| versions.iter().all(|v| v[i].addr().is_ipv4()))
+        .context("no changed prefix that is IPv4 in every version")?;
+    let owned = |files: Vec<(&str, String)>| {
+        files
+            .into_iter()
+            .map(|(path, text)| (path.to_string(), text))
+            .collect::<Vec<_>>()
+    };
+    let mut chain = fleet_git::GitChain::create(
+        dir,
+        &dir.with_extension("git-scratch"),
+        VERSIONS,
+        |s| owned(policy_files(&states[s], Extra::None)),
+        iterations + 1,
+    )?;
+    let mut pull = Breakdown::default();
+    for i in 0..iterations + 1 {
+        let state = (i + 1) % VERSIONS;
+        let probe = match states[state][probe_at] {
+            IpNet::V4(net) => net.broadcast(),
+            IpNet::V6(_) => unreachable!("chosen IPv4"),
+        };
+        let into = if i == 0 { &mut warm_up } else { &mut pull };
+        let mut pulled = 0;
+        reload(
+            &mut || {
+                pulled = chain.pull()?;
+                Ok(())
+            },
+            &[(probe, true)],
+            into,
+        )?;
+        ensure!(pulled == state, "pull {i} out of step");
+    }
+
     let mut full = Breakdown::default();
     for i in 0..iterations {
         let version = &versions[(i + 1) % VERSIONS];
@@ -600,8 +668,9 @@ fn tollgate_reloads(
                 IpNet::V6(_) => None,
             })
             .context("a version without IPv4 prefixes")?;
+        let files = policy_files(version, Extra::None);
         reload(
-            policy_files(version, Extra::None),
+            &mut || write_files(dir, &files),
             &[(probe, true)],
             &mut full,
         )?;
@@ -609,6 +678,7 @@ fn tollgate_reloads(
     Ok(TollgateResults {
         edit,
         edit_small,
+        pull,
         full,
     })
 }
