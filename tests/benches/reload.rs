@@ -33,6 +33,12 @@
 //! - **edit-small**: the same change, made in `lists/extra.yaml` (the big
 //!   list is left as it was): a policy kept as large vendor lists plus
 //!   the operator's own small files. Only the small file is parsed again.
+//! - **pull-1%**: the policy directory, back at the first version without
+//!   the extra prefix, becomes a git checkout (`reload/fleet_git.rs`) and
+//!   `git merge --ff-only` brings the next commit of a chain that cycles
+//!   every hundredth prefix of the big list through the three versions
+//!   (1 % of the list changed by each pull; the watcher holds the reload
+//!   while git holds its index lock).
 //! - **full**: every file rewritten with a different list of N prefixes
 //!   (three versions in turn, so the slot being written never already
 //!   holds the new version: every destination entry is removed and
@@ -56,17 +62,40 @@
 //! by one (each with its own prefix), the other way a policy grows.
 //!
 //! Then shape (b) of issue 14, many explicit rules in many group files and
-//! a million devices: see `reload/fleet.rs`.
+//! a million devices, first: in this process (`reload/fleet.rs`: a new
+//! group file, deleting it, a one-line edit, a `git pull` changing 1 % of
+//! the rules, a full replacement; the changes themselves in
+//! `reload/fleet_changes.rs`, the git chain in `reload/fleet_git.rs`),
+//! nft on the same elements (`reload/fleet_nft.rs`: one `nft add element`,
+//! `nft -f` of the full set), and the real daemon end to end, polled
+//! through `status`, with its cold start and memory
+//! (`reload/fleet_daemon.rs`); one table compares them.
 //!
 //! Run as root: `cargo bench --bench reload`. `RELOAD_BENCH_ITERATIONS`
 //! (default 25, at least 20) sets the iterations per size and kind,
 //! `RELOAD_BENCH_SIZES` (default `1000,10000,100000`) the sizes of shape
 //! (a), `RELOAD_BENCH_SHAPES` (default `list,fleet`) the shapes to run,
-//! `RELOAD_BENCH_FLEET_RULES` (default 100000, in 100 groups) and
-//! `RELOAD_BENCH_FLEET_DEVICES` (default 1000000) the size of shape (b).
+//! `RELOAD_BENCH_FLEET_RULES` (default 100000, in 100 groups; a multiple of
+//! 10,000 keeps the pulls at exactly 1 %) and `RELOAD_BENCH_FLEET_DEVICES`
+//! (default 1000000) the size of shape (b), `RELOAD_BENCH_DAEMON` (`1`,
+//! the default, or `0`) whether shape (b) also runs the daemon: it needs
+//! the release `tollgate` binary, which the bench builds (`cargo build
+//! --release -p tollgate`, a no-op when current) unless `TOLLGATE_BIN`
+//! names one. A small run: `RELOAD_BENCH_SHAPES=fleet
+//! RELOAD_BENCH_FLEET_DEVICES=10000 RELOAD_BENCH_FLEET_RULES=10000`.
+//! Everything the bench creates (temporary directories, network
+//! namespaces, the daemon, its pins) goes when it ends, by error too.
 
 #[path = "reload/fleet.rs"]
 mod fleet;
+#[path = "reload/fleet_changes.rs"]
+mod fleet_changes;
+#[path = "reload/fleet_daemon.rs"]
+mod fleet_daemon;
+#[path = "reload/fleet_git.rs"]
+mod fleet_git;
+#[path = "reload/fleet_nft.rs"]
+mod fleet_nft;
 
 use std::{
     fmt::Write as _,
@@ -134,6 +163,18 @@ fn main() -> Result<()> {
         rules_per_group: env_number("RELOAD_BENCH_FLEET_RULES", 100_000)? / 100,
         devices: env_number("RELOAD_BENCH_FLEET_DEVICES", 1_000_000)?,
     };
+    let daemon = match std::env::var("RELOAD_BENCH_DAEMON").as_deref() {
+        Ok("0") => false,
+        Ok("1") | Err(_) => true,
+        Ok(_) => bail!("RELOAD_BENCH_DAEMON: 0 or 1"),
+    };
+    // Built (or found current) before any thread starts: it sets
+    // TOLLGATE_BIN.
+    let binary = if shapes.contains(&"fleet") && daemon {
+        Some(bench::release_tollgate_binary()?)
+    } else {
+        None
+    };
     let sizes: Vec<usize> = std::env::var("RELOAD_BENCH_SIZES")
         .unwrap_or_else(|_| SIZES.into())
         .split(',')
@@ -152,15 +193,15 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     if shapes.contains(&"fleet") {
-        let results = fleet::run(
+        run_fleet(
             &runtime,
-            &root.path.join("fleet"),
+            &root.path,
             &pool,
             fleet_shape,
+            binary.as_deref(),
             iterations,
         )
         .context("shape (b)")?;
-        fleet::print(&results, iterations);
     }
     if !shapes.contains(&"list") {
         return Ok(());
@@ -187,15 +228,22 @@ fn main() -> Result<()> {
         DEBOUNCE.as_millis()
     );
     println!(
-        "{:>9} {:>20} {:>20} {:>20} {:>20} {:>20}",
-        "prefixes", "tollgate edit", "tollgate edit-small", "tollgate full", "nft edit", "nft full"
+        "{:>9} {:>20} {:>20} {:>20} {:>20} {:>20} {:>20}",
+        "prefixes",
+        "tollgate edit",
+        "tollgate edit-small",
+        "tollgate pull-1%",
+        "tollgate full",
+        "nft edit",
+        "nft full"
     );
     for (size, t, n) in &results {
         println!(
-            "{:>9} {:>20} {:>20} {:>20} {:>20} {:>20}",
+            "{:>9} {:>20} {:>20} {:>20} {:>20} {:>20} {:>20}",
             size,
             t.edit.total.summary(),
             t.edit_small.total.summary(),
+            t.pull.total.summary(),
             t.full.total.summary(),
             n.edit.summary(),
             n.full.summary()
@@ -265,6 +313,50 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// Shape (b): in this process, then nft on the same elements, then the
+/// daemon end to end (when `binary` is given), and the table of all three.
+fn run_fleet(
+    runtime: &tokio::runtime::Runtime,
+    root: &Path,
+    pool: &bench::Pool,
+    shape: testkit::explicit_fleet::Shape,
+    binary: Option<&Path>,
+    iterations: usize,
+) -> Result<()> {
+    let changes = fleet_changes::Changes::new(pool, shape)?;
+    let results = fleet::run(runtime, &root.join("fleet"), &changes, iterations)?;
+    eprintln!("shape (b): now nft");
+    let ns = Namespace::create(&format!("tg-benchfleet-{}", std::process::id()))?;
+    let netns_exec = netns_exec_overhead(&ns, iterations)?;
+    let nft = fleet_nft::run(
+        &ns,
+        &root.join("fleet-nft"),
+        &shape,
+        &changes.versions,
+        iterations,
+    )
+    .context("nft")?;
+    drop(ns);
+    let daemon = match binary {
+        Some(binary) => {
+            // A copy: the shared build directory's binary may be rebuilt
+            // meanwhile from another checkout.
+            let copy = root.join("tollgate");
+            std::fs::copy(binary, &copy).context("copy the tollgate binary")?;
+            let ns = testkit::namespace("benchfleet");
+            Some(fleet_daemon::run(&copy, &ns, &changes, iterations).context("the daemon")?)
+        }
+        None => None,
+    };
+    let others = fleet::Others {
+        nft: Some(&nft),
+        netns_exec: Some(&netns_exec),
+        daemon: daemon.as_ref(),
+    };
+    fleet::print(&results, &others, iterations);
+    Ok(())
+}
+
 fn env_number(name: &str, default: usize) -> Result<usize> {
     match std::env::var(name) {
         Ok(text) => text.parse().with_context(|| format!("{name}: a number")),
@@ -291,6 +383,15 @@ impl Samples {
 
     fn p50_ms(&self) -> f64 {
         self.percentile(50).as_secs_f64() * 1e3
+    }
+
+    /// "p50 / p95" in ms.
+    fn p50_p95(&self) -> String {
+        format!(
+            "{:.1} / {:.1}",
+            self.p50_ms(),
+            self.percentile(95).as_secs_f64() * 1e3
+        )
     }
 
     fn summary(&self) -> String {
@@ -320,14 +421,16 @@ struct Breakdown {
 struct TollgateResults {
     edit: Breakdown,
     edit_small: Breakdown,
+    pull: Breakdown,
     full: Breakdown,
 }
 
 impl TollgateResults {
-    fn kinds(&self) -> [(&'static str, &Breakdown); 3] {
+    fn kinds(&self) -> [(&'static str, &Breakdown); 4] {
         [
             ("edit", &self.edit),
             ("edit-small", &self.edit_small),
+            ("pull-1%", &self.pull),
             ("full", &self.full),
         ]
     }
@@ -437,12 +540,12 @@ fn tollgate_reloads(
 
     // Reloads `files` and checks that each probe (an address, allowed?)
     // gets its verdict from the program.
-    let mut reload = |files: Vec<(&str, String)>,
+    let mut reload = |change: &mut dyn FnMut() -> Result<()>,
                       probes: &[(Ipv4Addr, bool)],
                       into: &mut Breakdown|
      -> Result<()> {
         let start = Instant::now();
-        write_files(dir, &files)?;
+        change()?;
         let Stages {
             watched,
             parsed,
@@ -499,9 +602,62 @@ fn tollgate_reloads(
                 (true, _) => (Extra::InSmallFile(new), &mut edit_small),
             };
             let probes = [(new_probe, true), (old_probe, false)];
-            reload(policy_files(&versions[0], extra), &probes, into)?;
+            let files = policy_files(&versions[0], extra);
+            reload(&mut || write_files(dir, &files), &probes, into)?;
         }
     }
+    // A `git pull` changing 1 % of the prefixes (reload/fleet_git.rs): the
+    // directory, back at version 0 without the extra prefix (not
+    // counted), becomes the base commit of a chain cycling through three
+    // states of the list, every hundredth prefix from versions 0, 1, 2.
+    let base = policy_files(&versions[0], Extra::None);
+    reload(&mut || write_files(dir, &base), &[], &mut warm_up)?;
+    let states: Vec<Vec<IpNet>> = (0..VERSIONS)
+        .map(|v| {
+            let mut state = versions[0].clone();
+            for i in (0..state.len()).step_by(fleet_changes::PULL_STRIDE) {
+                state[i] = versions[v][i];
+            }
+            state
+        })
+        .collect();
+    let probe_at = (0..versions[0].len())
+        .step_by(fleet_changes::PULL_STRIDE)
+        .find(|&i| versions.iter().all(|v| v[i].addr().is_ipv4()))
+        .context("no changed prefix that is IPv4 in every version")?;
+    let owned = |files: Vec<(&str, String)>| {
+        files
+            .into_iter()
+            .map(|(path, text)| (path.to_string(), text))
+            .collect::<Vec<_>>()
+    };
+    let mut chain = fleet_git::GitChain::create(
+        dir,
+        &dir.with_extension("git-scratch"),
+        VERSIONS,
+        |s| owned(policy_files(&states[s], Extra::None)),
+        iterations + 1,
+    )?;
+    let mut pull = Breakdown::default();
+    for i in 0..iterations + 1 {
+        let state = (i + 1) % VERSIONS;
+        let probe = match states[state][probe_at] {
+            IpNet::V4(net) => net.broadcast(),
+            IpNet::V6(_) => unreachable!("chosen IPv4"),
+        };
+        let into = if i == 0 { &mut warm_up } else { &mut pull };
+        let mut pulled = 0;
+        reload(
+            &mut || {
+                pulled = chain.pull()?;
+                Ok(())
+            },
+            &[(probe, true)],
+            into,
+        )?;
+        ensure!(pulled == state, "pull {i} out of step");
+    }
+
     let mut full = Breakdown::default();
     for i in 0..iterations {
         let version = &versions[(i + 1) % VERSIONS];
@@ -512,8 +668,9 @@ fn tollgate_reloads(
                 IpNet::V6(_) => None,
             })
             .context("a version without IPv4 prefixes")?;
+        let files = policy_files(version, Extra::None);
         reload(
-            policy_files(version, Extra::None),
+            &mut || write_files(dir, &files),
             &[(probe, true)],
             &mut full,
         )?;
@@ -521,6 +678,7 @@ fn tollgate_reloads(
     Ok(TollgateResults {
         edit,
         edit_small,
+        pull,
         full,
     })
 }

@@ -1,15 +1,16 @@
-//! What the benchmarks share: the machine facts they print, and a
+//! What the benchmarks share: the machine facts they print, a
 //! deterministic pool of realistic destination prefixes built from AWS's
-//! published ip-ranges.json.
+//! published ip-ranges.json, and the release `tollgate` binary the benches
+//! that run the daemon measure.
 
 use std::{
     collections::HashSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
-    process::Command,
+    process::{Command, Stdio},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
 use ipnet::IpNet;
 use tollgate::policy::rule_id::fnv1a32;
 
@@ -159,4 +160,53 @@ fn subnet(parent: &IpNet, extra_bits: u8, index: u32) -> Option<IpNet> {
         IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a) | (u128::from(index) << shift))),
     };
     IpNet::new(addr, len).ok()
+}
+
+/// The release `tollgate` binary, built now if needed (a no-op when it is
+/// current): the benches measure the optimised daemon. `TOLLGATE_BIN`
+/// overrides it; otherwise it is set to the binary built, for the test
+/// kit's daemon (`daemon_process`), so call this before the bench starts
+/// any thread.
+pub fn release_tollgate_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("TOLLGATE_BIN") {
+        return Ok(path.into());
+    }
+    let built = build_tollgate()?;
+    // SAFETY: the caller has started no thread (see above).
+    unsafe { std::env::set_var("TOLLGATE_BIN", &built) };
+    Ok(built)
+}
+
+fn build_tollgate() -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // The same features as this crate's own build of the library, so the
+    // two share one build (tests/Cargo.toml).
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "tollgate",
+            "--features",
+            "fault-injection",
+            "--bin",
+            "tollgate",
+            "--message-format",
+            "json-render-diagnostics",
+        ])
+        .current_dir(crate::repo_root())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("run cargo build")?;
+    ensure!(
+        out.status.success(),
+        "cargo build of the tollgate binary failed"
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .find(|p| p.ends_with("tollgate"))
+        .context("cargo built no tollgate binary")
 }

@@ -185,7 +185,7 @@ fn main() -> Result<()> {
             std::io::Error::last_os_error()
         );
     }
-    let tollgate = servers::tollgate_binary()?;
+    let tollgate = testkit::bench::release_tollgate_binary()?;
     testkit::bench::print_machine_facts();
     println!(
         "tollgate: {}\nchronyd: {}\nlink: {}",

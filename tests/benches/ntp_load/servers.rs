@@ -24,7 +24,6 @@
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
     path::PathBuf,
-    process::{Command, Stdio},
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
@@ -369,54 +368,6 @@ fn stat_cpu(path: &str) -> Result<f64> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Ok(ticks / hz)
-}
-
-/// The release `tollgate` binary, built now if needed (a no-op when it is
-/// current): the bench measures the optimised server. `TOLLGATE_BIN`
-/// overrides it.
-pub fn tollgate_binary() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("TOLLGATE_BIN") {
-        return Ok(path.into());
-    }
-    let built = build_tollgate()?;
-    // The test kit's daemon runs `TOLLGATE_BIN`.
-    // SAFETY: called before the bench starts any thread.
-    unsafe { std::env::set_var("TOLLGATE_BIN", &built) };
-    Ok(built)
-}
-
-fn build_tollgate() -> Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    // The same features as this crate's own build of the library, so the
-    // two share one build (tests/Cargo.toml).
-    let out = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "tollgate",
-            "--features",
-            "fault-injection",
-            "--bin",
-            "tollgate",
-            "--message-format",
-            "json-render-diagnostics",
-        ])
-        .current_dir(testkit::repo_root())
-        .stderr(Stdio::inherit())
-        .output()
-        .context("run cargo build")?;
-    ensure!(
-        out.status.success(),
-        "cargo build of the tollgate binary failed"
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .find(|p| p.ends_with("tollgate"))
-        .context("cargo built no tollgate binary")
 }
 
 /// The kernel's counters at each place on the path where a request or its
