@@ -46,8 +46,17 @@ pub struct Changes {
 impl Changes {
     pub fn new(pool: &bench::Pool, shape: Shape) -> Result<Changes> {
         let rules = shape.rules();
+        // Every rule gets another prefix of the same pool share: fresh
+        // prefixes from further along the pool are IPv6 ones mostly, whose
+        // deeper tries would not fit the slot's `TG_TRIE` (the dataplane's
+        // bound), and would measure a different policy.
+        let base = pool.range(0, rules);
         let versions: Vec<Vec<IpNet>> = (0..VERSIONS)
-            .map(|v| pool.range(v * rules, rules))
+            .map(|v| {
+                let mut prefixes = base.clone();
+                prefixes.rotate_left(v * (shape.rules_per_group + 1) % rules);
+                prefixes
+            })
             .collect();
         let pull_states = (0..VERSIONS)
             .map(|v| {

@@ -419,19 +419,21 @@ impl Checker<'_> {
                 specs.insert(name, (at, group));
             }
         }
-        let mut devices_seen: HashMap<IpNet, (String, Origin)> = HashMap::new();
+        let mut devices_seen: HashMap<IpNet, (&str, Origin)> = HashMap::new();
         specs
             .into_iter()
             .map(|(name, (at, spec))| Arc::new(self.group(at, name, spec, &mut devices_seen)))
             .collect()
     }
 
-    fn group(
+    /// `devices_seen`: the device prefixes of the groups checked so far,
+    /// with their group's name and place.
+    fn group<'n>(
         &mut self,
         at: At,
-        name: &str,
+        name: &'n str,
         spec: &GroupSpec,
-        devices_seen: &mut HashMap<IpNet, (String, Origin)>,
+        devices_seen: &mut HashMap<IpNet, (&'n str, Origin)>,
     ) -> Group {
         let path = format!("groups.{name}");
         let origin = at.key(&path);
@@ -439,22 +441,35 @@ impl Checker<'_> {
             self.error(&origin, &path, message);
         }
 
-        let listed = spec.devices.as_ref().map_or(0, |d| d.values().len());
-        let mut devices = Vec::with_capacity(listed);
-        for (suffix, item) in spec.devices.iter().flat_map(OneOrMany::items) {
-            let field = format!("{path}.devices{suffix}");
-            let here = at.value(&field);
+        let devices_path = format!("{path}.devices");
+        let values = spec.devices.as_ref().map_or(&[][..], OneOrMany::values);
+        // A fleet's group lists 10^4 devices: their places come from one
+        // lookup, and a field path is only written out for a finding.
+        let marks = match &spec.devices {
+            Some(OneOrMany::Many(_)) => at.positions.items(&devices_path),
+            _ => None,
+        };
+        let field = |i: usize| match &spec.devices {
+            Some(list) => format!("{devices_path}{}", list.suffix(i)),
+            None => devices_path.clone(),
+        };
+        let mut devices = Vec::with_capacity(values.len());
+        for (i, item) in values.iter().enumerate() {
+            let mark = match marks.and_then(|m| m.get(i)) {
+                Some(mark) => *mark,
+                None => at.positions.value(&field(i)),
+            };
             let prefix = match parse_prefix(&item.0) {
                 Ok(prefix) => prefix,
                 Err(message) => {
-                    self.error(&here, &field, message);
+                    self.error(&at.origin(mark), &field(i), message);
                     continue;
                 }
             };
             match devices_seen.get(&prefix) {
-                Some((group, first)) if group == name => {
+                Some((group, first)) if *group == name => {
                     let message = format!("{prefix} is listed twice (first at {first})");
-                    self.warning(&here, &field, message);
+                    self.warning(&at.origin(mark), &field(i), message);
                     continue;
                 }
                 Some((group, first)) => {
@@ -462,17 +477,17 @@ impl Checker<'_> {
                         "{prefix} is also a device prefix of group \"{group}\" ({first}); \
                          a source belongs to one group"
                     );
-                    self.error(&here, &field, message);
+                    self.error(&at.origin(mark), &field(i), message);
                     continue;
                 }
                 None => {
-                    devices_seen.insert(prefix, (name.to_string(), here.clone()));
+                    devices_seen.insert(prefix, (name, at.origin(mark)));
                 }
             }
             devices.push(Device {
                 prefix,
-                line: here.line as u32,
-                column: here.column as u32,
+                line: mark.line as u32,
+                column: mark.column as u32,
             });
         }
         if spec.devices.as_ref().is_none_or(OneOrMany::is_empty) {
