@@ -812,6 +812,21 @@ fn nft_full(allowed: &[IpNet], extra: Option<&str>) -> String {
     text
 }
 
+/// Writes `text` to `file` and loads it with `nft -f` in `ns`, in one
+/// transaction: the time from the write to nft's exit.
+fn nft_load(ns: &Namespace, file: &Path, text: &str) -> Result<Duration> {
+    let start = Instant::now();
+    std::fs::write(file, text)?;
+    let out = ns.exec("nft", &["-f", &file.to_string_lossy()])?;
+    let took = start.elapsed();
+    ensure!(
+        out.status.success(),
+        "nft -f: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(took)
+}
+
 fn nft_reloads(
     ns: &Namespace,
     dir: &Path,
@@ -820,18 +835,7 @@ fn nft_reloads(
 ) -> Result<NftResults> {
     std::fs::create_dir_all(dir)?;
     let file = dir.join("ruleset.nft");
-    let load = |text: &str| -> Result<Duration> {
-        let start = Instant::now();
-        std::fs::write(&file, text)?;
-        let out = ns.exec("nft", &["-f", &file.to_string_lossy()])?;
-        let took = start.elapsed();
-        ensure!(
-            out.status.success(),
-            "nft -f: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Ok(took)
-    };
+    let load = |text: &str| nft_load(ns, &file, text);
     let allows = |probe: Ipv4Addr| -> Result<bool> {
         let element = format!("{{ {probe} }}");
         let args = ["get", "element", "inet", "tollgate", "allowed4", &element];

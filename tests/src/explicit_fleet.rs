@@ -95,6 +95,17 @@ pub fn group_file(shape: &Shape, prefixes: &[IpNet], g: usize) -> String {
     text
 }
 
+/// Every file of the fleet's policy, as `policy::from_sources` reads them.
+pub fn sources(shape: &Shape, prefixes: &[IpNet]) -> Vec<tollgate::policy::Source> {
+    files(shape, prefixes)
+        .into_iter()
+        .map(|(path, text)| tollgate::policy::Source {
+            path: path.into(),
+            text,
+        })
+        .collect()
+}
+
 /// Every file of the fleet's policy: (relative path, text).
 pub fn files(shape: &Shape, prefixes: &[IpNet]) -> Vec<(String, String)> {
     assert!(prefixes.len() >= shape.rules(), "a prefix per rule");

@@ -60,6 +60,26 @@ fn probe(rig: &Rig, ports: &[u16], n: usize) -> Vec<usize> {
     receivers.iter().map(drain).collect()
 }
 
+/// The entries of generation `generation` and the map writes of its
+/// install, from its "in force" log line.
+fn entries_and_writes(logs: &str, generation: u64) -> (usize, usize) {
+    let line = logs
+        .lines()
+        .find(|l| l.contains(&format!("policy generation {generation} in force")))
+        .unwrap_or_else(|| panic!("no install of generation {generation} logged:\n{logs}"));
+    let number_before = |what: &str| -> usize {
+        let head = &line[..line
+            .find(what)
+            .unwrap_or_else(|| panic!("{what} in {line}"))];
+        head.trim_end()
+            .rsplit(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("a number before {what} in {line}"))
+    };
+    (number_before(" entries,"), number_before(" map writes,"))
+}
+
 #[test]
 fn a_policy_edit_takes_effect_and_the_latency_is_measured() {
     testkit::require_root();
@@ -72,6 +92,20 @@ fn a_policy_edit_takes_effect_and_the_latency_is_measured() {
         &[("meters.yaml", &testkit::policy_allowing(7000))],
     );
     assert_eq!(probe(&rig, &[7000, 7001], 5), [5, 0]);
+    // After the start the inactive slot is filled with the policy in force,
+    // so that the first edit writes its difference only.
+    let filled = Instant::now();
+    while !daemon
+        .logs()
+        .contains("inactive slot filled with the policy in force")
+    {
+        assert!(
+            filled.elapsed() < Duration::from_secs(10),
+            "the inactive slot was not filled:\n{}",
+            daemon.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     let receiver = receiver(&rig, 7001);
     receiver.set_nonblocking(true).unwrap();
@@ -99,6 +133,11 @@ fn a_policy_edit_takes_effect_and_the_latency_is_measured() {
     let s = daemon.status();
     assert_eq!(s.policy.generation, 2);
     assert!(s.last_reload.unwrap().success);
+    let (entries, writes) = entries_and_writes(&daemon.logs(), 2);
+    assert!(
+        writes < entries,
+        "the edit wrote {writes} map entries of the policy's {entries}: the slot was not filled"
+    );
 
     // What the edit did to verdicts is logged after the flip.
     let wanted = [

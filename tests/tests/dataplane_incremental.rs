@@ -22,7 +22,7 @@
 //! restart that adopts the pinned maps: the policy in force is installed
 //! again without a write, and counters keep counting.
 
-use std::{cell::RefCell, collections::HashMap, path::PathBuf, sync::Arc};
+use std::{cell::RefCell, collections::HashMap, sync::Arc};
 
 use proptest::{
     prelude::*,
@@ -268,13 +268,7 @@ struct Fleet {
 impl Fleet {
     fn new(shape: &Shape, cached: bool) -> Fleet {
         let prefixes = Pool::load().unwrap().take(shape.rules());
-        let sources = explicit_fleet::files(shape, &prefixes)
-            .into_iter()
-            .map(|(path, text)| Source {
-                path: PathBuf::from(path),
-                text,
-            })
-            .collect();
+        let sources = explicit_fleet::sources(shape, &prefixes);
         Fleet {
             sources,
             cache: cached.then(CompileCache::default),

@@ -171,13 +171,7 @@ fn the_fleet_builder_matches_its_files() {
         devices: 50,
     };
     let prefixes = Pool::load().unwrap().take(shape.rules());
-    let sources: Vec<Source> = explicit_fleet::files(&shape, &prefixes)
-        .into_iter()
-        .map(|(path, text)| Source {
-            path: path.into(),
-            text,
-        })
-        .collect();
+    let sources = explicit_fleet::sources(&shape, &prefixes);
     let loaded = policy::from_sources(&sources, &Environment::default()).unwrap();
     let built = explicit_fleet::policy(&shape, &prefixes);
     assert_eq!(

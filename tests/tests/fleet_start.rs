@@ -18,7 +18,7 @@ use tollgate::{
     compile::compile,
     config::Limits,
     datapath::{Dataplane, Options},
-    policy::{self, Environment, Source},
+    policy::{self, Environment},
 };
 
 fn loadavg() -> String {
@@ -42,13 +42,7 @@ fn start_and_restart_times() {
         devices,
     };
     let prefixes = Pool::load().unwrap().take(shape.rules());
-    let sources: Vec<Source> = explicit_fleet::files(&shape, &prefixes)
-        .into_iter()
-        .map(|(path, text)| Source {
-            path: path.into(),
-            text,
-        })
-        .collect();
+    let sources = explicit_fleet::sources(&shape, &prefixes);
     let t = Instant::now();
     let loaded = policy::from_sources(&sources, &Environment::default()).unwrap();
     eprintln!("load (parse, validate) {:?}", t.elapsed());

@@ -9,8 +9,8 @@ use anyhow::{Result, anyhow};
 use crate::{
     deny_log::CounterLabel,
     metrics::RuleLabels,
-    policy::Policy,
-    tables::{CompiledPolicy, CounterOwner},
+    policy::{Policy, Rule},
+    tables::{CompiledPolicy, CounterOwner, Decider},
 };
 
 /// The labels of one compiled policy's decision counters.
@@ -33,18 +33,34 @@ pub fn of(
         rules: Vec::new(),
         events: HashMap::new(),
     };
+    // Every rule by (group, id), once: asking the policy rule by rule
+    // scans its group's rules each time, 10^5 rules of 10^3 per group took
+    // a third of a second per reload.
+    let by_id: HashMap<(&str, &str), &Rule> = policy
+        .groups
+        .iter()
+        .flat_map(|g| {
+            g.rules
+                .iter()
+                .map(move |r| ((g.name.as_str(), r.id.as_str()), r))
+        })
+        .collect();
     for (logical, owner) in tables.counters.iter().enumerate() {
         let CounterOwner::Decision { group, decider } = owner else {
             continue;
         };
         let rule = decider.rule_id().to_string();
-        let action = policy
-            .action_of(owner)
-            .ok_or_else(|| anyhow!("rule {group}/{rule} missing from the policy"))?;
+        let (action, origin) = match decider {
+            Decider::Rule(id) => match by_id.get(&(group.as_str(), id.as_str())) {
+                Some(r) => (Some(r.action), Some(&r.origin)),
+                None => (None, None),
+            },
+            _ => (policy.action_of(owner), policy.origin_of(owner)),
+        };
+        let action =
+            action.ok_or_else(|| anyhow!("rule {group}/{rule} missing from the policy"))?;
         // The built-in NTP allow is written nowhere.
-        let (file, line) = policy
-            .origin_of(owner)
-            .map_or((String::new(), 0), |o| (o.file.to_string(), o.line));
+        let (file, line) = origin.map_or((String::new(), 0), |o| (o.file.to_string(), o.line));
         if let Some(index) = kernel_counter(logical as u32) {
             labels.events.insert(
                 index,

@@ -23,7 +23,7 @@ use ipnet::IpNet;
 use testkit::explicit_fleet::{self, Shape};
 use tollgate::netns::Namespace;
 
-use super::{Samples, fleet_changes::VERSIONS};
+use super::{Samples, fleet_changes::VERSIONS, nft_load};
 
 pub struct NftFleet {
     pub add_element: Samples,
@@ -84,18 +84,7 @@ pub fn run(
     ensure!(iterations < 256, "at most 255 iterations for the nft adds");
     std::fs::create_dir_all(dir)?;
     let file = dir.join("ruleset.nft");
-    let load = |text: &str| -> Result<std::time::Duration> {
-        let start = Instant::now();
-        std::fs::write(&file, text)?;
-        let out = ns.exec("nft", &["-f", &file.to_string_lossy()])?;
-        let took = start.elapsed();
-        ensure!(
-            out.status.success(),
-            "nft -f: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Ok(took)
-    };
+    let load = |text: &str| nft_load(ns, &file, text);
     load(&ruleset(shape, &versions[0]))?;
     let mut add_element = Samples::default();
     for i in 0..iterations {

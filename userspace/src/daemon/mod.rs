@@ -182,6 +182,9 @@ impl Daemon {
             tracing::info!("DNS forwarded on {:?}", service.local_addrs());
             daemon.dns = Some(service);
         }
+        if installed {
+            daemon.reloader.fill_inactive_slot();
+        }
         Ok(daemon)
     }
 

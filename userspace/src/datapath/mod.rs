@@ -147,6 +147,11 @@ impl Staged {
     pub fn slot(&self) -> u8 {
         (self.generation & 1) as u8
     }
+
+    /// What staging wrote.
+    pub fn writes(&self) -> WriteStats {
+        self.writes
+    }
 }
 
 pub struct Dataplane {

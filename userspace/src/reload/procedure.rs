@@ -105,6 +105,45 @@ impl Reloader {
         self.generation
     }
 
+    /// Writes the policy in force into the inactive slot as well, off the
+    /// main loop and without a flip. After a start that slot is empty (or
+    /// holds what a previous run left), so the first reload would write
+    /// the whole policy there while an edit waits: 1.2·10^6 entries at
+    /// fleet scale, seconds. Filled now, that reload writes its difference
+    /// only. Skipped when a reload got the dataplane first.
+    pub fn fill_inactive_slot(&self) {
+        let Some(installed) = &self.installed else {
+            return;
+        };
+        let tables = Arc::clone(&installed.tables);
+        let dataplane = Arc::clone(&self.targets.dataplane);
+        let generation = dataplane.lock().expect("dataplane lock").generation();
+        tokio::task::spawn_blocking(move || {
+            let mut dataplane = dataplane.lock().expect("dataplane lock");
+            if dataplane.generation() != generation {
+                return;
+            }
+            let begin = std::time::Instant::now();
+            // Dropped unflipped: the slot keeps what was written, and the
+            // next install diffs against it.
+            match dataplane.stage(&tables) {
+                Ok(staged) => {
+                    let w = staged.writes();
+                    tracing::info!(
+                        "inactive slot filled with the policy in force in {:?} \
+                         ({} map writes, {} trie words)",
+                        begin.elapsed(),
+                        w.inserted + w.removed,
+                        w.trie_words
+                    );
+                }
+                Err(e) => tracing::warn!(
+                    "filling the inactive slot failed (the next reload writes it): {e:#}"
+                ),
+            }
+        });
+    }
+
     /// The tables of the policy this process installed, if any.
     pub fn tables(&self) -> Option<&CompiledPolicy> {
         self.installed.as_ref().map(|i| &*i.tables)

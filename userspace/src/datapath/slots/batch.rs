@@ -95,14 +95,7 @@ pub fn read_all<K: Pod, V: Pod>(fd: RawFd, capacity: usize) -> Result<Option<Vec
         // map's key and value size (checked against these types when the
         // map is opened), the tokens for a key; the kernel writes at most
         // that much, and the count of entries it wrote.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                bpf_cmd::BPF_MAP_LOOKUP_BATCH as libc::c_long,
-                &mut attr as *mut bpf_attr,
-                std::mem::size_of::<bpf_attr>() as libc::c_uint,
-            )
-        };
+        let rc = unsafe { bpf(bpf_cmd::BPF_MAP_LOOKUP_BATCH, &mut attr) };
         let error = (rc != 0).then(std::io::Error::last_os_error);
         // SAFETY: written above, and by the kernel.
         let got = (unsafe { attr.batch.count } as usize).min(chunk);
@@ -140,6 +133,23 @@ fn zeroed_pod<K: Pod>() -> K {
     unsafe { std::mem::zeroed() }
 }
 
+/// bpf(2) with `cmd` and `attr`.
+///
+/// # Safety
+/// The memory `attr` points to must be valid for `cmd`: readable, and
+/// writable where the kernel writes back.
+unsafe fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> libc::c_long {
+    // SAFETY: the caller's.
+    unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_long,
+            attr as *mut bpf_attr,
+            std::mem::size_of::<bpf_attr>() as libc::c_uint,
+        )
+    }
+}
+
 fn update_batch<K: Pod, V: Pod>(fd: RawFd, entries: &[(K, V)]) -> Batch {
     let keys: Vec<K> = entries.iter().map(|(k, _)| *k).collect();
     let values: Vec<V> = entries.iter().map(|(_, v)| *v).collect();
@@ -162,14 +172,7 @@ fn update_batch<K: Pod, V: Pod>(fd: RawFd, entries: &[(K, V)]) -> Batch {
     // outlives the call, each of the map's key and value size (the map's
     // layout is checked against these types when it is opened); the
     // kernel writes back only `attr.batch.count`.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            bpf_cmd::BPF_MAP_UPDATE_BATCH as libc::c_long,
-            &mut attr as *mut bpf_attr,
-            std::mem::size_of::<bpf_attr>() as libc::c_uint,
-        )
-    };
+    let rc = unsafe { bpf(bpf_cmd::BPF_MAP_UPDATE_BATCH, &mut attr) };
     if rc == 0 {
         return Batch::Written;
     }
