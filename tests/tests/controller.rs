@@ -94,18 +94,10 @@ fn a_policy_edit_takes_effect_and_the_latency_is_measured() {
     assert_eq!(probe(&rig, &[7000, 7001], 5), [5, 0]);
     // After the start the inactive slot is filled with the policy in force,
     // so that the first edit writes its difference only.
-    let filled = Instant::now();
-    while !daemon
-        .logs()
-        .contains("inactive slot filled with the policy in force")
-    {
-        assert!(
-            filled.elapsed() < Duration::from_secs(10),
-            "the inactive slot was not filled:\n{}",
-            daemon.logs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    daemon.wait_log(
+        "inactive slot filled with the policy in force",
+        Duration::from_secs(10),
+    );
 
     let receiver = receiver(&rig, 7001);
     receiver.set_nonblocking(true).unwrap();

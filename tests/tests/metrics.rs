@@ -76,6 +76,11 @@ fn exact_counts_for_known_traffic_across_reload_and_restart() {
         &format!("ntp:\n  listen: [\"{NTP}:123\"]\n  reference: local\n  stratum: 10\n"),
         &[("meters.yaml", POLICY)],
     );
+    // Both slots hold the policy once the inactive one is filled.
+    daemon.wait_log(
+        "inactive slot filled with the policy in force",
+        Duration::from_secs(10),
+    );
 
     send(&rig, METER, 7000, 10, 100); // allowed by `broker`
     send(&rig, METER, 7001, 7, 50); // meters' default: deny
@@ -221,7 +226,8 @@ fn exact_counts_for_known_traffic_across_reload_and_restart() {
         &[("map", "TG_FRAGS")],
         u64::from(limits.fragments),
     );
-    expect("tollgate_map_entries", &[("map", "TG_DEV_PREFIX")], 1);
+    // One device prefix, in each slot.
+    expect("tollgate_map_entries", &[("map", "TG_DEV_PREFIX")], 2);
     expect("tollgate_map_entries", &[("map", "TG_FRAGS")], 0);
     let flows = sample(&m, "tollgate_map_entries", &[("map", "TG_FLOWS")]).unwrap();
     assert!(flows >= 1.0, "the allowed flow is cached: {flows}");

@@ -106,11 +106,11 @@ impl Reloader {
     }
 
     /// Writes the policy in force into the inactive slot as well, off the
-    /// main loop and without a flip. After a start that slot is empty (or
-    /// holds what a previous run left), so the first reload would write
-    /// the whole policy there while an edit waits: 1.2·10^6 entries at
-    /// fleet scale, seconds. Filled now, that reload writes its difference
-    /// only. Skipped when a reload got the dataplane first.
+    /// main loop and without a flip. After a fresh start that slot is
+    /// empty, so the first reload would write the whole policy there while
+    /// an edit waits: 1.2·10^6 entries at fleet scale, seconds. Filled now,
+    /// that reload writes its difference only. Skipped when a reload got
+    /// the dataplane first.
     pub fn fill_inactive_slot(&self) {
         let Some(installed) = &self.installed else {
             return;
