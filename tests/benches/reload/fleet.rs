@@ -489,6 +489,14 @@ pub fn print(results: &FleetResults, others: &Others, iterations: usize) {
             d.after_reloads.0 / 1024,
             d.after_reloads.1 / 1024
         );
+        println!(
+            "  daemon: restart on its pins (spawn -> READY=1) {:.0} ms, {} map writes; \
+             after it VmRSS {} MiB, VmHWM {} MiB",
+            d.restart.as_secs_f64() * 1e3,
+            d.restart_writes,
+            d.after_restart.0 / 1024,
+            d.after_restart.1 / 1024
+        );
     }
     print_targets(results, others);
 }
@@ -558,6 +566,11 @@ fn print_targets(results: &FleetResults, others: &Others) {
             COLD_START_TARGET.as_secs(),
             d.cold_start.as_secs_f64(),
             verdict(d.cold_start <= COLD_START_TARGET)
+        );
+        println!(
+            "    a restart that adopts the pins rewrites no unchanged entry: {} map writes {}",
+            d.restart_writes,
+            verdict(d.restart_writes == 0)
         );
     }
 }

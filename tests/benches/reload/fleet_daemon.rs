@@ -17,9 +17,12 @@
 //!
 //! Cold start: from the process's spawn to its `READY=1` (sent once the
 //! first generation is in force: policy loaded, compiled, installed,
-//! attached); the BPF verifier's time is in it. Memory: VmRSS and VmHWM
-//! of the daemon process from `/proc/PID/status`, after the start and
-//! after every reload.
+//! attached); the BPF verifier's time is in it. Restart: after the
+//! reloads the daemon is stopped and started again on the same pins and
+//! policy, timed the same way; it adopts the pinned maps, and the map
+//! writes of its first generation come from its log line. Memory: VmRSS
+//! and VmHWM of the daemon process from `/proc/PID/status`, after the
+//! start, after every reload and after the restart.
 
 use std::{
     path::Path,
@@ -42,9 +45,15 @@ use super::{
 pub struct DaemonResults {
     /// Spawn to READY=1.
     pub cold_start: Duration,
-    /// (VmRSS, VmHWM) in KiB after the start and after the reloads.
+    /// Spawn to READY=1 of a second process on the first one's pins.
+    pub restart: Duration,
+    /// The map writes of the restarted daemon's first generation.
+    pub restart_writes: u64,
+    /// (VmRSS, VmHWM) in KiB after the start, after the reloads and after
+    /// the restart.
     pub after_start: (u64, u64),
     pub after_reloads: (u64, u64),
+    pub after_restart: (u64, u64),
     pub kinds: Vec<DaemonKind>,
 }
 
@@ -138,12 +147,52 @@ pub fn run(
     let after_reloads = memory(daemon.pid())?;
     let exit = daemon.stop();
     ensure!(exit.success(), "the daemon exited with {exit}");
+
+    eprintln!("shape (b), daemon: restarting");
+    let in_force = generations_in_force(&daemon.logs());
+    let spawned = Instant::now();
+    daemon.spawn();
+    let restart = spawned.elapsed();
+    let again = control::query(&daemon.control_socket)?;
+    ensure!(
+        again.policy.groups == groups,
+        "READY=1 after the restart before the fleet was in force: {:?}",
+        again.policy
+    );
+    let logs = daemon.logs();
+    let restart_line = logs
+        .lines()
+        .filter(|l| l.contains(IN_FORCE))
+        .nth(in_force)
+        .context("the restarted daemon logged no generation in force")?;
+    let restart_writes =
+        map_writes(restart_line).with_context(|| format!("no map writes in {restart_line:?}"))?;
+    let after_restart = memory(daemon.pid())?;
+    let exit = daemon.stop();
+    ensure!(exit.success(), "the restarted daemon exited with {exit}");
     Ok(DaemonResults {
         cold_start,
+        restart,
+        restart_writes,
         after_start,
         after_reloads,
+        after_restart,
         kinds,
     })
+}
+
+/// What the daemon logs when a generation comes into force
+/// (`reload/procedure.rs`), followed by its entries and map writes.
+const IN_FORCE: &str = "in force (commit";
+
+fn generations_in_force(logs: &str) -> usize {
+    logs.lines().filter(|l| l.contains(IN_FORCE)).count()
+}
+
+/// The `N map writes` of a generation's log line.
+fn map_writes(line: &str) -> Option<u64> {
+    let (before, _) = line.split_once(" map writes")?;
+    before.rsplit(' ').next()?.parse().ok()
 }
 
 /// Times one kind of change against the running daemon.

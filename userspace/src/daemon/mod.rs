@@ -182,12 +182,6 @@ impl Daemon {
             tracing::info!("DNS forwarded on {:?}", service.local_addrs());
             daemon.dns = Some(service);
         }
-        // A fresh start leaves the inactive slot empty; after an adoption it
-        // holds a policy of the previous run, which the next reload diffs
-        // against as usual.
-        if installed && !adopted {
-            daemon.reloader.fill_inactive_slot();
-        }
         Ok(daemon)
     }
 

@@ -11,6 +11,7 @@ use crate::{
     addresses,
     config::OnExit,
     control::{self, Status},
+    datapath::Start,
     deny_log,
     links::InterfaceChanges,
     logging::DAEMON_TARGET,
@@ -68,6 +69,14 @@ impl Daemon {
         notify("READY=1");
         self.ready = true;
         self.publish_systemd_status();
+        // A fresh start leaves the inactive slot empty; after an adoption it
+        // holds a policy of the previous run, which the next reload diffs
+        // against as usual. Filled after READY=1: at fleet scale the fill
+        // holds the dataplane for a second or more, and the policy is
+        // already in force.
+        if *self.dataplane.lock().expect("dataplane lock").start() != Start::Adopted {
+            self.reloader.fill_inactive_slot();
+        }
         if let Some(every) = self.watchdog.period() {
             tracing::info!(target: DAEMON_TARGET, "systemd watchdog: pinging every {every:?}");
         }

@@ -37,7 +37,8 @@ pub struct RuleLabels {
 #[derive(Clone, Debug, Default)]
 pub struct ScrapeView {
     pub groups: Vec<String>,
-    pub rules: Vec<RuleLabels>,
+    /// One run per group, shared with the reload's label cache.
+    pub rules: Vec<Arc<[RuleLabels]>>,
     /// Configured interfaces and the mode and link kind each is attached
     /// with, if it is.
     pub interfaces: Vec<(String, Option<(AttachMode, LinkKind)>)>,
@@ -206,6 +207,7 @@ impl DataplaneCollector {
         let mut rules: Vec<(&RuleLabels, Counter)> = view
             .rules
             .iter()
+            .flat_map(|group| group.iter())
             .map(|r| Ok((r, dp.counter_of(&r.owner)?.unwrap_or_default())))
             .collect::<Result<_>>()?;
         if rules.len() > self.rule_series_limit {

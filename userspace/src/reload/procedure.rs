@@ -57,6 +57,8 @@ pub struct Reloader {
     /// Kernel counter → labels, for the current and the previous policy
     /// (an event read just after a swap may name the previous one).
     event_labels: deny_log::Labels,
+    /// Each group's labels, kept while it is unchanged.
+    labels: labels::LabelCache,
     preparer: Preparer,
     installed: Option<Installed>,
     /// Policies installed since the start.
@@ -72,6 +74,7 @@ impl Reloader {
             limits,
             targets,
             event_labels: Default::default(),
+            labels: Default::default(),
             preparer: Preparer::default(),
             installed: None,
             generation: 0,
@@ -276,10 +279,11 @@ impl Reloader {
     }
 
     /// Refreshes metrics labels, status and event labels for a new policy.
-    fn describe(&self, p: &Prepared) -> Result<()> {
+    fn describe(&mut self, p: &Prepared) -> Result<()> {
         let labels = {
             let dp = self.targets.dataplane.lock().expect("dataplane lock");
-            labels::of(&p.policy, &p.tables, |logical| dp.counter_index(logical))?
+            self.labels
+                .update(&p.policy, &p.tables, |logical| dp.counter_index(logical))?
         };
         {
             let mut view = self.targets.view.write().expect("view lock");
