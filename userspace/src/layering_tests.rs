@@ -25,7 +25,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("foundations", &["control", "diagnostic", "git", "tables"]),
     (
         "host",
-        &["addresses", "links", "logging", "netns", "systemd"],
+        &["addresses", "heap", "links", "logging", "netns", "systemd"],
     ),
     ("language", &["policy"]),
     ("configuration", &["config"]),

@@ -17,6 +17,7 @@ pub mod expectations;
 pub mod explain;
 pub mod fqdn;
 pub mod git;
+pub mod heap;
 pub mod lab;
 pub mod labels;
 #[cfg(test)]

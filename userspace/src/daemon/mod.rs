@@ -235,6 +235,7 @@ impl Daemon {
             notify("READY=1");
             self.publish_systemd_status();
         }
+        crate::heap::release_free_memory();
         in_force
     }
 

@@ -49,6 +49,9 @@ pub fn spawn(old: PolicyAt, new: PolicyAt, busy: &Arc<AtomicBool>) {
         .name("verdict-diff".into())
         .spawn(move || {
             log(&old, &new);
+            // Often the last holder of the previous policy.
+            drop((old, new));
+            crate::heap::release_free_memory();
             done.store(false, Ordering::Release);
         });
     if let Err(e) = spawned {
