@@ -88,7 +88,7 @@ impl Tables {
         action: impl Action,
         id: &str,
     ) -> u32 {
-        let group = self.policy.groups[gid as usize].name.clone();
+        let group = self.policy.groups[gid as usize].name.as_str().into();
         let counter = self.counter(CounterOwner::Decision {
             group,
             decider: Decider::Rule(id.into()),
@@ -119,7 +119,7 @@ impl Tables {
 
     pub fn build(mut self) -> CompiledPolicy {
         for (gid, prefix, entries) in self.rules {
-            self.policy.rulesets.push(entries);
+            self.policy.rulesets.push(&entries);
             self.policy.destinations.push(DestinationEntry {
                 group: gid,
                 prefix,

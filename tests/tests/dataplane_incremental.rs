@@ -429,7 +429,7 @@ fn a_restart_installs_the_policy_in_force_without_writes() {
     )
     .build();
     let allowed = CounterOwner::Verdict {
-        group: explicit_fleet::group_name(0),
+        group: explicit_fleet::group_name(0).into(),
         verdict: Verdict::Allow,
     };
     let count = |dp: &Dataplane| dp.counter_of(&allowed).unwrap().unwrap().packets;

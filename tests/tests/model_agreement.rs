@@ -103,13 +103,13 @@ fn compiled_model_agrees_with_the_naive_semantics() {
                     prop_assert_eq!(compiled.rule.as_ref(), naive.rule_id(), "{}", context());
                     let decider = match naive.reason {
                         DecisionReason::Rule | DecisionReason::Learned => {
-                            Decider::Rule(naive.rule_id().unwrap().to_string())
+                            Decider::Rule(naive.rule_id().unwrap().as_str().into())
                         }
                         DecisionReason::BuiltinNtp => Decider::BuiltinNtp,
                         _ => Decider::GroupDefault,
                     };
                     let owner = CounterOwner::Decision {
-                        group: compiled.group_name.clone(),
+                        group: compiled.group_name.as_str().into(),
                         decider,
                     };
                     prop_assert_eq!(

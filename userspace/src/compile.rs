@@ -36,7 +36,7 @@ use crate::{
     policy::{ALL_PORTS_WIDTH, Action, Group, NTP_PORT, Origin, PROTO_UDP, Policy, PortRange},
     tables::{
         CompiledPolicy, CounterOwner, Decider, DestinationEntry, FqdnRule, GroupSpan, GroupTable,
-        RuleEntry, UNKNOWN_GROUP_NAME,
+        RuleEntry, Rulesets, UNKNOWN_GROUP_NAME,
     },
 };
 
@@ -59,6 +59,8 @@ pub struct CompileCache {
     fragments: HashMap<usize, (Arc<Group>, Arc<GroupFragment>)>,
     /// Groups compiled by the last call.
     compiled: usize,
+    /// The device table assembled last.
+    devices: DeviceTable,
 }
 
 impl CompileCache {
@@ -108,7 +110,7 @@ pub fn compile_cached(
         fragments.push(Arc::clone(&entry.1));
         cache.fragments.insert(key, entry);
     }
-    assemble(policy, &fragments, limits)
+    assemble(policy, &fragments, limits, &mut cache.devices)
 }
 
 /// One group compiled on its own: counters and rule sets numbered from 0,
@@ -126,11 +128,12 @@ pub struct GroupFragment {
     device_prefixes: Vec<IpNet>,
     /// Sorted by prefix; rule set indices are the fragment's.
     destinations: Vec<(IpNet, u32)>,
-    rulesets: Vec<Vec<RuleEntry>>,
+    rulesets: Rulesets,
     /// Dataplane records the rule sets take.
     records: usize,
     /// Group 0 and counters numbered from 0.
     fqdn_rules: Vec<FqdnRule>,
+    /// Sorted, each once.
     learn_guards: Vec<IpNet>,
     /// Capacities of one group exceeded (rule set entries, FQDN ports).
     errors: Vec<Diagnostic>,
@@ -139,26 +142,22 @@ pub struct GroupFragment {
 impl GroupFragment {
     fn compile(group: &Group, ntp: &[IpAddr]) -> GroupFragment {
         let mut counters = Vec::new();
-        let default = decision_counter(&mut counters, &group.name, Decider::GroupDefault);
-        let builtin = (!ntp.is_empty())
-            .then(|| decision_counter(&mut counters, &group.name, Decider::BuiltinNtp));
+        // One name shared by all the group's counter owners.
+        let name: Arc<str> = group.name.as_str().into();
+        let default = decision_counter(&mut counters, &name, Decider::GroupDefault);
+        let builtin =
+            (!ntp.is_empty()).then(|| decision_counter(&mut counters, &name, Decider::BuiltinNtp));
         let rule_counters: Vec<u32> = group
             .rules
             .iter()
             .map(|r| {
-                let decider = Decider::Rule(r.id.as_str().to_string());
-                decision_counter(&mut counters, &group.name, decider)
+                let decider = Decider::Rule(r.id.as_str().into());
+                decision_counter(&mut counters, &name, decider)
             })
             .collect();
         // step 10: the group's default
         // step 11: audit mode
-        let table = group_table(
-            &mut counters,
-            &group.name,
-            group.default,
-            group.audit,
-            default,
-        );
+        let table = group_table(&mut counters, &name, group.default, group.audit, default);
         // step 4: exact addresses apart from shorter prefixes
         let (exact, prefixes): (Vec<IpNet>, Vec<IpNet>) = group
             .devices
@@ -174,7 +173,7 @@ impl GroupFragment {
             device_exact: device_exact.into(),
             device_prefixes: prefixes,
             destinations: Vec::new(),
-            rulesets: Vec::new(),
+            rulesets: Rulesets::default(),
             records: 0,
             fqdn_rules: Vec::new(),
             learn_guards: Vec::new(),
@@ -182,6 +181,8 @@ impl GroupFragment {
         };
 
         f.learned_destinations(group, &rule_counters);
+        f.learn_guards.sort_unstable();
+        f.learn_guards.dedup();
         let mut candidates = candidates(group, &rule_counters);
         // step 8: the built-in NTP allow, an entry at full length
         if let Some(counter) = builtin {
@@ -307,7 +308,7 @@ impl GroupFragment {
                 None => {
                     let index = self.rulesets.len() as u32;
                     shared.insert(rules.clone(), index);
-                    self.rulesets.push(rules.clone());
+                    self.rulesets.push(&rules);
                     self.records += rules.len().div_ceil(RECORD_ENTRIES).max(1);
                     index
                 }
@@ -338,9 +339,9 @@ impl GroupFragment {
 }
 
 /// Appends a decision counter of `group` to `counters`; its index.
-fn decision_counter(counters: &mut Vec<CounterOwner>, group: &str, decider: Decider) -> u32 {
+fn decision_counter(counters: &mut Vec<CounterOwner>, group: &Arc<str>, decider: Decider) -> u32 {
     counters.push(CounterOwner::Decision {
-        group: group.to_string(),
+        group: Arc::clone(group),
         decider,
     });
     counters.len() as u32 - 1
@@ -350,14 +351,14 @@ fn decision_counter(counters: &mut Vec<CounterOwner>, group: &str, decider: Deci
 /// appended to `counters` (after its rule counters).
 fn group_table(
     counters: &mut Vec<CounterOwner>,
-    name: &str,
+    name: &Arc<str>,
     default: Action,
     audit: bool,
     default_counter: u32,
 ) -> GroupTable {
     let mut verdict_counter = |verdict| {
         counters.push(CounterOwner::Verdict {
-            group: name.to_string(),
+            group: Arc::clone(name),
             verdict,
         });
         counters.len() as u32 - 1
@@ -413,17 +414,16 @@ fn assemble(
     policy: &Policy,
     fragments: &[Arc<GroupFragment>],
     limits: &Limits,
+    devices: &mut DeviceTable,
 ) -> Result<CompiledPolicy, Vec<Diagnostic>> {
     let mut tables = CompiledPolicy::default();
     let mut errors = Vec::new();
     // step 5: group 0 has no destinations, only its default
-    tables.counters.push(CounterOwner::Decision {
-        group: UNKNOWN_GROUP_NAME.to_string(),
-        decider: Decider::GroupDefault,
-    });
+    let unknown: Arc<str> = UNKNOWN_GROUP_NAME.into();
+    decision_counter(&mut tables.counters, &unknown, Decider::GroupDefault);
     let table = group_table(
         &mut tables.counters,
-        UNKNOWN_GROUP_NAME,
+        &unknown,
         policy.unknown_devices,
         false,
         0,
@@ -435,13 +435,6 @@ fn assemble(
         first_counter: 0,
         destinations: 0..0,
     });
-    let devices: usize = fragments.iter().map(|f| f.device_exact.len()).sum();
-    // Allocated once at its final place and filled there: a vector turned
-    // into an `Arc` would be copied, 24 MiB a copy at 10^6 devices.
-    let mut device_exact: Arc<[(IpAddr, u32)]> =
-        (0..devices).map(|_| (IpAddr::from([0u8; 4]), 0)).collect();
-    let exact = Arc::get_mut(&mut device_exact).expect("just made");
-    let mut filled = 0;
     let destinations: usize = fragments.iter().map(|f| f.destinations.len()).sum();
     tables.destinations.reserve_exact(destinations);
     let mut records = 0;
@@ -467,10 +460,6 @@ fn assemble(
             audit_deny_counter: t.audit_deny_counter + counters,
             reject_counter: t.reject_counter + counters,
         });
-        for (slot, addr) in exact[filled..].iter_mut().zip(f.device_exact.iter()) {
-            *slot = (*addr, id);
-        }
-        filled += f.device_exact.len();
         tables.group_devices.push(Arc::clone(&f.device_exact));
         tables
             .device_prefixes
@@ -487,9 +476,7 @@ fn assemble(
                 entries: r.entries.iter().map(renumber).collect(),
                 counter: r.counter + counters,
             }));
-        tables
-            .rulesets
-            .extend(f.rulesets.iter().map(|s| s.iter().map(renumber).collect()));
+        tables.rulesets.extend_mapped(&f.rulesets, renumber);
         tables
             .destinations
             .extend(
@@ -521,17 +508,12 @@ fn assemble(
             record_limit = usize::MAX;
         }
     }
-    debug_assert_eq!(filled, devices);
-    // One sorted run per group (by address, one group id each): a stable
-    // sort merges them, where sorting 10^6 entries afresh took tens of
-    // milliseconds per reload.
-    exact.sort();
-    tables.device_exact = device_exact;
+    tables.device_exact = devices.table(&tables.group_devices);
     tables.device_prefixes.sort_unstable();
     // Already in order: by group, then by prefix within each fragment.
     debug_assert!(tables.destinations.is_sorted());
-    tables.learn_guards.sort_unstable();
-    tables.learn_guards.dedup();
+    // Already in order and each once: by group, then as each fragment has them.
+    debug_assert!(tables.learn_guards.is_sorted());
     tables.gateway = policy.gateway.clone();
     if tables.gateway.len() > MAX_GATEWAY_ADDRESSES as usize {
         errors.push(Diagnostic::error(
@@ -546,12 +528,81 @@ fn assemble(
             ),
         ));
     }
-    check_map_limits(policy, &tables, limits, &mut errors);
+    check_map_limits(policy, fragments, &tables, limits, &mut errors);
     if errors.is_empty() {
         Ok(tables)
     } else {
         Err(errors)
     }
+}
+
+/// [`CompiledPolicy::device_exact`] as assembled last, and the device
+/// lists by group id it was assembled from.
+#[derive(Default)]
+struct DeviceTable {
+    lists: Vec<Arc<[IpAddr]>>,
+    table: Arc<[(IpAddr, u32)]>,
+}
+
+impl DeviceTable {
+    /// Every group's exact addresses (`lists`, by group id) with its id,
+    /// sorted. The table of the last call when every group has the same
+    /// addresses under the same id (a reload that edits only rules), else
+    /// assembled afresh.
+    fn table(&mut self, lists: &[Arc<[IpAddr]>]) -> Arc<[(IpAddr, u32)]> {
+        // By pointer first (`==` on the `Arc`s compared every address, a
+        // millisecond at 10^6 devices): only recompiled groups by content.
+        let same = self.lists.len() == lists.len()
+            && self
+                .lists
+                .iter()
+                .zip(lists)
+                .all(|(a, b)| Arc::ptr_eq(a, b) || a == b);
+        if !same {
+            self.table = sorted_devices(lists);
+        }
+        // Kept by the groups' current lists, for the pointers to match next time.
+        self.lists = lists.to_vec();
+        Arc::clone(&self.table)
+    }
+}
+
+/// The addresses of `lists` (each sorted, by group id) with their group
+/// id, sorted by address then id. Allocated once at its final place and
+/// filled there: a vector turned into an `Arc` would be copied, 24 MiB a
+/// copy at 10^6 devices.
+fn sorted_devices(lists: &[Arc<[IpAddr]>]) -> Arc<[(IpAddr, u32)]> {
+    let mut runs: Vec<(u32, &[IpAddr])> = (0..)
+        .zip(lists)
+        .filter(|(_, list)| !list.is_empty())
+        .map(|(id, list)| (id, &**list))
+        .collect();
+    // Groups usually hold ranges of addresses apart: laid end to end in
+    // the order of their first addresses, the runs are then already in
+    // order, with no sort. Otherwise, in group order, a stable sort merges
+    // them (sorting 10^6 entries afresh took tens of milliseconds).
+    runs.sort_unstable_by_key(|&(id, run)| (run[0], id));
+    let apart = runs.windows(2).all(|w| {
+        let ((id, run), (next_id, next)) = (w[0], w[1]);
+        (run[run.len() - 1], id) < (next[0], next_id)
+    });
+    if !apart {
+        runs.sort_unstable_by_key(|&(id, _)| id);
+    }
+    let total = runs.iter().map(|(_, run)| run.len()).sum();
+    let mut table: Arc<[(IpAddr, u32)]> = (0..total).map(|_| (IpAddr::from([0u8; 4]), 0)).collect();
+    let entries = Arc::get_mut(&mut table).expect("just made");
+    let mut filled = 0;
+    for (id, run) in runs {
+        for (slot, addr) in entries[filled..].iter_mut().zip(run) {
+            *slot = (*addr, id);
+        }
+        filled += run.len();
+    }
+    if !apart {
+        entries.sort();
+    }
+    table
 }
 
 /// One entry before sorting: its match, action and where it came from.
@@ -610,14 +661,11 @@ impl Entry {
 /// once, at the group that first goes over.
 fn check_map_limits(
     policy: &Policy,
+    fragments: &[Arc<GroupFragment>],
     tables: &CompiledPolicy,
     limits: &Limits,
     errors: &mut Vec<Diagnostic>,
 ) {
-    let mut destinations_of = vec![0usize; policy.groups.len() + 1];
-    for d in &tables.destinations {
-        destinations_of[d.group as usize] += 1;
-    }
     let totals = [
         tables.device_exact.len(),
         tables.device_prefixes.len(),
@@ -643,17 +691,14 @@ fn check_map_limits(
     let verdict_totals = Verdict::ALL.len();
     let mut so_far = [0, 0, 0, 1 + verdict_totals];
     let mut reported = [false; 4];
-    let builtin = usize::from(!policy.ntp.is_empty());
-    for (index, group) in policy.groups.iter().enumerate() {
-        let exact = group
-            .devices
-            .iter()
-            .filter(|d| d.prefix.prefix_len() == d.prefix.max_prefix_len())
-            .count();
-        so_far[0] += exact;
-        so_far[1] += group.devices.len() - exact;
-        so_far[2] += destinations_of[index + 1];
-        so_far[3] += 1 + verdict_totals + builtin + group.rules.len();
+    // Each group's share, as its fragment holds it: counting the devices
+    // of the groups took milliseconds at 10^6 devices.
+    for (group, f) in policy.groups.iter().zip(fragments) {
+        so_far[0] += f.device_exact.len();
+        so_far[1] += f.device_prefixes.len();
+        so_far[2] += f.destinations.len();
+        // The default, the built-in NTP allow, one per rule, the totals.
+        so_far[3] += f.counters.len();
         for i in 0..4 {
             if reported[i] || so_far[i] <= limits[i] as usize {
                 continue;

@@ -30,7 +30,7 @@ impl Outcome {
         match tables.counters.get(counter as usize)? {
             CounterOwner::Decision { group, decider } => Some(Outcome {
                 verdict,
-                group: group.clone(),
+                group: group.to_string(),
                 rule: decider.rule_id().to_string(),
             }),
             CounterOwner::Verdict { .. } => None,

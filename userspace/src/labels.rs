@@ -150,7 +150,7 @@ fn label_group(
         };
         let rule = decider.rule_id().to_string();
         let (action, origin) = match (decider, group) {
-            (Decider::Rule(id), Some(_)) => match by_id.get(id.as_str()) {
+            (Decider::Rule(id), Some(_)) => match by_id.get(&**id) {
                 Some(r) => (Some(r.action), Some(&r.origin)),
                 None => (None, None),
             },
@@ -160,7 +160,7 @@ fn label_group(
         // The built-in NTP allow is written nowhere.
         let (file, line) = origin.map_or((String::new(), 0), |o| (o.file.to_string(), o.line));
         rules.push(RuleLabels {
-            group: name.clone(),
+            group: name.to_string(),
             rule,
             owner: owner.clone(),
             action: action.label(),

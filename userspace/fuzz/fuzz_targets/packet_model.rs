@@ -489,7 +489,7 @@ fn check(policy: &Policy, tables: &CompiledPolicy, packet: &PacketFacts) {
                 .rule_id()
                 .expect("a rule decided")
                 .as_str()
-                .to_string(),
+                .into(),
         ),
         DecisionReason::BuiltinNtp => Decider::BuiltinNtp,
         _ => Decider::GroupDefault,
@@ -497,7 +497,7 @@ fn check(policy: &Policy, tables: &CompiledPolicy, packet: &PacketFacts) {
     assert_eq!(
         tables.counters[decision.counter as usize],
         CounterOwner::Decision {
-            group: decision.group_name.clone(),
+            group: decision.group_name.as_str().into(),
             decider,
         },
         "counter: {}",

@@ -61,7 +61,7 @@ pub(super) fn check(ctx: &Context, format: CheckFormat, strict: bool) -> ExitCod
                     .sum(),
                 destinations: tables.destinations.len(),
                 rulesets: tables.rulesets.len(),
-                ruleset_entries: tables.rulesets.iter().map(Vec::len).sum(),
+                ruleset_entries: tables.rulesets.entries(),
                 counters: tables.counters.len(),
                 warnings: warnings.len(),
             }),

@@ -217,6 +217,53 @@ fn compiling_is_deterministic() {
 }
 
 #[test]
+fn device_addresses_are_sorted_across_groups() {
+    let addr = |a: &str| a.parse::<IpAddr>().unwrap();
+    // Interleaved: each group's addresses lie between the other's.
+    let interleaved = policy(
+        "groups:\n  a:\n    devices: [10.0.0.3, 10.0.0.1]\n    default: deny\n  \
+         b:\n    devices: [10.0.0.9, 10.0.0.2]\n    default: deny\n",
+    );
+    let t = compile(&interleaved, &Limits::default()).unwrap();
+    let expected = [
+        ("10.0.0.1", 1),
+        ("10.0.0.2", 2),
+        ("10.0.0.3", 1),
+        ("10.0.0.9", 2),
+    ];
+    assert_eq!(*t.device_exact, expected.map(|(a, id)| (addr(a), id)));
+    // Apart, the later group first.
+    let apart = policy(
+        "groups:\n  a:\n    devices: [10.0.0.9, 10.0.0.7]\n    default: deny\n  \
+         b:\n    devices: [10.0.0.2, 10.0.0.1]\n    default: deny\n",
+    );
+    let t = compile(&apart, &Limits::default()).unwrap();
+    let expected = [
+        ("10.0.0.1", 2),
+        ("10.0.0.2", 2),
+        ("10.0.0.7", 1),
+        ("10.0.0.9", 1),
+    ];
+    assert_eq!(*t.device_exact, expected.map(|(a, id)| (addr(a), id)));
+}
+
+#[test]
+fn a_reload_that_keeps_every_groups_devices_keeps_the_device_table() {
+    let p = policy(METERS);
+    let mut cache = CompileCache::default();
+    let first = compile_cached(&p, &Limits::default(), &mut cache).unwrap();
+    // The group compiled again (a new `Arc`), its devices the same.
+    let mut edited = p.clone();
+    let mut group = (*edited.groups[0]).clone();
+    group.rules.pop();
+    edited.groups[0] = Arc::new(group);
+    let second = compile_cached(&edited, &Limits::default(), &mut cache).unwrap();
+    assert_eq!(cache.groups_compiled(), 1);
+    assert!(Arc::ptr_eq(&first.device_exact, &second.device_exact));
+    assert_eq!(second, compile(&edited, &Limits::default()).unwrap());
+}
+
+#[test]
 fn a_rule_set_over_capacity_names_group_prefix_count_and_limit() {
     let ports: Vec<String> = (1..=33).map(|p| (p * 10).to_string()).collect();
     let text = format!(

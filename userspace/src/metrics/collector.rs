@@ -191,7 +191,7 @@ impl DataplaneCollector {
         for group in &view.groups {
             for verdict in Verdict::ALL {
                 let owner = CounterOwner::Verdict {
-                    group: group.clone(),
+                    group: group.as_str().into(),
                     verdict,
                 };
                 let c = dp.counter_of(&owner)?.unwrap_or_default();

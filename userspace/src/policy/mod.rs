@@ -96,7 +96,7 @@ impl Policy {
             CounterOwner::Decision { group, decider } => (group, Some(decider)),
             CounterOwner::Verdict { group, .. } => (group, None),
         };
-        if group == UNKNOWN_GROUP_NAME {
+        if **group == *UNKNOWN_GROUP_NAME {
             return match decider {
                 Some(Decider::GroupDefault) => self.unknown_devices_origin.as_ref(),
                 _ => None,
@@ -108,7 +108,7 @@ impl Policy {
             Some(Decider::Rule(id)) => group
                 .rules
                 .iter()
-                .find(|r| r.id.as_str() == id)
+                .find(|r| r.id.as_str() == &**id)
                 .map(|r| &r.origin),
             Some(Decider::GroupDefault) => Some(&group.default_origin),
             Some(Decider::BuiltinNtp) => None,
@@ -125,7 +125,7 @@ impl Policy {
         };
         match decider {
             Decider::Rule(id) => self.rule(group, id).map(|r| r.action),
-            Decider::GroupDefault if group == UNKNOWN_GROUP_NAME => Some(self.unknown_devices),
+            Decider::GroupDefault if **group == *UNKNOWN_GROUP_NAME => Some(self.unknown_devices),
             Decider::GroupDefault => self.group(self.group_id(group)?).map(|g| g.default),
             Decider::BuiltinNtp => Some(Action::Allow),
         }

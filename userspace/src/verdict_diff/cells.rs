@@ -123,7 +123,7 @@ pub struct Side<'a> {
 impl Side<'_> {
     fn entries(&self) -> &[RuleEntry] {
         self.ruleset
-            .map_or(&[], |r| self.tables.rulesets[r as usize].as_slice())
+            .map_or(&[], |r| &self.tables.rulesets[r as usize])
     }
 }
 

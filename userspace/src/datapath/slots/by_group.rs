@@ -76,7 +76,7 @@ pub struct GroupInput<'a> {
 
 /// How to make a group's destination entries and kernel lists.
 pub struct Layout<'a> {
-    pub rulesets: &'a [Vec<crate::tables::RuleEntry>],
+    pub rulesets: &'a crate::tables::Rulesets,
     /// A rule set as kernel entries.
     pub list: &'a dyn Fn(&[crate::tables::RuleEntry]) -> Result<List>,
     /// A destination entry's key.

@@ -205,8 +205,8 @@ mod tests {
                 .for_each(|(c, logical)| *c = logical);
                 for verdict in 0..5 {
                     counters.push(CounterOwner::Decision {
-                        group: g.name.clone(),
-                        decider: crate::tables::Decider::Rule(verdict.to_string()),
+                        group: g.name.as_str().into(),
+                        decider: crate::tables::Decider::Rule(verdict.to_string().into()),
                     });
                 }
                 g
