@@ -66,7 +66,7 @@ fuzz_target!(|data: &[u8]| {
         assert!((destination.ruleset as usize) < tables.rulesets.len());
         assert!((destination.group as usize) < tables.groups.len());
     }
-    for rules in &tables.rulesets {
+    for rules in tables.rulesets.iter() {
         for rule in rules {
             assert!((rule.counter as usize) < tables.counters.len());
         }
