@@ -218,33 +218,33 @@ fn compiling_is_deterministic() {
 
 #[test]
 fn device_addresses_are_sorted_across_groups() {
-    let addr = |a: &str| a.parse::<IpAddr>().unwrap();
+    let sorted = |text: &str, expected: [(&str, u32); 4]| {
+        let t = compile(&policy(text), &Limits::default()).unwrap();
+        let expected = expected.map(|(a, id)| (a.parse::<IpAddr>().unwrap(), id));
+        assert_eq!(*t.device_exact, expected);
+    };
     // Interleaved: each group's addresses lie between the other's.
-    let interleaved = policy(
+    sorted(
         "groups:\n  a:\n    devices: [10.0.0.3, 10.0.0.1]\n    default: deny\n  \
          b:\n    devices: [10.0.0.9, 10.0.0.2]\n    default: deny\n",
+        [
+            ("10.0.0.1", 1),
+            ("10.0.0.2", 2),
+            ("10.0.0.3", 1),
+            ("10.0.0.9", 2),
+        ],
     );
-    let t = compile(&interleaved, &Limits::default()).unwrap();
-    let expected = [
-        ("10.0.0.1", 1),
-        ("10.0.0.2", 2),
-        ("10.0.0.3", 1),
-        ("10.0.0.9", 2),
-    ];
-    assert_eq!(*t.device_exact, expected.map(|(a, id)| (addr(a), id)));
     // Apart, the later group first.
-    let apart = policy(
+    sorted(
         "groups:\n  a:\n    devices: [10.0.0.9, 10.0.0.7]\n    default: deny\n  \
          b:\n    devices: [10.0.0.2, 10.0.0.1]\n    default: deny\n",
+        [
+            ("10.0.0.1", 2),
+            ("10.0.0.2", 2),
+            ("10.0.0.7", 1),
+            ("10.0.0.9", 1),
+        ],
     );
-    let t = compile(&apart, &Limits::default()).unwrap();
-    let expected = [
-        ("10.0.0.1", 2),
-        ("10.0.0.2", 2),
-        ("10.0.0.7", 1),
-        ("10.0.0.9", 1),
-    ];
-    assert_eq!(*t.device_exact, expected.map(|(a, id)| (addr(a), id)));
 }
 
 #[test]

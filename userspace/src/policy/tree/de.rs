@@ -211,10 +211,9 @@ struct Items<'c, 't, 'a> {
     cursor: &'c mut Cursor<'t, 'a>,
 }
 
-impl<'de> de::SeqAccess<'de> for Items<'_, '_, '_> {
-    type Error = Undecided;
-
-    fn next_element_seed<T: DeserializeSeed<'de>>(
+impl Items<'_, '_, '_> {
+    /// The next item (or mapping key), `None` at the collection's end.
+    fn next<'de, T: DeserializeSeed<'de>>(
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, Undecided> {
@@ -225,6 +224,17 @@ impl<'de> de::SeqAccess<'de> for Items<'_, '_, '_> {
     }
 }
 
+impl<'de> de::SeqAccess<'de> for Items<'_, '_, '_> {
+    type Error = Undecided;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Undecided> {
+        self.next(seed)
+    }
+}
+
 impl<'de> de::MapAccess<'de> for Items<'_, '_, '_> {
     type Error = Undecided;
 
@@ -232,10 +242,7 @@ impl<'de> de::MapAccess<'de> for Items<'_, '_, '_> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, Undecided> {
-        if self.cursor.at_end() {
-            return Ok(None);
-        }
-        seed.deserialize(&mut *self.cursor).map(Some)
+        self.next(seed)
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Undecided> {
