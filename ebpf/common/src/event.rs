@@ -91,6 +91,27 @@ impl DecisionReason {
     }
 }
 
+/// Value of `TG_EVENT_BKT` and `TG_REJECT_BKT`, one per CPU: a GCRA
+/// limiter and the coarse clock it reads.
+///
+/// `bpf_ktime_get_coarse_ns` costs about 14 ns a call (BENCHMARKS.md), and a
+/// flood of denies would pay it on every packet, while `bpf_jiffies64`,
+/// which the verifier inlines into a load, costs nothing measurable. The
+/// coarse clock only moves when the timekeeper does, on the tick that moves
+/// jiffies, so the limiter reads it once per tick per CPU and uses the value
+/// it kept otherwise: at most about one tick old, the coarse clock's own
+/// resolution.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateBucket {
+    /// The theoretical arrival time of the next admitted packet, in ns.
+    pub tat_ns: u64,
+    /// The jiffies `now_ns` was read at.
+    pub tick: u64,
+    /// `CLOCK_MONOTONIC`, coarse, in ns.
+    pub now_ns: u64,
+}
+
 /// One deny, reject or audit-deny decision.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -142,3 +163,4 @@ pod!(DenyEvent, RejectFacts);
 
 const _: () = assert!(core::mem::size_of::<DenyEvent>() == 44);
 const _: () = assert!(core::mem::size_of::<RejectFacts>() == 8);
+const _: () = assert!(core::mem::size_of::<RateBucket>() == 24);

@@ -62,9 +62,10 @@ pub const MAP_FLOWS: &str = "TG_FLOWS";
 pub const MAP_FLOW_KEY: &str = "TG_FLOW_KEY";
 /// `RingBuf` of [`crate::DenyEvent`].
 pub const MAP_EVENTS: &str = "TG_EVENTS";
-/// `PerCpuArray<u64>` with one entry: the deny-event limiter's state.
+/// `PerCpuArray<RateBucket>` with one entry: the deny-event limiter's state.
 pub const MAP_EVENT_LIMITER: &str = "TG_EVENT_BKT";
-/// `PerCpuArray<u64>` with one entry: the reject-reply limiter's state.
+/// `PerCpuArray<RateBucket>` with one entry: the reject-reply limiter's
+/// state.
 pub const MAP_REJECT_LIMITER: &str = "TG_REJECT_BKT";
 /// `PerCpuArray<RejectFacts>` with one entry: the rejected packet being
 /// answered on this CPU (scratch space of one program run).

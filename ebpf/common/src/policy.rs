@@ -75,6 +75,12 @@ pub const GROUP_DEFAULT_DENY: u32 = 1;
 pub const GROUP_AUDIT: u32 = 2;
 /// The group default is reject.
 pub const GROUP_DEFAULT_REJECT: u32 = 4;
+/// The group has FQDN rules, so `TG_LEARNED` may hold addresses for it.
+/// Without it the program skips that hash lookup (precedence step 12),
+/// which would find nothing: a learn is refused for a group without a
+/// matching FQDN rule, and the flip drops what the new policy no longer
+/// covers.
+pub const GROUP_LEARNS: u32 = 8;
 
 /// One compiled rule in a rule set. Entries are sorted by precedence, so the
 /// first entry that matches a packet decides.

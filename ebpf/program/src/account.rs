@@ -1,12 +1,12 @@
 //! Accounting: per-CPU counters and rate-limited deny events.
 
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use tollgate_common::{Counter, DenyEvent, EVENT_FRAGMENT, EVENT_PORT_KNOWN, Stat};
 
 use crate::{
     decide::Decision,
     maps::{TG_COUNTERS, TG_EVENT_BKT, TG_EVENTS, TG_SETTINGS, TG_STATS},
     parse::{Fragment, Packet},
+    rate,
 };
 
 #[inline(always)]
@@ -34,29 +34,24 @@ pub fn counter(index: u32, bytes: u64) {
 
 /// Sends a deny or audit-deny event unless this CPU is over its rate.
 ///
-/// The limiter is GCRA per CPU: `TG_EVENT_BKT` holds the theoretical arrival
-/// time of the next event; an event may run at most `event_burst_ns` ahead of
-/// it. Suppressed and lost events are counted, so userspace knows. It reads
-/// the coarse clock (a tick, a few ms): half the cost of the precise one on
-/// every deny, and the rate still holds over any second.
+/// The limiter is GCRA per CPU (`rate.rs`, `TG_EVENT_BKT`): an event may run
+/// at most `event_burst_ns` ahead of one per `event_interval_ns`. Suppressed
+/// and lost events are counted, so userspace knows. Its clock is the coarse
+/// one (a tick, a few ms), read once per tick: a deny flood does not pay a
+/// clock read per packet, and the rate still holds over any second.
 #[inline(always)]
 pub fn report(p: &Packet, d: &Decision) {
     let Some(settings) = TG_SETTINGS.get(0) else {
         return;
     };
-    let Some(tat) = TG_EVENT_BKT.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    // SAFETY: per-CPU slot, see `add`.
-    let next = unsafe { *tat }.max(now);
-    if settings.event_interval_ns == 0 || next - now > settings.event_burst_ns {
+    if !rate::admit(
+        &TG_EVENT_BKT,
+        settings.event_interval_ns,
+        settings.event_burst_ns,
+    ) {
         stat(Stat::EventsSuppressed, 0);
         return;
     }
-    // SAFETY: per-CPU slot, see `add`.
-    unsafe { *tat = next + settings.event_interval_ns };
 
     let mut flags = 0;
     if p.port_known {

@@ -31,14 +31,22 @@ use crate::maps::{TG_ROOTS, TG_TRIE};
 /// that covers `addr`, or `TRIE_NONE`.
 #[inline(always)]
 pub fn longest_match(slot: u32, family: u8, tree: u32, addr: &[u8; 16]) -> u32 {
-    // Big-endian halves: bit 0 of the address is the top bit of `hi`.
-    let hi = u64::from_be_bytes([
-        addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
-    ]);
-    let lo = u64::from_be_bytes([
-        addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
-    ]);
+    let [hi, lo] = halves(addr);
     tollgate_trie_walk(root_index(slot, family, tree), hi, lo)
+}
+
+/// An address as big-endian halves, the scalars the global functions take:
+/// bit 0 of the address is the top bit of the first.
+#[inline(always)]
+pub fn halves(addr: &[u8; 16]) -> [u64; 2] {
+    [
+        u64::from_be_bytes([
+            addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+        ]),
+        u64::from_be_bytes([
+            addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
+        ]),
+    ]
 }
 
 /// The walk itself, a global function (a BPF-to-BPF call with scalar

@@ -5,26 +5,68 @@
 
 use aya_ebpf::{btf_maps::HashMap, helpers::bpf_ktime_get_coarse_ns, macros::btf_map};
 use tollgate_common::{
-    LEARNED_ENTRIES, LEARNED_RULES, LearnedKey, LearnedValue, RULE_ANY_PROTO, RULE_PORTS,
+    GROUP_LEARNS, LEARNED_ENTRIES, LEARNED_RULES, LearnedKey, LearnedValue, MAX_GROUPS,
+    RULE_ANY_PROTO, RULE_PORTS,
 };
 
-use crate::parse::Packet;
+use crate::{maps::TG_GROUPS, parse::Packet};
 
 #[btf_map]
 pub static TG_LEARNED: HashMap<LearnedKey, LearnedValue, { LEARNED_ENTRIES as usize }> =
     HashMap::new();
 
+/// What [`tollgate_learned_counter`] returns when nothing matches: no
+/// counter has this index.
+const NO_MATCH: u32 = u32::MAX;
+
 /// The counter of the first unexpired learned entry of `group` for the
 /// packet's destination whose protocol and ports match, if any.
 #[inline(always)]
 pub fn learned_counter(slot: u32, group: u32, p: &Packet) -> Option<u32> {
+    let [hi, lo] = crate::classify::halves(&p.dst);
+    let flow = u32::from(p.proto)
+        | u32::from(p.dport) << 8
+        | u32::from(p.port_known) << 24
+        | u32::from(p.family) << 25;
+    match tollgate_learned_counter(slot << 16 | group, hi, lo, flow) {
+        NO_MATCH => None,
+        counter => Some(counter),
+    }
+}
+
+/// The lookup itself, a global function with scalar arguments (like the
+/// trie walk): its key and loop sit on a stack of their own, not on the
+/// hooks', which the decision has filled, and the verifier checks it once.
+/// `slot_group` is the slot (bits 16..) and the kernel group id (bits
+/// 0..16); `hi` and `lo` the destination's big-endian halves; `flow` the
+/// protocol (bits 0..8), destination port (8..24), whether the port is
+/// known (bit 24) and the family (25..). Only a group with FQDN rules
+/// ([`GROUP_LEARNS`]) can have learned addresses: for any other the hash
+/// lookup is skipped.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tollgate_learned_counter(slot_group: u32, hi: u64, lo: u64, flow: u32) -> u32 {
+    let (slot, group) = (slot_group >> 16, slot_group & 0xffff);
+    if group >= MAX_GROUPS {
+        return NO_MATCH;
+    }
+    match TG_GROUPS.get(slot * MAX_GROUPS + group) {
+        Some(info) if info.flags & GROUP_LEARNS != 0 => {}
+        _ => return NO_MATCH,
+    }
+    let (proto, dport, port_known) = (flow as u8, (flow >> 8) as u16, flow & 1 << 24 != 0);
+    let mut addr = [0u8; 16];
+    addr[..8].copy_from_slice(&hi.to_be_bytes());
+    addr[8..].copy_from_slice(&lo.to_be_bytes());
     let key = LearnedKey {
         slot: slot as u8,
-        family: p.family,
+        family: (flow >> 25) as u8,
         group: group as u16,
-        addr: p.dst,
+        addr,
     };
-    let value = TG_LEARNED.get_ptr(key)?;
+    let Some(value) = TG_LEARNED.get_ptr(key) else {
+        return NO_MATCH;
+    };
     // SAFETY: a map value, read in place (a copy would not fit the BPF
     // stack); the controller may rewrite it concurrently, and a torn read
     // can only match or miss one entry.
@@ -34,21 +76,19 @@ pub fn learned_counter(slot: u32, group: u32, p: &Packet) -> Option<u32> {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     for i in 0..LEARNED_RULES {
         let e = &value.rules[i];
-        let (expires_ns, flags, proto) = (e.expires_ns, e.flags, e.proto);
+        let (expires_ns, flags, rule_proto) = (e.expires_ns, e.flags, e.proto);
         // step 12: an entry lives until its expiry (TTL plus grace)
         if expires_ns <= now {
             continue;
         }
         // step 12: the FQDN rule's protocol and ports, as in step 7
-        if flags & RULE_ANY_PROTO == 0 && proto != p.proto {
+        if flags & RULE_ANY_PROTO == 0 && rule_proto != proto {
             continue;
         }
-        if flags & RULE_PORTS != 0
-            && !(p.port_known && e.port_lo <= p.dport && p.dport <= e.port_hi)
-        {
+        if flags & RULE_PORTS != 0 && !(port_known && e.port_lo <= dport && dport <= e.port_hi) {
             continue;
         }
-        return Some(e.counter);
+        return e.counter;
     }
-    None
+    NO_MATCH
 }

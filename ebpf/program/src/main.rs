@@ -24,6 +24,7 @@ mod maps;
 mod ntp;
 mod parse;
 mod probe;
+mod rate;
 mod reject;
 
 use aya_ebpf::{

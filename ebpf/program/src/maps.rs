@@ -16,8 +16,9 @@ use tollgate_common::{
     DevicePrefix, EVENT_RING_BYTES, FRAGMENT_SOURCES, FlowKey, FragmentKey, FragmentQuota,
     FragmentVerdict, GroupInfo, MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_NTP_ADDRESSES,
     MAX_NTP_INTERFACES, MAX_PASS_ETHERTYPES, NTP_RATE_SOURCES, NTP_SAMPLE_RING_BYTES, NtpAddrKey,
-    NtpFastState, NtpSample, NtpScratch, REJECT_REPLY_BYTES, ROOTS_PER_SLOT, RejectFacts,
-    RuleRecord, SLOTS, Settings, SourceKey, Stat, TRIE_MAP_FLAGS, TRIE_NODES_PER_SLOT, TrieNode,
+    NtpFastState, NtpSample, NtpScratch, REJECT_REPLY_BYTES, ROOTS_PER_SLOT, RateBucket,
+    RejectFacts, RuleRecord, SLOTS, Settings, SourceKey, Stat, TRIE_MAP_FLAGS, TRIE_NODES_PER_SLOT,
+    TrieNode,
 };
 
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
@@ -108,10 +109,10 @@ pub static TG_FLOW_KEY: PerCpuArray<FlowKey, 1> = PerCpuArray::new();
 pub static TG_EVENTS: RingBuf<DenyEvent, { EVENT_RING_BYTES as usize }> = RingBuf::new();
 
 #[btf_map]
-pub static TG_EVENT_BKT: PerCpuArray<u64, 1> = PerCpuArray::new();
+pub static TG_EVENT_BKT: PerCpuArray<RateBucket, 1> = PerCpuArray::new();
 
 #[btf_map]
-pub static TG_REJECT_BKT: PerCpuArray<u64, 1> = PerCpuArray::new();
+pub static TG_REJECT_BKT: PerCpuArray<RateBucket, 1> = PerCpuArray::new();
 
 #[btf_map]
 pub static TG_REJECT_PKT: PerCpuArray<RejectFacts, 1> = PerCpuArray::new();

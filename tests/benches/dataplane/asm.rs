@@ -7,6 +7,7 @@ const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
 const HELPER_MAP_UPDATE_ELEM: i32 = 2;
 pub const HELPER_KTIME_GET_NS: i32 = 5;
 pub const HELPER_KTIME_GET_COARSE_NS: i32 = 160;
+pub const HELPER_JIFFIES64: i32 = 118;
 
 /// Just enough of a BPF assembler for the floor and the lookup programs.
 pub struct Asm(pub Vec<u8>);

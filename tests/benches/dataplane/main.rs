@@ -88,7 +88,7 @@ use testkit::bench;
 use tollgate::datapath::{TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS};
 
 use crate::{
-    asm::{Asm, HELPER_KTIME_GET_COARSE_NS, HELPER_KTIME_GET_NS},
+    asm::{Asm, HELPER_JIFFIES64, HELPER_KTIME_GET_COARSE_NS, HELPER_KTIME_GET_NS},
     bpf::ProgType,
     fixtures::{Family, Probes, frame_any, probe_sources},
     lookups::lookup_costs,
@@ -290,7 +290,7 @@ fn main() -> Result<()> {
         }
     }
 
-    // The clock the deny-event limiter reads, and the coarse one it could.
+    // The clock the deny-event limiter reads, and the others it could.
     for (what, helper) in [
         (
             "bpf_ktime_get_ns() (not used; for comparison)",
@@ -299,6 +299,10 @@ fn main() -> Result<()> {
         (
             "bpf_ktime_get_coarse_ns() (deny-event limiter)",
             HELPER_KTIME_GET_COARSE_NS,
+        ),
+        (
+            "bpf_jiffies64() (the same tick, as a count; for comparison)",
+            HELPER_JIFFIES64,
         ),
     ] {
         let program = Asm::new().call(helper).pass();

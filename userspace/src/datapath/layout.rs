@@ -16,8 +16,8 @@ use tollgate_common::{
     MAP_REJECT_REPLY, MAP_REJECT_TC, MAP_REJECT_XDP, MAP_RULESETS, MAP_SETTINGS, MAP_STATS,
     MAP_TRIE, MAP_TRIE_ROOTS, MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_NTP_ADDRESSES,
     MAX_NTP_INTERFACES, MAX_PASS_ETHERTYPES, NTP_RATE_SOURCES, NTP_SAMPLE_RING_BYTES, NtpAddrKey,
-    NtpFastState, NtpScratch, REJECT_REPLY_BYTES, ROOTS_PER_SLOT, RejectFacts, RuleRecord, SLOTS,
-    Settings, SourceKey, Stat, TRIE_NODES_PER_SLOT, TrieNode,
+    NtpFastState, NtpScratch, REJECT_REPLY_BYTES, ROOTS_PER_SLOT, RateBucket, RejectFacts,
+    RuleRecord, SLOTS, Settings, SourceKey, Stat, TRIE_NODES_PER_SLOT, TrieNode,
 };
 
 use crate::config::Limits;
@@ -117,8 +117,8 @@ pub fn specs(limits: &Limits) -> Vec<MapSpec> {
         ),
         fixed(MAP_FLOW_KEY, 4, size::<FlowKey>(), 1),
         fixed(MAP_EVENTS, 0, 0, EVENT_RING_BYTES),
-        fixed(MAP_EVENT_LIMITER, 4, 8, 1),
-        fixed(MAP_REJECT_LIMITER, 4, 8, 1),
+        fixed(MAP_EVENT_LIMITER, 4, size::<RateBucket>(), 1),
+        fixed(MAP_REJECT_LIMITER, 4, size::<RateBucket>(), 1),
         fixed(MAP_REJECT_PACKET, 4, size::<RejectFacts>(), 1),
         fixed(MAP_REJECT_REPLY, 4, REJECT_REPLY_BYTES as u32, 1),
         fixed(MAP_SETTINGS, 4, size::<Settings>(), 1),

@@ -26,7 +26,7 @@
 mod hook;
 mod reply;
 
-use aya_ebpf::{EbpfContext, btf_maps::ProgramArray, helpers::bpf_ktime_get_coarse_ns};
+use aya_ebpf::{EbpfContext, btf_maps::ProgramArray};
 use tollgate_common::{FAMILY_V4, REJECT_ETHERNET, REJECT_LATER_FRAGMENT, RejectFacts, Stat};
 
 pub use self::hook::Hook;
@@ -34,6 +34,7 @@ use crate::{
     account,
     maps::{TG_REJECT_BKT, TG_REJECT_PKT, TG_REJECT_REPLY, TG_SETTINGS},
     parse::{Fragment, Frame, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, Packet},
+    rate,
 };
 
 const ICMP_ECHO_REQUEST: u8 = 8;
@@ -215,26 +216,18 @@ fn is_host_v6(addr: &[u8]) -> bool {
     addr.first() != Some(&0xff) && !unspecified_or_loopback
 }
 
-/// Whether this CPU may send one more reply now: GCRA on `TG_REJECT_BKT`,
-/// as [`account::report`] limits events.
+/// Whether this CPU may send one more reply now: GCRA on `TG_REJECT_BKT`
+/// (`rate.rs`), as [`account::report`] limits events.
 #[inline(always)]
 fn within_rate() -> bool {
     let Some(settings) = TG_SETTINGS.get(0) else {
         return false;
     };
-    let Some(tat) = TG_REJECT_BKT.get_ptr_mut(0) else {
-        return false;
-    };
-    // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    // SAFETY: a per-CPU slot; programs do not preempt each other on a CPU.
-    let next = unsafe { *tat }.max(now);
-    if settings.reject_interval_ns == 0 || next - now > settings.reject_burst_ns {
-        return false;
-    }
-    // SAFETY: as above.
-    unsafe { *tat = next + settings.reject_interval_ns };
-    true
+    rate::admit(
+        &TG_REJECT_BKT,
+        settings.reject_interval_ns,
+        settings.reject_burst_ns,
+    )
 }
 
 /// Hands the rejected packet [`remember`]ed to the hook's answerer (the

@@ -34,8 +34,8 @@ use std::{net::IpAddr, sync::Arc};
 use anyhow::{Context as _, Result, bail};
 use tollgate_common::{
     DESTINATION_HEADER_BITS, DEVICE_PREFIX_HEADER_BITS, Destination, DeviceKey, DevicePrefix,
-    FAMILY_V4, FAMILY_V6, GROUP_AUDIT, GROUP_DEFAULT_DENY, GROUP_DEFAULT_REJECT, GroupInfo,
-    MAX_GROUPS, RULE_ANY_PROTO, RULE_BUILTIN, RULE_DENY, RULE_PORTS, RULE_REJECT,
+    FAMILY_V4, FAMILY_V6, GROUP_AUDIT, GROUP_DEFAULT_DENY, GROUP_DEFAULT_REJECT, GROUP_LEARNS,
+    GroupInfo, MAX_GROUPS, RULE_ANY_PROTO, RULE_BUILTIN, RULE_DENY, RULE_PORTS, RULE_REJECT,
     RuleEntry as KernelEntry, RuleRecord, TRIE_WORDS_PER_SLOT, Verdict,
 };
 
@@ -205,6 +205,8 @@ impl SlotImage {
         // refers to them.
         let groups_len = group_ids.iter().max().map_or(0, |&id| id as usize + 1);
         image.groups = vec![GroupInfo::default(); groups_len];
+        let mut learns: Vec<u32> = policy.fqdn_rules.iter().map(|r| r.group).collect();
+        learns.sort_unstable();
         for (logical, g) in policy.groups.iter().enumerate() {
             let mut flags = match g.default {
                 Verdict::Deny => GROUP_DEFAULT_DENY,
@@ -213,6 +215,9 @@ impl SlotImage {
             };
             if g.audit {
                 flags |= GROUP_AUDIT;
+            }
+            if learns.binary_search(&(logical as u32)).is_ok() {
+                flags |= GROUP_LEARNS;
             }
             image.groups[group(logical as u32)? as usize] = GroupInfo {
                 default_counter: counter(g.default_counter)?,
@@ -373,6 +378,54 @@ mod tests {
         fn order(&self) -> u32 {
             *self
         }
+    }
+
+    /// The image of one slot of `yaml`, compiled as a single file.
+    fn image_of(yaml: &str) -> (CompiledPolicy, SlotImage) {
+        use crate::{
+            compile::compile,
+            config::Limits,
+            policy::{Environment, Source, from_sources},
+        };
+        let env = Environment {
+            gateway: vec![],
+            ntp: vec![],
+        };
+        let source = Source {
+            path: "p.yaml".into(),
+            text: yaml.into(),
+        };
+        let policy = from_sources(&[source], &env).unwrap().policy;
+        let tables = compile(&policy, &Limits::default()).unwrap();
+        let counters: Vec<u32> = (0..tables.counters.len() as u32).collect();
+        let ids: Vec<u32> = (0..tables.groups.len() as u32).collect();
+        let image =
+            SlotImage::build(0, &tables, &counters, &ids, &SlotImage::default(), 64).unwrap();
+        (tables, image)
+    }
+
+    #[test]
+    fn only_a_group_with_fqdn_rules_looks_up_learned_addresses() {
+        let (tables, image) = image_of(
+            "groups:
+  cloud:
+    devices: [10.0.0.0/24]
+    default: deny
+    rules:
+      - allow: {to: {fqdn: [iot.example.com]}, proto: tcp, ports: [443]}
+  plain:
+    devices: [10.0.1.0/24]
+    default: deny
+    rules:
+      - allow: {to: [192.0.2.0/24], proto: tcp, ports: [443]}
+",
+        );
+        let learns = |name: &str| {
+            let id = tables.groups.iter().position(|g| &*g.name == name).unwrap();
+            image.groups[id].flags & GROUP_LEARNS != 0
+        };
+        assert!(learns("cloud"));
+        assert!(!learns("plain"));
     }
 
     #[test]

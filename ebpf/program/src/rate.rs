@@ -1,0 +1,34 @@
+//! The per-CPU GCRA limiters of deny events and reject replies
+//! (`tollgate_common::RateBucket`).
+
+use aya_ebpf::{
+    btf_maps::PerCpuArray,
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
+};
+use tollgate_common::RateBucket;
+
+/// Whether this CPU may admit one more packet to `bucket`: at most one per
+/// `interval_ns` on average, running at most `burst_ns` ahead of that
+/// rate. An interval of 0 admits none.
+#[inline(always)]
+pub fn admit(bucket: &PerCpuArray<RateBucket, 1>, interval_ns: u64, burst_ns: u64) -> bool {
+    let Some(b) = bucket.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's entry; programs do not preempt each other on a CPU.
+    let b = unsafe { &mut *b };
+    // SAFETY: bpf_jiffies64 has no preconditions.
+    let tick = unsafe { bpf_jiffies64() };
+    if b.tick != tick || b.now_ns == 0 {
+        b.tick = tick;
+        // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
+        b.now_ns = unsafe { bpf_ktime_get_coarse_ns() };
+    }
+    let now = b.now_ns;
+    let next = b.tat_ns.max(now);
+    if interval_ns == 0 || next - now > burst_ns {
+        return false;
+    }
+    b.tat_ns = next + interval_ns;
+    true
+}
