@@ -16,6 +16,7 @@
 #![no_std]
 
 pub mod classifier;
+pub mod device_table;
 pub mod event;
 pub mod learned;
 pub mod maps;
@@ -26,6 +27,7 @@ pub mod probe;
 pub mod stats;
 
 pub use classifier::*;
+pub use device_table::*;
 pub use event::*;
 pub use learned::*;
 pub use maps::*;

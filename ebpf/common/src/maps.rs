@@ -22,7 +22,8 @@ pub const PROGRAMS: [&str; 4] = [PROG_XDP, PROG_XDP_IP, PROG_TC, PROG_TC_IP];
 pub const MAP_ACTIVE: &str = "TG_ACTIVE";
 /// `Array<GroupInfo>` indexed by `slot * MAX_GROUPS + group`.
 pub const MAP_GROUPS: &str = "TG_GROUPS";
-/// `HashMap<DeviceKey, u32>`: exact device addresses (/32, /128) to group.
+/// `Array<TrieNode>` of buckets: exact device addresses (/32, /128) to
+/// group ([`crate::device_table`]). Memory-mappable ([`crate::TRIE_MAP_FLAGS`]).
 pub const MAP_DEVICE_EXACT: &str = "TG_DEV_EXACT";
 /// `LpmTrie<DevicePrefix, u32>`: device prefixes to group, as the
 /// controller wrote them (read back after a restart); packets walk the

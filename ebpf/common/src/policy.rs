@@ -218,12 +218,17 @@ pub struct Settings {
     pub fragment_lifetime_ns: u64,
     /// First fragments one source may have remembered per lifetime window.
     pub fragments_per_source: u32,
-    pub _pad: u32,
+    /// Buckets of one slot's IPv4 exact device table
+    /// ([`crate::device_table`]).
+    pub device_buckets_v4: u32,
     /// Nanoseconds between reject replies per CPU (1e9 / rate); 0 sends
     /// none (every reject is dropped as a deny would be).
     pub reject_interval_ns: u64,
     /// How far ahead of schedule a burst of replies may run, in nanoseconds.
     pub reject_burst_ns: u64,
+    /// Buckets of one slot's IPv6 exact device table.
+    pub device_buckets_v6: u32,
+    pub _pad: u32,
 }
 
 pod!(
@@ -256,5 +261,5 @@ const _: () = {
     assert!(size_of::<FragmentQuota>() == 16);
     assert!(size_of::<FlowKey>() == 40);
     assert!(size_of::<Allowed>() == 8);
-    assert!(size_of::<Settings>() == 48);
+    assert!(size_of::<Settings>() == 56);
 };

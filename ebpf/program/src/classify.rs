@@ -1,5 +1,7 @@
 //! The flat classifier's walker: the longest prefix of a trie that covers
-//! an address, by array lookups only (precedence steps 4 and 6).
+//! an address, by array lookups only (precedence steps 4 and 6), and the
+//! exact device table's lookup (step 4, `tollgate_common::device_table`:
+//! at most two 64-byte buckets).
 //!
 //! # Structure
 //! A multibit trie per (slot, family, tree) in `TG_TRIE`, as
@@ -22,10 +24,11 @@
 //! first leaf.
 
 use tollgate_common::{
-    MAX_LEVELS_V6, NO_TRIE, ROOT_STRIDE, STRIDE, TRIE_CHILD, TRIE_NONE, root_index,
+    DEVICE_FREE, FAMILY_V4, MAX_LEVELS_V6, NO_TRIE, ROOT_STRIDE, STRIDE, TRIE_CHILD, TRIE_NONE,
+    V4_PER_BUCKET, V6_ENTRY_WORDS, V6_PER_BUCKET, device_buckets, device_hash, root_index,
 };
 
-use crate::maps::{TG_ROOTS, TG_TRIE};
+use crate::maps::{TG_DEV_EXACT, TG_ROOTS, TG_SETTINGS, TG_TRIE};
 
 /// The payload of the longest prefix of trie (`slot`, `family`, `tree`)
 /// that covers `addr`, or `TRIE_NONE`.
@@ -91,4 +94,56 @@ pub extern "C" fn tollgate_trie_walk(root: u32, hi: u64, lo: u64) -> u32 {
     } else {
         TRIE_NONE
     }
+}
+
+/// The group of the exact device address `addr` of `family` in `slot`, or
+/// `DEVICE_FREE`.
+#[inline(always)]
+pub fn exact_device(slot: u32, family: u8, addr: &[u8; 16]) -> u32 {
+    let [hi, lo] = halves(addr);
+    tollgate_exact_device(slot << 1 | u32::from(family != FAMILY_V4), hi, lo)
+}
+
+/// The lookup itself, a global function with scalar arguments like the trie
+/// walk. `table` is the slot (bits 1..) and the family (bit 0: IPv6).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tollgate_exact_device(table: u32, hi: u64, lo: u64) -> u32 {
+    let Some(settings) = TG_SETTINGS.get(0) else {
+        return DEVICE_FREE;
+    };
+    let (v4, v6) = (settings.device_buckets_v4, settings.device_buckets_v6);
+    let ipv6 = table & 1 != 0;
+    let (base, buckets) = if ipv6 {
+        ((table >> 1) * (v4 + v6) + v4, v6)
+    } else {
+        ((table >> 1) * (v4 + v6), v4)
+    };
+    let (first, second) = device_buckets(device_hash(hi, lo), buckets);
+    let words = [(hi >> 32) as u32, hi as u32, (lo >> 32) as u32, lo as u32];
+    for bucket in [first, second] {
+        let Some(b) = TG_DEV_EXACT.get(base.wrapping_add(bucket)) else {
+            return DEVICE_FREE;
+        };
+        if ipv6 {
+            for e in 0..V6_PER_BUCKET {
+                let at = e * V6_ENTRY_WORDS;
+                if b[at] == words[0]
+                    && b[at + 1] == words[1]
+                    && b[at + 2] == words[2]
+                    && b[at + 3] == words[3]
+                    && b[at + 4] != DEVICE_FREE
+                {
+                    return b[at + 4];
+                }
+            }
+        } else {
+            for e in 0..V4_PER_BUCKET {
+                if b[e] == words[0] && b[V4_PER_BUCKET + e] != DEVICE_FREE {
+                    return b[V4_PER_BUCKET + e];
+                }
+            }
+        }
+    }
+    DEVICE_FREE
 }

@@ -7,24 +7,26 @@
 //! packets.
 //!
 //! The number of map lookups is bounded whatever the rule count: group, one
-//! hash lookup for the exact address, else a walk of the device-prefix trie;
+//! or two buckets of the exact device table (`classify.rs`), else a walk of
+//! the device-prefix trie;
 //! destination, a walk of the group's trie (`classify.rs`: array lookups
 //! only, at most 8 for IPv4 and 32 for IPv6), then one per record of the
 //! list, at most four.
 
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use tollgate_common::{
-    Allowed, DEVICE_TREE, DecisionReason, DeviceKey, FlowKey, FragmentKey, FragmentQuota,
-    FragmentVerdict, GROUP_AUDIT, GROUP_DEFAULT_DENY, GROUP_DEFAULT_REJECT, GroupInfo, MAX_CHAIN,
-    MAX_GROUPS, NO_RECORD, RECORD_ENTRIES, RULE_ANY_PROTO, RULE_BUILTIN, RULE_DENY, RULE_PORTS,
-    RULE_REJECT, RuleEntry, SourceKey, Stat, TRIE_NONE, UNKNOWN_GROUP, Verdict,
+    Allowed, DEVICE_FREE, DEVICE_TREE, DecisionReason, DeviceKey, FlowKey, FragmentKey,
+    FragmentQuota, FragmentVerdict, GROUP_AUDIT, GROUP_DEFAULT_DENY, GROUP_DEFAULT_REJECT,
+    GroupInfo, MAX_CHAIN, MAX_GROUPS, NO_RECORD, RECORD_ENTRIES, RULE_ANY_PROTO, RULE_BUILTIN,
+    RULE_DENY, RULE_PORTS, RULE_REJECT, RuleEntry, SourceKey, Stat, TRIE_NONE, UNKNOWN_GROUP,
+    Verdict,
 };
 
 use crate::{
     account, classify, learned,
     maps::{
-        TG_ACTIVE, TG_DEV_EXACT, TG_ETHERTYPES, TG_FLOW_KEY, TG_FLOWS, TG_FRAG_SRC, TG_FRAGS,
-        TG_GATEWAY, TG_GROUPS, TG_RULESETS, TG_SETTINGS,
+        TG_ACTIVE, TG_ETHERTYPES, TG_FLOW_KEY, TG_FLOWS, TG_FRAG_SRC, TG_FRAGS, TG_GATEWAY,
+        TG_GROUPS, TG_RULESETS, TG_SETTINGS,
     },
     parse::Packet,
 };
@@ -141,16 +143,10 @@ fn learned_for(slot: u32, group_id: u32, p: &Packet) -> Option<u32> {
 
 #[inline(always)]
 fn group_of(slot: u32, p: &Packet) -> u32 {
-    let exact = DeviceKey {
-        slot: slot as u8,
-        family: p.family,
-        _pad: [0; 2],
-        addr: p.src,
-    };
     // step 4: the exact source address
-    if let Some(group) = TG_DEV_EXACT.get_ptr(exact) {
-        // SAFETY: the value is read at once, before any other map call.
-        return unsafe { *group };
+    let group = classify::exact_device(slot, p.family, &p.src);
+    if group != DEVICE_FREE {
+        return group;
     }
     // step 4: else the longest device prefix, else group 0
     match classify::longest_match(slot, p.family, DEVICE_TREE, &p.src) {

@@ -3,7 +3,6 @@
 //! maps not used in index arithmetic (see `config::Limits`).
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
     btf_maps::{
         Array, ArrayOfMaps, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf,
     },
@@ -18,10 +17,8 @@ use tollgate_common::{
     MAX_NTP_INTERFACES, MAX_PASS_ETHERTYPES, NTP_RATE_SOURCES, NTP_SAMPLE_RING_BYTES, NtpAddrKey,
     NtpFastState, NtpSample, NtpScratch, REJECT_REPLY_BYTES, ROOTS_PER_SLOT, RateBucket,
     RejectFacts, RuleRecord, SLOTS, Settings, SourceKey, Stat, TRIE_MAP_FLAGS, TRIE_NODES_PER_SLOT,
-    TrieNode,
+    TrieNode, device_table_entries,
 };
-
-const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
 
 #[btf_map]
 pub static TG_ACTIVE: Array<u32, 1> = Array::new();
@@ -30,12 +27,11 @@ pub static TG_ACTIVE: Array<u32, 1> = Array::new();
 pub static TG_GROUPS: Array<GroupInfo, { (SLOTS * MAX_GROUPS) as usize }> = Array::new();
 
 #[btf_map]
-pub static TG_DEV_EXACT: HashMap<
-    DeviceKey,
-    u32,
-    { (SLOTS * DEFAULT_DEVICE_EXACT_PER_SLOT) as usize },
-    NO_PREALLOC,
-> = HashMap::new();
+pub static TG_DEV_EXACT: Array<
+    TrieNode,
+    { device_table_entries(DEFAULT_DEVICE_EXACT_PER_SLOT) as usize },
+    { TRIE_MAP_FLAGS as usize },
+> = Array::new();
 
 #[btf_map]
 pub static TG_GATEWAY: HashMap<DeviceKey, u8, { (SLOTS * MAX_GATEWAY_ADDRESSES) as usize }> =

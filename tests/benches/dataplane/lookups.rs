@@ -51,18 +51,17 @@ pub fn lookup_costs(
     };
     let name = family.name();
     let mut insert = None;
-    let exact = if devices >= 100_000 { "hit" } else { "miss" };
-    let mut key = vec![slot, fam, 0, 0];
-    key.extend_from_slice(&addr);
-    time(
-        format!(
-            "TG_DEV_EXACT hash, {} devices, {name} source, {exact}",
-            count(devices)
-        ),
-        map("TG_DEV_EXACT")?,
-        key,
-        devices >= 100_000,
-    )?;
+    if family == Family::V4 && devices >= 100_000 {
+        time(
+            format!(
+                "TG_DEV_EXACT array, one 64-byte bucket, {} devices (an exact device lookup reads 1 or 2)",
+                count(devices)
+            ),
+            map("TG_DEV_EXACT")?,
+            0u32.to_ne_bytes().to_vec(),
+            true,
+        )?;
+    }
     if devices < 100_000 {
         let mut key = (DEVICE_PREFIX_HEADER_BITS + bits).to_ne_bytes().to_vec();
         key.extend_from_slice(&[slot, fam]);

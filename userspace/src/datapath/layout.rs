@@ -18,6 +18,7 @@ use tollgate_common::{
     MAX_NTP_INTERFACES, MAX_PASS_ETHERTYPES, NTP_RATE_SOURCES, NTP_SAMPLE_RING_BYTES, NtpAddrKey,
     NtpFastState, NtpScratch, REJECT_REPLY_BYTES, ROOTS_PER_SLOT, RateBucket, RejectFacts,
     RuleRecord, SLOTS, Settings, SourceKey, Stat, TRIE_NODES_PER_SLOT, TrieNode,
+    device_table_entries,
 };
 
 use crate::config::Limits;
@@ -63,9 +64,9 @@ pub fn specs(limits: &Limits) -> Vec<MapSpec> {
         fixed(MAP_GROUPS, 4, size::<GroupInfo>(), SLOTS * MAX_GROUPS),
         sized(
             MAP_DEVICE_EXACT,
-            size::<DeviceKey>(),
             4,
-            SLOTS * limits.device_addresses,
+            size::<TrieNode>(),
+            device_table_entries(limits.device_addresses),
         ),
         fixed(
             MAP_GATEWAY,

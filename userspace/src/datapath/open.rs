@@ -25,7 +25,7 @@ use super::{
     layout::{self, Pinned},
     learned::Learned,
     pins::ensure_bpffs,
-    slots::{FlatMaps, MappedWords, PolicyMaps, SlotImage},
+    slots::{DeviceTable, FlatMaps, Geometry, MappedWords, PolicyMaps, SlotImage},
 };
 
 impl Dataplane {
@@ -132,9 +132,14 @@ impl Dataplane {
         let active: Array<MapData, u32> = take(&mut ebpf, MAP_ACTIVE)?;
         let generation = active.get(&0, 0)?;
         let active_slot = (generation & 1) as u8;
+        let geometry = Geometry::for_devices(options.limits.device_addresses);
         let policy = PolicyMaps {
             groups: take(&mut ebpf, MAP_GROUPS)?,
-            device_exact: take(&mut ebpf, MAP_DEVICE_EXACT)?,
+            device_exact: DeviceTable::new(
+                // A bucket is 16 words, the array's entries one bucket each.
+                mapped(&mut ebpf, MAP_DEVICE_EXACT, geometry.words() as u32, 1)?,
+                geometry,
+            ),
             gateway: take(&mut ebpf, MAP_GATEWAY)?,
             device_prefixes: take(&mut ebpf, MAP_DEVICE_PREFIX)?,
             destinations: take(&mut ebpf, MAP_DESTINATIONS)?,
@@ -197,7 +202,11 @@ impl Dataplane {
             learned,
             capacities: layout::specs(&options.limits)
                 .iter()
-                .map(|s| (s.name, s.max_entries))
+                .map(|s| match s.name {
+                    // Its entries are buckets; what it holds is devices.
+                    MAP_DEVICE_EXACT => (s.name, SLOTS * options.limits.device_addresses),
+                    _ => (s.name, s.max_entries),
+                })
                 .collect(),
         })
     }
@@ -216,6 +225,7 @@ where
 /// The program's runtime knobs: the deny-event and reject-reply limiters
 /// and the fragment cache's lifetime and per-source quota.
 fn runtime_settings(options: &Options) -> Settings {
+    let geometry = Geometry::for_devices(options.limits.device_addresses);
     let events = &options.deny_events;
     let (event_interval_ns, event_burst_ns) = gcra(events.rate, events.burst);
     let replies = &options.reject_replies;
@@ -225,9 +235,11 @@ fn runtime_settings(options: &Options) -> Settings {
         event_burst_ns,
         fragment_lifetime_ns: options.limits.fragment_lifetime.as_nanos() as u64,
         fragments_per_source: options.limits.fragments_per_source,
-        _pad: 0,
+        device_buckets_v4: geometry.v4,
         reject_interval_ns,
         reject_burst_ns,
+        device_buckets_v6: geometry.v6,
+        _pad: 0,
     }
 }
 

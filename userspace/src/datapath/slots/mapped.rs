@@ -67,7 +67,7 @@ impl MappedWords {
         })
     }
 
-    fn get(&self, i: usize) -> u32 {
+    pub(super) fn get(&self, i: usize) -> u32 {
         assert!(i < self.len);
         // SAFETY: in bounds of the mapping; volatile, as it is shared
         // memory.
@@ -75,7 +75,7 @@ impl MappedWords {
     }
 
     /// Stores `value` at `i` unless it is there already; true if stored.
-    fn store(&mut self, i: usize, value: u32) -> bool {
+    pub(super) fn store(&mut self, i: usize, value: u32) -> bool {
         if self.get(i) == value {
             return false;
         }

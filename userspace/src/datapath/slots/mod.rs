@@ -22,6 +22,7 @@
 mod batch;
 mod by_group;
 mod contents;
+mod device_table;
 mod devices;
 mod fault;
 pub mod flat;
@@ -43,6 +44,7 @@ use self::by_group::{GroupInput, Layout};
 pub use self::{
     by_group::GroupParts,
     contents::{GroupContents, RuleContents, SlotContents},
+    device_table::{DeviceTable, Geometry},
     devices::DeviceEntries,
     flat::FlatImage,
     group_ids::GroupIds,

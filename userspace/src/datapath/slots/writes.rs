@@ -9,7 +9,7 @@ use tollgate_common::{
     Destination, DeviceKey, DevicePrefix, GroupInfo, MAX_CHAIN, MAX_GROUPS, NO_RECORD, RuleRecord,
 };
 
-use super::{DeviceEntries, FlatMaps, SlotImage, Sorted, batch};
+use super::{DeviceEntries, DeviceTable, FlatMaps, MappedWords, SlotImage, Sorted, batch};
 
 /// Counts of map writes, for logs and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -32,7 +32,8 @@ impl std::ops::AddAssign for WriteStats {
 /// The policy maps, as typed handles.
 pub struct PolicyMaps {
     pub groups: Array<MapData, GroupInfo>,
-    pub device_exact: BpfHashMap<MapData, DeviceKey, u32>,
+    /// `TG_DEV_EXACT`, mapped (`device_table.rs`).
+    pub device_exact: DeviceTable<MappedWords>,
     pub gateway: BpfHashMap<MapData, DeviceKey, u8>,
     pub device_prefixes: LpmTrie<MapData, DevicePrefix, u32>,
     pub destinations: LpmTrie<MapData, Destination, u32>,
@@ -54,9 +55,7 @@ impl PolicyMaps {
                 .groups
                 .push(self.groups.get(&(base * MAX_GROUPS + i), 0)?);
         }
-        let mut devices = entries_of(&self.device_exact, |m| m.iter().collect())?;
-        devices.retain(|(k, _)| k.slot == slot);
-        image.device_exact = DeviceEntries::read_back(devices);
+        image.device_exact = DeviceEntries::read_back(self.device_exact.entries(slot));
         image.gateway = entries_of(&self.gateway, |m| m.iter().collect())?;
         image.gateway.retain(|(k, _)| k.slot == slot);
         for (k, v) in entries_of(&self.device_prefixes, |m| m.iter().collect())? {
@@ -266,7 +265,7 @@ fn write_records(
 /// Makes `map` hold the device entries `target` where it holds `current`,
 /// diffing only the groups whose entries are not shared (`devices.rs`).
 fn write_devices(
-    map: &mut BpfHashMap<MapData, DeviceKey, u32>,
+    map: &mut DeviceTable<MappedWords>,
     current: &mut DeviceEntries,
     target: &DeviceEntries,
     stats: &mut WriteStats,
@@ -312,6 +311,18 @@ impl<K: aya::Pod, V: aya::Pod> KernelMap<K, V> for BpfHashMap<MapData, K, V> {
         batch::write_all(fd, entries, |key, value| {
             Ok(BpfHashMap::insert(self, key, value, 0)?)
         })
+    }
+}
+
+/// Stores into the mapped table: counted as map writes, one per device, as
+/// the hash map they replace was.
+impl KernelMap<DeviceKey, u32> for DeviceTable<MappedWords> {
+    fn remove(&mut self, key: &DeviceKey) -> Result<()> {
+        DeviceTable::remove(self, key);
+        Ok(())
+    }
+    fn insert(&mut self, key: &DeviceKey, value: u32) -> Result<()> {
+        DeviceTable::insert(self, key, value)
     }
 }
 
