@@ -12,7 +12,9 @@ use serde::Deserialize;
 #[derive(Clone, Copy, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Limits {
-    /// Exact device addresses (/32, /128) per policy.
+    /// Exact device addresses (/32, /128) per policy. The exact device
+    /// table is sized for this many of either family (kernel memory: about
+    /// 37 bytes each per slot, allocated at start).
     #[serde(default = "default_device_addresses")]
     pub device_addresses: u32,
     /// Device prefixes shorter than a host address per policy.
