@@ -32,15 +32,19 @@
 //! [`ROOTS_PER_SLOT`] per slot.
 //!
 //! # Accesses
-//! One `TG_ROOTS` read and at most 1 + ⌈(L − 8)/4⌉ `TG_TRIE` reads
-//! ([`MAX_LEVELS_V4`] = 7 for IPv4, [`MAX_LEVELS_V6`] = 31 for IPv6), all
-//! dependent: 8 and 32 memory accesses in the worst case. A walk stops at
-//! the first leaf, so a policy of /24s costs an IPv4 packet at most 1 + 5
-//! reads, whatever the rule count.
+//! One `TG_ROOTS` read, one `TG_TRIE` lookup (the slot's words), then at
+//! most 1 + ⌈(L − 8)/4⌉ word reads by index ([`MAX_LEVELS_V4`] = 7 for
+//! IPv4, [`MAX_LEVELS_V6`] = 31 for IPv6), all dependent: 9 and 33 memory
+//! accesses in the worst case. A walk stops at the first leaf, so a policy
+//! of /24s costs an IPv4 packet at most 1 + 5 word reads, whatever the rule
+//! count.
 
-/// `Array<[u32; 16]>`: the trie nodes, [`TRIE_NODES_PER_SLOT`] per slot;
-/// slot s owns indices `s * TRIE_NODES_PER_SLOT ..`. Memory-mappable
-/// ([`TRIE_MAP_FLAGS`]): the controller writes a slot with plain stores.
+/// `Array<TrieSlot>` of [`crate::SLOTS`] entries: each slot's trie nodes,
+/// [`TRIE_NODES_PER_SLOT`] of 16 words, as one value, so that a walk looks
+/// the slot up once and then reads words by index (masked, so that the
+/// verifier knows each read is inside the value). Memory-mappable
+/// ([`TRIE_MAP_FLAGS`]): the controller writes a slot with plain stores;
+/// slot s owns words `s * TRIE_WORDS_PER_SLOT ..`.
 pub const MAP_TRIE: &str = "TG_TRIE";
 /// `Array<u32>`: each trie's base in `TG_TRIE`, indexed by
 /// [`root_index`]; memory-mappable like `TG_TRIE`.
@@ -53,9 +57,14 @@ pub const TRIE_MAP_FLAGS: u32 = 1 << 10;
 pub const TRIE_NODES_PER_SLOT: u32 = 1 << 18;
 /// Words of one node, the value of `TG_TRIE`.
 pub const NODE_WORDS: u32 = 1 << STRIDE;
+/// 64 bytes: a trie node, or a bucket of the exact device table.
 pub type TrieNode = [u32; NODE_WORDS as usize];
-/// Words of `TG_TRIE` per slot.
+/// Words of `TG_TRIE` per slot: a power of two, so that a word's index is
+/// kept inside a slot by a mask.
 pub const TRIE_WORDS_PER_SLOT: u32 = TRIE_NODES_PER_SLOT * NODE_WORDS;
+const _: () = assert!(TRIE_WORDS_PER_SLOT.is_power_of_two());
+/// The value of `TG_TRIE`: one slot's words.
+pub type TrieSlot = [u32; TRIE_WORDS_PER_SLOT as usize];
 /// Bits the root node consumes.
 pub const ROOT_STRIDE: u32 = 8;
 /// Bits every other node consumes.

@@ -5,8 +5,8 @@
 //!
 //! # Structure
 //! A multibit trie per (slot, family, tree) in `TG_TRIE`, as
-//! `tollgate_common::classifier` lays it out: an array of 16-word nodes
-//! (64 bytes, one cache line per lookup); a trie's root is 16 consecutive
+//! `tollgate_common::classifier` lays it out: 16-word nodes (64 bytes, one
+//! cache line per read); a trie's root is 16 consecutive
 //! nodes indexed by the first address byte, every other node is indexed by
 //! the next 4 bits. A word is a child (bit 31, node offset from the trie's
 //! base) or a leaf (the payload of the longest covering prefix, pushed down
@@ -18,14 +18,16 @@
 //! 30 per IPv6 prefix; `TG_TRIE` holds `TRIE_NODES_PER_SLOT` nodes per slot.
 //!
 //! # Accesses
-//! One `TG_ROOTS` read, then at most 7 (IPv4) or 31 (IPv6) dependent
-//! `TG_TRIE` reads of one cache line each, each inlined by the verifier
-//! into a bounds check and an address computation; the walk ends at the
-//! first leaf.
+//! One `TG_ROOTS` read and one `TG_TRIE` lookup (the slot's words, one
+//! value), then at most 7 (IPv4) or 31 (IPv6) dependent word reads, each a
+//! load at a masked index: no map lookup per level (a lookup per level
+//! cost about 4–5 ns a level, BENCHMARKS.md). The walk ends at the first
+//! leaf.
 
 use tollgate_common::{
-    DEVICE_FREE, FAMILY_V4, MAX_LEVELS_V6, NO_TRIE, ROOT_STRIDE, STRIDE, TRIE_CHILD, TRIE_NONE,
-    V4_PER_BUCKET, V6_ENTRY_WORDS, V6_PER_BUCKET, device_buckets, device_hash, root_index,
+    DEVICE_FREE, FAMILY_V4, NO_TRIE, NODE_WORDS, ROOT_STRIDE, ROOTS_PER_SLOT, STRIDE, TRIE_CHILD,
+    TRIE_NODES_PER_SLOT, TRIE_NONE, TRIE_WORDS_PER_SLOT, V4_PER_BUCKET, V6_ENTRY_WORDS,
+    V6_PER_BUCKET, device_buckets, device_hash, root_index,
 };
 
 use crate::maps::{TG_DEV_EXACT, TG_ROOTS, TG_SETTINGS, TG_TRIE};
@@ -66,28 +68,39 @@ pub extern "C" fn tollgate_trie_walk(root: u32, hi: u64, lo: u64) -> u32 {
     if base == NO_TRIE {
         return TRIE_NONE;
     }
-    // The root's 16 nodes, indexed by the first byte's two halves.
-    let Some(root) = TG_TRIE.get(base.wrapping_add((hi >> 60) as u32)) else {
+    // The slot's words, looked up once; every read below is an index into
+    // them, masked into the slot (a word outside the trie only ever comes
+    // from a broken trie, and then a wrong leaf is all it can give).
+    let Some(words) = TG_TRIE.get_ptr(root / ROOTS_PER_SLOT) else {
         return TRIE_NONE;
     };
-    let mut word = root[((hi >> 56) & 0xf) as usize];
+    let words = words as *const u32;
+    let word_at = |node: u32, index: u64| -> u32 {
+        let at = (node.wrapping_mul(NODE_WORDS) as u64).wrapping_add(index);
+        // SAFETY: masked into the value, which is TRIE_WORDS_PER_SLOT words.
+        unsafe { *words.add((at & u64::from(TRIE_WORDS_PER_SLOT - 1)) as usize) }
+    };
+    // A root is 16 consecutive nodes: the first byte indexes its words.
+    let base = base & (TRIE_NODES_PER_SLOT - 1);
+    let mut word = word_at(base, hi >> (64 - ROOT_STRIDE));
     // The bits after the root's, at the top; `lo` once `hi` is used up.
     // An IPv4 trie has no node past bit 32 (the controller builds none),
     // so its walk ends at a leaf before that.
     let mut rest = hi << ROOT_STRIDE;
-    for level in 1..MAX_LEVELS_V6 {
+    for _ in 0..(64 - ROOT_STRIDE) / STRIDE {
         if word & TRIE_CHILD == 0 {
             return word;
         }
-        if level == 1 + (64 - ROOT_STRIDE) / STRIDE {
-            rest = lo;
-        }
-        let nibble = (rest >> (64 - STRIDE)) as usize;
+        word = word_at(base.wrapping_add(word & !TRIE_CHILD), rest >> (64 - STRIDE));
         rest <<= STRIDE;
-        let Some(node) = TG_TRIE.get(base.wrapping_add(word & !TRIE_CHILD)) else {
-            return TRIE_NONE;
-        };
-        word = node[nibble & 0xf];
+    }
+    let mut rest = lo;
+    for _ in 0..64 / STRIDE {
+        if word & TRIE_CHILD == 0 {
+            return word;
+        }
+        word = word_at(base.wrapping_add(word & !TRIE_CHILD), rest >> (64 - STRIDE));
+        rest <<= STRIDE;
     }
     if word & TRIE_CHILD == 0 {
         word

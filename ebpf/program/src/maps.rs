@@ -16,8 +16,8 @@ use tollgate_common::{
     FragmentVerdict, GroupInfo, MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_NTP_ADDRESSES,
     MAX_NTP_INTERFACES, MAX_PASS_ETHERTYPES, NTP_RATE_SOURCES, NTP_SAMPLE_RING_BYTES, NtpAddrKey,
     NtpFastState, NtpSample, NtpScratch, REJECT_REPLY_BYTES, ROOTS_PER_SLOT, RateBucket,
-    RejectFacts, RuleRecord, SLOTS, Settings, SourceKey, Stat, TRIE_MAP_FLAGS, TRIE_NODES_PER_SLOT,
-    TrieNode, device_table_entries,
+    RejectFacts, RuleRecord, SLOTS, Settings, SourceKey, Stat, TRIE_MAP_FLAGS, TrieNode, TrieSlot,
+    device_table_entries,
 };
 
 #[btf_map]
@@ -56,11 +56,7 @@ pub static TG_DST: LpmTrie<Destination, u32, { (SLOTS * DEFAULT_DESTINATIONS_PER
 
 /// The flat classifier (`classify.rs`): trie nodes, and each trie's base.
 #[btf_map]
-pub static TG_TRIE: Array<
-    TrieNode,
-    { (SLOTS * TRIE_NODES_PER_SLOT) as usize },
-    { TRIE_MAP_FLAGS as usize },
-> = Array::new();
+pub static TG_TRIE: Array<TrieSlot, { SLOTS as usize }, { TRIE_MAP_FLAGS as usize }> = Array::new();
 #[btf_map]
 pub static TG_ROOTS: Array<
     u32,

@@ -132,7 +132,7 @@ pub fn lookup_costs(
                 true,
             )?;
             time(
-                "TG_TRIE array, one 64-byte node (a trie walk reads 1 + one per level)".into(),
+                "TG_TRIE array, a slot's words (once per trie walk; then a load per level)".into(),
                 map("TG_TRIE")?,
                 0u32.to_ne_bytes().to_vec(),
                 true,

@@ -17,8 +17,7 @@ use tollgate_common::{
     MAP_TRIE, MAP_TRIE_ROOTS, MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_NTP_ADDRESSES,
     MAX_NTP_INTERFACES, MAX_PASS_ETHERTYPES, NTP_RATE_SOURCES, NTP_SAMPLE_RING_BYTES, NtpAddrKey,
     NtpFastState, NtpScratch, REJECT_REPLY_BYTES, ROOTS_PER_SLOT, RateBucket, RejectFacts,
-    RuleRecord, SLOTS, Settings, SourceKey, Stat, TRIE_NODES_PER_SLOT, TrieNode,
-    device_table_entries,
+    RuleRecord, SLOTS, Settings, SourceKey, Stat, TrieNode, TrieSlot, device_table_entries,
 };
 
 use crate::config::Limits;
@@ -86,7 +85,7 @@ pub fn specs(limits: &Limits) -> Vec<MapSpec> {
             4,
             SLOTS * limits.destinations,
         ),
-        fixed(MAP_TRIE, 4, size::<TrieNode>(), SLOTS * TRIE_NODES_PER_SLOT),
+        fixed(MAP_TRIE, 4, size::<TrieSlot>(), SLOTS),
         fixed(MAP_TRIE_ROOTS, 4, 4, SLOTS * ROOTS_PER_SLOT),
         sized(
             MAP_RULESETS,
