@@ -502,10 +502,8 @@ fn run_table(
             .iter()
             .zip(&stats_before)
             .filter(|(s, before)| {
-                // Seen counts every packet; a flow cache hit is how an
-                // allow was reached, not an outcome (rows repeat flows).
-                !matches!(**s, Stat::Seen | Stat::FlowCacheHit)
-                    && dataplane.stat(**s).unwrap().packets != **before
+                // Seen counts every packet, not an outcome.
+                !matches!(**s, Stat::Seen) && dataplane.stat(**s).unwrap().packets != **before
             })
             .map(|(s, _)| *s)
             .collect();

@@ -58,7 +58,6 @@ fn limits() -> Limits {
         counters: 4096,
         rule_records: 4096,
         fragments: 1024,
-        flow_cache: 1024,
         ..Limits::default()
     }
 }
@@ -498,4 +497,32 @@ fn a_restart_installs_the_policy_in_force_without_writes() {
         dp.slot_contents(dp.active_slot()).unwrap(),
         SlotContents::of(&base).unwrap()
     );
+}
+
+/// Only a group with FQDN rules makes the program look up learned
+/// addresses (`GROUP_LEARNS`): no other group can have any.
+#[test]
+fn only_a_group_with_fqdn_rules_looks_up_learned_addresses() {
+    let source = Source {
+        path: "p.yaml".into(),
+        text: "groups:
+  cloud:
+    devices: [10.0.0.0/24]
+    default: deny
+    rules:
+      - allow: {to: {fqdn: [iot.example.com]}, proto: tcp, ports: [443]}
+  plain:
+    devices: [10.0.1.0/24]
+    default: deny
+    rules:
+      - allow: {to: [192.0.2.0/24], proto: tcp, ports: [443]}
+"
+        .into(),
+    };
+    let loaded = policy::from_sources(&[source], &Environment::default()).unwrap();
+    let tables = compile(&loaded.policy, &Limits::default()).unwrap();
+    let contents = SlotContents::of(&tables).unwrap();
+    let learns = |group: &str| contents.groups[group].flags & tollgate_common::GROUP_LEARNS != 0;
+    assert!(learns("cloud"));
+    assert!(!learns("plain"));
 }

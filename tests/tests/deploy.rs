@@ -659,7 +659,6 @@ const CONFIG_KEYS: &[&str] = &[
     "counters",
     "rule-records",
     "fragments",
-    "flow-cache",
 ];
 
 #[test]

@@ -218,19 +218,17 @@ fn exact_counts_for_known_traffic_across_reload_and_restart() {
     );
     expect(
         "tollgate_map_capacity",
-        &[("map", "TG_FLOWS")],
-        u64::from(limits.flow_cache),
-    );
-    expect(
-        "tollgate_map_capacity",
         &[("map", "TG_FRAGS")],
         u64::from(limits.fragments),
     );
     // One device prefix, in each slot.
     expect("tollgate_map_entries", &[("map", "TG_DEV_PREFIX")], 2);
     expect("tollgate_map_entries", &[("map", "TG_FRAGS")], 0);
-    let flows = sample(&m, "tollgate_map_entries", &[("map", "TG_FLOWS")]).unwrap();
-    assert!(flows >= 1.0, "the allowed flow is cached: {flows}");
+    assert!(
+        sample(&m, "tollgate_map_entries", &[("map", "TG_FLOWS")]).is_none(),
+        "there is no flow cache"
+    );
+    expect("tollgate_flow_cache_hits_total", &[], 0);
     let destinations = sample(&m, "tollgate_map_entries", &[("map", "TG_DST")]).unwrap();
     assert!(destinations >= 1.0, "{destinations}");
     assert!(sample(&m, "process_resident_memory_bytes", &[]).unwrap() > 0.0);

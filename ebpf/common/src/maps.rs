@@ -55,12 +55,6 @@ pub const MAP_FRAGMENT_SOURCES: &str = "TG_FRAG_SRC";
 /// `HashMap<u16, u8>`: EtherTypes the operator passes on purpose
 /// (`pass-ethertypes`); every other non-IP EtherType but ARP is dropped.
 pub const MAP_PASS_ETHERTYPES: &str = "TG_ETHERTYPES";
-/// `LruHashMap<FlowKey, Allowed>`: allowed flows of the current generation,
-/// so their later packets skip the group and destination lookups.
-pub const MAP_FLOWS: &str = "TG_FLOWS";
-/// `PerCpuArray<FlowKey>` with one entry: where a packet's `TG_FLOWS` key
-/// is built (scratch space of one program run; the hooks' stack is full).
-pub const MAP_FLOW_KEY: &str = "TG_FLOW_KEY";
 /// `RingBuf` of [`crate::DenyEvent`].
 pub const MAP_EVENTS: &str = "TG_EVENTS";
 /// `PerCpuArray<RateBucket>` with one entry: the deny-event limiter's state.
@@ -122,5 +116,4 @@ pub const DEFAULT_DESTINATIONS_PER_SLOT: u32 = 1 << 18;
 pub const DEFAULT_COUNTERS: u32 = 1 << 18;
 pub const DEFAULT_RULE_RECORDS_PER_SLOT: u32 = 1 << 17;
 pub const DEFAULT_FRAGMENTS: u32 = 1 << 14;
-pub const DEFAULT_FLOWS: u32 = 1 << 16;
 pub const EVENT_RING_BYTES: u32 = 1 << 18;

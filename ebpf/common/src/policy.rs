@@ -180,25 +180,9 @@ pub struct FragmentQuota {
     pub _pad: u32,
 }
 
-/// Key of `TG_FLOWS`: one flow (source, destination, protocol, destination
-/// port) under one policy generation (the value of `TG_ACTIVE`). A new
-/// generation never finds the entries of an older one, so a flip needs no
-/// flush. `dport` is 0 where the port is unknown (not TCP or UDP); later
-/// fragments are never looked up here.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct FlowKey {
-    pub generation: u32,
-    pub dport: u16,
-    pub proto: u8,
-    pub family: u8,
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
-}
-
-/// Value of `TG_FRAGS` and `TG_FLOWS`: the counters an allowed packet
-/// charged (its deciding rule or default, and its group's allow total), so
-/// the rest of its datagram or flow is charged to the same ones.
+/// In `TG_FRAGS`: the counters an allowed first fragment charged (its
+/// deciding rule or default, and its group's allow total), so the rest of
+/// its datagram is charged to the same ones.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Allowed {
@@ -242,7 +226,6 @@ pod!(
     FragmentVerdict,
     SourceKey,
     FragmentQuota,
-    FlowKey,
     Allowed,
     Settings
 );
@@ -259,7 +242,6 @@ const _: () = {
     assert!(size_of::<FragmentVerdict>() == 16);
     assert!(size_of::<SourceKey>() == 20);
     assert!(size_of::<FragmentQuota>() == 16);
-    assert!(size_of::<FlowKey>() == 40);
     assert!(size_of::<Allowed>() == 8);
     assert!(size_of::<Settings>() == 56);
 };

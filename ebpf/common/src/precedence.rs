@@ -29,13 +29,11 @@
 //!    link-scope multicast address or to a gateway address (`TG_GATEWAY`).
 //! 3. **Remembered allow.** A later fragment whose first fragment was allowed
 //!    under the same generation less than the fragment lifetime ago
-//!    (`TG_FRAGS`), or a packet of a flow (S, D, P, X) allowed under the same
-//!    generation (`TG_FLOWS`), is allowed and charged as that packet was
-//!    (for a flow, steps 4-11 read nothing else, so their answer cannot have
-//!    changed; a flow allowed by step 12 is not remembered, so it ends when
-//!    its learned address expires). Only allows are remembered, so a device cannot flush the
-//!    caches with flows it is denied. Otherwise a later fragment goes on with
-//!    its port unknown.
+//!    (`TG_FRAGS`) is allowed and charged as that fragment was. Only allows
+//!    are remembered, so a device cannot flush the cache with datagrams it
+//!    is denied. Otherwise a later fragment goes on with its port unknown.
+//!    Every other packet takes steps 4-12: there is no flow cache (the
+//!    decision costs what a cache hit did, BENCHMARKS.md).
 //!
 //! # The policy
 //!

@@ -16,8 +16,7 @@ const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 
 /// Index into `TG_STATS`. Every packet the program sees is charged to
 /// [`Stat::Seen`] and to at most one other entry that explains a non-policy
-/// outcome (plus [`Stat::FlowCacheHit`] when it applies); policy outcomes are
-/// charged to `TG_COUNTERS`.
+/// outcome; policy outcomes are charged to `TG_COUNTERS`.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Stat {
@@ -55,10 +54,6 @@ pub enum Stat {
     EventsSuppressed,
     /// Deny events not sent because the ring buffer was full.
     EventsLost,
-    /// Packets allowed from `TG_FLOWS`, the verdict of their flow's first
-    /// packet under the same policy generation (an optimisation, charged
-    /// besides the packet's outcome).
-    FlowCacheHit,
     /// ARP on Ethernet links, passed untouched (devices need it to reach
     /// the gateway).
     PassArp,
@@ -121,7 +116,6 @@ impl Stat {
         Stat::FragmentCacheHit,
         Stat::EventsSuppressed,
         Stat::EventsLost,
-        Stat::FlowCacheHit,
         Stat::PassArp,
         Stat::DropNonIp,
         Stat::FragmentExpired,

@@ -15,18 +15,17 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use tollgate_common::{
-    Allowed, DEVICE_FREE, DEVICE_TREE, DecisionReason, DeviceKey, FlowKey, FragmentKey,
-    FragmentQuota, FragmentVerdict, GROUP_AUDIT, GROUP_DEFAULT_DENY, GROUP_DEFAULT_REJECT,
-    GroupInfo, MAX_CHAIN, MAX_GROUPS, NO_RECORD, RECORD_ENTRIES, RULE_ANY_PROTO, RULE_BUILTIN,
-    RULE_DENY, RULE_PORTS, RULE_REJECT, RuleEntry, SourceKey, Stat, TRIE_NONE, UNKNOWN_GROUP,
-    Verdict,
+    Allowed, DEVICE_FREE, DEVICE_TREE, DecisionReason, DeviceKey, FragmentKey, FragmentQuota,
+    FragmentVerdict, GROUP_AUDIT, GROUP_DEFAULT_DENY, GROUP_DEFAULT_REJECT, GroupInfo, MAX_CHAIN,
+    MAX_GROUPS, NO_RECORD, RECORD_ENTRIES, RULE_ANY_PROTO, RULE_BUILTIN, RULE_DENY, RULE_PORTS,
+    RULE_REJECT, RuleEntry, SourceKey, Stat, TRIE_NONE, UNKNOWN_GROUP, Verdict,
 };
 
 use crate::{
     account, classify, learned,
     maps::{
-        TG_ACTIVE, TG_ETHERTYPES, TG_FLOW_KEY, TG_FLOWS, TG_FRAG_SRC, TG_FRAGS, TG_GATEWAY,
-        TG_GROUPS, TG_RULESETS, TG_SETTINGS,
+        TG_ACTIVE, TG_ETHERTYPES, TG_FRAG_SRC, TG_FRAGS, TG_GATEWAY, TG_GROUPS, TG_RULESETS,
+        TG_SETTINGS,
     },
     parse::Packet,
 };
@@ -325,45 +324,4 @@ pub fn remember_fragment(generation: u32, p: &Packet, id: u32, allowed: Allowed)
         },
         0,
     );
-}
-
-/// The packet's flow key, built in `TG_FLOW_KEY` (this CPU's scratch)
-/// rather than on the stack, which the hooks have filled.
-#[inline(always)]
-fn flow_key(generation: u32, p: &Packet) -> Option<&'static FlowKey> {
-    let key = TG_FLOW_KEY.get_ptr_mut(0)?;
-    // SAFETY: this CPU's scratch entry, used by this program run only.
-    unsafe {
-        *key = FlowKey {
-            generation,
-            // Parse leaves it 0 where the port is unknown.
-            dport: p.dport,
-            proto: p.proto,
-            family: p.family,
-            src: p.src,
-            dst: p.dst,
-        };
-        Some(&*key)
-    }
-}
-
-/// The verdict remembered for the packet's flow under `generation`, if an
-/// earlier packet of it was allowed. Not for later fragments: their port is
-/// unknown, so they are not the flow's packets as far as the rules go.
-#[inline(always)]
-pub fn remembered_flow(generation: u32, p: &Packet) -> Option<Allowed> {
-    // step 3: an allowed flow under this generation
-    let v = TG_FLOWS.get_ptr(flow_key(generation, p)?)?;
-    // SAFETY: read at once, before any other map call.
-    Some(unsafe { *v })
-}
-
-/// Remembers an allowed packet's flow for the rest of `generation`.
-#[inline(always)]
-pub fn remember_flow(generation: u32, p: &Packet, allowed: Allowed) {
-    // A full LRU evicts the least recently used flow; an insert failure only
-    // means the next packet takes the full decision again.
-    if let Some(key) = flow_key(generation, p) {
-        let _ = TG_FLOWS.insert(key, allowed, 0);
-    }
 }

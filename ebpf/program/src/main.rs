@@ -244,19 +244,13 @@ fn filter(frame: &Frame, bytes: u64, link: Link) -> Outcome {
 #[inline(always)]
 fn judge(p: &Packet, bytes: u64, link: Link) -> Outcome {
     let generation = decide::generation();
-    // step 3: a remembered allow
-    let remembered = match p.fragment {
-        Fragment::Later { id } => decide::remembered_fragment(generation, p, id)
-            .map(|first| (first, Stat::FragmentCacheHit)),
-        _ => decide::remembered_flow(generation, p).map(|flow| (flow, Stat::FlowCacheHit)),
-    };
-    if let Some((allowed, hit)) = remembered {
+    // step 3: a later fragment of a datagram whose first was allowed
+    if let Fragment::Later { id } = p.fragment
+        && let Some(allowed) = decide::remembered_fragment(generation, p, id)
+    {
         account::counter(allowed.counter, bytes);
         account::counter(allowed.allow_counter, bytes);
-        account::stat(hit, bytes);
-        if let Fragment::First { id } = p.fragment {
-            decide::remember_fragment(generation, p, id, allowed);
-        }
+        account::stat(Stat::FragmentCacheHit, bytes);
         return allowed_outcome(generation, p, &allowed, link);
     }
     let d = decide::decide(generation, p);
@@ -264,17 +258,13 @@ fn judge(p: &Packet, bytes: u64, link: Link) -> Outcome {
     account::counter(d.verdict_counter, bytes);
     match d.verdict {
         Verdict::Allow => {
-            // step 3: remembered for the rest of the datagram and the flow
+            // step 3: remembered for the rest of the datagram
             let allowed = d.allowed();
             match p.fragment {
                 Fragment::First { id } => decide::remember_fragment(generation, p, id, allowed),
-                // Its port is unknown: not the flow's verdict.
+                // Its port is unknown: never answered as NTP.
                 Fragment::Later { .. } => return Outcome::Pass,
                 Fragment::Whole => {}
-            }
-            // Not a learned address's flow: it must end with the address.
-            if d.reason != tollgate_common::DecisionReason::Learned {
-                decide::remember_flow(generation, p, allowed);
             }
             allowed_outcome(generation, p, &allowed, link)
         }

@@ -9,15 +9,14 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use tollgate_common::{
-    Allowed, Counter, DEFAULT_COUNTERS, DEFAULT_DESTINATIONS_PER_SLOT,
-    DEFAULT_DEVICE_EXACT_PER_SLOT, DEFAULT_DEVICE_PREFIXES_PER_SLOT, DEFAULT_FLOWS,
-    DEFAULT_FRAGMENTS, DEFAULT_RULE_RECORDS_PER_SLOT, DenyEvent, Destination, DeviceKey,
-    DevicePrefix, EVENT_RING_BYTES, FRAGMENT_SOURCES, FlowKey, FragmentKey, FragmentQuota,
-    FragmentVerdict, GroupInfo, MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_NTP_ADDRESSES,
-    MAX_NTP_INTERFACES, MAX_PASS_ETHERTYPES, NTP_RATE_SOURCES, NTP_SAMPLE_RING_BYTES, NtpAddrKey,
-    NtpFastState, NtpSample, NtpScratch, REJECT_REPLY_BYTES, ROOTS_PER_SLOT, RateBucket,
-    RejectFacts, RuleRecord, SLOTS, Settings, SourceKey, Stat, TRIE_MAP_FLAGS, TrieNode, TrieSlot,
-    device_table_entries,
+    Counter, DEFAULT_COUNTERS, DEFAULT_DESTINATIONS_PER_SLOT, DEFAULT_DEVICE_EXACT_PER_SLOT,
+    DEFAULT_DEVICE_PREFIXES_PER_SLOT, DEFAULT_FRAGMENTS, DEFAULT_RULE_RECORDS_PER_SLOT, DenyEvent,
+    Destination, DeviceKey, DevicePrefix, EVENT_RING_BYTES, FRAGMENT_SOURCES, FragmentKey,
+    FragmentQuota, FragmentVerdict, GroupInfo, MAX_GATEWAY_ADDRESSES, MAX_GROUPS,
+    MAX_NTP_ADDRESSES, MAX_NTP_INTERFACES, MAX_PASS_ETHERTYPES, NTP_RATE_SOURCES,
+    NTP_SAMPLE_RING_BYTES, NtpAddrKey, NtpFastState, NtpSample, NtpScratch, REJECT_REPLY_BYTES,
+    ROOTS_PER_SLOT, RateBucket, RejectFacts, RuleRecord, SLOTS, Settings, SourceKey, Stat,
+    TRIE_MAP_FLAGS, TrieNode, TrieSlot, device_table_entries,
 };
 
 #[btf_map]
@@ -89,13 +88,6 @@ pub static TG_FRAG_SRC: LruHashMap<SourceKey, FragmentQuota, { FRAGMENT_SOURCES 
 
 #[btf_map]
 pub static TG_ETHERTYPES: HashMap<u16, u8, { MAX_PASS_ETHERTYPES as usize }> = HashMap::new();
-
-#[btf_map]
-pub static TG_FLOWS: LruHashMap<FlowKey, Allowed, { DEFAULT_FLOWS as usize }> = LruHashMap::new();
-
-/// Where a packet's `TG_FLOWS` key is built (scratch of one program run).
-#[btf_map]
-pub static TG_FLOW_KEY: PerCpuArray<FlowKey, 1> = PerCpuArray::new();
 
 #[btf_map]
 pub static TG_EVENTS: RingBuf<DenyEvent, { EVENT_RING_BYTES as usize }> = RingBuf::new();

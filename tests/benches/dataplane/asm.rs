@@ -4,7 +4,6 @@ use tollgate::datapath::{XDP_DROP, XDP_PASS};
 
 // BPF helper function ids (include/uapi/linux/bpf.h).
 const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
-const HELPER_MAP_UPDATE_ELEM: i32 = 2;
 pub const HELPER_KTIME_GET_NS: i32 = 5;
 pub const HELPER_KTIME_GET_COARSE_NS: i32 = 160;
 pub const HELPER_JIFFIES64: i32 = 118;
@@ -49,14 +48,6 @@ impl Asm {
         self.insn(0x85, 0, 0, 0, helper)
     }
 
-    /// `if r0 == 0 { r0 = XDP_PASS } else { r0 = XDP_DROP }; exit`: after
-    /// an update, says whether it succeeded.
-    pub fn pass_if_zero(self) -> Asm {
-        self.insn(0x15, 0, 0, 2, 0)
-            .ret(XDP_DROP as i32)
-            .ret(XDP_PASS as i32)
-    }
-
     /// Stores `bytes` on the stack at `base` (8-byte aligned, below r10).
     fn stack(mut self, base: i16, bytes: &[u8]) -> Asm {
         let mut padded = bytes.to_vec();
@@ -84,19 +75,5 @@ impl Asm {
         self.stack(base, key)
             .map_and_pointer(map_fd, 2, base)
             .call(HELPER_MAP_LOOKUP_ELEM)
-    }
-
-    /// `bpf_map_update_elem(map, &key, &value, BPF_ANY)`, both on the stack.
-    pub fn update(self, map_fd: i32, key: &[u8], value: &[u8]) -> Asm {
-        let key_base = -((key.len().div_ceil(8) * 8) as i16);
-        let value_base = key_base - (value.len().div_ceil(8) * 8) as i16;
-        self.stack(key_base, key)
-            .stack(value_base, value)
-            .map_and_pointer(map_fd, 2, key_base)
-            // r3 = r10 + value_base; r4 = 0.
-            .insn(0xbf, 3, 10, 0, 0)
-            .insn(0x07, 3, 0, 0, i32::from(value_base))
-            .insn(0xb7, 4, 0, 0, 0)
-            .call(HELPER_MAP_UPDATE_ELEM)
     }
 }

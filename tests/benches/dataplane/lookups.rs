@@ -10,7 +10,7 @@ use tollgate_common::{DESTINATION_HEADER_BITS, DEVICE_PREFIX_HEADER_BITS, FAMILY
 use crate::{
     asm::Asm,
     bpf::{self, ProgType},
-    fixtures::{Family, PORT, frame_any},
+    fixtures::{Family, frame_any},
     measure::{Cell, Measure},
     report::count,
     setup::Setup,
@@ -50,7 +50,6 @@ pub fn lookup_costs(
         Ok(())
     };
     let name = family.name();
-    let mut insert = None;
     if family == Family::V4 && devices >= 100_000 {
         time(
             format!(
@@ -95,35 +94,6 @@ pub fn lookup_costs(
                 found,
             )?;
         }
-        // The allow probe's flow, remembered by one run under the
-        // generation in force.
-        let (action, _) = setup.dataplane.test_run_xdp(&probes.allow, 1)?;
-        ensure!(action == XDP_PASS);
-        let (_, _, dst) = family_key(probes.allow_dst);
-        let mut key = setup.dataplane.generation().to_ne_bytes().to_vec();
-        key.extend_from_slice(&PORT.to_ne_bytes());
-        key.extend_from_slice(&[6, fam]);
-        key.extend_from_slice(&addr);
-        key.extend_from_slice(&dst);
-        time(
-            format!("TG_FLOWS LRU hash, {name} allow flow, hit (established flows)"),
-            map("TG_FLOWS")?,
-            key.clone(),
-            true,
-        )?;
-        // The insert of a new flow, timed as the update of one key in a
-        // generation far from the live one (an LRU update takes a free
-        // node and releases the old one: the work of an insert).
-        key[..4].copy_from_slice(&(setup.dataplane.generation() ^ 1 << 31).to_ne_bytes());
-        let program = Asm::new()
-            .update(map("TG_FLOWS")?, &key, &[0; 8])
-            .pass_if_zero();
-        let fd = bpf::prog_load(ProgType::Xdp, &program.0, "tg_insert")?;
-        let cell = measure.run(|f, r| bpf::test_run(&fd, f, r), &frame_any(), XDP_PASS)?;
-        insert = Some((
-            format!("TG_FLOWS LRU hash update, {name} (a new flow's insert)"),
-            cell,
-        ));
         if family == Family::V4 {
             time(
                 "TG_COUNTERS per-CPU array (twice per packet)".into(),
@@ -151,7 +121,6 @@ pub fn lookup_costs(
             )?;
         }
     }
-    out.extend(insert);
     Ok(out)
 }
 

@@ -40,16 +40,14 @@
 //!   192.0.2.1 / 2001:db8::1 (in no list: the group default decides), *deny
 //!   (rule)* to the last blocked prefix. Denies also run the deny-event rate
 //!   limiter (100/s by default: the steady state of a deny flood).
-//! - **Established and new flows**: a repeated frame is one flow, so from
-//!   its second run on, *allow* takes the flow cache (`TG_FLOWS`): that is
-//!   the cost of an established flow's packets. Denies are never cached.
-//!   *Allow (new flow)* is the first packet of a flow: the full decision
-//!   plus the insert into the cache. It is measured with `repeat` = 1 on
-//!   250 frames from 250 devices (per trial, the same policy is installed
-//!   again first: a new generation, so every flow is new), and the trial's
-//!   value is the median of those 250 runs. Its floor is measured the same
-//!   way, frame by frame in between, because one run at a time carries the
-//!   timer's own cost.
+//! - **Established and new flows**: a repeated frame is one flow, run from
+//!   warm caches: the cost of an established flow's packets. There is no
+//!   flow cache, so every packet takes the full decision. *Allow (new
+//!   flow)* is the first packet of a flow, from cold caches: it is measured
+//!   with `repeat` = 1 on 250 frames from 250 devices (per trial, the same
+//!   policy is installed again first), and the trial's value is the median
+//!   of those 250 runs. Its floor is measured the same way, frame by frame
+//!   in between, because one run at a time carries the timer's own cost.
 //! - **xdp-filter** (xdp-tools, `/usr/sbin/xdp-filter`): loaded with
 //!   `xdp-filter load -m skb -p deny -f ipv4,ipv6` on a veth in a namespace
 //!   of our own (its allow-list program, `xdpfilt_dny_ip`), filled with

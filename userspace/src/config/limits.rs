@@ -33,11 +33,11 @@ pub struct Limits {
     /// Fragmented datagrams whose first fragment verdict is remembered.
     #[serde(default = "default_fragments")]
     pub fragments: u32,
-    /// Allowed flows whose verdict is remembered, so that their later
-    /// packets skip the group and destination lookups (least recently used
-    /// go first; kernel memory: about 110 bytes each).
-    #[serde(default = "default_flow_cache")]
-    pub flow_cache: u32,
+    /// Obsolete: the size of the flow cache, which is gone (every packet
+    /// takes the decision, which costs what a cache hit did). Accepted so
+    /// that configurations that set it still load; a start warns about it.
+    #[serde(default)]
+    pub flow_cache: Option<u32>,
     /// How long the later fragments of an allowed first fragment follow its
     /// verdict; after that they are judged with the port unknown. The
     /// default is the kernel's own reassembly timeout.
@@ -87,7 +87,7 @@ impl Default for Limits {
             counters: default_counters(),
             rule_records: default_rule_records(),
             fragments: default_fragments(),
-            flow_cache: default_flow_cache(),
+            flow_cache: None,
             fragment_lifetime: default_fragment_lifetime(),
             fragments_per_source: default_fragments_per_source(),
             policy_file_bytes: default_policy_file_bytes(),
@@ -109,7 +109,6 @@ impl Limits {
             ("counters", self.counters),
             ("rule-records", self.rule_records),
             ("fragments", self.fragments),
-            ("flow-cache", self.flow_cache),
         ] {
             if value == 0 || value > 1 << 26 {
                 return Err(format!(
@@ -176,9 +175,6 @@ fn default_rule_records() -> u32 {
 }
 fn default_fragments() -> u32 {
     tollgate_common::DEFAULT_FRAGMENTS
-}
-fn default_flow_cache() -> u32 {
-    tollgate_common::DEFAULT_FLOWS
 }
 fn default_fragment_lifetime() -> Duration {
     Duration::from_secs(30)

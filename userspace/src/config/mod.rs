@@ -302,6 +302,13 @@ impl Config {
     /// What is allowed but probably not meant.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if self.limits.flow_cache.is_some() {
+            out.push(
+                "limits.flow-cache is obsolete and ignored: there is no flow cache any more \
+                 (every packet takes the full decision); remove the key"
+                    .into(),
+            );
+        }
         if self.ntp.allow.iter().any(|net| net.prefix_len() == 0) {
             out.push(
                 "ntp.allow covers every address: anyone who can reach ntp.listen gets the time"

@@ -246,6 +246,14 @@ fn open_ntp_and_a_rate_limit_that_is_off_are_warned_about() {
 }
 
 #[test]
+fn the_obsolete_flow_cache_limit_still_loads_and_is_warned_about() {
+    let c = parse("interfaces: [eth1]\npolicy-dir: /p\nlimits:\n  flow-cache: 65536\n").unwrap();
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("limits.flow-cache is obsolete"), "{w:?}");
+}
+
+#[test]
 fn interfaces_are_required() {
     let e = parse("interfaces: []\npolicy-dir: /p\n").unwrap_err();
     assert!(e.contains("interfaces: name at least one"), "{e}");

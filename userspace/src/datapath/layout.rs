@@ -6,18 +6,18 @@ use std::path::Path;
 use anyhow::Result;
 use aya::maps::MapInfo;
 use tollgate_common::{
-    Allowed, Counter, Destination, DeviceKey, DevicePrefix, EVENT_RING_BYTES, FRAGMENT_SOURCES,
-    FlowKey, FragmentKey, FragmentQuota, FragmentVerdict, GroupInfo, LEARNED_ENTRIES, LearnedKey,
-    LearnedValue, MAP_ACTIVE, MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT,
-    MAP_DEVICE_PREFIX, MAP_EVENT_LIMITER, MAP_EVENTS, MAP_FLOW_KEY, MAP_FLOWS,
-    MAP_FRAGMENT_SOURCES, MAP_FRAGMENTS, MAP_GATEWAY, MAP_GRACE, MAP_GROUPS, MAP_LEARNED,
-    MAP_NTP_ADDRS, MAP_NTP_IFACES, MAP_NTP_PROG, MAP_NTP_RATE, MAP_NTP_SAMPLES, MAP_NTP_SCRATCH,
-    MAP_NTP_STATE, MAP_NTP_TC, MAP_PASS_ETHERTYPES, MAP_REJECT_LIMITER, MAP_REJECT_PACKET,
-    MAP_REJECT_REPLY, MAP_REJECT_TC, MAP_REJECT_XDP, MAP_RULESETS, MAP_SETTINGS, MAP_STATS,
-    MAP_TRIE, MAP_TRIE_ROOTS, MAX_GATEWAY_ADDRESSES, MAX_GROUPS, MAX_NTP_ADDRESSES,
-    MAX_NTP_INTERFACES, MAX_PASS_ETHERTYPES, NTP_RATE_SOURCES, NTP_SAMPLE_RING_BYTES, NtpAddrKey,
-    NtpFastState, NtpScratch, REJECT_REPLY_BYTES, ROOTS_PER_SLOT, RateBucket, RejectFacts,
-    RuleRecord, SLOTS, Settings, SourceKey, Stat, TrieNode, TrieSlot, device_table_entries,
+    Counter, Destination, DeviceKey, DevicePrefix, EVENT_RING_BYTES, FRAGMENT_SOURCES, FragmentKey,
+    FragmentQuota, FragmentVerdict, GroupInfo, LEARNED_ENTRIES, LearnedKey, LearnedValue,
+    MAP_ACTIVE, MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT,
+    MAP_DEVICE_PREFIX, MAP_EVENT_LIMITER, MAP_EVENTS, MAP_FRAGMENT_SOURCES, MAP_FRAGMENTS,
+    MAP_GATEWAY, MAP_GRACE, MAP_GROUPS, MAP_LEARNED, MAP_NTP_ADDRS, MAP_NTP_IFACES, MAP_NTP_PROG,
+    MAP_NTP_RATE, MAP_NTP_SAMPLES, MAP_NTP_SCRATCH, MAP_NTP_STATE, MAP_NTP_TC, MAP_PASS_ETHERTYPES,
+    MAP_REJECT_LIMITER, MAP_REJECT_PACKET, MAP_REJECT_REPLY, MAP_REJECT_TC, MAP_REJECT_XDP,
+    MAP_RULESETS, MAP_SETTINGS, MAP_STATS, MAP_TRIE, MAP_TRIE_ROOTS, MAX_GATEWAY_ADDRESSES,
+    MAX_GROUPS, MAX_NTP_ADDRESSES, MAX_NTP_INTERFACES, MAX_PASS_ETHERTYPES, NTP_RATE_SOURCES,
+    NTP_SAMPLE_RING_BYTES, NtpAddrKey, NtpFastState, NtpScratch, REJECT_REPLY_BYTES,
+    ROOTS_PER_SLOT, RateBucket, RejectFacts, RuleRecord, SLOTS, Settings, SourceKey, Stat,
+    TrieNode, TrieSlot, device_table_entries,
 };
 
 use crate::config::Limits;
@@ -109,13 +109,6 @@ pub fn specs(limits: &Limits) -> Vec<MapSpec> {
             FRAGMENT_SOURCES,
         ),
         fixed(MAP_PASS_ETHERTYPES, 2, 1, MAX_PASS_ETHERTYPES),
-        sized(
-            MAP_FLOWS,
-            size::<FlowKey>(),
-            size::<Allowed>(),
-            limits.flow_cache,
-        ),
-        fixed(MAP_FLOW_KEY, 4, size::<FlowKey>(), 1),
         fixed(MAP_EVENTS, 0, 0, EVENT_RING_BYTES),
         fixed(MAP_EVENT_LIMITER, 4, size::<RateBucket>(), 1),
         fixed(MAP_REJECT_LIMITER, 4, size::<RateBucket>(), 1),

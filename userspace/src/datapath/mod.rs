@@ -5,9 +5,9 @@
 //! Policy tables are double-buffered (see `tollgate-common`). `install`
 //! writes the inactive slot — only the entries that differ from what it
 //! holds — then flips `TG_ACTIVE` to the next policy generation (its low
-//! bit is the slot) with one 4-byte store. The remembered verdicts of allowed
-//! flows (`TG_FLOWS`) are keyed by generation, so the flip retires them all
-//! without a flush. A slot that was
+//! bit is the slot) with one 4-byte store. The remembered verdicts of
+//! allowed first fragments (`TG_FRAGS`) are keyed by generation, so the flip
+//! retires them all without a flush. A slot that was
 //! active is written only after an RCU grace period (an update of the
 //! `TG_GRACE` array-of-maps returns only after one), so no packet that
 //! started under the old policy can see the slot change under it. `install`

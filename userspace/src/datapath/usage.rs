@@ -4,7 +4,7 @@
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::maps::{HashMap, MapData};
 use tollgate_common::{
-    MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT, MAP_DEVICE_PREFIX, MAP_FLOWS, MAP_FRAGMENTS,
+    MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT, MAP_DEVICE_PREFIX, MAP_FRAGMENTS,
     MAP_GATEWAY, MAP_RULESETS,
 };
 
@@ -19,25 +19,24 @@ pub struct MapUsage {
 }
 
 /// The maps whose fill is reported: the policy maps (both slots) and
-/// counters, from what the controller installed, and the LRU caches the
-/// program fills, by counting their keys.
-pub const REPORTED_MAPS: [&str; 8] = [
+/// counters, from what the controller installed, and the fragment cache
+/// the program fills, by counting its keys.
+pub const REPORTED_MAPS: [&str; 7] = [
     MAP_DEVICE_EXACT,
     MAP_GATEWAY,
     MAP_DEVICE_PREFIX,
     MAP_DESTINATIONS,
     MAP_RULESETS,
     MAP_COUNTERS,
-    MAP_FLOWS,
     MAP_FRAGMENTS,
 ];
 
 impl Dataplane {
     /// How full the [`REPORTED_MAPS`] are. The policy maps count the
     /// entries of both slots as installed (a slot not known since an
-    /// adoption is read back once, as the next install would); the LRU
-    /// caches are walked key by key (one syscall per entry: about
-    /// `limits.flow-cache` + `limits.fragments` syscalls when full).
+    /// adoption is read back once, as the next install would); the fragment
+    /// cache is walked key by key (one syscall per entry: about
+    /// `limits.fragments` syscalls when full).
     pub fn map_usage(&mut self) -> Result<Vec<MapUsage>> {
         for slot in 0..2u8 {
             if self.slots[usize::from(slot)].is_none() {
@@ -89,7 +88,6 @@ impl Dataplane {
             .map(name)
             .ok_or_else(|| anyhow!("BPF object has no map {name}"))?;
         match name {
-            MAP_FLOWS => count::<tollgate_common::FlowKey, tollgate_common::Allowed>(map),
             MAP_FRAGMENTS => {
                 count::<tollgate_common::FragmentKey, tollgate_common::FragmentVerdict>(map)
             }
@@ -100,8 +98,8 @@ impl Dataplane {
 }
 
 /// Entries of a hash map, counted key by key: one `BPF_MAP_GET_NEXT_KEY`
-/// syscall each (about 2 µs: 150 ms for a full TG_FLOWS and TG_FRAGS at
-/// their default sizes, 81,920 entries, in a debug build).
+/// syscall each (about 2 µs: about 30 ms for a full TG_FRAGS at its
+/// default size, 16,384 entries, in a debug build).
 fn count_entries<T: std::borrow::Borrow<MapData>, K: aya::Pod, V: aya::Pod>(
     map: &HashMap<T, K, V>,
 ) -> Result<u64> {
@@ -119,28 +117,25 @@ mod tests {
 
     use super::*;
 
-    /// What counting a full LRU cache costs a scrape: TG_FLOWS at its
-    /// default size (65,536) plus TG_FRAGS (16,384). Needs CAP_BPF.
+    /// What counting the full fragment cache costs a scrape: TG_FRAGS at
+    /// its default size (16,384). Needs CAP_BPF.
     #[test]
-    fn counting_full_caches_key_by_key() {
+    fn counting_a_full_cache_key_by_key() {
         if unsafe { libc::geteuid() } != 0 {
             eprintln!("skipped: needs root");
             return;
         }
-        let sizes = [
-            tollgate_common::DEFAULT_FLOWS,
-            tollgate_common::DEFAULT_FRAGMENTS,
-        ];
+        let sizes = [tollgate_common::DEFAULT_FRAGMENTS];
         let mut maps = Vec::new();
         for size in sizes {
-            // Keys of TG_FLOWS's size; the count does not read values.
+            // Keys of TG_FRAGS's size; the count does not read values.
             let mut map =
-                HashMap::<MapData, [u8; size_of::<tollgate_common::FlowKey>()], u64>::create(
+                HashMap::<MapData, [u8; size_of::<tollgate_common::FragmentKey>()], u64>::create(
                     size, 0,
                 )
                 .unwrap();
             for i in 0..size {
-                let mut key = [0u8; size_of::<tollgate_common::FlowKey>()];
+                let mut key = [0u8; size_of::<tollgate_common::FragmentKey>()];
                 key[..4].copy_from_slice(&i.to_le_bytes());
                 map.insert(key, u64::from(i), 0).unwrap();
             }

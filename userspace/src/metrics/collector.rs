@@ -92,7 +92,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ),
     (
         "tollgate_flow_cache_hits_total",
-        "Allowed packets that took their flow's remembered verdict (same policy generation) instead of the full lookup.",
+        "Always 0: there is no flow cache any more (every packet takes the decision, which costs what a cache hit did). Kept so that dashboards and alerts that read it keep working.",
     ),
     (
         "tollgate_reject_replies_total",
@@ -124,7 +124,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ),
     (
         "tollgate_map_entries",
-        "Entries in each BPF map: the policy maps (both slots) and counters as installed, the LRU caches (TG_FLOWS, TG_FRAGS) counted at scrape time.",
+        "Entries in each BPF map: the policy maps (both slots) and counters as installed, the fragment cache (TG_FRAGS) counted at scrape time.",
     ),
     (
         "tollgate_map_capacity",
@@ -243,6 +243,8 @@ impl DataplaneCollector {
             families.counter("tollgate_rule_bytes_total", &labels, c.bytes);
         }
 
+        // Deprecated, see its help text.
+        families.counter("tollgate_flow_cache_hits_total", &[], 0);
         for stat in Stat::ALL {
             let c = dp.stat(stat)?;
             match stat {
@@ -276,9 +278,6 @@ impl DataplaneCollector {
                 }
                 Stat::EventsLost => {
                     families.counter("tollgate_deny_events_lost_total", &[], c.packets)
-                }
-                Stat::FlowCacheHit => {
-                    families.counter("tollgate_flow_cache_hits_total", &[], c.packets)
                 }
                 Stat::RejectReplyTcpReset | Stat::RejectReplyIcmp | Stat::RejectReplyIcmp6 => {
                     let kind = match stat {

@@ -382,54 +382,6 @@ mod tests {
         }
     }
 
-    /// The image of one slot of `yaml`, compiled as a single file.
-    fn image_of(yaml: &str) -> (CompiledPolicy, SlotImage) {
-        use crate::{
-            compile::compile,
-            config::Limits,
-            policy::{Environment, Source, from_sources},
-        };
-        let env = Environment {
-            gateway: vec![],
-            ntp: vec![],
-        };
-        let source = Source {
-            path: "p.yaml".into(),
-            text: yaml.into(),
-        };
-        let policy = from_sources(&[source], &env).unwrap().policy;
-        let tables = compile(&policy, &Limits::default()).unwrap();
-        let counters: Vec<u32> = (0..tables.counters.len() as u32).collect();
-        let ids: Vec<u32> = (0..tables.groups.len() as u32).collect();
-        let image =
-            SlotImage::build(0, &tables, &counters, &ids, &SlotImage::default(), 64).unwrap();
-        (tables, image)
-    }
-
-    #[test]
-    fn only_a_group_with_fqdn_rules_looks_up_learned_addresses() {
-        let (tables, image) = image_of(
-            "groups:
-  cloud:
-    devices: [10.0.0.0/24]
-    default: deny
-    rules:
-      - allow: {to: {fqdn: [iot.example.com]}, proto: tcp, ports: [443]}
-  plain:
-    devices: [10.0.1.0/24]
-    default: deny
-    rules:
-      - allow: {to: [192.0.2.0/24], proto: tcp, ports: [443]}
-",
-        );
-        let learns = |name: &str| {
-            let id = tables.groups.iter().position(|g| &*g.name == name).unwrap();
-            image.groups[id].flags & GROUP_LEARNS != 0
-        };
-        assert!(learns("cloud"));
-        assert!(!learns("plain"));
-    }
-
     #[test]
     fn images_are_sorted_and_keep_the_last_of_a_key() {
         let mut v = vec![(3u32, 1u32), (1, 1), (3, 2), (2, 1)];
