@@ -2,9 +2,8 @@
 //! the policy flips 100 times between two versions that both allow the flow
 //! through different rules. A packet that saw half of each version would hit
 //! a group default (deny) instead; none may, and the counters add up. Every
-//! datagram of the test is one flow, so this also shows that each flip
-//! retires the remembered flow verdict of the version before: without that,
-//! every datagram would stay with the first version's rule. And a policy
+//! datagram of the test is one flow, so this also shows that each datagram
+//! takes the rule of the version in force when it arrives. And a policy
 //! staged but not yet flipped is seen by the probe (the daemon's check of
 //! `expect:` cases) and by no packet.
 
