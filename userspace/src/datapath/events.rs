@@ -1,11 +1,9 @@
 //! Deny events from the ring buffer, decoded.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use anyhow::{Result, anyhow};
-use tollgate_common::{
-    DecisionReason, DenyEvent, EVENT_FRAGMENT, EVENT_PORT_KNOWN, FAMILY_V4, Verdict,
-};
+use tollgate_common::{DecisionReason, DenyEvent, EVENT_FRAGMENT, EVENT_PORT_KNOWN, Verdict};
 
 /// One deny or audit-deny decision, as userspace sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,13 +27,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event> {
     }
     // SAFETY: length checked; DenyEvent is plain old data.
     let e: DenyEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-    let addr = |b: [u8; 16]| -> IpAddr {
-        if e.family == FAMILY_V4 {
-            Ipv4Addr::new(b[0], b[1], b[2], b[3]).into()
-        } else {
-            Ipv6Addr::from(b).into()
-        }
-    };
+    let addr = |b: [u8; 16]| -> IpAddr { super::address_of(e.family, b) };
     Ok(Event {
         src: addr(e.src),
         dst: addr(e.dst),

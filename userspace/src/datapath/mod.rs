@@ -81,6 +81,16 @@ use crate::{
 pub static PROGRAM_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tollgate"));
 
+/// An address as the maps store it (a family tag, and IPv4 in the first 4
+/// of 16 bytes) as an `IpAddr`; any tag but IPv4's reads as IPv6.
+pub(crate) fn address_of(family: u8, bytes: [u8; 16]) -> std::net::IpAddr {
+    if family == tollgate_common::FAMILY_V4 {
+        std::net::Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).into()
+    } else {
+        std::net::Ipv6Addr::from(bytes).into()
+    }
+}
+
 /// XDP return codes (`enum xdp_action`), as `BPF_PROG_TEST_RUN` reports them.
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;

@@ -3,7 +3,7 @@
 //! (`tollgate_common::ntp`; the program's side is
 //! `ebpf/program/src/ntp.rs`), and the samples of what it answered.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::maps::{Array, HashMap, MapData, RingBuf};
@@ -66,8 +66,7 @@ pub fn decode_sample(bytes: &[u8]) -> Result<FastSample> {
     // SAFETY: length checked; NtpSample is plain old data.
     let s: NtpSample = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
     let source = match s.family {
-        FAMILY_V4 => IpAddr::V4(Ipv4Addr::new(s.addr[0], s.addr[1], s.addr[2], s.addr[3])),
-        FAMILY_V6 => IpAddr::V6(Ipv6Addr::from(s.addr)),
+        FAMILY_V4 | FAMILY_V6 => super::address_of(s.family, s.addr),
         f => anyhow::bail!("NTP sample of address family {f}"),
     };
     Ok(FastSample {

@@ -159,7 +159,7 @@ impl Dataplane {
             start == Start::Adopted,
         )?;
         let mut settings: Array<MapData, Settings> = take(&mut ebpf, MAP_SETTINGS)?;
-        settings.set(0, runtime_settings(options), 0)?;
+        settings.set(0, runtime_settings(options, geometry), 0)?;
         let mut ethertypes: HashMap<MapData, u16, u8> = take(&mut ebpf, MAP_PASS_ETHERTYPES)?;
         // Pinned with the rest: what an earlier configuration passed goes.
         let old: Vec<u16> = ethertypes.keys().collect::<Result<_, _>>()?;
@@ -222,10 +222,10 @@ where
     T::try_from(map).with_context(|| format!("map {name}"))
 }
 
-/// The program's runtime knobs: the deny-event and reject-reply limiters
-/// and the fragment cache's lifetime and per-source quota.
-fn runtime_settings(options: &Options) -> Settings {
-    let geometry = Geometry::for_devices(options.limits.device_addresses);
+/// The program's runtime knobs: the deny-event and reject-reply limiters,
+/// the fragment cache's lifetime and per-source quota, and the exact device
+/// table's `geometry`.
+fn runtime_settings(options: &Options, geometry: Geometry) -> Settings {
     let events = &options.deny_events;
     let (event_interval_ns, event_burst_ns) = gcra(events.rate, events.burst);
     let replies = &options.reject_replies;

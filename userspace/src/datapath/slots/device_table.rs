@@ -18,6 +18,7 @@ use tollgate_common::{
 };
 
 use super::mapped::MappedWords;
+use crate::datapath::address_of;
 
 /// Buckets a failed insert's search visits at most: far beyond the chains
 /// a table loaded to 80 % needs (a few moves), and bounded in time.
@@ -90,19 +91,11 @@ struct Place {
 /// first, the others 0).
 type Address = [u32; 4];
 
-fn address_of(key: &DeviceKey) -> Address {
+fn stored_words(key: &DeviceKey) -> Address {
     let a = key.addr;
     std::array::from_fn(|i| {
         u32::from_be_bytes([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]])
     })
-}
-
-fn ip_of(key: &DeviceKey) -> std::net::IpAddr {
-    if key.family == FAMILY_V4 {
-        std::net::Ipv4Addr::new(key.addr[0], key.addr[1], key.addr[2], key.addr[3]).into()
-    } else {
-        std::net::Ipv6Addr::from(key.addr).into()
-    }
 }
 
 /// The exact device table of both slots.
@@ -187,7 +180,7 @@ impl<W: Words> DeviceTable<W> {
 
     /// The group of `key`'s device, if the table has it.
     pub fn get(&self, key: &DeviceKey) -> Option<u32> {
-        let addr = address_of(key);
+        let addr = stored_words(key);
         self.find(key.slot, key.family, &addr)
             .map(|p| self.read(key.family, p).1)
     }
@@ -198,11 +191,11 @@ impl<W: Words> DeviceTable<W> {
         if group == DEVICE_FREE {
             bail!(
                 "device {} in group id {group}, which marks a free entry",
-                ip_of(key)
+                address_of(key.family, key.addr)
             );
         }
         let (slot, family) = (key.slot, key.family);
-        let addr = address_of(key);
+        let addr = stored_words(key);
         if let Some(p) = self.find(slot, family, &addr) {
             self.write(family, p, addr, group);
             return Ok(());
@@ -220,7 +213,7 @@ impl<W: Words> DeviceTable<W> {
             bail!(
                 "the exact device table of slot {slot} (IPv{family}, {buckets} buckets) has \
                  no room left near {}: raise limits.device-addresses",
-                ip_of(key)
+                address_of(key.family, key.addr)
             );
         };
         // chain[0] is in one of the new address's buckets; each next place
@@ -272,7 +265,7 @@ impl<W: Words> DeviceTable<W> {
 
     /// Removes `key`'s device; false if the table did not have it.
     pub fn remove(&mut self, key: &DeviceKey) -> bool {
-        let addr = address_of(key);
+        let addr = stored_words(key);
         match self.find(key.slot, key.family, &addr) {
             Some(p) => {
                 self.write(key.family, p, [0; 4], DEVICE_FREE);
