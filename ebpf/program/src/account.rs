@@ -61,8 +61,8 @@ pub fn report(p: &Packet, d: &Decision) {
         flags |= EVENT_FRAGMENT;
     }
     let event = DenyEvent {
-        src: p.src,
-        dst: p.dst,
+        src: p.src.bytes(),
+        dst: p.dst.bytes(),
         counter: d.counter,
         dport: p.dport,
         proto: p.proto,

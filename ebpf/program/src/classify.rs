@@ -1,7 +1,8 @@
-//! The flat classifier's walker: the longest prefix of a trie that covers
-//! an address, by array lookups only (precedence steps 4 and 6), and the
-//! exact device table's lookup (step 4, `tollgate_common::device_table`:
-//! at most two 64-byte buckets).
+//! The flat classifier: a packet's group from its source (precedence steps
+//! 4-5: the exact device table, `tollgate_common::device_table`, at most
+//! two 64-byte buckets, else the longest prefix of the device trie), then
+//! the head of its rule list from its destination (step 6: the longest
+//! prefix of the group's trie), by array lookups only, in one call.
 //!
 //! # Structure
 //! A multibit trie per (slot, family, tree) in `TG_TRIE`, as
@@ -25,43 +26,82 @@
 //! leaf.
 
 use tollgate_common::{
-    DEVICE_FREE, FAMILY_V4, NO_TRIE, NODE_WORDS, ROOT_STRIDE, ROOTS_PER_SLOT, STRIDE, TRIE_CHILD,
-    TRIE_NODES_PER_SLOT, TRIE_NONE, TRIE_WORDS_PER_SLOT, V4_PER_BUCKET, V6_ENTRY_WORDS,
-    V6_PER_BUCKET, device_buckets, device_hash, root_index,
+    DEVICE_FREE, DEVICE_TREE, FAMILY_V4, FAMILY_V6, MAX_GROUPS, NO_TRIE, NODE_WORDS, ROOT_STRIDE,
+    ROOTS_PER_SLOT, STRIDE, TRIE_CHILD, TRIE_NODES_PER_SLOT, TRIE_NONE, TRIE_WORDS_PER_SLOT,
+    UNKNOWN_GROUP, V4_PER_BUCKET, V6_ENTRY_WORDS, V6_PER_BUCKET, device_buckets, device_hash,
+    root_index,
 };
 
-use crate::maps::{TG_DEV_EXACT, TG_ROOTS, TG_SETTINGS, TG_TRIE};
+use crate::{
+    maps::{TG_DEV_EXACT, TG_ROOTS, TG_SETTINGS, TG_TRIE},
+    parse::Addr,
+};
 
-/// The payload of the longest prefix of trie (`slot`, `family`, `tree`)
-/// that covers `addr`, or `TRIE_NONE`.
-#[inline(always)]
-pub fn longest_match(slot: u32, family: u8, tree: u32, addr: &[u8; 16]) -> u32 {
-    let [hi, lo] = halves(addr);
-    tollgate_trie_walk(root_index(slot, family, tree), hi, lo)
+/// A packet's group (steps 4-5) and, for a known device, the head of its
+/// destination's rule list in the group's trie (step 6).
+pub struct Classified {
+    /// `UNKNOWN_GROUP` for a device in no group.
+    pub group: u32,
+    /// `TRIE_NONE` when no destination prefix of the group covers the
+    /// address, and for a device in no group.
+    pub record: u32,
 }
 
-/// An address as big-endian halves, the scalars the global functions take:
-/// bit 0 of the address is the top bit of the first.
+/// Classifies a packet of `family` from `src` to `dst` under `slot`.
 #[inline(always)]
-pub fn halves(addr: &[u8; 16]) -> [u64; 2] {
-    [
-        u64::from_be_bytes([
-            addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
-        ]),
-        u64::from_be_bytes([
-            addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
-        ]),
-    ]
+pub fn classify(slot: u32, family: u8, src: Addr, dst: Addr) -> Classified {
+    let ([src_hi, src_lo], [dst_hi, dst_lo]) = (src.halves(), dst.halves());
+    let table = slot << 1 | u32::from(family != FAMILY_V4);
+    let packed = tollgate_classify(table, src_hi, src_lo, dst_hi, dst_lo);
+    Classified {
+        group: (packed >> 32) as u32,
+        record: packed as u32,
+    }
 }
 
-/// The walk itself, a global function (a BPF-to-BPF call with scalar
-/// arguments, which the verifier checks once, on its own, rather than at
-/// every call in every hook's paths): inlined into each hook twice, its
-/// unrolled loop would pass both the hooks' 512-byte stack and the
-/// verifier's budget.
+/// The lookups of [`classify`] in one global function: a BPF-to-BPF call
+/// with scalar arguments, which the verifier checks once, on its own,
+/// rather than at every call in every hook's paths (inlined into the
+/// hooks, the walks' unrolled loops would pass both their 512-byte stack
+/// and the verifier's budget). One call, not one per lookup: a call and its
+/// return cost about 8 ns on the bench machine (the kernel's return thunk,
+/// BENCHMARKS.md), as much as the rest of an exact device lookup. `table`
+/// is the slot (bits 1..) and the family (bit 0: IPv6); the result is the
+/// group (high half) and the record (low half).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn tollgate_trie_walk(root: u32, hi: u64, lo: u64) -> u32 {
+pub extern "C" fn tollgate_classify(
+    table: u32,
+    src_hi: u64,
+    src_lo: u64,
+    dst_hi: u64,
+    dst_lo: u64,
+) -> u64 {
+    let slot = table >> 1;
+    let family = if table & 1 == 0 { FAMILY_V4 } else { FAMILY_V6 };
+    // step 4: the exact source address, else the longest device prefix,
+    // else group 0
+    let mut group = exact_device(table, src_hi, src_lo);
+    if group == DEVICE_FREE {
+        group = match longest_match(root_index(slot, family, DEVICE_TREE), src_hi, src_lo) {
+            TRIE_NONE => UNKNOWN_GROUP,
+            group => group,
+        };
+    }
+    // step 5: a device in no group has no destination to look up
+    let record = if group == UNKNOWN_GROUP || group >= MAX_GROUPS {
+        TRIE_NONE
+    } else {
+        // step 6: the group's longest destination prefix containing D
+        longest_match(root_index(slot, family, group), dst_hi, dst_lo)
+    };
+    u64::from(group) << 32 | u64::from(record)
+}
+
+/// The payload of the longest prefix of the trie at `TG_ROOTS[root]` that
+/// covers the address of big-endian halves `hi` and `lo`, or `TRIE_NONE`.
+#[inline(always)]
+fn longest_match(root: u32, hi: u64, lo: u64) -> u32 {
     let Some(&base) = TG_ROOTS.get(root) else {
         return TRIE_NONE;
     };
@@ -109,19 +149,10 @@ pub extern "C" fn tollgate_trie_walk(root: u32, hi: u64, lo: u64) -> u32 {
     }
 }
 
-/// The group of the exact device address `addr` of `family` in `slot`, or
-/// `DEVICE_FREE`.
+/// The group of the exact device address of big-endian halves `hi` and
+/// `lo` in `table` (as [`tollgate_classify`] takes it), or `DEVICE_FREE`.
 #[inline(always)]
-pub fn exact_device(slot: u32, family: u8, addr: &[u8; 16]) -> u32 {
-    let [hi, lo] = halves(addr);
-    tollgate_exact_device(slot << 1 | u32::from(family != FAMILY_V4), hi, lo)
-}
-
-/// The lookup itself, a global function with scalar arguments like the trie
-/// walk. `table` is the slot (bits 1..) and the family (bit 0: IPv6).
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn tollgate_exact_device(table: u32, hi: u64, lo: u64) -> u32 {
+fn exact_device(table: u32, hi: u64, lo: u64) -> u32 {
     let Some(settings) = TG_SETTINGS.get(0) else {
         return DEVICE_FREE;
     };

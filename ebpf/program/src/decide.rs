@@ -15,10 +15,10 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use tollgate_common::{
-    Allowed, DEVICE_FREE, DEVICE_TREE, DecisionReason, DeviceKey, FragmentKey, FragmentQuota,
-    FragmentVerdict, GROUP_AUDIT, GROUP_DEFAULT_DENY, GROUP_DEFAULT_REJECT, GroupInfo, MAX_CHAIN,
-    MAX_GROUPS, NO_RECORD, RECORD_ENTRIES, RULE_ANY_PROTO, RULE_BUILTIN, RULE_DENY, RULE_PORTS,
-    RULE_REJECT, RuleEntry, SourceKey, Stat, TRIE_NONE, UNKNOWN_GROUP, Verdict,
+    Allowed, DecisionReason, DeviceKey, FragmentKey, FragmentQuota, FragmentVerdict, GROUP_AUDIT,
+    GROUP_DEFAULT_DENY, GROUP_DEFAULT_REJECT, GroupInfo, MAX_CHAIN, MAX_GROUPS, NO_RECORD,
+    RECORD_ENTRIES, RULE_ANY_PROTO, RULE_BUILTIN, RULE_DENY, RULE_PORTS, RULE_REJECT, RuleEntry,
+    SourceKey, Stat, TRIE_NONE, UNKNOWN_GROUP, Verdict,
 };
 
 use crate::{
@@ -60,13 +60,10 @@ pub fn generation() -> u32 {
 #[inline(always)]
 pub fn decide(generation: u32, p: &Packet) -> Decision {
     let slot = generation & 1;
-    let group_id = group_of(slot, p);
-    let entry = if group_id == UNKNOWN_GROUP {
-        // step 5: unknown device, no rule applies
-        None
-    } else {
-        matching_rule(slot, group_id, p)
-    };
+    let classified = classify::classify(slot, p.family, p.src, p.dst);
+    let group_id = classified.group;
+    // step 5: an unknown device has no record, no rule applies
+    let entry = matching_rule(classified.record, p);
     let learned = match entry {
         Some(_) => None,
         None => learned_for(slot, group_id, p),
@@ -141,20 +138,6 @@ fn learned_for(slot: u32, group_id: u32, p: &Packet) -> Option<u32> {
 }
 
 #[inline(always)]
-fn group_of(slot: u32, p: &Packet) -> u32 {
-    // step 4: the exact source address
-    let group = classify::exact_device(slot, p.family, &p.src);
-    if group != DEVICE_FREE {
-        return group;
-    }
-    // step 4: else the longest device prefix, else group 0
-    match classify::longest_match(slot, p.family, DEVICE_TREE, &p.src) {
-        TRIE_NONE => UNKNOWN_GROUP,
-        group => group,
-    }
-}
-
-#[inline(always)]
 fn group_info(slot: u32, group_id: u32) -> GroupInfo {
     let group_id = if group_id < MAX_GROUPS {
         group_id
@@ -167,16 +150,14 @@ fn group_info(slot: u32, group_id: u32) -> GroupInfo {
         .unwrap_or_default()
 }
 
+/// The first entry of the rule list from `head` (step 6's record, found by
+/// `classify`) that matches the packet.
 #[inline(always)]
-fn matching_rule(slot: u32, group_id: u32, p: &Packet) -> Option<RuleEntry> {
-    if group_id >= MAX_GROUPS {
+fn matching_rule(head: u32, p: &Packet) -> Option<RuleEntry> {
+    if head == TRIE_NONE {
         return None;
     }
-    // step 6: the group's longest destination prefix containing D
-    let mut record = match classify::longest_match(slot, p.family, group_id, &p.dst) {
-        TRIE_NONE => return None,
-        head => head,
-    };
+    let mut record = head;
     for _ in 0..MAX_CHAIN {
         let rules = TG_RULESETS.get(record)?;
         let len = rules.len as usize;
@@ -215,7 +196,7 @@ pub fn to_gateway(p: &Packet) -> bool {
         slot: slot as u8,
         family: p.family,
         _pad: [0; 2],
-        addr: p.dst,
+        addr: p.dst.bytes(),
     };
     TG_GATEWAY.get_ptr(key).is_some()
 }
@@ -232,8 +213,8 @@ fn fragment_key(generation: u32, p: &Packet, id: u32) -> FragmentKey {
     FragmentKey {
         generation,
         id,
-        src: p.src,
-        dst: p.dst,
+        src: p.src.bytes(),
+        dst: p.dst.bytes(),
         proto: p.fragment_proto,
         family: p.family,
         _pad: [0; 2],
@@ -285,7 +266,7 @@ pub fn remember_fragment(generation: u32, p: &Packet, id: u32, allowed: Allowed)
     let source = SourceKey {
         family: p.family,
         _pad: [0; 3],
-        addr: p.src,
+        addr: p.src.bytes(),
     };
     match TG_FRAG_SRC.get_ptr_mut(source) {
         Some(quota) => {

@@ -231,7 +231,7 @@ fn filter(frame: &Frame, bytes: u64, link: Link) -> Outcome {
         Ok(Parsed::Ip(packet)) => {
             // step 2: neighbour discovery that stays on the link passes
             if packet.neighbor_discovery
-                && (parse::is_link_scope(&packet.dst) || decide::to_gateway(&packet))
+                && (parse::is_link_scope(packet.dst) || decide::to_gateway(&packet))
             {
                 account::stat(Stat::PassNeighborDiscovery, bytes);
                 return Outcome::Pass;

@@ -128,7 +128,7 @@ pub fn candidate(
     let key = unsafe { &mut (*scratch).key };
     key.family = p.family;
     key.port = p.dport.to_be_bytes();
-    key.addr = p.dst;
+    key.addr = p.dst.bytes();
     // The key by reference, where it lies: a copy would take the stack.
     let key: &NtpAddrKey = key;
     TG_NTP_ADDRS.get_ptr(key)?;

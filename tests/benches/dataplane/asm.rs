@@ -48,6 +48,12 @@ impl Asm {
         self.insn(0x85, 0, 0, 0, helper)
     }
 
+    /// `call +skip`: a BPF-to-BPF call (BPF_PSEUDO_CALL) of the function
+    /// `skip` instructions after the next one.
+    pub fn call_local(self, skip: i32) -> Asm {
+        self.insn(0x85, 0, 1, 0, skip)
+    }
+
     /// Stores `bytes` on the stack at `base` (8-byte aligned, below r10).
     fn stack(mut self, base: i16, bytes: &[u8]) -> Asm {
         let mut padded = bytes.to_vec();

@@ -69,6 +69,9 @@
 //! Run as root: `cargo bench --bench dataplane`. `DATAPLANE_BENCH_REPEAT`
 //! (default 1,000,000) and `DATAPLANE_BENCH_TRIALS` (default 9) change the
 //! repeat count and the number of trials per cell.
+//! `DATAPLANE_BENCH_TARGET_ONLY=1` measures only the target's cell (10⁵
+//! rules, 10⁶ devices) beside the floors and xdp-filter: a quick check of
+//! one change, not a result to record.
 
 mod asm;
 mod bpf;
@@ -144,8 +147,12 @@ fn main() -> Result<()> {
     let mut costs = Vec::new();
     let mut memory = Vec::new();
     let mut trie_nodes = 0;
+    let target_only = std::env::var_os("DATAPLANE_BENCH_TARGET_ONLY").is_some_and(|v| v == "1");
     for &rules in &RULE_COUNTS {
         for &devices in &DEVICE_COUNTS {
+            if target_only && (rules, devices) != (TARGET_RULES, TARGET_DEVICES) {
+                continue;
+            }
             let started = Instant::now();
             let mut setup = Setup::build(&pool, rules, devices)?;
             eprintln!(
@@ -308,6 +315,16 @@ fn main() -> Result<()> {
         let cell = measure.run(|f, r| bpf::test_run(&fd, f, r), &frame_any(), XDP_PASS)?;
         costs.push((what.into(), cell));
     }
+
+    // What a BPF-to-BPF call costs here (the classifier makes one per
+    // packet): a call of a function that only returns, then XDP_PASS.
+    let program = Asm::new().call_local(2).pass().ret(0);
+    let fd = bpf::prog_load(ProgType::Xdp, &program.0, "tg_call")?;
+    let cell = measure.run(|f, r| bpf::test_run(&fd, f, r), &frame_any(), XDP_PASS)?;
+    costs.push((
+        "a BPF-to-BPF call and its return (one per packet: the classifier)".into(),
+        cell,
+    ));
 
     let floors = floors_first.lower(&Floors::measure(&measure)?);
     let mut rows = floors.rows();
