@@ -23,7 +23,7 @@
 //! as a non-decimal number (`0x1bb`, `443.0`, `1e3`, `+22`, `0443`) is an
 //! error, since it would silently become another number.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 /// Collections nested deeper than this are refused. Policies need five
 /// levels (`groups.NAME.rules[i].allow.to[j]`).
@@ -288,7 +288,7 @@ impl Walk {
                         Some(path) if matches!(event, Event::MappingStart { .. }) => Frame::Map {
                             path,
                             key: None,
-                            seen: HashMap::new(),
+                            seen: HashMap::default(),
                         },
                         Some(path) => Frame::Seq {
                             path,

@@ -217,7 +217,7 @@ pub(super) fn validate_incremental(
                 cache.clear();
                 return Incremental::NeedsParse;
             };
-            let group = Arc::new(checker.group(at, name, spec, &mut HashMap::new()));
+            let group = Arc::new(checker.group(at, name, spec, &mut foldhash::HashMap::default()));
             validated.push(Arc::clone(&group));
             let cached = CachedGroup {
                 group,
@@ -376,7 +376,7 @@ impl Checker<'_> {
                 let mut prefixes: Vec<IpNet> = Vec::new();
                 // Lists run to 10^5 items (cloud provider ranges): a linear
                 // `contains` per item made this quadratic.
-                let mut seen: HashSet<IpNet> = HashSet::new();
+                let mut seen: foldhash::HashSet<IpNet> = foldhash::HashSet::default();
                 for (i, item) in items.values().iter().enumerate() {
                     let field = || format!("{path}{}", items.suffix(i));
                     match parse_prefix(&item.0) {
@@ -419,7 +419,8 @@ impl Checker<'_> {
                 specs.insert(name, (at, group));
             }
         }
-        let mut devices_seen: HashMap<IpNet, (&str, Origin)> = HashMap::new();
+        let mut devices_seen: foldhash::HashMap<IpNet, (&str, Origin)> =
+            foldhash::HashMap::default();
         specs
             .into_iter()
             .map(|(name, (at, spec))| Arc::new(self.group(at, name, spec, &mut devices_seen)))
@@ -433,7 +434,7 @@ impl Checker<'_> {
         at: At,
         name: &'n str,
         spec: &GroupSpec,
-        devices_seen: &mut HashMap<IpNet, (&'n str, Origin)>,
+        devices_seen: &mut foldhash::HashMap<IpNet, (&'n str, Origin)>,
     ) -> Group {
         let path = format!("groups.{name}");
         let origin = at.key(&path);

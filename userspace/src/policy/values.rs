@@ -73,12 +73,14 @@ pub(super) fn looks_like_address(text: &str) -> bool {
 /// A CIDR or a bare address (a /32 or /128). Rejects host bits (suggesting
 /// the network) and IPv4-mapped IPv6 prefixes (suggesting the IPv4 prefix).
 pub fn parse_prefix(text: &str) -> Result<IpNet, String> {
-    let shown = quote(text);
+    // Quoted only for an error: a policy parses a million of these.
+    let shown = || quote(text);
     let net = match text.split_once('/') {
         Some((addr, len)) => {
             let addr: IpAddr = addr.parse().map_err(|_| {
                 format!(
-                    "{shown} is not a CIDR: {} is not an IP address",
+                    "{} is not a CIDR: {} is not an IP address",
+                    shown(),
                     quote(addr)
                 )
             })?;
@@ -88,11 +90,15 @@ pub fn parse_prefix(text: &str) -> Result<IpNet, String> {
                 .ok()
                 .and_then(|len| IpNet::new(addr, len).ok())
                 .ok_or_else(|| {
-                    format!("{shown} is not a CIDR: the prefix length must be 0-{max}")
+                    format!(
+                        "{} is not a CIDR: the prefix length must be 0-{max}",
+                        shown()
+                    )
                 })?;
             if net.trunc() != net {
                 return Err(format!(
-                    "{shown} has host bits set; did you mean {}?",
+                    "{} has host bits set; did you mean {}?",
+                    shown(),
                     net.trunc()
                 ));
             }
@@ -100,15 +106,16 @@ pub fn parse_prefix(text: &str) -> Result<IpNet, String> {
         }
         None => IpNet::from(
             text.parse::<IpAddr>()
-                .map_err(|_| format!("{shown} is not an IP address or CIDR"))?,
+                .map_err(|_| format!("{} is not an IP address or CIDR", shown()))?,
         ),
     };
     if let IpNet::V6(v6) = net
         && let Some(v4) = ipv4_mapped(v6)
     {
         return Err(format!(
-            "{shown} is IPv4-mapped IPv6, which the dataplane never matches (it drops \
-             IPv6 packets to ::ffff:0:0/96); write the IPv4 prefix {v4}"
+            "{} is IPv4-mapped IPv6, which the dataplane never matches (it drops \
+             IPv6 packets to ::ffff:0:0/96); write the IPv4 prefix {v4}",
+            shown()
         ));
     }
     Ok(net)
@@ -123,7 +130,7 @@ fn ipv4_mapped(net: Ipv6Net) -> Option<Ipv4Net> {
 
 /// `443` or `"10000-10100"`.
 pub(super) fn parse_port_range(text: &str) -> Result<PortRange, String> {
-    let shown = quote(text);
+    let shown = || quote(text);
     // Decimal digits only: Rust's parser would take "+22".
     let port = |part: &str| {
         let part = part.trim();
@@ -139,13 +146,15 @@ pub(super) fn parse_port_range(text: &str) -> Result<PortRange, String> {
     };
     if lo.trim().is_empty() || hi.trim().is_empty() {
         return Err(format!(
-            "{shown} is not a port or a range (a port 0-65535, or \"lo-hi\")"
+            "{} is not a port or a range (a port 0-65535, or \"lo-hi\")",
+            shown()
         ));
     }
     let (lo, hi) = (port(lo)?, port(hi)?);
     if lo > hi {
         return Err(format!(
-            "{shown} is an inverted range: {lo} is above {hi}; write \"{hi}-{lo}\""
+            "{} is an inverted range: {lo} is above {hi}; write \"{hi}-{lo}\"",
+            shown()
         ));
     }
     Ok(PortRange::new(lo, hi))
