@@ -2,7 +2,7 @@
 //!
 //! Steps 2-11 of the precedence written in `tollgate_common::precedence`,
 //! each tagged `// step N:` where it is decided (`main.rs` has step 1 and
-//! the order of the steps). The userspace model implements steps 4-11 over
+//! the order of the steps, `classify.rs` the lookups of steps 4-6). The userspace model implements steps 4-11 over
 //! the same tables and is tested against this code on random policies and
 //! packets.
 //!

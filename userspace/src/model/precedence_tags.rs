@@ -10,6 +10,7 @@ const README: &str = include_str!("../../../README.md");
 
 const KERNEL_MAIN: &str = include_str!("../../../ebpf/program/src/main.rs");
 const KERNEL_DECIDE: &str = include_str!("../../../ebpf/program/src/decide.rs");
+const KERNEL_CLASSIFY: &str = include_str!("../../../ebpf/program/src/classify.rs");
 const MODEL: &str = include_str!("../model.rs");
 const NAIVE: &str = include_str!("naive.rs");
 const COMPILE: &str = include_str!("../compile.rs");
@@ -25,8 +26,8 @@ struct Place {
 
 const PLACES: [Place; 4] = [
     Place {
-        name: "the kernel (ebpf/program/src/main.rs, decide.rs)",
-        sources: &[KERNEL_MAIN, KERNEL_DECIDE],
+        name: "the kernel (ebpf/program/src/main.rs, decide.rs, classify.rs)",
+        sources: &[KERNEL_MAIN, KERNEL_DECIDE, KERNEL_CLASSIFY],
         policy_only: false,
     },
     Place {
