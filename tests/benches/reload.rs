@@ -81,7 +81,9 @@
 //! the default, or `0`) whether shape (b) also runs the daemon: it needs
 //! the release `tollgate` binary, which the bench builds (`cargo build
 //! --release -p tollgate`, a no-op when current) unless `TOLLGATE_BIN`
-//! names one. A small run: `RELOAD_BENCH_SHAPES=fleet
+//! names one. `RELOAD_BENCH_ONLY=start` runs only the daemon's cold
+//! starts and restarts on shape (b) (`reload/fleet_daemon.rs`), a minute
+//! instead of twenty. A small run: `RELOAD_BENCH_SHAPES=fleet
 //! RELOAD_BENCH_FLEET_DEVICES=10000 RELOAD_BENCH_FLEET_RULES=10000`.
 //! Everything the bench creates (temporary directories, network
 //! namespaces, the daemon, its pins) goes when it ends, by error too.
@@ -168,6 +170,15 @@ fn main() -> Result<()> {
         Ok("1") | Err(_) => true,
         Ok(_) => bail!("RELOAD_BENCH_DAEMON: 0 or 1"),
     };
+    let only_starts = match std::env::var("RELOAD_BENCH_ONLY").as_deref() {
+        Ok("start") => true,
+        Err(_) => false,
+        Ok(_) => bail!("RELOAD_BENCH_ONLY: start, or unset"),
+    };
+    ensure!(
+        !only_starts || (daemon && shapes == ["fleet"]),
+        "RELOAD_BENCH_ONLY=start: with RELOAD_BENCH_SHAPES=fleet and the daemon"
+    );
     // Built (or found current) before any thread starts: it sets
     // TOLLGATE_BIN.
     let binary = if shapes.contains(&"fleet") && daemon {
@@ -192,6 +203,10 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if only_starts {
+        let binary = binary.as_deref().expect("built above");
+        return fleet_starts(&root.path, &pool, fleet_shape, binary);
+    }
     if shapes.contains(&"fleet") {
         run_fleet(
             &runtime,
@@ -354,6 +369,45 @@ fn run_fleet(
         daemon: daemon.as_ref(),
     };
     fleet::print(&results, &others, iterations);
+    Ok(())
+}
+
+/// `RELOAD_BENCH_ONLY=start`: the daemon's cold starts and restarts on
+/// shape (b), and their medians.
+fn fleet_starts(
+    root: &Path,
+    pool: &bench::Pool,
+    shape: testkit::explicit_fleet::Shape,
+    binary: &Path,
+) -> Result<()> {
+    let changes = fleet_changes::Changes::new(pool, shape)?;
+    // A copy, as in `run_fleet`.
+    let copy = root.join("tollgate");
+    std::fs::copy(binary, &copy).context("copy the tollgate binary")?;
+    let ns = testkit::namespace("benchfleet");
+    let (cold, restart) = fleet_daemon::starts(&copy, &ns, &changes)?;
+    let all = |s: &Samples| {
+        let ms: Vec<String> =
+            s.0.iter()
+                .map(|d| format!("{:.0}", d.as_secs_f64() * 1e3))
+                .collect();
+        ms.join(", ")
+    };
+    println!(
+        "shape (b): {} explicit rules in {} group files, {} device /32s",
+        shape.rules(),
+        shape.groups,
+        shape.devices
+    );
+    println!(
+        "  daemon, spawn -> READY=1, median of {}: cold start {:.0} ms ({}), restart on its \
+         pins {:.0} ms ({})",
+        fleet_daemon::STARTS,
+        cold.p50_ms(),
+        all(&cold),
+        restart.p50_ms(),
+        all(&restart)
+    );
     Ok(())
 }
 

@@ -185,6 +185,59 @@ fn a_bad_policy_is_rejected_loudly_and_the_last_good_one_stays() {
     assert_eq!(probe(&rig, &[7000, 7001], 5), [0, 5]);
 }
 
+/// A policy with an error at line 6 (a port past 65535).
+const BAD_POLICY: &str = "groups:\n  meters:\n    devices: [10.64.0.0/16]\n    default: deny\n    \
+    rules:\n      - allow: {to: 203.0.113.0/24, proto: udp, ports: [70000]}\n";
+
+#[test]
+fn a_start_on_a_bad_policy_refuses_when_fresh_and_keeps_the_pinned_one_on_restart() {
+    testkit::require_root();
+    let rig = rig("badstart");
+    let mut daemon = Daemon::prepare(
+        &rig.gateway,
+        "badstart",
+        &[RIG_DEVICE_IFACE],
+        "",
+        &[("meters.yaml", BAD_POLICY)],
+    );
+    // The policy is read while the programs are verified: the start still
+    // reports the policy's errors and refuses an empty dataplane.
+    let fresh = std::process::Command::new(&daemon.binary)
+        .args(["run", "--netns", rig.gateway.name(), "--config"])
+        .arg(&daemon.config)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&fresh.stderr);
+    assert!(
+        !fresh.status.success(),
+        "a fresh start on a bad policy ran:\n{said}"
+    );
+    assert!(
+        said.contains("meters.yaml:6:") && said.contains("refusing to attach an empty dataplane"),
+        "{said}"
+    );
+
+    daemon.write_policy("meters.yaml", &testkit::policy_allowing(7000));
+    daemon.spawn();
+    assert_eq!(probe(&rig, &[7000, 7001], 5), [5, 0]);
+    assert_eq!(daemon.stop().code(), Some(0));
+    daemon.write_policy("meters.yaml", BAD_POLICY);
+    daemon.spawn();
+    assert!(
+        daemon
+            .logs()
+            .contains("the last good policy from the previous run stays in force"),
+        "{}",
+        daemon.logs()
+    );
+    assert_eq!(
+        probe(&rig, &[7000, 7001], 5),
+        [5, 0],
+        "the pinned policy is in force"
+    );
+}
+
 #[test]
 fn a_symlink_swap_of_the_directory_is_one_reload() {
     testkit::require_root();

@@ -23,6 +23,11 @@
 //! writes of its first generation come from its log line. Memory: VmRSS
 //! and VmHWM of the daemon process from `/proc/PID/status`, after the
 //! start, after every reload and after the restart.
+//!
+//! `RELOAD_BENCH_ONLY=start` ([`starts`]): only the starts, without the
+//! in-process run, nft or the reloads, [`STARTS`] times each: a cold start
+//! (nothing pinned), stopped, then a restart on its pins, stopped. Timed
+//! as above; each start's stages come from the daemon's log.
 
 use std::{
     path::Path,
@@ -77,14 +82,8 @@ pub fn run(
     changes: &Changes,
     iterations: usize,
 ) -> Result<DaemonResults> {
-    ns.ip(&[
-        "link", "add", "dev0", "type", "veth", "peer", "name", "dev1",
-    ])?;
-    let mut daemon = Daemon::prepare(ns, "benchfleet", &["dev0"], "", &[]);
-    daemon.binary = binary.to_path_buf();
+    let mut daemon = on_fleet(binary, ns, changes)?;
     let dir = daemon.policy_dir.clone();
-    std::fs::create_dir_all(dir.join("groups"))?;
-    write_all(&dir, &changes.files(0))?;
     let mut chain = changes.git_chain(&dir, &daemon.root.join("git-scratch"), iterations + 1)?;
     let groups = changes.shape.groups;
 
@@ -179,6 +178,52 @@ pub fn run(
         after_restart,
         kinds,
     })
+}
+
+/// How many cold starts and restarts `RELOAD_BENCH_ONLY=start` times.
+pub const STARTS: usize = 5;
+
+/// `STARTS` cold starts, each followed by a restart on its pins (see the
+/// module doc): their times, spawn -> READY=1.
+pub fn starts(binary: &Path, ns: &Namespace, changes: &Changes) -> Result<(Samples, Samples)> {
+    let mut daemon = on_fleet(binary, ns, changes)?;
+    let groups = changes.shape.groups;
+    let (mut cold, mut restart) = (Samples::default(), Samples::default());
+    for i in 0..STARTS {
+        // What the previous restart left pinned goes: a cold start.
+        testkit::remove_pin_tree(&daemon.pins.0)?;
+        for (kind, samples) in [("cold start", &mut cold), ("restart", &mut restart)] {
+            let spawned = Instant::now();
+            daemon.spawn();
+            let took = spawned.elapsed();
+            let status = control::query(&daemon.control_socket)?;
+            ensure!(
+                status.policy.groups == groups,
+                "READY=1 before the fleet was in force: {:?}",
+                status.policy
+            );
+            let exit = daemon.stop();
+            ensure!(exit.success(), "the daemon exited with {exit}");
+            eprintln!("{kind} {i}: {:.0} ms", took.as_secs_f64() * 1e3);
+            samples.push(took);
+        }
+    }
+    eprintln!("the daemon's log:\n{}", daemon.logs());
+    Ok((cold, restart))
+}
+
+/// The daemon, prepared (not started) in `ns` on a veth of its own, with
+/// the fleet's base policy in its policy directory.
+fn on_fleet(binary: &Path, ns: &Namespace, changes: &Changes) -> Result<Daemon> {
+    ns.ip(&[
+        "link", "add", "dev0", "type", "veth", "peer", "name", "dev1",
+    ])?;
+    let mut daemon = Daemon::prepare(ns, "benchfleet", &["dev0"], "", &[]);
+    daemon.binary = binary.to_path_buf();
+    let dir = &daemon.policy_dir;
+    std::fs::create_dir_all(dir.join("groups"))?;
+    write_all(dir, &changes.files(0))?;
+    Ok(daemon)
 }
 
 /// What the daemon logs when a generation comes into force

@@ -1,8 +1,8 @@
 //! `tollgate run`: the daemon an operator runs under systemd.
 //!
 //! Start-up order is what keeps a gateway safe:
-//! 1. open the dataplane, adopting the maps a previous run pinned;
-//! 2. load, validate and compile the policy;
+//! 1. open the dataplane, adopting the maps a previous run pinned, while
+//!    2. the policy is loaded, validated and compiled (`opening.rs`);
 //! 3. install it, and only then attach (or re-adopt the pinned links).
 //!
 //! A fresh start without a valid policy attaches nothing and exits with an
@@ -16,11 +16,13 @@
 
 mod interfaces;
 mod ntp_fast;
+mod opening;
 mod serve;
 
 use std::{
     net::IpAddr,
     sync::{Arc, Mutex, RwLock},
+    time::Instant,
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -31,12 +33,13 @@ use crate::{
     attachments::Attachments,
     config::Config,
     control::{Status, unix_now},
-    datapath::{Dataplane, Options, Start},
+    datapath::{Dataplane, Start},
+    diagnostic::Diagnostic,
     dns::DnsService,
     metrics::{DataplaneCollector, Metrics, ScrapeView},
     ntp::{NtpService, SourceGroups},
     policy::Environment,
-    reload::{Reloader, Targets},
+    reload::{Prepared, Reloader, Targets},
     systemd::{self, Watchdog, monotonic_usec, notify},
     tables::CompiledPolicy,
 };
@@ -79,7 +82,21 @@ impl Daemon {
         for w in crate::preflight::check(&config)? {
             tracing::warn!("{w}");
         }
-        let dataplane = open_dataplane(&config)?;
+        // Caught from the start: a SIGTERM stops the policy's preparation.
+        let mut stop = stop_signals()?;
+        let hangup = signal(SignalKind::hangup())?;
+        let mut watchdog = Watchdog::from_env();
+        let gateway = addresses::current(&config.interfaces)?;
+        let env = Environment {
+            gateway: gateway.clone(),
+            ntp: config.ntp.addresses(),
+        };
+        let opening::Opened {
+            dataplane,
+            preparer,
+            prepared,
+            started,
+        } = opening::open_and_prepare(&config, env, &mut stop, &mut watchdog).await?;
         let adopted = *dataplane.start() == Start::Adopted;
         let status = Status {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -112,7 +129,7 @@ impl Daemon {
                 config.metrics.rule_series_limit,
             )?))?;
         let mut daemon = Daemon {
-            gateway: addresses::current(&config.interfaces)?,
+            gateway,
             attachments: Attachments::new(&config.interfaces, config.attach),
             reloader: Reloader::new(
                 config.policy_dir.clone(),
@@ -123,6 +140,7 @@ impl Daemon {
                     view: view.clone(),
                     status: status.clone(),
                 },
+                preparer,
             ),
             config,
             dataplane,
@@ -132,12 +150,12 @@ impl Daemon {
             ready: false,
             ntp: None,
             dns: None,
-            stop: stop_signals()?,
-            hangup: Some(signal(SignalKind::hangup())?),
-            watchdog: Watchdog::from_env(),
+            stop,
+            hangup: Some(hangup),
+            watchdog,
         };
 
-        let installed = daemon.reload("start").await;
+        let installed = daemon.install_first(prepared, started);
         if !installed && !adopted {
             bail!(
                 "no valid policy in {} and none in force: refusing to attach an empty dataplane",
@@ -239,6 +257,20 @@ impl Daemon {
         in_force
     }
 
+    /// Installs the policy the start prepared, as [`Daemon::reload`] would
+    /// (before READY=1 and the NTP and DNS services there is no one else
+    /// to tell). Returns whether a policy this process installed is in
+    /// force.
+    fn install_first(
+        &mut self,
+        prepared: Result<Prepared, Vec<Diagnostic>>,
+        started: Instant,
+    ) -> bool {
+        let in_force = self.reloader.install_prepared("start", prepared, started);
+        crate::heap::release_free_memory();
+        in_force
+    }
+
     /// `STATUS=` for `systemctl status`: the generation in force, its
     /// commit and what is attached where.
     fn publish_systemd_status(&self) {
@@ -257,30 +289,6 @@ impl Daemon {
             )
         ));
     }
-}
-
-/// Opens the dataplane, adopting what a previous run pinned, and says how
-/// it was found.
-fn open_dataplane(config: &Config) -> Result<Dataplane> {
-    let dataplane = Dataplane::open(&Options {
-        pin_dir: Some(config.pin_dir.clone()),
-        limits: config.limits,
-        deny_events: config.deny_events,
-        reject_replies: config.reject_replies,
-        pass_ethertypes: config.pass_ethertypes.clone(),
-    })?;
-    match dataplane.start() {
-        Start::Fresh => tracing::info!("dataplane loaded (fresh start)"),
-        Start::Adopted => tracing::info!(
-            "dataplane adopted from {} (the last policy stayed in force meanwhile)",
-            config.pin_dir.display()
-        ),
-        Start::Upgraded { reason } => tracing::warn!(
-            "dataplane layout changed ({reason}): new maps, counters restart from zero; \
-             the previous program keeps filtering until it is replaced"
-        ),
-    }
-    Ok(dataplane)
 }
 
 /// A flag that turns true on SIGTERM or SIGINT, watched by the main loop

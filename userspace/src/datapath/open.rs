@@ -2,13 +2,13 @@
 //! previous run pinned (or replace a layout that changed), and set the
 //! program's runtime knobs.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Instant};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, ProgramArray},
-    programs::{SchedClassifier, Xdp},
+    programs::{ProgramError, SchedClassifier, Xdp},
 };
 use tollgate_common::{
     MAP_ACTIVE, MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT,
@@ -71,7 +71,7 @@ impl Dataplane {
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("no program {name}"))?
                 .try_into()?;
-            xdp.load().with_context(|| format!("verify {name}"))?;
+            verify(name, || xdp.load())?;
         }
         // The programs the XDP hooks tail-call, each in its table before any
         // packet can look for it there.
@@ -80,7 +80,7 @@ impl Dataplane {
                 .program_mut(program)
                 .ok_or_else(|| anyhow!("no program {program}"))?
                 .try_into()?;
-            target.load().with_context(|| format!("verify {program}"))?;
+            verify(program, || target.load())?;
             let target = target.fd()?.try_clone()?;
             let mut slots: ProgramArray<&mut MapData> = ProgramArray::try_from(
                 ebpf.map_mut(table)
@@ -96,7 +96,7 @@ impl Dataplane {
                 .program_mut(program)
                 .ok_or_else(|| anyhow!("no program {program}"))?
                 .try_into()?;
-            target.load().with_context(|| format!("verify {program}"))?;
+            verify(program, || target.load())?;
             let target = target.fd()?.try_clone()?;
             ProgramArray::try_from(
                 ebpf.map_mut(table)
@@ -110,7 +110,7 @@ impl Dataplane {
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("no program {name}"))?
                 .try_into()?;
-            tc.load().with_context(|| format!("verify {name}"))?;
+            verify(name, || tc.load())?;
         }
         // What the previous run pinned, to recognise its programs on links
         // (listing all loaded programs would need CAP_SYS_ADMIN).
@@ -210,6 +210,15 @@ impl Dataplane {
                 .collect(),
         })
     }
+}
+
+/// Loads the program `name` with `load`, which runs the kernel's verifier
+/// on it: the bulk of the dataplane's start, hence timed.
+fn verify(name: &str, load: impl FnOnce() -> Result<(), ProgramError>) -> Result<()> {
+    let begin = Instant::now();
+    load().with_context(|| format!("verify {name}"))?;
+    tracing::debug!("verified {name} in {} ms", begin.elapsed().as_millis());
+    Ok(())
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T>

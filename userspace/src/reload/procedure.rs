@@ -68,14 +68,21 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    pub fn new(policy_dir: PathBuf, limits: Limits, targets: Targets) -> Reloader {
+    /// `preparer` has prepared nothing yet, or the policy the first
+    /// [`Reloader::install_prepared`] installs (the daemon's start).
+    pub fn new(
+        policy_dir: PathBuf,
+        limits: Limits,
+        targets: Targets,
+        preparer: Preparer,
+    ) -> Reloader {
         Reloader {
             policy_dir,
             limits,
             targets,
             event_labels: Default::default(),
             labels: Default::default(),
-            preparer: Preparer::default(),
+            preparer,
             installed: None,
             generation: 0,
             diffing: Arc::default(),
@@ -98,6 +105,17 @@ impl Reloader {
             .preparer
             .prepare(&self.policy_dir, env, self.limits, stop, watchdog)
             .await;
+        self.install_prepared(trigger, prepared, started)
+    }
+
+    /// The rest of [`Reloader::reload`] after the preparation `started`
+    /// then returned `prepared`: install it, and record the attempt.
+    pub fn install_prepared(
+        &mut self,
+        trigger: &str,
+        prepared: Result<Prepared, Vec<Diagnostic>>,
+        started: Instant,
+    ) -> bool {
         let outcome = prepared.and_then(|prepared| self.install(prepared, started));
         self.record(trigger, started.elapsed(), &outcome);
         outcome.is_ok() || self.installed.is_some()
