@@ -5,10 +5,7 @@
 //! The diff is computed after the flip, on a thread of its own, so a reload
 //! does not wait for it: the new verdicts are live before it starts. One
 //! diff runs at a time; a reload that comes while one runs logs that its
-//! diff was skipped instead of queueing work. The thread runs at idle
-//! priority (`SCHED_IDLE`): at fleet scale a diff takes about 0.4 s of
-//! CPU, and on a two-CPU gateway it must not delay the next reload, the
-//! control socket or the interrupts' threads.
+//! diff was skipped instead of queueing work.
 
 use std::{
     sync::{
@@ -51,7 +48,6 @@ pub fn spawn(old: PolicyAt, new: PolicyAt, busy: &Arc<AtomicBool>) {
     let spawned = std::thread::Builder::new()
         .name("verdict-diff".into())
         .spawn(move || {
-            run_at_idle_priority();
             log(&old, &new);
             // Often the last holder of the previous policy.
             drop((old, new));
@@ -61,21 +57,6 @@ pub fn spawn(old: PolicyAt, new: PolicyAt, busy: &Arc<AtomicBool>) {
     if let Err(e) = spawned {
         busy.store(false, Ordering::Release);
         tracing::warn!(target: DAEMON_TARGET, "verdict diff not computed: {e}");
-    }
-}
-
-/// Moves the calling thread to `SCHED_IDLE`: it runs only when nothing
-/// else wants the CPU. A failure leaves it at normal priority, which only
-/// costs time.
-fn run_at_idle_priority() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
-        tracing::debug!(
-            target: DAEMON_TARGET,
-            "verdict diff at normal priority: {}",
-            std::io::Error::last_os_error()
-        );
     }
 }
 
