@@ -69,6 +69,42 @@ impl DeviceCounts {
         }
     }
 
+    /// Counts `removed` once less and `added` once more, as [`remove`]
+    /// then [`add`] would (`removed` must be counted), but a prefix in both
+    /// is left alone: a reload that edits a group's rules and keeps its
+    /// devices touches no count. At 10^6 devices that matters: a count
+    /// that drops to zero, or a prefix counted anew, costs a pass over all
+    /// of them (about 10 ms each).
+    ///
+    /// [`remove`]: Self::remove
+    /// [`add`]: Self::add
+    pub(super) fn replace(
+        &mut self,
+        removed: impl IntoIterator<Item = IpNet>,
+        added: impl IntoIterator<Item = IpNet>,
+    ) {
+        let mut removed: Vec<IpNet> = removed.into_iter().collect();
+        let mut added: Vec<IpNet> = added.into_iter().collect();
+        removed.sort_unstable();
+        added.sort_unstable();
+        let (mut only_removed, mut only_added) = (Vec::new(), Vec::new());
+        let (mut r, mut a) = (removed.into_iter().peekable(), added.into_iter().peekable());
+        loop {
+            match (r.peek(), a.peek()) {
+                (Some(x), Some(y)) if x == y => {
+                    r.next();
+                    a.next();
+                }
+                (Some(x), Some(y)) if x > y => only_added.extend(a.next()),
+                (Some(_), _) => only_removed.extend(r.next()),
+                (None, Some(_)) => only_added.extend(a.next()),
+                (None, None) => break,
+            }
+        }
+        self.remove(only_removed);
+        self.add(only_added);
+    }
+
     /// Counts each of `prefixes` once less; a prefix not counted is
     /// ignored.
     pub(super) fn remove(&mut self, prefixes: impl IntoIterator<Item = IpNet>) {
@@ -117,8 +153,25 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             (seed >> 33) as u32
         };
-        for step in 0..400 {
-            if step % 3 == 2 && !added.is_empty() {
+        for step in 0..600 {
+            if step % 5 == 4 && !added.is_empty() {
+                // A group edited: some of its prefixes kept, some new.
+                let old = added.swap_remove(next() as usize % added.len());
+                let mut new: Vec<IpNet> = old.iter().copied().filter(|_| next() % 3 != 0).collect();
+                new.extend((0..next() % 5).map(|_| net(next() % 64)));
+                for p in &old {
+                    let c = reference.get_mut(p).unwrap();
+                    *c -= 1;
+                    if *c == 0 {
+                        reference.remove(p);
+                    }
+                }
+                for p in &new {
+                    *reference.entry(*p).or_default() += 1;
+                }
+                counts.replace(old, new.iter().copied());
+                added.push(new);
+            } else if step % 3 == 2 && !added.is_empty() {
                 let batch = added.swap_remove(next() as usize % added.len());
                 for p in &batch {
                     let c = reference.get_mut(p).unwrap();

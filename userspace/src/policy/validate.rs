@@ -240,12 +240,10 @@ pub(super) fn validate_incremental(
         .iter()
         .filter_map(|key| cache.groups.remove(key))
         .collect();
-    cache.devices.remove(
+    cache.devices.replace(
         removed
             .iter()
             .flat_map(|c| c.group.devices.iter().map(|d| d.prefix)),
-    );
-    cache.devices.add(
         validated
             .iter()
             .flat_map(|g| g.devices.iter().map(|d| d.prefix)),
