@@ -4,33 +4,22 @@
 //!
 //! A sorted vector of (prefix, count), 24 bytes a prefix. A hash map of
 //! the same counts took 50 MiB at 10^6 devices (its slack included),
-//! twice this. Changes come in batches, one per load: a large batch is
-//! merged in one pass, never element by element; a small one (a group
-//! file added or deleted) must not cost a pass over 10^6 entries either
-//! (about 10 ms each), so its few new prefixes are inserted in place and
-//! a count that drops to zero stays as a zero until a quarter of the
-//! entries are zeros.
+//! twice this. Changes come in batches, one per load: a batch is merged
+//! in one pass, never element by element.
 
 use ipnet::IpNet;
 
 #[derive(Debug, Default)]
 pub(super) struct DeviceCounts {
-    /// Sorted by prefix; a count of 0 is a prefix no group lists any more.
+    /// Sorted by prefix; every count is at least 1.
     counts: Vec<(IpNet, u32)>,
-    /// Entries whose count is 0.
-    zeros: usize,
     /// Prefixes counted more than once.
     shared: usize,
 }
 
-/// New prefixes a batch may insert one by one (each a move of the entries
-/// after it); more are merged in one pass.
-const INSERTED_IN_PLACE: usize = 16;
-
 impl DeviceCounts {
     pub(super) fn clear(&mut self) {
         self.counts = Vec::new();
-        self.zeros = 0;
         self.shared = 0;
     }
 
@@ -57,9 +46,6 @@ impl DeviceCounts {
                 Ok(i) => {
                     let count = &mut self.counts[i].1;
                     let before = *count;
-                    if before == 0 {
-                        self.zeros -= 1;
-                    }
                     *count += more;
                     before
                 }
@@ -76,12 +62,7 @@ impl DeviceCounts {
         if self.counts.is_empty() {
             // The first load: no second copy to merge into.
             self.counts = fresh;
-        } else if fresh.len() <= INSERTED_IN_PLACE {
-            for entry in fresh {
-                let at = self.counts.partition_point(|(p, _)| *p < entry.0);
-                self.counts.insert(at, entry);
-            }
-        } else {
+        } else if !fresh.is_empty() {
             // Two sorted runs: the stable sort merges them in one pass.
             self.counts.extend(fresh);
             self.counts.sort_by_key(|(prefix, _)| *prefix);
@@ -127,6 +108,7 @@ impl DeviceCounts {
     /// Counts each of `prefixes` once less; a prefix not counted is
     /// ignored.
     pub(super) fn remove(&mut self, prefixes: impl IntoIterator<Item = IpNet>) {
+        let mut emptied = false;
         for prefix in prefixes {
             let Ok(i) = self.counts.binary_search_by(|(p, _)| p.cmp(&prefix)) else {
                 continue;
@@ -139,13 +121,10 @@ impl DeviceCounts {
                 self.shared -= 1;
             }
             *count -= 1;
-            if *count == 0 {
-                self.zeros += 1;
-            }
+            emptied |= *count == 0;
         }
-        if self.zeros > self.counts.len() / 4 {
+        if emptied {
             self.counts.retain(|(_, count)| *count > 0);
-            self.zeros = 0;
         }
     }
 }
@@ -212,15 +191,7 @@ mod tests {
             }
             let mut expected: Vec<(IpNet, u32)> = reference.iter().map(|(p, c)| (*p, *c)).collect();
             expected.sort();
-            let live: Vec<(IpNet, u32)> = counts
-                .counts
-                .iter()
-                .copied()
-                .filter(|(_, c)| *c > 0)
-                .collect();
-            assert_eq!(live, expected, "step {step}");
-            let zeros = counts.counts.iter().filter(|(_, c)| *c == 0).count();
-            assert_eq!(counts.zeros, zeros, "step {step}");
+            assert_eq!(counts.counts, expected, "step {step}");
             let shared = reference.values().filter(|c| **c > 1).count();
             assert_eq!(counts.shared(), shared, "step {step}");
         }
