@@ -64,7 +64,7 @@ pub fn classify(slot: u32, family: u8, src: Addr, dst: Addr) -> Classified {
 /// rather than at every call in every hook's paths (inlined into the
 /// hooks, the walks' unrolled loops would pass both their 512-byte stack
 /// and the verifier's budget). One call, not one per lookup: a call and its
-/// return cost about 8 ns on the bench machine (the kernel's return thunk,
+/// return cost about 6 ns on the bench machine (the kernel's return thunk,
 /// BENCHMARKS.md), as much as the rest of an exact device lookup. `table`
 /// is the slot (bits 1..) and the family (bit 0: IPv6); the result is the
 /// group (high half) and the record (low half).

@@ -2,9 +2,9 @@
 //!
 //! Steps 2-11 of the precedence written in `tollgate_common::precedence`,
 //! each tagged `// step N:` where it is decided (`main.rs` has step 1 and
-//! the order of the steps, `classify.rs` the lookups of steps 4-6). The userspace model implements steps 4-11 over
-//! the same tables and is tested against this code on random policies and
-//! packets.
+//! the order of the steps, `classify.rs` the lookups of steps 4-6). The
+//! userspace model implements steps 4-11 over the same tables and is tested
+//! against this code on random policies and packets.
 //!
 //! The number of map lookups is bounded whatever the rule count: group, one
 //! or two buckets of the exact device table (`classify.rs`), else a walk of
@@ -69,7 +69,9 @@ pub fn decide(generation: u32, p: &Packet) -> Decision {
         None => learned_for(slot, group_id, p),
     };
     // Read after the lookups above, so that its fields are not held (on
-    // the hooks' full stack) across them.
+    // the hooks' full stack) across them: read first, it cost the paths
+    // with a rule 3-5 ns (BENCHMARKS.md), more than `learned_counter`'s own
+    // read of the group's flags costs a default.
     let group = group_info(slot, group_id);
     let (mut verdict, reason, counter) = match entry {
         Some(e) => (
