@@ -1,9 +1,11 @@
 //! `tollgate diff`: what a policy change does to verdicts, computed from
 //! the two compiled policies (not from their text).
 //!
-//! Sources are partitioned first ([`regions`]): each piece of source space
-//! belongs to one group in the old policy and one in the new (`_unknown`
-//! when none), giving pairs of groups, most of them a group and itself.
+//! Sources are partitioned first ([`sources`], [`regions`]): each piece of
+//! source space belongs to one group in the old policy and one in the new
+//! (`_unknown` when none), giving pairs of groups, most of them a group and
+//! itself. A pair whose two groups are one compiled group (the compile
+//! cache kept it) cannot change and is skipped.
 //! For each pair, the destination space is cut at every destination prefix
 //! of the two groups; a piece whose rule set and group defaults are the same
 //! on both sides cannot change and is skipped, the others are cut by
@@ -17,10 +19,14 @@
 pub mod cells;
 pub mod regions;
 pub mod render;
+mod sources;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use ipnet::IpNet;
 use tollgate_common::{UNKNOWN_GROUP, Verdict};
@@ -28,6 +34,7 @@ use tollgate_common::{UNKNOWN_GROUP, Verdict};
 use cells::CellChange;
 pub use cells::{Outcome, Ports, Protocols};
 use regions::{Family, Span, cidrs, pieces, push_range};
+use sources::source_pieces;
 
 use crate::{
     policy::{NeverDecides, Policy, never_deciding},
@@ -245,47 +252,6 @@ fn group_name(tables: &CompiledPolicy, id: u32) -> String {
     tables.groups[id as usize].name.clone()
 }
 
-/// The source space of one family with one pair of groups.
-struct Sources {
-    /// An address in it, to stand for all of it.
-    representative: std::net::IpAddr,
-    ranges: Ranges,
-}
-
-/// Source space by (old group id, new group id).
-fn source_pieces(
-    family: Family,
-    old: &CompiledPolicy,
-    new: &CompiledPolicy,
-) -> BTreeMap<(u32, u32), Sources> {
-    let spans = |t: &CompiledPolicy| -> Vec<Span<u32>> {
-        t.device_exact
-            .iter()
-            .map(|(addr, group)| Span::of(&IpNet::from(*addr), *group))
-            .chain(
-                t.device_prefixes
-                    .iter()
-                    .map(|(net, group)| Span::of(net, *group)),
-            )
-            .filter(|(f, _)| *f == family)
-            .map(|(_, span)| span)
-            .collect()
-    };
-    let mut found: BTreeMap<(u32, u32), Sources> = BTreeMap::new();
-    for piece in pieces(family.max(), spans(old), spans(new)) {
-        let groups = (
-            piece.old.unwrap_or(UNKNOWN_GROUP),
-            piece.new.unwrap_or(UNKNOWN_GROUP),
-        );
-        let sources = found.entry(groups).or_insert_with(|| Sources {
-            representative: family.addr(piece.start),
-            ranges: Vec::new(),
-        });
-        push_range(&mut sources.ranges, piece.start, piece.end);
-    }
-    found
-}
-
 /// The changed cells for sources in group `groups.0` before and `groups.1`
 /// after, each with the destination ranges it holds for.
 fn destination_changes(
@@ -296,6 +262,9 @@ fn destination_changes(
     new: &CompiledPolicy,
     interner: &mut Interner,
 ) -> (Vec<Option<u8>>, BTreeMap<CellChange, Ranges>) {
+    if one_compilation(old, old_group, new, new_group) {
+        return Default::default();
+    }
     let spans = |t: &CompiledPolicy, group: u32| -> Vec<Span<u32>> {
         group_destinations(t, group)
             .iter()
@@ -362,6 +331,32 @@ fn destination_changes(
         }
     }
     (classes, found)
+}
+
+/// Whether group `old_group` of `old` and `new_group` of `new` are one
+/// compiled group: the same fragment (its counter owners are one `Arc`,
+/// kept by the compile cache while the group's text is unchanged) with the
+/// same default. Every destination then has rule sets of one meaning and
+/// the same default on both sides, which the sweep would skip one by one:
+/// at fleet scale, a reload that edits one group of 100 saves 99 sweeps of
+/// 1,000 destinations.
+fn one_compilation(
+    old: &CompiledPolicy,
+    old_group: u32,
+    new: &CompiledPolicy,
+    new_group: u32,
+) -> bool {
+    let (Some(a), Some(b)) = (
+        old.group_spans.get(old_group as usize),
+        new.group_spans.get(new_group as usize),
+    ) else {
+        return false;
+    };
+    let (g, h) = (
+        &old.groups[old_group as usize],
+        &new.groups[new_group as usize],
+    );
+    Arc::ptr_eq(&a.owners, &b.owners) && (g.default, g.audit) == (h.default, h.audit)
 }
 
 /// The destination entries of `group`; none for the unknown group, whose
