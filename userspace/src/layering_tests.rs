@@ -22,7 +22,10 @@ use std::{
 /// and in CONTRIBUTING.md.
 const LAYERS: &[(&str, &[&str])] = &[
     ("names", &["fqdn"]),
-    ("foundations", &["control", "diagnostic", "git", "tables"]),
+    (
+        "foundations",
+        &["control", "diagnostic", "git", "parallel", "tables"],
+    ),
     (
         "host",
         &["addresses", "heap", "links", "logging", "netns", "systemd"],

@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod model;
 pub mod netns;
 pub mod ntp;
+pub mod parallel;
 pub mod policy;
 pub mod preflight;
 pub mod reload;

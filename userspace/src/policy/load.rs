@@ -23,7 +23,7 @@ use super::{
     parse::{ParsedFile, Source, parse},
     validate::{self, GroupCache, Incremental, VersionedFile},
 };
-use crate::diagnostic::Diagnostic;
+use crate::{diagnostic::Diagnostic, parallel};
 
 /// A valid policy and the warnings about it.
 #[derive(Debug)]
@@ -235,18 +235,23 @@ fn validate_sources(
     let mut order = Vec::with_capacity(sources.len());
     let mut files_parsed = 0;
     let mut current = HashMap::with_capacity(sources.len());
+    let mut fresh = Vec::new();
     for source in sources {
         let path = source.path.clone();
-        let cached = match cache.files.remove(&path) {
-            Some(cached) if cached.source.text == source.text => cached,
+        match cache.files.remove(&path) {
+            Some(cached) if cached.source.text == source.text => {
+                current.insert(path.clone(), cached);
+            }
             _ => {
                 cache.next_serial += 1;
-                files_parsed += 1;
-                CachedFile::parse(source, cache.next_serial)
+                fresh.push((source, cache.next_serial));
             }
-        };
-        order.push(path.clone());
-        current.insert(path, cached);
+        }
+        order.push(path);
+    }
+    files_parsed += fresh.len();
+    for parsed in parallel::map(fresh, |(source, serial)| CachedFile::parse(source, serial)) {
+        current.insert(parsed.source.path.clone(), parsed);
     }
     // Files that are gone are forgotten.
     cache.files = current;
@@ -256,9 +261,11 @@ fn validate_sources(
         .collect();
     let mut files_reparsed = 0;
     let mut reparse_all = |files: &mut HashMap<PathBuf, CachedFile>| {
-        for file in files.values_mut() {
-            files_reparsed += usize::from(file.reparse());
-        }
+        let files: Vec<&mut CachedFile> = files.values_mut().collect();
+        files_reparsed += parallel::map(files, CachedFile::reparse)
+            .into_iter()
+            .filter(|&again| again)
+            .count();
     };
     // The incremental check vouches only for policies without errors; the
     // full one reports them.

@@ -19,7 +19,7 @@
 //! placement-free terms, for the tests that compare incremental installs
 //! with from-scratch ones.
 
-mod batch;
+pub(super) mod batch;
 mod by_group;
 mod contents;
 mod device_table;
