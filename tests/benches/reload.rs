@@ -83,7 +83,9 @@
 //! --release -p tollgate`, a no-op when current) unless `TOLLGATE_BIN`
 //! names one. `RELOAD_BENCH_ONLY=start` runs only the daemon's cold
 //! starts and restarts on shape (b) (`reload/fleet_daemon.rs`), a minute
-//! instead of twenty. A small run: `RELOAD_BENCH_SHAPES=fleet
+//! instead of twenty; `RELOAD_BENCH_ONLY=daemon` only the daemon's run
+//! (its reloads, start, restart and memory), without the in-process run
+//! and nft. A small run: `RELOAD_BENCH_SHAPES=fleet
 //! RELOAD_BENCH_FLEET_DEVICES=10000 RELOAD_BENCH_FLEET_RULES=10000`.
 //! Everything the bench creates (temporary directories, network
 //! namespaces, the daemon, its pins) goes when it ends, by error too.
@@ -170,14 +172,15 @@ fn main() -> Result<()> {
         Ok("1") | Err(_) => true,
         Ok(_) => bail!("RELOAD_BENCH_DAEMON: 0 or 1"),
     };
-    let only_starts = match std::env::var("RELOAD_BENCH_ONLY").as_deref() {
-        Ok("start") => true,
-        Err(_) => false,
-        Ok(_) => bail!("RELOAD_BENCH_ONLY: start, or unset"),
+    let only = match std::env::var("RELOAD_BENCH_ONLY").as_deref() {
+        Ok("start") => Some(Only::Start),
+        Ok("daemon") => Some(Only::Daemon),
+        Err(_) => None,
+        Ok(_) => bail!("RELOAD_BENCH_ONLY: start, daemon, or unset"),
     };
     ensure!(
-        !only_starts || (daemon && shapes == ["fleet"]),
-        "RELOAD_BENCH_ONLY=start: with RELOAD_BENCH_SHAPES=fleet and the daemon"
+        only.is_none() || (daemon && shapes == ["fleet"]),
+        "RELOAD_BENCH_ONLY: with RELOAD_BENCH_SHAPES=fleet and the daemon"
     );
     // Built (or found current) before any thread starts: it sets
     // TOLLGATE_BIN.
@@ -203,9 +206,16 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    if only_starts {
-        let binary = binary.as_deref().expect("built above");
-        return fleet_starts(&root.path, &pool, fleet_shape, binary);
+    match only {
+        Some(Only::Start) => {
+            let binary = binary.as_deref().expect("built above");
+            return fleet_starts(&root.path, &pool, fleet_shape, binary);
+        }
+        Some(Only::Daemon) => {
+            let binary = binary.as_deref().expect("built above");
+            return fleet_daemon_only(&root.path, &pool, fleet_shape, binary, iterations);
+        }
+        None => {}
     }
     if shapes.contains(&"fleet") {
         run_fleet(
@@ -369,6 +379,33 @@ fn run_fleet(
         daemon: daemon.as_ref(),
     };
     fleet::print(&results, &others, iterations);
+    Ok(())
+}
+
+/// What `RELOAD_BENCH_ONLY` restricts the run to.
+enum Only {
+    /// The daemon's cold starts and restarts on shape (b).
+    Start,
+    /// The daemon's reloads on shape (b), without the in-process run and nft.
+    Daemon,
+}
+
+/// `RELOAD_BENCH_ONLY=daemon`: shape (b)'s changes on the daemon alone, and
+/// its start, restart and memory.
+fn fleet_daemon_only(
+    root: &Path,
+    pool: &bench::Pool,
+    shape: testkit::explicit_fleet::Shape,
+    binary: &Path,
+    iterations: usize,
+) -> Result<()> {
+    let changes = fleet_changes::Changes::new(pool, shape)?;
+    // A copy, as in `run_fleet`.
+    let copy = root.join("tollgate");
+    std::fs::copy(binary, &copy).context("copy the tollgate binary")?;
+    let ns = testkit::namespace("benchfleet");
+    let daemon = fleet_daemon::run(&copy, &ns, &changes, iterations).context("the daemon")?;
+    fleet_daemon::print(&daemon);
     Ok(())
 }
 

@@ -180,6 +180,39 @@ pub fn run(
     })
 }
 
+/// The daemon's results alone (`RELOAD_BENCH_ONLY=daemon`): each kind's
+/// p50 and p95, then start, restart and memory.
+pub fn print(d: &DaemonResults) {
+    println!("shape (b), the daemon alone: change made -> `status` shows it (the daemon's own)");
+    for kind in &d.kinds {
+        println!(
+            "  {:<13} {} ({}){}",
+            kind.name,
+            kind.total.p50_p95(),
+            kind.reload.p50_p95(),
+            if kind.splits > 0 {
+                format!(", {} split", kind.splits)
+            } else {
+                String::new()
+            }
+        );
+    }
+    let mib = |kib: u64| kib / 1024;
+    println!(
+        "  cold start {:.0} ms; restart {:.0} ms, {} map writes",
+        d.cold_start.as_secs_f64() * 1e3,
+        d.restart.as_secs_f64() * 1e3,
+        d.restart_writes
+    );
+    for (when, (rss, hwm)) in [
+        ("after start", d.after_start),
+        ("after the reloads", d.after_reloads),
+        ("after the restart", d.after_restart),
+    ] {
+        println!("  {when}: VmRSS {} MiB, VmHWM {} MiB", mib(rss), mib(hwm));
+    }
+}
+
 /// How many cold starts and restarts `RELOAD_BENCH_ONLY=start` times.
 pub const STARTS: usize = 5;
 
