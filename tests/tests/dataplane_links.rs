@@ -318,6 +318,15 @@ fn an_interface_that_disappears_and_returns_is_attached_again_by_itself() {
     assert_eq!(s.interfaces[0].state, "attached", "{s:#?}");
     assert_eq!(s.interfaces[0].link.as_deref(), Some("ip"));
     assert_eq!(s.interfaces[0].mode.as_deref(), Some("xdp-generic"));
+    // Only the hook tun0 runs was verified before READY=1.
+    assert!(
+        d.logs().contains(
+            "hooks verified now: tollgate_xdp_ip; after READY=1: tollgate_xdp, tollgate_tc, \
+             tollgate_tc_ip"
+        ),
+        "{}",
+        d.logs()
+    );
     assert_eq!(
         attached_line(&metrics(&rig.gateway, port)),
         "tollgate_dataplane_attached{interface=\"tun0\",mode=\"xdp-generic\",link=\"ip\"} 1"
@@ -440,4 +449,26 @@ fn a_configured_interface_missing_at_start_is_reported_and_attached_when_it_appe
         "{}",
         d.logs()
     );
+    // No interface was there to say which hook it needs: the start verified
+    // none, and all four were verified after READY=1 (each pinned once it
+    // is), whichever came first of that and the attach.
+    assert!(
+        d.logs().contains(
+            "hooks verified now: none; after READY=1: tollgate_xdp, tollgate_xdp_ip, \
+             tollgate_tc, tollgate_tc_ip"
+        ),
+        "{}",
+        d.logs()
+    );
+    let pinned = |name: &str| d.pins.0.join(name).exists();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !tollgate_common::PROGRAMS.into_iter().all(pinned) {
+        assert!(
+            Instant::now() < deadline,
+            "hooks not all verified after READY=1:\n{}",
+            d.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!d.logs().contains("cannot be attached"), "{}", d.logs());
 }

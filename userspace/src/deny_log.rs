@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use tollgate_common::Stat;
 
 use crate::{datapath::Dataplane, datapath::events, ntp::ClientHealth, policy::proto_name};
@@ -37,11 +37,7 @@ pub fn spawn(
     labels: Labels,
     clocks: Option<Arc<ClientHealth>>,
 ) -> Result<tokio::task::JoinHandle<()>> {
-    let ring = dataplane
-        .lock()
-        .expect("dataplane lock")
-        .take_events()
-        .ok_or_else(|| anyhow!("deny event ring buffer already taken"))?;
+    let ring = dataplane.lock().expect("dataplane lock").take_events()?;
     // SAFETY: the ring buffer owns its fd for as long as the AsyncFd lives.
     let mut ring =
         unsafe { tokio::io::unix::AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;

@@ -1,18 +1,24 @@
 //! The start's two long steps, side by side: opening the dataplane (the
-//! BPF verifier checks every program) on one blocking thread, reading,
+//! BPF verifier checks the programs the interfaces present will run; the
+//! others wait until after READY=1) on one blocking thread, reading,
 //! validating and compiling the policy ([`Preparer`]) on another. At fleet
 //! scale each takes over a second and neither needs the other; the
 //! install waits for both, so what READY=1 means does not change.
 
-use std::time::Instant;
+use std::{
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use anyhow::{Context as _, Result};
 use tokio::sync::watch;
 
 use crate::{
     config::Config,
-    datapath::{Dataplane, Options, Start},
+    datapath::{Dataplane, Options, Start, attach::AttachMode},
     diagnostic::Diagnostic,
+    links,
+    logging::DAEMON_TARGET,
     policy::Environment,
     reload::{Prepared, Preparer},
     systemd::Watchdog,
@@ -60,6 +66,68 @@ pub(super) async fn open_and_prepare(
     })
 }
 
+/// The hook programs the configured interfaces present now will run: the
+/// one of the first mode their attach policy tries on their kind of link.
+/// Verified before READY=1; the others after it ([`verify_other_hooks`]),
+/// or by an attach that falls back to another mode. An interface that is
+/// missing, or of a kind Tollgate refuses, needs none now.
+fn hooks_at_start(config: &Config) -> Vec<&'static str> {
+    let mut hooks = Vec::new();
+    for name in &config.interfaces {
+        let Ok(Some(link)) = links::find(name) else {
+            continue;
+        };
+        let Ok(kind) = link.kind() else { continue };
+        let Ok(modes) = AttachMode::candidates(config.attach, kind) else {
+            continue;
+        };
+        if let Some(mode) = modes.first()
+            && !hooks.contains(&mode.program(kind))
+        {
+            hooks.push(mode.program(kind));
+        }
+    }
+    hooks
+}
+
+/// Which hooks the start verified, and which wait for READY=1.
+fn hooks_note(dataplane: &Dataplane) -> String {
+    let later = dataplane.unverified_hooks();
+    let now: Vec<&str> = tollgate_common::PROGRAMS
+        .into_iter()
+        .filter(|h| !later.contains(h))
+        .collect();
+    let list = |hooks: &[&str]| match hooks {
+        [] => "none".to_string(),
+        _ => hooks.join(", "),
+    };
+    format!(
+        "hooks verified now: {}; after READY=1: {}",
+        list(&now),
+        list(&later)
+    )
+}
+
+/// Verifies the hook programs the start did not, one at a time on a
+/// blocking thread, each holding the dataplane only for its own
+/// verification: run after READY=1, so that an interface that appears
+/// later is attached without waiting for the verifier. A rejection is
+/// logged here and fails the attach that needs the hook.
+pub(super) fn verify_other_hooks(dataplane: Arc<Mutex<Dataplane>>) {
+    tokio::task::spawn_blocking(move || {
+        let names = dataplane.lock().expect("dataplane lock").unverified_hooks();
+        for name in names {
+            let verified = dataplane.lock().expect("dataplane lock").verify_hook(name);
+            if let Err(e) = verified {
+                tracing::error!(
+                    target: DAEMON_TARGET,
+                    "{e:#}: interfaces that need {name} cannot be attached"
+                );
+            }
+        }
+    });
+}
+
 /// Opens the dataplane, adopting what a previous run pinned, and says how
 /// it was found and how long it took.
 fn open_dataplane(config: &Config) -> Result<Dataplane> {
@@ -70,17 +138,21 @@ fn open_dataplane(config: &Config) -> Result<Dataplane> {
         deny_events: config.deny_events,
         reject_replies: config.reject_replies,
         pass_ethertypes: config.pass_ethertypes.clone(),
+        hooks_at_open: Some(hooks_at_start(config)),
     })?;
     let ms = begin.elapsed().as_millis();
+    let hooks = hooks_note(&dataplane);
     match dataplane.start() {
-        Start::Fresh => tracing::info!("dataplane loaded in {ms} ms (fresh start)"),
+        Start::Fresh => tracing::info!("dataplane loaded in {ms} ms (fresh start; {hooks})"),
         Start::Adopted => tracing::info!(
-            "dataplane adopted from {} in {ms} ms (the last policy stayed in force meanwhile)",
+            "dataplane adopted from {} in {ms} ms (the last policy stayed in force meanwhile; \
+             {hooks})",
             config.pin_dir.display()
         ),
         Start::Upgraded { reason } => tracing::warn!(
             "dataplane layout changed ({reason}): new maps, counters restart from zero; \
-             the previous program keeps filtering until it is replaced (loaded in {ms} ms)"
+             the previous program keeps filtering until it is replaced (loaded in {ms} ms; \
+             {hooks})"
         ),
     }
     Ok(dataplane)

@@ -36,7 +36,7 @@ use aya::{
 };
 use tollgate_common::{PROG_TC, PROG_TC_IP, PROG_XDP, PROG_XDP_IP};
 
-use super::bpf_obj;
+use super::{bpf_obj, hooks};
 use crate::{config::AttachPolicy, links::LinkKind};
 
 /// How the program is attached to an interface.
@@ -205,6 +205,7 @@ pub fn attach(
     }
     let previous = live;
     if let Some((mode, path)) = previous.iter().find(|(m, _)| modes.contains(m)) {
+        hooks::load_hook(ebpf, mode.program(kind), pin_dir)?;
         let adoption = adopt(ebpf, *mode, kind, path, pinned_programs)?;
         for (_, stale) in previous.iter().filter(|(_, p)| p != path) {
             unpin(stale)?;
@@ -227,7 +228,9 @@ pub fn attach(
                 unpin(path)?;
             }
         }
-        match attach_fresh(ebpf, pin_dir, interface, kind, mode) {
+        let attached = hooks::load_hook(ebpf, mode.program(kind), pin_dir)
+            .and_then(|()| attach_fresh(ebpf, pin_dir, interface, kind, mode));
+        match attached {
             Ok(()) => {
                 for (_, path) in &previous {
                     if path.exists() {

@@ -34,6 +34,7 @@ pub mod attach;
 mod bpf_obj;
 pub mod counters;
 pub mod events;
+mod hooks;
 pub mod layout;
 pub mod learned;
 mod ntp_fast;
@@ -112,6 +113,11 @@ pub struct Options {
     pub reject_replies: RejectRepliesConfig,
     /// Non-IP EtherTypes to pass on Ethernet links (`pass-ethertypes`).
     pub pass_ethertypes: Vec<u16>,
+    /// The hook programs (`PROG_XDP`, `PROG_XDP_IP`, `PROG_TC`,
+    /// `PROG_TC_IP`) to verify in `open`; `None`: all four. The others are
+    /// verified by the attach that needs them or by
+    /// [`Dataplane::verify_hook`] (see `hooks.rs`).
+    pub hooks_at_open: Option<Vec<&'static str>>,
 }
 
 /// How `open` found the pins.
@@ -179,7 +185,8 @@ pub struct Dataplane {
     grace_inner: Array<MapData, u32>,
     /// True from a flip until the next grace period has passed.
     grace_pending: bool,
-    events: Option<RingBuf<MapData>>,
+    /// Whether the deny events' ring was handed to its reader.
+    events_taken: bool,
     /// The probe's generation and its last decision (`probe.rs`).
     probe_generation: Array<MapData, u32>,
     probe_result: Array<MapData, ProbeResult>,
@@ -477,9 +484,14 @@ impl Dataplane {
         self.learned.destinations(self.active_slot())
     }
 
-    /// The deny-event ring buffer; it can be taken once.
-    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
-        self.events.take()
+    /// The deny-event ring buffer, for its one reader (a handle of its
+    /// own: see `hooks::duplicate`); it can be taken once.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        if std::mem::replace(&mut self.events_taken, true) {
+            return Err(anyhow!("deny event ring buffer already taken"));
+        }
+        let map = hooks::duplicate(&self.ebpf, tollgate_common::MAP_EVENTS)?;
+        RingBuf::try_from(map).context("map TG_EVENTS")
     }
 
     /// Attaches to `link` (in the calling thread's network namespace) with
@@ -498,6 +510,19 @@ impl Dataplane {
         self.attachments.push(attachment.clone());
         self.note_ntp_replies(&attachment)?;
         Ok(attachment)
+    }
+
+    /// The hook programs not verified yet (see [`Options::hooks_at_open`]).
+    pub fn unverified_hooks(&self) -> Vec<&'static str> {
+        tollgate_common::PROGRAMS
+            .into_iter()
+            .filter(|name| !self.ebpf.program(name).is_some_and(hooks::is_loaded))
+            .collect()
+    }
+
+    /// Verifies the hook program `name` (and pins it) unless it was.
+    pub fn verify_hook(&mut self, name: &str) -> Result<()> {
+        hooks::load_hook(&mut self.ebpf, name, self.pin_dir.as_deref())
     }
 
     /// Attaches to the interface called `name` (see [`Dataplane::attach`]).

@@ -12,7 +12,7 @@ use tollgate_common::{
     MAX_NTP_ADDRESSES, NtpAddrKey, NtpFastState, NtpSample,
 };
 
-use super::{AttachMode, Attachment, Dataplane};
+use super::{AttachMode, Attachment, Dataplane, hooks};
 
 /// `TG_NTP_ADDRS` and `TG_NTP_STATE`, writable from any task.
 pub struct NtpFastMaps {
@@ -21,15 +21,11 @@ pub struct NtpFastMaps {
 }
 
 impl Dataplane {
-    /// The fast path's maps; they can be taken once.
+    /// The fast path's maps (handles of their own: see
+    /// [`hooks::duplicate`]).
     pub fn take_ntp_fast(&mut self) -> Result<NtpFastMaps> {
-        let mut take = |name: &str| {
-            self.ebpf
-                .take_map(name)
-                .ok_or_else(|| anyhow!("BPF object has no map {name} (or it was taken)"))
-        };
-        let addresses = take(MAP_NTP_ADDRS)?;
-        let state = take(MAP_NTP_STATE)?;
+        let addresses = hooks::duplicate(&self.ebpf, MAP_NTP_ADDRS)?;
+        let state = hooks::duplicate(&self.ebpf, MAP_NTP_STATE)?;
         Ok(NtpFastMaps {
             addresses: HashMap::try_from(addresses).context("map TG_NTP_ADDRS")?,
             state: Array::try_from(state).context("map TG_NTP_STATE")?,
@@ -39,12 +35,10 @@ impl Dataplane {
 
 impl Dataplane {
     /// The ring of the requests the fast path answered (`TG_NTP_SAMPLES`,
-    /// records for [`decode_sample`]); it can be taken once.
+    /// records for [`decode_sample`]), for its one reader (a handle of its
+    /// own: see [`hooks::duplicate`]).
     pub fn take_ntp_samples(&mut self) -> Result<RingBuf<MapData>> {
-        let map = self
-            .ebpf
-            .take_map(MAP_NTP_SAMPLES)
-            .ok_or_else(|| anyhow!("BPF object has no map {MAP_NTP_SAMPLES} (or it was taken)"))?;
+        let map = hooks::duplicate(&self.ebpf, MAP_NTP_SAMPLES)?;
         RingBuf::try_from(map).context("map TG_NTP_SAMPLES")
     }
 }

@@ -2,26 +2,27 @@
 //! previous run pinned (or replace a layout that changed), and set the
 //! program's runtime knobs.
 
-use std::{path::PathBuf, time::Instant};
+use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, ProgramArray},
-    programs::{ProgramError, SchedClassifier, Xdp},
+    programs::{SchedClassifier, Xdp},
 };
 use tollgate_common::{
     MAP_ACTIVE, MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT,
-    MAP_DEVICE_PREFIX, MAP_EVENTS, MAP_GATEWAY, MAP_GRACE, MAP_GROUPS, MAP_LEARNED, MAP_NTP_PROG,
-    MAP_NTP_TC, MAP_PASS_ETHERTYPES, MAP_PROBE, MAP_PROBE_RESULT, MAP_REJECT_TC, MAP_REJECT_XDP,
-    MAP_RULESETS, MAP_SETTINGS, MAP_STATS, MAP_TRIE, MAP_TRIE_ROOTS, PROG_NTP, PROG_NTP_TC,
-    PROG_PROBE, PROG_REJECT_TC, PROG_REJECT_XDP, PROG_TC, PROG_TC_IP, PROG_XDP, PROG_XDP_IP,
-    PROGRAMS, ROOTS_PER_SLOT, SLOTS, Settings, TRIE_WORDS_PER_SLOT,
+    MAP_DEVICE_PREFIX, MAP_GATEWAY, MAP_GRACE, MAP_GROUPS, MAP_LEARNED, MAP_NTP_PROG, MAP_NTP_TC,
+    MAP_PASS_ETHERTYPES, MAP_PROBE, MAP_PROBE_RESULT, MAP_REJECT_TC, MAP_REJECT_XDP, MAP_RULESETS,
+    MAP_SETTINGS, MAP_STATS, MAP_TRIE, MAP_TRIE_ROOTS, PROG_NTP, PROG_NTP_TC, PROG_PROBE,
+    PROG_REJECT_TC, PROG_REJECT_XDP, PROGRAMS, ROOTS_PER_SLOT, SLOTS, Settings,
+    TRIE_WORDS_PER_SLOT,
 };
 
 use super::{
     Dataplane, Options, PROGRAM_OBJECT, Start, attach,
     counters::CounterRegistry,
+    hooks::{self, verify},
     layout::{self, Pinned},
     learned::Learned,
     pins::ensure_bpffs,
@@ -64,15 +65,29 @@ impl Dataplane {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(PROGRAM_OBJECT).context("load BPF object")?;
+        // What the previous run pinned, to recognise its programs on links
+        // (listing all loaded programs would need CAP_SYS_ADMIN): read
+        // before a hook of ours takes its pin.
+        let mut previous_programs = Vec::new();
+        if let Some(dir) = &options.pin_dir {
+            for name in PROGRAMS {
+                if let Ok(identity) = attach::ProgramIdentity::pinned(&dir.join(name)) {
+                    previous_programs.push(identity);
+                }
+            }
+        }
+        // Pinned below, once every program of the start is verified.
+        let first = options.hooks_at_open.as_deref().unwrap_or(&PROGRAMS);
+        for name in first {
+            hooks::load_hook(&mut ebpf, name, None)?;
+        }
         // The probe is loaded with the rest but never pinned nor attached:
         // it belongs to this process, which alone runs it (see `probe.rs`).
-        for name in [PROG_XDP, PROG_XDP_IP, PROG_PROBE] {
-            let xdp: &mut Xdp = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("no program {name}"))?
-                .try_into()?;
-            verify(name, || xdp.load())?;
-        }
+        let probe: &mut Xdp = ebpf
+            .program_mut(PROG_PROBE)
+            .ok_or_else(|| anyhow!("no program {PROG_PROBE}"))?
+            .try_into()?;
+        verify(PROG_PROBE, || probe.load())?;
         // The programs the XDP hooks tail-call, each in its table before any
         // packet can look for it there.
         for (program, table) in [(PROG_NTP, MAP_NTP_PROG), (PROG_REJECT_XDP, MAP_REJECT_XDP)] {
@@ -105,27 +120,9 @@ impl Dataplane {
             .set(0, &target, 0)
             .with_context(|| format!("put {program} into {table}"))?;
         }
-        for name in [PROG_TC, PROG_TC_IP] {
-            let tc: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("no program {name}"))?
-                .try_into()?;
-            verify(name, || tc.load())?;
-        }
-        // What the previous run pinned, to recognise its programs on links
-        // (listing all loaded programs would need CAP_SYS_ADMIN).
-        let mut previous_programs = Vec::new();
         if let Some(dir) = &options.pin_dir {
-            for name in PROGRAMS {
-                let path = dir.join(name);
-                if let Ok(identity) = attach::ProgramIdentity::pinned(&path) {
-                    previous_programs.push(identity);
-                }
-                let _ = std::fs::remove_file(&path);
-                ebpf.program_mut(name)
-                    .expect("loaded above")
-                    .pin(&path)
-                    .with_context(|| format!("pin {}", path.display()))?;
+            for name in first {
+                hooks::pin_hook(&mut ebpf, name, dir)?;
             }
         }
 
@@ -158,9 +155,12 @@ impl Dataplane {
             usize::from(active_slot),
             start == Start::Adopted,
         )?;
-        let mut settings: Array<MapData, Settings> = take(&mut ebpf, MAP_SETTINGS)?;
+        // Borrowed, not taken: they stay open for the hooks verified later
+        // (`hooks.rs`).
+        let mut settings: Array<&mut MapData, Settings> = borrow(&mut ebpf, MAP_SETTINGS)?;
         settings.set(0, runtime_settings(options, geometry), 0)?;
-        let mut ethertypes: HashMap<MapData, u16, u8> = take(&mut ebpf, MAP_PASS_ETHERTYPES)?;
+        let mut ethertypes: HashMap<&mut MapData, u16, u8> =
+            borrow(&mut ebpf, MAP_PASS_ETHERTYPES)?;
         // Pinned with the rest: what an earlier configuration passed goes.
         let old: Vec<u16> = ethertypes.keys().collect::<Result<_, _>>()?;
         for t in old.iter().filter(|t| !options.pass_ethertypes.contains(t)) {
@@ -181,7 +181,7 @@ impl Dataplane {
             stats: take(&mut ebpf, MAP_STATS)?,
             grace: take(&mut ebpf, MAP_GRACE)?,
             grace_inner: Array::create(1, 0).context("create TG_GRACE inner map")?,
-            events: Some(take(&mut ebpf, MAP_EVENTS)?),
+            events_taken: false,
             probe_generation: take(&mut ebpf, MAP_PROBE)?,
             probe_result: take(&mut ebpf, MAP_PROBE_RESULT)?,
             ebpf,
@@ -212,13 +212,14 @@ impl Dataplane {
     }
 }
 
-/// Loads the program `name` with `load`, which runs the kernel's verifier
-/// on it: the bulk of the dataplane's start, hence timed.
-fn verify(name: &str, load: impl FnOnce() -> Result<(), ProgramError>) -> Result<()> {
-    let begin = Instant::now();
-    load().with_context(|| format!("verify {name}"))?;
-    tracing::debug!("verified {name} in {} ms", begin.elapsed().as_millis());
-    Ok(())
+fn borrow<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<T>
+where
+    T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .map_mut(name)
+        .ok_or_else(|| anyhow!("BPF object has no map {name}"))?;
+    T::try_from(map).with_context(|| format!("map {name}"))
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T>
