@@ -5,10 +5,7 @@
 //! scale each takes over a second and neither needs the other; the
 //! install waits for both, so what READY=1 means does not change.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Instant,
-};
+use std::{sync::Mutex, time::Instant};
 
 use anyhow::{Context as _, Result};
 use tokio::sync::watch;
@@ -109,16 +106,15 @@ fn hooks_note(dataplane: &Dataplane) -> String {
 }
 
 /// Verifies the hook programs the start did not, one at a time on a
-/// blocking thread, each holding the dataplane only for its own
-/// verification: run after READY=1, so that an interface that appears
+/// blocking thread, holding only the BPF object (reloads, scrapes and the
+/// deny log go on): run after READY=1, so that an interface that appears
 /// later is attached without waiting for the verifier. A rejection is
 /// logged here and fails the attach that needs the hook.
-pub(super) fn verify_other_hooks(dataplane: Arc<Mutex<Dataplane>>) {
+pub(super) fn verify_other_hooks(dataplane: &Mutex<Dataplane>) {
+    let hooks = dataplane.lock().expect("dataplane lock").late_hooks();
     tokio::task::spawn_blocking(move || {
-        let names = dataplane.lock().expect("dataplane lock").unverified_hooks();
-        for name in names {
-            let verified = dataplane.lock().expect("dataplane lock").verify_hook(name);
-            if let Err(e) = verified {
+        for name in hooks.unverified() {
+            if let Err(e) = hooks.verify(name) {
                 tracing::error!(
                     target: DAEMON_TARGET,
                     "{e:#}: interfaces that need {name} cannot be attached"

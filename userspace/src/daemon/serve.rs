@@ -77,7 +77,7 @@ impl Daemon {
         if *self.dataplane.lock().expect("dataplane lock").start() != Start::Adopted {
             self.reloader.fill_inactive_slot();
         }
-        super::opening::verify_other_hooks(self.dataplane.clone());
+        super::opening::verify_other_hooks(&self.dataplane);
         if let Some(every) = self.watchdog.period() {
             tracing::info!(target: DAEMON_TARGET, "systemd watchdog: pinging every {every:?}");
         }

@@ -13,7 +13,12 @@
 //! verifier rejects then fails the attach that needs it, which the daemon
 //! reports as it reports any failed attach.
 
-use std::{os::fd::AsFd as _, path::Path, time::Instant};
+use std::{
+    os::fd::AsFd as _,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
@@ -21,6 +26,30 @@ use aya::{
     maps::{Map, MapData},
     programs::{Program, ProgramError},
 };
+use tollgate_common::PROGRAMS;
+
+/// Verifies the hooks the start did not, holding only the BPF object.
+pub struct LateHooks {
+    pub(super) object: Arc<Mutex<Ebpf>>,
+    pub(super) pin_dir: Option<PathBuf>,
+}
+
+impl LateHooks {
+    /// The hook programs not verified yet.
+    pub fn unverified(&self) -> Vec<&'static str> {
+        let object = self.object.lock().expect("BPF object lock");
+        PROGRAMS
+            .into_iter()
+            .filter(|name| !object.program(name).is_some_and(is_loaded))
+            .collect()
+    }
+
+    /// Verifies the hook program `name` (and pins it) unless it was.
+    pub fn verify(&self, name: &str) -> Result<()> {
+        let mut object = self.object.lock().expect("BPF object lock");
+        load_hook(&mut object, name, self.pin_dir.as_deref())
+    }
+}
 
 /// Verifies the hook program `name` unless it was, and pins it in
 /// `pin_dir`, replacing the previous run's pin (whose identity `open` read

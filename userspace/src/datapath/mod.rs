@@ -35,6 +35,7 @@ mod bpf_obj;
 pub mod counters;
 pub mod events;
 mod hooks;
+pub use hooks::LateHooks;
 pub mod layout;
 pub mod learned;
 mod ntp_fast;
@@ -49,6 +50,7 @@ mod usage;
 
 use std::{
     path::PathBuf,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -171,7 +173,11 @@ impl Staged {
 }
 
 pub struct Dataplane {
-    ebpf: Ebpf,
+    /// The BPF object: its programs, and the maps no field holds. Locked
+    /// apart from the dataplane, so that verifying a hook after READY=1
+    /// (`hooks.rs`, up to half a second) does not hold up a reload, a
+    /// scrape or the deny log.
+    object: Arc<Mutex<Ebpf>>,
     pin_dir: Option<PathBuf>,
     start: Start,
     active: Array<MapData, u32>,
@@ -490,7 +496,7 @@ impl Dataplane {
         if std::mem::replace(&mut self.events_taken, true) {
             return Err(anyhow!("deny event ring buffer already taken"));
         }
-        let map = hooks::duplicate(&self.ebpf, tollgate_common::MAP_EVENTS)?;
+        let map = hooks::duplicate(&self.object(), tollgate_common::MAP_EVENTS)?;
         RingBuf::try_from(map).context("map TG_EVENTS")
     }
 
@@ -500,7 +506,7 @@ impl Dataplane {
     pub fn attach(&mut self, link: &Link, policy: AttachPolicy) -> Result<Attachment> {
         let kind = link.kind()?;
         let attachment = attach::attach(
-            &mut self.ebpf,
+            &mut self.object.lock().expect("BPF object lock"),
             self.pin_dir.as_deref(),
             (&link.name, link.index, kind),
             AttachMode::candidates(policy, kind)?,
@@ -514,15 +520,21 @@ impl Dataplane {
 
     /// The hook programs not verified yet (see [`Options::hooks_at_open`]).
     pub fn unverified_hooks(&self) -> Vec<&'static str> {
-        tollgate_common::PROGRAMS
-            .into_iter()
-            .filter(|name| !self.ebpf.program(name).is_some_and(hooks::is_loaded))
-            .collect()
+        self.late_hooks().unverified()
     }
 
-    /// Verifies the hook program `name` (and pins it) unless it was.
-    pub fn verify_hook(&mut self, name: &str) -> Result<()> {
-        hooks::load_hook(&mut self.ebpf, name, self.pin_dir.as_deref())
+    /// A handle that verifies the hooks not verified yet without the
+    /// dataplane (see [`LateHooks`]).
+    pub fn late_hooks(&self) -> LateHooks {
+        LateHooks {
+            object: Arc::clone(&self.object),
+            pin_dir: self.pin_dir.clone(),
+        }
+    }
+
+    /// The BPF object, locked.
+    fn object(&self) -> std::sync::MutexGuard<'_, Ebpf> {
+        self.object.lock().expect("BPF object lock")
     }
 
     /// Attaches to the interface called `name` (see [`Dataplane::attach`]).

@@ -24,8 +24,9 @@ impl Dataplane {
     /// The fast path's maps (handles of their own: see
     /// [`hooks::duplicate`]).
     pub fn take_ntp_fast(&mut self) -> Result<NtpFastMaps> {
-        let addresses = hooks::duplicate(&self.ebpf, MAP_NTP_ADDRS)?;
-        let state = hooks::duplicate(&self.ebpf, MAP_NTP_STATE)?;
+        let object = self.object();
+        let addresses = hooks::duplicate(&object, MAP_NTP_ADDRS)?;
+        let state = hooks::duplicate(&object, MAP_NTP_STATE)?;
         Ok(NtpFastMaps {
             addresses: HashMap::try_from(addresses).context("map TG_NTP_ADDRS")?,
             state: Array::try_from(state).context("map TG_NTP_STATE")?,
@@ -38,7 +39,7 @@ impl Dataplane {
     /// records for [`decode_sample`]), for its one reader (a handle of its
     /// own: see [`hooks::duplicate`]).
     pub fn take_ntp_samples(&mut self) -> Result<RingBuf<MapData>> {
-        let map = hooks::duplicate(&self.ebpf, MAP_NTP_SAMPLES)?;
+        let map = hooks::duplicate(&self.object(), MAP_NTP_SAMPLES)?;
         RingBuf::try_from(map).context("map TG_NTP_SAMPLES")
     }
 }
@@ -74,8 +75,8 @@ impl Dataplane {
     /// Whether the NTP responder may answer requests arriving on the
     /// interface with index `index` (`TG_NTP_IFACES`).
     pub fn answer_ntp_on(&mut self, index: u32, answer: bool) -> Result<()> {
-        let map = self
-            .ebpf
+        let mut object = self.object();
+        let map = object
             .map_mut(MAP_NTP_IFACES)
             .ok_or_else(|| anyhow!("BPF object has no map {MAP_NTP_IFACES}"))?;
         let mut interfaces: HashMap<&mut MapData, u32, u8> = HashMap::try_from(map)?;
@@ -129,8 +130,8 @@ impl Dataplane {
             .filter(|a| a.mode == AttachMode::XdpNative)
             .map(|a| (a.interface.clone(), a.index))
             .collect();
-        let map = self
-            .ebpf
+        let object = self.object();
+        let map = object
             .map(MAP_NTP_IFACES)
             .ok_or_else(|| anyhow!("BPF object has no map {MAP_NTP_IFACES}"))?;
         let interfaces: HashMap<&MapData, u32, u8> = HashMap::try_from(map)?;

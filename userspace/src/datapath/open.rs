@@ -2,7 +2,10 @@
 //! previous run pinned (or replace a layout that changed), and set the
 //! program's runtime knobs.
 
-use std::path::PathBuf;
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
@@ -184,7 +187,7 @@ impl Dataplane {
             events_taken: false,
             probe_generation: take(&mut ebpf, MAP_PROBE)?,
             probe_result: take(&mut ebpf, MAP_PROBE_RESULT)?,
-            ebpf,
+            object: Arc::new(Mutex::new(ebpf)),
             pin_dir: options.pin_dir.clone(),
             start,
             active,

@@ -28,8 +28,8 @@ impl Dataplane {
         self.probe_generation
             .set(0, staged.generation, 0)
             .context("set TG_PROBE")?;
-        let xdp: &Xdp = self
-            .ebpf
+        let object = self.object();
+        let xdp: &Xdp = object
             .program(PROG_PROBE)
             .ok_or_else(|| anyhow!("no program {PROG_PROBE}"))?
             .try_into()?;

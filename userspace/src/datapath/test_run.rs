@@ -25,40 +25,41 @@ impl Dataplane {
         frame: &[u8],
         repeat: u32,
     ) -> Result<(u32, Duration)> {
-        run_timed(self.xdp(kind)?, frame, repeat)
+        let name = AttachMode::XdpGeneric.program(kind);
+        self.with_program(name, |p: &Xdp| run_timed(p, frame, repeat))
     }
 
     /// Runs the XDP program of `kind` once on `frame` and returns the action
     /// with the packet as the program left it (the reply of an `XDP_TX`).
     pub fn test_run_xdp_output(&self, kind: LinkKind, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
-        run_with_output(self.xdp(kind)?, frame)
+        let name = AttachMode::XdpGeneric.program(kind);
+        self.with_program(name, |p: &Xdp| run_with_output(p, frame))
     }
 
     /// Runs the Ethernet TC program `repeat` times on `frame`.
     pub fn test_run_tc(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration)> {
-        run_timed(self.tc()?, frame, repeat)
+        self.with_program(PROG_TC, |p: &SchedClassifier| run_timed(p, frame, repeat))
     }
 
     /// Runs the Ethernet TC program once on `frame` and returns the action
     /// with the packet as the program left it (the reply of a redirect).
     pub fn test_run_tc_output(&self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
-        run_with_output(self.tc()?, frame)
+        self.with_program(PROG_TC, |p: &SchedClassifier| run_with_output(p, frame))
     }
 
-    fn xdp(&self, kind: LinkKind) -> Result<&Xdp> {
-        Ok(self
-            .loaded(AttachMode::XdpGeneric.program(kind))?
-            .try_into()?)
-    }
-
-    fn tc(&self) -> Result<&SchedClassifier> {
-        Ok(self.loaded(PROG_TC)?.try_into()?)
-    }
-
-    fn loaded(&self, name: &str) -> Result<&Program> {
-        self.ebpf
+    /// `run` on the program `name`, as a `P`, with the object locked.
+    fn with_program<P, R>(&self, name: &str, run: impl FnOnce(&P) -> Result<R>) -> Result<R>
+    where
+        for<'p> &'p P: TryFrom<&'p Program>,
+    {
+        let object = self.object();
+        let program = object
             .program(name)
-            .ok_or_else(|| anyhow!("no program {name}"))
+            .ok_or_else(|| anyhow!("no program {name}"))?;
+        let program: &P = program
+            .try_into()
+            .map_err(|_| anyhow!("{name}: not of the expected program type"))?;
+        run(program)
     }
 }
 

@@ -83,8 +83,8 @@ impl Dataplane {
         fn count<K: aya::Pod, V: aya::Pod>(map: &aya::maps::Map) -> Result<u64> {
             count_entries(&HashMap::<&MapData, K, V>::try_from(map)?)
         }
-        let map = self
-            .ebpf
+        let object = self.object();
+        let map = object
             .map(name)
             .ok_or_else(|| anyhow!("BPF object has no map {name}"))?;
         match name {
