@@ -32,16 +32,27 @@ pub fn map<T: Send, R: Send>(items: Vec<T>, work: impl Fn(T) -> R + Sync) -> Vec
     let results: Vec<Mutex<Option<R>>> = (0..count).map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(slot) = items.get(i) else { break };
-                    let item = take(slot);
-                    let result = work(item);
-                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-                }
-            });
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(slot) = items.get(i) else { break };
+                        let item = take(slot);
+                        let result = work(item);
+                        *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+                    }
+                })
+            })
+            .collect();
+        // Joined, not only waited for: the scope returns once the closures
+        // are done, before the threads have run their thread-local
+        // destructors, which LeakSanitizer (the fuzz smoke) then counts as
+        // leaks.
+        for worker in workers {
+            if let Err(panic) = worker.join() {
+                std::panic::resume_unwind(panic);
+            }
         }
     });
     results.into_iter().map(|slot| take_owned(slot)).collect()

@@ -8,10 +8,12 @@
 //! caller names (the daemon: those the configured interfaces present at the
 //! start will run, `Options::hooks_at_open`); an attach verifies the one
 //! its mode needs if that has not happened; and the daemon verifies the
-//! rest right after READY=1 (`Dataplane::verify_hook`), so that an
-//! interface appearing later does not wait for the verifier. A hook the
-//! verifier rejects then fails the attach that needs it, which the daemon
-//! reports as it reports any failed attach.
+//! rest right after READY=1 ([`LateHooks`], which holds the BPF object's
+//! own lock and not the dataplane's: a reload, a scrape or the deny log
+//! does not wait for it), so that an interface appearing later does not
+//! wait for the verifier. A hook the verifier rejects then fails the
+//! attach that needs it, which the daemon reports as it reports any failed
+//! attach.
 
 use std::{
     os::fd::AsFd as _,
@@ -105,7 +107,7 @@ pub fn duplicate(ebpf: &Ebpf, name: &str) -> Result<Map> {
     Ok(copy)
 }
 
-/// Whether the program `name` has been loaded into the kernel.
+/// Whether `program` has been loaded into the kernel (and verified).
 pub fn is_loaded(program: &Program) -> bool {
     program.fd().is_ok()
 }

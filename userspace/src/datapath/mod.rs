@@ -118,7 +118,7 @@ pub struct Options {
     /// The hook programs (`PROG_XDP`, `PROG_XDP_IP`, `PROG_TC`,
     /// `PROG_TC_IP`) to verify in `open`; `None`: all four. The others are
     /// verified by the attach that needs them or by
-    /// [`Dataplane::verify_hook`] (see `hooks.rs`).
+    /// [`Dataplane::late_hooks`] (see `hooks.rs`).
     pub hooks_at_open: Option<Vec<&'static str>>,
 }
 
