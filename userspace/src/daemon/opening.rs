@@ -89,7 +89,7 @@ fn hooks_at_start(config: &Config) -> Vec<&'static str> {
 
 /// Which hooks the start verified, and which wait for READY=1.
 fn hooks_note(dataplane: &Dataplane) -> String {
-    let later = dataplane.unverified_hooks();
+    let later = dataplane.late_hooks().unverified();
     let now: Vec<&str> = tollgate_common::PROGRAMS
         .into_iter()
         .filter(|h| !later.contains(h))

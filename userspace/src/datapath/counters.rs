@@ -275,22 +275,18 @@ impl CounterRegistry {
     }
 }
 
-/// Reads every `TG_OWNERS` entry into `owner_of` (as long as the map):
-/// in batches where the kernel can, 2^18 syscalls where not.
+/// Reads every `TG_OWNERS` entry into `owner_of` (as long as the map).
 fn read_owners(owners: &Array<MapData, u64>, owner_of: &mut [u64]) -> Result<()> {
-    let fd = owners.map().fd().as_fd().as_raw_fd();
-    match batch::read_all::<u32, u64>(fd, owner_of.len()).context("read TG_OWNERS")? {
-        Some(entries) => {
-            for (i, owner) in entries {
-                if let Some(slot) = owner_of.get_mut(i as usize) {
-                    *slot = owner;
-                }
-            }
-        }
-        None => {
-            for (i, owner) in owner_of.iter_mut().enumerate() {
-                *owner = owners.get(&(i as u32), 0).context("read TG_OWNERS")?;
-            }
+    let entries = batch::entries_of(owners, |m| {
+        m.iter()
+            .enumerate()
+            .map(|(i, owner)| Ok((i as u32, owner?)))
+            .collect()
+    })
+    .context("read TG_OWNERS")?;
+    for (i, owner) in entries {
+        if let Some(slot) = owner_of.get_mut(i as usize) {
+            *slot = owner;
         }
     }
     Ok(())

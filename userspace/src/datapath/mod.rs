@@ -518,11 +518,6 @@ impl Dataplane {
         Ok(attachment)
     }
 
-    /// The hook programs not verified yet (see [`Options::hooks_at_open`]).
-    pub fn unverified_hooks(&self) -> Vec<&'static str> {
-        self.late_hooks().unverified()
-    }
-
     /// A handle that verifies the hooks not verified yet without the
     /// dataplane (see [`LateHooks`]).
     pub fn late_hooks(&self) -> LateHooks {

@@ -233,7 +233,6 @@ fn validate_sources(
     cache: &mut ParseCache,
 ) -> Result<Loaded, Vec<Diagnostic>> {
     let mut order = Vec::with_capacity(sources.len());
-    let mut files_parsed = 0;
     let mut current = HashMap::with_capacity(sources.len());
     let mut fresh = Vec::new();
     for source in sources {
@@ -249,7 +248,7 @@ fn validate_sources(
         }
         order.push(path);
     }
-    files_parsed += fresh.len();
+    let files_parsed = fresh.len();
     for parsed in parallel::map(fresh, |(source, serial)| CachedFile::parse(source, serial)) {
         current.insert(parsed.source.path.clone(), parsed);
     }

@@ -9,10 +9,10 @@
 //! map holds stays exact. A kernel or map type without the command
 //! (`EINVAL`, `ENOTSUPP`) gets one update per entry instead.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd as _, AsRawFd as _, RawFd};
 
 use anyhow::Result;
-use aya::Pod;
+use aya::{Pod, maps::IterableMap};
 use aya_obj::generated::{bpf_attr, bpf_attr__bindgen_ty_3, bpf_cmd};
 
 /// Entries per call: bounds the contiguous key and value copies the call
@@ -124,6 +124,21 @@ pub fn read_all<K: Pod, V: Pod>(fd: RawFd, capacity: usize) -> Result<Option<Vec
         }
         position.swap(0, 1);
         first = false;
+    }
+}
+
+/// Every entry of `map`: in batches where the kernel can (a slot of 10^6
+/// devices is read in tens of calls, not two million), else with
+/// `iterate`, one entry at a time.
+pub fn entries_of<K: aya::Pod, V: aya::Pod, M: IterableMap<K, V>>(
+    map: &M,
+    iterate: impl FnOnce(&M) -> Result<Vec<(K, V)>, aya::maps::MapError>,
+) -> Result<Vec<(K, V)>> {
+    let data = map.map();
+    let capacity = data.info()?.max_entries() as usize;
+    match read_all(data.fd().as_fd().as_raw_fd(), capacity)? {
+        Some(entries) => Ok(entries),
+        None => Ok(iterate(map)?),
     }
 }
 

@@ -56,14 +56,14 @@ impl PolicyMaps {
                 .push(self.groups.get(&(base * MAX_GROUPS + i), 0)?);
         }
         image.device_exact = DeviceEntries::read_back(self.device_exact.entries(slot));
-        image.gateway = entries_of(&self.gateway, |m| m.iter().collect())?;
+        image.gateway = batch::entries_of(&self.gateway, |m| m.iter().collect())?;
         image.gateway.retain(|(k, _)| k.slot == slot);
-        for (k, v) in entries_of(&self.device_prefixes, |m| m.iter().collect())? {
+        for (k, v) in batch::entries_of(&self.device_prefixes, |m| m.iter().collect())? {
             if k.data().slot == slot {
                 image.device_prefixes.push(((k.prefix_len(), k.data()), v));
             }
         }
-        for (k, v) in entries_of(&self.destinations, |m| m.iter().collect())? {
+        for (k, v) in batch::entries_of(&self.destinations, |m| m.iter().collect())? {
             if k.data().slot == slot {
                 image.destinations.push(((k.prefix_len(), k.data()), v));
             }
@@ -152,21 +152,6 @@ impl PolicyMaps {
         stats.trie_words += self.flat.write_slot(slot, &current.flat, &target.flat);
         current.flat = target.flat;
         Ok(stats)
-    }
-}
-
-/// Every entry of `map`: in batches where the kernel can (a slot of 10^6
-/// devices is read in tens of calls, not two million), else with
-/// `iterate`, one entry at a time.
-fn entries_of<K: aya::Pod, V: aya::Pod, M: IterableMap<K, V>>(
-    map: &M,
-    iterate: impl FnOnce(&M) -> Result<Vec<(K, V)>, aya::maps::MapError>,
-) -> Result<Vec<(K, V)>> {
-    let data = map.map();
-    let capacity = data.info()?.max_entries() as usize;
-    match batch::read_all(data.fd().as_fd().as_raw_fd(), capacity)? {
-        Some(entries) => Ok(entries),
-        None => Ok(iterate(map)?),
     }
 }
 
