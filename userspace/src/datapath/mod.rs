@@ -10,9 +10,10 @@
 //! retires them all without a flush. A slot that was
 //! active is written only after an RCU grace period (an update of the
 //! `TG_GRACE` array-of-maps returns only after one), so no packet that
-//! started under the old policy can see the slot change under it. `install`
-//! waits for it right after its flip, when the new policy is already live,
-//! so the next install can write at once.
+//! started under the old policy can see the slot change under it. The wait
+//! comes after the flip, when the new policy is already live
+//! ([`Dataplane::settle`]), so neither the new policy nor the next install
+//! waits for it; a stage that finds it not yet done waits then.
 //!
 //! The install comes in two halves, [`Dataplane::stage`] (write the
 //! inactive slot) and [`Dataplane::flip`], so that the controller can run
@@ -140,7 +141,8 @@ pub struct InstallReport {
     pub slot: u8,
     pub writes: WriteStats,
     /// Waiting for packets to leave the old slot, after the flip (so not
-    /// part of `total`).
+    /// part of `total`); zero from [`Dataplane::flip`], which leaves that
+    /// wait to [`Dataplane::settle`].
     pub grace: Duration,
     /// From the start of the install to the flip: when the policy is live.
     pub total: Duration,
@@ -219,13 +221,18 @@ impl Dataplane {
     }
 
     /// Makes `policy` the one every packet sees, in one step: [`stage`],
-    /// then [`flip`].
+    /// [`flip`], then [`settle`].
     ///
     /// [`stage`]: Dataplane::stage
     /// [`flip`]: Dataplane::flip
+    /// [`settle`]: Dataplane::settle
     pub fn install(&mut self, policy: &CompiledPolicy) -> Result<InstallReport> {
         let staged = self.stage(policy)?;
-        self.flip(staged)
+        let report = self.flip(staged)?;
+        Ok(InstallReport {
+            grace: self.settle(),
+            ..report
+        })
     }
 
     /// Writes `policy` into the inactive slot, where no packet reads it yet:
@@ -331,25 +338,32 @@ impl Dataplane {
         self.generation = generation;
         self.grace_pending = true;
         self.installed_counters = indices;
-        // Packets that started before the flip may still be reading the old
-        // slot. Wait for them now, when the new policy is already live,
-        // rather than at the start of the next install, which would then
-        // take that long to make its policy live. The flip is done: a
-        // failed wait is only retried then.
+        Ok(InstallReport {
+            slot: (generation & 1) as u8,
+            writes,
+            grace: Duration::ZERO,
+            total,
+        })
+    }
+
+    /// Waits, after a flip, for the packets that started before it to
+    /// leave the old slot, and returns how long that took. The new policy
+    /// is live already, so the caller first tells the world (status,
+    /// metrics) and then settles, rather than letting the next install
+    /// take that long to make its policy live. A failed wait is only
+    /// retried by the next stage.
+    pub fn settle(&mut self) -> Duration {
+        if !self.grace_pending {
+            return Duration::ZERO;
+        }
         let waited = Instant::now();
-        let grace = match self.wait_grace_period() {
+        match self.wait_grace_period() {
             Ok(()) => waited.elapsed(),
             Err(e) => {
                 tracing::warn!("{e:#}; the next install waits instead");
                 Duration::ZERO
             }
-        };
-        Ok(InstallReport {
-            slot: (generation & 1) as u8,
-            writes,
-            grace,
-            total,
-        })
+        }
     }
 
     /// Blocks until every program run that started before now has ended.

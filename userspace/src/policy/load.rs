@@ -15,12 +15,14 @@ use std::{
     io::Read as _,
     os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
+    time::SystemTime,
 };
 
 use super::{
     Environment, Policy,
     expect::{self, Expectation},
     parse::{ParsedFile, Source, parse},
+    stamp::Stamp,
     validate::{self, GroupCache, Incremental, VersionedFile},
 };
 use crate::{diagnostic::Diagnostic, parallel};
@@ -59,6 +61,9 @@ pub struct ParseCache {
 /// How much of the last load was done anew, for benchmarks and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LoadWork {
+    /// Files not even read: their stat matched the settled stamp of the
+    /// text in the cache (`stamp.rs`).
+    pub files_unread: usize,
     /// Files parsed (the others came from the cache).
     pub files_parsed: usize,
     /// Unchanged files parsed again from their cached text, to validate
@@ -80,6 +85,8 @@ impl ParseCache {
 struct CachedFile {
     /// The path and text it was parsed from, and is parsed again from.
     source: Source,
+    /// Vouches for `source.text` while the file's stat matches it.
+    stamp: Option<Stamp>,
     /// Names this content of this path for the group cache.
     serial: u64,
     /// `None` once let go ([`CachedFile::release`]).
@@ -91,7 +98,7 @@ struct CachedFile {
 }
 
 impl CachedFile {
-    fn parse(source: Source, serial: u64) -> CachedFile {
+    fn parse(source: Source, stamp: Option<Stamp>, serial: u64) -> CachedFile {
         let mut diagnostics = Vec::new();
         let parsed = parse(&source, &mut diagnostics);
         let groups = parsed
@@ -101,6 +108,7 @@ impl CachedFile {
             .unwrap_or_default();
         CachedFile {
             source,
+            stamp,
             serial,
             parsed: Some(parsed),
             groups,
@@ -191,9 +199,11 @@ pub fn load_cached(
             let mut reader = Reader {
                 root,
                 limits,
+                cache: &cache.files,
+                started: SystemTime::now(),
                 visited: HashSet::new(),
                 bytes: 0,
-                sources: &mut sources,
+                files: &mut sources,
                 errors: &mut errors,
             };
             reader.directory(dir, 0);
@@ -224,32 +234,63 @@ pub fn load_cached(
 /// Validates a policy given as file texts (in the order given; `load` sorts
 /// them by path).
 pub fn from_sources(sources: &[Source], env: &Environment) -> Result<Loaded, Vec<Diagnostic>> {
-    validate_sources(sources.to_vec(), env, &mut ParseCache::default())
+    let files = sources
+        .iter()
+        .cloned()
+        .map(|s| File::Read(s, None))
+        .collect();
+    validate_sources(files, env, &mut ParseCache::default())
+}
+
+/// A policy file found by the [`Reader`].
+enum File {
+    /// Its text, and the stamp that vouches for it when settled.
+    Read(Source, Option<Stamp>),
+    /// Not read: its stamp says the cache holds its text.
+    Unchanged(PathBuf),
 }
 
 fn validate_sources(
-    sources: Vec<Source>,
+    files: Vec<File>,
     env: &Environment,
     cache: &mut ParseCache,
 ) -> Result<Loaded, Vec<Diagnostic>> {
-    let mut order = Vec::with_capacity(sources.len());
-    let mut current = HashMap::with_capacity(sources.len());
+    let mut order = Vec::with_capacity(files.len());
+    let mut current = HashMap::with_capacity(files.len());
     let mut fresh = Vec::new();
-    for source in sources {
-        let path = source.path.clone();
-        match cache.files.remove(&path) {
-            Some(cached) if cached.source.text == source.text => {
+    let mut files_unread = 0;
+    for file in files {
+        let (path, cached) = match file {
+            File::Unchanged(path) => {
+                files_unread += 1;
+                let cached = cache.files.remove(&path);
+                (path, Ok(cached.expect("the reader found it in the cache")))
+            }
+            File::Read(source, stamp) => {
+                let path = source.path.clone();
+                match cache.files.remove(&path) {
+                    Some(mut cached) if cached.source.text == source.text => {
+                        cached.stamp = stamp;
+                        (path, Ok(cached))
+                    }
+                    _ => (path, Err((source, stamp))),
+                }
+            }
+        };
+        match cached {
+            Ok(cached) => {
                 current.insert(path.clone(), cached);
             }
-            _ => {
+            Err((source, stamp)) => {
                 cache.next_serial += 1;
-                fresh.push((source, cache.next_serial));
+                fresh.push((source, stamp, cache.next_serial));
             }
         }
         order.push(path);
     }
     let files_parsed = fresh.len();
-    for parsed in parallel::map(fresh, |(source, serial)| CachedFile::parse(source, serial)) {
+    let parse = |(source, stamp, serial)| CachedFile::parse(source, stamp, serial);
+    for parsed in parallel::map(fresh, parse) {
         current.insert(parsed.source.path.clone(), parsed);
     }
     // Files that are gone are forgotten.
@@ -303,6 +344,7 @@ fn validate_sources(
         }
     };
     cache.last = LoadWork {
+        files_unread,
         files_parsed,
         files_reparsed,
         groups_validated,
@@ -365,11 +407,15 @@ struct Reader<'a> {
     /// The policy root, resolved: symlinks must stay inside it.
     root: PathBuf,
     limits: &'a ReadLimits,
+    /// The files the last load read, with the stamps that vouch for them.
+    cache: &'a HashMap<PathBuf, CachedFile>,
+    /// When the walk began: a file's stamp is settled if older than that.
+    started: SystemTime,
     /// (device, inode) of every directory read, to stop loops.
     visited: HashSet<(u64, u64)>,
-    /// Bytes read so far.
+    /// Bytes of the policy files so far, read or not.
     bytes: u64,
-    sources: &'a mut Vec<Source>,
+    files: &'a mut Vec<File>,
     errors: &'a mut Vec<Diagnostic>,
 }
 
@@ -420,7 +466,7 @@ impl Reader<'_> {
         }
         paths.sort();
         for path in paths {
-            if self.sources.len() > self.limits.files {
+            if self.files.len() > self.limits.files {
                 return;
             }
             self.entry(&path, depth);
@@ -462,26 +508,45 @@ impl Reader<'_> {
             let kind = special_kind(&meta.file_type());
             return self.error(path, format!("not a regular file ({kind}): not read"));
         }
-        if self.sources.len() == self.limits.files {
+        if self.files.len() == self.limits.files {
             let max = self.limits.files;
             return self.error(
                 path,
                 format!("more than {max} policy files (limits.policy-files)"),
             );
         }
+        let cached = self.cache.get(path).and_then(|c| c.stamp);
+        if cached == Some(Stamp::of(&meta)) && self.within_total(meta.len()).is_ok() {
+            self.bytes += meta.len();
+            return self.files.push(File::Unchanged(path.to_path_buf()));
+        }
         match self.read(path) {
-            Ok(text) => self.sources.push(Source {
-                path: path.to_path_buf(),
-                text,
-            }),
+            Ok((text, stamp)) => self.files.push(File::Read(
+                Source {
+                    path: path.to_path_buf(),
+                    text,
+                },
+                stamp,
+            )),
             Err(message) => self.error(path, message),
         }
     }
 
-    /// Reads one policy file within the size limits. Opened non-blocking
-    /// and checked again on the open file, so a file swapped for a FIFO
-    /// between the check and the open cannot hang the reader.
-    fn read(&mut self, path: &Path) -> Result<String, String> {
+    fn within_total(&self, len: u64) -> Result<(), String> {
+        let total = self.limits.total_bytes;
+        if self.bytes + len > total {
+            return Err(format!(
+                "the policy files reach more than limits.policy-bytes ({total}) with this one"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads one policy file within the size limits, with its stamp if
+    /// settled. Opened non-blocking and checked again on the open file, so
+    /// a file swapped for a FIFO between the check and the open cannot hang
+    /// the reader.
+    fn read(&mut self, path: &Path) -> Result<(String, Option<Stamp>), String> {
         let file = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -499,12 +564,9 @@ impl Reader<'_> {
                 meta.len()
             ));
         }
-        let total = self.limits.total_bytes;
-        if self.bytes + meta.len() > total {
-            return Err(format!(
-                "the policy files reach more than limits.policy-bytes ({total}) with this one"
-            ));
-        }
+        self.within_total(meta.len())?;
+        // Taken before reading: a write while reading changes it.
+        let stamp = Stamp::settled(&meta, self.started);
         let mut bytes = Vec::with_capacity(meta.len() as usize);
         file.take(max + 1)
             .read_to_end(&mut bytes)
@@ -515,12 +577,13 @@ impl Reader<'_> {
             ));
         }
         self.bytes += bytes.len() as u64;
-        String::from_utf8(bytes).map_err(|e| {
+        let text = String::from_utf8(bytes).map_err(|e| {
             format!(
                 "not UTF-8 text (invalid byte at offset {}); policy files are UTF-8 YAML",
                 e.utf8_error().valid_up_to()
             )
-        })
+        })?;
+        Ok((text, stamp))
     }
 }
 
@@ -545,6 +608,8 @@ fn is_policy_file(path: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     /// What `load` says, in a comparable form.
@@ -598,5 +663,46 @@ mod tests {
         assert!(check("broken file removed").is_ok());
         fs::remove_file(dir.path().join("lists.yaml")).unwrap();
         assert!(check("list removed").is_err());
+    }
+
+    #[test]
+    fn a_file_is_not_read_again_while_its_settled_stamp_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let lists = dir.path().join("lists.yaml");
+        let write = |name: &str, text: &str| fs::write(dir.path().join(name), text).unwrap();
+        write(
+            "groups.yaml",
+            "groups:\n  meters:\n    devices: [10.1.0.0/16]\n    default: deny\n    rules:\n      - allow: {to: cloud, proto: tcp, ports: [443]}\n",
+        );
+        write("lists.yaml", "lists:\n  cloud: [198.51.100.0/24]\n");
+        let env = Environment::default();
+        let mut cache = ParseCache::default();
+        let load = |cache: &mut ParseCache| {
+            let loaded = load_cached(dir.path(), &env, &ReadLimits::default(), cache)
+                .map_err(|e| format!("{e:?}"))
+                .unwrap();
+            let prefix = loaded.policy.groups[0].rules[0].targets[0].prefixes[0];
+            (cache.last_load().files_unread, prefix.to_string())
+        };
+        // Just written: not settled, so read every time.
+        assert_eq!(load(&mut cache), (0, "198.51.100.0/24".into()));
+        assert_eq!(load(&mut cache), (0, "198.51.100.0/24".into()));
+        std::thread::sleep(super::super::stamp::SETTLED + Duration::from_millis(100));
+        // Read once more to take settled stamps, then trusted.
+        assert_eq!(load(&mut cache), (0, "198.51.100.0/24".into()));
+        assert_eq!(load(&mut cache), (2, "198.51.100.0/24".into()));
+        // The same size, and the old mtime put back (as `rsync -t` would):
+        // the change time still tells.
+        let before = fs::metadata(&lists).unwrap();
+        write("lists.yaml", "lists:\n  cloud: [198.51.101.0/24]\n");
+        assert_eq!(fs::metadata(&lists).unwrap().len(), before.len());
+        let modified = before.modified().unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&lists)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
+        assert_eq!(load(&mut cache), (1, "198.51.101.0/24".into()));
     }
 }

@@ -9,6 +9,7 @@
 //! - `parse`: one file's text into its spec and positions.
 //! - [`load`]: reads the directory, parses each file, hands all of them to
 //!   `validate`, which merges them and resolves names and keywords.
+//! - `stamp`: when a file's stat says it is unchanged, so it is not read.
 //! - [`rule_id`]: stable rule ids.
 //! - [`expect`]: the `expect:` cases, packets and the verdict they must get.
 //!
@@ -26,6 +27,7 @@ pub mod positions;
 pub mod rule_id;
 mod shadow;
 pub mod spec;
+mod stamp;
 #[cfg(test)]
 mod tests;
 mod tree;

@@ -237,6 +237,15 @@ impl Reloader {
         );
         self.describe(&prepared)
             .map_err(|e| self.install_failed(&e))?;
+        // Only now, with the new generation in the status: packets still on
+        // the old slot are no reason to keep anyone from seeing it live.
+        let grace = self
+            .targets
+            .dataplane
+            .lock()
+            .expect("dataplane lock")
+            .settle();
+        tracing::debug!(target: DAEMON_TARGET, "grace period after the flip: {:.1} ms", grace.as_secs_f64() * 1e3);
         let installed = Installed {
             policy: Arc::new(prepared.policy),
             tables: Arc::new(prepared.tables),
