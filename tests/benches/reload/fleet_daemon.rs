@@ -10,6 +10,13 @@
 //! must show the reload succeeded, with the expected number of groups.
 //! The daemon's own figure for the reload (`last_reload.duration_ms`) is
 //! kept beside it.
+//! The changes start once the work a fresh start leaves for after READY=1
+//! is done (filling the inactive slot, verifying the other hooks: 2 s of
+//! CPU at this size), and each comes [`GAP`] after the last: what a reload
+//! does after its flip (the verdict log, 15–20 ms on a thread of its own)
+//! would otherwise share the two CPUs with the next change's reload, and
+//! the figures would be those of changes made faster than anyone makes
+//! them.
 //! A full replacement can be caught half-written (see `fleet.rs`): after
 //! the new generation, the bench keeps polling for twice as long again (at
 //! least 200 ms); a further generation in that time is the rest of the
@@ -37,7 +44,7 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use testkit::daemon_process::Daemon;
 use tollgate::{
-    control::{self, Status},
+    control::{self, ReloadStatus, Status},
     netns::Namespace,
 };
 
@@ -73,6 +80,8 @@ pub struct DaemonKind {
 }
 
 const POLL: Duration = Duration::from_millis(1);
+/// Quiet time before each change (module doc).
+const GAP: Duration = Duration::from_millis(250);
 /// How long a reload may take before the bench gives up.
 const PATIENCE: Duration = Duration::from_secs(120);
 
@@ -98,6 +107,10 @@ pub fn run(
         first.policy
     );
     let after_start = memory(daemon.pid())?;
+    // The work a fresh start leaves for after READY=1 (module doc).
+    for done in ["inactive slot filled", "hooks verified after READY=1"] {
+        daemon.wait_log(done, PATIENCE);
+    }
 
     let mut kinds = Vec::new();
     let mut add = Timer::new(&daemon);
@@ -301,11 +314,13 @@ impl<'a> Timer<'a> {
         may_split: bool,
         change: &mut dyn FnMut() -> Result<()>,
     ) -> Result<()> {
-        let before = self.status()?.policy.generation;
+        // The previous change's background work is done (module doc).
+        std::thread::sleep(GAP);
+        let before = self.status()?;
         let start = Instant::now();
         change()?;
         let (mut at, mut status) = self
-            .next_generation(before, start + PATIENCE)?
+            .next_generation(before.policy.generation, start + PATIENCE)?
             .context("no new generation in time")?;
         if may_split {
             let settle = (2 * (at - start)).max(Duration::from_millis(200));
@@ -321,8 +336,9 @@ impl<'a> Timer<'a> {
         );
         if counted {
             self.total.push(at - start);
-            let reload = status.last_reload.as_ref().map_or(0.0, |r| r.duration_ms);
-            self.reload.push(Duration::from_secs_f64(reload / 1e3));
+            let reload = self.reload_after(before.last_reload, start + PATIENCE)?;
+            self.reload
+                .push(Duration::from_secs_f64(reload.duration_ms / 1e3));
         }
         Ok(())
     }
@@ -342,6 +358,23 @@ impl<'a> Timer<'a> {
             if now > deadline {
                 return Ok(None);
             }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// The reload recorded after `before`: the status names a generation
+    /// (the time measured) just before the reload's own record is written.
+    fn reload_after(
+        &self,
+        before: Option<ReloadStatus>,
+        deadline: Instant,
+    ) -> Result<ReloadStatus> {
+        loop {
+            let last = self.status()?.last_reload;
+            if let Some(last) = last.filter(|last| Some(last) != before.as_ref()) {
+                return Ok(last);
+            }
+            ensure!(Instant::now() < deadline, "the reload was never recorded");
             std::thread::sleep(POLL);
         }
     }

@@ -113,13 +113,23 @@ fn hooks_note(dataplane: &Dataplane) -> String {
 pub(super) fn verify_other_hooks(dataplane: &Mutex<Dataplane>) {
     let hooks = dataplane.lock().expect("dataplane lock").late_hooks();
     tokio::task::spawn_blocking(move || {
+        let begin = Instant::now();
+        let mut verified = Vec::new();
         for name in hooks.unverified() {
-            if let Err(e) = hooks.verify(name) {
-                tracing::error!(
+            match hooks.verify(name) {
+                Ok(()) => verified.push(name),
+                Err(e) => tracing::error!(
                     target: DAEMON_TARGET,
                     "{e:#}: interfaces that need {name} cannot be attached"
-                );
+                ),
             }
+        }
+        if !verified.is_empty() {
+            tracing::info!(
+                "hooks verified after READY=1 in {} ms: {}",
+                begin.elapsed().as_millis(),
+                verified.join(", ")
+            );
         }
     });
 }
