@@ -44,7 +44,7 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use testkit::daemon_process::Daemon;
 use tollgate::{
-    control::{self, ReloadStatus, Status},
+    control::{self, Status},
     netns::Namespace,
 };
 
@@ -316,11 +316,11 @@ impl<'a> Timer<'a> {
     ) -> Result<()> {
         // The previous change's background work is done (module doc).
         std::thread::sleep(GAP);
-        let before = self.status()?;
+        let before = self.status()?.policy.generation;
         let start = Instant::now();
         change()?;
         let (mut at, mut status) = self
-            .next_generation(before.policy.generation, start + PATIENCE)?
+            .next_generation(before, start + PATIENCE)?
             .context("no new generation in time")?;
         if may_split {
             let settle = (2 * (at - start)).max(Duration::from_millis(200));
@@ -336,9 +336,10 @@ impl<'a> Timer<'a> {
         );
         if counted {
             self.total.push(at - start);
-            let reload = self.reload_after(before.last_reload, start + PATIENCE)?;
-            self.reload
-                .push(Duration::from_secs_f64(reload.duration_ms / 1e3));
+            // The status names a generation and the reload that made it
+            // in one write.
+            let reload = status.last_reload.as_ref().map_or(0.0, |r| r.duration_ms);
+            self.reload.push(Duration::from_secs_f64(reload / 1e3));
         }
         Ok(())
     }
@@ -358,23 +359,6 @@ impl<'a> Timer<'a> {
             if now > deadline {
                 return Ok(None);
             }
-            std::thread::sleep(POLL);
-        }
-    }
-
-    /// The reload recorded after `before`: the status names a generation
-    /// (the time measured) just before the reload's own record is written.
-    fn reload_after(
-        &self,
-        before: Option<ReloadStatus>,
-        deadline: Instant,
-    ) -> Result<ReloadStatus> {
-        loop {
-            let last = self.status()?.last_reload;
-            if let Some(last) = last.filter(|last| Some(last) != before.as_ref()) {
-                return Ok(last);
-            }
-            ensure!(Instant::now() < deadline, "the reload was never recorded");
             std::thread::sleep(POLL);
         }
     }

@@ -116,8 +116,25 @@ impl Reloader {
         prepared: Result<Prepared, Vec<Diagnostic>>,
         started: Instant,
     ) -> bool {
-        let outcome = prepared.and_then(|prepared| self.install(prepared, started));
-        self.record(trigger, started.elapsed(), &outcome);
+        let (outcome, in_force) = match prepared.and_then(|p| self.install(p, started)) {
+            Ok((summary, in_force)) => (Ok(summary), in_force),
+            Err(errors) => (Err(errors), None),
+        };
+        self.record(trigger, started.elapsed(), &outcome, in_force);
+        // Only now, with the new generation and its reload in the status:
+        // packets still on the old slot are no reason to keep anyone from
+        // seeing the new policy live.
+        let grace = self
+            .targets
+            .dataplane
+            .lock()
+            .expect("dataplane lock")
+            .settle();
+        tracing::debug!(
+            target: DAEMON_TARGET,
+            "grace period after the flip: {:.1} ms",
+            grace.as_secs_f64() * 1e3
+        );
         outcome.is_ok() || self.installed.is_some()
     }
 
@@ -181,9 +198,15 @@ impl Reloader {
     }
 
     /// Swaps `prepared` in (when it differs from what runs) and describes
-    /// it. Returns the change summary; `Err` holds the failed `expect:`
-    /// cases, or what made the install fail.
-    fn install(&mut self, prepared: Prepared, started: Instant) -> Result<String, Vec<Diagnostic>> {
+    /// it. Returns the change summary, and the status of the policy now in
+    /// force if it changed (for [`Reloader::record`] to publish with the
+    /// reload); `Err` holds the failed `expect:` cases, or what made the
+    /// install fail.
+    fn install(
+        &mut self,
+        prepared: Prepared,
+        started: Instant,
+    ) -> Result<(String, Option<PolicyStatus>), Vec<Diagnostic>> {
         for w in &prepared.warnings {
             tracing::warn!(target: DAEMON_TARGET, "{w}");
         }
@@ -218,7 +241,7 @@ impl Reloader {
                     .policy
                     .commit = prepared.commit;
             }
-            return Ok("unchanged".into());
+            return Ok(("unchanged".into(), None));
         }
         let report = self.swap_in(&prepared)?;
         self.generation += 1;
@@ -235,17 +258,9 @@ impl Reloader {
             report.total.as_secs_f64() * 1e3,
             started.elapsed().as_secs_f64() * 1e3,
         );
-        self.describe(&prepared)
+        let in_force = self
+            .describe(&prepared)
             .map_err(|e| self.install_failed(&e))?;
-        // Only now, with the new generation in the status: packets still on
-        // the old slot are no reason to keep anyone from seeing it live.
-        let grace = self
-            .targets
-            .dataplane
-            .lock()
-            .expect("dataplane lock")
-            .settle();
-        tracing::debug!(target: DAEMON_TARGET, "grace period after the flip: {:.1} ms", grace.as_secs_f64() * 1e3);
         let installed = Installed {
             policy: Arc::new(prepared.policy),
             tables: Arc::new(prepared.tables),
@@ -265,7 +280,7 @@ impl Reloader {
             };
             verdict_log::spawn(old, new, &self.diffing);
         }
-        Ok(summary.to_string())
+        Ok((summary.to_string(), Some(in_force)))
     }
 
     /// Writes the inactive slot, runs every `expect:` case on the model and
@@ -305,8 +320,9 @@ impl Reloader {
         )]
     }
 
-    /// Refreshes metrics labels, status and event labels for a new policy.
-    fn describe(&mut self, p: &Prepared) -> Result<()> {
+    /// Refreshes metrics labels and event labels for a new policy; its
+    /// status, returned, is published with the reload's.
+    fn describe(&mut self, p: &Prepared) -> Result<PolicyStatus> {
         let labels = {
             let dp = self.targets.dataplane.lock().expect("dataplane lock");
             self.labels
@@ -337,7 +353,7 @@ impl Reloader {
                 .with_label_values(&[&g.name])
                 .set(g.rules.len() as i64);
         }
-        self.targets.status.write().expect("status lock").policy = PolicyStatus {
+        Ok(PolicyStatus {
             dir: self.policy_dir.clone(),
             generation: self.generation,
             commit: p.commit.clone(),
@@ -345,13 +361,20 @@ impl Reloader {
             rules: p.policy.rule_count(),
             installed_at_unix: unix_now(),
             gateway: p.policy.gateway.clone(),
-        };
-        Ok(())
+        })
     }
 
-    /// The reload metrics, the status' `last_reload`, and on failure the
+    /// The reload metrics, the status' `last_reload` (with the policy now
+    /// `in_force`, if it changed, in the same write: a status that names a
+    /// generation names the reload that made it), and on failure the
     /// errors in the log.
-    fn record(&self, trigger: &str, elapsed: Duration, outcome: &Result<String, Vec<Diagnostic>>) {
+    fn record(
+        &self,
+        trigger: &str,
+        elapsed: Duration,
+        outcome: &Result<String, Vec<Diagnostic>>,
+        in_force: Option<PolicyStatus>,
+    ) {
         self.targets
             .metrics
             .last_reload_timestamp
@@ -382,11 +405,11 @@ impl Reloader {
             .metrics
             .last_reload_success
             .set(i64::from(success));
-        self.targets
-            .status
-            .write()
-            .expect("status lock")
-            .last_reload = Some(ReloadStatus {
+        let mut status = self.targets.status.write().expect("status lock");
+        if let Some(policy) = in_force {
+            status.policy = policy;
+        }
+        status.last_reload = Some(ReloadStatus {
             success,
             at_unix: unix_now(),
             duration_ms: elapsed.as_secs_f64() * 1e3,
