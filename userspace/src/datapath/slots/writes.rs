@@ -2,7 +2,10 @@
 //! slot's maps hold into a new image, and reading a slot back.
 
 use anyhow::{Context as _, Result};
-use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::{
+    cmp::Ordering,
+    os::fd::{AsFd as _, AsRawFd as _},
+};
 
 use aya::maps::{Array, HashMap as BpfHashMap, IterableMap, LpmTrie, MapData, lpm_trie::Key};
 use tollgate_common::{
@@ -116,7 +119,7 @@ impl PolicyMaps {
         write_records(
             &mut self.rulesets,
             &mut current.records,
-            &target.records,
+            target.records,
             &mut stats,
         )
         .context("write TG_RULESETS")?;
@@ -130,21 +133,21 @@ impl PolicyMaps {
         sync_map(
             &mut self.gateway,
             &mut current.gateway,
-            &target.gateway,
+            target.gateway,
             &mut stats,
         )
         .context("write TG_GATEWAY")?;
         sync_map(
             &mut LpmMap(&mut self.device_prefixes),
             &mut current.device_prefixes,
-            &target.device_prefixes,
+            target.device_prefixes,
             &mut stats,
         )
         .context("write TG_DEV_PREFIX")?;
         sync_map(
             &mut LpmMap(&mut self.destinations),
             &mut current.destinations,
-            &target.destinations,
+            target.destinations,
             &mut stats,
         )
         .context("write TG_DST")?;
@@ -210,12 +213,12 @@ fn write_array<T: aya::Pod + PartialEq>(
 fn write_records(
     map: &mut Array<MapData, RuleRecord>,
     current: &mut Vec<(u32, RuleRecord)>,
-    target: &[(u32, RuleRecord)],
+    target: Vec<(u32, RuleRecord)>,
     stats: &mut WriteStats,
 ) -> Result<()> {
     let mut writes = Vec::new();
     let mut c = 0;
-    for &(index, record) in target {
+    for &(index, record) in &target {
         while c < current.len() && current[c].0 < index {
             c += 1;
         }
@@ -229,7 +232,7 @@ fn write_records(
     match result {
         Ok(()) => {
             stats.inserted += writes.len();
-            *current = target.to_vec();
+            *current = target;
             Ok(())
         }
         Err((applied, e)) => {
@@ -257,7 +260,7 @@ fn write_devices(
 ) -> Result<()> {
     let changed = current.changed(target);
     let mut held = current.of_groups(&changed);
-    let result = sync_map(map, &mut held, &target.of_groups(&changed), stats);
+    let result = sync_map(map, &mut held, target.of_groups(&changed), stats);
     match result {
         Ok(()) => current.take_groups(&changed, target),
         Err(_) => current.set_groups(&changed, held),
@@ -339,63 +342,73 @@ impl<K: aya::Pod, V: aya::Pod> KernelMap<(u32, K), V> for LpmMap<'_, K, V> {
 fn sync_map<K: Sorted, V: Copy + PartialEq>(
     map: &mut impl KernelMap<K, V>,
     current: &mut Vec<(K, V)>,
-    target: &[(K, V)],
+    target: Vec<(K, V)>,
     stats: &mut WriteStats,
 ) -> Result<()> {
-    let old = std::mem::take(current);
-    let mut t = 0;
-    for (i, &(key, value)) in old.iter().enumerate() {
-        let order = key.order();
-        while t < target.len() && target[t].0.order() < order {
-            t += 1;
+    // One walk over both, in key order: what goes, and what is written.
+    let (mut removals, mut writes) = (Vec::new(), Vec::new());
+    let (mut c, mut t) = (0, 0);
+    loop {
+        let step = match (current.get(c), target.get(t)) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((held, _)), Some((wanted, _))) => held.order().cmp(&wanted.order()),
+        };
+        match step {
+            Ordering::Less => removals.push(current[c].0),
+            Ordering::Greater => writes.push(target[t]),
+            Ordering::Equal if current[c].1 != target[t].1 => writes.push(target[t]),
+            Ordering::Equal => {}
         }
-        if t < target.len() && target[t].0.order() == order {
-            current.push((key, value));
-            continue;
-        }
-        if let Err(e) = map.remove(&key) {
-            current.extend_from_slice(&old[i..]);
+        c += usize::from(step != Ordering::Greater);
+        t += usize::from(step != Ordering::Less);
+    }
+    for (i, key) in removals.iter().enumerate() {
+        if let Err(e) = map.remove(key) {
+            stats.removed += i;
+            apply(current, &removals[..i], &[]);
             return Err(e);
         }
-        stats.removed += 1;
     }
-    // Every entry left is in `target`: walk both in step, collecting the
-    // writes (and what each key holds until written) for one `insert_all`.
-    let kept = std::mem::take(current);
-    let mut k = 0;
-    let mut writes = Vec::new();
-    let mut held_before: Vec<(usize, Option<V>)> = Vec::new();
-    for &(key, value) in target {
-        let present = k < kept.len() && kept[k].0.order() == key.order();
-        let held = present.then(|| kept[k].1);
-        k += usize::from(present);
-        if held != Some(value) {
-            held_before.push((current.len(), held));
-            writes.push((key, value));
+    stats.removed += removals.len();
+    match map.insert_all(&writes) {
+        // Moved, not copied: at 10^5 destinations a copy and its fresh
+        // pages were a visible part of a small edit's install.
+        Ok(()) => {
+            stats.inserted += writes.len();
+            *current = target;
+            Ok(())
         }
-        current.push((key, value));
-    }
-    let Err((applied, e)) = map.insert_all(&writes) else {
-        stats.inserted += writes.len();
-        return Ok(());
-    };
-    stats.inserted += applied;
-    // The writes not applied left the old value in place, or no entry.
-    let mut absent = Vec::new();
-    for &(i, held) in &held_before[applied..] {
-        match held {
-            Some(value) => current[i].1 = value,
-            None => absent.push(i),
+        Err((applied, e)) => {
+            stats.inserted += applied;
+            apply(current, &removals, &writes[..applied]);
+            Err(e)
         }
     }
-    let mut absent = absent.into_iter().peekable();
-    let mut i = 0;
-    current.retain(|_| {
-        let gone = absent.next_if_eq(&i).is_some();
-        i += 1;
-        !gone
-    });
-    Err(e)
+}
+
+/// What the kernel holds after a failed sync: `current` without the keys
+/// `removed`, with the entries `written` (all three sorted by key).
+fn apply<K: Sorted, V: Copy>(current: &mut Vec<(K, V)>, removed: &[K], written: &[(K, V)]) {
+    let old = std::mem::take(current);
+    let mut removed = removed.iter().peekable();
+    let mut written = written.iter().peekable();
+    for (key, value) in old {
+        let order = key.order();
+        while let Some(&&w) = written.peek().filter(|(k, _)| k.order() < order) {
+            current.push(w);
+            written.next();
+        }
+        if removed.next_if(|k| k.order() == order).is_some() {
+            continue;
+        }
+        match written.next_if(|(k, _)| k.order() == order) {
+            Some(&w) => current.push(w),
+            None => current.push((key, value)),
+        }
+    }
+    current.extend(written.copied());
 }
 
 #[cfg(test)]
@@ -451,7 +464,7 @@ mod tests {
         };
         let mut current = old.clone();
         let mut stats = WriteStats::default();
-        sync_map(&mut map, &mut current, &new, &mut stats).unwrap();
+        sync_map(&mut map, &mut current, new.clone(), &mut stats).unwrap();
         assert_eq!(current, new);
         assert_eq!(entries(&map), new);
         // Removed 1 and 5; wrote 0, 3 (changed), 4 and 6; left 2 alone.
@@ -464,12 +477,23 @@ mod tests {
                 ..FakeMap::default()
             };
             let mut current = old.clone();
-            let result = sync_map(&mut map, &mut current, &new, &mut WriteStats::default());
+            let result = sync_map(
+                &mut map,
+                &mut current,
+                new.clone(),
+                &mut WriteStats::default(),
+            );
             assert!(result.is_err(), "write {fail_at} fails");
             assert_eq!(current, entries(&map), "after failing write {fail_at}");
             // A retry from there completes the job.
             map.fail_at = None;
-            sync_map(&mut map, &mut current, &new, &mut WriteStats::default()).unwrap();
+            sync_map(
+                &mut map,
+                &mut current,
+                new.clone(),
+                &mut WriteStats::default(),
+            )
+            .unwrap();
             assert_eq!(entries(&map), new);
         }
     }
