@@ -149,6 +149,26 @@ pub fn remove_pin_tree(dir: &std::path::Path) -> anyhow::Result<()> {
     tollgate::datapath::remove_pins(dir)
 }
 
+/// What `probe` finds once a detach has taken effect, or after `timeout`
+/// what it found last. A link is released by the kernel after it is
+/// unpinned and closed, but not synchronously: bpffs frees the pin's inode
+/// after an RCU grace period, and the link's release runs on a workqueue
+/// from there. Under load a probe sent at once still meets the program.
+pub fn once_detached<T: PartialEq>(
+    timeout: std::time::Duration,
+    want: T,
+    mut probe: impl FnMut() -> T,
+) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        let found = probe();
+        if found == want || start.elapsed() > timeout {
+            return found;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// The repository root (tests run with the package directory, `tests/`, as
 /// cwd).
 pub fn repo_root() -> std::path::PathBuf {

@@ -515,7 +515,10 @@ fn status_and_check_config_commands() {
     daemon.spawn();
     assert!(daemon.stop().success());
     assert!(!daemon.pins.0.exists(), "pins removed");
-    assert_eq!(probe(&rig, &[7000, 7001], 5), [5, 5], "no longer filtered");
+    let after = testkit::once_detached(Duration::from_secs(3), vec![5, 5], || {
+        probe(&rig, &[7000, 7001], 5)
+    });
+    assert_eq!(after, [5, 5], "no longer filtered");
 }
 
 #[test]

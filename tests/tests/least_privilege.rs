@@ -419,7 +419,10 @@ fn runs_as_the_tollgate_user_with_only_the_units_capabilities() {
         0,
         "all unpinned"
     );
-    assert_eq!(probe(&rig, &[7000, 7001], 5), [5, 5], "filtering stopped");
+    let after = testkit::once_detached(Duration::from_secs(3), vec![5, 5], || {
+        probe(&rig, &[7000, 7001], 5)
+    });
+    assert_eq!(after, [5, 5], "filtering stopped");
 }
 
 /// Runs the daemon until it exits (at most `timeout`); returns whether it
