@@ -192,7 +192,7 @@ pub fn load_cached(
     cache: &mut ParseCache,
 ) -> Result<Loaded, Vec<Diagnostic>> {
     cache.last = LoadWork::default();
-    let mut sources = Vec::new();
+    let mut files = Vec::new();
     let mut errors = Vec::new();
     match fs::canonicalize(dir) {
         Ok(root) => {
@@ -203,7 +203,7 @@ pub fn load_cached(
                 started: SystemTime::now(),
                 visited: HashSet::new(),
                 bytes: 0,
-                files: &mut sources,
+                files: &mut files,
                 errors: &mut errors,
             };
             reader.directory(dir, 0);
@@ -216,7 +216,7 @@ pub fn load_cached(
             format!("cannot read: {e}"),
         )),
     }
-    if sources.is_empty() && errors.is_empty() {
+    if files.is_empty() && errors.is_empty() {
         errors.push(Diagnostic::error(
             dir,
             0,
@@ -228,7 +228,7 @@ pub fn load_cached(
     if !errors.is_empty() {
         return Err(errors);
     }
-    validate_sources(sources, env, cache)
+    validate_sources(files, env, cache)
 }
 
 /// Validates a policy given as file texts (in the order given; `load` sorts
@@ -260,28 +260,21 @@ fn validate_sources(
     let mut fresh = Vec::new();
     let mut files_unread = 0;
     for file in files {
-        let (path, cached) = match file {
-            File::Unchanged(path) => {
-                files_unread += 1;
-                let cached = cache.files.remove(&path);
-                (path, Ok(cached.expect("the reader found it in the cache")))
-            }
-            File::Read(source, stamp) => {
-                let path = source.path.clone();
-                match cache.files.remove(&path) {
-                    Some(mut cached) if cached.source.text == source.text => {
-                        cached.stamp = stamp;
-                        (path, Ok(cached))
-                    }
-                    _ => (path, Err((source, stamp))),
-                }
-            }
+        let path = match &file {
+            File::Read(source, _) => source.path.clone(),
+            File::Unchanged(path) => path.clone(),
         };
-        match cached {
-            Ok(cached) => {
+        match (file, cache.files.remove(&path)) {
+            (File::Unchanged(_), cached) => {
+                files_unread += 1;
+                let cached = cached.expect("the reader found it in the cache");
                 current.insert(path.clone(), cached);
             }
-            Err((source, stamp)) => {
+            (File::Read(source, stamp), Some(mut cached)) if cached.source.text == source.text => {
+                cached.stamp = stamp;
+                current.insert(path.clone(), cached);
+            }
+            (File::Read(source, stamp), _) => {
                 cache.next_serial += 1;
                 fresh.push((source, stamp, cache.next_serial));
             }
@@ -516,7 +509,10 @@ impl Reader<'_> {
             );
         }
         let cached = self.cache.get(path).and_then(|c| c.stamp);
-        if cached == Some(Stamp::of(&meta)) && self.within_total(meta.len()).is_ok() {
+        if cached == Some(Stamp::of(&meta)) {
+            if let Err(message) = self.within_total(meta.len()) {
+                return self.error(path, message);
+            }
             self.bytes += meta.len();
             return self.files.push(File::Unchanged(path.to_path_buf()));
         }
@@ -687,7 +683,7 @@ mod tests {
         // Just written: not settled, so read every time.
         assert_eq!(load(&mut cache), (0, "198.51.100.0/24".into()));
         assert_eq!(load(&mut cache), (0, "198.51.100.0/24".into()));
-        std::thread::sleep(super::super::stamp::SETTLED + Duration::from_millis(100));
+        std::thread::sleep(crate::policy::stamp::SETTLED + Duration::from_millis(100));
         // Read once more to take settled stamps, then trusted.
         assert_eq!(load(&mut cache), (0, "198.51.100.0/24".into()));
         assert_eq!(load(&mut cache), (2, "198.51.100.0/24".into()));
