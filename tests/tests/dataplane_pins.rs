@@ -5,6 +5,7 @@
 
 use std::{net::UdpSocket, time::Duration};
 
+use aya::maps::{Array, Map, MapData};
 use testkit::{PinDir, tables::Tables};
 use tollgate::{
     config::{AttachPolicy, Limits},
@@ -12,6 +13,7 @@ use tollgate::{
     netns::{RIG_DEVICE_IFACE, Rig},
     tables::{CompiledPolicy, CounterOwner, Decider},
 };
+use tollgate_common::{MAP_SETTINGS, Settings};
 
 const SERVICE: &str = "203.0.113.20";
 
@@ -67,6 +69,16 @@ fn probe(rig: &Rig, ports: &[u16], n: usize) -> Vec<usize> {
         .collect()
 }
 
+/// Writes `encoding` into the pinned `TG_SETTINGS`, as a build that encoded
+/// the tables otherwise would have left it.
+fn set_pinned_encoding(pins: &PinDir, encoding: u32) {
+    let map = MapData::from_pin(pins.0.join(MAP_SETTINGS)).unwrap();
+    let mut settings: Array<MapData, Settings> = Array::try_from(Map::Array(map)).unwrap();
+    let mut value = settings.get(&0, 0).unwrap();
+    value.encoding = encoding;
+    settings.set(0, value, 0).unwrap();
+}
+
 fn allowed_count(dp: &Dataplane) -> u64 {
     dp.counter_of(&CounterOwner::Decision {
         group: "meters".into(),
@@ -119,6 +131,26 @@ fn filtering_outlives_the_controller_and_restarts_adopt_it() {
     assert_eq!(attach(&mut dp).adoption, Adoption::Kept);
     assert_eq!(probe(&rig, &[7000, 7001], 5), [5, 0]);
     assert_eq!(allowed_count(&dp), 15);
+    drop(dp);
+
+    // Pins of a build that encoded the tables otherwise, in maps of the
+    // same shapes (only TG_SETTINGS' encoding tells): new maps, as for any
+    // other layout, and the old program filters until the swap.
+    set_pinned_encoding(&pins, 0);
+    let mut dp = Dataplane::open(&options).unwrap();
+    match dp.start() {
+        Start::Upgraded { reason } => assert!(reason.contains("encoding 0"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        probe(&rig, &[7000, 7001], 5),
+        [5, 0],
+        "old program still filters"
+    );
+    dp.install(&policy()).unwrap();
+    assert_eq!(attach(&mut dp).adoption, Adoption::Replaced);
+    assert_eq!(probe(&rig, &[7000, 7001], 5), [5, 0]);
+    assert_eq!(allowed_count(&dp), 5, "the new maps count from zero");
     drop(dp);
 
     // Upgrade to a build whose maps differ (here: other limits): new maps,

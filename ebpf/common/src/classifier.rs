@@ -15,13 +15,22 @@
 //! 16 consecutive nodes, indexed by the first address byte; every other
 //! node is indexed by the next [`STRIDE`] = 4 bits. `TG_ROOTS` gives each
 //! trie's base, the index of its root's first node, or [`NO_TRIE`]. A word
-//! is either a child ([`TRIE_CHILD`] set; the low bits are the child's node
-//! offset from the trie's base, so a trie can be moved as a block) or a
-//! leaf: the payload of the longest prefix covering every address that
-//! reaches the word (prefixes are expanded and pushed down to the leaves,
-//! "controlled prefix expansion"), or [`TRIE_NONE`]. A destination leaf is
-//! the absolute index of its rule list's first record in `TG_RULESETS`, a
-//! device leaf the group id.
+//! is either a child ([`TRIE_CHILD`], the lowest bit, set; the rest is the
+//! child node's byte offset from the slot's first word) or a leaf: the
+//! payload, shifted left by one, of the longest prefix covering every
+//! address that reaches the word (prefixes are expanded and pushed down to
+//! the leaves, "controlled prefix expansion"), or [`TRIE_NONE`]. A
+//! destination leaf is the absolute index of its rule list's first record
+//! in `TG_RULESETS`, a device leaf the group id. The controller builds a
+//! trie with children from its own first word, so that it can place it
+//! anywhere, and adds the trie's place as it stores the words.
+//!
+//! A level of the walk is then two instructions on the chain of dependent
+//! loads, a mask (which clears the child bit and keeps the read inside the
+//! slot, for the verifier) and an add (the index within the node, computed
+//! beside the load): about 1 ns a level on the bench machine, where a
+//! child bit on top, node offsets and the trie's base cost 6 (a sign
+//! extension, the base, a shift, the mask, two adds: BENCHMARKS.md).
 //!
 //! # Memory
 //! A trie of P prefixes of length at most L takes 16 + N nodes of 64 bytes,
@@ -75,11 +84,45 @@ pub const ROOT_WORDS: u32 = 1 << ROOT_STRIDE;
 pub const MAX_LEVELS_V4: u32 = 1 + (32 - ROOT_STRIDE) / STRIDE;
 pub const MAX_LEVELS_V6: u32 = 1 + (128 - ROOT_STRIDE) / STRIDE;
 
-/// A word with this bit is a child; its other bits are the child's node
-/// offset from the trie's base.
-pub const TRIE_CHILD: u32 = 1 << 31;
-/// The leaf of addresses no prefix of the trie covers.
-pub const TRIE_NONE: u32 = TRIE_CHILD - 1;
+/// A word with this bit (the lowest) is a child: the rest of the word is
+/// the child's byte offset, a multiple of [`NODE_BYTES`] ([`child_word`]);
+/// a word without it is a leaf, its payload shifted left by one
+/// ([`leaf_word`]). So a walk's next node is the word masked (which clears
+/// the bit): no shift or sign extension on the chain of dependent loads.
+pub const TRIE_CHILD: u32 = 1;
+/// The payload of addresses no prefix of the trie covers; payloads are
+/// below it (31 bits).
+pub const TRIE_NONE: u32 = u32::MAX >> 1;
+/// Bytes of one node.
+pub const NODE_BYTES: u32 = NODE_WORDS * 4;
+/// Bytes of one slot's words in `TG_TRIE`.
+pub const TRIE_BYTES_PER_SLOT: u64 = TRIE_WORDS_PER_SLOT as u64 * 4;
+
+/// The word of a leaf with `payload` (below [`TRIE_NONE`], or it).
+#[inline(always)]
+pub const fn leaf_word(payload: u32) -> u32 {
+    payload << 1
+}
+
+/// The payload of a leaf word.
+#[inline(always)]
+pub const fn leaf_payload(word: u32) -> u32 {
+    word >> 1
+}
+
+/// The word of a child `node` nodes after the first word of its trie (as
+/// the controller builds it) or of its slot (as the map holds it).
+#[inline(always)]
+pub const fn child_word(node: u32) -> u32 {
+    (node * NODE_BYTES) | TRIE_CHILD
+}
+
+/// The node offset a child word names.
+#[inline(always)]
+pub const fn child_node(word: u32) -> u32 {
+    word / NODE_BYTES
+}
+
 /// `TG_ROOTS` value of a tree with no prefix.
 pub const NO_TRIE: u32 = u32::MAX;
 

@@ -212,8 +212,17 @@ pub struct Settings {
     pub reject_burst_ns: u64,
     /// Buckets of one slot's IPv6 exact device table.
     pub device_buckets_v6: u32,
-    pub _pad: u32,
+    /// The [`TABLE_ENCODING`] of the build that opened the maps: pins of
+    /// another encoding are another layout, even where every map has the
+    /// same shape.
+    pub encoding: u32,
 }
+
+/// How this build encodes what its maps hold, where a change keeps every
+/// map's shape (and so would not show in their sizes): 0 before it was
+/// recorded; 1 since the trie words carry the child bit lowest and a
+/// child's byte offset (`crate::classifier`).
+pub const TABLE_ENCODING: u32 = 1;
 
 pod!(
     DeviceKey,

@@ -9,9 +9,10 @@
 //! `tollgate_common::classifier` lays it out: 16-word nodes (64 bytes, one
 //! cache line per read); a trie's root is 16 consecutive
 //! nodes indexed by the first address byte, every other node is indexed by
-//! the next 4 bits. A word is a child (bit 31, node offset from the trie's
-//! base) or a leaf (the payload of the longest covering prefix, pushed down
-//! by the controller, or `TRIE_NONE`). `TG_ROOTS` holds each trie's base.
+//! the next 4 bits. A word is a child (bit 0, the node's byte offset in the
+//! slot) or a leaf (the payload of the longest covering prefix, pushed down
+//! by the controller, or `TRIE_NONE`, shifted left by one). `TG_ROOTS`
+//! holds each trie's base.
 //!
 //! # Memory
 //! 16 + N nodes of 64 bytes per trie, N ≤ P·⌈(L − 8)/4⌉ inner nodes for P
@@ -21,15 +22,16 @@
 //! # Accesses
 //! One `TG_ROOTS` read and one `TG_TRIE` lookup (the slot's words, one
 //! value), then at most 7 (IPv4) or 31 (IPv6) dependent word reads, each a
-//! load at a masked index: no map lookup per level (a lookup per level
-//! cost about 4–5 ns a level, BENCHMARKS.md). The walk ends at the first
-//! leaf.
+//! load at the masked word plus the index: no map lookup per level (a
+//! lookup per level cost about 4–5 ns a level, BENCHMARKS.md), and two
+//! instructions between one level's load and the next. The walk ends at the
+//! first leaf.
 
 use tollgate_common::{
-    DEVICE_FREE, DEVICE_TREE, FAMILY_V4, FAMILY_V6, MAX_GROUPS, NO_TRIE, NODE_WORDS, ROOT_STRIDE,
-    ROOTS_PER_SLOT, STRIDE, TRIE_CHILD, TRIE_NODES_PER_SLOT, TRIE_NONE, TRIE_WORDS_PER_SLOT,
+    DEVICE_FREE, DEVICE_TREE, FAMILY_V4, FAMILY_V6, MAX_GROUPS, NO_TRIE, NODE_BYTES, ROOT_STRIDE,
+    ROOTS_PER_SLOT, STRIDE, TRIE_BYTES_PER_SLOT, TRIE_CHILD, TRIE_NODES_PER_SLOT, TRIE_NONE,
     UNKNOWN_GROUP, V4_PER_BUCKET, V6_ENTRY_WORDS, V6_PER_BUCKET, device_buckets, device_hash,
-    root_index,
+    leaf_payload, root_index,
 };
 
 use crate::{
@@ -114,36 +116,46 @@ fn longest_match(root: u32, hi: u64, lo: u64) -> u32 {
     let Some(words) = TG_TRIE.get_ptr(root / ROOTS_PER_SLOT) else {
         return TRIE_NONE;
     };
-    let words = words as *const u32;
-    let word_at = |node: u32, index: u64| -> u32 {
-        let at = (node.wrapping_mul(NODE_WORDS) as u64).wrapping_add(index);
-        // SAFETY: masked into the value, which is TRIE_WORDS_PER_SLOT words.
-        unsafe { *words.add((at & u64::from(TRIE_WORDS_PER_SLOT - 1)) as usize) }
+    let bytes = words as *const u8;
+    // SAFETY: every offset read is masked into the value, which is
+    // TRIE_BYTES_PER_SLOT bytes, and is a multiple of 4.
+    let read = |at: u64| -> u32 { unsafe { *(bytes.add(at as usize) as *const u32) } };
+    // The word at `index` bytes into the node at byte `node`: the index is
+    // added first, off the chain of dependent loads (the node comes from
+    // the word just read).
+    // SAFETY: as `read`: a node is masked into the slot, an index is
+    // below NODE_BYTES.
+    let read_in = |index: u64, node: u64| -> u32 {
+        unsafe { *(bytes.add(index as usize).add(node as usize) as *const u32) }
     };
     // A root is 16 consecutive nodes: the first byte indexes its words.
-    let base = base & (TRIE_NODES_PER_SLOT - 1);
-    let mut word = word_at(base, hi >> (64 - ROOT_STRIDE));
-    // The bits after the root's, at the top; `lo` once `hi` is used up.
-    // An IPv4 trie has no node past bit 32 (the controller builds none),
-    // so its walk ends at a leaf before that.
+    let base = u64::from((base & (TRIE_NODES_PER_SLOT - 1)) * NODE_BYTES);
+    let mut word = read((base + ((hi >> (64 - ROOT_STRIDE)) << 2)) & (TRIE_BYTES_PER_SLOT - 4));
+    // A level is one mask and one add on the chain of dependent loads: a
+    // child word is its node's byte offset in the slot with the child bit,
+    // which the mask (node-aligned, inside the slot) clears. The bits after
+    // the root's are at the top of `rest`; `lo` once `hi` is used up. An
+    // IPv4 trie has no node past bit 32 (the controller builds none), so its
+    // walk ends at a leaf before that.
+    let node_mask = TRIE_BYTES_PER_SLOT - u64::from(NODE_BYTES);
     let mut rest = hi << ROOT_STRIDE;
     for _ in 0..(64 - ROOT_STRIDE) / STRIDE {
         if word & TRIE_CHILD == 0 {
-            return word;
+            return leaf_payload(word);
         }
-        word = word_at(base.wrapping_add(word & !TRIE_CHILD), rest >> (64 - STRIDE));
+        word = read_in((rest >> (64 - STRIDE)) << 2, u64::from(word) & node_mask);
         rest <<= STRIDE;
     }
     let mut rest = lo;
     for _ in 0..64 / STRIDE {
         if word & TRIE_CHILD == 0 {
-            return word;
+            return leaf_payload(word);
         }
-        word = word_at(base.wrapping_add(word & !TRIE_CHILD), rest >> (64 - STRIDE));
+        word = read_in((rest >> (64 - STRIDE)) << 2, u64::from(word) & node_mask);
         rest <<= STRIDE;
     }
     if word & TRIE_CHILD == 0 {
-        word
+        leaf_payload(word)
     } else {
         TRIE_NONE
     }

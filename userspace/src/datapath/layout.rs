@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use anyhow::Result;
-use aya::maps::MapInfo;
+use anyhow::{Context as _, Result};
+use aya::maps::{Array, Map, MapData, MapInfo};
 use tollgate_common::{
     Counter, Destination, DeviceKey, DevicePrefix, EVENT_RING_BYTES, FRAGMENT_SOURCES, FragmentKey,
     FragmentQuota, FragmentVerdict, GroupInfo, LEARNED_ENTRIES, LearnedKey, LearnedValue,
@@ -17,7 +17,7 @@ use tollgate_common::{
     MAX_GROUPS, MAX_NTP_ADDRESSES, MAX_NTP_INTERFACES, MAX_PASS_ETHERTYPES, NTP_RATE_SOURCES,
     NTP_SAMPLE_RING_BYTES, NtpAddrKey, NtpFastState, NtpScratch, REJECT_REPLY_BYTES,
     ROOTS_PER_SLOT, RateBucket, RejectFacts, RuleRecord, SLOTS, Settings, SourceKey, Stat,
-    TrieNode, TrieSlot, device_table_entries,
+    TABLE_ENCODING, TrieNode, TrieSlot, device_table_entries,
 };
 
 use crate::config::Limits;
@@ -173,6 +173,18 @@ pub fn check_pins(dir: &Path, limits: &Limits) -> Result<Pinned> {
                 spec.name, actual.0, actual.1, actual.2, expected.0, expected.1, expected.2
             )));
         }
+    }
+    let settings = MapData::from_pin(dir.join(MAP_SETTINGS))
+        .with_context(|| format!("open the pinned {MAP_SETTINGS}"))?;
+    let settings: Array<MapData, Settings> = Array::try_from(Map::Array(settings))?;
+    let encoding = settings
+        .get(&0, 0)
+        .with_context(|| format!("read the pinned {MAP_SETTINGS}"))?
+        .encoding;
+    if encoding != TABLE_ENCODING {
+        return Ok(Pinned::Incompatible(format!(
+            "the pinned tables are in encoding {encoding}, this build writes encoding {TABLE_ENCODING}"
+        )));
     }
     Ok(Pinned::Compatible)
 }

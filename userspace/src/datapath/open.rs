@@ -18,7 +18,7 @@ use tollgate_common::{
     MAP_DEVICE_PREFIX, MAP_GATEWAY, MAP_GRACE, MAP_GROUPS, MAP_LEARNED, MAP_NTP_PROG, MAP_NTP_TC,
     MAP_PASS_ETHERTYPES, MAP_PROBE, MAP_PROBE_RESULT, MAP_REJECT_TC, MAP_REJECT_XDP, MAP_RULESETS,
     MAP_SETTINGS, MAP_STATS, MAP_TRIE, MAP_TRIE_ROOTS, PROG_NTP, PROG_NTP_TC, PROG_PROBE,
-    PROG_REJECT_TC, PROG_REJECT_XDP, PROGRAMS, ROOTS_PER_SLOT, SLOTS, Settings,
+    PROG_REJECT_TC, PROG_REJECT_XDP, PROGRAMS, ROOTS_PER_SLOT, SLOTS, Settings, TABLE_ENCODING,
     TRIE_WORDS_PER_SLOT,
 };
 
@@ -252,7 +252,7 @@ fn runtime_settings(options: &Options, geometry: Geometry) -> Settings {
         reject_interval_ns,
         reject_burst_ns,
         device_buckets_v6: geometry.v6,
-        _pad: 0,
+        encoding: TABLE_ENCODING,
     }
 }
 

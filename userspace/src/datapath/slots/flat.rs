@@ -41,7 +41,8 @@ use anyhow::{Result, bail};
 use tollgate_common::{
     DESTINATION_HEADER_BITS, DEVICE_PREFIX_HEADER_BITS, DEVICE_TREE, FAMILY_V4, NO_TRIE,
     NODE_WORDS, ROOT_STRIDE, ROOT_WORDS, ROOTS_PER_SLOT, STRIDE, TREES_PER_FAMILY, TRIE_CHILD,
-    TRIE_NODES_PER_SLOT, TRIE_NONE,
+    TRIE_NODES_PER_SLOT, TRIE_NONE, TRIE_WORDS_PER_SLOT, child_node, child_word, leaf_payload,
+    leaf_word,
 };
 
 use super::SlotImage;
@@ -92,7 +93,7 @@ fn bits(addr: u128, pos: u32, width: u32) -> u32 {
 /// 16-word nodes whose children are node offsets from its first node.
 pub fn build(prefixes: &mut [Prefix]) -> Result<Vec<u32>> {
     prefixes.sort_by_key(|p| p.len);
-    let mut words = vec![TRIE_NONE; ROOT_WORDS as usize];
+    let mut words = vec![leaf_word(TRIE_NONE); ROOT_WORDS as usize];
     for p in prefixes.iter() {
         if p.payload >= TRIE_NONE {
             bail!("trie payload {} does not fit 31 bits", p.payload);
@@ -109,20 +110,20 @@ pub fn build(prefixes: &mut [Prefix]) -> Result<Vec<u32>> {
                 let first = (index >> free) << free;
                 for w in &mut words[node + first..node + first + (1 << free)] {
                     debug_assert_eq!(*w & TRIE_CHILD, 0);
-                    *w = p.payload;
+                    *w = leaf_word(p.payload);
                 }
                 break;
             }
             let word = words[node + index];
             node = if word & TRIE_CHILD != 0 {
-                ((word & !TRIE_CHILD) * NODE_WORDS) as usize
+                (child_node(word) * NODE_WORDS) as usize
             } else {
                 let child = words.len();
-                if child + NODE_WORDS as usize >= TRIE_CHILD as usize {
+                if child + NODE_WORDS as usize > TRIE_WORDS_PER_SLOT as usize {
                     bail!("a trie of {child} words cannot grow");
                 }
                 words.extend(std::iter::repeat_n(word, NODE_WORDS as usize));
-                words[node + index] = TRIE_CHILD | (child as u32 / NODE_WORDS);
+                words[node + index] = child_word(child as u32 / NODE_WORDS);
                 child
             };
             pos += width;
@@ -139,14 +140,14 @@ pub fn walk(words: &[u32], family_bits: u32, addr: u128) -> u32 {
     loop {
         let word = words[node + bits(addr, pos, width) as usize];
         if word & TRIE_CHILD == 0 {
-            return word;
+            return leaf_payload(word);
         }
         pos += width;
         width = STRIDE;
         if pos >= family_bits {
             return TRIE_NONE;
         }
-        node = ((word & !TRIE_CHILD) * NODE_WORDS) as usize;
+        node = (child_node(word) * NODE_WORDS) as usize;
     }
 }
 

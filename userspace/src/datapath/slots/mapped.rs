@@ -13,7 +13,7 @@ use anyhow::{Result, bail};
 use aya::maps::{Map, MapData};
 use tollgate_common::{
     FAMILY_V4, FAMILY_V6, NO_TRIE, NODE_WORDS, ROOT_WORDS, ROOTS_PER_SLOT, TREES_PER_FAMILY,
-    TRIE_CHILD, TRIE_NODES_PER_SLOT, TRIE_WORDS_PER_SLOT,
+    TRIE_CHILD, TRIE_NODES_PER_SLOT, TRIE_WORDS_PER_SLOT, child_node,
 };
 
 use super::flat::{FlatImage, PlacedTrie};
@@ -92,6 +92,18 @@ impl Drop for MappedWords {
     }
 }
 
+/// A trie's word as the slot holds it, the trie placed at word `base`: a
+/// child names its node by byte offset from the slot's first word, so that
+/// the program's walk adds nothing to it (children in [`PlacedTrie`] are
+/// from the trie's own first word, so that a trie can move).
+fn placed(word: u32, base: u32) -> u32 {
+    if word & TRIE_CHILD == 0 {
+        word
+    } else {
+        word + base * 4
+    }
+}
+
 /// The flat classifier's two maps.
 pub struct FlatMaps {
     pub trie: MappedWords,
@@ -117,7 +129,7 @@ impl FlatMaps {
             }
             let base = slot_base + t.base as usize;
             for (i, &w) in t.words.iter().enumerate() {
-                stored += usize::from(self.trie.store(base + i, w));
+                stored += usize::from(self.trie.store(base + i, placed(w, t.base)));
             }
         }
         // The roots last: a trie is whole before its root points at it
@@ -159,9 +171,10 @@ impl FlatMaps {
                 if at >= TRIE_WORDS_PER_SLOT {
                     return None;
                 }
-                let word = self.trie.get(slot_words + at as usize);
+                let mut word = self.trie.get(slot_words + at as usize);
                 if word & TRIE_CHILD != 0 {
-                    let end = ((word & !TRIE_CHILD) + 1).checked_mul(NODE_WORDS)?;
+                    word = word.checked_sub(base * 4)?;
+                    let end = (child_node(word) + 1).checked_mul(NODE_WORDS)?;
                     len = len.max(end);
                 }
                 words.push(word);
