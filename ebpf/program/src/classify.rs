@@ -175,7 +175,7 @@ fn exact_device(table: u32, hi: u64, lo: u64) -> u32 {
     } else {
         ((table >> 1) * (v4 + v6), v4)
     };
-    let (first, second) = device_buckets(device_hash(hi, lo), buckets);
+    let (first, second) = device_buckets(device_hash(ipv6, hi, lo), buckets);
     let words = [(hi >> 32) as u32, hi as u32, (lo >> 32) as u32, lo as u32];
     for bucket in [first, second] {
         let Some(b) = TG_DEV_EXACT.get(base.wrapping_add(bucket)) else {

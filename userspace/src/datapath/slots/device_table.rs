@@ -155,7 +155,7 @@ impl<W: Words> DeviceTable<W> {
         let (first, count) = self.geometry.table(slot, family);
         let hi = u64::from(addr[0]) << 32 | u64::from(addr[1]);
         let lo = u64::from(addr[2]) << 32 | u64::from(addr[3]);
-        let (a, b) = device_buckets(device_hash(hi, lo), count);
+        let (a, b) = device_buckets(device_hash(family != FAMILY_V4, hi, lo), count);
         [first + a as usize, first + b as usize]
     }
 
