@@ -9,44 +9,49 @@
 //!
 //! # Structure
 //! One trie per (slot, family, tree), where a tree is a group's
-//! destinations or the slot's device prefixes. `TG_TRIE` is an array of
-//! 16-word nodes (64 bytes: one cache line, and one array element, so one
-//! lookup reads one line). A trie's root is 2^[`ROOT_STRIDE`] = 256 words,
-//! 16 consecutive nodes, indexed by the first address byte; every other
-//! node is indexed by the next [`STRIDE`] = 4 bits. `TG_ROOTS` gives each
-//! trie's base, the index of its root's first node, or [`NO_TRIE`]. A word
-//! is either a child ([`TRIE_CHILD`], the lowest bit, set; the rest is the
-//! child node's byte offset from the slot's first word) or a leaf: the
-//! payload, shifted left by one, of the longest prefix covering every
-//! address that reaches the word (prefixes are expanded and pushed down to
-//! the leaves, "controlled prefix expansion"), or [`TRIE_NONE`]. A
-//! destination leaf is the absolute index of its rule list's first record
-//! in `TG_RULESETS`, a device leaf the group id. The controller builds a
-//! trie with children from its own first word, so that it can place it
-//! anywhere, and adds the trie's place as it stores the words.
+//! destinations or the slot's device prefixes, in `TG_TRIE`: per slot one
+//! array value of [`TRIE_WORDS_PER_SLOT`] words, allocated in 16-word
+//! units (64 bytes, a cache line). A trie's root is 2^[`ROOT_STRIDE`] = 256
+//! words, indexed by the first address byte. Below it, a *narrow* trie's
+//! nodes are 16 words indexed by the next [`STRIDE`] = 4 bits, a *wide*
+//! trie's 256 words indexed by the next [`WIDE_STRIDE`] = 8 bits: half the
+//! levels, each still one word read (one cache line). `TG_ROOTS` gives each
+//! trie's base (the index of its root's first 16-word unit, with
+//! [`ROOT_WIDE`] for a wide trie) or [`NO_TRIE`]. A word is either a child
+//! ([`TRIE_CHILD`], the lowest bit, set; the rest is the child node's byte
+//! offset from the slot's first word) or a leaf: the payload, shifted left
+//! by one, of the longest prefix covering every address that reaches the
+//! word (prefixes are expanded and pushed down to the leaves, "controlled
+//! prefix expansion"), or [`TRIE_NONE`]. A destination leaf is the absolute
+//! index of its rule list's first record in `TG_RULESETS`, a device leaf
+//! the group id. The controller builds a trie with children from its own
+//! first word, so that it can place it anywhere (a wide trie at a multiple
+//! of its node size), and adds the trie's place as it stores the words.
+//! It makes every trie wide that the slot has room for.
 //!
-//! A level of the walk is then two instructions on the chain of dependent
-//! loads, a mask (which clears the child bit and keeps the read inside the
-//! slot, for the verifier) and an add (the index within the node, computed
-//! beside the load): about 1 ns a level on the bench machine, where a
-//! child bit on top, node offsets and the trie's base cost 6 (a sign
-//! extension, the base, a shift, the mask, two adds: BENCHMARKS.md).
+//! A level of the walk is two instructions on the chain of dependent loads:
+//! a mask (which clears the child bit, aligns to the node and keeps the
+//! read inside the slot, for the verifier) and an add (the index within the
+//! node, computed beside the load).
 //!
 //! # Memory
-//! A trie of P prefixes of length at most L takes 16 + N nodes of 64 bytes,
+//! A narrow trie of P prefixes of length at most L takes 256 + 16·N words,
 //! N ≤ P·⌈(L − 8)/4⌉ inner nodes (shared paths are stored once): at most
 //! 6 nodes (384 bytes) per IPv4 prefix and 30 (1,920 bytes) per IPv6
-//! prefix. The map holds [`TRIE_NODES_PER_SLOT`] nodes per slot (16 MiB);
-//! `TG_ROOTS` 8 bytes (a `u32` in an 8-byte array element) ·
-//! [`ROOTS_PER_SLOT`] per slot.
+//! prefix. A wide trie takes 256 + 256·N words, N ≤ P·⌈(L − 8)/8⌉: at most
+//! 3 nodes (3 KiB) per IPv4 prefix and 15 (15 KiB) per IPv6 prefix; dense
+//! prefix sets take far less (the 10⁵-prefix benchmark policy: 8–9 times
+//! its narrow tries, BENCHMARKS.md). The map holds [`TRIE_WORDS_PER_SLOT`]
+//! words per slot (16 MiB) whatever the tries use; `TG_ROOTS` 8 bytes (a
+//! `u32` in an 8-byte array element) · [`ROOTS_PER_SLOT`] per slot.
 //!
 //! # Accesses
-//! One `TG_ROOTS` read, one `TG_TRIE` lookup (the slot's words), then at
-//! most 1 + ⌈(L − 8)/4⌉ word reads by index ([`MAX_LEVELS_V4`] = 7 for
-//! IPv4, [`MAX_LEVELS_V6`] = 31 for IPv6), all dependent: 9 and 33 memory
-//! accesses in the worst case. A walk stops at the first leaf, so a policy
-//! of /24s costs an IPv4 packet at most 1 + 5 word reads, whatever the rule
-//! count.
+//! One `TG_ROOTS` read, one `TG_TRIE` lookup (the slot's words), then the
+//! root's word and one word per level: at most 1 + ⌈(L − 8)/4⌉ reads
+//! narrow ([`MAX_LEVELS_V4`] = 7 for IPv4, [`MAX_LEVELS_V6`] = 31 for
+//! IPv6), 1 + ⌈(L − 8)/8⌉ wide (4 and 16), all dependent. A walk stops at
+//! the first leaf, so a policy of /24s costs an IPv4 packet at most 1 + 2
+//! word reads in a wide trie, whatever the rule count.
 
 /// `Array<TrieSlot>` of [`crate::SLOTS`] entries: each slot's trie nodes,
 /// [`TRIE_NODES_PER_SLOT`] of 16 words, as one value, so that a walk looks
@@ -76,11 +81,23 @@ const _: () = assert!(TRIE_WORDS_PER_SLOT.is_power_of_two());
 pub type TrieSlot = [u32; TRIE_WORDS_PER_SLOT as usize];
 /// Bits the root node consumes.
 pub const ROOT_STRIDE: u32 = 8;
-/// Bits every other node consumes.
+/// Bits every other node of a narrow trie consumes.
 pub const STRIDE: u32 = 4;
+/// Bits every other node of a wide trie consumes: a node of 256 words
+/// (1 KiB; a read still touches one cache line), half the levels of a
+/// narrow trie.
+pub const WIDE_STRIDE: u32 = 8;
+/// Words of a wide trie's node; a wide trie's nodes, and its base, are
+/// aligned to it.
+pub const WIDE_NODE_WORDS: u32 = 1 << WIDE_STRIDE;
+/// Flag of a `TG_ROOTS` entry whose trie is wide. The controller makes
+/// every trie wide that the slot has room for (its words are allocated
+/// either way), and the new tries that take the most words more when wide
+/// narrow while they do not fit.
+pub const ROOT_WIDE: u32 = 1 << 30;
 /// Words of a root (16 nodes).
 pub const ROOT_WORDS: u32 = 1 << ROOT_STRIDE;
-/// `TG_TRIE` reads of one walk, at most.
+/// `TG_TRIE` reads of one walk of a narrow trie, at most.
 pub const MAX_LEVELS_V4: u32 = 1 + (32 - ROOT_STRIDE) / STRIDE;
 pub const MAX_LEVELS_V6: u32 = 1 + (128 - ROOT_STRIDE) / STRIDE;
 

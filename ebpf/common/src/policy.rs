@@ -221,9 +221,10 @@ pub struct Settings {
 /// How this build encodes what its maps hold, where a change keeps every
 /// map's shape (and so would not show in their sizes): 0 before it was
 /// recorded; 1 when the trie words came to carry the child bit lowest and
-/// a child's byte offset (`crate::classifier`); 2 since an IPv4 device's
-/// hash is one multiplication (`crate::device_table`).
-pub const TABLE_ENCODING: u32 = 2;
+/// a child's byte offset (`crate::classifier`); 2 when an IPv4 device's
+/// hash became one multiplication (`crate::device_table`); 3 since a
+/// `TG_ROOTS` entry may flag a wide trie.
+pub const TABLE_ENCODING: u32 = 3;
 
 pod!(
     DeviceKey,

@@ -6,32 +6,33 @@
 //!
 //! # Structure
 //! A multibit trie per (slot, family, tree) in `TG_TRIE`, as
-//! `tollgate_common::classifier` lays it out: 16-word nodes (64 bytes, one
-//! cache line per read); a trie's root is 16 consecutive
-//! nodes indexed by the first address byte, every other node is indexed by
-//! the next 4 bits. A word is a child (bit 0, the node's byte offset in the
-//! slot) or a leaf (the payload of the longest covering prefix, pushed down
-//! by the controller, or `TRIE_NONE`, shifted left by one). `TG_ROOTS`
-//! holds each trie's base.
+//! `tollgate_common::classifier` lays it out: a 256-word root indexed by
+//! the first address byte, then nodes of 16 words indexed by the next 4
+//! bits (a narrow trie) or of 256 words indexed by the next 8 (a wide one,
+//! flagged in its `TG_ROOTS` entry); a read is one word, one cache line. A
+//! word is a child (bit 0, the node's byte offset in the slot) or a leaf
+//! (the payload of the longest covering prefix, pushed down by the
+//! controller, or `TRIE_NONE`, shifted left by one). `TG_ROOTS` holds each
+//! trie's base.
 //!
 //! # Memory
-//! 16 + N nodes of 64 bytes per trie, N ≤ P·⌈(L − 8)/4⌉ inner nodes for P
-//! prefixes of length ≤ L: at most 6 nodes (384 bytes) per IPv4 prefix and
-//! 30 per IPv6 prefix; `TG_TRIE` holds `TRIE_NODES_PER_SLOT` nodes per slot.
+//! A narrow trie 256 + 16·N words, N ≤ P·⌈(L − 8)/4⌉ inner nodes for P
+//! prefixes of length ≤ L; a wide one 256 + 256·N, N ≤ P·⌈(L − 8)/8⌉.
+//! `TG_TRIE` holds `TRIE_WORDS_PER_SLOT` words per slot.
 //!
 //! # Accesses
 //! One `TG_ROOTS` read and one `TG_TRIE` lookup (the slot's words, one
-//! value), then at most 7 (IPv4) or 31 (IPv6) dependent word reads, each a
-//! load at the masked word plus the index: no map lookup per level (a
-//! lookup per level cost about 4–5 ns a level, BENCHMARKS.md), and two
-//! instructions between one level's load and the next. The walk ends at the
-//! first leaf.
+//! value), then at most 7 (IPv4) or 31 (IPv6) dependent word reads narrow,
+//! 4 or 16 wide, each a load at the masked word plus the index: no map
+//! lookup per level (a lookup per level cost about 4–5 ns a level,
+//! BENCHMARKS.md), and two instructions between one level's load and the
+//! next. The walk ends at the first leaf.
 
 use tollgate_common::{
     DEVICE_FREE, DEVICE_TREE, FAMILY_V4, FAMILY_V6, MAX_GROUPS, NO_TRIE, NODE_BYTES, ROOT_STRIDE,
-    ROOTS_PER_SLOT, STRIDE, TRIE_BYTES_PER_SLOT, TRIE_CHILD, TRIE_NODES_PER_SLOT, TRIE_NONE,
-    UNKNOWN_GROUP, V4_PER_BUCKET, V6_ENTRY_WORDS, V6_PER_BUCKET, device_buckets, device_hash,
-    leaf_payload, root_index,
+    ROOT_WIDE, ROOTS_PER_SLOT, STRIDE, TRIE_BYTES_PER_SLOT, TRIE_CHILD, TRIE_NODES_PER_SLOT,
+    TRIE_NONE, UNKNOWN_GROUP, V4_PER_BUCKET, V6_ENTRY_WORDS, V6_PER_BUCKET, WIDE_STRIDE,
+    device_buckets, device_hash, leaf_payload, root_index,
 };
 
 use crate::{
@@ -104,10 +105,10 @@ pub extern "C" fn tollgate_classify(
 /// covers the address of big-endian halves `hi` and `lo`, or `TRIE_NONE`.
 #[inline(always)]
 fn longest_match(root: u32, hi: u64, lo: u64) -> u32 {
-    let Some(&base) = TG_ROOTS.get(root) else {
+    let Some(&entry) = TG_ROOTS.get(root) else {
         return TRIE_NONE;
     };
-    if base == NO_TRIE {
+    if entry == NO_TRIE {
         return TRIE_NONE;
     }
     // The slot's words, looked up once; every read below is an index into
@@ -117,42 +118,54 @@ fn longest_match(root: u32, hi: u64, lo: u64) -> u32 {
         return TRIE_NONE;
     };
     let bytes = words as *const u8;
-    // SAFETY: every offset read is masked into the value, which is
-    // TRIE_BYTES_PER_SLOT bytes, and is a multiple of 4.
-    let read = |at: u64| -> u32 { unsafe { *(bytes.add(at as usize) as *const u32) } };
-    // The word at `index` bytes into the node at byte `node`: the index is
-    // added first, off the chain of dependent loads (the node comes from
-    // the word just read).
-    // SAFETY: as `read`: a node is masked into the slot, an index is
-    // below NODE_BYTES.
+    // A root is 16 consecutive nodes: the first byte indexes its words.
+    let base = u64::from((entry & (TRIE_NODES_PER_SLOT - 1)) * NODE_BYTES);
+    let at = (base + ((hi >> (64 - ROOT_STRIDE)) << 2)) & (TRIE_BYTES_PER_SLOT - 4);
+    // SAFETY: masked into the value, which is TRIE_BYTES_PER_SLOT bytes; a
+    // multiple of 4.
+    let word = unsafe { *(bytes.add(at as usize) as *const u32) };
+    // The trie's stride is the same for all its levels: one branch here,
+    // none per level.
+    if entry & ROOT_WIDE == 0 {
+        descend::<STRIDE>(bytes, word, hi, lo)
+    } else {
+        descend::<WIDE_STRIDE>(bytes, word, hi, lo)
+    }
+}
+
+/// The rest of a walk from the root's `word`, through nodes of `S` bits in
+/// the slot's words at `bytes`.
+///
+/// A level is one mask and one add on the chain of dependent loads: a
+/// child word is its node's byte offset in the slot with the child bit,
+/// which the mask (aligned to the node, inside the slot) clears; the index
+/// within the node is computed beside the load. The bits after the root's
+/// are at the top of `rest`; `lo` once `hi` is used up. An IPv4 trie has no
+/// node past bit 32 (the controller builds none), so its walk ends at a
+/// leaf before that.
+#[inline(always)]
+fn descend<const S: u32>(bytes: *const u8, mut word: u32, hi: u64, lo: u64) -> u32 {
+    let node_mask = TRIE_BYTES_PER_SLOT - (4u64 << S);
+    // SAFETY: a node masked into the slot, aligned to its size, plus an
+    // index below its size: inside the value, a multiple of 4.
     let read_in = |index: u64, node: u64| -> u32 {
         unsafe { *(bytes.add(index as usize).add(node as usize) as *const u32) }
     };
-    // A root is 16 consecutive nodes: the first byte indexes its words.
-    let base = u64::from((base & (TRIE_NODES_PER_SLOT - 1)) * NODE_BYTES);
-    let mut word = read((base + ((hi >> (64 - ROOT_STRIDE)) << 2)) & (TRIE_BYTES_PER_SLOT - 4));
-    // A level is one mask and one add on the chain of dependent loads: a
-    // child word is its node's byte offset in the slot with the child bit,
-    // which the mask (node-aligned, inside the slot) clears. The bits after
-    // the root's are at the top of `rest`; `lo` once `hi` is used up. An
-    // IPv4 trie has no node past bit 32 (the controller builds none), so its
-    // walk ends at a leaf before that.
-    let node_mask = TRIE_BYTES_PER_SLOT - u64::from(NODE_BYTES);
     let mut rest = hi << ROOT_STRIDE;
-    for _ in 0..(64 - ROOT_STRIDE) / STRIDE {
+    for _ in 0..(64 - ROOT_STRIDE) / S {
         if word & TRIE_CHILD == 0 {
             return leaf_payload(word);
         }
-        word = read_in((rest >> (64 - STRIDE)) << 2, u64::from(word) & node_mask);
-        rest <<= STRIDE;
+        word = read_in((rest >> (64 - S)) << 2, u64::from(word) & node_mask);
+        rest <<= S;
     }
     let mut rest = lo;
-    for _ in 0..64 / STRIDE {
+    for _ in 0..64 / S {
         if word & TRIE_CHILD == 0 {
             return leaf_payload(word);
         }
-        word = read_in((rest >> (64 - STRIDE)) << 2, u64::from(word) & node_mask);
-        rest <<= STRIDE;
+        word = read_in((rest >> (64 - S)) << 2, u64::from(word) & node_mask);
+        rest <<= S;
     }
     if word & TRIE_CHILD == 0 {
         leaf_payload(word)

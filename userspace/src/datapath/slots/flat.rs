@@ -5,44 +5,54 @@
 //!
 //! # Structure
 //! One trie per (family, tree) of a slot, a tree being one group's
-//! destinations or the device prefixes. A 256-word root (16 nodes) indexed
-//! by the address's first byte, then 16-word nodes indexed by the next 4
-//! bits. A
-//! prefix is expanded to the words its length covers at the level where it
-//! ends (controlled prefix expansion) and pushed down: prefixes are
-//! inserted shortest first, a longer one overwrites, and a node created
-//! under a leaf starts as 16 copies of it. So every word holds the payload
-//! of the longest prefix covering it, and a walk stops at the first leaf.
-//! Children are node offsets from the trie's base: a trie is a block that
-//! can move as a whole.
+//! destinations or the device prefixes. A 256-word root indexed by the
+//! address's first byte, then nodes indexed by the next 4 bits (narrow,
+//! 16 words) or 8 bits (wide, 256 words). A prefix is expanded to the words
+//! its length covers at the level where it ends (controlled prefix
+//! expansion) and pushed down: prefixes are inserted shortest first, a
+//! longer one overwrites, and a node created under a leaf starts as copies
+//! of it. So every word holds the payload of the longest prefix covering
+//! it, and a walk stops at the first leaf. Children are byte offsets from
+//! the trie's first word: a trie is a block that can move as a whole (the
+//! writer adds its place, `mapped.rs`).
+//!
+//! # Wide or narrow
+//! Every new trie is built both ways. A wide trie walks half the levels
+//! (about 2 ns a level on the bench machine, BENCHMARKS.md) for more words;
+//! the slot's words are allocated whatever the tries use, so each trie is
+//! wide if the slot has room, and while the tries do not fit, the new trie
+//! whose wide form takes the most words more goes narrow. A trie an install
+//! keeps keeps its form.
 //!
 //! # Memory
-//! Per trie 16 + N nodes of 16 words (64 bytes), N inner nodes, N ≤
-//! P·⌈(L − 8)/4⌉ for P prefixes of length ≤ L: at most 6 nodes (384 bytes)
-//! per IPv4 prefix and 30 (1,920 bytes) per IPv6 prefix, far less where
-//! prefixes share paths (the 10⁵-prefix benchmark policy: see
-//! BENCHMARKS.md). A slot holds `TRIE_NODES_PER_SLOT` nodes.
+//! A narrow trie: 256 + 16·N words, N ≤ P·⌈(L − 8)/4⌉ inner nodes for P
+//! prefixes of length ≤ L, at most 6 nodes (384 bytes) per IPv4 prefix and
+//! 30 (1,920 bytes) per IPv6 prefix; a wide one 256 + 256·N, N ≤
+//! P·⌈(L − 8)/8⌉, at most 3 KiB per IPv4 prefix and 15 KiB per IPv6
+//! prefix. Far less where prefixes share paths (the 10⁵-prefix benchmark
+//! policy: see BENCHMARKS.md). A slot holds `TRIE_WORDS_PER_SLOT` words.
 //!
 //! # Accesses
 //! A walk reads one `TG_ROOTS` word and at most 7 (IPv4) or 31 (IPv6)
-//! `TG_TRIE` words, one per level, stopping at the first leaf.
+//! `TG_TRIE` words narrow, 4 or 16 wide, one per level, stopping at the
+//! first leaf.
 //!
 //! # Placement
 //! An install keeps every trie whose words did not change where it is, and
 //! rewrites a changed one in place if it did not grow; others go to the
-//! first gap that fits, and only when none does is the slot laid out anew.
-//! The writer then stores only the words that differ from what the slot
-//! holds, so a small policy change writes the words of the tries it
-//! touched, not the slot.
+//! first gap that fits (a wide trie at a multiple of its node size), and
+//! only when none does is the slot laid out anew. The writer then stores
+//! only the words that differ from what the slot holds, so a small policy
+//! change writes the words of the tries it touched, not the slot.
 
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use tollgate_common::{
     DESTINATION_HEADER_BITS, DEVICE_PREFIX_HEADER_BITS, DEVICE_TREE, FAMILY_V4, NO_TRIE,
-    NODE_WORDS, ROOT_STRIDE, ROOT_WORDS, ROOTS_PER_SLOT, STRIDE, TREES_PER_FAMILY, TRIE_CHILD,
-    TRIE_NODES_PER_SLOT, TRIE_NONE, TRIE_WORDS_PER_SLOT, child_node, child_word, leaf_payload,
-    leaf_word,
+    NODE_WORDS, ROOT_STRIDE, ROOT_WIDE, ROOT_WORDS, ROOTS_PER_SLOT, STRIDE, TREES_PER_FAMILY,
+    TRIE_CHILD, TRIE_NODES_PER_SLOT, TRIE_NONE, TRIE_WORDS_PER_SLOT, WIDE_NODE_WORDS, WIDE_STRIDE,
+    child_node, child_word, leaf_payload, leaf_word,
 };
 
 use super::SlotImage;
@@ -64,6 +74,9 @@ pub struct PlacedTrie {
     pub family: u8,
     pub tree: u32,
     pub base: u32,
+    /// Nodes of [`WIDE_STRIDE`] bits, not [`STRIDE`]: the base is then a
+    /// multiple of [`WIDE_NODE_WORDS`].
+    pub wide: bool,
     /// Shared with the image of the slot it was built for, so that an
     /// unchanged group's trie is kept without copying.
     pub words: Arc<[u32]>,
@@ -74,8 +87,9 @@ pub struct PlacedTrie {
 pub struct FlatImage {
     /// Sorted by (family, tree).
     pub tries: Vec<PlacedTrie>,
-    /// The slot's `TG_ROOTS` entries (absolute node indices), [`ROOTS_PER_SLOT`]
-    /// of them; empty for a slot not known yet (after a restart).
+    /// The slot's `TG_ROOTS` entries (absolute indices of 16-word units,
+    /// with [`ROOT_WIDE`] for a wide trie), [`ROOTS_PER_SLOT`] of them;
+    /// empty for a slot not known yet (after a restart).
     pub roots: Vec<u32>,
 }
 
@@ -89,9 +103,11 @@ fn bits(addr: u128, pos: u32, width: u32) -> u32 {
     ((addr >> (128 - pos - width)) & ((1u128 << width) - 1)) as u32
 }
 
-/// Compiles `prefixes` (each (length, address) once) into a trie of
-/// 16-word nodes whose children are node offsets from its first node.
-pub fn build(prefixes: &mut [Prefix]) -> Result<Vec<u32>> {
+/// Compiles `prefixes` (each (length, address) once) into a trie whose
+/// nodes below the root take `stride` bits ([`STRIDE`] or [`WIDE_STRIDE`]),
+/// its children byte offsets from its first word.
+pub fn build(prefixes: &mut [Prefix], stride: u32) -> Result<Vec<u32>> {
+    let node_words = 1usize << stride;
     prefixes.sort_by_key(|p| p.len);
     let mut words = vec![leaf_word(TRIE_NONE); ROOT_WORDS as usize];
     for p in prefixes.iter() {
@@ -119,23 +135,92 @@ pub fn build(prefixes: &mut [Prefix]) -> Result<Vec<u32>> {
                 (child_node(word) * NODE_WORDS) as usize
             } else {
                 let child = words.len();
-                if child + NODE_WORDS as usize > TRIE_WORDS_PER_SLOT as usize {
+                if child + node_words > TRIE_WORDS_PER_SLOT as usize {
                     bail!("a trie of {child} words cannot grow");
                 }
-                words.extend(std::iter::repeat_n(word, NODE_WORDS as usize));
+                words.extend(std::iter::repeat_n(word, node_words));
                 words[node + index] = child_word(child as u32 / NODE_WORDS);
                 child
             };
             pos += width;
-            width = STRIDE;
+            width = stride;
         }
     }
     Ok(words)
 }
 
-/// What the program's walk finds for `addr` in `words`: the same steps as
-/// `classify.rs`, for tests.
-pub fn walk(words: &[u32], family_bits: u32, addr: u128) -> u32 {
+/// A new trie, narrow, and wide when that fits a slot at all.
+struct Built {
+    family: u8,
+    tree: u32,
+    narrow: Arc<[u32]>,
+    wide: Option<Arc<[u32]>>,
+}
+
+impl Built {
+    fn new(family: u8, tree: u32, prefixes: &mut [Prefix]) -> Result<Built> {
+        let narrow: Arc<[u32]> = build(prefixes, STRIDE)?.into();
+        // A trie that is its root alone is the same either way.
+        let wide = if narrow.len() == ROOT_WORDS as usize {
+            None
+        } else {
+            build(prefixes, WIDE_STRIDE).ok().map(Arc::from)
+        };
+        Ok(Built {
+            family,
+            tree,
+            narrow,
+            wide,
+        })
+    }
+
+    fn placed(&self, wide: bool) -> PlacedTrie {
+        let words = match (&self.wide, wide) {
+            (Some(w), true) => w.clone(),
+            _ => self.narrow.clone(),
+        };
+        PlacedTrie {
+            family: self.family,
+            tree: self.tree,
+            base: 0,
+            wide: wide && self.wide.is_some(),
+            words,
+        }
+    }
+
+    /// Words the wide form takes beyond the narrow one.
+    fn extra_words(&self) -> usize {
+        self.wide
+            .as_ref()
+            .map_or(0, |w| w.len().saturating_sub(self.narrow.len()))
+    }
+}
+
+/// Places `tries` (sorted by key) within `capacity` words: where `current`
+/// has them if they can stay, else first fit; else (fragmented) the slot
+/// laid out anew, one trie after the other. False if they do not fit.
+fn fit(tries: &mut [PlacedTrie], current: &FlatImage, capacity: u32) -> bool {
+    if place(tries, current, capacity) {
+        return true;
+    }
+    let mut next = 0u64;
+    for t in tries.iter_mut() {
+        next = next.next_multiple_of(u64::from(alignment(t)));
+        t.base = next as u32;
+        next += t.words.len() as u64;
+    }
+    next <= u64::from(capacity)
+}
+
+/// Words a trie's base is a multiple of: its nodes' (the walk masks a
+/// child's offset to the node size, which keeps a read inside the slot).
+fn alignment(t: &PlacedTrie) -> u32 {
+    if t.wide { WIDE_NODE_WORDS } else { NODE_WORDS }
+}
+
+/// What the program's walk finds for `addr` in `words`, a trie of
+/// `stride`: the same steps as `classify.rs`, for tests.
+pub fn walk(words: &[u32], stride: u32, family_bits: u32, addr: u128) -> u32 {
     let (mut node, mut pos, mut width) = (0usize, 0u32, ROOT_STRIDE);
     loop {
         let word = words[node + bits(addr, pos, width) as usize];
@@ -143,7 +228,7 @@ pub fn walk(words: &[u32], family_bits: u32, addr: u128) -> u32 {
             return leaf_payload(word);
         }
         pos += width;
-        width = STRIDE;
+        width = stride;
         if pos >= family_bits {
             return TRIE_NONE;
         }
@@ -202,37 +287,47 @@ impl FlatImage {
         kept: &dyn Fn(u32) -> bool,
         capacity: u32,
     ) -> Result<Self> {
-        let mut tries: Vec<PlacedTrie> = current
+        let kept_tries: Vec<PlacedTrie> = current
             .tries
             .iter()
             .filter(|t| t.tree != DEVICE_TREE && kept(t.tree))
             .cloned()
             .collect();
+        let mut built = Vec::new();
         for ((family, tree), mut prefixes) in trees(image, kept) {
-            tries.push(PlacedTrie {
-                family,
-                tree,
-                base: 0,
-                words: build(&mut prefixes)?.into(),
-            });
+            built.push(Built::new(family, tree, &mut prefixes)?);
         }
-        tries.sort_by_key(|t| (t.family, t.tree));
-        if !place(&mut tries, current, capacity) {
-            // Fragmented: lay the slot out anew, one trie after the other.
-            let mut next = 0u64;
-            for t in &mut tries {
-                t.base = next as u32;
-                next += t.words.len() as u64;
+        // Wide wherever the slot has room (its words are allocated either
+        // way): while the tries do not fit, the new trie whose wide form
+        // takes the most words more goes narrow.
+        let mut wide: Vec<bool> = built.iter().map(|b| b.wide.is_some()).collect();
+        let tries = loop {
+            let mut tries = kept_tries.clone();
+            tries.extend(built.iter().zip(&wide).map(|(b, &w)| b.placed(w)));
+            tries.sort_by_key(|t| (t.family, t.tree));
+            if fit(&mut tries, current, capacity) {
+                break tries;
             }
-            if next > u64::from(capacity) {
-                bail!("the policy's tries need {next} words of TG_TRIE, a slot holds {capacity}");
+            let widest = (0..built.len())
+                .filter(|&i| wide[i])
+                .max_by_key(|&i| built[i].extra_words());
+            match widest {
+                Some(i) => wide[i] = false,
+                None => {
+                    let need: usize = tries.iter().map(|t| t.words.len()).sum();
+                    bail!(
+                        "the policy's tries need {need} words of TG_TRIE, a slot holds {capacity}"
+                    );
+                }
             }
-        }
+        };
         let mut roots = vec![NO_TRIE; ROOTS_PER_SLOT as usize];
         let slot_base = u32::from(slot) * TRIE_NODES_PER_SLOT;
         for t in &tries {
             let family = if t.family == FAMILY_V4 { 0 } else { 1 };
-            roots[(family * TREES_PER_FAMILY + t.tree) as usize] = slot_base + t.base / NODE_WORDS;
+            let wide = if t.wide { ROOT_WIDE } else { 0 };
+            roots[(family * TREES_PER_FAMILY + t.tree) as usize] =
+                (slot_base + t.base / NODE_WORDS) | wide;
         }
         Ok(FlatImage { tries, roots })
     }
@@ -255,7 +350,7 @@ fn place(tries: &mut [PlacedTrie], current: &FlatImage, capacity: u32) -> bool {
             .ok()
             .map(|c| &current.tries[c]);
         match held {
-            Some(c) if t.words.len() <= c.words.len() => {
+            Some(c) if t.words.len() <= c.words.len() && c.base.is_multiple_of(alignment(t)) => {
                 t.base = c.base;
                 taken.push((c.base, c.base + t.words.len() as u32));
             }
@@ -265,14 +360,15 @@ fn place(tries: &mut [PlacedTrie], current: &FlatImage, capacity: u32) -> bool {
     taken.sort_unstable();
     for i in homeless {
         let len = tries[i].words.len() as u64;
+        let align = u64::from(alignment(&tries[i]));
         let mut start = 0u64;
         let mut at = taken.len();
         for (j, &(lo, hi)) in taken.iter().enumerate() {
-            if u64::from(lo) - start >= len {
+            if u64::from(lo) >= start + len {
                 at = j;
                 break;
             }
-            start = start.max(u64::from(hi));
+            start = start.max(u64::from(hi)).next_multiple_of(align);
         }
         if start + len > u64::from(capacity) {
             return false;
@@ -286,6 +382,7 @@ fn place(tries: &mut [PlacedTrie], current: &FlatImage, capacity: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+    use tollgate_common::Destination;
 
     use super::*;
 
@@ -328,6 +425,7 @@ mod tests {
         #[test]
         fn a_walk_finds_the_longest_covering_prefix(
             v6 in any::<bool>(),
+            wide in any::<bool>(),
             raw in prop::collection::vec(prefix(128), 0..60),
             probes in prop::collection::vec((any::<u128>(), 0usize..60, any::<u8>()), 1..40),
         ) {
@@ -339,14 +437,15 @@ mod tests {
                 p.addr &= keep & mask;
                 p
             }).collect());
-            let words = build(&mut prefixes.clone()).unwrap();
+            let stride = if wide { WIDE_STRIDE } else { STRIDE };
+            let words = build(&mut prefixes.clone(), stride).unwrap();
             for (raw, near, flip) in probes {
                 // Probe near a prefix: its address with a few low bits changed.
                 let addr = match prefixes.get(near) {
                     Some(p) => p.addr ^ (u128::from(flip) << (128 - family_bits)),
                     None => raw,
                 } & mask;
-                prop_assert_eq!(walk(&words, family_bits, addr), naive(&prefixes, addr));
+                prop_assert_eq!(walk(&words, stride, family_bits, addr), naive(&prefixes, addr));
             }
         }
     }
@@ -367,13 +466,51 @@ mod tests {
                 payload: 2,
             },
         ];
-        assert_eq!(build(&mut v4).unwrap().len(), 256 + 6 * 16);
+        assert_eq!(build(&mut v4, STRIDE).unwrap().len(), 256 + 6 * 16);
         let mut v6 = vec![Prefix {
             addr: 1,
             len: 128,
             payload: 1,
         }];
-        assert_eq!(build(&mut v6).unwrap().len(), 256 + 30 * 16);
+        assert_eq!(build(&mut v6, STRIDE).unwrap().len(), 256 + 30 * 16);
+        // Wide: three 256-word nodes for the /32, fifteen for the /128.
+        assert_eq!(build(&mut v4, WIDE_STRIDE).unwrap().len(), 256 + 3 * 256);
+        assert_eq!(build(&mut v6, WIDE_STRIDE).unwrap().len(), 256 + 15 * 256);
+    }
+
+    #[test]
+    fn tries_are_wide_where_the_slot_has_room_and_narrow_where_it_has_not() {
+        // Group 1: 200 IPv4 /32s, each under its own second byte.
+        let mut image = SlotImage::default();
+        for i in 0..200u32 {
+            let mut addr = [0u8; 16];
+            addr[..4].copy_from_slice(&[10, i as u8, 7, 1]);
+            let key = Destination {
+                slot: 0,
+                family: FAMILY_V4,
+                group: 1u16.to_be_bytes(),
+                addr,
+            };
+            image
+                .destinations
+                .push(((DESTINATION_HEADER_BITS + 32, key), i));
+        }
+        let none = FlatImage::default();
+        let fresh = |capacity| FlatImage::build(0, &image, &none, &|_| false, capacity);
+        let roomy = fresh(TRIE_WORDS_PER_SLOT).unwrap();
+        assert!(roomy.tries[0].wide);
+        assert_eq!(roomy.roots[1], ROOT_WIDE, "the root's node, flagged");
+        // Narrow: the root, a node for bits 8-11 and one for bits 12-15 of
+        // each of the 13 high nibbles of the second byte, then four nodes
+        // per /32.
+        let narrow_words = 256 + 16 + 13 * 16 + 200 * 4 * 16;
+        assert!(roomy.words() > narrow_words);
+        let tight = fresh(narrow_words as u32).unwrap();
+        assert!(!tight.tries[0].wide);
+        assert_eq!(tight.words(), narrow_words);
+        assert_eq!(tight.roots[1], 0);
+        let err = fresh(narrow_words as u32 - 16).unwrap_err().to_string();
+        assert!(err.contains(&format!("need {narrow_words} words")), "{err}");
     }
 
     #[test]
@@ -382,9 +519,10 @@ mod tests {
             family: FAMILY_V4,
             tree,
             base: 0,
+            wide: false,
             words: vec![0; len].into(),
         };
-        let mut first = vec![trie(1, 300), trie(2, 300), trie(3, 300)];
+        let mut first = vec![trie(1, 304), trie(2, 304), trie(3, 304)];
         assert!(place(&mut first, &FlatImage::default(), 1000));
         let current = FlatImage {
             tries: first,
@@ -392,10 +530,22 @@ mod tests {
         };
         // Tree 1 stays; tree 2 goes; tree 3 grows and moves to the first
         // gap that fits, tree 4 (new) after it.
-        let mut next = vec![trie(1, 300), trie(3, 320), trie(4, 250)];
+        let mut next = vec![trie(1, 304), trie(3, 320), trie(4, 256)];
         assert!(place(&mut next, &current, 2000));
         let bases: Vec<u32> = next.iter().map(|t| t.base).collect();
-        assert_eq!(bases, vec![0, 300, 620]);
+        assert_eq!(bases, vec![0, 304, 624]);
+        // A wide trie starts at a multiple of its nodes' 256 words: in the
+        // gap 304..912, at 512, not 304.
+        let mut current = FlatImage {
+            tries: vec![trie(1, 304), trie(3, 304)],
+            roots: Vec::new(),
+        };
+        current.tries[1].base = 912;
+        let mut wide = vec![trie(1, 304), trie(3, 304), trie(5, 256)];
+        wide[2].wide = true;
+        assert!(place(&mut wide, &current, 2000));
+        let bases: Vec<u32> = wide.iter().map(|t| t.base).collect();
+        assert_eq!(bases, vec![0, 912, 512]);
         assert!(!place(&mut next, &current, 700));
     }
 }

@@ -12,8 +12,9 @@ use std::{
 use anyhow::{Result, bail};
 use aya::maps::{Map, MapData};
 use tollgate_common::{
-    FAMILY_V4, FAMILY_V6, NO_TRIE, NODE_WORDS, ROOT_WORDS, ROOTS_PER_SLOT, TREES_PER_FAMILY,
-    TRIE_CHILD, TRIE_NODES_PER_SLOT, TRIE_WORDS_PER_SLOT, child_node,
+    FAMILY_V4, FAMILY_V6, NO_TRIE, NODE_WORDS, ROOT_WIDE, ROOT_WORDS, ROOTS_PER_SLOT,
+    TREES_PER_FAMILY, TRIE_CHILD, TRIE_NODES_PER_SLOT, TRIE_WORDS_PER_SLOT, WIDE_NODE_WORDS,
+    child_node,
 };
 
 use super::flat::{FlatImage, PlacedTrie};
@@ -158,10 +159,15 @@ impl FlatMaps {
             if root == NO_TRIE {
                 continue;
             }
-            let node = root
+            let wide = root & ROOT_WIDE != 0;
+            let node_words = if wide { WIDE_NODE_WORDS } else { NODE_WORDS };
+            let node = (root & !ROOT_WIDE)
                 .checked_sub(slot_nodes)
                 .filter(|&n| n < TRIE_NODES_PER_SLOT)?;
             let base = node * NODE_WORDS;
+            if !base.is_multiple_of(node_words) {
+                return None;
+            }
             // Nodes are appended as their parents point at them: the trie
             // ends after the last node a word before it names.
             let mut len = ROOT_WORDS;
@@ -174,7 +180,7 @@ impl FlatMaps {
                 let mut word = self.trie.get(slot_words + at as usize);
                 if word & TRIE_CHILD != 0 {
                     word = word.checked_sub(base * 4)?;
-                    let end = (child_node(word) + 1).checked_mul(NODE_WORDS)?;
+                    let end = (child_node(word) * NODE_WORDS).checked_add(node_words)?;
                     len = len.max(end);
                 }
                 words.push(word);
@@ -188,6 +194,7 @@ impl FlatMaps {
                 family,
                 tree: i % TREES_PER_FAMILY,
                 base,
+                wide,
                 words: words.into(),
             });
         }
