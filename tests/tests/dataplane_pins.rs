@@ -13,7 +13,7 @@ use tollgate::{
     netns::{RIG_DEVICE_IFACE, Rig},
     tables::{CompiledPolicy, CounterOwner, Decider},
 };
-use tollgate_common::{MAP_SETTINGS, Settings};
+use tollgate_common::{MAP_COUNTERS, MAP_SETTINGS, Settings};
 
 const SERVICE: &str = "203.0.113.20";
 
@@ -133,50 +133,43 @@ fn filtering_outlives_the_controller_and_restarts_adopt_it() {
     assert_eq!(allowed_count(&dp), 15);
     drop(dp);
 
+    // An upgrade: new maps (counting from zero), the old program filtering
+    // until the new one replaces it on the existing link. Returns why the
+    // pins did not fit.
+    let upgrade = |options: &Options| -> (Dataplane, String) {
+        let mut dp = Dataplane::open(options).unwrap();
+        let reason = match dp.start() {
+            Start::Upgraded { reason } => reason.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            probe(&rig, &[7000, 7001], 5),
+            [5, 0],
+            "old program still filters"
+        );
+        dp.install(&policy()).unwrap();
+        assert_eq!(attach(&mut dp).adoption, Adoption::Replaced);
+        assert_eq!(probe(&rig, &[7000, 7001], 5), [5, 0]);
+        assert_eq!(allowed_count(&dp), 5, "the new maps count from zero");
+        (dp, reason)
+    };
+
     // Pins of a build that encoded the tables otherwise, in maps of the
-    // same shapes (only TG_SETTINGS' encoding tells): new maps, as for any
-    // other layout, and the old program filters until the swap.
+    // same shapes: only TG_SETTINGS' encoding tells.
     set_pinned_encoding(&pins, 0);
-    let mut dp = Dataplane::open(&options).unwrap();
-    match dp.start() {
-        Start::Upgraded { reason } => assert!(reason.contains("encoding 0"), "{reason}"),
-        other => panic!("{other:?}"),
-    }
-    assert_eq!(
-        probe(&rig, &[7000, 7001], 5),
-        [5, 0],
-        "old program still filters"
-    );
-    dp.install(&policy()).unwrap();
-    assert_eq!(attach(&mut dp).adoption, Adoption::Replaced);
-    assert_eq!(probe(&rig, &[7000, 7001], 5), [5, 0]);
-    assert_eq!(allowed_count(&dp), 5, "the new maps count from zero");
+    let (dp, reason) = upgrade(&options);
+    assert!(reason.contains("encoding 0"), "{reason}");
     drop(dp);
 
-    // Upgrade to a build whose maps differ (here: other limits): new maps,
-    // and the program on the existing link is replaced in place.
-    let upgraded = Options {
+    // A build whose maps differ (here: other limits).
+    let (mut dp, reason) = upgrade(&Options {
         limits: Limits {
             counters: Limits::default().counters / 2,
             ..Limits::default()
         },
         ..options.clone()
-    };
-    let mut dp = Dataplane::open(&upgraded).unwrap();
-    assert!(
-        matches!(dp.start(), Start::Upgraded { .. }),
-        "{:?}",
-        dp.start()
-    );
-    assert_eq!(
-        probe(&rig, &[7000, 7001], 5),
-        [5, 0],
-        "old program still filters"
-    );
-    dp.install(&policy()).unwrap();
-    assert_eq!(attach(&mut dp).adoption, Adoption::Replaced);
-    assert_eq!(probe(&rig, &[7000, 7001], 5), [5, 0]);
-    assert_eq!(allowed_count(&dp), 5, "the new maps count from zero");
+    });
+    assert!(reason.contains(MAP_COUNTERS), "{reason}");
 
     // Detach: everything goes, traffic is no longer filtered.
     dp.detach_all().unwrap();
