@@ -59,6 +59,10 @@
 //!   `BPF_PROG_GET_FD_BY_ID` and test-run on the same frames. Unloaded, and
 //!   the namespace removed, when done (also on failure).
 //! - **TC**: the same Tollgate program's TC twin at the largest cell.
+//! - **Narrow tries**: the same program and policy at the largest cell
+//!   with every trie narrow (`Options::narrow_tries`: 4-bit nodes, twice
+//!   the levels of the wide ones the controller builds where the slot has
+//!   room), what a slot without that room gets.
 //! - **Where the time goes**: at 10⁵ prefixes, each map lookup the program
 //!   makes (and the clock read of the deny-event limiter) is timed alone:
 //!   a raw XDP program builds the key the kernel program would build for a
@@ -109,6 +113,21 @@ const TARGET_RULES: usize = 100_000;
 const TARGET_DEVICES: usize = 1_000_000;
 const TARGET_NS_OVER_FLOOR: u64 = 25;
 
+/// The three probes of each family with the action each must get: `pass`
+/// for the allow, `drop` for the two denies.
+fn probe_jobs(probes: &[Probes; 2], pass: u32, drop: u32) -> Vec<(&[u8], u32)> {
+    probes
+        .iter()
+        .flat_map(|p| {
+            [
+                (&p.allow[..], pass),
+                (&p.deny_default[..], drop),
+                (&p.deny_rule[..], drop),
+            ]
+        })
+        .collect()
+}
+
 fn main() -> Result<()> {
     if std::env::args().skip(1).any(|a| a != "--bench") {
         bail!("usage: cargo bench --bench dataplane");
@@ -143,7 +162,9 @@ fn main() -> Result<()> {
     // The floors are measured first and last, and the lower of the two
     // counts: one burst of load while they run would shift every row.
     let floors_first = Floors::measure(&measure)?;
-    let mut tc = Vec::new();
+    // The rows of the largest cell only: TC, and the XDP program with narrow
+    // tries.
+    let mut at_target = Vec::new();
     let mut costs = Vec::new();
     let mut memory = Vec::new();
     let mut trie_nodes = 0;
@@ -154,7 +175,7 @@ fn main() -> Result<()> {
                 continue;
             }
             let started = Instant::now();
-            let mut setup = Setup::build(&pool, rules, devices)?;
+            let mut setup = Setup::build(&pool, rules, devices, false)?;
             eprintln!(
                 "tollgate: {rules} destination prefixes, {devices} devices: {} destination \
                  entries, {} exact + {} prefix devices, {} rule sets; built and installed in \
@@ -167,23 +188,11 @@ fn main() -> Result<()> {
                 setup.writes,
             );
             let probes = [setup.probes(Family::V4)?, setup.probes(Family::V6)?];
-            let jobs = |pass: u32, drop: u32| -> Vec<(&[u8], u32)> {
-                probes
-                    .iter()
-                    .flat_map(|p| {
-                        [
-                            (&p.allow[..], pass),
-                            (&p.deny_default[..], drop),
-                            (&p.deny_rule[..], drop),
-                        ]
-                    })
-                    .collect()
-            };
             let xdp = |f: &[u8], r: u32| {
                 let (action, d) = setup.dataplane.test_run_xdp(f, r)?;
                 Ok((action, d.as_nanos() as u64))
             };
-            let cells = measure.run_all(xdp, &jobs(XDP_PASS, XDP_DROP))?;
+            let cells = measure.run_all(xdp, &probe_jobs(&probes, XDP_PASS, XDP_DROP))?;
             let row = |program: &str, kind: ProgType, family: Family, cells: &[Cell]| Row {
                 program: program.into(),
                 kind,
@@ -236,14 +245,28 @@ fn main() -> Result<()> {
                     let (action, d) = setup.dataplane.test_run_tc(f, r)?;
                     Ok((action, d.as_nanos() as u64))
                 };
-                let cells = measure.run_all(tc_run, &jobs(TC_ACT_UNSPEC, TC_ACT_SHOT))?;
+                let cells =
+                    measure.run_all(tc_run, &probe_jobs(&probes, TC_ACT_UNSPEC, TC_ACT_SHOT))?;
                 for (family, cells) in [Family::V4, Family::V6].into_iter().zip(cells.chunks(3)) {
-                    tc.push(row("tollgate (tc)", ProgType::SchedCls, family, cells));
+                    at_target.push(row("tollgate (tc)", ProgType::SchedCls, family, cells));
+                }
+                // The same policy with every trie narrow (4-bit nodes, twice
+                // the levels), what a slot without room for wide ones gets.
+                let narrow = Setup::build(&pool, rules, devices, true)?;
+                let narrow_probes = [narrow.probes(Family::V4)?, narrow.probes(Family::V6)?];
+                let xdp = |f: &[u8], r: u32| {
+                    let (action, d) = narrow.dataplane.test_run_xdp(f, r)?;
+                    Ok((action, d.as_nanos() as u64))
+                };
+                let cells =
+                    measure.run_all(xdp, &probe_jobs(&narrow_probes, XDP_PASS, XDP_DROP))?;
+                for (family, cells) in [Family::V4, Family::V6].into_iter().zip(cells.chunks(3)) {
+                    at_target.push(row("tollgate (xdp, narrow)", ProgType::Xdp, family, cells));
                 }
             }
         }
     }
-    table.extend(tc);
+    table.extend(at_target);
 
     for &entries in &XDP_FILTER_COUNTS {
         let destinations = pool.take(entries);

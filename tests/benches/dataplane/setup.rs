@@ -38,7 +38,15 @@ impl Setup {
         self.dataplane.trie_nodes()
     }
 
-    pub fn build(pool: &bench::Pool, rules: usize, devices: usize) -> Result<Setup> {
+    /// The fleet policy of `rules` destinations and `devices` devices,
+    /// installed; with `narrow_tries`, every trie narrow (what a slot
+    /// without room for wide ones gets).
+    pub fn build(
+        pool: &bench::Pool,
+        rules: usize,
+        devices: usize,
+        narrow_tries: bool,
+    ) -> Result<Setup> {
         let destinations = pool.take(rules);
         let (device_list, sources) = devices_for(devices);
         let policy = fleet_policy(&destinations, device_list);
@@ -62,6 +70,7 @@ impl Setup {
         let mut dataplane = Dataplane::open(&Options {
             pin_dir: None,
             limits,
+            narrow_tries,
             ..Options::default()
         })?;
         let report = dataplane.install(&tables)?;

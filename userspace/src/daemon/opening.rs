@@ -145,6 +145,7 @@ fn open_dataplane(config: &Config) -> Result<Dataplane> {
         reject_replies: config.reject_replies,
         pass_ethertypes: config.pass_ethertypes.clone(),
         hooks_at_open: Some(hooks_at_start(config)),
+        narrow_tries: false,
     })?;
     let ms = begin.elapsed().as_millis();
     let hooks = hooks_note(&dataplane);

@@ -121,6 +121,11 @@ pub struct Options {
     /// verified by the attach that needs them or by
     /// [`Dataplane::late_hooks`] (see `hooks.rs`).
     pub hooks_at_open: Option<Vec<&'static str>>,
+    /// Every trie narrow (4-bit nodes), as the controller makes them when a
+    /// slot has no room for wide ones: for the tests that must run the
+    /// kernel's narrow walk, and for comparison. `false`: wide wherever
+    /// the slot has room.
+    pub narrow_tries: bool,
 }
 
 /// How `open` found the pins.
@@ -275,6 +280,7 @@ impl Dataplane {
             &group_ids,
             &current,
             self.policy.records_per_slot,
+            self.policy.wide_tries,
         ) {
             Ok(target) => target,
             Err(e) => {

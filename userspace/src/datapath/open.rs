@@ -151,6 +151,7 @@ impl Dataplane {
                 roots: mapped(&mut ebpf, MAP_TRIE_ROOTS, SLOTS * ROOTS_PER_SLOT, 2)?,
             },
             records_per_slot: options.limits.rule_records,
+            wide_tries: !options.narrow_tries,
         };
         let counters = CounterRegistry::adopt(
             take(&mut ebpf, MAP_COUNTER_OWNERS)?,

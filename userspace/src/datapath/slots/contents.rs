@@ -62,6 +62,8 @@ impl SlotContents {
             &group_ids,
             &SlotImage::default(),
             u32::try_from(records)?,
+            // The tries are not part of the contents: the cheaper form.
+            false,
         )?;
         let names = policy
             .groups

@@ -18,7 +18,7 @@
 //!
 //! # Wide or narrow
 //! Every new trie is built both ways. A wide trie walks half the levels
-//! (about 2 ns a level on the bench machine, BENCHMARKS.md) for more words;
+//! (about 1.3 ns a level on the bench machine, BENCHMARKS.md) for more words;
 //! the slot's words are allocated whatever the tries use, so each trie is
 //! wide if the slot has room, and while the tries do not fit, the new trie
 //! whose wide form takes the most words more goes narrow. A trie an install
@@ -149,7 +149,16 @@ pub fn build(prefixes: &mut [Prefix], stride: u32) -> Result<Vec<u32>> {
     Ok(words)
 }
 
-/// A new trie, narrow, and wide when that fits a slot at all.
+/// What a slot's tries may take: `words` of `TG_TRIE`, and wide nodes or
+/// not.
+#[derive(Clone, Copy, Debug)]
+pub struct TrieRoom {
+    pub words: u32,
+    pub wide: bool,
+}
+
+/// A new trie, narrow, and wide when that is allowed and fits a slot at
+/// all.
 struct Built {
     family: u8,
     tree: u32,
@@ -158,10 +167,10 @@ struct Built {
 }
 
 impl Built {
-    fn new(family: u8, tree: u32, prefixes: &mut [Prefix]) -> Result<Built> {
+    fn new(family: u8, tree: u32, prefixes: &mut [Prefix], wide: bool) -> Result<Built> {
         let narrow: Arc<[u32]> = build(prefixes, STRIDE)?.into();
         // A trie that is its root alone is the same either way.
-        let wide = if narrow.len() == ROOT_WORDS as usize {
+        let wide = if !wide || narrow.len() == ROOT_WORDS as usize {
             None
         } else {
             build(prefixes, WIDE_STRIDE).ok().map(Arc::from)
@@ -277,16 +286,17 @@ fn trees(image: &SlotImage, kept: &dyn Fn(u32) -> bool) -> Vec<((u8, u32), Vec<P
 
 impl FlatImage {
     /// The tries of `image` (slot `slot`), placed so that what `current`
-    /// holds moves as little as possible within `capacity` words. The
-    /// groups' trees `kept` says have the destinations they had in
-    /// `current` keep their tries from there, unbuilt.
+    /// holds moves as little as possible within the `room`. The groups'
+    /// trees `kept` says have the destinations they had in `current` keep
+    /// their tries from there, unbuilt.
     pub fn build(
         slot: u8,
         image: &SlotImage,
         current: &FlatImage,
         kept: &dyn Fn(u32) -> bool,
-        capacity: u32,
+        room: TrieRoom,
     ) -> Result<Self> {
+        let capacity = room.words;
         let kept_tries: Vec<PlacedTrie> = current
             .tries
             .iter()
@@ -295,7 +305,7 @@ impl FlatImage {
             .collect();
         let mut built = Vec::new();
         for ((family, tree), mut prefixes) in trees(image, kept) {
-            built.push(Built::new(family, tree, &mut prefixes)?);
+            built.push(Built::new(family, tree, &mut prefixes, room.wide)?);
         }
         // Wide wherever the slot has room (its words are allocated either
         // way): while the tries do not fit, the new trie whose wide form
@@ -496,7 +506,10 @@ mod tests {
                 .push(((DESTINATION_HEADER_BITS + 32, key), i));
         }
         let none = FlatImage::default();
-        let fresh = |capacity| FlatImage::build(0, &image, &none, &|_| false, capacity);
+        let fresh = |words| {
+            let room = TrieRoom { words, wide: true };
+            FlatImage::build(0, &image, &none, &|_| false, room)
+        };
         let roomy = fresh(TRIE_WORDS_PER_SLOT).unwrap();
         assert!(roomy.tries[0].wide);
         assert_eq!(roomy.roots[1], ROOT_WIDE, "the root's node, flagged");
@@ -511,6 +524,14 @@ mod tests {
         assert_eq!(tight.roots[1], 0);
         let err = fresh(narrow_words as u32 - 16).unwrap_err().to_string();
         assert!(err.contains(&format!("need {narrow_words} words")), "{err}");
+        // Narrow by choice, with all the room there is.
+        let room = TrieRoom {
+            words: TRIE_WORDS_PER_SLOT,
+            wide: false,
+        };
+        let narrow = FlatImage::build(0, &image, &none, &|_| false, room).unwrap();
+        assert!(!narrow.tries[0].wide);
+        assert_eq!(narrow.words(), narrow_words);
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub use self::{
     contents::{GroupContents, RuleContents, SlotContents},
     device_table::{DeviceTable, Geometry},
     devices::DeviceEntries,
-    flat::FlatImage,
+    flat::{FlatImage, TrieRoom},
     group_ids::GroupIds,
     mapped::{FlatMaps, MappedWords},
     writes::{PolicyMaps, WriteStats},
@@ -180,6 +180,7 @@ impl SlotImage {
         group_ids: &[u32],
         current: &SlotImage,
         records_per_slot: u32,
+        wide_tries: bool,
     ) -> Result<SlotImage> {
         if policy.groups.len() > MAX_GROUPS as usize {
             bail!(
@@ -357,7 +358,11 @@ impl SlotImage {
         image.records = image.by_group.records();
         image.sort();
         let kept = |tree: u32| image.by_group.kept_from(tree, &current.by_group);
-        image.flat = FlatImage::build(slot, &image, &current.flat, &kept, TRIE_WORDS_PER_SLOT)?;
+        let room = TrieRoom {
+            words: TRIE_WORDS_PER_SLOT,
+            wide: wide_tries,
+        };
+        image.flat = FlatImage::build(slot, &image, &current.flat, &kept, room)?;
         Ok(image)
     }
 

@@ -45,6 +45,8 @@ pub struct PolicyMaps {
     pub flat: FlatMaps,
     /// Each slot's share of `rulesets`.
     pub records_per_slot: u32,
+    /// Whether a trie may be wide (`Options::narrow_tries`).
+    pub wide_tries: bool,
 }
 
 impl PolicyMaps {
