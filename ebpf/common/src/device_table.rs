@@ -26,8 +26,8 @@
 //! device a slot for the kernel hash map it replaces.
 //!
 //! # Accesses
-//! One multiplication for an IPv4 address's hash, two for an IPv6
-//! address's, then one or two `TG_DEV_EXACT` reads
+//! One multiplication for an IPv4 address's hash, two side by side for an
+//! IPv6 address's, then one or two `TG_DEV_EXACT` reads
 //! (the second only on a miss in the first), each inlined by the verifier
 //! into a bounds check and an address computation: at most 2 memory
 //! accesses, whatever the number of devices.
@@ -74,18 +74,19 @@ pub const fn device_table_entries(addresses: u32) -> u32 {
 /// An IPv4 address is one multiplication: the 32-bit address times a
 /// 64-bit odd constant, whose product's halves are two multiplicative
 /// hashes of it, one per bucket ([`device_buckets`]). An IPv6 address is
-/// two rounds of multiply and xor-shift. Each multiplication is a few
-/// cycles on the chain from the address to the bucket's load.
+/// one multiplication of each half, side by side, their xor folded so
+/// that each half of the hash depends on every bit of the address. Each
+/// multiplication in a row is a few cycles on the chain from the address to
+/// the bucket's load.
 #[inline(always)]
 pub fn device_hash(ipv6: bool, hi: u64, lo: u64) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    const K2: u64 = 0xc2b2_ae3d_27d4_eb4f;
     if !ipv6 {
         return (hi >> 32).wrapping_mul(K);
     }
-    let mut h = (hi ^ 0x2545_f491_4f6c_dd1d).wrapping_mul(K);
-    h ^= h >> 32;
-    h = (h ^ lo).wrapping_mul(K);
-    h ^ (h >> 29)
+    let h = (hi ^ 0x2545_f491_4f6c_dd1d).wrapping_mul(K) ^ lo.wrapping_mul(K2);
+    h ^ (h >> 32)
 }
 
 /// The two buckets, of a table of `buckets`, where the address of `hash`

@@ -222,9 +222,10 @@ pub struct Settings {
 /// map's shape (and so would not show in their sizes): 0 before it was
 /// recorded; 1 when the trie words came to carry the child bit lowest and
 /// a child's byte offset (`crate::classifier`); 2 when an IPv4 device's
-/// hash became one multiplication (`crate::device_table`); 3 since a
-/// `TG_ROOTS` entry may flag a wide trie.
-pub const TABLE_ENCODING: u32 = 3;
+/// hash became one multiplication (`crate::device_table`); 3 when a
+/// `TG_ROOTS` entry came to flag a wide trie; 4 since an IPv6 device's hash
+/// is two multiplications side by side.
+pub const TABLE_ENCODING: u32 = 4;
 
 pod!(
     DeviceKey,
