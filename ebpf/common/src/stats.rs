@@ -50,7 +50,9 @@ pub enum Stat {
     PassNeighborDiscovery,
     /// Non-first fragments passed because their first fragment was allowed.
     FragmentCacheHit,
-    /// Deny events not sent because of the per-CPU rate limit.
+    /// Deny events not sent because of the per-CPU rate limit. Counted in
+    /// the limiter's bucket (`TG_EVENT_BKT`, `RateBucket::refused`), not in
+    /// `TG_STATS`.
     EventsSuppressed,
     /// Deny events not sent because the ring buffer was full.
     EventsLost,
@@ -76,7 +78,8 @@ pub enum Stat {
     /// administratively prohibited.
     RejectReplyIcmp6,
     /// Rejected packets not answered because this CPU was over the reply
-    /// rate: dropped as a deny would be.
+    /// rate: dropped as a deny would be. Counted in the limiter's bucket
+    /// (`TG_REJECT_BKT`, `RateBucket::refused`), not in `TG_STATS`.
     RejectLimited,
     /// Rejected packets that must not be answered (an ICMP error, multicast
     /// or broadcast, a later fragment, a RST; see `reject/` in the

@@ -44,12 +44,12 @@ pub fn report(p: &Packet, d: &Decision) {
     let Some(settings) = TG_SETTINGS.get(0) else {
         return;
     };
+    // A refusal is the `EventsSuppressed` statistic, counted in the bucket.
     if !rate::admit(
         &TG_EVENT_BKT,
         settings.event_interval_ns,
         settings.event_burst_ns,
     ) {
-        stat(Stat::EventsSuppressed, 0);
         return;
     }
 

@@ -9,7 +9,8 @@ use tollgate_common::RateBucket;
 
 /// Whether this CPU may admit one more packet to `bucket`: at most one per
 /// `interval_ns` on average, running at most `burst_ns` ahead of that
-/// rate. An interval of 0 admits none.
+/// rate. An interval of 0 admits none. A refusal is counted in the bucket
+/// (`RateBucket::refused`).
 #[inline(always)]
 pub fn admit(bucket: &PerCpuArray<RateBucket, 1>, interval_ns: u64, burst_ns: u64) -> bool {
     let Some(b) = bucket.get_ptr_mut(0) else {
@@ -27,6 +28,7 @@ pub fn admit(bucket: &PerCpuArray<RateBucket, 1>, interval_ns: u64, burst_ns: u6
     let now = b.now_ns;
     let next = b.tat_ns.max(now);
     if interval_ns == 0 || next - now > burst_ns {
+        b.refused += 1;
         return false;
     }
     b.tat_ns = next + interval_ns;

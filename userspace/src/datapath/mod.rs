@@ -60,7 +60,7 @@ use aya::{
     Ebpf,
     maps::{Array, ArrayOfMaps, MapData, PerCpuArray, RingBuf},
 };
-use tollgate_common::{Counter, ProbeResult, Stat};
+use tollgate_common::{Counter, ProbeResult, RateBucket, Stat};
 
 pub use self::{
     attach::{Adoption, AttachMode, Attachment},
@@ -194,6 +194,10 @@ pub struct Dataplane {
     policy: PolicyMaps,
     counters: CounterRegistry,
     stats: PerCpuArray<MapData, Counter>,
+    /// The deny-event and reject-reply limiters, which count their own
+    /// refusals (`EventsSuppressed`, `RejectLimited`).
+    event_limiter: PerCpuArray<MapData, RateBucket>,
+    reject_limiter: PerCpuArray<MapData, RateBucket>,
     grace: ArrayOfMaps<MapData, Array<MapData, u32>>,
     grace_inner: Array<MapData, u32>,
     /// True from a flip until the next grace period has passed.
@@ -430,10 +434,22 @@ impl Dataplane {
         self.counters.read(index)
     }
 
-    /// Sums the per-CPU statistic `stat`.
+    /// Sums the per-CPU statistic `stat`. A limiter's refusals are counted
+    /// in its bucket (`RateBucket::refused`), packets without bytes.
     pub fn stat(&self, stat: Stat) -> Result<Counter> {
-        let per_cpu = self.stats.get(&(stat as u32), 0)?;
-        Ok(counters::sum(per_cpu.iter()))
+        let limiter = match stat {
+            Stat::EventsSuppressed => &self.event_limiter,
+            Stat::RejectLimited => &self.reject_limiter,
+            _ => {
+                let per_cpu = self.stats.get(&(stat as u32), 0)?;
+                return Ok(counters::sum(per_cpu.iter()));
+            }
+        };
+        let per_cpu = limiter.get(&0, 0)?;
+        Ok(Counter {
+            packets: per_cpu.iter().map(|b| b.refused).sum(),
+            bytes: 0,
+        })
     }
 
     /// Learns `addr` for the FQDN rule `rule` of `group` until `expires_ns`

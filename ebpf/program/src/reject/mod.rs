@@ -254,8 +254,8 @@ pub fn answer<H: Hook>(hook: &H, f: &Frame) -> bool {
         account::stat(Stat::RejectUnanswered, 0);
         return false;
     };
+    // A refusal is the `RejectLimited` statistic, counted in the bucket.
     if !within_rate() {
-        account::stat(Stat::RejectLimited, 0);
         return false;
     }
     let Some(scratch) = TG_REJECT_REPLY.get_ptr_mut(0) else {
