@@ -110,6 +110,19 @@ impl Namespace {
         })?
     }
 
+    /// Adds `addr` (with its prefix length) to `dev`. An IPv6 address gets
+    /// `nodad`: without it the address is tentative until the kernel's DAD
+    /// work runs (even with DAD off, or on `lo`), and a socket bound to it
+    /// before that fails with EADDRNOTAVAIL (a test's echo server did so
+    /// once, under load).
+    pub fn add_address(&self, addr: &str, dev: &str) -> Result<()> {
+        let mut args = vec!["addr", "add", addr, "dev", dev];
+        if addr.contains(':') {
+            args.push("nodad");
+        }
+        self.ip(&args).map(drop)
+    }
+
     /// Runs `f` on a thread that has entered this namespace.
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
         let file = File::open(format!("/run/netns/{}", self.name))
@@ -258,7 +271,7 @@ impl Rig {
             ),
         ] {
             for addr in addrs {
-                ns.ip(&["addr", "add", addr, "dev", iface])?;
+                ns.add_address(addr, iface)?;
             }
         }
         rig.gateway.sysctl("net.ipv4.ip_forward=1")?;
@@ -284,8 +297,7 @@ impl Rig {
         } else {
             format!("{addr}/8")
         };
-        self.devices
-            .ip(&["addr", "add", &prefixed, "dev", "eth0"])?;
+        self.devices.add_address(&prefixed, "eth0")?;
         Ok(())
     }
 
@@ -297,7 +309,7 @@ impl Rig {
         } else {
             format!("{addr}/32")
         };
-        self.upstream.ip(&["addr", "add", &host, "dev", "lo"])?;
+        self.upstream.add_address(&host, "lo")?;
         self.gateway.ip(&[
             "route",
             "add",

@@ -99,11 +99,11 @@ impl Topology {
         for (device_ns, link, gateway_addrs, devices) in links {
             veth((device_ns, "eth0"), (&t.gateway, link))?;
             for a in gateway_addrs {
-                t.gateway.ip(&["addr", "add", a, "dev", link])?;
+                t.gateway.add_address(a, link)?;
             }
             for d in devices {
                 let len = if d.contains(':') { "48" } else { "16" };
-                device_ns.ip(&["addr", "add", &format!("{d}/{len}"), "dev", "eth0"])?;
+                device_ns.add_address(&format!("{d}/{len}"), "eth0")?;
             }
             let gw4 = gateway_addrs[0].split('/').next().expect("address");
             device_ns.ip(&["route", "add", "default", "via", gw4])?;
@@ -113,14 +113,18 @@ impl Topology {
             }
         }
         veth((&t.gateway, "uplink0"), (&t.cloud, "eth0"))?;
-        t.gateway
-            .ip(&["addr", "add", "198.18.0.1/30", "dev", "uplink0"])?;
-        t.gateway
-            .ip(&["addr", "add", "2001:db8:ffff::1/64", "dev", "uplink0"])?;
-        t.cloud
-            .ip(&["addr", "add", "198.18.0.2/30", "dev", "eth0"])?;
-        t.cloud
-            .ip(&["addr", "add", "2001:db8:ffff::2/64", "dev", "eth0"])?;
+        for (ns, dev, addrs) in [
+            (
+                &t.gateway,
+                "uplink0",
+                ["198.18.0.1/30", "2001:db8:ffff::1/64"],
+            ),
+            (&t.cloud, "eth0", ["198.18.0.2/30", "2001:db8:ffff::2/64"]),
+        ] {
+            for a in addrs {
+                ns.add_address(a, dev)?;
+            }
+        }
         t.gateway
             .ip(&["route", "add", "default", "via", "198.18.0.2"])?;
         t.gateway
@@ -131,8 +135,7 @@ impl Topology {
             .ip(&["-6", "route", "add", "fd00::/8", "via", "2001:db8:ffff::1"])?;
         for s in SERVICES {
             let host = if s.contains(':') { "128" } else { "32" };
-            t.cloud
-                .ip(&["addr", "add", &format!("{s}/{host}"), "dev", "lo"])?;
+            t.cloud.add_address(&format!("{s}/{host}"), "lo")?;
         }
         t.gateway
             .ip(&["addr", "add", &format!("{NTP_ADDR}/32"), "dev", "lo"])?;
