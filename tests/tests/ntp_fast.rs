@@ -35,9 +35,7 @@ fn start(tag: &str, attach: &str, reference: &str) -> (Rig, Daemon) {
     rig.add_device(METER_V4).unwrap();
     rig.add_device(METER_V6).unwrap();
     for addr in [format!("{NTP_V4}/32"), format!("{NTP_V6}/128")] {
-        rig.gateway
-            .ip(&["addr", "add", &addr, "dev", "lo", "nodad"])
-            .unwrap();
+        rig.gateway.add_address(&addr, "lo").unwrap();
     }
     let daemon = Daemon::start(
         &rig.gateway,
@@ -104,9 +102,7 @@ fn a_raw_ip_link_gets_the_tc_fast_paths_answer() {
     testkit::require_root();
     let rig = Rig::create(&format!("tg-ntpfast-tun-{}", std::process::id())).unwrap();
     for addr in [format!("{NTP_V4}/32"), format!("{NTP_V6}/128")] {
-        rig.gateway
-            .ip(&["addr", "add", &addr, "dev", "lo", "nodad"])
-            .unwrap();
+        rig.gateway.add_address(&addr, "lo").unwrap();
     }
     let tun = testkit::tun::Tun::create(&rig.gateway, "tun0", None);
     rig.gateway.ip(&["link", "set", "tun0", "up"]).unwrap();

@@ -183,16 +183,17 @@ impl Built {
         })
     }
 
+    /// The trie unplaced, wide if asked and built.
     fn placed(&self, wide: bool) -> PlacedTrie {
-        let words = match (&self.wide, wide) {
-            (Some(w), true) => w.clone(),
-            _ => self.narrow.clone(),
+        let (words, wide) = match (&self.wide, wide) {
+            (Some(w), true) => (w.clone(), true),
+            _ => (self.narrow.clone(), false),
         };
         PlacedTrie {
             family: self.family,
             tree: self.tree,
             base: 0,
-            wide: wide && self.wide.is_some(),
+            wide,
             words,
         }
     }
