@@ -38,6 +38,26 @@ impl Asm {
             .ret(XDP_DROP as i32)
     }
 
+    /// `if r0 == 0 { r0 = XDP_DROP } else { r0 = XDP_PASS + (*(u32 *)r0 >> 32) }; exit`:
+    /// after a lookup, reads the first word of the entry it found (an array
+    /// lookup alone only computes its address), and returns only once the
+    /// word has arrived: the return code depends on it (the shift leaves
+    /// nothing of a 32-bit word, which the CPU cannot know).
+    pub fn read_found(self) -> Asm {
+        // BPF_JMP | BPF_JEQ | BPF_K: if r0 == 0 skip to the drop;
+        // BPF_LDX | BPF_MEM | BPF_W: r1 = *(u32 *)(r0 + 0);
+        // BPF_ALU64 | BPF_RSH | BPF_K: r1 >>= 32;
+        // BPF_ALU64 | BPF_MOV | BPF_K: r0 = XDP_PASS;
+        // BPF_ALU64 | BPF_ADD | BPF_X: r0 += r1.
+        self.insn(0x15, 0, 0, 5, 0)
+            .insn(0x61, 1, 0, 0, 0)
+            .insn(0x77, 1, 0, 0, 32)
+            .insn(0xb7, 0, 0, 0, XDP_PASS as i32)
+            .insn(0x0f, 0, 1, 0, 0)
+            .insn(0x95, 0, 0, 0, 0)
+            .ret(XDP_DROP as i32)
+    }
+
     /// `r0 = value; exit`.
     pub fn ret(self, value: i32) -> Asm {
         // BPF_ALU64 | BPF_MOV | BPF_K; BPF_JMP | BPF_EXIT.
@@ -73,6 +93,24 @@ impl Asm {
             .insn(0, 0, 0, 0, 0)
             .insn(0xbf, reg, 10, 0, 0)
             .insn(0x07, reg, 0, 0, i32::from(base))
+    }
+
+    /// `bpf_map_lookup_elem(map, &key)` with the 4-byte key the frame starts
+    /// with (an XDP program; a frame shorter than 4 bytes is dropped).
+    pub fn lookup_frame_key(self, map_fd: i32) -> Asm {
+        // r2 = ctx->data; r3 = ctx->data_end (BPF_LDX | BPF_MEM | BPF_W).
+        self.insn(0x61, 2, 1, 0, 0)
+            .insn(0x61, 3, 1, 4, 0)
+            // r4 = r2 + 4; if r4 <= r3 skip the drop (BPF_JMP | BPF_JLE | BPF_X).
+            .insn(0xbf, 4, 2, 0, 0)
+            .insn(0x07, 4, 0, 0, 4)
+            .insn(0xbd, 4, 3, 2, 0)
+            .ret(XDP_DROP as i32)
+            // r5 = *(u32 *)r2; *(u32 *)(r10 - 8) = r5.
+            .insn(0x61, 5, 2, 0, 0)
+            .insn(0x63, 10, 5, -8, 0)
+            .map_and_pointer(map_fd, 2, -8)
+            .call(HELPER_MAP_LOOKUP_ELEM)
     }
 
     /// `bpf_map_lookup_elem(map, &key)` with `key` built on the stack.

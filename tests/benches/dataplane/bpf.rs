@@ -143,8 +143,8 @@ pub fn test_run(prog: &OwnedFd, frame: &[u8], repeat: u32) -> Result<(u32, u64)>
     Ok((attr.get_u32(4), u64::from(attr.get_u32(36))))
 }
 
-/// The name of the BPF map `fd`.
-pub fn map_name(fd: i32) -> Option<String> {
+/// The name and the number of entries of the BPF map `fd`.
+pub fn map_info(fd: i32) -> Option<(String, u32)> {
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
     // struct bpf_map_info: type, id, key_size, value_size, max_entries,
     // map_flags, then name[16] at offset 24.
@@ -154,9 +154,13 @@ pub fn map_name(fd: i32) -> Option<String> {
         .u32(4, info.len() as u32)
         .u64(8, info.as_mut_ptr() as u64);
     sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).ok()?;
+    let max_entries = u32::from_ne_bytes(info[16..20].try_into().expect("4 bytes"));
     let name = &info[24..40];
     let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-    Some(String::from_utf8_lossy(&name[..end]).into_owned())
+    Some((
+        String::from_utf8_lossy(&name[..end]).into_owned(),
+        max_entries,
+    ))
 }
 
 /// The number of possible CPUs: the length of a per-CPU map value.

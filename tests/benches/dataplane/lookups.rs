@@ -150,7 +150,7 @@ pub fn own_maps() -> Result<Vec<(String, i32)>> {
         if !is_map {
             continue;
         }
-        if let Some(name) = bpf::map_name(fd) {
+        if let Some((name, _)) = bpf::map_info(fd) {
             ensure!(
                 !maps.iter().any(|(n, _)| *n == name),
                 "two maps named {name} are open"

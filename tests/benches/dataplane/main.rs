@@ -48,6 +48,8 @@
 //!   policy is installed again first), and the trial's value is the median
 //!   of those 250 runs. Its floor is measured the same way, frame by frame
 //!   in between, because one run at a time carries the timer's own cost.
+//!   The deny(default) probe from the same devices is measured the same
+//!   way, and then each device's allow right after its deny (`cold.rs`).
 //! - **xdp-filter** (xdp-tools, `/usr/sbin/xdp-filter`): loaded with
 //!   `xdp-filter load -m skb -p deny -f ipv4,ipv6` on a veth in a namespace
 //!   of our own (its allow-list program, `xdpfilt_dny_ip`), filled with
@@ -58,6 +60,12 @@
 //!   Its program is found by id on the veth (`ip -d -j link`), opened with
 //!   `BPF_PROG_GET_FD_BY_ID` and test-run on the same frames. Unloaded, and
 //!   the namespace removed, when done (also on failure).
+//! - **One packet at a time from cold caches** (`cold.rs`): in the first
+//!   packets' pass, frame by frame, a program that reads one bucket of the
+//!   live `TG_DEV_EXACT` and nothing else, on a bucket no run had read and
+//!   then on the same one again; and xdp-filter's allow probe from 250
+//!   sources, the same way: what one read of memory that is not in the
+//!   cache costs this machine at that moment, whatever program makes it.
 //! - **TC**: the same Tollgate program's TC twin at the largest cell.
 //! - **Narrow tries**: the same program and policy at the largest cell
 //!   with every trie narrow (`Options::narrow_tries`: 4-bit nodes, twice
@@ -79,6 +87,7 @@
 
 mod asm;
 mod bpf;
+mod cold;
 mod fixtures;
 mod lookups;
 mod measure;
@@ -95,11 +104,12 @@ use tollgate::datapath::{TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS};
 use crate::{
     asm::{Asm, HELPER_JIFFIES64, HELPER_KTIME_GET_COARSE_NS, HELPER_KTIME_GET_NS},
     bpf::ProgType,
+    cold::BucketReader,
     fixtures::{Family, Probes, frame_any, probe_sources},
     lookups::lookup_costs,
     lookups::print_memory,
     measure::{Cell, Floors, Measure},
-    report::{Row, count, print_costs, print_table, print_verdicts},
+    report::{Row, count, print_cold, print_costs, print_table, print_verdicts},
     setup::Setup,
     xdp_filter::{XdpFilter, xdp_filter_allow_frame},
 };
@@ -168,6 +178,9 @@ fn main() -> Result<()> {
     let mut costs = Vec::new();
     let mut memory = Vec::new();
     let mut trie_nodes = 0;
+    // One packet at a time from cold caches: (what, cell, the floor it was
+    // measured beside).
+    let mut cold = Vec::new();
     let target_only = std::env::var_os("DATAPLANE_BENCH_TARGET_ONLY").is_some_and(|v| v == "1");
     for &rules in &RULE_COUNTS {
         for &devices in &DEVICE_COUNTS {
@@ -204,9 +217,11 @@ fn main() -> Result<()> {
                 deny_default: Some(cells[1]),
                 deny_rule: Ok(cells[2]),
             };
+            let reader = BucketReader::load()?;
             for (family, cells) in [Family::V4, Family::V6].into_iter().zip(cells.chunks(3)) {
                 let mut r = row("tollgate (xdp)", ProgType::Xdp, family, cells);
-                r.allow_new = Some(setup.first_packets(&measure, &probes[family as usize])?);
+                r.allow_new =
+                    Some(setup.first_packets(&measure, &probes[family as usize], &reader)?);
                 table.push(r);
             }
             if rules == TARGET_RULES {
@@ -241,6 +256,39 @@ fn main() -> Result<()> {
                 }
                 memory = lookups::map_memory()?;
                 trie_nodes = setup.trie_nodes();
+                let this_cell = table.iter().filter(|r| {
+                    r.program == "tollgate (xdp)"
+                        && r.rules == count(rules)
+                        && r.devices == count(devices)
+                });
+                for r in this_cell {
+                    if let Some(first) = r.allow_new {
+                        let family = r.family.name();
+                        for (path, cell) in [
+                            ("allow", first.allow),
+                            ("deny(default)", first.deny_default),
+                            ("allow, right after a deny", first.allow_after_deny),
+                        ] {
+                            cold.push((
+                                format!("tollgate (xdp), {family} {path}, 250 devices"),
+                                cell,
+                                first.floor,
+                            ));
+                        }
+                        let buckets = count(reader.buckets as usize);
+                        for (what, cell) in [
+                            (
+                                format!(
+                                    "beside it: a TG_DEV_EXACT bucket of {buckets} no run read"
+                                ),
+                                first.bucket_cold,
+                            ),
+                            ("  then the same bucket again".into(), first.bucket_warm),
+                        ] {
+                            cold.push((what, cell, first.floor));
+                        }
+                    }
+                }
                 let tc_run = |f: &[u8], r: u32| {
                     let (action, d) = setup.dataplane.test_run_tc(f, r)?;
                     Ok((action, d.as_nanos() as u64))
@@ -290,6 +338,21 @@ fn main() -> Result<()> {
                         (&v6.1, XDP_DROP),
                     ],
                 )?;
+                if entries == XDP_FILTER_COUNTS[1] {
+                    for family in [Family::V4, Family::V6] {
+                        let (first, floor) =
+                            filter.first_packets(&destinations, family, measure.trials)?;
+                        cold.push((
+                            format!(
+                                "xdp-filter ({} addresses), {} allow, 250 sources",
+                                count(entries),
+                                family.name()
+                            ),
+                            first,
+                            floor,
+                        ));
+                    }
+                }
                 for (family, cells) in [Family::V4, Family::V6].into_iter().zip(cells.chunks(2)) {
                     table.push(Row {
                         program: format!("xdp-filter ({})", filter.name),
@@ -355,6 +418,7 @@ fn main() -> Result<()> {
     print_table(&rows, &floors);
     print_costs(&costs, floors.of(ProgType::Xdp, Family::V4));
     print_verdicts(&rows, &floors);
+    print_cold(&cold);
     print_memory(&memory, trie_nodes);
     Ok(())
 }

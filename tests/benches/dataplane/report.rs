@@ -24,6 +24,31 @@ pub fn print_costs(costs: &[(String, Cell)], floor: u64) {
     }
 }
 
+/// One packet at a time from cold caches (`cold.rs`), each beside the
+/// floor measured the same way, between its runs.
+pub fn print_cold(rows: &[(String, Cell, Cell)]) {
+    if rows.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "one packet at a time from cold caches (repeat 1, 250 frames, each once per trial, the \
+         floor run between; a trial is the median of its frames)"
+    );
+    println!(
+        "{:<68} {:>14} {:>10} {:>8}",
+        "what", "ns", "floor1", "-floor1"
+    );
+    for (what, cell, floor) in rows {
+        println!(
+            "{what:<68} {:>14} {:>10} {:>+8}",
+            cell.to_string(),
+            floor.to_string(),
+            cell.min as i64 - floor.min as i64
+        );
+    }
+}
+
 /// 100 000 -> "100 000" (thin groups keep the table readable).
 pub fn count(n: usize) -> String {
     let digits = n.to_string();
@@ -139,12 +164,14 @@ pub fn print_verdicts(rows: &[Row], floors: &Floors) {
         if let Some(first) = r.allow_new {
             println!(
                 "at 10^5 rules / 10^6 devices, {} allow (new flow): {} ns = floor at repeat 1 {} \
-                 + {} ns; deny(default) from the same devices, one at a time: {} ns (no insert)",
+                 + {} ns; deny(default) from the same devices, one at a time: {} ns; allow right \
+                 after the device's deny(default): {} ns",
                 r.family.name(),
                 first.allow.min,
                 first.floor.min,
                 first.allow.min as i64 - first.floor.min as i64,
-                first.deny_default.min
+                first.deny_default.min,
+                first.allow_after_deny.min
             );
         }
         if let (Some(a), Some(d)) = (r.allow, r.deny_default) {

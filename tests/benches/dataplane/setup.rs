@@ -17,12 +17,13 @@ use tollgate_common::{DecisionReason, Verdict};
 
 use crate::{
     bpf::ProgType,
+    cold::{self, BucketReader, once_each},
     fixtures::{Family, PORT, Probes, devices_for, fleet_policy, frame, with_last_byte},
-    measure::{Cell, Floor, Measure, median},
+    measure::{Cell, Floor, Measure},
 };
 
 /// First packets per trial for *allow (new flow)*.
-pub const NEW_FLOWS: u8 = 250;
+pub const NEW_FLOWS: u8 = cold::FRAMES as u8;
 
 /// A compiled policy in a freshly opened dataplane, and its probe packets.
 pub struct Setup {
@@ -136,12 +137,20 @@ impl Setup {
 
 impl Setup {
     /// *Allow (new flow)* for `probes`' family: per trial, a new generation
-    /// (the same policy installed again: no map writes, every remembered
-    /// flow retired), then the allow probe's destination from 250 devices,
-    /// each frame once, with the floor run on the same frame in between.
-    /// A trial's value is the median of its 250 first packets; the cells
-    /// show the lowest and the median trial, as elsewhere.
-    pub fn first_packets(&mut self, measure: &Measure, probes: &Probes) -> Result<FirstPackets> {
+    /// (the same policy installed again: no map writes; both slots hold it,
+    /// so a trial reads the other slot's tables than the trial before),
+    /// then the allow probe's destination from 250 devices, each frame
+    /// once, with the floor run on the same frame after it, and `reader`'s
+    /// two reads of a bucket after that (`cold::once_each`). The deny(default) probe from the same devices
+    /// is measured the same way, and then each device's allow right after
+    /// its deny. A trial's value is the median of its 250 first packets;
+    /// the cells show the lowest and the median trial, as elsewhere.
+    pub fn first_packets(
+        &mut self,
+        measure: &Measure,
+        probes: &Probes,
+        reader: &BucketReader,
+    ) -> Result<FirstPackets> {
         let floor = Floor::load(ProgType::Xdp)?;
         let src = self.sources[probes.family as usize];
         let frames: Vec<(Vec<u8>, Vec<u8>)> = (1..=NEW_FLOWS)
@@ -170,29 +179,49 @@ impl Setup {
         // Once into the other slot, so that both hold this policy and the
         // installs below write nothing.
         self.dataplane.install(&self.tables)?;
-        let mut trials = [Vec::new(), Vec::new(), Vec::new()];
-        for _ in 0..measure.trials {
-            let report = self.dataplane.install(&self.tables)?;
+        let dataplane = std::cell::RefCell::new(&mut self.dataplane);
+        let tables = &self.tables;
+        let trial = std::cell::Cell::new(0u64);
+        let new_generation = || {
+            trial.set(trial.get() + 1);
+            let report = dataplane.borrow_mut().install(tables)?;
             ensure!(report.writes.inserted + report.writes.removed == 0);
-            let mut runs = [Vec::new(), Vec::new(), Vec::new()];
-            for (allow, deny) in &frames {
-                let (action, d) = self.dataplane.test_run_xdp(allow, 1)?;
-                ensure!(action == XDP_PASS, "a new flow was not allowed");
-                runs[0].push(d.as_nanos() as u64);
-                runs[1].push(floor.test_run(allow, 1)?.1);
-                let (action, d) = self.dataplane.test_run_xdp(deny, 1)?;
-                ensure!(action == XDP_DROP, "a deny(default) probe passed");
-                runs[2].push(d.as_nanos() as u64);
-            }
-            for (trial, runs) in trials.iter_mut().zip(&mut runs) {
-                trial.push(median(runs));
-            }
-        }
-        let [allow, floor, deny_default] = trials.map(|mut t| Cell::of(&mut t));
+            Ok(())
+        };
+        let allow = |i: usize| -> Result<u64> {
+            let (action, d) = dataplane.borrow().test_run_xdp(&frames[i].0, 1)?;
+            ensure!(action == XDP_PASS, "a new flow was not allowed");
+            Ok(d.as_nanos() as u64)
+        };
+        let deny = |i: usize| -> Result<u64> {
+            let (action, d) = dataplane.borrow().test_run_xdp(&frames[i].1, 1)?;
+            ensure!(action == XDP_DROP, "a deny(default) probe passed");
+            Ok(d.as_nanos() as u64)
+        };
+        let floor = |i: usize| Ok(floor.test_run(&frames[i].0, 1)?.1);
+        let bucket = |i: usize| reader.read(&reader.frame(trial.get(), i));
+        let trials = measure.trials;
+        let n = frames.len();
+        let allowed = once_each(
+            trials,
+            n,
+            new_generation,
+            &[&allow, &floor, &bucket, &bucket],
+        )?;
+        let denied = once_each(trials, n, new_generation, &[&deny, &floor])?;
+        // Each device's deny, then its allow: the allow's branches were last
+        // taken the other way (the same code decided a deny in between).
+        let switched = once_each(trials, n, new_generation, &[&deny, &allow])?;
+        let [allow, floor, bucket_cold, bucket_warm] =
+            [allowed[0], allowed[1], allowed[2], allowed[3]];
+        let (deny_default, allow_after_deny) = (denied[0], switched[1]);
         Ok(FirstPackets {
             allow,
             floor,
             deny_default,
+            allow_after_deny,
+            bucket_cold,
+            bucket_warm,
         })
     }
 }
@@ -200,11 +229,17 @@ impl Setup {
 /// One packet at a time (`repeat` 1), each from another device.
 #[derive(Clone, Copy)]
 pub struct FirstPackets {
-    /// A flow's first packet: the full decision and the cache insert.
+    /// A flow's first packet: the full decision, from cold caches.
     pub allow: Cell,
     /// The floor program on the same frames.
     pub floor: Cell,
-    /// The deny(default) probe from the same devices: a full decision
-    /// without an insert, just as cold.
+    /// The deny(default) probe from the same devices, measured the same way.
     pub deny_default: Cell,
+    /// Each device's allow right after its deny(default): a first packet
+    /// whose branches the packet before took the other way.
+    pub allow_after_deny: Cell,
+    /// In the allow's pass, after its floor: one read of a `TG_DEV_EXACT`
+    /// bucket no run had read (`BucketReader`), then of the same again.
+    pub bucket_cold: Cell,
+    pub bucket_warm: Cell,
 }

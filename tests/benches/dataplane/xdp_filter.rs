@@ -5,24 +5,29 @@ use std::{net::IpAddr, os::fd::OwnedFd, path::Path, process::Command};
 
 use anyhow::{Context as _, Result, ensure};
 use ipnet::IpNet;
-use tollgate::netns::Namespace;
+use tollgate::{datapath::XDP_PASS, netns::Namespace};
 
 use crate::{
     DEVICE_COUNTS, bpf,
-    fixtures::{Family, frame, probe_sources},
+    cold::{self, once_each},
+    fixtures::{Family, frame, probe_sources, with_last_byte},
+    measure::{Cell, Floor},
 };
 
 /// xdp-filter's allow probe: to the last address of the family's last
 /// destination prefix, which the filter holds.
 pub fn xdp_filter_allow_frame(destinations: &[IpNet], family: Family) -> Result<Vec<u8>> {
-    let dst = destinations
+    let src = probe_sources(DEVICE_COUNTS[1])[family as usize];
+    Ok(frame(src, allow_destination(destinations, family)?))
+}
+
+fn allow_destination(destinations: &[IpNet], family: Family) -> Result<IpAddr> {
+    destinations
         .iter()
         .rev()
         .find(|d| Family::of(d) == family)
         .map(IpNet::broadcast)
-        .with_context(|| format!("no {family:?} destination"))?;
-    let src = probe_sources(DEVICE_COUNTS[1])[family as usize];
-    Ok(frame(src, dst))
+        .with_context(|| format!("no {family:?} destination"))
 }
 
 /// xdp-filter on a veth in a namespace of its own; unloaded (and its pins
@@ -140,6 +145,37 @@ impl XdpFilter {
 
     pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<(u32, u64)> {
         bpf::test_run(&self.prog, frame, repeat)
+    }
+
+    /// Its allow probe from 250 sources, each once per trial at `repeat` 1
+    /// with the floor after it (`cold::once_each`), as Tollgate's first
+    /// packets are measured: (xdp-filter, floor).
+    pub fn first_packets(
+        &self,
+        destinations: &[IpNet],
+        family: Family,
+        trials: usize,
+    ) -> Result<(Cell, Cell)> {
+        let dst = allow_destination(destinations, family)?;
+        let src = probe_sources(DEVICE_COUNTS[1])[family as usize];
+        let frames: Vec<Vec<u8>> = (1..=cold::FRAMES as u8)
+            .map(|host| frame(with_last_byte(src, host), dst))
+            .collect();
+        let floor = Floor::load(bpf::ProgType::Xdp)?;
+        let cells = once_each(
+            trials,
+            frames.len(),
+            || Ok(()),
+            &[
+                &|i| {
+                    let (action, ns) = self.test_run(&frames[i], 1)?;
+                    ensure!(action == XDP_PASS, "xdp-filter dropped its allow probe");
+                    Ok(ns)
+                },
+                &|i| Ok(floor.test_run(&frames[i], 1)?.1),
+            ],
+        )?;
+        Ok((cells[0], cells[1]))
     }
 }
 
