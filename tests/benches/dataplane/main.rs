@@ -44,12 +44,13 @@
 //!   warm caches: the cost of an established flow's packets. There is no
 //!   flow cache, so every packet takes the full decision. *Allow (new
 //!   flow)* is the first packet of a flow, from cold caches: it is measured
-//!   with `repeat` = 1 on 250 frames from 250 devices (per trial, the same
-//!   policy is installed again first), and the trial's value is the median
-//!   of those 250 runs. Its floor is measured the same way, frame by frame
-//!   in between, because one run at a time carries the timer's own cost.
-//!   The deny(default) probe from the same devices is measured the same
-//!   way, and then each device's allow right after its deny (`cold.rs`).
+//!   with `repeat` = 1 on 250 frames from 250 devices (per trial, after the
+//!   CPU idled for 50 ms: on this VM the caches are gone by then), and the
+//!   trial's value is the median of those 250 runs. Its floor is measured
+//!   the same way, frame by frame in between, because one run at a time
+//!   carries the timer's own cost. The deny(default) probe from the same
+//!   devices is measured the same way, and then each device's allow right
+//!   after its deny (`cold.rs`).
 //! - **xdp-filter** (xdp-tools, `/usr/sbin/xdp-filter`): loaded with
 //!   `xdp-filter load -m skb -p deny -f ipv4,ipv6` on a veth in a namespace
 //!   of our own (its allow-list program, `xdpfilt_dny_ip`), filled with
@@ -60,12 +61,14 @@
 //!   Its program is found by id on the veth (`ip -d -j link`), opened with
 //!   `BPF_PROG_GET_FD_BY_ID` and test-run on the same frames. Unloaded, and
 //!   the namespace removed, when done (also on failure).
-//! - **One packet at a time from cold caches** (`cold.rs`): in the first
-//!   packets' pass, frame by frame, a program that reads one bucket of the
-//!   live `TG_DEV_EXACT` and nothing else, on a bucket no run had read and
-//!   then on the same one again; and xdp-filter's allow probe from 250
-//!   sources, the same way: what one read of memory that is not in the
-//!   cache costs this machine at that moment, whatever program makes it.
+//! - **One packet at a time from cold caches** (`cold.rs`): beside the
+//!   first packets, a program that reads one bucket of the live
+//!   `TG_DEV_EXACT` and nothing else, on the first bucket of each of the
+//!   same 250 devices, in a pass of its own (after the idle, as the first
+//!   packets are), then on the same bucket again; and
+//!   xdp-filter's allow probe from 250 sources, the same way: what one read
+//!   of memory that is not in the cache costs this machine, whatever
+//!   program makes it.
 //! - **TC**: the same Tollgate program's TC twin at the largest cell.
 //! - **Narrow tries**: the same program and policy at the largest cell
 //!   with every trie narrow (`Options::narrow_tries`: 4-bit nodes, twice
@@ -188,7 +191,7 @@ fn main() -> Result<()> {
                 continue;
             }
             let started = Instant::now();
-            let mut setup = Setup::build(&pool, rules, devices, false)?;
+            let setup = Setup::build(&pool, rules, devices, false)?;
             eprintln!(
                 "tollgate: {rules} destination prefixes, {devices} devices: {} destination \
                  entries, {} exact + {} prefix devices, {} rule sets; built and installed in \
@@ -279,13 +282,13 @@ fn main() -> Result<()> {
                         for (what, cell) in [
                             (
                                 format!(
-                                    "beside it: a TG_DEV_EXACT bucket of {buckets} no run read"
+                                    "the same devices' first buckets, one read each, of {buckets}"
                                 ),
                                 first.bucket_cold,
                             ),
                             ("  then the same bucket again".into(), first.bucket_warm),
                         ] {
-                            cold.push((what, cell, first.floor));
+                            cold.push((what, cell, first.bucket_floor));
                         }
                     }
                 }

@@ -13,7 +13,7 @@ use tollgate::{
     model,
     tables::{CompiledPolicy, PacketFacts},
 };
-use tollgate_common::{DecisionReason, Verdict};
+use tollgate_common::{DecisionReason, Verdict, device_buckets, device_hash, device_table_buckets};
 
 use crate::{
     bpf::ProgType,
@@ -28,6 +28,8 @@ pub const NEW_FLOWS: u8 = cold::FRAMES as u8;
 /// A compiled policy in a freshly opened dataplane, and its probe packets.
 pub struct Setup {
     pub dataplane: Dataplane,
+    /// The exact device table's buckets a slot: IPv4, IPv6.
+    pub device_buckets: (u32, u32),
     pub tables: CompiledPolicy,
     pub sources: [IpAddr; 2],
     pub writes: usize,
@@ -40,7 +42,7 @@ impl Setup {
     }
 
     /// The fleet policy of `rules` destinations and `devices` devices,
-    /// installed; with `narrow_tries`, every trie narrow (what a slot
+    /// installed in both slots; with `narrow_tries`, every trie narrow (what a slot
     /// without room for wide ones gets).
     pub fn build(
         pool: &bench::Pool,
@@ -75,8 +77,12 @@ impl Setup {
             ..Options::default()
         })?;
         let report = dataplane.install(&tables)?;
+        // Into the other slot as well: both hold the policy, as after any
+        // reload, and the memory and trie figures count both.
+        dataplane.install(&tables)?;
         Ok(Setup {
             dataplane,
+            device_buckets: device_table_buckets(limits.device_addresses),
             tables,
             sources,
             writes: report.writes.inserted + report.writes.removed,
@@ -136,24 +142,23 @@ impl Setup {
 }
 
 impl Setup {
-    /// *Allow (new flow)* for `probes`' family: per trial, a new generation
-    /// (the same policy installed again: no map writes; both slots hold it,
-    /// so a trial reads the other slot's tables than the trial before),
-    /// then the allow probe's destination from 250 devices, each frame
-    /// once, with the floor run on the same frame after it, and `reader`'s
-    /// two reads of a bucket after that (`cold::once_each`). The deny(default) probe from the same devices
+    /// *Allow (new flow)* for `probes`' family: per trial, after the CPU
+    /// idled (`cold::idle`), the allow probe's destination from 250
+    /// devices, each frame once, with the floor run on the same frame after
+    /// it (`cold::once_each`). `reader` then reads each device's first
+    /// bucket the same way, twice, in a pass of its own. The deny(default) probe from the same devices
     /// is measured the same way, and then each device's allow right after
     /// its deny. A trial's value is the median of its 250 first packets;
     /// the cells show the lowest and the median trial, as elsewhere.
     pub fn first_packets(
-        &mut self,
+        &self,
         measure: &Measure,
         probes: &Probes,
         reader: &BucketReader,
     ) -> Result<FirstPackets> {
         let floor = Floor::load(ProgType::Xdp)?;
         let src = self.sources[probes.family as usize];
-        let frames: Vec<(Vec<u8>, Vec<u8>)> = (1..=NEW_FLOWS)
+        let frames: Vec<(Vec<u8>, Vec<u8>, IpAddr)> = (1..=NEW_FLOWS)
             .map(|host| {
                 let src = with_last_byte(src, host);
                 let d = model::verdict(
@@ -173,56 +178,67 @@ impl Setup {
                 Ok((
                     frame(src, probes.allow_dst),
                     frame(src, probes.deny_default_dst),
+                    src,
                 ))
             })
             .collect::<Result<_>>()?;
-        // Once into the other slot, so that both hold this policy and the
-        // installs below write nothing.
-        self.dataplane.install(&self.tables)?;
-        let dataplane = std::cell::RefCell::new(&mut self.dataplane);
-        let tables = &self.tables;
-        let trial = std::cell::Cell::new(0u64);
-        let new_generation = || {
-            trial.set(trial.get() + 1);
-            let report = dataplane.borrow_mut().install(tables)?;
-            ensure!(report.writes.inserted + report.writes.removed == 0);
-            Ok(())
-        };
+        let dataplane = &self.dataplane;
         let allow = |i: usize| -> Result<u64> {
-            let (action, d) = dataplane.borrow().test_run_xdp(&frames[i].0, 1)?;
+            let (action, d) = dataplane.test_run_xdp(&frames[i].0, 1)?;
             ensure!(action == XDP_PASS, "a new flow was not allowed");
             Ok(d.as_nanos() as u64)
         };
         let deny = |i: usize| -> Result<u64> {
-            let (action, d) = dataplane.borrow().test_run_xdp(&frames[i].1, 1)?;
+            let (action, d) = dataplane.test_run_xdp(&frames[i].1, 1)?;
             ensure!(action == XDP_DROP, "a deny(default) probe passed");
             Ok(d.as_nanos() as u64)
         };
         let floor = |i: usize| Ok(floor.test_run(&frames[i].0, 1)?.1);
-        let bucket = |i: usize| reader.read(&reader.frame(trial.get(), i));
+        let slot = dataplane.active_slot();
+        let bucket =
+            |i: usize| reader.read(first_device_bucket(self.device_buckets, slot, frames[i].2));
         let trials = measure.trials;
         let n = frames.len();
-        let allowed = once_each(
-            trials,
-            n,
-            new_generation,
-            &[&allow, &floor, &bucket, &bucket],
-        )?;
-        let denied = once_each(trials, n, new_generation, &[&deny, &floor])?;
-        // Each device's deny, then its allow: the allow's branches were last
-        // taken the other way (the same code decided a deny in between).
-        let switched = once_each(trials, n, new_generation, &[&deny, &allow])?;
-        let [allow, floor, bucket_cold, bucket_warm] =
-            [allowed[0], allowed[1], allowed[2], allowed[3]];
+        let allowed = once_each(trials, n, &[&allow, &floor])?;
+        // The same devices' first buckets, read by a program that does only
+        // that, in a pass of its own: no run has read them since the idle
+        // before the trial, as for the allows above.
+        let read = once_each(trials, n, &[&floor, &bucket, &bucket])?;
+        let denied = once_each(trials, n, &[&deny, &floor])?;
+        // Each device's deny, then its allow: the allow's device bucket is
+        // cached, and its branches were last taken the other way.
+        let switched = once_each(trials, n, &[&deny, &allow])?;
+        let (allow, floor) = (allowed[0], allowed[1]);
+        let (bucket_floor, bucket_cold, bucket_warm) = (read[0], read[1], read[2]);
         let (deny_default, allow_after_deny) = (denied[0], switched[1]);
         Ok(FirstPackets {
             allow,
             floor,
             deny_default,
             allow_after_deny,
+            bucket_floor,
             bucket_cold,
             bucket_warm,
         })
+    }
+}
+
+/// The index in `TG_DEV_EXACT` of the first bucket the program reads
+/// for a packet from `src` in slot `slot`, of a table of `buckets` a slot
+/// (`tollgate_common::device_table`).
+fn first_device_bucket(buckets: (u32, u32), slot: u8, src: IpAddr) -> u32 {
+    let (v4, v6) = buckets;
+    let slot_base = u32::from(slot) * (v4 + v6);
+    match src {
+        IpAddr::V4(a) => {
+            let hash = device_hash(false, u64::from(u32::from(a)) << 32, 0);
+            slot_base + device_buckets(hash, v4).0
+        }
+        IpAddr::V6(a) => {
+            let bits = u128::from(a);
+            let hash = device_hash(true, (bits >> 64) as u64, bits as u64);
+            slot_base + v4 + device_buckets(hash, v6).0
+        }
     }
 }
 
@@ -238,8 +254,9 @@ pub struct FirstPackets {
     /// Each device's allow right after its deny(default): a first packet
     /// whose branches the packet before took the other way.
     pub allow_after_deny: Cell,
-    /// In the allow's pass, after its floor: one read of a `TG_DEV_EXACT`
-    /// bucket no run had read (`BucketReader`), then of the same again.
+    /// The floor, then the first bucket of each device read by a program
+    /// that does only that (`BucketReader`), then the same again.
+    pub bucket_floor: Cell,
     pub bucket_cold: Cell,
     pub bucket_warm: Cell,
 }

@@ -148,8 +148,8 @@ impl XdpFilter {
     }
 
     /// Its allow probe from 250 sources, each once per trial at `repeat` 1
-    /// with the floor after it (`cold::once_each`), as Tollgate's first
-    /// packets are measured: (xdp-filter, floor).
+    /// after the CPU idled, with the floor after it (`cold::once_each`), as
+    /// Tollgate's first packets are measured: (xdp-filter, floor).
     pub fn first_packets(
         &self,
         destinations: &[IpNet],
@@ -165,7 +165,6 @@ impl XdpFilter {
         let cells = once_each(
             trials,
             frames.len(),
-            || Ok(()),
             &[
                 &|i| {
                     let (action, ns) = self.test_run(&frames[i], 1)?;
