@@ -28,7 +28,7 @@ pub const FRAMES: usize = 250;
 /// How long the CPU idles before each trial: what makes a trial's first
 /// packets cold. On this VM the host runs other work on an idle vCPU's
 /// core, and its caches are gone when the vCPU comes back: the first read
-/// of a device's bucket measured +0 after no idle, +10 after 1 ms, +100
+/// of a device's bucket measured +0 to +10 after no idle or 1 ms, +100
 /// after 10 ms and +250 to +390 after 50 ms (BENCHMARKS.md). A device that
 /// sends after a quiet spell meets the same.
 pub const IDLE: Duration = Duration::from_millis(50);

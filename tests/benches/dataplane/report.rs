@@ -32,8 +32,9 @@ pub fn print_cold(rows: &[(String, Cell, Cell)]) {
     }
     println!();
     println!(
-        "one packet at a time from cold caches (repeat 1, 250 frames, each once per trial, the \
-         floor run between; a trial is the median of its frames)"
+        "one packet at a time from cold caches (repeat 1, 250 frames, each once per trial after \
+         the CPU idled {} ms, the floor run between; a trial is the median of its frames)",
+        crate::cold::IDLE.as_millis()
     );
     println!(
         "{:<68} {:>14} {:>10} {:>8}",
