@@ -204,10 +204,7 @@ fn main() -> Result<()> {
                 setup.writes,
             );
             let probes = [setup.probes(Family::V4)?, setup.probes(Family::V6)?];
-            let xdp = |f: &[u8], r: u32| {
-                let (action, d) = setup.dataplane.test_run_xdp(f, r)?;
-                Ok((action, d.as_nanos() as u64))
-            };
+            let xdp = |f: &[u8], r: u32| setup.run_xdp(f, r);
             let cells = measure.run_all(xdp, &probe_jobs(&probes, XDP_PASS, XDP_DROP))?;
             let row = |program: &str, kind: ProgType, family: Family, cells: &[Cell]| Row {
                 program: program.into(),
@@ -240,10 +237,7 @@ fn main() -> Result<()> {
                     .zip([UNKNOWN_V4, UNKNOWN_V6])
                     .map(|(p, src)| (fixtures::frame(src.parse().unwrap(), p.allow_dst), src))
                     .collect();
-                let xdp = |f: &[u8], r: u32| {
-                    let (action, d) = setup.dataplane.test_run_xdp(f, r)?;
-                    Ok((action, d.as_nanos() as u64))
-                };
+                let xdp = |f: &[u8], r: u32| setup.run_xdp(f, r);
                 let cells = measure.run_all(
                     xdp,
                     &unknown
@@ -292,10 +286,7 @@ fn main() -> Result<()> {
                         }
                     }
                 }
-                let tc_run = |f: &[u8], r: u32| {
-                    let (action, d) = setup.dataplane.test_run_tc(f, r)?;
-                    Ok((action, d.as_nanos() as u64))
-                };
+                let tc_run = |f: &[u8], r: u32| setup.run_tc(f, r);
                 let cells =
                     measure.run_all(tc_run, &probe_jobs(&probes, TC_ACT_UNSPEC, TC_ACT_SHOT))?;
                 for (family, cells) in [Family::V4, Family::V6].into_iter().zip(cells.chunks(3)) {
@@ -305,10 +296,7 @@ fn main() -> Result<()> {
                 // the levels), what a slot without room for wide ones gets.
                 let narrow = Setup::build(&pool, rules, devices, true)?;
                 let narrow_probes = [narrow.probes(Family::V4)?, narrow.probes(Family::V6)?];
-                let xdp = |f: &[u8], r: u32| {
-                    let (action, d) = narrow.dataplane.test_run_xdp(f, r)?;
-                    Ok((action, d.as_nanos() as u64))
-                };
+                let xdp = |f: &[u8], r: u32| narrow.run_xdp(f, r);
                 let cells =
                     measure.run_all(xdp, &probe_jobs(&narrow_probes, XDP_PASS, XDP_DROP))?;
                 for (family, cells) in [Family::V4, Family::V6].into_iter().zip(cells.chunks(3)) {

@@ -9,16 +9,17 @@ use testkit::bench;
 use tollgate::{
     compile::compile,
     config::Limits,
-    datapath::{Dataplane, Options, XDP_DROP, XDP_PASS},
+    datapath::{Dataplane, Options, XDP_DROP, XDP_PASS, slots::Geometry},
     model,
     tables::{CompiledPolicy, PacketFacts},
 };
-use tollgate_common::{DecisionReason, Verdict, device_buckets, device_hash, device_table_buckets};
+use tollgate_common::{DecisionReason, Verdict};
 
 use crate::{
     bpf::ProgType,
     cold::{self, BucketReader, once_each},
     fixtures::{Family, PORT, Probes, devices_for, fleet_policy, frame, with_last_byte},
+    lookups::family_key,
     measure::{Cell, Floor, Measure},
 };
 
@@ -28,8 +29,8 @@ pub const NEW_FLOWS: u8 = cold::FRAMES as u8;
 /// A compiled policy in a freshly opened dataplane, and its probe packets.
 pub struct Setup {
     pub dataplane: Dataplane,
-    /// The exact device table's buckets a slot: IPv4, IPv6.
-    pub device_buckets: (u32, u32),
+    /// The exact device table's buckets.
+    pub device_table: Geometry,
     pub tables: CompiledPolicy,
     pub sources: [IpAddr; 2],
     pub writes: usize,
@@ -82,11 +83,35 @@ impl Setup {
         dataplane.install(&tables)?;
         Ok(Setup {
             dataplane,
-            device_buckets: device_table_buckets(limits.device_addresses),
+            device_table: Geometry::for_devices(limits.device_addresses),
             tables,
             sources,
             writes: report.writes.inserted + report.writes.removed,
         })
+    }
+
+    /// The XDP program on `frame`, `repeat` times: its return code and ns
+    /// per run.
+    pub fn run_xdp(&self, frame: &[u8], repeat: u32) -> Result<(u32, u64)> {
+        let (action, d) = self.dataplane.test_run_xdp(frame, repeat)?;
+        Ok((action, d.as_nanos() as u64))
+    }
+
+    /// [`Setup::run_xdp`] for the TC program.
+    pub fn run_tc(&self, frame: &[u8], repeat: u32) -> Result<(u32, u64)> {
+        let (action, d) = self.dataplane.test_run_tc(frame, repeat)?;
+        Ok((action, d.as_nanos() as u64))
+    }
+
+    /// The index in `TG_DEV_EXACT` of the first bucket the program reads
+    /// for a packet from `src` under the slot in force.
+    fn first_device_bucket(&self, src: IpAddr) -> u32 {
+        let (family, _, bytes) = family_key(src);
+        let words = std::array::from_fn(|i| {
+            u32::from_be_bytes(bytes[4 * i..4 * i + 4].try_into().expect("4 bytes"))
+        });
+        let slot = self.dataplane.active_slot();
+        self.device_table.buckets(slot, family, &words)[0] as u32
     }
 
     /// The probes of `family`, each checked against the reference model.
@@ -182,21 +207,18 @@ impl Setup {
                 ))
             })
             .collect::<Result<_>>()?;
-        let dataplane = &self.dataplane;
         let allow = |i: usize| -> Result<u64> {
-            let (action, d) = dataplane.test_run_xdp(&frames[i].0, 1)?;
+            let (action, ns) = self.run_xdp(&frames[i].0, 1)?;
             ensure!(action == XDP_PASS, "a new flow was not allowed");
-            Ok(d.as_nanos() as u64)
+            Ok(ns)
         };
         let deny = |i: usize| -> Result<u64> {
-            let (action, d) = dataplane.test_run_xdp(&frames[i].1, 1)?;
+            let (action, ns) = self.run_xdp(&frames[i].1, 1)?;
             ensure!(action == XDP_DROP, "a deny(default) probe passed");
-            Ok(d.as_nanos() as u64)
+            Ok(ns)
         };
         let floor = |i: usize| Ok(floor.test_run(&frames[i].0, 1)?.1);
-        let slot = dataplane.active_slot();
-        let bucket =
-            |i: usize| reader.read(first_device_bucket(self.device_buckets, slot, frames[i].2));
+        let bucket = |i: usize| reader.read(self.first_device_bucket(frames[i].2));
         let trials = measure.trials;
         let n = frames.len();
         let allowed = once_each(trials, n, &[&allow, &floor])?;
@@ -220,25 +242,6 @@ impl Setup {
             bucket_cold,
             bucket_warm,
         })
-    }
-}
-
-/// The index in `TG_DEV_EXACT` of the first bucket the program reads
-/// for a packet from `src` in slot `slot`, of a table of `buckets` a slot
-/// (`tollgate_common::device_table`).
-fn first_device_bucket(buckets: (u32, u32), slot: u8, src: IpAddr) -> u32 {
-    let (v4, v6) = buckets;
-    let slot_base = u32::from(slot) * (v4 + v6);
-    match src {
-        IpAddr::V4(a) => {
-            let hash = device_hash(false, u64::from(u32::from(a)) << 32, 0);
-            slot_base + device_buckets(hash, v4).0
-        }
-        IpAddr::V6(a) => {
-            let bits = u128::from(a);
-            let hash = device_hash(true, (bits >> 64) as u64, bits as u64);
-            slot_base + v4 + device_buckets(hash, v6).0
-        }
     }
 }
 

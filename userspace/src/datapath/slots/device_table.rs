@@ -69,6 +69,17 @@ impl Geometry {
         (SLOTS * (self.v4 + self.v6) * NODE_WORDS) as usize
     }
 
+    /// The two buckets (absolute: indices of `TG_DEV_EXACT`) where `addr`,
+    /// as the table stores it, may be in (`slot`, `family`)'s table; the
+    /// kernel reads the first, then the second.
+    pub fn buckets(&self, slot: u8, family: u8, addr: &[u32; 4]) -> [usize; 2] {
+        let (first, count) = self.table(slot, family);
+        let hi = u64::from(addr[0]) << 32 | u64::from(addr[1]);
+        let lo = u64::from(addr[2]) << 32 | u64::from(addr[3]);
+        let (a, b) = device_buckets(device_hash(family != FAMILY_V4, hi, lo), count);
+        [first + a as usize, first + b as usize]
+    }
+
     /// The first bucket and the bucket count of (`slot`, `family`)'s table.
     fn table(&self, slot: u8, family: u8) -> (usize, u32) {
         let slot_base = usize::from(slot) * (self.v4 + self.v6) as usize;
@@ -150,22 +161,14 @@ impl<W: Words> DeviceTable<W> {
         self.words.store(g, group);
     }
 
-    /// The two buckets (absolute) of `addr` in (`slot`, `family`)'s table.
-    fn buckets(&self, slot: u8, family: u8, addr: &Address) -> [usize; 2] {
-        let (first, count) = self.geometry.table(slot, family);
-        let hi = u64::from(addr[0]) << 32 | u64::from(addr[1]);
-        let lo = u64::from(addr[2]) << 32 | u64::from(addr[3]);
-        let (a, b) = device_buckets(device_hash(family != FAMILY_V4, hi, lo), count);
-        [first + a as usize, first + b as usize]
-    }
-
     fn places(family: u8, bucket: usize) -> impl Iterator<Item = Place> {
         (0..Self::entries_per_bucket(family)).map(move |entry| Place { bucket, entry })
     }
 
     /// Where `addr` is in its buckets, if it is.
     fn find(&self, slot: u8, family: u8, addr: &Address) -> Option<Place> {
-        self.buckets(slot, family, addr)
+        self.geometry
+            .buckets(slot, family, addr)
             .into_iter()
             .flat_map(|b| Self::places(family, b))
             .find(|&p| {
@@ -200,7 +203,7 @@ impl<W: Words> DeviceTable<W> {
             self.write(family, p, addr, group);
             return Ok(());
         }
-        let [first, second] = self.buckets(slot, family, &addr);
+        let [first, second] = self.geometry.buckets(slot, family, &addr);
         if let Some(p) = self
             .free_in(family, first)
             .or_else(|| self.free_in(family, second))
@@ -242,6 +245,7 @@ impl<W: Words> DeviceTable<W> {
             let (place, _) = nodes[next];
             let (addr, _) = self.read(family, place);
             let other = self
+                .geometry
                 .buckets(slot, family, &addr)
                 .into_iter()
                 .find(|&b| b != place.bucket);
