@@ -27,6 +27,8 @@ pub mod bench;
 pub mod chrony_server;
 pub mod contract;
 pub mod daemon_process;
+/// The kernel-versus-model differential harness (its test and its bench run).
+pub mod differential;
 pub mod explicit_fleet;
 pub mod exposition;
 pub mod fleet;

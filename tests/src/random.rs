@@ -17,10 +17,13 @@ use proptest::{
     collection::vec,
     prelude::*,
     sample::{Index, select},
+    test_runner::{Config, TestRunner},
 };
 use tollgate::{
+    compile::compile,
+    config::Limits,
     policy::{Action, Device, Group, Origin, Policy, PortRange, Rule, RuleId, Target},
-    tables::PacketFacts,
+    tables::{CompiledPolicy, PacketFacts},
 };
 
 pub const NTP_V4: Ipv4Addr = Ipv4Addr::new(100, 127, 0, 123);
@@ -375,6 +378,38 @@ pub fn with_fqdn_rules(policy: &Policy) -> Policy {
         });
     }
     policy
+}
+
+/// A proptest runner of `cases` cases that writes no regression files.
+pub fn runner(cases: u32) -> TestRunner {
+    TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    })
+}
+
+/// Runs `test` on `policies` random policies, each given its FQDN rules
+/// ([`with_fqdn_rules`]) and compiled, with `packets_per_policy` random
+/// packets drawn for it: the cases of the model agreement and kernel
+/// differential tests. Panics with the smallest failing case proptest
+/// finds, or when a policy does not compile.
+pub fn run_policies(
+    policies: u32,
+    packets_per_policy: usize,
+    test: impl Fn(&Policy, &CompiledPolicy, &[PacketFacts]) -> Result<(), TestCaseError>,
+) {
+    runner(policies)
+        .run(
+            &policy().prop_flat_map(move |p| (Just(p.clone()), packets(&p, packets_per_policy))),
+            |(policy, packets)| {
+                let policy = with_fqdn_rules(&policy);
+                let tables = compile(&policy, &Limits::default())
+                    .map_err(|e| TestCaseError::fail(format!("compile failed: {e:#?}")))?;
+                test(&policy, &tables, &packets)
+            },
+        )
+        .unwrap();
 }
 
 /// What the DNS forwarder learns for the cases of `packets`: (group id,

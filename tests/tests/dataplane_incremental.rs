@@ -24,11 +24,7 @@
 
 use std::{cell::RefCell, collections::HashMap, sync::Arc};
 
-use proptest::{
-    prelude::*,
-    sample::Index,
-    test_runner::{Config, TestRunner},
-};
+use proptest::{prelude::*, sample::Index};
 use testkit::{
     PinDir,
     bench::Pool,
@@ -180,12 +176,7 @@ fn incremental_installs_equal_from_scratch_ones() {
     let dataplane = RefCell::new(open());
     let installs = RefCell::new(0usize);
     let final_install = RefCell::new(None);
-    let mut runner = TestRunner::new(Config {
-        cases: SEQUENCES,
-        failure_persistence: None,
-        ..Config::default()
-    });
-    runner
+    random::runner(SEQUENCES)
         .run(
             &(random::policy(), proptest::collection::vec(edit(), EDITS)),
             |(mut policy, edits)| {

@@ -13,14 +13,9 @@
 
 use std::{cell::RefCell, collections::BTreeMap, net::IpAddr, time::Instant};
 
-use proptest::{
-    prelude::*,
-    test_runner::{Config, TestRunner},
-};
+use proptest::prelude::*;
 use testkit::random;
 use tollgate::{
-    compile::compile,
-    config::Limits,
     model::{
         self,
         naive::{self, RuleOrBuiltin},
@@ -47,83 +42,69 @@ impl Coverage {
 #[test]
 fn compiled_model_agrees_with_the_naive_semantics() {
     let coverage = RefCell::new(Coverage::default());
-    let mut runner = TestRunner::new(Config {
-        cases: POLICIES,
-        failure_persistence: None,
-        ..Config::default()
-    });
     let started = Instant::now();
-    runner
-        .run(
-            &random::policy()
-                .prop_flat_map(|p| (Just(p.clone()), random::packets(&p, PACKETS_PER_POLICY))),
-            |(policy, packets)| {
-                let policy = random::with_fqdn_rules(&policy);
-                let tables = compile(&policy, &Limits::default())
-                    .map_err(|e| TestCaseError::fail(format!("compile failed: {e:#?}")))?;
-                let (learned, live) = learned(&tables, &packets);
-                let mut coverage = coverage.borrow_mut();
-                for packet in &packets {
-                    let compiled = model::verdict_learned(&tables, &learned, NOW, packet);
-                    let naive = naive::evaluate_learned(&policy, &live, packet);
-                    let context = || {
-                        let candidates: Vec<String> = naive
-                            .candidates
-                            .iter()
-                            .map(|c| match c.rule {
-                                RuleOrBuiltin::Rule(r) => format!(
-                                    "{} {} to {} proto {:?} ports {:?}",
-                                    r.id, c.action, c.prefix, c.proto, c.ports
-                                ),
-                                RuleOrBuiltin::BuiltinNtp(a) => format!("builtin ntp {a}"),
-                            })
-                            .collect();
-                        format!(
-                            "packet {packet:?}\ncompiled {compiled:?}\nnaive: group {:?} {:?} {:?} \
-                             candidates {candidates:#?}",
-                            naive.group.map(|g| (&g.group.name, g.device.prefix)),
-                            naive.verdict,
-                            naive.reason,
-                        )
-                    };
-                    prop_assert_eq!(
-                        compiled.group,
-                        naive.group.map_or(0, |g| g.id),
-                        "{}",
-                        context()
-                    );
-                    prop_assert_eq!(
-                        compiled.device,
-                        naive.group.map(|g| g.device.prefix),
-                        "{}",
-                        context()
-                    );
-                    prop_assert_eq!(compiled.verdict, naive.verdict, "{}", context());
-                    prop_assert_eq!(compiled.reason, naive.reason, "{}", context());
-                    prop_assert_eq!(compiled.rule.as_ref(), naive.rule_id(), "{}", context());
-                    let decider = match naive.reason {
-                        DecisionReason::Rule | DecisionReason::Learned => {
-                            Decider::Rule(naive.rule_id().unwrap().as_str().into())
-                        }
-                        DecisionReason::BuiltinNtp => Decider::BuiltinNtp,
-                        _ => Decider::GroupDefault,
-                    };
-                    let owner = CounterOwner::Decision {
-                        group: compiled.group_name.as_str().into(),
-                        decider,
-                    };
-                    prop_assert_eq!(
-                        &tables.counters[compiled.counter as usize],
-                        &owner,
-                        "{}",
-                        context()
-                    );
-                    record(&mut coverage, packet, &naive);
+    random::run_policies(POLICIES, PACKETS_PER_POLICY, |policy, tables, packets| {
+        let (learned, live) = learned(tables, packets);
+        let mut coverage = coverage.borrow_mut();
+        for packet in packets {
+            let compiled = model::verdict_learned(tables, &learned, NOW, packet);
+            let naive = naive::evaluate_learned(policy, &live, packet);
+            let context = || {
+                let candidates: Vec<String> = naive
+                    .candidates
+                    .iter()
+                    .map(|c| match c.rule {
+                        RuleOrBuiltin::Rule(r) => format!(
+                            "{} {} to {} proto {:?} ports {:?}",
+                            r.id, c.action, c.prefix, c.proto, c.ports
+                        ),
+                        RuleOrBuiltin::BuiltinNtp(a) => format!("builtin ntp {a}"),
+                    })
+                    .collect();
+                format!(
+                    "packet {packet:?}\ncompiled {compiled:?}\nnaive: group {:?} {:?} {:?} \
+                     candidates {candidates:#?}",
+                    naive.group.map(|g| (&g.group.name, g.device.prefix)),
+                    naive.verdict,
+                    naive.reason,
+                )
+            };
+            prop_assert_eq!(
+                compiled.group,
+                naive.group.map_or(0, |g| g.id),
+                "{}",
+                context()
+            );
+            prop_assert_eq!(
+                compiled.device,
+                naive.group.map(|g| g.device.prefix),
+                "{}",
+                context()
+            );
+            prop_assert_eq!(compiled.verdict, naive.verdict, "{}", context());
+            prop_assert_eq!(compiled.reason, naive.reason, "{}", context());
+            prop_assert_eq!(compiled.rule.as_ref(), naive.rule_id(), "{}", context());
+            let decider = match naive.reason {
+                DecisionReason::Rule | DecisionReason::Learned => {
+                    Decider::Rule(naive.rule_id().unwrap().as_str().into())
                 }
-                Ok(())
-            },
-        )
-        .unwrap();
+                DecisionReason::BuiltinNtp => Decider::BuiltinNtp,
+                _ => Decider::GroupDefault,
+            };
+            let owner = CounterOwner::Decision {
+                group: compiled.group_name.as_str().into(),
+                decider,
+            };
+            prop_assert_eq!(
+                &tables.counters[compiled.counter as usize],
+                &owner,
+                "{}",
+                context()
+            );
+            record(&mut coverage, packet, &naive);
+        }
+        Ok(())
+    });
     let elapsed = started.elapsed();
     let coverage = coverage.into_inner();
     let cases = u64::from(POLICIES) * PACKETS_PER_POLICY as u64;

@@ -7,11 +7,7 @@
 
 use std::{cell::RefCell, collections::BTreeMap};
 
-use proptest::{
-    prelude::*,
-    sample::Index,
-    test_runner::{Config, TestRunner},
-};
+use proptest::{prelude::*, sample::Index};
 use testkit::random;
 use tollgate::{
     compile::compile,
@@ -71,12 +67,7 @@ fn pair() -> impl Strategy<Value = (Policy, Policy)> {
 #[test]
 fn the_model_changes_exactly_where_the_diff_says() {
     let seen: RefCell<BTreeMap<&'static str, u64>> = RefCell::default();
-    let mut runner = TestRunner::new(Config {
-        cases: PAIRS,
-        failure_persistence: None,
-        ..Config::default()
-    });
-    runner
+    random::runner(PAIRS)
         .run(
             &pair().prop_flat_map(|(old, new)| {
                 let packets = (

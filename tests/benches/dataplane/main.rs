@@ -80,17 +80,28 @@
 //!   probe, calls `bpf_map_lookup_elem` once on the live policy's map
 //!   (found among this process's descriptors) and returns XDP_PASS; its
 //!   time minus the floor is the cost of that lookup.
+//! - **Differential** (`differential.rs`), last: the kernel-versus-model
+//!   differential test's harness (`testkit::differential`) at ≥ 10⁶ cases
+//!   with wide tries and a fifth of that with narrow ones, every verdict and
+//!   counter of the real program checked against the model; it prints the
+//!   cases and the seconds they took (a disagreement panics).
 //!
 //! Run as root: `cargo bench --bench dataplane`. `DATAPLANE_BENCH_REPEAT`
 //! (default 1,000,000) and `DATAPLANE_BENCH_TRIALS` (default 9) change the
 //! repeat count and the number of trials per cell.
 //! `DATAPLANE_BENCH_TARGET_ONLY=1` measures only the target's cell (10⁵
 //! rules, 10⁶ devices) beside the floors and xdp-filter: a quick check of
-//! one change, not a result to record.
+//! one change, not a result to record; it skips the differential section
+//! unless `DATAPLANE_BENCH_DIFFERENTIAL_POLICIES` is set.
+//! `DATAPLANE_BENCH_DIFFERENTIAL_POLICIES` sets the wide differential run's
+//! policies (default 5,000: ≥ 200 cases each; 0 skips the section), and
+//! `DATAPLANE_BENCH_DIFFERENTIAL_ONLY=1` runs that section alone, without
+//! the timing.
 
 mod asm;
 mod bpf;
 mod cold;
+mod differential;
 mod fixtures;
 mod lookups;
 mod measure;
@@ -108,6 +119,7 @@ use crate::{
     asm::{Asm, HELPER_JIFFIES64, HELPER_KTIME_GET_COARSE_NS, HELPER_KTIME_GET_NS},
     bpf::ProgType,
     cold::BucketReader,
+    differential::Differential,
     fixtures::{Family, Probes, frame_any, probe_sources},
     lookups::lookup_costs,
     lookups::print_memory,
@@ -153,6 +165,11 @@ fn main() -> Result<()> {
         repeat >= 1 && trials >= 1,
         "repeat and trials must be positive"
     );
+    let target_only = std::env::var_os("DATAPLANE_BENCH_TARGET_ONLY").is_some_and(|v| v == "1");
+    let differential_only =
+        std::env::var_os("DATAPLANE_BENCH_DIFFERENTIAL_ONLY").is_some_and(|v| v == "1");
+    // Read now, so that a bad value fails before the timing, not after it.
+    let differential = Differential::from_env(target_only && !differential_only)?;
     // Other jobs share this machine; time spent preempted is not counted by
     // the kernel's test-run timer, but fewer preemptions mean less noise.
     // SAFETY: setpriority on this process.
@@ -163,6 +180,10 @@ fn main() -> Result<()> {
         );
     }
     bench::print_machine_facts();
+    if differential_only {
+        differential.run();
+        return Ok(());
+    }
     println!(
         " method: BPF_PROG_TEST_RUN, repeat {repeat} per trial, {trials} trials per cell; \
          ns per packet as the kernel reports it (mean of the repeats, whole ns): lowest \
@@ -184,7 +205,6 @@ fn main() -> Result<()> {
     // One packet at a time from cold caches: (what, cell, the floor it was
     // measured beside).
     let mut cold = Vec::new();
-    let target_only = std::env::var_os("DATAPLANE_BENCH_TARGET_ONLY").is_some_and(|v| v == "1");
     for &rules in &RULE_COUNTS {
         for &devices in &DEVICE_COUNTS {
             if target_only && (rules, devices) != (TARGET_RULES, TARGET_DEVICES) {
@@ -411,6 +431,7 @@ fn main() -> Result<()> {
     print_verdicts(&rows, &floors);
     print_cold(&cold);
     print_memory(&memory, trie_nodes);
+    differential.run();
     Ok(())
 }
 
