@@ -98,18 +98,31 @@ impl Asm {
     /// `bpf_map_lookup_elem(map, &key)` with the 4-byte key the frame starts
     /// with (an XDP program; a frame shorter than 4 bytes is dropped).
     pub fn lookup_frame_key(self, map_fd: i32) -> Asm {
+        self.lookup_frame_key_of(map_fd, 4)
+    }
+
+    /// `bpf_map_lookup_elem(map, &key)` with the `len`-byte key (a multiple
+    /// of 4, at most 16) the frame starts with, copied to the stack a word
+    /// at a time; a shorter frame is dropped.
+    pub fn lookup_frame_key_of(self, map_fd: i32, len: usize) -> Asm {
+        assert!(len.is_multiple_of(4) && (4..=16).contains(&len));
+        let base = -16i16;
         // r2 = ctx->data; r3 = ctx->data_end (BPF_LDX | BPF_MEM | BPF_W).
-        self.insn(0x61, 2, 1, 0, 0)
+        let mut asm = self
+            .insn(0x61, 2, 1, 0, 0)
             .insn(0x61, 3, 1, 4, 0)
-            // r4 = r2 + 4; if r4 <= r3 skip the drop (BPF_JMP | BPF_JLE | BPF_X).
+            // r4 = r2 + len; if r4 <= r3 skip the drop (BPF_JMP | BPF_JLE | BPF_X).
             .insn(0xbf, 4, 2, 0, 0)
-            .insn(0x07, 4, 0, 0, 4)
+            .insn(0x07, 4, 0, 0, len as i32)
             .insn(0xbd, 4, 3, 2, 0)
-            .ret(XDP_DROP as i32)
-            // r5 = *(u32 *)r2; *(u32 *)(r10 - 8) = r5.
-            .insn(0x61, 5, 2, 0, 0)
-            .insn(0x63, 10, 5, -8, 0)
-            .map_and_pointer(map_fd, 2, -8)
+            .ret(XDP_DROP as i32);
+        for word in 0..len as i16 / 4 {
+            // r5 = *(u32 *)(r2 + 4 * word); *(u32 *)(r10 + base + 4 * word) = r5.
+            asm = asm
+                .insn(0x61, 5, 2, 4 * word, 0)
+                .insn(0x63, 10, 5, base + 4 * word, 0);
+        }
+        asm.map_and_pointer(map_fd, 2, base)
             .call(HELPER_MAP_LOOKUP_ELEM)
     }
 

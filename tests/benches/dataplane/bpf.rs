@@ -15,12 +15,14 @@ pub enum ProgType {
     SchedCls,
 }
 
+const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 
 /// `union bpf_attr` is at most this big for the commands used here;
 /// the kernel zero-fills what we do not pass.
@@ -89,6 +91,29 @@ pub fn prog_load(kind: ProgType, insns: &[u8], name: &str) -> Result<OwnedFd> {
     ))
 }
 
+/// A new `BPF_MAP_TYPE_HASH` map of `max_entries` keys of `key_size`
+/// bytes to values of `value_size`, elements preallocated (the kernel's
+/// default, as xdp-filter's maps have it).
+pub fn hash_create(
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    name: &str,
+) -> Result<OwnedFd> {
+    const BPF_MAP_TYPE_HASH: u32 = 1;
+    let mut attr = Attr::new();
+    attr.u32(0, BPF_MAP_TYPE_HASH)
+        .u32(4, key_size)
+        .u32(8, value_size)
+        .u32(12, max_entries);
+    // map_name[16] at offset 28.
+    let name = name.as_bytes();
+    attr.0[28..28 + name.len().min(15)].copy_from_slice(&name[..name.len().min(15)]);
+    Ok(owned(
+        sys_bpf(BPF_MAP_CREATE, &mut attr).context("BPF_MAP_CREATE")?,
+    ))
+}
+
 pub fn prog_fd_by_id(id: u32) -> Result<OwnedFd> {
     let mut attr = Attr::new();
     attr.u32(0, id);
@@ -143,17 +168,22 @@ pub fn test_run(prog: &OwnedFd, frame: &[u8], repeat: u32) -> Result<(u32, u64)>
     Ok((attr.get_u32(4), u64::from(attr.get_u32(36))))
 }
 
-/// The name and the number of entries of the BPF map `fd`.
-pub fn map_info(fd: i32) -> Option<(String, u32)> {
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    // struct bpf_map_info: type, id, key_size, value_size, max_entries,
-    // map_flags, then name[16] at offset 24.
-    let mut info = [0u8; 40];
+/// `BPF_OBJ_GET_INFO_BY_FD`: the kernel fills `info` (a `bpf_map_info` or
+/// `bpf_prog_info`, as long as the caller reads) and follows its pointers.
+fn obj_info(fd: i32, info: &mut [u8]) -> std::io::Result<i64> {
     let mut attr = Attr::new();
     attr.u32(0, fd as u32)
         .u32(4, info.len() as u32)
         .u64(8, info.as_mut_ptr() as u64);
-    sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).ok()?;
+    sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)
+}
+
+/// The name and the number of entries of the BPF map `fd`.
+pub fn map_info(fd: i32) -> Option<(String, u32)> {
+    // struct bpf_map_info: type, id, key_size, value_size, max_entries,
+    // map_flags, then name[16] at offset 24.
+    let mut info = [0u8; 40];
+    obj_info(fd, &mut info).ok()?;
     let max_entries = u32::from_ne_bytes(info[16..20].try_into().expect("4 bytes"));
     let name = &info[24..40];
     let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
@@ -174,4 +204,44 @@ pub fn possible_cpus() -> Result<usize> {
         };
     }
     Ok(n)
+}
+
+/// What the JIT made of program `fd`: its machine code (every function's,
+/// one after the other), each function's kernel address and its length in
+/// bytes. The image `bpftool prog dump jited` disassembles, read the same
+/// way (`BPF_OBJ_GET_INFO_BY_FD`, twice: the sizes, then the contents).
+pub fn prog_jited(fd: i32) -> Result<(Vec<u8>, Vec<u64>, Vec<u32>)> {
+    // struct bpf_prog_info up to jited_func_lens: jited_prog_len at 16,
+    // jited_prog_insns at 24, nr_jited_ksyms at 104, nr_jited_func_lens at
+    // 108, jited_ksyms at 112, jited_func_lens at 120.
+    let mut info = Attr::new();
+    obj_info(fd, &mut info.0).context("BPF_OBJ_GET_INFO_BY_FD")?;
+    let (len, ksyms, funcs) = (info.get_u32(16), info.get_u32(104), info.get_u32(108));
+    let mut image = vec![0u8; len as usize];
+    let mut addresses = vec![0u64; ksyms as usize];
+    let mut lens = vec![0u32; funcs as usize];
+    let mut info = Attr::new();
+    info.u32(16, len)
+        .u64(24, image.as_mut_ptr() as u64)
+        .u32(104, ksyms)
+        .u32(108, funcs)
+        .u64(112, addresses.as_mut_ptr() as u64)
+        .u64(120, lens.as_mut_ptr() as u64);
+    obj_info(fd, &mut info.0).context("BPF_OBJ_GET_INFO_BY_FD")?;
+    anyhow::ensure!(
+        info.get_u32(16) == len && lens.iter().map(|&l| l as usize).sum::<usize>() == image.len(),
+        "the JITed image changed size between two reads"
+    );
+    Ok((image, addresses, lens))
+}
+
+/// The name (at most 15 bytes, as the kernel keeps it) of the BPF
+/// program `fd`.
+pub fn prog_name(fd: i32) -> Option<String> {
+    // struct bpf_prog_info: name[16] at offset 64.
+    let mut info = [0u8; 80];
+    obj_info(fd, &mut info).ok()?;
+    let name = &info[64..80];
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    Some(String::from_utf8_lossy(&name[..end]).into_owned())
 }

@@ -10,7 +10,11 @@
 //! the first bucket each of those devices has, separates what that one
 //! read costs the machine from what the rest of the decision adds.
 
-use std::{os::fd::OwnedFd, time::Duration};
+use std::{
+    net::IpAddr,
+    os::fd::{AsRawFd as _, OwnedFd},
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result, ensure};
 use tollgate::datapath::XDP_PASS;
@@ -18,6 +22,7 @@ use tollgate::datapath::XDP_PASS;
 use crate::{
     asm::Asm,
     bpf::{self, ProgType},
+    fixtures::Family,
     lookups::own_maps,
     measure::{Cell, median},
 };
@@ -94,5 +99,60 @@ impl BucketReader {
         let (action, ns) = bpf::test_run(&self.read, &frame, 1)?;
         ensure!(action == XDP_PASS, "a bucket read returned {action}");
         Ok(ns)
+    }
+}
+
+/// A kernel hash map (`BPF_MAP_TYPE_HASH`) from the address of each exact
+/// device of one family to its group, the structure xdp-filter and
+/// Tollgate v1 look an address up in, and a program that makes one lookup
+/// in it and reads the value found (`Asm::lookup_frame_key_of`, the key
+/// from the frame): what the same first read costs in a hash map of the
+/// same devices.
+pub struct HashReader {
+    read: OwnedFd,
+    /// Keeps the map alive for the program (which holds it too).
+    _map: OwnedFd,
+    /// The addresses in the map.
+    pub entries: usize,
+}
+
+impl HashReader {
+    pub fn load(devices: &[(IpAddr, u32)], family: Family) -> Result<HashReader> {
+        let keys: Vec<(Vec<u8>, u32)> = devices
+            .iter()
+            .filter(|(addr, _)| Family::of_addr(*addr) == family)
+            .map(|&(addr, group)| (key(addr), group))
+            .collect();
+        let key_size = if family == Family::V4 { 4 } else { 16 };
+        let map = bpf::hash_create(key_size, 4, keys.len().max(1) as u32, "tg_cold_hash")?;
+        for (key, group) in &keys {
+            bpf::map_update(&map, key, &group.to_ne_bytes())?;
+        }
+        let program = Asm::new()
+            .lookup_frame_key_of(map.as_raw_fd(), key_size as usize)
+            .read_found();
+        let read = bpf::prog_load(ProgType::Xdp, &program.0, "tg_cold_hash")?;
+        Ok(HashReader {
+            read,
+            _map: map,
+            entries: keys.len(),
+        })
+    }
+
+    /// One lookup (`repeat` 1) of `addr`, which must be in the map: its ns.
+    pub fn read(&self, addr: IpAddr) -> Result<u64> {
+        let mut frame = key(addr);
+        frame.resize(60, 0);
+        let (action, ns) = bpf::test_run(&self.read, &frame, 1)?;
+        ensure!(action == XDP_PASS, "{addr} is not in the hash map");
+        Ok(ns)
+    }
+}
+
+/// An address as xdp-filter keys its maps: its bytes in network order.
+fn key(addr: IpAddr) -> Vec<u8> {
+    match addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
     }
 }

@@ -28,7 +28,11 @@ pub enum Family {
 
 impl Family {
     pub fn of(net: &IpNet) -> Family {
-        if net.addr().is_ipv4() {
+        Family::of_addr(net.addr())
+    }
+
+    pub fn of_addr(addr: IpAddr) -> Family {
+        if addr.is_ipv4() {
             Family::V4
         } else {
             Family::V6

@@ -68,7 +68,14 @@
 //!   packets are), then on the same bucket again; and
 //!   xdp-filter's allow probe from 250 sources, the same way: what one read
 //!   of memory that is not in the cache costs this machine, whatever
-//!   program makes it.
+//!   program makes it. The same devices are also looked up, the same way,
+//!   in a kernel hash map (`BPF_MAP_TYPE_HASH`) of the cell's exact devices
+//!   of the family: the structure xdp-filter and Tollgate v1 use, at this
+//!   fleet's size.
+//! - **Machine code** (`jited.rs`): each program's JITed image, function by
+//!   function, as `bpftool prog dump jited` reads it, with its bytes,
+//!   instructions, calls and conditional branches counted by `objdump`
+//!   (binutils).
 //! - **TC**: the same Tollgate program's TC twin at the largest cell.
 //! - **Narrow tries**: the same program and policy at the largest cell
 //!   with every trie narrow (`Options::narrow_tries`: 4-bit nodes, twice
@@ -103,13 +110,14 @@ mod bpf;
 mod cold;
 mod differential;
 mod fixtures;
+mod jited;
 mod lookups;
 mod measure;
 mod report;
 mod setup;
 mod xdp_filter;
 
-use std::time::Instant;
+use std::{os::fd::AsRawFd as _, time::Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use testkit::bench;
@@ -123,8 +131,8 @@ use crate::{
     fixtures::{Family, Probes, frame_any, probe_sources},
     lookups::lookup_costs,
     lookups::print_memory,
-    measure::{Cell, Floors, Measure},
-    report::{Row, count, print_cold, print_costs, print_table, print_verdicts},
+    measure::{Cell, Floor, Floors, Measure},
+    report::{Row, count, print_cold, print_costs, print_jited, print_table, print_verdicts},
     setup::Setup,
     xdp_filter::{XdpFilter, xdp_filter_allow_frame},
 };
@@ -205,6 +213,8 @@ fn main() -> Result<()> {
     // One packet at a time from cold caches: (what, cell, the floor it was
     // measured beside).
     let mut cold = Vec::new();
+    // The machine code of each program measured at the target.
+    let mut jited = Vec::new();
     for &rules in &RULE_COUNTS {
         for &devices in &DEVICE_COUNTS {
             if target_only && (rules, devices) != (TARGET_RULES, TARGET_DEVICES) {
@@ -273,6 +283,7 @@ fn main() -> Result<()> {
                 }
                 memory = lookups::map_memory()?;
                 trie_nodes = setup.trie_nodes();
+                jited.extend(jited::functions(jited::own_program("tollgate_xdp")?)?);
                 let this_cell = table.iter().filter(|r| {
                     r.program == "tollgate (xdp)"
                         && r.rules == count(rules)
@@ -303,6 +314,18 @@ fn main() -> Result<()> {
                             ("  then the same bucket again".into(), first.bucket_warm),
                         ] {
                             cold.push((what, cell, first.bucket_floor));
+                        }
+                        for (what, cell) in [
+                            (
+                                format!(
+                                    "the same devices, one lookup each in a kernel hash of {}",
+                                    count(first.hash_entries)
+                                ),
+                                first.hash_cold,
+                            ),
+                            ("  then the same lookup again".into(), first.hash_warm),
+                        ] {
+                            cold.push((what, cell, first.hash_floor));
                         }
                     }
                 }
@@ -350,6 +373,7 @@ fn main() -> Result<()> {
                     ],
                 )?;
                 if entries == XDP_FILTER_COUNTS[1] {
+                    jited.extend(jited::functions(filter.prog.as_raw_fd())?);
                     for family in [Family::V4, Family::V6] {
                         let (first, floor) =
                             filter.first_packets(&destinations, family, measure.trials)?;
@@ -431,6 +455,9 @@ fn main() -> Result<()> {
     print_verdicts(&rows, &floors);
     print_cold(&cold);
     print_memory(&memory, trie_nodes);
+    let floor = Floor::load(ProgType::Xdp)?;
+    jited.extend(jited::functions(floor.fd.as_raw_fd())?);
+    print_jited(&jited);
     differential.run();
     Ok(())
 }

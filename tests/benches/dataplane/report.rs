@@ -50,6 +50,28 @@ pub fn print_cold(rows: &[(String, Cell, Cell)]) {
     }
 }
 
+/// The machine code of each program measured (`jited.rs`).
+pub fn print_jited(functions: &[crate::jited::Function]) {
+    if functions.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "JITed x86-64 code, function by function (the image `bpftool prog dump jited` prints, \
+         counted with objdump; static counts: a path runs a part of them)"
+    );
+    println!(
+        "{:<52} {:>8} {:>13} {:>6} {:>9}",
+        "program: function", "bytes", "instructions", "calls", "branches"
+    );
+    for f in functions {
+        println!(
+            "{:<52} {:>8} {:>13} {:>6} {:>9}",
+            f.name, f.bytes, f.instructions, f.calls, f.branches
+        );
+    }
+}
+
 /// 100 000 -> "100 000" (thin groups keep the table readable).
 pub fn count(n: usize) -> String {
     let digits = n.to_string();

@@ -17,7 +17,7 @@ use tollgate_common::{DecisionReason, Verdict};
 
 use crate::{
     bpf::ProgType,
-    cold::{self, BucketReader, once_each},
+    cold::{self, BucketReader, HashReader, once_each},
     fixtures::{Family, PORT, Probes, devices_for, fleet_policy, frame, with_last_byte},
     lookups::family_key,
     measure::{Cell, Floor, Measure},
@@ -173,7 +173,8 @@ impl Setup {
     /// it (`cold::once_each`). `reader` then reads each device's first
     /// bucket the same way, twice, in a pass of its own. The deny(default) probe from the same devices
     /// is measured the same way, and then each device's allow right after
-    /// its deny. A trial's value is the median of its 250 first packets;
+    /// its deny. A [`HashReader`] of the cell's devices of the family looks
+    /// each device up the same way, twice. A trial's value is the median of its 250 first packets;
     /// the cells show the lowest and the median trial, as elsewhere.
     pub fn first_packets(
         &self,
@@ -219,6 +220,8 @@ impl Setup {
         };
         let floor = |i: usize| Ok(floor.test_run(&frames[i].0, 1)?.1);
         let bucket = |i: usize| reader.read(self.first_device_bucket(frames[i].2));
+        let hash = HashReader::load(&self.tables.device_exact, probes.family)?;
+        let hashed = |i: usize| hash.read(frames[i].2);
         let trials = measure.trials;
         let n = frames.len();
         let allowed = once_each(trials, n, &[&allow, &floor])?;
@@ -226,6 +229,8 @@ impl Setup {
         // that, in a pass of its own: no run has read them since the idle
         // before the trial, as for the allows above.
         let read = once_each(trials, n, &[&floor, &bucket, &bucket])?;
+        // The same devices in a kernel hash map, the same way.
+        let looked_up = once_each(trials, n, &[&floor, &hashed, &hashed])?;
         let denied = once_each(trials, n, &[&deny, &floor])?;
         // Each device's deny, then its allow: the allow's device bucket is
         // cached, and its branches were last taken the other way.
@@ -241,6 +246,10 @@ impl Setup {
             bucket_floor,
             bucket_cold,
             bucket_warm,
+            hash_floor: looked_up[0],
+            hash_cold: looked_up[1],
+            hash_warm: looked_up[2],
+            hash_entries: hash.entries,
         })
     }
 }
@@ -262,4 +271,12 @@ pub struct FirstPackets {
     pub bucket_floor: Cell,
     pub bucket_cold: Cell,
     pub bucket_warm: Cell,
+    /// The floor, then each device looked up once in a kernel hash map of
+    /// the cell's exact devices of the family (`HashReader`, the structure
+    /// xdp-filter and v1 use), then again.
+    pub hash_floor: Cell,
+    pub hash_cold: Cell,
+    pub hash_warm: Cell,
+    /// The addresses in that hash map.
+    pub hash_entries: usize,
 }
