@@ -73,7 +73,14 @@ pub struct Probes {
     pub deny_default_dst: IpAddr,
     pub deny_rule: Vec<u8>,
     pub deny_rule_dst: IpAddr,
+    /// From a source in no group ([`UNKNOWN_SOURCES`]) to the allow
+    /// probe's destination: the policy's `unknown-devices: deny` decides.
+    pub unknown: Vec<u8>,
 }
+
+/// Sources in no group of the bench's policy (devices are in 10.0.0.0/8
+/// and fd00::/16), one per family.
+pub const UNKNOWN_SOURCES: [&str; 2] = ["192.168.200.1", "fd99::1"];
 
 impl Probes {
     /// Frames from the probe source of `family`; allow and deny(rule) are
@@ -92,7 +99,16 @@ impl Probes {
             deny_default_dst: nowhere,
             deny_rule: frame(src, nowhere),
             deny_rule_dst: nowhere,
+            unknown: frame(Probes::unknown_source(family), nowhere),
         }
+    }
+}
+
+impl Probes {
+    pub fn unknown_source(family: Family) -> IpAddr {
+        UNKNOWN_SOURCES[family as usize]
+            .parse()
+            .expect("an address")
     }
 }
 

@@ -31,15 +31,18 @@
 //!   prefixes are the first N of the pool in `testkit::bench` (every distinct AWS
 //!   prefix, about 9,000, then more-specific prefixes derived from them:
 //!   10⁵ is all AWS prefixes plus ~91,000 /L+4 subnets of them).
-//!   Devices: 10⁶ is 500,000 IPv4 /32 and 500,000 IPv6 /128 (the exact hash
-//!   map; the probe source is one of them); 10³ is a mix of 250 /32, 250
-//!   /24, 250 /128 and 250 /64 and the probe source is in the last /24 or
-//!   /64, so it misses the hash map and takes the device LPM trie.
+//!   Devices: 10⁶ is 500,000 IPv4 /32 and 500,000 IPv6 /128 (the exact
+//!   device table, `TG_DEV_EXACT`; the probe source is one of them); 10³ is
+//!   a mix of 250 /32, 250 /24, 250 /128 and 250 /64 and the probe source
+//!   is in the last /24 or /64, so it misses the exact table and takes the
+//!   device trie.
 //!   Probes (TCP to port 443): *allow* goes to the last allowed prefix of
 //!   the family (the most deeply nested one at 10⁵), *deny (default)* to
 //!   192.0.2.1 / 2001:db8::1 (in no list: the group default decides), *deny
-//!   (rule)* to the last blocked prefix. Denies also run the deny-event rate
-//!   limiter (100/s by default: the steady state of a deny flood).
+//!   (rule)* to the last blocked prefix, *unknown device* from 192.168.200.1
+//!   / fd99::1 (in no group: `unknown-devices: deny` decides) to the allow
+//!   probe's destination. Denies also run the deny-event rate limiter
+//!   (100/s by default: the steady state of a deny flood).
 //! - **Established and new flows**: a repeated frame is one flow, run from
 //!   warm caches: the cost of an established flow's packets. There is no
 //!   flow cache, so every packet takes the full decision. *Allow (new
@@ -146,8 +149,8 @@ const TARGET_RULES: usize = 100_000;
 const TARGET_DEVICES: usize = 1_000_000;
 const TARGET_NS_OVER_FLOOR: u64 = 25;
 
-/// The three probes of each family with the action each must get: `pass`
-/// for the allow, `drop` for the two denies.
+/// The four probes of each family with the action each must get: `pass`
+/// for the allow, `drop` for the two denies and the unknown device.
 fn probe_jobs(probes: &[Probes; 2], pass: u32, drop: u32) -> Vec<(&[u8], u32)> {
     probes
         .iter()
@@ -156,6 +159,7 @@ fn probe_jobs(probes: &[Probes; 2], pass: u32, drop: u32) -> Vec<(&[u8], u32)> {
                 (&p.allow[..], pass),
                 (&p.deny_default[..], drop),
                 (&p.deny_rule[..], drop),
+                (&p.unknown[..], drop),
             ]
         })
         .collect()
@@ -246,9 +250,10 @@ fn main() -> Result<()> {
                 allow_new: None,
                 deny_default: Some(cells[1]),
                 deny_rule: Ok(cells[2]),
+                unknown: Some(cells[3]),
             };
             let reader = BucketReader::load()?;
-            for (family, cells) in [Family::V4, Family::V6].into_iter().zip(cells.chunks(3)) {
+            for (family, cells) in [Family::V4, Family::V6].into_iter().zip(cells.chunks(4)) {
                 let mut r = row("tollgate (xdp)", ProgType::Xdp, family, cells);
                 r.allow_new =
                     Some(setup.first_packets(&measure, &probes[family as usize], &reader)?);
@@ -260,27 +265,6 @@ fn main() -> Result<()> {
                 }
             }
             if rules == TARGET_RULES && devices == TARGET_DEVICES {
-                // A source in no group (the policy's unknown-devices: deny),
-                // to the allow probe's destination: the whole program.
-                let unknown: Vec<(Vec<u8>, &str)> = probes
-                    .iter()
-                    .zip([UNKNOWN_V4, UNKNOWN_V6])
-                    .map(|(p, src)| (fixtures::frame(src.parse().unwrap(), p.allow_dst), src))
-                    .collect();
-                let xdp = |f: &[u8], r: u32| setup.run_xdp(f, r);
-                let cells = measure.run_all(
-                    xdp,
-                    &unknown
-                        .iter()
-                        .map(|(f, _)| (&f[..], XDP_DROP))
-                        .collect::<Vec<_>>(),
-                )?;
-                for ((_, src), cell) in unknown.iter().zip(cells) {
-                    costs.push((
-                        format!("tollgate (xdp), whole program: unknown device {src}"),
-                        cell,
-                    ));
-                }
                 memory = lookups::map_memory()?;
                 trie_nodes = setup.trie_nodes();
                 jited.extend(jited::functions(jited::own_program("tollgate_xdp")?)?);
@@ -315,24 +299,26 @@ fn main() -> Result<()> {
                         ] {
                             cold.push((what, cell, first.bucket_floor));
                         }
-                        for (what, cell) in [
-                            (
-                                format!(
-                                    "the same devices, one lookup each in a kernel hash of {}",
-                                    count(first.hash_entries)
+                        if let Some(hash) = first.hash {
+                            for (what, cell) in [
+                                (
+                                    format!(
+                                        "the same devices, one lookup each in a kernel hash of {}",
+                                        count(hash.entries)
+                                    ),
+                                    hash.cold,
                                 ),
-                                first.hash_cold,
-                            ),
-                            ("  then the same lookup again".into(), first.hash_warm),
-                        ] {
-                            cold.push((what, cell, first.hash_floor));
+                                ("  then the same lookup again".into(), hash.warm),
+                            ] {
+                                cold.push((what, cell, hash.floor));
+                            }
                         }
                     }
                 }
                 let tc_run = |f: &[u8], r: u32| setup.run_tc(f, r);
                 let cells =
                     measure.run_all(tc_run, &probe_jobs(&probes, TC_ACT_UNSPEC, TC_ACT_SHOT))?;
-                for (family, cells) in [Family::V4, Family::V6].into_iter().zip(cells.chunks(3)) {
+                for (family, cells) in [Family::V4, Family::V6].into_iter().zip(cells.chunks(4)) {
                     at_target.push(row("tollgate (tc)", ProgType::SchedCls, family, cells));
                 }
                 // The same policy with every trie narrow (4-bit nodes, twice
@@ -342,7 +328,7 @@ fn main() -> Result<()> {
                 let xdp = |f: &[u8], r: u32| narrow.run_xdp(f, r);
                 let cells =
                     measure.run_all(xdp, &probe_jobs(&narrow_probes, XDP_PASS, XDP_DROP))?;
-                for (family, cells) in [Family::V4, Family::V6].into_iter().zip(cells.chunks(3)) {
+                for (family, cells) in [Family::V4, Family::V6].into_iter().zip(cells.chunks(4)) {
                     at_target.push(row("tollgate (xdp, narrow)", ProgType::Xdp, family, cells));
                 }
             }
@@ -399,6 +385,7 @@ fn main() -> Result<()> {
                         allow_new: None,
                         deny_default: Some(cells[1]),
                         deny_rule: Err("n/a (no rules)".into()),
+                        unknown: None,
                     });
                 }
             }
@@ -412,6 +399,7 @@ fn main() -> Result<()> {
                 allow_new: None,
                 deny_default: None,
                 deny_rule: Err("-".into()),
+                unknown: None,
             }),
         }
     }
@@ -461,11 +449,6 @@ fn main() -> Result<()> {
     differential.run();
     Ok(())
 }
-
-/// Sources in no group of the bench's policy (devices are in 10.0.0.0/8
-/// and fd00::/16).
-const UNKNOWN_V4: &str = "192.168.200.1";
-const UNKNOWN_V6: &str = "fd99::1";
 
 fn env_number<T: std::str::FromStr>(name: &str, default: T) -> Result<T>
 where

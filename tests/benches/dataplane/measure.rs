@@ -76,6 +76,7 @@ impl Floors {
                     allow_new: None,
                     deny_default: None,
                     deny_rule: Err("-".into()),
+                    unknown: None,
                 });
             }
         }

@@ -98,13 +98,15 @@ pub struct Row {
     pub deny_default: Option<Cell>,
     /// `Err` says why there is no number.
     pub deny_rule: Result<Cell, String>,
+    /// From a source in no group.
+    pub unknown: Option<Cell>,
 }
 
 pub fn print_table(rows: &[Row], floors: &Floors) {
     let cell = |c: &Option<Cell>| c.map_or("-".to_string(), |c| c.to_string());
     println!();
     println!(
-        "{:<26} {:>11} {:>9} {:>6} {:>14} {:>15} {:>15} {:>12} {:>16} {:>10}",
+        "{:<26} {:>11} {:>9} {:>6} {:>14} {:>15} {:>15} {:>14} {:>12} {:>16} {:>10}",
         "program",
         "dst entries",
         "devices",
@@ -112,6 +114,7 @@ pub fn print_table(rows: &[Row], floors: &Floors) {
         "allow ns",
         "deny(default)",
         "deny(rule)",
+        "unknown dev",
         "allow-floor",
         "allow(new flow)",
         "new-floor1"
@@ -135,7 +138,7 @@ pub fn print_table(rows: &[Row], floors: &Floors) {
             None => ("-".into(), "-".into()),
         };
         println!(
-            "{:<26} {:>11} {:>9} {:>6} {:>14} {:>15} {:>15} {:>12} {:>16} {:>10}",
+            "{:<26} {:>11} {:>9} {:>6} {:>14} {:>15} {:>15} {:>14} {:>12} {:>16} {:>10}",
             r.program,
             r.rules,
             r.devices,
@@ -146,6 +149,7 @@ pub fn print_table(rows: &[Row], floors: &Floors) {
                 Ok(c) => c.to_string(),
                 Err(why) => why.clone(),
             },
+            cell(&r.unknown),
             over,
             new,
             new_over
@@ -166,6 +170,7 @@ pub fn print_verdicts(rows: &[Row], floors: &Floors) {
             ("allow", r.allow),
             ("deny(default)", r.deny_default),
             ("deny(rule)", r.deny_rule.as_ref().ok().copied()),
+            ("unknown device", r.unknown),
         ];
         let floor = floors.of(r.kind, r.family);
         for (path, cell) in paths {

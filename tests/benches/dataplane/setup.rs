@@ -2,7 +2,7 @@
 //! real compiler, its probes checked against the reference model, and the
 //! first packets of new flows.
 
-use std::net::IpAddr;
+use std::{collections::HashSet, net::IpAddr};
 
 use anyhow::{Context as _, Result, ensure};
 use testkit::bench;
@@ -156,11 +156,25 @@ impl Setup {
             "{:?} is not decided by the group default: {default:?}",
             frames.deny_default_dst
         );
+        let unknown = model::verdict(
+            &self.tables,
+            &PacketFacts {
+                src: Probes::unknown_source(family),
+                dst: allow,
+                proto: 6,
+                dport: Some(PORT),
+            },
+        );
+        ensure!(
+            unknown.verdict == Verdict::Deny && unknown.reason == DecisionReason::UnknownDevice,
+            "the unknown device's probe is not decided by unknown-devices: {unknown:?}"
+        );
         Ok(Probes {
             allow: frame(src, allow),
             allow_dst: allow,
             deny_rule: frame(src, deny_rule),
             deny_rule_dst: deny_rule,
+            unknown: frame(Probes::unknown_source(family), allow),
             ..frames
         })
     }
@@ -173,8 +187,8 @@ impl Setup {
     /// it (`cold::once_each`). `reader` then reads each device's first
     /// bucket the same way, twice, in a pass of its own. The deny(default) probe from the same devices
     /// is measured the same way, and then each device's allow right after
-    /// its deny. A [`HashReader`] of the cell's devices of the family looks
-    /// each device up the same way, twice. A trial's value is the median of its 250 first packets;
+    /// its deny. Where the devices are exact ones, a [`HashReader`] of the
+    /// cell's devices of the family looks each up the same way, twice. A trial's value is the median of its 250 first packets;
     /// the cells show the lowest and the median trial, as elsewhere.
     pub fn first_packets(
         &self,
@@ -220,8 +234,6 @@ impl Setup {
         };
         let floor = |i: usize| Ok(floor.test_run(&frames[i].0, 1)?.1);
         let bucket = |i: usize| reader.read(self.first_device_bucket(frames[i].2));
-        let hash = HashReader::load(&self.tables.device_exact, probes.family)?;
-        let hashed = |i: usize| hash.read(frames[i].2);
         let trials = measure.trials;
         let n = frames.len();
         let allowed = once_each(trials, n, &[&allow, &floor])?;
@@ -229,8 +241,22 @@ impl Setup {
         // that, in a pass of its own: no run has read them since the idle
         // before the trial, as for the allows above.
         let read = once_each(trials, n, &[&floor, &bucket, &bucket])?;
-        // The same devices in a kernel hash map, the same way.
-        let looked_up = once_each(trials, n, &[&floor, &hashed, &hashed])?;
+        // The same devices in a kernel hash map, the same way, where they
+        // are exact devices (not at 10^3 devices: prefixes).
+        let exact: HashSet<IpAddr> = self.tables.device_exact.iter().map(|d| d.0).collect();
+        let hash = if frames.iter().all(|f| exact.contains(&f.2)) {
+            let reader = HashReader::load(&self.tables.device_exact, probes.family)?;
+            let hashed = |i: usize| reader.read(frames[i].2);
+            let cells = once_each(trials, n, &[&floor, &hashed, &hashed])?;
+            Some(HashLookups {
+                floor: cells[0],
+                cold: cells[1],
+                warm: cells[2],
+                entries: reader.entries,
+            })
+        } else {
+            None
+        };
         let denied = once_each(trials, n, &[&deny, &floor])?;
         // Each device's deny, then its allow: the allow's device bucket is
         // cached, and its branches were last taken the other way.
@@ -246,10 +272,7 @@ impl Setup {
             bucket_floor,
             bucket_cold,
             bucket_warm,
-            hash_floor: looked_up[0],
-            hash_cold: looked_up[1],
-            hash_warm: looked_up[2],
-            hash_entries: hash.entries,
+            hash,
         })
     }
 }
@@ -271,12 +294,18 @@ pub struct FirstPackets {
     pub bucket_floor: Cell,
     pub bucket_cold: Cell,
     pub bucket_warm: Cell,
-    /// The floor, then each device looked up once in a kernel hash map of
-    /// the cell's exact devices of the family (`HashReader`, the structure
-    /// xdp-filter and v1 use), then again.
-    pub hash_floor: Cell,
-    pub hash_cold: Cell,
-    pub hash_warm: Cell,
+    /// The same devices in a kernel hash map, where they are exact devices.
+    pub hash: Option<HashLookups>,
+}
+
+/// The floor, then each device looked up once in a kernel hash map of the
+/// cell's exact devices of the family (`HashReader`, the structure
+/// xdp-filter and v1 use), then again.
+#[derive(Clone, Copy)]
+pub struct HashLookups {
+    pub floor: Cell,
+    pub cold: Cell,
+    pub warm: Cell,
     /// The addresses in that hash map.
-    pub hash_entries: usize,
+    pub entries: usize,
 }
