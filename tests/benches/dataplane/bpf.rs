@@ -193,6 +193,23 @@ pub fn map_info(fd: i32) -> Option<(String, u32)> {
     ))
 }
 
+/// This process's file descriptors of one kind of BPF object: those whose
+/// link in `/proc/self/fd` reads `kind` (`anon_inode:bpf-map`,
+/// `anon_inode:bpf-prog`).
+pub fn own_fds(kind: &str) -> Result<Vec<i32>> {
+    let mut fds = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        let entry = entry?;
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if std::fs::read_link(entry.path()).is_ok_and(|target| target.as_os_str() == kind) {
+            fds.push(fd);
+        }
+    }
+    Ok(fds)
+}
+
 /// The number of possible CPUs: the length of a per-CPU map value.
 pub fn possible_cpus() -> Result<usize> {
     let text = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;

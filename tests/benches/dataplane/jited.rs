@@ -114,16 +114,8 @@ fn count(name: String, code: &[u8]) -> Result<Function> {
 /// (the live dataplane's programs: only one `Dataplane` is open at a time
 /// here).
 pub fn own_program(name: &str) -> Result<i32> {
-    for entry in std::fs::read_dir("/proc/self/fd")? {
-        let entry = entry?;
-        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let is_program = std::fs::read_link(entry.path())
-            .is_ok_and(|target| target.as_os_str() == "anon_inode:bpf-prog");
-        if is_program && bpf::prog_name(fd).as_deref() == Some(name) {
-            return Ok(fd);
-        }
-    }
-    anyhow::bail!("no program named {name} is open")
+    bpf::own_fds("anon_inode:bpf-prog")?
+        .into_iter()
+        .find(|&fd| bpf::prog_name(fd).as_deref() == Some(name))
+        .with_context(|| format!("no program named {name} is open"))
 }

@@ -140,16 +140,7 @@ pub fn family_key(addr: IpAddr) -> (u8, u32, [u8; 16]) {
 /// dataplane's maps (only one `Dataplane` is open at a time here).
 pub fn own_maps() -> Result<Vec<(String, i32)>> {
     let mut maps: Vec<(String, i32)> = Vec::new();
-    for entry in std::fs::read_dir("/proc/self/fd")? {
-        let entry = entry?;
-        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let is_map = std::fs::read_link(entry.path())
-            .is_ok_and(|target| target.as_os_str() == "anon_inode:bpf-map");
-        if !is_map {
-            continue;
-        }
+    for fd in bpf::own_fds("anon_inode:bpf-map")? {
         if let Some((name, _)) = bpf::map_info(fd) {
             ensure!(
                 !maps.iter().any(|(n, _)| *n == name),
