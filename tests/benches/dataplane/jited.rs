@@ -34,9 +34,12 @@ pub fn functions(fd: i32) -> Result<Vec<Function>> {
     for (i, &len) in lens.iter().enumerate() {
         let code = &image[at..at + len as usize];
         at += len as usize;
+        // The first function is the program; a function the kernel has no
+        // name of its own for (one LLVM split off) is told by its place.
         let name = match names.get(i).and_then(Option::as_deref) {
+            _ if i == 0 => program.clone(),
             Some(name) if name != program => format!("{program}: {name}"),
-            _ => program.clone(),
+            _ => format!("{program}: function {i}"),
         };
         out.push(count(name, code)?);
     }
