@@ -110,8 +110,7 @@ impl BucketReader {
 /// same devices.
 pub struct HashReader {
     read: OwnedFd,
-    /// Keeps the map alive for the program (which holds it too).
-    _map: OwnedFd,
+    map: OwnedFd,
     /// The addresses in the map.
     pub entries: usize,
 }
@@ -134,9 +133,14 @@ impl HashReader {
         let read = bpf::prog_load(ProgType::Xdp, &program.0, "tg_cold_hash")?;
         Ok(HashReader {
             read,
-            _map: map,
+            map,
             entries: keys.len(),
         })
+    }
+
+    /// Whether `addr` is in the map.
+    pub fn holds(&self, addr: IpAddr) -> bool {
+        bpf::map_lookup(&self.map, &key(addr), 4).is_ok()
     }
 
     /// One lookup (`repeat` 1) of `addr`, which must be in the map: its ns.

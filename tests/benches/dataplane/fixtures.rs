@@ -102,9 +102,7 @@ impl Probes {
             unknown: frame(Probes::unknown_source(family), nowhere),
         }
     }
-}
 
-impl Probes {
     pub fn unknown_source(family: Family) -> IpAddr {
         UNKNOWN_SOURCES[family as usize]
             .parse()

@@ -136,7 +136,7 @@ use crate::{
     lookups::print_memory,
     measure::{Cell, Floor, Floors, Measure},
     report::{Row, count, print_cold, print_costs, print_jited, print_table, print_verdicts},
-    setup::Setup,
+    setup::{Reads, Setup},
     xdp_filter::{XdpFilter, xdp_filter_allow_frame},
 };
 
@@ -148,6 +148,9 @@ const XDP_FILTER_COUNTS: [usize; 2] = [100, 10_000];
 const TARGET_RULES: usize = 100_000;
 const TARGET_DEVICES: usize = 1_000_000;
 const TARGET_NS_OVER_FLOOR: u64 = 25;
+
+/// The probes of each family, in the order of [`probe_jobs`].
+const PROBES_PER_FAMILY: usize = 4;
 
 /// The four probes of each family with the action each must get: `pass`
 /// for the allow, `drop` for the two denies and the unknown device.
@@ -253,7 +256,10 @@ fn main() -> Result<()> {
                 unknown: Some(cells[3]),
             };
             let reader = BucketReader::load()?;
-            for (family, cells) in [Family::V4, Family::V6].into_iter().zip(cells.chunks(4)) {
+            for (family, cells) in [Family::V4, Family::V6]
+                .into_iter()
+                .zip(cells.chunks(PROBES_PER_FAMILY))
+            {
                 let mut r = row("tollgate (xdp)", ProgType::Xdp, family, cells);
                 r.allow_new =
                     Some(setup.first_packets(&measure, &probes[family as usize], &reader)?);
@@ -288,37 +294,32 @@ fn main() -> Result<()> {
                             ));
                         }
                         let buckets = count(reader.buckets as usize);
-                        for (what, cell) in [
-                            (
+                        push_reads(
+                            &mut cold,
+                            format!("the same devices' first buckets, one read each, of {buckets}"),
+                            "  then the same bucket again",
+                            first.bucket,
+                        );
+                        if let Some((reads, entries)) = first.hash {
+                            push_reads(
+                                &mut cold,
                                 format!(
-                                    "the same devices' first buckets, one read each, of {buckets}"
+                                    "the same devices, one lookup each in a kernel hash of {}",
+                                    count(entries)
                                 ),
-                                first.bucket_cold,
-                            ),
-                            ("  then the same bucket again".into(), first.bucket_warm),
-                        ] {
-                            cold.push((what, cell, first.bucket_floor));
-                        }
-                        if let Some(hash) = first.hash {
-                            for (what, cell) in [
-                                (
-                                    format!(
-                                        "the same devices, one lookup each in a kernel hash of {}",
-                                        count(hash.entries)
-                                    ),
-                                    hash.cold,
-                                ),
-                                ("  then the same lookup again".into(), hash.warm),
-                            ] {
-                                cold.push((what, cell, hash.floor));
-                            }
+                                "  then the same lookup again",
+                                reads,
+                            );
                         }
                     }
                 }
                 let tc_run = |f: &[u8], r: u32| setup.run_tc(f, r);
                 let cells =
                     measure.run_all(tc_run, &probe_jobs(&probes, TC_ACT_UNSPEC, TC_ACT_SHOT))?;
-                for (family, cells) in [Family::V4, Family::V6].into_iter().zip(cells.chunks(4)) {
+                for (family, cells) in [Family::V4, Family::V6]
+                    .into_iter()
+                    .zip(cells.chunks(PROBES_PER_FAMILY))
+                {
                     at_target.push(row("tollgate (tc)", ProgType::SchedCls, family, cells));
                 }
                 // The same policy with every trie narrow (4-bit nodes, twice
@@ -328,7 +329,10 @@ fn main() -> Result<()> {
                 let xdp = |f: &[u8], r: u32| narrow.run_xdp(f, r);
                 let cells =
                     measure.run_all(xdp, &probe_jobs(&narrow_probes, XDP_PASS, XDP_DROP))?;
-                for (family, cells) in [Family::V4, Family::V6].into_iter().zip(cells.chunks(4)) {
+                for (family, cells) in [Family::V4, Family::V6]
+                    .into_iter()
+                    .zip(cells.chunks(PROBES_PER_FAMILY))
+                {
                     at_target.push(row("tollgate (xdp, narrow)", ProgType::Xdp, family, cells));
                 }
             }
@@ -448,6 +452,13 @@ fn main() -> Result<()> {
     print_jited(&jited);
     differential.run();
     Ok(())
+}
+
+/// A pass of one-read programs (`setup::Reads`) as two rows of the cold
+/// table: the first read, then the same again, each beside the pass's floor.
+fn push_reads(cold: &mut Vec<(String, Cell, Cell)>, first: String, again: &str, reads: Reads) {
+    cold.push((first, reads.cold, reads.floor));
+    cold.push((again.into(), reads.warm, reads.floor));
 }
 
 fn env_number<T: std::str::FromStr>(name: &str, default: T) -> Result<T>

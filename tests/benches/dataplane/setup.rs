@@ -2,7 +2,7 @@
 //! real compiler, its probes checked against the reference model, and the
 //! first packets of new flows.
 
-use std::{collections::HashSet, net::IpAddr};
+use std::net::IpAddr;
 
 use anyhow::{Context as _, Result, ensure};
 use testkit::bench;
@@ -185,11 +185,13 @@ impl Setup {
     /// idled (`cold::idle`), the allow probe's destination from 250
     /// devices, each frame once, with the floor run on the same frame after
     /// it (`cold::once_each`). `reader` then reads each device's first
-    /// bucket the same way, twice, in a pass of its own. The deny(default) probe from the same devices
-    /// is measured the same way, and then each device's allow right after
-    /// its deny. Where the devices are exact ones, a [`HashReader`] of the
-    /// cell's devices of the family looks each up the same way, twice. A trial's value is the median of its 250 first packets;
-    /// the cells show the lowest and the median trial, as elsewhere.
+    /// bucket the same way, twice, in a pass of its own; where the devices
+    /// are exact ones, a [`HashReader`] of the cell's devices of the family
+    /// looks each up the same way. The deny(default) probe from the same
+    /// devices is measured the same way, and then each device's allow
+    /// right after its deny. A trial's value is the median of its 250 first
+    /// packets; the cells show the lowest and the median trial, as
+    /// elsewhere.
     pub fn first_packets(
         &self,
         measure: &Measure,
@@ -240,20 +242,20 @@ impl Setup {
         // The same devices' first buckets, read by a program that does only
         // that, in a pass of its own: no run has read them since the idle
         // before the trial, as for the allows above.
-        let read = once_each(trials, n, &[&floor, &bucket, &bucket])?;
-        // The same devices in a kernel hash map, the same way, where they
-        // are exact devices (not at 10^3 devices: prefixes).
-        let exact: HashSet<IpAddr> = self.tables.device_exact.iter().map(|d| d.0).collect();
-        let hash = if frames.iter().all(|f| exact.contains(&f.2)) {
-            let reader = HashReader::load(&self.tables.device_exact, probes.family)?;
-            let hashed = |i: usize| reader.read(frames[i].2);
-            let cells = once_each(trials, n, &[&floor, &hashed, &hashed])?;
-            Some(HashLookups {
+        let reads = |read: &dyn Fn(usize) -> Result<u64>| -> Result<Reads> {
+            let cells = once_each(trials, n, &[&floor, read, read])?;
+            Ok(Reads {
                 floor: cells[0],
                 cold: cells[1],
                 warm: cells[2],
-                entries: reader.entries,
             })
+        };
+        let bucket = reads(&bucket)?;
+        // The same devices in a kernel hash map, the same way, where they
+        // are exact devices (at 10^3 devices they are prefixes).
+        let hash = HashReader::load(&self.tables.device_exact, probes.family)?;
+        let hash = if frames.iter().all(|f| hash.holds(f.2)) {
+            Some((reads(&|i| hash.read(frames[i].2))?, hash.entries))
         } else {
             None
         };
@@ -262,16 +264,13 @@ impl Setup {
         // cached, and its branches were last taken the other way.
         let switched = once_each(trials, n, &[&deny, &allow])?;
         let (allow, floor) = (allowed[0], allowed[1]);
-        let (bucket_floor, bucket_cold, bucket_warm) = (read[0], read[1], read[2]);
         let (deny_default, allow_after_deny) = (denied[0], switched[1]);
         Ok(FirstPackets {
             allow,
             floor,
             deny_default,
             allow_after_deny,
-            bucket_floor,
-            bucket_cold,
-            bucket_warm,
+            bucket,
             hash,
         })
     }
@@ -289,23 +288,20 @@ pub struct FirstPackets {
     /// Each device's allow right after its deny(default): a first packet
     /// whose branches the packet before took the other way.
     pub allow_after_deny: Cell,
-    /// The floor, then the first bucket of each device read by a program
-    /// that does only that (`BucketReader`), then the same again.
-    pub bucket_floor: Cell,
-    pub bucket_cold: Cell,
-    pub bucket_warm: Cell,
-    /// The same devices in a kernel hash map, where they are exact devices.
-    pub hash: Option<HashLookups>,
+    /// The first bucket of each device read by a program that does only
+    /// that (`BucketReader`).
+    pub bucket: Reads,
+    /// The same devices looked up in a kernel hash map of the cell's exact
+    /// devices of the family (`HashReader`, the structure xdp-filter and v1
+    /// use), and the addresses in it; `None` where the devices are prefixes.
+    pub hash: Option<(Reads, usize)>,
 }
 
-/// The floor, then each device looked up once in a kernel hash map of the
-/// cell's exact devices of the family (`HashReader`, the structure
-/// xdp-filter and v1 use), then again.
+/// One read per device by a program that makes only that read, in a pass
+/// of its own: the floor, the read, then the same read again.
 #[derive(Clone, Copy)]
-pub struct HashLookups {
+pub struct Reads {
     pub floor: Cell,
     pub cold: Cell,
     pub warm: Cell,
-    /// The addresses in that hash map.
-    pub entries: usize,
 }
