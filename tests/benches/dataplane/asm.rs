@@ -1,4 +1,5 @@
-//! Just enough of a BPF assembler for the floor and the lookup programs.
+//! Just enough of a BPF assembler for the floor, the lookup and the chain
+//! programs.
 
 use tollgate::datapath::{XDP_DROP, XDP_PASS};
 
@@ -56,6 +57,64 @@ impl Asm {
             .insn(0x0f, 0, 1, 0, 0)
             .insn(0x95, 0, 0, 0, 0)
             .ret(XDP_DROP as i32)
+    }
+
+    /// `r6` through `hops` dependent `bpf_map_lookup_elem` calls on the
+    /// array `map_fd` (all zero), each keyed by the word the one before
+    /// found, the key through the stack as a compiled program passes it;
+    /// then [`Asm::pass_after_r6`]. A lookup that finds nothing drops.
+    pub fn chain_of_lookups(self, map_fd: i32, hops: usize) -> Asm {
+        // BPF_ALU64 | BPF_MOV | BPF_K: r6 = 0.
+        let mut asm = self.insn(0xb7, 6, 0, 0, 0);
+        for _ in 0..hops {
+            // BPF_STX | BPF_MEM | BPF_W: *(u32 *)(r10 - 8) = r6; the lookup;
+            // BPF_JMP | BPF_JNE | BPF_K: if r0 != 0 skip the drop;
+            // BPF_LDX | BPF_MEM | BPF_W: r6 = *(u32 *)(r0 + 0).
+            asm = asm
+                .insn(0x63, 10, 6, -8, 0)
+                .map_and_pointer(map_fd, 2, -8)
+                .call(HELPER_MAP_LOOKUP_ELEM)
+                .insn(0x55, 0, 0, 2, 0)
+                .ret(XDP_DROP as i32)
+                .insn(0x61, 6, 0, 0, 0);
+        }
+        asm.pass_after_r6()
+    }
+
+    /// `r6` through `hops` dependent loads inside the one value of the
+    /// array `map_fd` (1 KiB, all zero), looked up once, each at the offset
+    /// the one before read (masked into the value), as a trie walk's levels
+    /// are read; then [`Asm::pass_after_r6`].
+    pub fn chain_of_loads(self, map_fd: i32, hops: usize) -> Asm {
+        // The lookup; if r0 != 0 skip the drop; r7 = r0; r6 = 0.
+        let mut asm = self
+            .lookup(map_fd, &[0; 4])
+            .insn(0x55, 0, 0, 2, 0)
+            .ret(XDP_DROP as i32)
+            .insn(0xbf, 7, 0, 0, 0)
+            .insn(0xb7, 6, 0, 0, 0);
+        for _ in 0..hops {
+            // BPF_ALU64 | BPF_AND | BPF_K: r6 &= 0x3fc; r1 = r7;
+            // BPF_ALU64 | BPF_ADD | BPF_X: r1 += r6; r6 = *(u32 *)(r1 + 0).
+            asm = asm
+                .insn(0x57, 6, 0, 0, 0x3fc)
+                .insn(0xbf, 1, 7, 0, 0)
+                .insn(0x0f, 1, 6, 0, 0)
+                .insn(0x61, 6, 1, 0, 0);
+        }
+        asm.pass_after_r6()
+    }
+
+    /// `r0 = XDP_PASS + (r6 >> 32); exit`: returns only once the 32-bit
+    /// word in `r6` has arrived (the shift leaves nothing of it, which the
+    /// CPU cannot know).
+    fn pass_after_r6(self) -> Asm {
+        // BPF_ALU64 | BPF_RSH | BPF_K; BPF_ALU64 | BPF_MOV | BPF_K;
+        // BPF_ALU64 | BPF_ADD | BPF_X; BPF_JMP | BPF_EXIT.
+        self.insn(0x77, 6, 0, 0, 32)
+            .insn(0xb7, 0, 0, 0, XDP_PASS as i32)
+            .insn(0x0f, 0, 6, 0, 0)
+            .insn(0x95, 0, 0, 0, 0)
     }
 
     /// `r0 = value; exit`.

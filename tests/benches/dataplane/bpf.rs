@@ -101,8 +101,25 @@ pub fn hash_create(
     name: &str,
 ) -> Result<OwnedFd> {
     const BPF_MAP_TYPE_HASH: u32 = 1;
+    map_create(BPF_MAP_TYPE_HASH, key_size, value_size, max_entries, name)
+}
+
+/// A new `BPF_MAP_TYPE_ARRAY` of `max_entries` zeroed values of
+/// `value_size` bytes.
+pub fn array_create(value_size: u32, max_entries: u32, name: &str) -> Result<OwnedFd> {
+    const BPF_MAP_TYPE_ARRAY: u32 = 2;
+    map_create(BPF_MAP_TYPE_ARRAY, 4, value_size, max_entries, name)
+}
+
+fn map_create(
+    kind: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    name: &str,
+) -> Result<OwnedFd> {
     let mut attr = Attr::new();
-    attr.u32(0, BPF_MAP_TYPE_HASH)
+    attr.u32(0, kind)
         .u32(4, key_size)
         .u32(8, value_size)
         .u32(12, max_entries);

@@ -1,7 +1,7 @@
 //! Where the time goes: each map lookup the program makes, timed alone in
 //! a program that does nothing else, on the live policy's own maps.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, os::fd::AsRawFd as _};
 
 use anyhow::{Context as _, Result, ensure};
 use tollgate::datapath::{XDP_DROP, XDP_PASS};
@@ -120,6 +120,33 @@ pub fn lookup_costs(
                 true,
             )?;
         }
+    }
+    Ok(out)
+}
+
+/// Dependent reads chained 16 deep, two ways, in maps of their own: as
+/// loads inside one map value (a trie walk's levels), and as array
+/// lookups keyed by the word before (a compiled lookup's key goes through
+/// the stack). Looped, what a chain costs shows whether a packet's time
+/// follows its longest chain of dependent reads or all the work it does.
+pub fn chain_costs(measure: &Measure) -> Result<Vec<(String, Cell)>> {
+    const HOPS: usize = 16;
+    let values = bpf::array_create(1024, 1, "tg_chain_value")?;
+    let words = bpf::array_create(4, 1024, "tg_chain_words")?;
+    let mut out = Vec::new();
+    for (what, program) in [
+        (
+            format!("{HOPS} dependent loads inside one array value (each a trie level's read)"),
+            Asm::new().chain_of_loads(values.as_raw_fd(), HOPS),
+        ),
+        (
+            format!("{HOPS} dependent array lookups, each keyed by the word the one before read"),
+            Asm::new().chain_of_lookups(words.as_raw_fd(), HOPS),
+        ),
+    ] {
+        let fd = bpf::prog_load(ProgType::Xdp, &program.0, "tg_chain")?;
+        let cell = measure.run(|f, r| bpf::test_run(&fd, f, r), &frame_any(), XDP_PASS)?;
+        out.push((what, cell));
     }
     Ok(out)
 }
