@@ -1,5 +1,5 @@
-//! Just enough of a BPF assembler for the floor, the lookup and the chain
-//! programs.
+//! Just enough of a BPF assembler for the floor, the lookup, the chain and
+//! the ALU programs.
 
 use tollgate::datapath::{XDP_DROP, XDP_PASS};
 
@@ -103,6 +103,34 @@ impl Asm {
                 .insn(0x61, 6, 1, 0, 0);
         }
         asm.pass_after_r6()
+    }
+
+    /// `rounds` rounds of one ALU instruction on each of four independent
+    /// chains (r6..r9: added to itself, then xored with a constant, in
+    /// turn), then [`Asm::pass_after_r6`] on their xor: what an
+    /// instruction costs, looped.
+    pub fn alu(self, rounds: usize) -> Asm {
+        // BPF_ALU64 | BPF_MOV | BPF_K: r6..r9 = 1..4.
+        let mut asm = self;
+        for (i, reg) in (6..=9).enumerate() {
+            asm = asm.insn(0xb7, reg, 0, 0, i as i32 + 1);
+        }
+        for round in 0..rounds {
+            for reg in 6..=9u8 {
+                // BPF_ALU64 | BPF_ADD | BPF_X: reg += reg; or
+                // BPF_ALU64 | BPF_XOR | BPF_K: reg ^= round.
+                asm = if round % 2 == 0 {
+                    asm.insn(0x0f, reg, reg, 0, 0)
+                } else {
+                    asm.insn(0xa7, reg, 0, 0, round as i32)
+                };
+            }
+        }
+        // r6 ^= r7; r6 ^= r8; r6 ^= r9.
+        asm.insn(0xaf, 6, 7, 0, 0)
+            .insn(0xaf, 6, 8, 0, 0)
+            .insn(0xaf, 6, 9, 0, 0)
+            .pass_after_r6()
     }
 
     /// `r0 = XDP_PASS + (r6 >> 32); exit`: returns only once the 32-bit

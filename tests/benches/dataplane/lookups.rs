@@ -124,13 +124,17 @@ pub fn lookup_costs(
     Ok(out)
 }
 
-/// Dependent reads chained 16 deep, two ways, in maps of their own: as
-/// loads inside one map value (a trie walk's levels), and as array
-/// lookups keyed by the word before (a compiled lookup's key goes through
-/// the stack). Looped, what a chain costs shows whether a packet's time
-/// follows its longest chain of dependent reads or all the work it does.
-pub fn chain_costs(measure: &Measure) -> Result<Vec<(String, Cell)>> {
+/// What reads and instructions cost on this machine, looped, in programs
+/// (and maps) of their own: dependent reads chained 16 deep, as loads
+/// inside one map value (a trie walk's levels) and as array lookups keyed
+/// by the word before (a compiled lookup's key goes through the stack);
+/// then 128 ALU instructions. A chain that costs far less than its reads'
+/// latency shows that runs overlap, so that a packet's looped time follows
+/// all the work it does, and the ALU row says what each instruction of
+/// that work costs.
+pub fn machine_costs(measure: &Measure) -> Result<Vec<(String, Cell)>> {
     const HOPS: usize = 16;
+    const ALU: usize = 128;
     let values = bpf::array_create(1024, 1, "tg_chain_value")?;
     let words = bpf::array_create(4, 1024, "tg_chain_words")?;
     let mut out = Vec::new();
@@ -142,6 +146,12 @@ pub fn chain_costs(measure: &Measure) -> Result<Vec<(String, Cell)>> {
         (
             format!("{HOPS} dependent array lookups, each keyed by the word the one before read"),
             Asm::new().chain_of_lookups(words.as_raw_fd(), HOPS),
+        ),
+        (
+            format!(
+                "{ALU} ALU instructions, four independent chains (an instruction's cost, looped)"
+            ),
+            Asm::new().alu(ALU / 4),
         ),
     ] {
         let fd = bpf::prog_load(ProgType::Xdp, &program.0, "tg_chain")?;

@@ -89,12 +89,14 @@
 //!   a raw XDP program builds the key the kernel program would build for a
 //!   probe, calls `bpf_map_lookup_elem` once on the live policy's map
 //!   (found among this process's descriptors) and returns XDP_PASS; its
-//!   time minus the floor is the cost of that lookup. Then two chains of
-//!   16 dependent reads in maps of their own (`lookups::chain_costs`): loads
-//!   inside one value, as a trie walk reads its levels, and array lookups
-//!   each keyed by the word before. Looped, a chain that costs far less
+//!   time minus the floor is the cost of that lookup. Then what reads and
+//!   instructions cost here (`lookups::machine_costs`): two chains of 16
+//!   dependent reads in maps of their own, loads inside one value (as a
+//!   trie walk reads its levels) and array lookups each keyed by the word
+//!   before, and 128 ALU instructions. Looped, a chain that costs far less
 //!   than 16 load latencies shows that the runs overlap, so a packet's time
-//!   follows all of its work rather than its longest chain of reads.
+//!   follows all of its work rather than its longest chain of reads; the
+//!   ALU row prices that work by the instruction.
 //! - **Differential** (`differential.rs`), last: the kernel-versus-model
 //!   differential test's harness (`testkit::differential`) at ≥ 10⁶ cases
 //!   with wide tries and a fifth of that with narrow ones, every verdict and
@@ -137,7 +139,7 @@ use crate::{
     cold::BucketReader,
     differential::Differential,
     fixtures::{Family, Probes, frame_any, probe_sources},
-    lookups::{chain_costs, lookup_costs, print_memory},
+    lookups::{lookup_costs, machine_costs, print_memory},
     measure::{Cell, Floor, Floors, Measure},
     report::{Row, count, print_cold, print_costs, print_jited, print_table, print_verdicts},
     setup::{Reads, Setup},
@@ -442,7 +444,7 @@ fn main() -> Result<()> {
         "a BPF-to-BPF call and its return (one per packet: the classifier)".into(),
         cell,
     ));
-    costs.extend(chain_costs(&measure)?);
+    costs.extend(machine_costs(&measure)?);
 
     let floors = floors_first.lower(&Floors::measure(&measure)?);
     let mut rows = floors.rows();
