@@ -45,18 +45,17 @@ impl Asm {
     /// word has arrived: the return code depends on it (the shift leaves
     /// nothing of a 32-bit word, which the CPU cannot know).
     pub fn read_found(self) -> Asm {
-        // BPF_JMP | BPF_JEQ | BPF_K: if r0 == 0 skip to the drop;
-        // BPF_LDX | BPF_MEM | BPF_W: r1 = *(u32 *)(r0 + 0);
-        // BPF_ALU64 | BPF_RSH | BPF_K: r1 >>= 32;
-        // BPF_ALU64 | BPF_MOV | BPF_K: r0 = XDP_PASS;
-        // BPF_ALU64 | BPF_ADD | BPF_X: r0 += r1.
-        self.insn(0x15, 0, 0, 5, 0)
-            .insn(0x61, 1, 0, 0, 0)
-            .insn(0x77, 1, 0, 0, 32)
-            .insn(0xb7, 0, 0, 0, XDP_PASS as i32)
-            .insn(0x0f, 0, 1, 0, 0)
-            .insn(0x95, 0, 0, 0, 0)
-            .ret(XDP_DROP as i32)
+        // A found entry: r6 = *(u32 *)(r0 + 0) (BPF_LDX | BPF_MEM | BPF_W).
+        self.drop_unless_found()
+            .insn(0x61, 6, 0, 0, 0)
+            .pass_after_r6()
+    }
+
+    /// `if r0 == 0 { r0 = XDP_DROP; exit }`: after a lookup, goes on only
+    /// with an entry found.
+    fn drop_unless_found(self) -> Asm {
+        // BPF_JMP | BPF_JNE | BPF_K: if r0 != 0 skip the drop.
+        self.insn(0x55, 0, 0, 2, 0).ret(XDP_DROP as i32)
     }
 
     /// `r6` through `hops` dependent `bpf_map_lookup_elem` calls on the
@@ -68,14 +67,12 @@ impl Asm {
         let mut asm = self.insn(0xb7, 6, 0, 0, 0);
         for _ in 0..hops {
             // BPF_STX | BPF_MEM | BPF_W: *(u32 *)(r10 - 8) = r6; the lookup;
-            // BPF_JMP | BPF_JNE | BPF_K: if r0 != 0 skip the drop;
             // BPF_LDX | BPF_MEM | BPF_W: r6 = *(u32 *)(r0 + 0).
             asm = asm
                 .insn(0x63, 10, 6, -8, 0)
                 .map_and_pointer(map_fd, 2, -8)
                 .call(HELPER_MAP_LOOKUP_ELEM)
-                .insn(0x55, 0, 0, 2, 0)
-                .ret(XDP_DROP as i32)
+                .drop_unless_found()
                 .insn(0x61, 6, 0, 0, 0);
         }
         asm.pass_after_r6()
@@ -86,11 +83,10 @@ impl Asm {
     /// the one before read (masked into the value), as a trie walk's levels
     /// are read; then [`Asm::pass_after_r6`].
     pub fn chain_of_loads(self, map_fd: i32, hops: usize) -> Asm {
-        // The lookup; if r0 != 0 skip the drop; r7 = r0; r6 = 0.
+        // The lookup; r7 = r0; r6 = 0.
         let mut asm = self
             .lookup(map_fd, &[0; 4])
-            .insn(0x55, 0, 0, 2, 0)
-            .ret(XDP_DROP as i32)
+            .drop_unless_found()
             .insn(0xbf, 7, 0, 0, 0)
             .insn(0xb7, 6, 0, 0, 0);
         for _ in 0..hops {
@@ -134,8 +130,8 @@ impl Asm {
     }
 
     /// `r0 = XDP_PASS + (r6 >> 32); exit`: returns only once the 32-bit
-    /// word in `r6` has arrived (the shift leaves nothing of it, which the
-    /// CPU cannot know).
+    /// word in `r6` has arrived: the return code depends on it (the shift
+    /// leaves nothing of it, which the CPU cannot know).
     fn pass_after_r6(self) -> Asm {
         // BPF_ALU64 | BPF_RSH | BPF_K; BPF_ALU64 | BPF_MOV | BPF_K;
         // BPF_ALU64 | BPF_ADD | BPF_X; BPF_JMP | BPF_EXIT.

@@ -154,7 +154,7 @@ pub fn machine_costs(measure: &Measure) -> Result<Vec<(String, Cell)>> {
             Asm::new().alu(ALU / 4),
         ),
     ] {
-        let fd = bpf::prog_load(ProgType::Xdp, &program.0, "tg_chain")?;
+        let fd = bpf::prog_load(ProgType::Xdp, &program.0, "tg_machine")?;
         let cell = measure.run(|f, r| bpf::test_run(&fd, f, r), &frame_any(), XDP_PASS)?;
         out.push((what, cell));
     }
