@@ -52,8 +52,10 @@
 //!   trial's value is the median of those 250 runs. Its floor is measured
 //!   the same way, frame by frame in between, because one run at a time
 //!   carries the timer's own cost. The deny(default) probe from the same
-//!   devices is measured the same way, and then each device's allow right
-//!   after its deny (`cold.rs`).
+//!   devices is measured the same way, then each device's allow right
+//!   after its deny, and each device's allow right after the same allow:
+//!   one run with nothing cold, the latency of a single run's chain of
+//!   dependent work (`cold.rs`).
 //! - **xdp-filter** (xdp-tools, `/usr/sbin/xdp-filter`): loaded with
 //!   `xdp-filter load -m skb -p deny -f ipv4,ipv6` on a veth in a namespace
 //!   of our own (its allow-list program, `xdpfilt_dny_ip`), filled with
@@ -292,6 +294,7 @@ fn main() -> Result<()> {
                             ("allow", first.allow),
                             ("deny(default)", first.deny_default),
                             ("allow, right after a deny", first.allow_after_deny),
+                            ("allow, right after the same allow", first.allow_again),
                         ] {
                             cold.push((
                                 format!("tollgate (xdp), {family} {path}, 250 devices"),

@@ -194,13 +194,14 @@ pub fn print_verdicts(rows: &[Row], floors: &Floors) {
             println!(
                 "at 10^5 rules / 10^6 devices, {} allow (new flow): {} ns = floor at repeat 1 {} \
                  + {} ns; deny(default) from the same devices, one at a time: {} ns; allow right \
-                 after the device's deny(default): {} ns",
+                 after the device's deny(default): {} ns; right after the same allow: {} ns",
                 r.family.name(),
                 first.allow.min,
                 first.floor.min,
                 first.allow.min as i64 - first.floor.min as i64,
                 first.deny_default.min,
-                first.allow_after_deny.min
+                first.allow_after_deny.min,
+                first.allow_again.min
             );
         }
         if let (Some(a), Some(d)) = (r.allow, r.deny_default) {

@@ -263,13 +263,18 @@ impl Setup {
         // Each device's deny, then its allow: the allow's device bucket is
         // cached, and its branches were last taken the other way.
         let switched = once_each(trials, n, &[&deny, &allow])?;
+        // Each device's allow twice in a row: the second run finds every
+        // line it reads cached and its branches taken the same way just
+        // before, so what it costs is the latency of one run's chain.
+        let again = once_each(trials, n, &[&allow, &allow])?;
         let (allow, floor) = (allowed[0], allowed[1]);
-        let (deny_default, allow_after_deny) = (denied[0], switched[1]);
+        let (deny_default, allow_after_deny, allow_again) = (denied[0], switched[1], again[1]);
         Ok(FirstPackets {
             allow,
             floor,
             deny_default,
             allow_after_deny,
+            allow_again,
             bucket,
             hash,
         })
@@ -288,6 +293,10 @@ pub struct FirstPackets {
     /// Each device's allow right after its deny(default): a first packet
     /// whose branches the packet before took the other way.
     pub allow_after_deny: Cell,
+    /// Each device's allow right after the same allow: one run from warm
+    /// caches, with the branches the run before took (a single run's
+    /// chain of dependent work, nothing cold).
+    pub allow_again: Cell,
     /// The first bucket of each device read by a program that does only
     /// that (`BucketReader`).
     pub bucket: Reads,
