@@ -54,8 +54,8 @@
 //!   carries the timer's own cost. The deny(default) probe from the same
 //!   devices is measured the same way, then each device's allow right
 //!   after its deny, and each device's allow right after the same allow:
-//!   one run with nothing cold, the latency of a single run's chain of
-//!   dependent work (`cold.rs`).
+//!   one run with nothing cold, what a single run of the decision costs
+//!   on its own (`cold.rs`).
 //! - **xdp-filter** (xdp-tools, `/usr/sbin/xdp-filter`): loaded with
 //!   `xdp-filter load -m skb -p deny -f ipv4,ipv6` on a veth in a namespace
 //!   of our own (its allow-list program, `xdpfilt_dny_ip`), filled with

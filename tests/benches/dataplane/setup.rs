@@ -265,7 +265,7 @@ impl Setup {
         let switched = once_each(trials, n, &[&deny, &allow])?;
         // Each device's allow twice in a row: the second run finds every
         // line it reads cached and its branches taken the same way just
-        // before, so what it costs is the latency of one run's chain.
+        // before, so what it costs is one run of the decision on its own.
         let again = once_each(trials, n, &[&allow, &allow])?;
         let (allow, floor) = (allowed[0], allowed[1]);
         let (deny_default, allow_after_deny, allow_again) = (denied[0], switched[1], again[1]);
@@ -294,8 +294,8 @@ pub struct FirstPackets {
     /// whose branches the packet before took the other way.
     pub allow_after_deny: Cell,
     /// Each device's allow right after the same allow: one run from warm
-    /// caches, with the branches the run before took (a single run's
-    /// chain of dependent work, nothing cold).
+    /// caches, with the branches the run before took (a single run on its
+    /// own, nothing cold).
     pub allow_again: Cell,
     /// The first bucket of each device read by a program that does only
     /// that (`BucketReader`).
