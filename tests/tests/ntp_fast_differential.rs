@@ -154,7 +154,12 @@ fn publish_as_of(
 /// The request from `src` to `dst`:123 as a frame of `kind`, with the UDP
 /// length set (the crafted frames leave it at the header's 8).
 fn frame(src: &str, dst: &str, payload: &[u8], kind: LinkKind) -> Vec<u8> {
-    let mut f = Frame::new(ip(src), ip(dst), Transport::Udp { dport: 123 });
+    frame_to_port(src, dst, 123, payload, kind)
+}
+
+/// [`frame`] to `dst`:`port`.
+fn frame_to_port(src: &str, dst: &str, port: u16, payload: &[u8], kind: LinkKind) -> Vec<u8> {
+    let mut f = Frame::new(ip(src), ip(dst), Transport::Udp { dport: port });
     f.payload = payload.len();
     let mut bytes = f.build();
     let at = bytes.len() - payload.len();
@@ -450,6 +455,38 @@ fn what_is_not_a_plain_client_request_goes_to_the_server_unchanged() {
     let (action, _, _) = run(&dp, LinkKind::Ethernet, "10.1.2.3", NTP_V4, &plain);
     assert_eq!(action, XDP_PASS, "fast path off");
     assert!(dp.stat(Stat::NtpFastPassed).unwrap().packets >= cases.len() as u64 * 6);
+}
+
+/// The listen ports gate the lookup of the listen addresses
+/// (`TG_NTP_PORTS`): a listen address moved to another port is answered
+/// there, and no longer on the port it left.
+#[test]
+fn a_request_is_answered_on_the_listen_port_and_only_there() {
+    let (dp, mut maps) = dataplane();
+    let (_, advertised) = states().remove(0);
+    publish(&mut maps, &advertised, GENEROUS);
+    let plain = ntp_request(4, 3, 1, 0);
+    let answer = |port: u16| {
+        let request = frame_to_port("10.1.2.3", NTP_V4, port, &plain, LinkKind::Ethernet);
+        dp.test_run_xdp_output(LinkKind::Ethernet, &request)
+            .unwrap()
+            .0
+    };
+    assert_eq!((answer(123), answer(1123)), (XDP_TX, XDP_PASS), "at 123");
+    maps.set_addresses(&[SocketAddr::new(ip(NTP_V4), 1123)])
+        .unwrap();
+    assert_eq!(
+        (answer(123), answer(1123)),
+        (XDP_PASS, XDP_TX),
+        "moved to 1123"
+    );
+    maps.set_addresses(&[SocketAddr::new(ip(NTP_V4), 123)])
+        .unwrap();
+    assert_eq!(
+        (answer(123), answer(1123)),
+        (XDP_TX, XDP_PASS),
+        "back at 123"
+    );
 }
 
 #[test]

@@ -13,7 +13,7 @@ use tollgate_common::{
     DEFAULT_DEVICE_PREFIXES_PER_SLOT, DEFAULT_FRAGMENTS, DEFAULT_RULE_RECORDS_PER_SLOT, DenyEvent,
     Destination, DeviceKey, DevicePrefix, EVENT_RING_BYTES, FRAGMENT_SOURCES, FragmentKey,
     FragmentQuota, FragmentVerdict, GroupInfo, MAX_GATEWAY_ADDRESSES, MAX_GROUPS,
-    MAX_NTP_ADDRESSES, MAX_NTP_INTERFACES, MAX_PASS_ETHERTYPES, NTP_RATE_SOURCES,
+    MAX_NTP_ADDRESSES, MAX_NTP_INTERFACES, MAX_PASS_ETHERTYPES, NTP_PORT_WORDS, NTP_RATE_SOURCES,
     NTP_SAMPLE_RING_BYTES, NtpAddrKey, NtpFastState, NtpSample, NtpScratch, REJECT_REPLY_BYTES,
     ROOTS_PER_SLOT, RateBucket, RejectFacts, RuleRecord, SLOTS, Settings, SourceKey, Stat,
     TRIE_MAP_FLAGS, TrieNode, TrieSlot, device_table_entries,
@@ -112,6 +112,9 @@ pub static TG_SETTINGS: Array<Settings, 1> = Array::new();
 /// answers for, and each source's rate-limit state.
 #[btf_map]
 pub static TG_NTP_STATE: Array<NtpFastState, 1> = Array::new();
+
+#[btf_map]
+pub static TG_NTP_PORTS: Array<u64, { NTP_PORT_WORDS as usize }> = Array::new();
 
 #[btf_map]
 pub static TG_NTP_ADDRS: HashMap<NtpAddrKey, u8, { MAX_NTP_ADDRESSES as usize }> = HashMap::new();

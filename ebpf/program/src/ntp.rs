@@ -2,9 +2,10 @@
 //! without the socket path.
 //!
 //! A packet the policy allowed, from a device in a group, to an `ntp.listen`
-//! address and port (`TG_NTP_ADDRS`) is a candidate ([`candidate`]). The
-//! hook answers it ([`respond`]) when it is a plain client request, exactly
-//! what the userspace server would answer the same way:
+//! address and port (`TG_NTP_PORTS`, then `TG_NTP_ADDRS`) is a candidate
+//! ([`candidate`]). The hook answers it ([`respond`]) when it is a plain
+//! client request, exactly what the userspace server would answer the same
+//! way:
 //! - IPv4 without options or IPv6 without extension headers, UDP with a
 //!   48-byte payload (no extension fields, no MAC, so no NTS), from a
 //!   unicast source and a port other than 0;
@@ -55,8 +56,8 @@ use crate::{
     account,
     checksum::{checksum, sum},
     maps::{
-        TG_GROUPS, TG_NTP_ADDRS, TG_NTP_IFACES, TG_NTP_RATE, TG_NTP_SAMPLES, TG_NTP_SCRATCH,
-        TG_NTP_STATE,
+        TG_GROUPS, TG_NTP_ADDRS, TG_NTP_IFACES, TG_NTP_PORTS, TG_NTP_RATE, TG_NTP_SAMPLES,
+        TG_NTP_SCRATCH, TG_NTP_STATE,
     },
     parse::{Fragment, IPPROTO_UDP, Packet},
     reject::Hook,
@@ -121,6 +122,12 @@ pub fn candidate(
     ethernet: bool,
 ) -> Option<Request> {
     if p.proto != IPPROTO_UDP || p.fragment != Fragment::Whole || !p.port_known {
+        return None;
+    }
+    // A listen port? One array word, so that the datagrams to any other
+    // port (nearly all) skip the hash lookup below.
+    let ports = TG_NTP_PORTS.get(u32::from(p.dport >> 6))?;
+    if ports & (1 << (p.dport & 63)) == 0 {
         return None;
     }
     let scratch = TG_NTP_SCRATCH.get_ptr_mut(0)?;

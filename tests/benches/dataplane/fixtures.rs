@@ -9,8 +9,48 @@ use tollgate::policy::{Action, Device, Group, Origin, Policy, PortRange, Rule, R
 
 /// The built-in NTP allow's address.
 pub const NTP_ADDRESS: Ipv4Addr = Ipv4Addr::new(100, 127, 0, 123);
-/// The destination port of every probe (TCP), one the fleet's rule allows.
+/// The destination port of the TCP probes, one the fleet's first rule
+/// allows.
 pub const PORT: u16 = 443;
+/// The destination port of the UDP probes (CoAP), the fleet's second rule.
+pub const UDP_PORT: u16 = 5683;
+
+/// Bytes of an Ethernet header without a VLAN tag.
+const ETHERNET_HEADER: usize = 14;
+
+/// The transport of a probe: TCP to [`PORT`] (every cell), or UDP to
+/// [`UDP_PORT`] (the target cell: an allowed UDP datagram is checked for
+/// the NTP fast path, a TCP segment is not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+        }
+    }
+
+    pub fn port(self) -> u16 {
+        match self {
+            Proto::Tcp => PORT,
+            Proto::Udp => UDP_PORT,
+        }
+    }
+
+    /// A frame from `src` to `dst` on this transport and port.
+    pub fn frame(self, src: IpAddr, dst: IpAddr) -> Vec<u8> {
+        let transport = match self {
+            Proto::Tcp => Transport::Tcp { dport: PORT },
+            Proto::Udp => Transport::Udp { dport: UDP_PORT },
+        };
+        Frame::new(src, dst, transport).build()
+    }
+}
 
 /// A frame for programs that never read it.
 pub fn frame_any() -> Vec<u8> {
@@ -83,9 +123,15 @@ pub struct Probes {
 pub const UNKNOWN_SOURCES: [&str; 2] = ["192.168.200.1", "fd99::1"];
 
 impl Probes {
-    /// Frames from the probe source of `family`; allow and deny(rule) are
-    /// placeholders until a policy picks their destinations.
+    /// TCP frames from the probe source of `family`; allow and deny(rule)
+    /// are placeholders until a policy picks their destinations.
     pub fn frames_for(family: Family, sources: &[IpAddr; 2]) -> Probes {
+        Probes::frames_over(family, sources, Proto::Tcp)
+    }
+
+    /// [`Probes::frames_for`] on `proto`.
+    pub fn frames_over(family: Family, sources: &[IpAddr; 2], proto: Proto) -> Probes {
+        let frame = |src, dst| proto.frame(src, dst);
         let src = sources[family as usize];
         let nowhere: IpAddr = match family {
             Family::V4 => Ipv4Addr::new(192, 0, 2, 1).into(),
@@ -103,6 +149,22 @@ impl Probes {
         }
     }
 
+    /// The same probes as a raw-IP link carries them: from the IP header
+    /// on (every probe frame is Ethernet without a VLAN tag).
+    pub fn without_ethernet(&self) -> Probes {
+        let strip = |frame: &Vec<u8>| frame[ETHERNET_HEADER..].to_vec();
+        Probes {
+            family: self.family,
+            allow: strip(&self.allow),
+            allow_dst: self.allow_dst,
+            deny_default: strip(&self.deny_default),
+            deny_default_dst: self.deny_default_dst,
+            deny_rule: strip(&self.deny_rule),
+            deny_rule_dst: self.deny_rule_dst,
+            unknown: strip(&self.unknown),
+        }
+    }
+
     pub fn unknown_source(family: Family) -> IpAddr {
         UNKNOWN_SOURCES[family as usize]
             .parse()
@@ -110,8 +172,9 @@ impl Probes {
     }
 }
 
+/// A TCP probe's frame.
 pub fn frame(src: IpAddr, dst: IpAddr) -> Vec<u8> {
-    Frame::new(src, dst, Transport::Tcp { dport: PORT }).build()
+    Proto::Tcp.frame(src, dst)
 }
 
 pub fn origin() -> Origin {
@@ -181,9 +244,9 @@ pub fn probe_sources(n: usize) -> [IpAddr; 2] {
     }
 }
 
-/// One group, `fleet`: default deny, `allow tcp [443, 8883]` to `allowed`,
-/// `deny any` to `blocked` (per family, the first destination and every
-/// 100th after it), the built-in NTP allow.
+/// One group, `fleet`: default deny, `allow tcp [443, 8883]` and `allow udp
+/// [5683]` to `allowed`, `deny any` to `blocked` (per family, the first
+/// destination and every 100th after it), the built-in NTP allow.
 pub fn fleet_policy(destinations: &[IpNet], devices: Vec<IpNet>) -> Policy {
     let mut allowed = Vec::new();
     let mut blocked = Vec::new();
@@ -225,7 +288,20 @@ pub fn fleet_policy(destinations: &[IpNet], devices: Vec<IpNet>) -> Policy {
         default: Action::Deny,
         audit: false,
         rules: vec![
-            rule(Action::Allow, "allowed", allowed, Some(6), Some(ports)),
+            rule(
+                Action::Allow,
+                "allowed",
+                allowed.clone(),
+                Some(6),
+                Some(ports),
+            ),
+            rule(
+                Action::Allow,
+                "allowed",
+                allowed,
+                Some(17),
+                Some(vec![PortRange::new(UDP_PORT, UDP_PORT)]),
+            ),
             rule(Action::Deny, "blocked", blocked, None, None),
         ],
         origin: origin(),

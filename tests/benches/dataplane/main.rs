@@ -25,9 +25,10 @@
 //! - **Tollgate**: the real program (`Dataplane::open`, no pins, nothing
 //!   attached) with a policy built in code as a `policy::Policy` and compiled
 //!   by the real compiler: one group, `fleet`, default deny, with
-//!   `allow tcp 443, 8883` to a list `allowed` and `deny any` to a list
-//!   `blocked` (the first prefix of each family and every 100th after it),
-//!   plus the built-in NTP allow to 100.127.0.123. The N destination
+//!   `allow tcp 443, 8883` and `allow udp 5683` to a list `allowed` and
+//!   `deny any` to a list `blocked` (the first prefix of each family and
+//!   every 100th after it), plus the built-in NTP allow to 100.127.0.123.
+//!   The N destination
 //!   prefixes are the first N of the pool in `testkit::bench` (every distinct AWS
 //!   prefix, about 9,000, then more-specific prefixes derived from them:
 //!   10⁵ is all AWS prefixes plus ~91,000 /L+4 subnets of them).
@@ -58,7 +59,10 @@
 //!   on its own (`cold.rs`).
 //! - **xdp-filter** (xdp-tools, `/usr/sbin/xdp-filter`): loaded with
 //!   `xdp-filter load -m skb -p deny -f ipv4,ipv6` on a veth in a namespace
-//!   of our own (its allow-list program, `xdpfilt_dny_ip`), filled with
+//!   of our own (its allow-list program of addresses only,
+//!   `xdpfilt_dny_ip`), and again without `-f`, xdp-filter's default of
+//!   every feature (`xdpfilt_dny_all`: Ethernet addresses, IP addresses,
+//!   then TCP and UDP ports, a lookup each, both directions), filled with
 //!   exact destination addresses (its IP filter is a hash of addresses, at
 //!   most 10,000 per family), one address per Tollgate destination prefix:
 //!   the first of each family with `xdp-filter ip -m dst`, the rest written
@@ -82,6 +86,12 @@
 //!   instructions, calls and conditional branches counted by `objdump`
 //!   (binutils).
 //! - **TC**: the same Tollgate program's TC twin at the largest cell.
+//! - **UDP**: the same probes as UDP datagrams to port 5683 at the largest
+//!   cell: an allowed one is also checked for the NTP fast path, which a
+//!   TCP segment is not (`ntp::candidate`).
+//! - **Raw IP**: the same probes from their IP header on, through the
+//!   raw-IP hook (`tollgate_xdp_ip`: tun, WireGuard, raw-IP modems), at the
+//!   largest cell.
 //! - **Narrow tries**: the same program and policy at the largest cell
 //!   with every trie narrow (`Options::narrow_tries`: 4-bit nodes, twice
 //!   the levels of the wide ones the controller builds where the slot has
@@ -140,12 +150,12 @@ use crate::{
     bpf::ProgType,
     cold::BucketReader,
     differential::Differential,
-    fixtures::{Family, Probes, frame_any, probe_sources},
+    fixtures::{Family, Probes, Proto, frame_any, probe_sources},
     lookups::{lookup_costs, machine_costs, print_memory},
     measure::{Cell, Floor, Floors, Measure},
     report::{Row, count, print_cold, print_costs, print_jited, print_table, print_verdicts},
     setup::{Reads, Setup},
-    xdp_filter::{XdpFilter, xdp_filter_allow_frame},
+    xdp_filter::{Features, XdpFilter, xdp_filter_allow_frame},
 };
 
 const RULE_COUNTS: [usize; 3] = [100, 10_000, 100_000];
@@ -156,6 +166,12 @@ const XDP_FILTER_COUNTS: [usize; 2] = [100, 10_000];
 const TARGET_RULES: usize = 100_000;
 const TARGET_DEVICES: usize = 1_000_000;
 const TARGET_NS_OVER_FLOOR: u64 = 25;
+/// The rows of Tollgate's Ethernet XDP hook on TCP probes, every cell.
+const TCP_ROW: &str = "tollgate (xdp)";
+/// The row of the target cell measured on UDP probes.
+const UDP_ROW: &str = "tollgate (xdp, UDP)";
+/// The row of the target cell measured on a raw-IP link.
+const RAW_IP_ROW: &str = "tollgate (xdp, raw IP)";
 
 /// The probes of each family, in the order of [`probe_jobs`].
 const PROBES_PER_FAMILY: usize = 4;
@@ -219,8 +235,8 @@ fn main() -> Result<()> {
     // The floors are measured first and last, and the lower of the two
     // counts: one burst of load while they run would shift every row.
     let floors_first = Floors::measure(&measure)?;
-    // The rows of the largest cell only: TC, and the XDP program with narrow
-    // tries.
+    // The rows of the largest cell only: TC, UDP, raw IP, and the XDP
+    // program with narrow tries.
     let mut at_target = Vec::new();
     let mut costs = Vec::new();
     let mut memory = Vec::new();
@@ -268,7 +284,7 @@ fn main() -> Result<()> {
                 .into_iter()
                 .zip(cells.chunks(PROBES_PER_FAMILY))
             {
-                let mut r = row("tollgate (xdp)", ProgType::Xdp, family, cells);
+                let mut r = row(TCP_ROW, ProgType::Xdp, family, cells);
                 r.allow_new =
                     Some(setup.first_packets(&measure, &probes[family as usize], &reader)?);
                 table.push(r);
@@ -283,9 +299,7 @@ fn main() -> Result<()> {
                 trie_nodes = setup.trie_nodes();
                 jited.extend(jited::functions(jited::own_program("tollgate_xdp")?)?);
                 let this_cell = table.iter().filter(|r| {
-                    r.program == "tollgate (xdp)"
-                        && r.rules == count(rules)
-                        && r.devices == count(devices)
+                    r.program == TCP_ROW && r.rules == count(rules) && r.devices == count(devices)
                 });
                 for r in this_cell {
                     if let Some(first) = r.allow_new {
@@ -331,6 +345,30 @@ fn main() -> Result<()> {
                 {
                     at_target.push(row("tollgate (tc)", ProgType::SchedCls, family, cells));
                 }
+                // The same cell on UDP probes: an allowed UDP datagram is
+                // also checked for the NTP fast path (`ntp::candidate`).
+                let udp = [
+                    setup.probes_over(Family::V4, Proto::Udp)?,
+                    setup.probes_over(Family::V6, Proto::Udp)?,
+                ];
+                let cells = measure.run_all(xdp, &probe_jobs(&udp, XDP_PASS, XDP_DROP))?;
+                for (family, cells) in [Family::V4, Family::V6]
+                    .into_iter()
+                    .zip(cells.chunks(PROBES_PER_FAMILY))
+                {
+                    at_target.push(row(UDP_ROW, ProgType::Xdp, family, cells));
+                }
+                // The same probes on a raw-IP link: the packets from their
+                // IP header on, through the raw-IP hook.
+                let raw = probes.each_ref().map(Probes::without_ethernet);
+                let xdp_ip = |f: &[u8], r: u32| setup.run_xdp_ip(f, r);
+                let cells = measure.run_all(xdp_ip, &probe_jobs(&raw, XDP_PASS, XDP_DROP))?;
+                for (family, cells) in [Family::V4, Family::V6]
+                    .into_iter()
+                    .zip(cells.chunks(PROBES_PER_FAMILY))
+                {
+                    at_target.push(row(RAW_IP_ROW, ProgType::Xdp, family, cells));
+                }
                 // The same policy with every trie narrow (4-bit nodes, twice
                 // the levels), what a slot without room for wide ones gets.
                 let narrow = Setup::build(&pool, rules, devices, true)?;
@@ -349,9 +387,12 @@ fn main() -> Result<()> {
     }
     table.extend(at_target);
 
-    for &entries in &XDP_FILTER_COUNTS {
+    for (&entries, features) in XDP_FILTER_COUNTS
+        .iter()
+        .flat_map(|e| [(e, Features::Addresses), (e, Features::All)])
+    {
         let destinations = pool.take(entries);
-        match XdpFilter::load(&destinations) {
+        match XdpFilter::load(&destinations, features) {
             Ok(filter) => {
                 let sources = probe_sources(DEVICE_COUNTS[1]);
                 let frames = [Family::V4, Family::V6].map(|family| {
@@ -373,6 +414,8 @@ fn main() -> Result<()> {
                 )?;
                 if entries == XDP_FILTER_COUNTS[1] {
                     jited.extend(jited::functions(filter.prog.as_raw_fd())?);
+                }
+                if entries == XDP_FILTER_COUNTS[1] && features == Features::Addresses {
                     for family in [Family::V4, Family::V6] {
                         let (first, floor) =
                             filter.first_packets(&destinations, family, measure.trials)?;

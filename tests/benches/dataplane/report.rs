@@ -1,7 +1,7 @@
 //! The tables the benchmark prints.
 
 use crate::{
-    TARGET_DEVICES, TARGET_NS_OVER_FLOOR, TARGET_RULES,
+    RAW_IP_ROW, TARGET_DEVICES, TARGET_NS_OVER_FLOOR, TARGET_RULES, TCP_ROW, UDP_ROW,
     bpf::ProgType,
     fixtures::Family,
     measure::{Cell, Floors},
@@ -162,11 +162,16 @@ pub fn print_table(rows: &[Row], floors: &Floors) {
 pub fn print_verdicts(rows: &[Row], floors: &Floors) {
     println!();
     let target = rows.iter().filter(|r| {
-        r.program == "tollgate (xdp)"
+        [TCP_ROW, UDP_ROW, RAW_IP_ROW].contains(&r.program.as_str())
             && r.rules == count(TARGET_RULES)
             && r.devices == count(TARGET_DEVICES)
     });
     for r in target {
+        let paths_of = match r.program.as_str() {
+            UDP_ROW => format!("{} UDP", r.family.name()),
+            RAW_IP_ROW => format!("{} raw IP", r.family.name()),
+            _ => r.family.name().to_string(),
+        };
         let paths = [
             ("allow", r.allow),
             ("deny(default)", r.deny_default),
@@ -178,9 +183,8 @@ pub fn print_verdicts(rows: &[Row], floors: &Floors) {
             let Some(cell) = cell else { continue };
             let over = cell.min as i64 - floor as i64;
             println!(
-                "target <= floor + {TARGET_NS_OVER_FLOOR} ns at 10^5 rules / 10^6 devices, {} \
-                 {path}: {} ns = floor {} + {over} ns: {}",
-                r.family.name(),
+                "target <= floor + {TARGET_NS_OVER_FLOOR} ns at 10^5 rules / 10^6 devices, \
+                 {paths_of} {path}: {} ns = floor {} + {over} ns: {}",
                 cell.min,
                 floor,
                 if over <= TARGET_NS_OVER_FLOOR as i64 {
@@ -206,8 +210,7 @@ pub fn print_verdicts(rows: &[Row], floors: &Floors) {
         }
         if let (Some(a), Some(d)) = (r.allow, r.deny_default) {
             println!(
-                "deny(default) - allow at 10^5 rules / 10^6 devices, {}: {:+} ns",
-                r.family.name(),
+                "deny(default) - allow at 10^5 rules / 10^6 devices, {paths_of}: {:+} ns",
                 d.min as i64 - a.min as i64
             );
         }

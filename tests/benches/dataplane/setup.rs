@@ -10,6 +10,7 @@ use tollgate::{
     compile::compile,
     config::Limits,
     datapath::{Dataplane, Options, XDP_DROP, XDP_PASS, slots::Geometry},
+    links::LinkKind,
     model,
     tables::{CompiledPolicy, PacketFacts},
 };
@@ -18,7 +19,7 @@ use tollgate_common::{DecisionReason, Verdict};
 use crate::{
     bpf::ProgType,
     cold::{self, BucketReader, HashReader, once_each},
-    fixtures::{Family, PORT, Probes, devices_for, fleet_policy, frame, with_last_byte},
+    fixtures::{Family, PORT, Probes, Proto, devices_for, fleet_policy, frame, with_last_byte},
     lookups::family_key,
     measure::{Cell, Floor, Measure},
 };
@@ -97,6 +98,15 @@ impl Setup {
         Ok((action, d.as_nanos() as u64))
     }
 
+    /// [`Setup::run_xdp`] for the raw-IP XDP program, on a packet that
+    /// starts at its IP header (a tun, WireGuard or raw-IP modem link).
+    pub fn run_xdp_ip(&self, packet: &[u8], repeat: u32) -> Result<(u32, u64)> {
+        let (action, d) = self
+            .dataplane
+            .test_run_xdp_on(LinkKind::Ip, packet, repeat)?;
+        Ok((action, d.as_nanos() as u64))
+    }
+
     /// [`Setup::run_xdp`] for the TC program.
     pub fn run_tc(&self, frame: &[u8], repeat: u32) -> Result<(u32, u64)> {
         let (action, d) = self.dataplane.test_run_tc(frame, repeat)?;
@@ -114,17 +124,24 @@ impl Setup {
         self.device_table.buckets(slot, family, &words)[0] as u32
     }
 
-    /// The probes of `family`, each checked against the reference model.
+    /// The TCP probes of `family`, each checked against the reference
+    /// model.
     pub fn probes(&self, family: Family) -> Result<Probes> {
+        self.probes_over(family, Proto::Tcp)
+    }
+
+    /// [`Setup::probes`] on `proto`.
+    pub fn probes_over(&self, family: Family, proto: Proto) -> Result<Probes> {
         let src = self.sources[family as usize];
+        let frame = |src, dst| proto.frame(src, dst);
         let decide = |dst: IpAddr| {
             model::verdict(
                 &self.tables,
                 &PacketFacts {
                     src,
                     dst,
-                    proto: 6,
-                    dport: Some(PORT),
+                    proto: proto.number(),
+                    dport: Some(proto.port()),
                 },
             )
         };
@@ -149,7 +166,7 @@ impl Setup {
         };
         let allow = last_deciding(Verdict::Allow)?;
         let deny_rule = last_deciding(Verdict::Deny)?;
-        let frames = Probes::frames_for(family, &self.sources);
+        let frames = Probes::frames_over(family, &self.sources, proto);
         let default = decide(frames.deny_default_dst);
         ensure!(
             default.verdict == Verdict::Deny && default.reason == DecisionReason::GroupDefault,
@@ -161,8 +178,8 @@ impl Setup {
             &PacketFacts {
                 src: Probes::unknown_source(family),
                 dst: allow,
-                proto: 6,
-                dport: Some(PORT),
+                proto: proto.number(),
+                dport: Some(proto.port()),
             },
         );
         ensure!(

@@ -44,8 +44,21 @@ pub const XDP_FILTER: &str = "/usr/sbin/xdp-filter";
 pub const XDP_FILTER_PINS: &str = "/sys/fs/bpf/xdp-filter";
 pub const LIBXDP_DIR: &str = "/sys/fs/bpf/xdp";
 
+/// Which of xdp-filter's programs is loaded: in allow-list mode (`-p deny`)
+/// both pass a hit on the destination address and drop a miss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Features {
+    /// `-f ipv4,ipv6` (`xdpfilt_dny_ip`): the address lookups only, the
+    /// least work xdp-filter can do per packet.
+    Addresses,
+    /// No `-f`, xdp-filter's default, every feature (`xdpfilt_dny_all`):
+    /// the Ethernet addresses, then the IP addresses, then the TCP or UDP
+    /// ports. The ports are what Tollgate's rules match on too.
+    All,
+}
+
 impl XdpFilter {
-    pub fn load(destinations: &[IpNet]) -> Result<XdpFilter> {
+    pub fn load(destinations: &[IpNet], features: Features) -> Result<XdpFilter> {
         ensure!(
             Path::new(XDP_FILTER).exists(),
             "{XDP_FILTER} is not installed"
@@ -70,16 +83,12 @@ impl XdpFilter {
         };
         // nsenter, not `ip netns exec`: the latter gives xdp-filter a mount
         // namespace of its own, without the host's bpffs.
-        filter.run(&[
-            "load",
-            "-m",
-            "skb",
-            "-p",
-            "deny",
-            "-f",
-            "ipv4,ipv6",
-            "veth0",
-        ])?;
+        let mut args = vec!["load", "-m", "skb", "-p", "deny"];
+        if features == Features::Addresses {
+            args.extend(["-f", "ipv4,ipv6"]);
+        }
+        args.push("veth0");
+        filter.run(&args)?;
         let (id, name) = filter.attached_program()?;
         filter.prog = bpf::prog_fd_by_id(id)?;
         filter.name = name;

@@ -8,14 +8,16 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::{Context as _, Result, anyhow};
 use aya::maps::{Array, HashMap, MapData, RingBuf};
 use tollgate_common::{
-    FAMILY_V4, FAMILY_V6, MAP_NTP_ADDRS, MAP_NTP_IFACES, MAP_NTP_SAMPLES, MAP_NTP_STATE,
-    MAX_NTP_ADDRESSES, NtpAddrKey, NtpFastState, NtpSample,
+    FAMILY_V4, FAMILY_V6, MAP_NTP_ADDRS, MAP_NTP_IFACES, MAP_NTP_PORTS, MAP_NTP_SAMPLES,
+    MAP_NTP_STATE, MAX_NTP_ADDRESSES, NTP_PORT_WORDS, NtpAddrKey, NtpFastState, NtpSample,
 };
 
 use super::{AttachMode, Attachment, Dataplane, hooks};
 
-/// `TG_NTP_ADDRS` and `TG_NTP_STATE`, writable from any task.
+/// `TG_NTP_PORTS`, `TG_NTP_ADDRS` and `TG_NTP_STATE`, writable from any
+/// task.
 pub struct NtpFastMaps {
+    ports: Array<MapData, u64>,
     addresses: HashMap<MapData, NtpAddrKey, u8>,
     state: Array<MapData, NtpFastState>,
 }
@@ -25,9 +27,11 @@ impl Dataplane {
     /// [`hooks::duplicate`]).
     pub fn take_ntp_fast(&mut self) -> Result<NtpFastMaps> {
         let object = self.object();
+        let ports = hooks::duplicate(&object, MAP_NTP_PORTS)?;
         let addresses = hooks::duplicate(&object, MAP_NTP_ADDRS)?;
         let state = hooks::duplicate(&object, MAP_NTP_STATE)?;
         Ok(NtpFastMaps {
+            ports: Array::try_from(ports).context("map TG_NTP_PORTS")?,
             addresses: HashMap::try_from(addresses).context("map TG_NTP_ADDRS")?,
             state: Array::try_from(state).context("map TG_NTP_STATE")?,
         })
@@ -154,6 +158,13 @@ impl NtpFastMaps {
             );
         }
         let wanted: Vec<NtpAddrKey> = listen.iter().map(|a| address_key(*a)).collect();
+        let ports = port_words(listen);
+        // The old ports and the new stay set while the addresses change: a
+        // listen address whose port bit is clear would pass its requests
+        // to the server, not answer them.
+        let old_ports = self.port_words()?;
+        let both: Vec<u64> = old_ports.iter().zip(&ports).map(|(o, n)| o | n).collect();
+        self.write_port_words(&old_ports, &both)?;
         let old: Vec<NtpAddrKey> = self.addresses.keys().collect::<Result<_, _>>()?;
         for key in old.iter().filter(|k| !wanted.contains(k)) {
             self.addresses.remove(key)?;
@@ -162,6 +173,23 @@ impl NtpFastMaps {
             self.addresses
                 .insert(key, 1, 0)
                 .context("write TG_NTP_ADDRS")?;
+        }
+        self.write_port_words(&both, &ports)
+    }
+
+    fn port_words(&self) -> Result<Vec<u64>> {
+        (0..NTP_PORT_WORDS)
+            .map(|i| self.ports.get(&i, 0).context("read TG_NTP_PORTS"))
+            .collect()
+    }
+
+    /// Writes the words of `TG_NTP_PORTS` that differ between `from` (what
+    /// it holds) and `to`.
+    fn write_port_words(&mut self, from: &[u64], to: &[u64]) -> Result<()> {
+        for (i, (old, new)) in (0..NTP_PORT_WORDS).zip(from.iter().zip(to)) {
+            if old != new {
+                self.ports.set(i, new, 0).context("write TG_NTP_PORTS")?;
+            }
         }
         Ok(())
     }
@@ -175,6 +203,16 @@ impl NtpFastMaps {
     pub fn withdraw(&mut self) -> Result<()> {
         self.publish(&NtpFastState::default())
     }
+}
+
+/// `TG_NTP_PORTS` as it should be for `listen`: the bit of each port set.
+fn port_words(listen: &[SocketAddr]) -> Vec<u64> {
+    let mut words = vec![0u64; NTP_PORT_WORDS as usize];
+    for a in listen {
+        let port = usize::from(a.port());
+        words[port / 64] |= 1 << (port % 64);
+    }
+    words
 }
 
 fn address_key(addr: SocketAddr) -> NtpAddrKey {
@@ -193,4 +231,25 @@ fn address_key(addr: SocketAddr) -> NtpAddrKey {
         }
     }
     key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_words_set_one_bit_per_listen_port() {
+        let listen: Vec<SocketAddr> = ["100.127.0.123:123", "[fd00::123]:123", "10.0.0.1:65535"]
+            .iter()
+            .map(|a| a.parse().expect("an address"))
+            .collect();
+        let words = port_words(&listen);
+        assert_eq!(words.len(), NTP_PORT_WORDS as usize);
+        // The program's test: bit `port % 64` of word `port / 64`.
+        let set = |port: u16| words[usize::from(port >> 6)] & (1 << (port & 63)) != 0;
+        assert!(set(123) && set(65535));
+        // 443 shares 123's bit position in another word: not set.
+        assert!(!set(443) && !set(0) && !set(124));
+        assert_eq!(words.iter().map(|w| w.count_ones()).sum::<u32>(), 2);
+    }
 }
