@@ -3,10 +3,14 @@
 //! only where no rule of the group is a candidate, so a rule, and above all
 //! a deny or reject rule, always wins over a learned address.
 
-use aya_ebpf::{btf_maps::HashMap, helpers::bpf_ktime_get_coarse_ns, macros::btf_map};
+use aya_ebpf::{
+    btf_maps::{Array, HashMap},
+    helpers::bpf_ktime_get_coarse_ns,
+    macros::btf_map,
+};
 use tollgate_common::{
-    GROUP_LEARNS, LEARNED_ENTRIES, LEARNED_RULES, LearnedKey, LearnedValue, MAX_GROUPS,
-    RULE_ANY_PROTO, RULE_PORTS,
+    GROUP_LEARNS, LEARNED_BIT_WORDS, LEARNED_ENTRIES, LEARNED_RULES, LearnedKey, LearnedValue,
+    MAX_GROUPS, RULE_ANY_PROTO, RULE_PORTS, learned_bit,
 };
 
 use crate::{maps::TG_GROUPS, parse::Packet};
@@ -14,6 +18,10 @@ use crate::{maps::TG_GROUPS, parse::Packet};
 #[btf_map]
 pub static TG_LEARNED: HashMap<LearnedKey, LearnedValue, { LEARNED_ENTRIES as usize }> =
     HashMap::new();
+
+/// The bits of the learned addresses (`tollgate_common::MAP_LEARNED_BITS`).
+#[btf_map]
+pub static TG_LEARNED_BITS: Array<u64, { LEARNED_BIT_WORDS as usize }> = Array::new();
 
 /// What [`tollgate_learned_counter`] returns when nothing matches: no
 /// counter has this index.
@@ -25,7 +33,8 @@ const NO_MATCH: u32 = u32::MAX;
 /// Only a group with FQDN rules ([`GROUP_LEARNS`]) can have learned
 /// addresses: for any other, neither the call nor the hash lookup is made
 /// (a call and its return alone cost about 6 ns on the bench machine, and
-/// every packet a group's default denies would pay them).
+/// every packet a group's default denies would pay them). Nor for a
+/// destination whose bit in `TG_LEARNED_BITS` is clear.
 #[inline(always)]
 pub fn learned_counter(slot: u32, group: u32, p: &Packet) -> Option<u32> {
     if group >= MAX_GROUPS {
@@ -36,6 +45,12 @@ pub fn learned_counter(slot: u32, group: u32, p: &Packet) -> Option<u32> {
         _ => return None,
     }
     let [hi, lo] = p.dst.halves();
+    // Never learned (bit clear): no call, no hash lookup.
+    let bit = learned_bit(hi, lo);
+    let word = TG_LEARNED_BITS.get(bit >> 6)?;
+    if word & (1 << (bit & 63)) == 0 {
+        return None;
+    }
     let flow = u32::from(p.proto)
         | u32::from(p.dport) << 8
         | u32::from(p.port_known) << 24

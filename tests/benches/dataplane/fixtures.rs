@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use testkit::frames::{Frame, Transport};
+use tollgate::fqdn::FqdnPattern;
 use tollgate::policy::{Action, Device, Group, Origin, Policy, PortRange, Rule, RuleId, Target};
 
 /// The built-in NTP allow's address.
@@ -14,6 +15,8 @@ pub const NTP_ADDRESS: Ipv4Addr = Ipv4Addr::new(100, 127, 0, 123);
 pub const PORT: u16 = 443;
 /// The destination port of the UDP probes (CoAP), the fleet's second rule.
 pub const UDP_PORT: u16 = 5683;
+/// The name of the FQDN rule of [`fleet_policy`]'s `fqdn` variant.
+pub const FQDN: &str = "telemetry.fleet.example";
 
 /// Bytes of an Ethernet header without a VLAN tag.
 const ETHERNET_HEADER: usize = 14;
@@ -246,8 +249,10 @@ pub fn probe_sources(n: usize) -> [IpAddr; 2] {
 
 /// One group, `fleet`: default deny, `allow tcp [443, 8883]` and `allow udp
 /// [5683]` to `allowed`, `deny any` to `blocked` (per family, the first
-/// destination and every 100th after it), the built-in NTP allow.
-pub fn fleet_policy(destinations: &[IpNet], devices: Vec<IpNet>) -> Policy {
+/// destination and every 100th after it), the built-in NTP allow; with
+/// `fqdn`, also `allow tcp [443]` to the name [`FQDN`], which nothing
+/// answers, so the group learns no address.
+pub fn fleet_policy(destinations: &[IpNet], devices: Vec<IpNet>, fqdn: bool) -> Policy {
     let mut allowed = Vec::new();
     let mut blocked = Vec::new();
     let mut seen = [0usize; 2];
@@ -274,6 +279,36 @@ pub fn fleet_policy(destinations: &[IpNet], devices: Vec<IpNet>) -> Policy {
         comment: None,
         origin: origin(),
     };
+    let mut rules = vec![
+        rule(
+            Action::Allow,
+            "allowed",
+            allowed.clone(),
+            Some(6),
+            Some(ports),
+        ),
+        rule(
+            Action::Allow,
+            "allowed",
+            allowed,
+            Some(17),
+            Some(vec![PortRange::new(UDP_PORT, UDP_PORT)]),
+        ),
+        rule(Action::Deny, "blocked", blocked, None, None),
+    ];
+    if fqdn {
+        let https = vec![PortRange::new(PORT, PORT)];
+        rules.push(Rule {
+            id: RuleId::derived(Action::Allow, &[FQDN.to_string()], Some(6), Some(&https)),
+            action: Action::Allow,
+            targets: Vec::new(),
+            fqdn: vec![FqdnPattern::parse(FQDN).expect("a name")],
+            proto: Some(6),
+            ports: Some(https),
+            comment: None,
+            origin: origin(),
+        });
+    }
     let group = Group {
         name: "fleet".into(),
         description: None,
@@ -287,23 +322,7 @@ pub fn fleet_policy(destinations: &[IpNet], devices: Vec<IpNet>) -> Policy {
             .collect(),
         default: Action::Deny,
         audit: false,
-        rules: vec![
-            rule(
-                Action::Allow,
-                "allowed",
-                allowed.clone(),
-                Some(6),
-                Some(ports),
-            ),
-            rule(
-                Action::Allow,
-                "allowed",
-                allowed,
-                Some(17),
-                Some(vec![PortRange::new(UDP_PORT, UDP_PORT)]),
-            ),
-            rule(Action::Deny, "blocked", blocked, None, None),
-        ],
+        rules,
         origin: origin(),
         default_origin: origin(),
     };

@@ -89,6 +89,10 @@
 //! - **UDP**: the same probes as UDP datagrams to port 5683 at the largest
 //!   cell: an allowed one is also checked for the NTP fast path, which a
 //!   TCP segment is not (`ntp::candidate`).
+//! - **FQDN group**: the same cell with an FQDN rule in the group
+//!   (`allow tcp 443` to a name nothing answers, so nothing is learned): a
+//!   packet the group's default decides is first checked for a learned
+//!   destination (`learned::learned_counter`).
 //! - **Raw IP**: the same probes from their IP header on, through the
 //!   raw-IP hook (`tollgate_xdp_ip`: tun, WireGuard, raw-IP modems), at the
 //!   largest cell.
@@ -154,7 +158,7 @@ use crate::{
     lookups::{lookup_costs, machine_costs, print_memory},
     measure::{Cell, Floor, Floors, Measure},
     report::{Row, count, print_cold, print_costs, print_jited, print_table, print_verdicts},
-    setup::{Reads, Setup},
+    setup::{Reads, Setup, Variant},
     xdp_filter::{Features, XdpFilter, xdp_filter_allow_frame},
 };
 
@@ -170,6 +174,8 @@ const TARGET_NS_OVER_FLOOR: u64 = 25;
 const TCP_ROW: &str = "tollgate (xdp)";
 /// The row of the target cell measured on UDP probes.
 const UDP_ROW: &str = "tollgate (xdp, UDP)";
+/// The row of the target cell whose group has an FQDN rule.
+const FQDN_ROW: &str = "tollgate (xdp, FQDN group)";
 /// The row of the target cell measured on a raw-IP link.
 const RAW_IP_ROW: &str = "tollgate (xdp, raw IP)";
 
@@ -235,8 +241,8 @@ fn main() -> Result<()> {
     // The floors are measured first and last, and the lower of the two
     // counts: one burst of load while they run would shift every row.
     let floors_first = Floors::measure(&measure)?;
-    // The rows of the largest cell only: TC, UDP, raw IP, and the XDP
-    // program with narrow tries.
+    // The rows of the largest cell only: TC, UDP, raw IP, an FQDN group,
+    // and the XDP program with narrow tries.
     let mut at_target = Vec::new();
     let mut costs = Vec::new();
     let mut memory = Vec::new();
@@ -252,7 +258,7 @@ fn main() -> Result<()> {
                 continue;
             }
             let started = Instant::now();
-            let setup = Setup::build(&pool, rules, devices, false)?;
+            let setup = Setup::build(&pool, rules, devices, Variant::Wide)?;
             eprintln!(
                 "tollgate: {rules} destination prefixes, {devices} devices: {} destination \
                  entries, {} exact + {} prefix devices, {} rule sets; built and installed in \
@@ -369,9 +375,21 @@ fn main() -> Result<()> {
                 {
                     at_target.push(row(RAW_IP_ROW, ProgType::Xdp, family, cells));
                 }
+                // The same policy with an FQDN rule in the group.
+                let fqdn = Setup::build(&pool, rules, devices, Variant::Fqdn)?;
+                let fqdn_probes = [fqdn.probes(Family::V4)?, fqdn.probes(Family::V6)?];
+                let xdp = |f: &[u8], r: u32| fqdn.run_xdp(f, r);
+                let cells = measure.run_all(xdp, &probe_jobs(&fqdn_probes, XDP_PASS, XDP_DROP))?;
+                for (family, cells) in [Family::V4, Family::V6]
+                    .into_iter()
+                    .zip(cells.chunks(PROBES_PER_FAMILY))
+                {
+                    at_target.push(row(FQDN_ROW, ProgType::Xdp, family, cells));
+                }
+                drop(fqdn);
                 // The same policy with every trie narrow (4-bit nodes, twice
                 // the levels), what a slot without room for wide ones gets.
-                let narrow = Setup::build(&pool, rules, devices, true)?;
+                let narrow = Setup::build(&pool, rules, devices, Variant::Narrow)?;
                 let narrow_probes = [narrow.probes(Family::V4)?, narrow.probes(Family::V6)?];
                 let xdp = |f: &[u8], r: u32| narrow.run_xdp(f, r);
                 let cells =

@@ -1,7 +1,7 @@
 //! The tables the benchmark prints.
 
 use crate::{
-    RAW_IP_ROW, TARGET_DEVICES, TARGET_NS_OVER_FLOOR, TARGET_RULES, TCP_ROW, UDP_ROW,
+    FQDN_ROW, RAW_IP_ROW, TARGET_DEVICES, TARGET_NS_OVER_FLOOR, TARGET_RULES, TCP_ROW, UDP_ROW,
     bpf::ProgType,
     fixtures::Family,
     measure::{Cell, Floors},
@@ -162,7 +162,7 @@ pub fn print_table(rows: &[Row], floors: &Floors) {
 pub fn print_verdicts(rows: &[Row], floors: &Floors) {
     println!();
     let target = rows.iter().filter(|r| {
-        [TCP_ROW, UDP_ROW, RAW_IP_ROW].contains(&r.program.as_str())
+        [TCP_ROW, UDP_ROW, RAW_IP_ROW, FQDN_ROW].contains(&r.program.as_str())
             && r.rules == count(TARGET_RULES)
             && r.devices == count(TARGET_DEVICES)
     });
@@ -170,6 +170,7 @@ pub fn print_verdicts(rows: &[Row], floors: &Floors) {
         let paths_of = match r.program.as_str() {
             UDP_ROW => format!("{} UDP", r.family.name()),
             RAW_IP_ROW => format!("{} raw IP", r.family.name()),
+            FQDN_ROW => format!("{} FQDN group", r.family.name()),
             _ => r.family.name().to_string(),
         };
         let paths = [

@@ -27,6 +27,19 @@ use crate::{
 /// First packets per trial for *allow (new flow)*.
 pub const NEW_FLOWS: u8 = cold::FRAMES as u8;
 
+/// What the fleet's policy and tries are like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// As the controller builds it: wide tries where the slot has room.
+    Wide,
+    /// Every trie narrow (4-bit nodes, twice the levels), what a slot
+    /// without room for wide ones gets.
+    Narrow,
+    /// Wide, and the group has an FQDN rule too: a packet its default
+    /// decides is first checked for a learned destination.
+    Fqdn,
+}
+
 /// A compiled policy in a freshly opened dataplane, and its probe packets.
 pub struct Setup {
     pub dataplane: Dataplane,
@@ -43,18 +56,17 @@ impl Setup {
         self.dataplane.trie_nodes()
     }
 
-    /// The fleet policy of `rules` destinations and `devices` devices,
-    /// installed in both slots; with `narrow_tries`, every trie narrow (what a slot
-    /// without room for wide ones gets).
+    /// The fleet policy of `rules` destinations and `devices` devices in
+    /// the `variant`, installed in both slots.
     pub fn build(
         pool: &bench::Pool,
         rules: usize,
         devices: usize,
-        narrow_tries: bool,
+        variant: Variant,
     ) -> Result<Setup> {
         let destinations = pool.take(rules);
         let (device_list, sources) = devices_for(devices);
-        let policy = fleet_policy(&destinations, device_list);
+        let policy = fleet_policy(&destinations, device_list, variant == Variant::Fqdn);
         let limits = Limits {
             device_addresses: 1 << 20,
             device_prefixes: 1 << 16,
@@ -75,7 +87,7 @@ impl Setup {
         let mut dataplane = Dataplane::open(&Options {
             pin_dir: None,
             limits,
-            narrow_tries,
+            narrow_tries: variant == Variant::Narrow,
             ..Options::default()
         })?;
         let report = dataplane.install(&tables)?;

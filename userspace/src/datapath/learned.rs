@@ -12,12 +12,13 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use anyhow::{Context as _, Result};
-use aya::maps::{HashMap, MapData};
+use aya::maps::{Array, HashMap, MapData};
 use tollgate_common::{
     FAMILY_V4, FAMILY_V6, LEARNED_ENTRIES, LEARNED_RULES, LearnedKey, LearnedRule, LearnedValue,
     RULE_ANY_PROTO, RULE_PORTS, SLOTS,
 };
 
+use super::learned_bits::LearnedBits;
 use crate::tables::{CompiledPolicy, LearnedDestination};
 
 /// `CLOCK_MONOTONIC` in nanoseconds, the clock the program compares
@@ -63,6 +64,9 @@ struct SlotPolicy {
 
 pub(super) struct Learned {
     map: HashMap<MapData, LearnedKey, LearnedValue>,
+    /// `TG_LEARNED_BITS`: set before an entry is written, cleared after
+    /// the last entry of a bit is removed.
+    bits: LearnedBits,
     /// (group, address) to (rule id to lease): every live learned address.
     live: BTreeMap<(String, IpAddr), BTreeMap<String, Lease>>,
     slots: [Option<SlotPolicy>; 2],
@@ -88,13 +92,35 @@ pub enum Refused {
 pub const MAX_LEARNED: usize = (LEARNED_ENTRIES / SLOTS) as usize;
 
 impl Learned {
-    pub(super) fn new(map: HashMap<MapData, LearnedKey, LearnedValue>) -> Learned {
-        Learned {
+    pub(super) fn new(
+        map: HashMap<MapData, LearnedKey, LearnedValue>,
+        bits: Array<MapData, u64>,
+    ) -> Result<Learned> {
+        Ok(Learned {
             map,
+            bits: LearnedBits::new(bits)?,
             live: BTreeMap::new(),
             slots: [None, None],
             changes: 0,
-        }
+        })
+    }
+
+    /// Writes one entry, its bit first.
+    fn write(&mut self, key: LearnedKey, value: LearnedValue) -> Result<()> {
+        self.bits.cover(&key)?;
+        self.map
+            .insert(key, value, 0)
+            .context("write TG_LEARNED (full: see LEARNED_ENTRIES)")
+    }
+
+    /// Clears the bits of the entries removed since the last call.
+    fn trim_bits(&mut self) -> Result<()> {
+        let keys: Vec<LearnedKey> = self
+            .map
+            .keys()
+            .collect::<Result<_, _>>()
+            .context("read TG_LEARNED")?;
+        self.bits.keep_only(&keys)
     }
 
     /// Empties `slot`, where `tables` is being staged: the policy's
@@ -113,9 +139,13 @@ impl Learned {
             .filter_map(|k| k.ok())
             .filter(|k| k.slot == slot)
             .collect();
+        let removed = !stale.is_empty();
         for key in stale {
             // Gone already is fine: the goal is its absence.
             let _ = self.map.remove(&key);
+        }
+        if removed {
+            self.trim_bits()?;
         }
         self.slots[usize::from(slot)] = Some(SlotPolicy {
             tables: tables.learning_view(),
@@ -142,12 +172,13 @@ impl Learned {
         let Some(policy) = &self.slots[usize::from(slot)] else {
             return Ok(());
         };
-        for ((group, addr), rules) in &self.live {
-            if let Some((key, value)) = kernel_entry(policy, slot, group, *addr, rules) {
-                self.map
-                    .insert(key, value, 0)
-                    .context("write TG_LEARNED (full: see LEARNED_ENTRIES)")?;
-            }
+        let entries: Vec<(LearnedKey, LearnedValue)> = self
+            .live
+            .iter()
+            .filter_map(|((group, addr), rules)| kernel_entry(policy, slot, group, *addr, rules))
+            .collect();
+        for (key, value) in entries {
+            self.write(key, value)?;
         }
         Ok(())
     }
@@ -198,9 +229,7 @@ impl Learned {
             self.changes += 1;
         }
         if let Some((key, value)) = kernel_entry(policy, slot, group, addr, rules) {
-            self.map
-                .insert(key, value, 0)
-                .context("write TG_LEARNED (full: see LEARNED_ENTRIES)")?;
+            self.write(key, value)?;
         }
         Ok(Ok(()))
     }
@@ -212,21 +241,23 @@ impl Learned {
         let Some(policy) = &self.slots[usize::from(slot)] else {
             return Ok(expired.len());
         };
+        let mut rewrites = Vec::new();
+        let mut removed = false;
         for (group, addr) in &expired {
             let Some(id) = group_id(&policy.tables, group) else {
                 continue;
             };
             let key = learned_key(slot, id, *addr);
             match self.live.get(&(group.clone(), *addr)) {
-                Some(rules) => {
-                    if let Some((key, value)) = kernel_entry(policy, slot, group, *addr, rules) {
-                        self.map.insert(key, value, 0)?;
-                    }
-                }
-                None => {
-                    let _ = self.map.remove(&key);
-                }
+                Some(rules) => rewrites.extend(kernel_entry(policy, slot, group, *addr, rules)),
+                None => removed |= self.map.remove(&key).is_ok(),
             }
+        }
+        for (key, value) in rewrites {
+            self.write(key, value)?;
+        }
+        if removed {
+            self.trim_bits()?;
         }
         Ok(expired.len())
     }
@@ -239,7 +270,7 @@ impl Learned {
         for key in keys {
             let _ = self.map.remove(&key);
         }
-        Ok(())
+        self.trim_bits()
     }
 
     /// Drops expired (address, rule) pairs; returns the (group, address)

@@ -39,6 +39,7 @@ mod hooks;
 pub use hooks::LateHooks;
 pub mod layout;
 pub mod learned;
+mod learned_bits;
 mod ntp_fast;
 mod open;
 mod pins;

@@ -16,10 +16,10 @@ use aya::{
 use tollgate_common::{
     MAP_ACTIVE, MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT,
     MAP_DEVICE_PREFIX, MAP_EVENT_LIMITER, MAP_GATEWAY, MAP_GRACE, MAP_GROUPS, MAP_LEARNED,
-    MAP_NTP_PROG, MAP_NTP_TC, MAP_PASS_ETHERTYPES, MAP_PROBE, MAP_PROBE_RESULT, MAP_REJECT_LIMITER,
-    MAP_REJECT_TC, MAP_REJECT_XDP, MAP_RULESETS, MAP_SETTINGS, MAP_STATS, MAP_TRIE, MAP_TRIE_ROOTS,
-    PROG_NTP, PROG_NTP_TC, PROG_PROBE, PROG_REJECT_TC, PROG_REJECT_XDP, PROGRAMS, ROOTS_PER_SLOT,
-    SLOTS, Settings, TABLE_ENCODING, TRIE_WORDS_PER_SLOT,
+    MAP_LEARNED_BITS, MAP_NTP_PROG, MAP_NTP_TC, MAP_PASS_ETHERTYPES, MAP_PROBE, MAP_PROBE_RESULT,
+    MAP_REJECT_LIMITER, MAP_REJECT_TC, MAP_REJECT_XDP, MAP_RULESETS, MAP_SETTINGS, MAP_STATS,
+    MAP_TRIE, MAP_TRIE_ROOTS, PROG_NTP, PROG_NTP_TC, PROG_PROBE, PROG_REJECT_TC, PROG_REJECT_XDP,
+    PROGRAMS, ROOTS_PER_SLOT, SLOTS, Settings, TABLE_ENCODING, TRIE_WORDS_PER_SLOT,
 };
 
 use super::{
@@ -180,7 +180,10 @@ impl Dataplane {
         } else {
             [Some(SlotImage::default()), Some(SlotImage::default())]
         };
-        let learned = Learned::new(take(&mut ebpf, MAP_LEARNED)?);
+        let learned = Learned::new(
+            take(&mut ebpf, MAP_LEARNED)?,
+            take(&mut ebpf, MAP_LEARNED_BITS)?,
+        )?;
         Ok(Dataplane {
             stats: take(&mut ebpf, MAP_STATS)?,
             event_limiter: take(&mut ebpf, MAP_EVENT_LIMITER)?,
