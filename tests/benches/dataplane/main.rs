@@ -285,6 +285,14 @@ fn main() -> Result<()> {
                 deny_rule: Ok(cells[2]),
                 unknown: Some(cells[3]),
             };
+            // The two rows (IPv4, IPv6) of `cells`, as `probe_jobs` ordered them.
+            let rows_of = |program: &str, kind: ProgType, cells: &[Cell]| -> Vec<Row> {
+                [Family::V4, Family::V6]
+                    .into_iter()
+                    .zip(cells.chunks(PROBES_PER_FAMILY))
+                    .map(|(family, cells)| row(program, kind, family, cells))
+                    .collect()
+            };
             let reader = BucketReader::load()?;
             for (family, cells) in [Family::V4, Family::V6]
                 .into_iter()
@@ -345,12 +353,7 @@ fn main() -> Result<()> {
                 let tc_run = |f: &[u8], r: u32| setup.run_tc(f, r);
                 let cells =
                     measure.run_all(tc_run, &probe_jobs(&probes, TC_ACT_UNSPEC, TC_ACT_SHOT))?;
-                for (family, cells) in [Family::V4, Family::V6]
-                    .into_iter()
-                    .zip(cells.chunks(PROBES_PER_FAMILY))
-                {
-                    at_target.push(row("tollgate (tc)", ProgType::SchedCls, family, cells));
-                }
+                at_target.extend(rows_of("tollgate (tc)", ProgType::SchedCls, &cells));
                 // The same cell on UDP probes: an allowed UDP datagram is
                 // also checked for the NTP fast path (`ntp::candidate`).
                 let udp = [
@@ -358,34 +361,19 @@ fn main() -> Result<()> {
                     setup.probes_over(Family::V6, Proto::Udp)?,
                 ];
                 let cells = measure.run_all(xdp, &probe_jobs(&udp, XDP_PASS, XDP_DROP))?;
-                for (family, cells) in [Family::V4, Family::V6]
-                    .into_iter()
-                    .zip(cells.chunks(PROBES_PER_FAMILY))
-                {
-                    at_target.push(row(UDP_ROW, ProgType::Xdp, family, cells));
-                }
+                at_target.extend(rows_of(UDP_ROW, ProgType::Xdp, &cells));
                 // The same probes on a raw-IP link: the packets from their
                 // IP header on, through the raw-IP hook.
                 let raw = probes.each_ref().map(Probes::without_ethernet);
                 let xdp_ip = |f: &[u8], r: u32| setup.run_xdp_ip(f, r);
                 let cells = measure.run_all(xdp_ip, &probe_jobs(&raw, XDP_PASS, XDP_DROP))?;
-                for (family, cells) in [Family::V4, Family::V6]
-                    .into_iter()
-                    .zip(cells.chunks(PROBES_PER_FAMILY))
-                {
-                    at_target.push(row(RAW_IP_ROW, ProgType::Xdp, family, cells));
-                }
+                at_target.extend(rows_of(RAW_IP_ROW, ProgType::Xdp, &cells));
                 // The same policy with an FQDN rule in the group.
                 let fqdn = Setup::build(&pool, rules, devices, Variant::Fqdn)?;
                 let fqdn_probes = [fqdn.probes(Family::V4)?, fqdn.probes(Family::V6)?];
                 let xdp = |f: &[u8], r: u32| fqdn.run_xdp(f, r);
                 let cells = measure.run_all(xdp, &probe_jobs(&fqdn_probes, XDP_PASS, XDP_DROP))?;
-                for (family, cells) in [Family::V4, Family::V6]
-                    .into_iter()
-                    .zip(cells.chunks(PROBES_PER_FAMILY))
-                {
-                    at_target.push(row(FQDN_ROW, ProgType::Xdp, family, cells));
-                }
+                at_target.extend(rows_of(FQDN_ROW, ProgType::Xdp, &cells));
                 drop(fqdn);
                 // The same policy with every trie narrow (4-bit nodes, twice
                 // the levels), what a slot without room for wide ones gets.
@@ -394,12 +382,7 @@ fn main() -> Result<()> {
                 let xdp = |f: &[u8], r: u32| narrow.run_xdp(f, r);
                 let cells =
                     measure.run_all(xdp, &probe_jobs(&narrow_probes, XDP_PASS, XDP_DROP))?;
-                for (family, cells) in [Family::V4, Family::V6]
-                    .into_iter()
-                    .zip(cells.chunks(PROBES_PER_FAMILY))
-                {
-                    at_target.push(row("tollgate (xdp, narrow)", ProgType::Xdp, family, cells));
-                }
+                at_target.extend(rows_of("tollgate (xdp, narrow)", ProgType::Xdp, &cells));
             }
         }
     }
