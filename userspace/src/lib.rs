@@ -42,3 +42,13 @@ pub mod verdict_diff;
 /// the `tollgate_build_info` metric report it. Public for the integration
 /// suites, a package of their own that does not see this build's variables.
 pub const GIT_REVISION: &str = env!("TOLLGATE_GIT_REVISION");
+
+/// Unit tests that need root (they create BPF maps) call this first:
+/// without root they fail with its message, never pass unseen. CI runs
+/// them as root; the integration suites' twin is `testkit::require_root`.
+#[cfg(test)]
+pub(crate) fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "this test needs root (CAP_BPF): run it as root");
+}

@@ -99,8 +99,7 @@ mod tests {
     /// Needs CAP_BPF: the bits live in a real array map.
     #[test]
     fn a_bit_stays_set_while_any_address_of_it_is_in_the_map() {
-        // SAFETY: geteuid has no preconditions.
-        assert_eq!(unsafe { libc::geteuid() }, 0, "needs root (CAP_BPF)");
+        crate::require_root();
         // Two addresses that share a bit, and one that does not.
         let mut seen = std::collections::HashMap::new();
         let (a, b) = (0x0a00_0000u32..)

@@ -121,10 +121,7 @@ mod tests {
     /// its default size (16,384). Needs CAP_BPF.
     #[test]
     fn counting_a_full_cache_key_by_key() {
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: needs root");
-            return;
-        }
+        crate::require_root();
         let size = tollgate_common::DEFAULT_FRAGMENTS;
         // Keys of TG_FRAGS's size; the count does not read values.
         let mut map =

@@ -220,11 +220,7 @@ mod tests {
     /// Needs CAP_BPF.
     #[test]
     fn batches_write_in_order_and_report_where_they_stopped() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: needs root");
-            return;
-        }
+        crate::require_root();
         let never = |_: &u32, _: u64| -> Result<()> { panic!("a single update") };
         // More than one chunk.
         let n = CHUNK as u32 + 10;
