@@ -89,9 +89,13 @@ impl Agreement {
     /// Panics unless the random cases took the paths they are there for.
     pub fn check_exercised(&self) {
         let cases = self.cases;
+        // At least 1 case in 200. The share swings with the random
+        // policies: 3.0-3.7% over 500 of them, 1.5-4.6% over the narrow
+        // run's 100 (whose 1.5% failed a bound of 1 in 50).
         assert!(
-            self.learned_decided > cases / 50,
-            "learned destinations exercised"
+            self.learned_decided > cases / 200,
+            "learned destinations exercised: {} of {cases} cases",
+            self.learned_decided
         );
         assert!(
             self.chained >= self.policies / 10,
