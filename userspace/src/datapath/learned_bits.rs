@@ -4,72 +4,48 @@
 //! missing a learned address: a bit is set before its address is written,
 //! and cleared only when no entry with that bit is left.
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use aya::maps::{Array, MapData};
-use tollgate_common::{LEARNED_BIT_WORDS, LearnedKey, learned_bit};
+use tollgate_common::{LearnedKey, MAP_LEARNED_BITS, learned_bit};
 
-pub(super) struct LearnedBits {
-    map: Array<MapData, u64>,
-    /// What the map holds: the controller is its only writer.
-    words: Vec<u64>,
-}
+use super::bitmap::Bitmap;
+
+pub(super) struct LearnedBits(Bitmap);
 
 impl LearnedBits {
     /// The map as it is, which a previous run may have left (pinned).
     pub(super) fn new(map: Array<MapData, u64>) -> Result<LearnedBits> {
-        let words = (0..LEARNED_BIT_WORDS)
-            .map(|i| map.get(&i, 0).context("read TG_LEARNED_BITS"))
-            .collect::<Result<_>>()?;
-        Ok(LearnedBits { map, words })
+        Ok(LearnedBits(Bitmap::new(map, MAP_LEARNED_BITS)?))
     }
 
     /// Sets the bit of `key`'s address, before `key` is written.
     pub(super) fn cover(&mut self, key: &LearnedKey) -> Result<()> {
-        let (word, mask) = place(key);
-        if self.words[word] & mask == 0 {
-            self.write(word, self.words[word] | mask)?;
-        }
-        Ok(())
+        self.0.set(bit_of(key))
     }
 
     /// Clears the bits that none of `keys`, everything `TG_LEARNED` holds
     /// now, needs.
     pub(super) fn keep_only(&mut self, keys: &[LearnedKey]) -> Result<()> {
-        let mut needed = vec![0u64; self.words.len()];
-        for key in keys {
-            let (word, mask) = place(key);
-            needed[word] |= mask;
-        }
-        for (word, needed) in needed.into_iter().enumerate() {
-            let kept = self.words[word] & needed;
-            if kept != self.words[word] {
-                self.write(word, kept)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn write(&mut self, word: usize, value: u64) -> Result<()> {
-        self.map
-            .set(word as u32, value, 0)
-            .context("write TG_LEARNED_BITS")?;
-        self.words[word] = value;
-        Ok(())
+        self.0.keep_only(keys.iter().map(bit_of))
     }
 }
 
-/// The word of `TG_LEARNED_BITS` for `key`'s address and its bit in it.
-fn place(key: &LearnedKey) -> (usize, u64) {
+/// The bit of `TG_LEARNED_BITS` for `key`'s address.
+fn bit_of(key: &LearnedKey) -> u32 {
     let (hi, lo) = key.addr.split_at(8);
     let half = |b: &[u8]| u64::from_be_bytes(b.try_into().expect("8 bytes"));
-    let bit = learned_bit(half(hi), half(lo));
-    ((bit >> 6) as usize, 1 << (bit & 63))
+    learned_bit(half(hi), half(lo))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tollgate_common::{FAMILY_V4, FAMILY_V6, LEARNED_BITS_LOG2};
+    use tollgate_common::{FAMILY_V4, FAMILY_V6, LEARNED_BIT_WORDS, LEARNED_BITS_LOG2};
+
+    /// The word of `TG_LEARNED_BITS` for `key`'s address and its bit in it.
+    fn place(key: &LearnedKey) -> (usize, u64) {
+        Bitmap::place(bit_of(key))
+    }
 
     fn key(slot: u8, group: u16, family: u8, addr: [u8; 16]) -> LearnedKey {
         LearnedKey {
@@ -120,7 +96,7 @@ mod tests {
         let mut bits = LearnedBits::new(map).unwrap();
         let in_kernel = |bits: &LearnedBits, k: &LearnedKey| {
             let (word, mask) = place(k);
-            bits.map.get(&(word as u32), 0).unwrap() & mask != 0
+            bits.0.map.get(&(word as u32), 0).unwrap() & mask != 0
         };
         for k in [&a, &b, &c] {
             bits.cover(k).unwrap();
@@ -132,11 +108,11 @@ mod tests {
         bits.keep_only(&[b]).unwrap();
         assert!(in_kernel(&bits, &b) && !in_kernel(&bits, &c));
         // A controller that starts again reads what the map holds.
-        let again = LearnedBits::new(bits.map).unwrap();
-        assert_eq!(again.words.iter().map(|w| w.count_ones()).sum::<u32>(), 1);
+        let again = LearnedBits::new(bits.0.map).unwrap();
+        assert_eq!(again.0.words.iter().map(|w| w.count_ones()).sum::<u32>(), 1);
         let mut again = again;
         again.keep_only(&[]).unwrap();
-        assert!(again.words.iter().all(|&w| w == 0));
+        assert!(again.0.words.iter().all(|&w| w == 0));
         assert!(!in_kernel(&again, &b));
     }
 

@@ -32,6 +32,7 @@
 
 mod adopt;
 pub mod attach;
+mod bitmap;
 mod bpf_obj;
 pub mod counters;
 pub mod events;

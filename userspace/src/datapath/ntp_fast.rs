@@ -9,15 +9,15 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::maps::{Array, HashMap, MapData, RingBuf};
 use tollgate_common::{
     FAMILY_V4, FAMILY_V6, MAP_NTP_ADDRS, MAP_NTP_IFACES, MAP_NTP_PORTS, MAP_NTP_SAMPLES,
-    MAP_NTP_STATE, MAX_NTP_ADDRESSES, NTP_PORT_WORDS, NtpAddrKey, NtpFastState, NtpSample,
+    MAP_NTP_STATE, MAX_NTP_ADDRESSES, NtpAddrKey, NtpFastState, NtpSample,
 };
 
-use super::{AttachMode, Attachment, Dataplane, hooks};
+use super::{AttachMode, Attachment, Dataplane, bitmap::Bitmap, hooks};
 
 /// `TG_NTP_PORTS`, `TG_NTP_ADDRS` and `TG_NTP_STATE`, writable from any
 /// task.
 pub struct NtpFastMaps {
-    ports: Array<MapData, u64>,
+    ports: Bitmap,
     addresses: HashMap<MapData, NtpAddrKey, u8>,
     state: Array<MapData, NtpFastState>,
 }
@@ -31,7 +31,10 @@ impl Dataplane {
         let addresses = hooks::duplicate(&object, MAP_NTP_ADDRS)?;
         let state = hooks::duplicate(&object, MAP_NTP_STATE)?;
         Ok(NtpFastMaps {
-            ports: Array::try_from(ports).context("map TG_NTP_PORTS")?,
+            ports: Bitmap::new(
+                Array::try_from(ports).context("map TG_NTP_PORTS")?,
+                MAP_NTP_PORTS,
+            )?,
             addresses: HashMap::try_from(addresses).context("map TG_NTP_ADDRS")?,
             state: Array::try_from(state).context("map TG_NTP_STATE")?,
         })
@@ -158,13 +161,13 @@ impl NtpFastMaps {
             );
         }
         let wanted: Vec<NtpAddrKey> = listen.iter().map(|a| address_key(*a)).collect();
-        let ports = port_words(listen);
-        // The old ports and the new stay set while the addresses change: a
-        // listen address whose port bit is clear would pass its requests
-        // to the server, not answer them.
-        let old_ports = self.port_words()?;
-        let both: Vec<u64> = old_ports.iter().zip(&ports).map(|(o, n)| o | n).collect();
-        self.write_port_words(&old_ports, &both)?;
+        let ports = listen.iter().map(|a| u32::from(a.port()));
+        // The new ports are set before the addresses change, the old ones
+        // cleared after: a listen address whose port bit is clear would
+        // pass its requests to the server, not answer them.
+        for port in ports.clone() {
+            self.ports.set(port)?;
+        }
         let old: Vec<NtpAddrKey> = self.addresses.keys().collect::<Result<_, _>>()?;
         for key in old.iter().filter(|k| !wanted.contains(k)) {
             self.addresses.remove(key)?;
@@ -174,24 +177,7 @@ impl NtpFastMaps {
                 .insert(key, 1, 0)
                 .context("write TG_NTP_ADDRS")?;
         }
-        self.write_port_words(&both, &ports)
-    }
-
-    fn port_words(&self) -> Result<Vec<u64>> {
-        (0..NTP_PORT_WORDS)
-            .map(|i| self.ports.get(&i, 0).context("read TG_NTP_PORTS"))
-            .collect()
-    }
-
-    /// Writes the words of `TG_NTP_PORTS` that differ between `from` (what
-    /// it holds) and `to`.
-    fn write_port_words(&mut self, from: &[u64], to: &[u64]) -> Result<()> {
-        for (i, (old, new)) in (0..NTP_PORT_WORDS).zip(from.iter().zip(to)) {
-            if old != new {
-                self.ports.set(i, new, 0).context("write TG_NTP_PORTS")?;
-            }
-        }
-        Ok(())
+        self.ports.keep_only(ports)
     }
 
     /// Publishes the state the program answers with.
@@ -203,16 +189,6 @@ impl NtpFastMaps {
     pub fn withdraw(&mut self) -> Result<()> {
         self.publish(&NtpFastState::default())
     }
-}
-
-/// `TG_NTP_PORTS` as it should be for `listen`: the bit of each port set.
-fn port_words(listen: &[SocketAddr]) -> Vec<u64> {
-    let mut words = vec![0u64; NTP_PORT_WORDS as usize];
-    for a in listen {
-        let port = usize::from(a.port());
-        words[port / 64] |= 1 << (port % 64);
-    }
-    words
 }
 
 fn address_key(addr: SocketAddr) -> NtpAddrKey {
@@ -236,6 +212,7 @@ fn address_key(addr: SocketAddr) -> NtpAddrKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tollgate_common::NTP_PORT_WORDS;
 
     #[test]
     fn port_words_set_one_bit_per_listen_port() {
@@ -243,7 +220,12 @@ mod tests {
             .iter()
             .map(|a| a.parse().expect("an address"))
             .collect();
-        let words = port_words(&listen);
+        // The words `Bitmap` keeps for them.
+        let mut words = vec![0u64; NTP_PORT_WORDS as usize];
+        for a in &listen {
+            let (word, mask) = Bitmap::place(u32::from(a.port()));
+            words[word] |= mask;
+        }
         assert_eq!(words.len(), NTP_PORT_WORDS as usize);
         // The program's test: bit `port % 64` of word `port / 64`.
         let set = |port: u16| words[usize::from(port >> 6)] & (1 << (port & 63)) != 0;
