@@ -12,7 +12,9 @@
 //! rate is set beyond reach here, so the limiter never turns one into a
 //! deny (`dataplane_reject` tests that). Every other packet goes, without its
 //! Ethernet header, through the raw-IP XDP variant (the program of tun,
-//! WireGuard, PPP and IP-tunnel links). A sample also goes through the TC
+//! WireGuard, PPP and IP-tunnel links), and every other Ethernet frame
+//! carries one or two VLAN tags (the program parses tagged and untagged
+//! frames with separate code). A sample also goes through the TC
 //! program, which answers the same rejects (its redirect back out). Any
 //! disagreement prints the policy and the packet.
 //! The tries of these small policies are all wide (8-bit nodes); a run
@@ -55,6 +57,9 @@ use crate::random;
 pub const PACKETS_PER_POLICY: usize = 200;
 /// Every n-th packet also runs through the TC program.
 const TC_SAMPLE: usize = 10;
+/// The VLAN tags of the tagged Ethernet frames, in turn: one 802.1Q tag,
+/// then an 802.1ad tag outside an 802.1Q one.
+const VLAN_TAGS: [&[u16]; 2] = [&[0x8100], &[0x88a8, 0x8100]];
 /// Packets of the previous policy replayed under each new one.
 const REPLAYED: usize = 20;
 
@@ -73,6 +78,8 @@ pub struct Agreement {
     pub tc: u64,
     /// Cases run through the raw-IP XDP variant instead of the Ethernet one.
     pub raw_ip: u64,
+    /// Ethernet cases whose frame carried VLAN tags.
+    pub vlan_tagged: u64,
     /// Policies with a rule list longer than one record (chained records).
     pub chained: u32,
     /// Learned destinations written before the packets ran.
@@ -107,6 +114,10 @@ impl Agreement {
             "the raw-IP variant judged its share"
         );
         assert!(
+            self.vlan_tagged >= cases / 6,
+            "VLAN-tagged frames judged their share"
+        );
+        assert!(
             self.denied > cases / 10 && self.denied < cases * 9 / 10,
             "both verdicts exercised"
         );
@@ -120,8 +131,8 @@ impl fmt::Display for Agreement {
             f,
             "{} (policy, packet) cases over {} policies{}: kernel = model ({} denied or \
              rejected, {} rejects answered, {} decided by one of {} learned destinations, {} \
-             through the raw-IP variant, {} also through TC; {} policies with chained rule \
-             records) in {:.2?}",
+             through the raw-IP variant, {} VLAN-tagged, {} also through TC; {} policies with \
+             chained rule records) in {:.2?}",
             self.cases,
             self.policies,
             if self.narrow_tries {
@@ -134,6 +145,7 @@ impl fmt::Display for Agreement {
             self.learned_decided,
             self.learned_written,
             self.raw_ip,
+            self.vlan_tagged,
             self.tc,
             self.chained,
             self.elapsed
@@ -141,10 +153,11 @@ impl fmt::Display for Agreement {
     }
 }
 
-/// The frame the kernel sees for `p`. A packet without a port (TCP/UDP)
-/// is a later fragment; each gets its own IP id, so no fragment of an
-/// earlier case is ever taken for its first fragment.
-fn frame(p: &PacketFacts, id: u32) -> Vec<u8> {
+/// The frame the kernel sees for `p`, behind `vlans` (outermost first). A
+/// packet without a port (TCP/UDP) is a later fragment; each gets its own
+/// IP id, so no fragment of an earlier case is ever taken for its first
+/// fragment.
+fn frame(p: &PacketFacts, id: u32, vlans: &[u16]) -> Vec<u8> {
     let transport = match (p.proto, p.dport) {
         (6, Some(dport)) => Transport::Tcp { dport },
         (17, Some(dport)) => Transport::Udp { dport },
@@ -155,6 +168,7 @@ fn frame(p: &PacketFacts, id: u32) -> Vec<u8> {
         (proto, _) => Transport::Other { proto, len: 8 },
     };
     let mut f = Frame::new(p.src, p.dst, transport);
+    f.vlans = vlans.to_vec();
     if matches!(p.proto, 6 | 17) && p.dport.is_none() {
         f.transport = if p.proto == 6 {
             Transport::Tcp { dport: 0 }
@@ -297,7 +311,13 @@ pub fn agree(policies: u32, narrow_tries: bool) -> Agreement {
                 .expect("installed counter");
             let mut id = next_id.borrow_mut();
             *id += 1;
-            let bytes = frame(packet, *id);
+            // Even cases: Ethernet, every other one tagged; odd: raw IP.
+            let vlans = if i % 4 == 2 {
+                VLAN_TAGS[i / 4 % 2]
+            } else {
+                &[]
+            };
+            let bytes = frame(packet, *id, vlans);
             let context = || {
                 format!(
                     "packet {packet:?}\nmodel {expected:?}\npolicy {policy:#?}\ntables {tables:#?}"
@@ -305,6 +325,9 @@ pub fn agree(policies: u32, narrow_tries: bool) -> Agreement {
             };
             let before = dp.counter(counter).unwrap().packets;
             let (action, _) = if i % 2 == 0 {
+                if !vlans.is_empty() {
+                    tally.borrow_mut().vlan_tagged += 1;
+                }
                 dp.test_run_xdp(&bytes, 1).unwrap()
             } else {
                 tally.borrow_mut().raw_ip += 1;
@@ -320,7 +343,7 @@ pub fn agree(policies: u32, narrow_tries: bool) -> Agreement {
             );
             if i % TC_SAMPLE == 0 {
                 *id += 1;
-                let (action, _) = dp.test_run_tc(&frame(packet, *id), 1).unwrap();
+                let (action, _) = dp.test_run_tc(&frame(packet, *id, vlans), 1).unwrap();
                 let want = action_for(&TC, expected.verdict, packet);
                 prop_assert_eq!(action, want, "TC action\n{}", context());
                 tally.borrow_mut().tc += 1;
