@@ -168,6 +168,27 @@ impl Probes {
         }
     }
 
+    /// The same probes behind one 802.1Q VLAN tag (VLAN 100), as a trunk
+    /// link carries them: the program's tagged-frame parse.
+    pub fn with_vlan_tag(&self) -> Probes {
+        let tag = |frame: &Vec<u8>| {
+            let mut tagged = frame[..12].to_vec();
+            tagged.extend_from_slice(&[0x81, 0x00, 0x00, 100]);
+            tagged.extend_from_slice(&frame[12..]);
+            tagged
+        };
+        Probes {
+            family: self.family,
+            allow: tag(&self.allow),
+            allow_dst: self.allow_dst,
+            deny_default: tag(&self.deny_default),
+            deny_default_dst: self.deny_default_dst,
+            deny_rule: tag(&self.deny_rule),
+            deny_rule_dst: self.deny_rule_dst,
+            unknown: tag(&self.unknown),
+        }
+    }
+
     pub fn unknown_source(family: Family) -> IpAddr {
         UNKNOWN_SOURCES[family as usize]
             .parse()

@@ -93,6 +93,8 @@
 //!   (`allow tcp 443` to a name nothing answers, so nothing is learned): a
 //!   packet the group's default decides is first checked for a learned
 //!   destination (`learned::learned_counter`).
+//! - **VLAN tag**: the same probes behind one 802.1Q tag, at the largest
+//!   cell: the parse of tagged frames, which is not the untagged one's.
 //! - **Raw IP**: the same probes from their IP header on, through the
 //!   raw-IP hook (`tollgate_xdp_ip`: tun, WireGuard, raw-IP modems), at the
 //!   largest cell.
@@ -178,6 +180,8 @@ const UDP_ROW: &str = "tollgate (xdp, UDP)";
 const FQDN_ROW: &str = "tollgate (xdp, FQDN group)";
 /// The row of the target cell measured on a raw-IP link.
 const RAW_IP_ROW: &str = "tollgate (xdp, raw IP)";
+/// The row of the target cell measured on VLAN-tagged frames.
+const VLAN_ROW: &str = "tollgate (xdp, VLAN tag)";
 
 /// The probes of each family, in the order of [`probe_jobs`].
 const PROBES_PER_FAMILY: usize = 4;
@@ -368,6 +372,11 @@ fn main() -> Result<()> {
                 let xdp_ip = |f: &[u8], r: u32| setup.run_xdp_ip(f, r);
                 let cells = measure.run_all(xdp_ip, &probe_jobs(&raw, XDP_PASS, XDP_DROP))?;
                 at_target.extend(rows_of(RAW_IP_ROW, ProgType::Xdp, &cells));
+                // The same probes behind a VLAN tag: tagged frames take a
+                // parse of their own, the IP header's offset a variable.
+                let tagged = probes.each_ref().map(Probes::with_vlan_tag);
+                let cells = measure.run_all(xdp, &probe_jobs(&tagged, XDP_PASS, XDP_DROP))?;
+                at_target.extend(rows_of(VLAN_ROW, ProgType::Xdp, &cells));
                 // The same policy with an FQDN rule in the group.
                 let fqdn = Setup::build(&pool, rules, devices, Variant::Fqdn)?;
                 let fqdn_probes = [fqdn.probes(Family::V4)?, fqdn.probes(Family::V6)?];
