@@ -14,7 +14,10 @@
 //! Ethernet header, through the raw-IP XDP variant (the program of tun,
 //! WireGuard, PPP and IP-tunnel links), and every other Ethernet frame
 //! carries one or two VLAN tags (the program parses tagged and untagged
-//! frames with separate code). A sample also goes through the TC
+//! frames with separate code), and every third IPv6 packet that is not a
+//! later fragment carries a Destination Options header before its
+//! transport header (the program parses packets with and without extension
+//! headers with separate code). A sample also goes through the TC
 //! program, which answers the same rejects (its redirect back out). Any
 //! disagreement prints the policy and the packet.
 //! The tries of these small policies are all wide (8-bit nodes); a run
@@ -80,6 +83,8 @@ pub struct Agreement {
     pub raw_ip: u64,
     /// Ethernet cases whose frame carried VLAN tags.
     pub vlan_tagged: u64,
+    /// IPv6 cases with an extension header before the transport header.
+    pub ipv6_extended: u64,
     /// Policies with a rule list longer than one record (chained records).
     pub chained: u32,
     /// Learned destinations written before the packets ran.
@@ -118,6 +123,10 @@ impl Agreement {
             "VLAN-tagged frames judged their share"
         );
         assert!(
+            self.ipv6_extended >= cases / 20,
+            "IPv6 extension headers judged their share"
+        );
+        assert!(
             self.denied > cases / 10 && self.denied < cases * 9 / 10,
             "both verdicts exercised"
         );
@@ -131,8 +140,8 @@ impl fmt::Display for Agreement {
             f,
             "{} (policy, packet) cases over {} policies{}: kernel = model ({} denied or \
              rejected, {} rejects answered, {} decided by one of {} learned destinations, {} \
-             through the raw-IP variant, {} VLAN-tagged, {} also through TC; {} policies with \
-             chained rule records) in {:.2?}",
+             through the raw-IP variant, {} VLAN-tagged, {} IPv6 with an extension header, {} \
+             also through TC; {} policies with chained rule records) in {:.2?}",
             self.cases,
             self.policies,
             if self.narrow_tries {
@@ -146,6 +155,7 @@ impl fmt::Display for Agreement {
             self.learned_written,
             self.raw_ip,
             self.vlan_tagged,
+            self.ipv6_extended,
             self.tc,
             self.chained,
             self.elapsed
@@ -153,11 +163,17 @@ impl fmt::Display for Agreement {
     }
 }
 
-/// The frame the kernel sees for `p`, behind `vlans` (outermost first). A
-/// packet without a port (TCP/UDP) is a later fragment; each gets its own
-/// IP id, so no fragment of an earlier case is ever taken for its first
-/// fragment.
-fn frame(p: &PacketFacts, id: u32, vlans: &[u16]) -> Vec<u8> {
+/// Whether `p` is a later fragment: a TCP or UDP packet without a port.
+fn later_fragment(p: &PacketFacts) -> bool {
+    matches!(p.proto, 6 | 17) && p.dport.is_none()
+}
+
+/// The frame the kernel sees for `p`, behind `vlans` (outermost first),
+/// with a Destination Options header before the transport header if
+/// `extended` (IPv6 only, not a later fragment). A packet without a port
+/// (TCP/UDP) is a later fragment; each gets its own IP id, so no fragment
+/// of an earlier case is ever taken for its first fragment.
+fn frame(p: &PacketFacts, id: u32, vlans: &[u16], extended: bool) -> Vec<u8> {
     let transport = match (p.proto, p.dport) {
         (6, Some(dport)) => Transport::Tcp { dport },
         (17, Some(dport)) => Transport::Udp { dport },
@@ -169,7 +185,10 @@ fn frame(p: &PacketFacts, id: u32, vlans: &[u16]) -> Vec<u8> {
     };
     let mut f = Frame::new(p.src, p.dst, transport);
     f.vlans = vlans.to_vec();
-    if matches!(p.proto, 6 | 17) && p.dport.is_none() {
+    if extended {
+        f.ipv6_extensions = vec![Extension::DestinationOptions];
+    }
+    if later_fragment(p) {
         f.transport = if p.proto == 6 {
             Transport::Tcp { dport: 0 }
         } else {
@@ -215,22 +234,24 @@ const TC: Actions = Actions {
 };
 
 /// The action of `program` the model's verdict stands for.
-fn action_for(program: &Actions, verdict: Verdict, p: &PacketFacts) -> u32 {
+/// `extended`: the packet carries an IPv6 extension header. A TCP reset
+/// answers it all the same; an ICMPv6 error quotes only a packet without
+/// one, so every other such reject is dropped unanswered.
+fn action_for(program: &Actions, verdict: Verdict, p: &PacketFacts, extended: bool) -> u32 {
     match verdict {
         Verdict::Allow | Verdict::AuditDeny => program.pass,
         Verdict::Deny => program.drop,
-        Verdict::Reject if answerable(p) => program.answer,
+        Verdict::Reject if answerable(p) && (!extended || p.proto == 6) => program.answer,
         Verdict::Reject => program.drop,
     }
 }
 
-/// Whether a reject of `p` is answered, of the packets `frame` crafts (TCP
-/// SYNs, UDP, echo requests, other protocols without options or extension
-/// headers): not a later fragment (no transport header to answer), and
-/// between two addresses that can each be one host.
+/// Whether a reject of `p` is answered, of the packets `frame` crafts
+/// without an extension header (TCP SYNs, UDP, echo requests, other
+/// protocols, no options): not a later fragment (no transport header to
+/// answer), and between two addresses that can each be one host.
 fn answerable(p: &PacketFacts) -> bool {
-    let later_fragment = matches!(p.proto, 6 | 17) && p.dport.is_none();
-    !later_fragment && is_host(p.src) && is_host(p.dst)
+    !later_fragment(p) && is_host(p.src) && is_host(p.dst)
 }
 
 fn is_host(addr: IpAddr) -> bool {
@@ -317,7 +338,8 @@ pub fn agree(policies: u32, narrow_tries: bool) -> Agreement {
             } else {
                 &[]
             };
-            let bytes = frame(packet, *id, vlans);
+            let extended = packet.src.is_ipv6() && !later_fragment(packet) && i % 3 == 1;
+            let bytes = frame(packet, *id, vlans, extended);
             let context = || {
                 format!(
                     "packet {packet:?}\nmodel {expected:?}\npolicy {policy:#?}\ntables {tables:#?}"
@@ -333,7 +355,7 @@ pub fn agree(policies: u32, narrow_tries: bool) -> Agreement {
                 tally.borrow_mut().raw_ip += 1;
                 dp.test_run_xdp_on(LinkKind::Ip, &bytes[14..], 1).unwrap()
             };
-            let want = action_for(&XDP, expected.verdict, packet);
+            let want = action_for(&XDP, expected.verdict, packet, extended);
             prop_assert_eq!(action, want, "XDP action\n{}", context());
             prop_assert_eq!(
                 dp.counter(counter).unwrap().packets,
@@ -343,8 +365,9 @@ pub fn agree(policies: u32, narrow_tries: bool) -> Agreement {
             );
             if i % TC_SAMPLE == 0 {
                 *id += 1;
-                let (action, _) = dp.test_run_tc(&frame(packet, *id, vlans), 1).unwrap();
-                let want = action_for(&TC, expected.verdict, packet);
+                let bytes = frame(packet, *id, vlans, extended);
+                let (action, _) = dp.test_run_tc(&bytes, 1).unwrap();
+                let want = action_for(&TC, expected.verdict, packet, extended);
                 prop_assert_eq!(action, want, "TC action\n{}", context());
                 tally.borrow_mut().tc += 1;
             }
@@ -352,6 +375,9 @@ pub fn agree(policies: u32, narrow_tries: bool) -> Agreement {
             t.cases += 1;
             if drops(expected.verdict) {
                 t.denied += 1;
+            }
+            if extended {
+                t.ipv6_extended += 1;
             }
             if action == XDP_TX {
                 t.answered += 1;
