@@ -155,37 +155,31 @@ impl Probes {
     /// The same probes as a raw-IP link carries them: from the IP header
     /// on (every probe frame is Ethernet without a VLAN tag).
     pub fn without_ethernet(&self) -> Probes {
-        let strip = |frame: &Vec<u8>| frame[ETHERNET_HEADER..].to_vec();
-        Probes {
-            family: self.family,
-            allow: strip(&self.allow),
-            allow_dst: self.allow_dst,
-            deny_default: strip(&self.deny_default),
-            deny_default_dst: self.deny_default_dst,
-            deny_rule: strip(&self.deny_rule),
-            deny_rule_dst: self.deny_rule_dst,
-            unknown: strip(&self.unknown),
-        }
+        self.reframed(|frame| frame[ETHERNET_HEADER..].to_vec())
     }
 
     /// The same probes behind one 802.1Q VLAN tag (VLAN 100), as a trunk
     /// link carries them: the program's tagged-frame parse.
     pub fn with_vlan_tag(&self) -> Probes {
-        let tag = |frame: &Vec<u8>| {
+        self.reframed(|frame| {
             let mut tagged = frame[..12].to_vec();
             tagged.extend_from_slice(&[0x81, 0x00, 0x00, 100]);
             tagged.extend_from_slice(&frame[12..]);
             tagged
-        };
+        })
+    }
+
+    /// The same probes, each frame rewritten by `rewrite`.
+    fn reframed(&self, rewrite: impl Fn(&[u8]) -> Vec<u8>) -> Probes {
         Probes {
             family: self.family,
-            allow: tag(&self.allow),
+            allow: rewrite(&self.allow),
             allow_dst: self.allow_dst,
-            deny_default: tag(&self.deny_default),
+            deny_default: rewrite(&self.deny_default),
             deny_default_dst: self.deny_default_dst,
-            deny_rule: tag(&self.deny_rule),
+            deny_rule: rewrite(&self.deny_rule),
             deny_rule_dst: self.deny_rule_dst,
-            unknown: tag(&self.unknown),
+            unknown: rewrite(&self.unknown),
         }
     }
 
