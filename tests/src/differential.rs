@@ -20,10 +20,12 @@
 //! headers with separate code). A sample also goes through the TC
 //! program, which answers the same rejects (its redirect back out). Any
 //! disagreement prints the policy and the packet.
-//! The tries of these small policies are all wide (8-bit nodes); a run
-//! with `narrow_tries` makes every trie narrow (`Options::narrow_tries`,
-//! what a slot without room for wide tries gets), so that both walks of
-//! the kernel are held to the model.
+//! The tries of these small policies all get the largest shape, a big
+//! (16-bit) root and 8-bit nodes; a run with [`Tries::SmallRoots`] gives
+//! them 8-bit roots (`Options::small_roots`), and one with
+//! [`Tries::Narrow`] 4-bit nodes (`Options::narrow_tries`), what a slot
+//! without room for the larger shapes gets, so that every walk of the
+//! kernel is held to the model.
 //!
 //! Every group has an FQDN rule, and some of the packets' destinations are
 //! learned for it (live or expired, in the packet's group or another)
@@ -93,8 +95,8 @@ pub struct Agreement {
     pub learned_decided: u64,
     /// How long the run took.
     pub elapsed: Duration,
-    /// Whether every trie was narrow (`Options::narrow_tries`).
-    pub narrow_tries: bool,
+    /// The shape the tries were given.
+    pub tries: Tries,
 }
 
 impl Agreement {
@@ -144,10 +146,10 @@ impl fmt::Display for Agreement {
              also through TC; {} policies with chained rule records) in {:.2?}",
             self.cases,
             self.policies,
-            if self.narrow_tries {
-                ", narrow tries"
-            } else {
-                ""
+            match self.tries {
+                Tries::Largest => "",
+                Tries::SmallRoots => ", 8-bit roots",
+                Tries::Narrow => ", narrow tries",
             },
             self.denied,
             self.answered,
@@ -288,24 +290,48 @@ fn drops(verdict: Verdict) -> bool {
     matches!(verdict, Verdict::Deny | Verdict::Reject)
 }
 
+/// The shape a run gives every trie.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Tries {
+    /// The largest there is room for: a big root and wide nodes.
+    #[default]
+    Largest,
+    /// Wide nodes under an 8-bit root (`Options::small_roots`).
+    SmallRoots,
+    /// Narrow nodes (`Options::narrow_tries`).
+    Narrow,
+}
+
+impl Tries {
+    /// Its name in a table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tries::Largest => "big root",
+            Tries::SmallRoots => "wide",
+            Tries::Narrow => "narrow",
+        }
+    }
+}
+
 /// Runs `policies` random policies with their packets through the kernel
-/// and the model, every trie narrow if `narrow_tries`. Needs root; panics
-/// on the first disagreement, with the policy and the packet.
-pub fn agree(policies: u32, narrow_tries: bool) -> Agreement {
+/// and the model, every trie in the shape `tries` says. Needs root;
+/// panics on the first disagreement, with the policy and the packet.
+pub fn agree(policies: u32, tries: Tries) -> Agreement {
     crate::require_root();
     let options = Options {
         reject_replies: RejectRepliesConfig {
             rate: 1_000_000_000,
             burst: None,
         },
-        narrow_tries,
+        narrow_tries: tries == Tries::Narrow,
+        small_roots: tries == Tries::SmallRoots,
         ..Options::default()
     };
     let dataplane = RefCell::new(Dataplane::open(&options).unwrap());
     let next_id = RefCell::new(0u32);
     let tally = RefCell::new(Agreement {
         policies,
-        narrow_tries,
+        tries,
         ..Agreement::default()
     });
     let previous = RefCell::new(Vec::<PacketFacts>::new());

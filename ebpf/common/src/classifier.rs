@@ -15,9 +15,12 @@
 //! words, indexed by the first address byte. Below it, a *narrow* trie's
 //! nodes are 16 words indexed by the next [`STRIDE`] = 4 bits, a *wide*
 //! trie's 256 words indexed by the next [`WIDE_STRIDE`] = 8 bits: half the
-//! levels, each still one word read (one cache line). `TG_ROOTS` gives each
-//! trie's base (the index of its root's first 16-word unit, with
-//! [`ROOT_WIDE`] for a wide trie) or [`NO_TRIE`]. A word is either a child
+//! levels, each still one word read (one cache line). A wide trie may
+//! have a *big root* instead: 2^[`BIG_ROOT_STRIDE`] = 65,536 words indexed
+//! by the first two address bytes, one level less on every walk past them.
+//! `TG_ROOTS` gives each trie's base (the index of its root's first
+//! 16-word unit, with [`ROOT_WIDE`] for a wide trie and also [`ROOT_BIG`]
+//! for a big root) or [`NO_TRIE`]. A word is either a child
 //! ([`TRIE_CHILD`], the lowest bit, set; the rest is the child node's byte
 //! offset from the slot's first word) or a leaf: the payload, shifted left
 //! by one, of the longest prefix covering every address that reaches the
@@ -27,7 +30,8 @@
 //! the group id. The controller builds a trie with children from its own
 //! first word, so that it can place it anywhere (a wide trie at a multiple
 //! of its node size), and adds the trie's place as it stores the words.
-//! It makes every trie wide that the slot has room for.
+//! It gives every trie the largest shape the slot has room for: a big
+//! root, else wide, else narrow.
 //!
 //! A level of the walk is two instructions on the chain of dependent loads:
 //! a mask (which clears the child bit, aligns to the node and keeps the
@@ -41,7 +45,11 @@
 //! prefix. A wide trie takes 256 + 256·N words, N ≤ P·⌈(L − 8)/8⌉: at most
 //! 3 nodes (3 KiB) per IPv4 prefix and 15 (15 KiB) per IPv6 prefix; dense
 //! prefix sets take far less (the 10⁵-prefix benchmark policy: 8–9 times
-//! its narrow tries, BENCHMARKS.md). The map holds [`TRIE_WORDS_PER_SLOT`]
+//! its narrow tries, BENCHMARKS.md). A big root takes 65,536 words (256
+//! KiB) in place of the root's 256 and the wide nodes of the next 8 bits,
+//! at most 256 of them: about what a wide trie of prefixes under many first
+//! bytes takes anyway, and 255 times the root for a small one, so a slot
+//! has room for 64 at most. The map holds [`TRIE_WORDS_PER_SLOT`]
 //! words per slot (16 MiB) whatever the tries use; `TG_ROOTS` 8 bytes (a
 //! `u32` in an 8-byte array element) · [`ROOTS_PER_SLOT`] per slot.
 //!
@@ -49,9 +57,10 @@
 //! One `TG_ROOTS` read, one `TG_TRIE` lookup (the slot's words), then the
 //! root's word and one word per level: at most 1 + ⌈(L − 8)/4⌉ reads
 //! narrow ([`MAX_LEVELS_V4`] = 7 for IPv4, [`MAX_LEVELS_V6`] = 31 for
-//! IPv6), 1 + ⌈(L − 8)/8⌉ wide (4 and 16), all dependent. A walk stops at
-//! the first leaf, so a policy of /24s costs an IPv4 packet at most 1 + 2
-//! word reads in a wide trie, whatever the rule count.
+//! IPv6), 1 + ⌈(L − 8)/8⌉ wide (4 and 16), 1 + ⌈(L − 16)/8⌉ under a big
+//! root (3 and 15), all dependent. A walk stops at the first leaf, so a
+//! policy of /24s costs an IPv4 packet at most 1 + 1 word reads under a
+//! big root, whatever the rule count.
 
 /// `Array<TrieSlot>` of [`crate::SLOTS`] entries: each slot's trie nodes,
 /// [`TRIE_NODES_PER_SLOT`] of 16 words, as one value, so that a walk looks
@@ -97,6 +106,18 @@ pub const WIDE_NODE_WORDS: u32 = 1 << WIDE_STRIDE;
 pub const ROOT_WIDE: u32 = 1 << 30;
 /// Words of a root (16 nodes).
 pub const ROOT_WORDS: u32 = 1 << ROOT_STRIDE;
+/// Bits a big root consumes: a wide trie with one level less, for 65,536
+/// words (256 KiB) of root, which a slot has room for only for some tries.
+pub const BIG_ROOT_STRIDE: u32 = 16;
+/// Words of a big root.
+pub const BIG_ROOT_WORDS: u32 = 1 << BIG_ROOT_STRIDE;
+/// Flag of a `TG_ROOTS` entry, beside [`ROOT_WIDE`], whose wide trie has a
+/// big root ([`BIG_ROOT_STRIDE`]). The controller gives the tries big roots
+/// where the slot has room, as it makes them wide, and takes them back
+/// first from the tries they cost the most words.
+pub const ROOT_BIG: u32 = 1 << 29;
+/// The flags of a `TG_ROOTS` entry; the rest is the trie's first node.
+pub const ROOT_FLAGS: u32 = ROOT_WIDE | ROOT_BIG;
 /// `TG_TRIE` reads of one walk of a narrow trie, at most.
 pub const MAX_LEVELS_V4: u32 = 1 + (32 - ROOT_STRIDE) / STRIDE;
 pub const MAX_LEVELS_V6: u32 = 1 + (128 - ROOT_STRIDE) / STRIDE;

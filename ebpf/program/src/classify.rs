@@ -7,9 +7,10 @@
 //! # Structure
 //! A multibit trie per (slot, family, tree) in `TG_TRIE`, as
 //! `tollgate_common::classifier` lays it out: a 256-word root indexed by
-//! the first address byte, then nodes of 16 words indexed by the next 4
-//! bits (a narrow trie) or of 256 words indexed by the next 8 (a wide one,
-//! flagged in its `TG_ROOTS` entry); a read is one word, one cache line. A
+//! the first address byte (or, a big root, 65,536 words indexed by the
+//! first two), then nodes of 16 words indexed by the next 4 bits (a narrow
+//! trie) or of 256 words indexed by the next 8 (a wide one); the shape is
+//! flagged in its `TG_ROOTS` entry. A read is one word, one cache line. A
 //! word is a child (bit 0, the node's byte offset in the slot) or a leaf
 //! (the payload of the longest covering prefix, pushed down by the
 //! controller, or `TRIE_NONE`, shifted left by one). `TG_ROOTS` holds each
@@ -17,22 +18,24 @@
 //!
 //! # Memory
 //! A narrow trie 256 + 16·N words, N ≤ P·⌈(L − 8)/4⌉ inner nodes for P
-//! prefixes of length ≤ L; a wide one 256 + 256·N, N ≤ P·⌈(L − 8)/8⌉.
-//! `TG_TRIE` holds `TRIE_WORDS_PER_SLOT` words per slot.
+//! prefixes of length ≤ L; a wide one 256 + 256·N, N ≤ P·⌈(L − 8)/8⌉;
+//! under a big root 65,536 + 256·N, N ≤ P·⌈(L − 16)/8⌉. `TG_TRIE` holds `TRIE_WORDS_PER_SLOT` words per slot.
 //!
 //! # Accesses
 //! One `TG_ROOTS` read and one `TG_TRIE` lookup (the slot's words, one
 //! value), then at most 7 (IPv4) or 31 (IPv6) dependent word reads narrow,
-//! 4 or 16 wide, each a load at the masked word plus the index: no map
+//! 4 or 16 wide, 3 or 15 under a big root (one read less on every walk
+//! past the first two bytes: 8–10 ns on one packet on its own, 1–2 ns
+//! looped, BENCHMARKS.md), each a load at the masked word plus the index: no map
 //! lookup per level (a lookup per level cost about 4–5 ns a level,
 //! BENCHMARKS.md), and two instructions between one level's load and the
 //! next. The walk ends at the first leaf.
 
 use tollgate_common::{
-    DEVICE_FREE, DEVICE_TREE, FAMILY_V4, FAMILY_V6, MAX_GROUPS, NO_TRIE, NODE_BYTES, ROOT_STRIDE,
-    ROOT_WIDE, ROOTS_PER_SLOT, STRIDE, TRIE_BYTES_PER_SLOT, TRIE_CHILD, TRIE_NODES_PER_SLOT,
-    TRIE_NONE, UNKNOWN_GROUP, V4_PER_BUCKET, V6_ENTRY_WORDS, V6_PER_BUCKET, WIDE_STRIDE,
-    device_buckets, device_hash, leaf_payload, root_index,
+    BIG_ROOT_STRIDE, DEVICE_FREE, DEVICE_TREE, FAMILY_V4, FAMILY_V6, MAX_GROUPS, NO_TRIE,
+    NODE_BYTES, ROOT_BIG, ROOT_STRIDE, ROOT_WIDE, ROOTS_PER_SLOT, STRIDE, TRIE_BYTES_PER_SLOT,
+    TRIE_CHILD, TRIE_NODES_PER_SLOT, TRIE_NONE, UNKNOWN_GROUP, V4_PER_BUCKET, V6_ENTRY_WORDS,
+    V6_PER_BUCKET, WIDE_STRIDE, device_buckets, device_hash, leaf_payload, root_index,
 };
 
 use crate::{
@@ -118,23 +121,21 @@ fn longest_match(root: u32, hi: u64, lo: u64) -> u32 {
         return TRIE_NONE;
     };
     let bytes = words as *const u8;
-    // A root is 16 consecutive nodes: the first byte indexes its words.
     let base = u64::from((entry & (TRIE_NODES_PER_SLOT - 1)) * NODE_BYTES);
-    let at = (base + ((hi >> (64 - ROOT_STRIDE)) << 2)) & (TRIE_BYTES_PER_SLOT - 4);
-    // SAFETY: masked into the value, which is TRIE_BYTES_PER_SLOT bytes; a
-    // multiple of 4.
-    let word = unsafe { *(bytes.add(at as usize) as *const u32) };
-    // The trie's stride is the same for all its levels: one branch here,
+    // The trie's strides are the same for all its levels: one branch here,
     // none per level.
     if entry & ROOT_WIDE == 0 {
-        descend::<STRIDE>(bytes, word, hi, lo)
+        descend::<STRIDE, ROOT_STRIDE>(bytes, base, hi, lo)
+    } else if entry & ROOT_BIG == 0 {
+        descend::<WIDE_STRIDE, ROOT_STRIDE>(bytes, base, hi, lo)
     } else {
-        descend::<WIDE_STRIDE>(bytes, word, hi, lo)
+        descend::<WIDE_STRIDE, BIG_ROOT_STRIDE>(bytes, base, hi, lo)
     }
 }
 
-/// The rest of a walk from the root's `word`, through nodes of `S` bits in
-/// the slot's words at `bytes`.
+/// A walk from the root at `base` (a byte offset in the slot's words at
+/// `bytes`), whose `R` first bits index consecutive words, through nodes
+/// of `S` bits.
 ///
 /// A level is one mask and one add on the chain of dependent loads: a
 /// child word is its node's byte offset in the slot with the child bit,
@@ -144,15 +145,19 @@ fn longest_match(root: u32, hi: u64, lo: u64) -> u32 {
 /// node past bit 32 (the controller builds none), so its walk ends at a
 /// leaf before that.
 #[inline(always)]
-fn descend<const S: u32>(bytes: *const u8, mut word: u32, hi: u64, lo: u64) -> u32 {
+fn descend<const S: u32, const R: u32>(bytes: *const u8, base: u64, hi: u64, lo: u64) -> u32 {
+    let at = (base + ((hi >> (64 - R)) << 2)) & (TRIE_BYTES_PER_SLOT - 4);
+    // SAFETY: masked into the value, which is TRIE_BYTES_PER_SLOT bytes; a
+    // multiple of 4.
+    let mut word = unsafe { *(bytes.add(at as usize) as *const u32) };
     let node_mask = TRIE_BYTES_PER_SLOT - (4u64 << S);
     // SAFETY: a node masked into the slot, aligned to its size, plus an
     // index below its size: inside the value, a multiple of 4.
     let read_in = |index: u64, node: u64| -> u32 {
         unsafe { *(bytes.add(index as usize).add(node as usize) as *const u32) }
     };
-    let mut rest = hi << ROOT_STRIDE;
-    for _ in 0..(64 - ROOT_STRIDE) / S {
+    let mut rest = hi << R;
+    for _ in 0..(64 - R) / S {
         if word & TRIE_CHILD == 0 {
             return leaf_payload(word);
         }

@@ -1,12 +1,13 @@
 //! The kernel-versus-model differential run (`testkit::differential`) at
-//! the bench's scale: ≥ 10⁶ cases with wide tries and a fifth of that with
+//! the bench's scale: ≥ 10⁶ cases with the tries' largest shape (big
+//! roots, wide nodes) and a fifth of that each with 8-bit roots and with
 //! every trie narrow, where the test runs ≥ 10⁵. Nothing here is compared
 //! with a target: the seconds say what the run costs, and a disagreement
 //! panics with the policy and the packet, so a printed line always reads
 //! 0 disagreements.
 
 use anyhow::Result;
-use testkit::differential::{PACKETS_PER_POLICY, agree};
+use testkit::differential::{PACKETS_PER_POLICY, Tries, agree};
 
 use crate::report::count;
 
@@ -39,7 +40,7 @@ impl Differential {
         })
     }
 
-    /// Runs the wide and the narrow run and prints their table (or why
+    /// Runs the three shapes' runs and prints their table (or why
     /// not); panics on a disagreement, or when the random cases missed a
     /// path they are there for.
     pub fn run(&self) {
@@ -51,13 +52,19 @@ impl Differential {
                 return;
             }
         };
-        let runs = [(policies, false), (policies.div_ceil(5), true)].map(|(policies, narrow)| {
-            let agreement = agree(policies, narrow);
+        let fifth = policies.div_ceil(5);
+        let runs = [
+            (policies, Tries::Largest),
+            (fifth, Tries::SmallRoots),
+            (fifth, Tries::Narrow),
+        ]
+        .map(|(policies, tries)| {
+            let agreement = agree(policies, tries);
             eprintln!("{agreement}");
             agreement
         });
         println!(
-            "{:<30} {:>6} {:>9} {:>10} {:>18} {:>14} {:>10} {:>8} {:>13}",
+            "{:<30} {:>8} {:>9} {:>10} {:>18} {:>14} {:>10} {:>8} {:>13}",
             "what",
             "tries",
             "policies",
@@ -70,9 +77,9 @@ impl Differential {
         );
         for run in &runs {
             println!(
-                "{:<30} {:>6} {:>9} {:>10} {:>18} {:>14} {:>10} {:>8.1} {:>13}",
+                "{:<30} {:>8} {:>9} {:>10} {:>18} {:>14} {:>10} {:>8.1} {:>13}",
                 "differential (kernel = model)",
-                if run.narrow_tries { "narrow" } else { "wide" },
+                run.tries.name(),
                 count(run.policies as usize),
                 count(run.cases as usize),
                 count(run.denied as usize),

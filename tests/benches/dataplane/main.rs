@@ -98,10 +98,11 @@
 //! - **Raw IP**: the same probes from their IP header on, through the
 //!   raw-IP hook (`tollgate_xdp_ip`: tun, WireGuard, raw-IP modems), at the
 //!   largest cell.
-//! - **Narrow tries**: the same program and policy at the largest cell
+//! - **Small roots and narrow tries**: the same program and policy at the
+//!   largest cell with 8-bit roots (`Options::small_roots`: one level more
+//!   than the big roots the controller builds where the slot has room) and
 //!   with every trie narrow (`Options::narrow_tries`: 4-bit nodes, twice
-//!   the levels of the wide ones the controller builds where the slot has
-//!   room), what a slot without that room gets.
+//!   the levels of wide ones), what a slot without that room gets.
 //! - **Where the time goes**: at 10⁵ prefixes, each map lookup the program
 //!   makes (and the clock read of the deny-event limiter) is timed alone:
 //!   a raw XDP program builds the key the kernel program would build for a
@@ -117,7 +118,8 @@
 //!   ALU row prices that work by the instruction.
 //! - **Differential** (`differential.rs`), last: the kernel-versus-model
 //!   differential test's harness (`testkit::differential`) at ≥ 10⁶ cases
-//!   with wide tries and a fifth of that with narrow ones, every verdict and
+//!   with the tries' largest shape and a fifth of that each with 8-bit
+//!   roots and with narrow tries, every verdict and
 //!   counter of the real program checked against the model; it prints the
 //!   cases and the seconds they took (a disagreement panics).
 //!
@@ -384,8 +386,19 @@ fn main() -> Result<()> {
                 let cells = measure.run_all(xdp, &probe_jobs(&fqdn_probes, XDP_PASS, XDP_DROP))?;
                 at_target.extend(rows_of(FQDN_ROW, ProgType::Xdp, &cells));
                 drop(fqdn);
-                // The same policy with every trie narrow (4-bit nodes, twice
-                // the levels), what a slot without room for wide ones gets.
+                // The same policy with 8-bit roots, and with every trie
+                // narrow (4-bit nodes, twice the levels): what a slot
+                // without room for big roots, or for wide nodes, gets.
+                let small = Setup::build(&pool, rules, devices, Variant::SmallRoots)?;
+                let small_probes = [small.probes(Family::V4)?, small.probes(Family::V6)?];
+                let xdp = |f: &[u8], r: u32| small.run_xdp(f, r);
+                let cells = measure.run_all(xdp, &probe_jobs(&small_probes, XDP_PASS, XDP_DROP))?;
+                at_target.extend(rows_of(
+                    "tollgate (xdp, 8-bit roots)",
+                    ProgType::Xdp,
+                    &cells,
+                ));
+                drop(small);
                 let narrow = Setup::build(&pool, rules, devices, Variant::Narrow)?;
                 let narrow_probes = [narrow.probes(Family::V4)?, narrow.probes(Family::V6)?];
                 let xdp = |f: &[u8], r: u32| narrow.run_xdp(f, r);

@@ -30,8 +30,12 @@ pub const NEW_FLOWS: u8 = cold::FRAMES as u8;
 /// What the fleet's policy and tries are like.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
-    /// As the controller builds it: wide tries where the slot has room.
+    /// As the controller builds it: the largest shape of trie the slot has
+    /// room for (a big root and wide nodes, at the bench's cells).
     Wide,
+    /// Wide nodes under 8-bit roots (`Options::small_roots`), what a slot
+    /// without room for big roots gets.
+    SmallRoots,
     /// Every trie narrow (4-bit nodes, twice the levels), what a slot
     /// without room for wide ones gets.
     Narrow,
@@ -88,6 +92,7 @@ impl Setup {
             pin_dir: None,
             limits,
             narrow_tries: variant == Variant::Narrow,
+            small_roots: variant == Variant::SmallRoots,
             ..Options::default()
         })?;
         let report = dataplane.install(&tables)?;

@@ -146,6 +146,7 @@ fn open_dataplane(config: &Config) -> Result<Dataplane> {
         pass_ethertypes: config.pass_ethertypes.clone(),
         hooks_at_open: Some(hooks_at_start(config)),
         narrow_tries: false,
+        small_roots: false,
     })?;
     let ms = begin.elapsed().as_millis();
     let hooks = hooks_note(&dataplane);

@@ -57,8 +57,8 @@ impl Dataplane {
             .collect();
         let target = indices.as_ref().and_then(|indices| {
             let ids = self.group_ids.assign(slot, &policy.groups);
-            let (records, wide) = (self.policy.records_per_slot, self.policy.wide_tries);
-            SlotImage::build(slot, policy, indices, &ids, &current, records, wide).ok()
+            let (records, largest) = (self.policy.records_per_slot, self.policy.largest_trie);
+            SlotImage::build(slot, policy, indices, &ids, &current, records, largest).ok()
         });
         match (indices, target) {
             (Some(indices), Some(mut target)) if current.holds(&target) => {

@@ -128,6 +128,11 @@ pub struct Options {
     /// kernel's narrow walk, and for comparison. `false`: wide wherever
     /// the slot has room.
     pub narrow_tries: bool,
+    /// No trie with a big root (16 bits), as the controller makes them when
+    /// a slot has no room for those: for the tests that must run the
+    /// kernel's walk of a wide trie with an 8-bit root. `false`: big roots
+    /// wherever the slot has room (and `narrow_tries` is not set).
+    pub small_roots: bool,
 }
 
 /// How `open` found the pins.
@@ -286,7 +291,7 @@ impl Dataplane {
             &group_ids,
             &current,
             self.policy.records_per_slot,
-            self.policy.wide_tries,
+            self.policy.largest_trie,
         ) {
             Ok(target) => target,
             Err(e) => {

@@ -29,7 +29,7 @@ use super::{
     layout::{self, Pinned},
     learned::Learned,
     pins::ensure_bpffs,
-    slots::{DeviceTable, FlatMaps, Geometry, MappedWords, PolicyMaps, SlotImage},
+    slots::{DeviceTable, FlatMaps, Geometry, MappedWords, PolicyMaps, Shape, SlotImage},
 };
 
 impl Dataplane {
@@ -151,7 +151,13 @@ impl Dataplane {
                 roots: mapped(&mut ebpf, MAP_TRIE_ROOTS, SLOTS * ROOTS_PER_SLOT, 2)?,
             },
             records_per_slot: options.limits.rule_records,
-            wide_tries: !options.narrow_tries,
+            largest_trie: if options.narrow_tries {
+                Shape::Narrow
+            } else if options.small_roots {
+                Shape::Wide
+            } else {
+                Shape::BigRoot
+            },
         };
         let counters = CounterRegistry::adopt(
             take(&mut ebpf, MAP_COUNTER_OWNERS)?,

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use anyhow::{Context as _, Result, bail};
 use tollgate_common::{GroupInfo, RECORD_ENTRIES, UNKNOWN_GROUP};
 
-use super::SlotImage;
+use super::{Shape, SlotImage};
 use crate::{
     datapath::{counters::owner_hash, records},
     tables::CompiledPolicy,
@@ -63,7 +63,7 @@ impl SlotContents {
             &SlotImage::default(),
             u32::try_from(records)?,
             // The tries are not part of the contents: the cheaper form.
-            false,
+            Shape::Narrow,
         )?;
         let names = policy
             .groups

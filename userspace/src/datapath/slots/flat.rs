@@ -16,26 +16,30 @@
 //! the trie's first word: a trie is a block that can move as a whole (the
 //! writer adds its place, `mapped.rs`).
 //!
-//! # Wide or narrow
-//! Every new trie is built both ways. A wide trie walks half the levels
-//! (about 1.3 ns a level on the bench machine, BENCHMARKS.md) for more words;
-//! the slot's words are allocated whatever the tries use, so each trie is
-//! wide if the slot has room, and while the tries do not fit, the new trie
-//! whose wide form takes the most words more goes narrow. A trie an install
-//! keeps keeps its form.
+//! # Shapes
+//! Every new trie is built in each [`Shape`]: narrow, wide (half the levels,
+//! about 1.3 ns a level on the bench machine, BENCHMARKS.md) and wide under
+//! a big root (16 bits: one level less again, 8–10 ns on one packet on its
+//! own), each for more words. The slot's words are allocated whatever the
+//! tries use, so each trie takes the largest shape if the slot has room,
+//! and while the tries do not fit, the new trie whose shape takes the most
+//! words more than its next smaller one takes that one. A trie an install
+//! keeps keeps its shape.
 //!
 //! # Memory
 //! A narrow trie: 256 + 16·N words, N ≤ P·⌈(L − 8)/4⌉ inner nodes for P
 //! prefixes of length ≤ L, at most 6 nodes (384 bytes) per IPv4 prefix and
 //! 30 (1,920 bytes) per IPv6 prefix; a wide one 256 + 256·N, N ≤
 //! P·⌈(L − 8)/8⌉, at most 3 KiB per IPv4 prefix and 15 KiB per IPv6
-//! prefix. Far less where prefixes share paths (the 10⁵-prefix benchmark
-//! policy: see BENCHMARKS.md). A slot holds `TRIE_WORDS_PER_SLOT` words.
+//! prefix; under a big root 65,536 + 256·N, N ≤ P·⌈(L − 16)/8⌉. Far less
+//! where prefixes share paths (the 10⁵-prefix benchmark policy: see
+//! BENCHMARKS.md). A slot holds `TRIE_WORDS_PER_SLOT` words, room for 64
+//! big roots at most.
 //!
 //! # Accesses
 //! A walk reads one `TG_ROOTS` word and at most 7 (IPv4) or 31 (IPv6)
-//! `TG_TRIE` words narrow, 4 or 16 wide, one per level, stopping at the
-//! first leaf.
+//! `TG_TRIE` words narrow, 4 or 16 wide, 3 or 15 under a big root, one per
+//! level, stopping at the first leaf.
 //!
 //! # Placement
 //! An install keeps every trie whose words did not change where it is, and
@@ -49,9 +53,9 @@ use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use tollgate_common::{
-    DESTINATION_HEADER_BITS, DEVICE_PREFIX_HEADER_BITS, DEVICE_TREE, FAMILY_V4, NO_TRIE,
-    NODE_WORDS, ROOT_STRIDE, ROOT_WIDE, ROOT_WORDS, ROOTS_PER_SLOT, STRIDE, TREES_PER_FAMILY,
-    TRIE_CHILD, TRIE_NODES_PER_SLOT, TRIE_NONE, TRIE_WORDS_PER_SLOT, WIDE_NODE_WORDS, WIDE_STRIDE,
+    BIG_ROOT_STRIDE, DESTINATION_HEADER_BITS, DEVICE_PREFIX_HEADER_BITS, DEVICE_TREE, FAMILY_V4,
+    NO_TRIE, NODE_WORDS, ROOT_BIG, ROOT_STRIDE, ROOT_WIDE, ROOT_WORDS, ROOTS_PER_SLOT, STRIDE,
+    TREES_PER_FAMILY, TRIE_CHILD, TRIE_NODES_PER_SLOT, TRIE_NONE, TRIE_WORDS_PER_SLOT, WIDE_STRIDE,
     child_node, child_word, leaf_payload, leaf_word,
 };
 
@@ -66,6 +70,75 @@ pub struct Prefix {
     pub payload: u32,
 }
 
+/// A trie's form, from the fewest words to the fewest levels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Shape {
+    /// A root of [`ROOT_STRIDE`] bits, nodes of [`STRIDE`].
+    Narrow,
+    /// A root of [`ROOT_STRIDE`] bits, nodes of [`WIDE_STRIDE`].
+    Wide,
+    /// A root of [`BIG_ROOT_STRIDE`] bits, nodes of [`WIDE_STRIDE`]: one
+    /// level less than wide, for a root of 65,536 words.
+    BigRoot,
+}
+
+impl Shape {
+    pub fn root_stride(self) -> u32 {
+        if self == Shape::BigRoot {
+            BIG_ROOT_STRIDE
+        } else {
+            ROOT_STRIDE
+        }
+    }
+
+    pub fn stride(self) -> u32 {
+        if self == Shape::Narrow {
+            STRIDE
+        } else {
+            WIDE_STRIDE
+        }
+    }
+
+    /// The flags of its `TG_ROOTS` entry.
+    pub fn root_flags(self) -> u32 {
+        match self {
+            Shape::Narrow => 0,
+            Shape::Wide => ROOT_WIDE,
+            Shape::BigRoot => ROOT_WIDE | ROOT_BIG,
+        }
+    }
+
+    /// The shape a `TG_ROOTS` entry's flags name.
+    pub fn of_root(entry: u32) -> Shape {
+        match (entry & ROOT_WIDE != 0, entry & ROOT_BIG != 0) {
+            (false, _) => Shape::Narrow,
+            (true, false) => Shape::Wide,
+            (true, true) => Shape::BigRoot,
+        }
+    }
+
+    /// Words of its root.
+    pub fn root_words(self) -> u32 {
+        1 << self.root_stride()
+    }
+
+    /// Words of its nodes below the root, which its base is a multiple of
+    /// (the walk masks a child's offset to the node size, which keeps a
+    /// read inside the slot).
+    pub fn node_words(self) -> u32 {
+        1 << self.stride()
+    }
+
+    /// The next form with fewer words.
+    fn smaller(self) -> Option<Shape> {
+        match self {
+            Shape::Narrow => None,
+            Shape::Wide => Some(Shape::Narrow),
+            Shape::BigRoot => Some(Shape::Wide),
+        }
+    }
+}
+
 /// A trie in place: its tree, its words (children relative to `base`) and
 /// its base, in words from the slot's first (a multiple of a node: every
 /// trie is whole nodes).
@@ -74,9 +147,8 @@ pub struct PlacedTrie {
     pub family: u8,
     pub tree: u32,
     pub base: u32,
-    /// Nodes of [`WIDE_STRIDE`] bits, not [`STRIDE`]: the base is then a
-    /// multiple of [`WIDE_NODE_WORDS`].
-    pub wide: bool,
+    /// Its form: the base is a multiple of its nodes' words.
+    pub shape: Shape,
     /// Shared with the image of the slot it was built for, so that an
     /// unchanged group's trie is kept without copying.
     pub words: Arc<[u32]>,
@@ -88,7 +160,7 @@ pub struct FlatImage {
     /// Sorted by (family, tree).
     pub tries: Vec<PlacedTrie>,
     /// The slot's `TG_ROOTS` entries (absolute indices of 16-word units,
-    /// with [`ROOT_WIDE`] for a wide trie), [`ROOTS_PER_SLOT`] of them;
+    /// with the flags of the trie's [`Shape`]), [`ROOTS_PER_SLOT`] of them;
     /// empty for a slot not known yet (after a restart).
     pub roots: Vec<u32>,
 }
@@ -103,19 +175,19 @@ fn bits(addr: u128, pos: u32, width: u32) -> u32 {
     ((addr >> (128 - pos - width)) & ((1u128 << width) - 1)) as u32
 }
 
-/// Compiles `prefixes` (each (length, address) once) into a trie whose
-/// nodes below the root take `stride` bits ([`STRIDE`] or [`WIDE_STRIDE`]),
-/// its children byte offsets from its first word.
-pub fn build(prefixes: &mut [Prefix], stride: u32) -> Result<Vec<u32>> {
+/// Compiles `prefixes` (each (length, address) once) into a trie of
+/// `shape`, its children byte offsets from its first word.
+pub fn build(prefixes: &mut [Prefix], shape: Shape) -> Result<Vec<u32>> {
+    let (root_stride, stride) = (shape.root_stride(), shape.stride());
     let node_words = 1usize << stride;
     prefixes.sort_by_key(|p| p.len);
-    let mut words = vec![leaf_word(TRIE_NONE); ROOT_WORDS as usize];
+    let mut words = vec![leaf_word(TRIE_NONE); shape.root_words() as usize];
     for p in prefixes.iter() {
         if p.payload >= TRIE_NONE {
             bail!("trie payload {} does not fit 31 bits", p.payload);
         }
         let len = u32::from(p.len);
-        let (mut node, mut pos, mut width) = (0usize, 0u32, ROOT_STRIDE);
+        let (mut node, mut pos, mut width) = (0usize, 0u32, root_stride);
         loop {
             let index = bits(p.addr, pos, width) as usize;
             if len <= pos + width {
@@ -149,60 +221,67 @@ pub fn build(prefixes: &mut [Prefix], stride: u32) -> Result<Vec<u32>> {
     Ok(words)
 }
 
-/// What a slot's tries may take: `words` of `TG_TRIE`, and wide nodes or
-/// not.
+/// What a slot's tries may take: `words` of `TG_TRIE`, and the largest
+/// [`Shape`] a trie may have.
 #[derive(Clone, Copy, Debug)]
 pub struct TrieRoom {
     pub words: u32,
-    pub wide: bool,
+    pub largest: Shape,
 }
 
-/// A new trie, narrow, and wide when that is allowed and fits a slot at
-/// all.
+/// A new trie in each shape up to the largest allowed that fits a slot at
+/// all (`forms[shape as usize]`; narrow always).
 struct Built {
     family: u8,
     tree: u32,
-    narrow: Arc<[u32]>,
-    wide: Option<Arc<[u32]>>,
+    forms: Vec<Arc<[u32]>>,
 }
 
 impl Built {
-    fn new(family: u8, tree: u32, prefixes: &mut [Prefix], wide: bool) -> Result<Built> {
-        let narrow: Arc<[u32]> = build(prefixes, STRIDE)?.into();
-        // A trie that is its root alone is the same either way.
-        let wide = if !wide || narrow.len() == ROOT_WORDS as usize {
-            None
-        } else {
-            build(prefixes, WIDE_STRIDE).ok().map(Arc::from)
-        };
+    fn new(family: u8, tree: u32, prefixes: &mut [Prefix], largest: Shape) -> Result<Built> {
+        let narrow: Arc<[u32]> = build(prefixes, Shape::Narrow)?.into();
+        // A trie that is its root alone is the same in every shape.
+        let root_only = narrow.len() == ROOT_WORDS as usize;
+        let mut forms = vec![narrow];
+        for shape in [Shape::Wide, Shape::BigRoot] {
+            if root_only || shape > largest {
+                break;
+            }
+            match build(prefixes, shape) {
+                Ok(words) => forms.push(words.into()),
+                Err(_) => break,
+            }
+        }
         Ok(Built {
             family,
             tree,
-            narrow,
-            wide,
+            forms,
         })
     }
 
-    /// The trie unplaced, wide if asked and built.
-    fn placed(&self, wide: bool) -> PlacedTrie {
-        let (words, wide) = match (&self.wide, wide) {
-            (Some(w), true) => (w.clone(), true),
-            _ => (self.narrow.clone(), false),
-        };
+    /// The largest shape built.
+    fn largest(&self) -> Shape {
+        [Shape::Narrow, Shape::Wide, Shape::BigRoot][self.forms.len() - 1]
+    }
+
+    /// The trie unplaced, in `shape` (built).
+    fn placed(&self, shape: Shape) -> PlacedTrie {
         PlacedTrie {
             family: self.family,
             tree: self.tree,
             base: 0,
-            wide,
-            words,
+            shape,
+            words: self.forms[shape as usize].clone(),
         }
     }
 
-    /// Words the wide form takes beyond the narrow one.
-    fn extra_words(&self) -> usize {
-        self.wide
-            .as_ref()
-            .map_or(0, |w| w.len().saturating_sub(self.narrow.len()))
+    /// Words `shape` takes beyond the next smaller one.
+    fn extra_words(&self, shape: Shape) -> usize {
+        shape.smaller().map_or(0, |smaller| {
+            self.forms[shape as usize]
+                .len()
+                .saturating_sub(self.forms[smaller as usize].len())
+        })
     }
 }
 
@@ -222,16 +301,16 @@ fn fit(tries: &mut [PlacedTrie], current: &FlatImage, capacity: u32) -> bool {
     next <= u64::from(capacity)
 }
 
-/// Words a trie's base is a multiple of: its nodes' (the walk masks a
-/// child's offset to the node size, which keeps a read inside the slot).
+/// Words a trie's base is a multiple of: its nodes'.
 fn alignment(t: &PlacedTrie) -> u32 {
-    if t.wide { WIDE_NODE_WORDS } else { NODE_WORDS }
+    t.shape.node_words()
 }
 
 /// What the program's walk finds for `addr` in `words`, a trie of
-/// `stride`: the same steps as `classify.rs`, for tests.
-pub fn walk(words: &[u32], stride: u32, family_bits: u32, addr: u128) -> u32 {
-    let (mut node, mut pos, mut width) = (0usize, 0u32, ROOT_STRIDE);
+/// `shape`: the same steps as `classify.rs`, for tests.
+pub fn walk(words: &[u32], shape: Shape, family_bits: u32, addr: u128) -> u32 {
+    let stride = shape.stride();
+    let (mut node, mut pos, mut width) = (0usize, 0u32, shape.root_stride());
     loop {
         let word = words[node + bits(addr, pos, width) as usize];
         if word & TRIE_CHILD == 0 {
@@ -306,24 +385,25 @@ impl FlatImage {
             .collect();
         let mut built = Vec::new();
         for ((family, tree), mut prefixes) in trees(image, kept) {
-            built.push(Built::new(family, tree, &mut prefixes, room.wide)?);
+            built.push(Built::new(family, tree, &mut prefixes, room.largest)?);
         }
-        // Wide wherever the slot has room (its words are allocated either
-        // way): while the tries do not fit, the new trie whose wide form
-        // takes the most words more goes narrow.
-        let mut wide: Vec<bool> = built.iter().map(|b| b.wide.is_some()).collect();
+        // The largest shape wherever the slot has room (its words are
+        // allocated either way): while the tries do not fit, the new trie
+        // whose shape takes the most words more than the next smaller one
+        // takes that one.
+        let mut shapes: Vec<Shape> = built.iter().map(Built::largest).collect();
         let tries = loop {
             let mut tries = kept_tries.clone();
-            tries.extend(built.iter().zip(&wide).map(|(b, &w)| b.placed(w)));
+            tries.extend(built.iter().zip(&shapes).map(|(b, &s)| b.placed(s)));
             tries.sort_by_key(|t| (t.family, t.tree));
             if fit(&mut tries, current, capacity) {
                 break tries;
             }
-            let widest = (0..built.len())
-                .filter(|&i| wide[i])
-                .max_by_key(|&i| built[i].extra_words());
-            match widest {
-                Some(i) => wide[i] = false,
+            let costliest = (0..built.len())
+                .filter(|&i| shapes[i] != Shape::Narrow)
+                .max_by_key(|&i| built[i].extra_words(shapes[i]));
+            match costliest {
+                Some(i) => shapes[i] = shapes[i].smaller().unwrap_or(Shape::Narrow),
                 None => {
                     let need: usize = tries.iter().map(|t| t.words.len()).sum();
                     bail!(
@@ -336,9 +416,8 @@ impl FlatImage {
         let slot_base = u32::from(slot) * TRIE_NODES_PER_SLOT;
         for t in &tries {
             let family = if t.family == FAMILY_V4 { 0 } else { 1 };
-            let wide = if t.wide { ROOT_WIDE } else { 0 };
             roots[(family * TREES_PER_FAMILY + t.tree) as usize] =
-                (slot_base + t.base / NODE_WORDS) | wide;
+                (slot_base + t.base / NODE_WORDS) | t.shape.root_flags();
         }
         Ok(FlatImage { tries, roots })
     }
@@ -436,7 +515,7 @@ mod tests {
         #[test]
         fn a_walk_finds_the_longest_covering_prefix(
             v6 in any::<bool>(),
-            wide in any::<bool>(),
+            shape in 0usize..3,
             raw in prop::collection::vec(prefix(128), 0..60),
             probes in prop::collection::vec((any::<u128>(), 0usize..60, any::<u8>()), 1..40),
         ) {
@@ -448,15 +527,15 @@ mod tests {
                 p.addr &= keep & mask;
                 p
             }).collect());
-            let stride = if wide { WIDE_STRIDE } else { STRIDE };
-            let words = build(&mut prefixes.clone(), stride).unwrap();
+            let shape = [Shape::Narrow, Shape::Wide, Shape::BigRoot][shape];
+            let words = build(&mut prefixes.clone(), shape).unwrap();
             for (raw, near, flip) in probes {
                 // Probe near a prefix: its address with a few low bits changed.
                 let addr = match prefixes.get(near) {
                     Some(p) => p.addr ^ (u128::from(flip) << (128 - family_bits)),
                     None => raw,
                 } & mask;
-                prop_assert_eq!(walk(&words, stride, family_bits, addr), naive(&prefixes, addr));
+                prop_assert_eq!(walk(&words, shape, family_bits, addr), naive(&prefixes, addr));
             }
         }
     }
@@ -477,20 +556,27 @@ mod tests {
                 payload: 2,
             },
         ];
-        assert_eq!(build(&mut v4, STRIDE).unwrap().len(), 256 + 6 * 16);
+        assert_eq!(build(&mut v4, Shape::Narrow).unwrap().len(), 256 + 6 * 16);
         let mut v6 = vec![Prefix {
             addr: 1,
             len: 128,
             payload: 1,
         }];
-        assert_eq!(build(&mut v6, STRIDE).unwrap().len(), 256 + 30 * 16);
+        assert_eq!(build(&mut v6, Shape::Narrow).unwrap().len(), 256 + 30 * 16);
         // Wide: three 256-word nodes for the /32, fifteen for the /128.
-        assert_eq!(build(&mut v4, WIDE_STRIDE).unwrap().len(), 256 + 3 * 256);
-        assert_eq!(build(&mut v6, WIDE_STRIDE).unwrap().len(), 256 + 15 * 256);
+        assert_eq!(build(&mut v4, Shape::Wide).unwrap().len(), 256 + 3 * 256);
+        assert_eq!(build(&mut v6, Shape::Wide).unwrap().len(), 256 + 15 * 256);
+        // A big root: one node less each.
+        let big = 1 << 16;
+        assert_eq!(build(&mut v4, Shape::BigRoot).unwrap().len(), big + 2 * 256);
+        assert_eq!(
+            build(&mut v6, Shape::BigRoot).unwrap().len(),
+            big + 14 * 256
+        );
     }
 
     #[test]
-    fn tries_are_wide_where_the_slot_has_room_and_narrow_where_it_has_not() {
+    fn tries_take_the_largest_shape_the_slot_has_room_for() {
         // Group 1: 200 IPv4 /32s, each under its own second byte.
         let mut image = SlotImage::default();
         for i in 0..200u32 {
@@ -507,31 +593,44 @@ mod tests {
                 .push(((DESTINATION_HEADER_BITS + 32, key), i));
         }
         let none = FlatImage::default();
-        let fresh = |words| {
-            let room = TrieRoom { words, wide: true };
+        let build_in = |words, largest| {
+            let room = TrieRoom { words, largest };
             FlatImage::build(0, &image, &none, &|_| false, room)
         };
+        let fresh = |words| build_in(words, Shape::BigRoot);
+        // A big root, then a node for bits 16-23 and one for bits 24-31
+        // per /32.
+        let big_words = (1 << 16) + 200 * 2 * 256;
         let roomy = fresh(TRIE_WORDS_PER_SLOT).unwrap();
-        assert!(roomy.tries[0].wide);
-        assert_eq!(roomy.roots[1], ROOT_WIDE, "the root's node, flagged");
+        assert_eq!(roomy.tries[0].shape, Shape::BigRoot);
+        assert_eq!(roomy.words(), big_words);
+        assert_eq!(
+            roomy.roots[1],
+            ROOT_WIDE | ROOT_BIG,
+            "the root's node, flagged"
+        );
+        // Wide: the root, a node for bits 8-15, then two nodes per /32.
+        let wide_words = 256 + 256 + 200 * 2 * 256;
+        let snug = fresh(big_words as u32 - 1).unwrap();
+        assert_eq!(snug.tries[0].shape, Shape::Wide);
+        assert_eq!(snug.words(), wide_words);
+        assert_eq!(snug.roots[1], ROOT_WIDE);
         // Narrow: the root, a node for bits 8-11 and one for bits 12-15 of
         // each of the 13 high nibbles of the second byte, then four nodes
         // per /32.
         let narrow_words = 256 + 16 + 13 * 16 + 200 * 4 * 16;
-        assert!(roomy.words() > narrow_words);
         let tight = fresh(narrow_words as u32).unwrap();
-        assert!(!tight.tries[0].wide);
+        assert_eq!(tight.tries[0].shape, Shape::Narrow);
         assert_eq!(tight.words(), narrow_words);
         assert_eq!(tight.roots[1], 0);
         let err = fresh(narrow_words as u32 - 16).unwrap_err().to_string();
         assert!(err.contains(&format!("need {narrow_words} words")), "{err}");
-        // Narrow by choice, with all the room there is.
-        let room = TrieRoom {
-            words: TRIE_WORDS_PER_SLOT,
-            wide: false,
-        };
-        let narrow = FlatImage::build(0, &image, &none, &|_| false, room).unwrap();
-        assert!(!narrow.tries[0].wide);
+        // Smaller by choice, with all the room there is.
+        let wide = build_in(TRIE_WORDS_PER_SLOT, Shape::Wide).unwrap();
+        assert_eq!(wide.tries[0].shape, Shape::Wide);
+        assert_eq!(wide.words(), wide_words);
+        let narrow = build_in(TRIE_WORDS_PER_SLOT, Shape::Narrow).unwrap();
+        assert_eq!(narrow.tries[0].shape, Shape::Narrow);
         assert_eq!(narrow.words(), narrow_words);
     }
 
@@ -541,7 +640,7 @@ mod tests {
             family: FAMILY_V4,
             tree,
             base: 0,
-            wide: false,
+            shape: Shape::Narrow,
             words: vec![0; len].into(),
         };
         let mut first = vec![trie(1, 304), trie(2, 304), trie(3, 304)];
@@ -564,7 +663,7 @@ mod tests {
         };
         current.tries[1].base = 912;
         let mut wide = vec![trie(1, 304), trie(3, 304), trie(5, 256)];
-        wide[2].wide = true;
+        wide[2].shape = Shape::Wide;
         assert!(place(&mut wide, &current, 2000));
         let bases: Vec<u32> = wide.iter().map(|t| t.base).collect();
         assert_eq!(bases, vec![0, 912, 512]);

@@ -12,12 +12,11 @@ use std::{
 use anyhow::{Result, bail};
 use aya::maps::{Map, MapData};
 use tollgate_common::{
-    FAMILY_V4, FAMILY_V6, NO_TRIE, NODE_WORDS, ROOT_WIDE, ROOT_WORDS, ROOTS_PER_SLOT,
-    TREES_PER_FAMILY, TRIE_CHILD, TRIE_NODES_PER_SLOT, TRIE_WORDS_PER_SLOT, WIDE_NODE_WORDS,
-    child_node,
+    FAMILY_V4, FAMILY_V6, NO_TRIE, NODE_WORDS, ROOT_FLAGS, ROOTS_PER_SLOT, TREES_PER_FAMILY,
+    TRIE_CHILD, TRIE_NODES_PER_SLOT, TRIE_WORDS_PER_SLOT, child_node,
 };
 
-use super::flat::{FlatImage, PlacedTrie};
+use super::flat::{FlatImage, PlacedTrie, Shape};
 
 /// One array map of `u32` words mapped shared, read and write.
 pub struct MappedWords {
@@ -159,9 +158,9 @@ impl FlatMaps {
             if root == NO_TRIE {
                 continue;
             }
-            let wide = root & ROOT_WIDE != 0;
-            let node_words = if wide { WIDE_NODE_WORDS } else { NODE_WORDS };
-            let node = (root & !ROOT_WIDE)
+            let shape = Shape::of_root(root);
+            let node_words = shape.node_words();
+            let node = (root & !ROOT_FLAGS)
                 .checked_sub(slot_nodes)
                 .filter(|&n| n < TRIE_NODES_PER_SLOT)?;
             let base = node * NODE_WORDS;
@@ -170,7 +169,7 @@ impl FlatMaps {
             }
             // Nodes are appended as their parents point at them: the trie
             // ends after the last node a word before it names.
-            let mut len = ROOT_WORDS;
+            let mut len = shape.root_words();
             let mut words = Vec::new();
             while (words.len() as u32) < len {
                 let at = base.checked_add(words.len() as u32)?;
@@ -194,7 +193,7 @@ impl FlatMaps {
                 family,
                 tree: i % TREES_PER_FAMILY,
                 base,
-                wide,
+                shape,
                 words: words.into(),
             });
         }

@@ -46,7 +46,7 @@ pub use self::{
     contents::{GroupContents, RuleContents, SlotContents},
     device_table::{DeviceTable, Geometry},
     devices::DeviceEntries,
-    flat::{FlatImage, TrieRoom},
+    flat::{FlatImage, Shape, TrieRoom},
     group_ids::GroupIds,
     mapped::{FlatMaps, MappedWords},
     writes::{PolicyMaps, WriteStats},
@@ -180,7 +180,7 @@ impl SlotImage {
         group_ids: &[u32],
         current: &SlotImage,
         records_per_slot: u32,
-        wide_tries: bool,
+        largest_trie: Shape,
     ) -> Result<SlotImage> {
         if policy.groups.len() > MAX_GROUPS as usize {
             bail!(
@@ -360,7 +360,7 @@ impl SlotImage {
         let kept = |tree: u32| image.by_group.kept_from(tree, &current.by_group);
         let room = TrieRoom {
             words: TRIE_WORDS_PER_SLOT,
-            wide: wide_tries,
+            largest: largest_trie,
         };
         image.flat = FlatImage::build(slot, &image, &current.flat, &kept, room)?;
         Ok(image)

@@ -12,7 +12,7 @@ use tollgate_common::{
     Destination, DeviceKey, DevicePrefix, GroupInfo, MAX_CHAIN, MAX_GROUPS, NO_RECORD, RuleRecord,
 };
 
-use super::{DeviceEntries, DeviceTable, FlatMaps, MappedWords, SlotImage, Sorted, batch};
+use super::{DeviceEntries, DeviceTable, FlatMaps, MappedWords, Shape, SlotImage, Sorted, batch};
 
 /// Counts of map writes, for logs and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -45,8 +45,9 @@ pub struct PolicyMaps {
     pub flat: FlatMaps,
     /// Each slot's share of `rulesets`.
     pub records_per_slot: u32,
-    /// Whether a trie may be wide (`Options::narrow_tries`).
-    pub wide_tries: bool,
+    /// The largest shape a trie may have (`Options::narrow_tries`,
+    /// `Options::small_roots`).
+    pub largest_trie: Shape,
 }
 
 impl PolicyMaps {
