@@ -376,10 +376,11 @@ fn fleet_edits(cached: bool) {
     }
 }
 
-/// A group with one /24 destination: its root (256 words), two wide nodes
-/// (256 words each) on the way to /24, and a root entry, in each of the two
-/// slots an edit sequence touches.
-const TRIE_WORDS_OF_A_SMALL_GROUP: usize = 2 * (256 + 2 * 256 + 1);
+/// A group with one /24 destination: its big root (65,536 words, the
+/// first 16 bits), one wide node (256 words) on the way to /24, and a
+/// root entry, in each of the two slots an edit sequence touches; the
+/// slot's whole table is 4,194,304 words.
+const TRIE_WORDS_OF_A_SMALL_GROUP: usize = 2 * (65_536 + 256 + 1);
 
 fn open_default() -> Dataplane {
     Dataplane::open(&Options::default()).unwrap()
