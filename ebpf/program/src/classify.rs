@@ -19,15 +19,16 @@
 //! # Memory
 //! A narrow trie 256 + 16·N words, N ≤ P·⌈(L − 8)/4⌉ inner nodes for P
 //! prefixes of length ≤ L; a wide one 256 + 256·N, N ≤ P·⌈(L − 8)/8⌉;
-//! under a big root 65,536 + 256·N, N ≤ P·⌈(L − 16)/8⌉. `TG_TRIE` holds `TRIE_WORDS_PER_SLOT` words per slot.
+//! under a big root 65,536 + 256·N, N ≤ P·⌈(L − 16)/8⌉. `TG_TRIE` holds
+//! `TRIE_WORDS_PER_SLOT` words per slot.
 //!
 //! # Accesses
 //! One `TG_ROOTS` read and one `TG_TRIE` lookup (the slot's words, one
 //! value), then at most 7 (IPv4) or 31 (IPv6) dependent word reads narrow,
 //! 4 or 16 wide, 3 or 15 under a big root (one read less on every walk
 //! past the first two bytes: 8–10 ns on one packet on its own, 1–2 ns
-//! looped, BENCHMARKS.md), each a load at the masked word plus the index: no map
-//! lookup per level (a lookup per level cost about 4–5 ns a level,
+//! looped, BENCHMARKS.md), each a load at the masked word plus the index:
+//! no map lookup per level (a lookup per level cost about 4–5 ns a level,
 //! BENCHMARKS.md), and two instructions between one level's load and the
 //! next. The walk ends at the first leaf.
 

@@ -390,17 +390,27 @@ impl FlatImage {
         // The largest shape wherever the slot has room (its words are
         // allocated either way): while the tries do not fit, the new trie
         // whose shape takes the most words more than the next smaller one
-        // takes that one.
+        // takes that one. A big root is not worth moving the other tries:
+        // while a new trie has one, the tries must fit in the slot's gaps
+        // (`place`); only wide and narrow ones may lay the slot out anew
+        // (`fit`), which rewrites it whole.
         let mut shapes: Vec<Shape> = built.iter().map(Built::largest).collect();
         let tries = loop {
             let mut tries = kept_tries.clone();
             tries.extend(built.iter().zip(&shapes).map(|(b, &s)| b.placed(s)));
             tries.sort_by_key(|t| (t.family, t.tree));
-            if fit(&mut tries, current, capacity) {
+            let big_roots = shapes.contains(&Shape::BigRoot);
+            let fits = if big_roots {
+                place(&mut tries, current, capacity)
+            } else {
+                fit(&mut tries, current, capacity)
+            };
+            if fits {
                 break tries;
             }
             let costliest = (0..built.len())
                 .filter(|&i| shapes[i] != Shape::Narrow)
+                .filter(|&i| !big_roots || shapes[i] == Shape::BigRoot)
                 .max_by_key(|&i| built[i].extra_words(shapes[i]));
             match costliest {
                 Some(i) => shapes[i] = shapes[i].smaller().unwrap_or(Shape::Narrow),
@@ -632,6 +642,47 @@ mod tests {
         let narrow = build_in(TRIE_WORDS_PER_SLOT, Shape::Narrow).unwrap();
         assert_eq!(narrow.tries[0].shape, Shape::Narrow);
         assert_eq!(narrow.words(), narrow_words);
+    }
+
+    #[test]
+    fn a_new_trie_gives_up_its_big_root_rather_than_move_the_others() {
+        let destination = |group: u16, a: [u8; 4], i| {
+            let mut addr = [0u8; 16];
+            addr[..4].copy_from_slice(&a);
+            let key = Destination {
+                slot: 0,
+                family: FAMILY_V4,
+                group: group.to_be_bytes(),
+                addr,
+            };
+            ((DESTINATION_HEADER_BITS + 32, key), i)
+        };
+        let mut image = SlotImage::default();
+        for i in 0..200u32 {
+            image
+                .destinations
+                .push(destination(1, [10, i as u8, 7, 1], i));
+        }
+        let first = FlatImage::build(0, &image, &FlatImage::default(), &|_| false, {
+            TrieRoom {
+                words: TRIE_WORDS_PER_SLOT,
+                largest: Shape::BigRoot,
+            }
+        })
+        .unwrap();
+        assert_eq!(first.tries[0].shape, Shape::BigRoot);
+        // Group 2 joins with a /32 (wide: a root and three nodes), in a
+        // slot with room for it wide after group 1 but not for a big root:
+        // it goes wide, and group 1 stays where it is.
+        image.destinations.push(destination(2, [10, 9, 9, 9], 7));
+        let room = TrieRoom {
+            words: (first.words() + 4 * 256) as u32,
+            largest: Shape::BigRoot,
+        };
+        let next = FlatImage::build(0, &image, &first, &|tree| tree == 1, room).unwrap();
+        assert_eq!(next.tries[0], first.tries[0], "group 1 kept in place");
+        assert_eq!(next.tries[1].shape, Shape::Wide);
+        assert_eq!(next.tries[1].base as usize, first.words());
     }
 
     #[test]
