@@ -23,8 +23,11 @@
 //! own), each for more words. The slot's words are allocated whatever the
 //! tries use, so each trie takes the largest shape if the slot has room,
 //! and while the tries do not fit, the new trie whose shape takes the most
-//! words more than its next smaller one takes that one. A trie an install
-//! keeps keeps its shape.
+//! words more than its next smaller one takes that one. Big roots go
+//! first, and only into the slot's gaps: laying the slot out anew (below)
+//! is for wide and narrow tries only, so a group added to a full slot never
+//! rewrites the others for a big root. A trie an install keeps keeps its
+//! shape.
 //!
 //! # Memory
 //! A narrow trie: 256 + 16·N words, N ≤ P·⌈(L − 8)/4⌉ inner nodes for P
