@@ -86,6 +86,9 @@ pub enum Shape {
 }
 
 impl Shape {
+    /// Every shape, in order: `Shape::ALL[shape as usize] == shape`.
+    pub const ALL: [Shape; 3] = [Shape::Narrow, Shape::Wide, Shape::BigRoot];
+
     pub fn root_stride(self) -> u32 {
         if self == Shape::BigRoot {
             BIG_ROOT_STRIDE
@@ -246,7 +249,7 @@ impl Built {
         // A trie that is its root alone is the same in every shape.
         let root_only = narrow.len() == ROOT_WORDS as usize;
         let mut forms = vec![narrow];
-        for shape in [Shape::Wide, Shape::BigRoot] {
+        for shape in Shape::ALL.into_iter().skip(1) {
             if root_only || shape > largest {
                 break;
             }
@@ -264,7 +267,7 @@ impl Built {
 
     /// The largest shape built.
     fn largest(&self) -> Shape {
-        [Shape::Narrow, Shape::Wide, Shape::BigRoot][self.forms.len() - 1]
+        Shape::ALL[self.forms.len() - 1]
     }
 
     /// The trie unplaced, in `shape` (built).
@@ -540,7 +543,7 @@ mod tests {
                 p.addr &= keep & mask;
                 p
             }).collect());
-            let shape = [Shape::Narrow, Shape::Wide, Shape::BigRoot][shape];
+            let shape = Shape::ALL[shape];
             let words = build(&mut prefixes.clone(), shape).unwrap();
             for (raw, near, flip) in probes {
                 // Probe near a prefix: its address with a few low bits changed.
