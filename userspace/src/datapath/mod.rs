@@ -284,7 +284,7 @@ impl Dataplane {
             }
         };
         let group_ids = self.group_ids.assign(slot, &policy.groups);
-        let mut target = match SlotImage::build(
+        let target = match SlotImage::build(
             slot,
             policy,
             &indices,
@@ -299,16 +299,10 @@ impl Dataplane {
                 return Err(e);
             }
         };
-        // The groups' shares describe the slot only when it holds all of
-        // `target`.
-        let by_group = std::mem::take(&mut target.by_group);
         let result = self.policy.write_slot(slot, &mut current, target);
         // After a failed write the slot is read back before the next one:
         // the kernel, not our record of the batches, says what it holds.
-        self.slots[usize::from(slot)] = result.is_ok().then(|| {
-            current.by_group = by_group;
-            current
-        });
+        self.slots[usize::from(slot)] = result.is_ok().then_some(current);
         let writes = result?;
         self.learned.stage_slot(slot, policy, &indices)?;
         Ok(Staged {
