@@ -160,3 +160,35 @@ fn key(addr: IpAddr) -> Vec<u8> {
         IpAddr::V6(a) => a.octets().to_vec(),
     }
 }
+
+/// What one run on its own, with nothing cold, costs this machine for a
+/// chain of dependent reads (`Asm::chain_of_loads`: each load's address is
+/// the word the one before read, in one array value, as a trie walk reads
+/// its levels), 4, 8 and 16 deep: each program run twice in a row per
+/// frame, the second run counted, beside the floor run the same way
+/// ([`once_each`]). Looped, the same chains cost little (`machine_costs`):
+/// one run's loads overlap the next run's. A single packet's decision pays
+/// its own chain in full, and these rows price it per read.
+pub fn single_run_chains(trials: usize) -> Result<Vec<(String, Cell, Cell)>> {
+    let values = bpf::array_create(1024, 1, "tg_chain_value")?;
+    let floor = crate::measure::Floor::load(ProgType::Xdp)?;
+    let frame = crate::fixtures::frame_any();
+    let mut rows = Vec::new();
+    for hops in [4, 8, 16] {
+        let program = Asm::new().chain_of_loads(values.as_raw_fd(), hops);
+        let chain = bpf::prog_load(ProgType::Xdp, &program.0, "tg_chain")?;
+        let run = |_: usize| -> Result<u64> {
+            let (action, ns) = bpf::test_run(&chain, &frame, 1)?;
+            ensure!(action == XDP_PASS, "a chain of loads returned {action}");
+            Ok(ns)
+        };
+        let floor = |_: usize| Ok(floor.test_run(&frame, 1)?.1);
+        let cells = once_each(trials, FRAMES, &[&run, &run, &floor])?;
+        rows.push((
+            format!("{hops} dependent loads, right after the same run (the machine)"),
+            cells[1],
+            cells[2],
+        ));
+    }
+    Ok(rows)
+}

@@ -80,7 +80,12 @@
 //!   program makes it. The same devices are also looked up, the same way,
 //!   in a kernel hash map (`BPF_MAP_TYPE_HASH`) of the cell's exact devices
 //!   of the family: the structure xdp-filter and Tollgate v1 use, at this
-//!   fleet's size.
+//!   fleet's size. Both xdp-filter programs' allow probe also runs twice in
+//!   a row per source, as Tollgate's "right after the same allow" does: the
+//!   anchor's single run with nothing cold. Last, chains of 4, 8 and 16
+//!   dependent loads run the same way (`cold::single_run_chains`): what one
+//!   run's chain of reads costs this machine per read, which a looped run
+//!   hides.
 //! - **Machine code** (`jited.rs`): each program's JITed image, function by
 //!   function, as `bpftool prog dump jited` reads it, with its bytes,
 //!   instructions, calls and conditional branches counted by `objdump`
@@ -438,19 +443,14 @@ fn main() -> Result<()> {
                 if entries == XDP_FILTER_COUNTS[1] {
                     jited.extend(jited::functions(filter.prog.as_raw_fd())?);
                 }
-                if entries == XDP_FILTER_COUNTS[1] && features == Features::Addresses {
+                if entries == XDP_FILTER_COUNTS[1] {
                     for family in [Family::V4, Family::V6] {
-                        let (first, floor) =
+                        let (first, again, floor) =
                             filter.first_packets(&destinations, family, measure.trials)?;
-                        cold.push((
-                            format!(
-                                "xdp-filter ({} addresses), {} allow, 250 sources",
-                                count(entries),
-                                family.name()
-                            ),
-                            first,
-                            floor,
-                        ));
+                        // Its maps hold XDP_FILTER_COUNTS[1] addresses.
+                        let what = format!("xdp-filter ({}), {} allow", filter.name, family.name());
+                        cold.push((format!("{what}, 250 sources"), first, floor));
+                        cold.push((format!("{what}, right after the same allow"), again, floor));
                     }
                 }
                 for (family, cells) in [Family::V4, Family::V6].into_iter().zip(cells.chunks(2)) {
@@ -514,6 +514,8 @@ fn main() -> Result<()> {
         cell,
     ));
     costs.extend(machine_costs(&measure)?);
+
+    cold.extend(cold::single_run_chains(trials)?);
 
     let floors = floors_first.lower(&Floors::measure(&measure)?);
     let mut rows = floors.rows();
