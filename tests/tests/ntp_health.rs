@@ -74,14 +74,17 @@ fn scrape(rig: &Rig) -> String {
     body
 }
 
-/// The first scrape where `ready` holds: samples of the fast path reach
-/// the controller asynchronously.
+/// A scrape taken after one where `ready` held: samples of the fast path
+/// reach the controller asynchronously, in batches, and one scrape
+/// collects its metrics one after the other, so the scrape where a batch
+/// first shows may show another metric from before it (the offsets of a
+/// batch's samples, but not yet their device in `tollgate_ntp_clients`).
 fn scrape_until(rig: &Rig, ready: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let body = scrape(rig);
         if ready(&body) {
-            return body;
+            return scrape(rig);
         }
         assert!(Instant::now() < deadline, "never ready:\n{body}");
         std::thread::sleep(Duration::from_millis(50));
