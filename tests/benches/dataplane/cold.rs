@@ -22,9 +22,9 @@ use tollgate::datapath::XDP_PASS;
 use crate::{
     asm::Asm,
     bpf::{self, ProgType},
-    fixtures::Family,
+    fixtures::{Family, frame_any},
     lookups::own_maps,
-    measure::{Cell, median},
+    measure::{Cell, Floor, median},
 };
 
 /// Frames per trial: each run once per trial.
@@ -171,8 +171,8 @@ fn key(addr: IpAddr) -> Vec<u8> {
 /// its own chain in full, and these rows price it per read.
 pub fn single_run_chains(trials: usize) -> Result<Vec<(String, Cell, Cell)>> {
     let values = bpf::array_create(1024, 1, "tg_chain_value")?;
-    let floor = crate::measure::Floor::load(ProgType::Xdp)?;
-    let frame = crate::fixtures::frame_any();
+    let floor = Floor::load(ProgType::Xdp)?;
+    let frame = frame_any();
     let mut rows = Vec::new();
     for hops in [4, 8, 16] {
         let program = Asm::new().chain_of_loads(values.as_raw_fd(), hops);

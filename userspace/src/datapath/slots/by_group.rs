@@ -206,28 +206,30 @@ impl GroupParts {
     /// install may have to write. A share kept from `held` has its records
     /// in the slot already, at indices no other list was given.
     pub fn records_not_in(&self, held: &GroupParts) -> Vec<(u32, RuleRecord)> {
-        let mut fresh = Vec::new();
-        for (id, part) in &self.by_group {
+        merged_records(self.by_group.iter().filter_map(|(id, part)| {
             let kept = held
                 .by_group
                 .get(id)
                 .is_some_and(|h| Arc::ptr_eq(&h.records, &part.records));
-            if !kept {
-                fresh.extend_from_slice(&part.records);
-            }
-        }
-        fresh.sort_by_key(|(i, _)| *i);
-        fresh
+            (!kept).then_some(part)
+        }))
     }
 
     /// Every record, sorted by index.
     pub fn records(&self) -> Vec<(u32, RuleRecord)> {
-        let mut all = Vec::with_capacity(self.by_group.values().map(|p| p.records.len()).sum());
-        for part in self.by_group.values() {
-            all.extend_from_slice(&part.records);
-        }
-        // Sorted runs, one per group: a stable sort merges them.
-        all.sort_by_key(|(i, _)| *i);
-        all
+        merged_records(self.by_group.values())
     }
+}
+
+/// The records of `parts`, sorted by index: sorted runs, one per group,
+/// which a stable sort merges.
+fn merged_records<'a>(
+    parts: impl Iterator<Item = &'a GroupPart> + Clone,
+) -> Vec<(u32, RuleRecord)> {
+    let mut all = Vec::with_capacity(parts.clone().map(|p| p.records.len()).sum());
+    for part in parts {
+        all.extend_from_slice(&part.records);
+    }
+    all.sort_by_key(|(i, _)| *i);
+    all
 }
