@@ -106,27 +106,67 @@ impl Asm {
     /// turn), then [`Asm::pass_after_r6`] on their xor: what an
     /// instruction costs, looped.
     pub fn alu(self, rounds: usize) -> Asm {
-        // BPF_ALU64 | BPF_MOV | BPF_K: r6..r9 = 1..4.
-        let mut asm = self;
-        for (i, reg) in (6..=9).enumerate() {
-            asm = asm.insn(0xb7, reg, 0, 0, i as i32 + 1);
-        }
+        let mut asm = self.alu_chains();
         for round in 0..rounds {
-            for reg in 6..=9u8 {
-                // BPF_ALU64 | BPF_ADD | BPF_X: reg += reg; or
-                // BPF_ALU64 | BPF_XOR | BPF_K: reg ^= round.
-                asm = if round % 2 == 0 {
-                    asm.insn(0x0f, reg, reg, 0, 0)
-                } else {
-                    asm.insn(0xa7, reg, 0, 0, round as i32)
-                };
-            }
+            asm = asm.alu_round(round);
         }
-        // r6 ^= r7; r6 ^= r8; r6 ^= r9.
-        asm.insn(0xaf, 6, 7, 0, 0)
+        asm.alu_xor().pass_after_r6()
+    }
+
+    /// `blocks` blocks of one [`Asm::alu`] round each (four instructions),
+    /// every block ending in a branch taken over `gap` instructions that
+    /// never run: an exit, taken only if the frame's address were 0x7777,
+    /// which the verifier cannot rule out and no kernel address is. A gap of 2 keeps the code
+    /// contiguous; a gap of 40 puts each block on a cache line of its own
+    /// (a JITed instruction is about 4–5 bytes). Then
+    /// [`Asm::pass_after_r6`] on the chains' xor, less its top bit (32
+    /// doublings reach bit 32).
+    pub fn alu_blocks(self, blocks: usize, gap: i16) -> Asm {
+        assert!(gap >= 2, "the skipped exit is two instructions");
+        // BPF_LDX | BPF_MEM | BPF_W: r5 = ctx->data, the frame's address.
+        let mut asm = self.insn(0x61, 5, 1, 0, 0).alu_chains();
+        for block in 0..blocks {
+            // BPF_JMP | BPF_JNE | BPF_K: if r5 != 0x7777 skip the exit.
+            asm = asm.alu_round(block).insn(0x55, 5, 0, gap, 0x7777);
+            for _ in 2..gap {
+                asm = asm.insn(0xb7, 1, 0, 0, 0);
+            }
+            asm = asm.ret(XDP_PASS as i32);
+        }
+        // BPF_ALU64 | BPF_AND | BPF_K: r6 &= 0x7fff_ffff.
+        asm.alu_xor()
+            .insn(0x57, 6, 0, 0, 0x7fff_ffff)
+            .pass_after_r6()
+    }
+
+    /// BPF_ALU64 | BPF_MOV | BPF_K: r6..r9 = 1..4, the chains of
+    /// [`Asm::alu`].
+    fn alu_chains(mut self) -> Asm {
+        for (i, reg) in (6..=9).enumerate() {
+            self = self.insn(0xb7, reg, 0, 0, i as i32 + 1);
+        }
+        self
+    }
+
+    /// One instruction on each chain: BPF_ALU64 | BPF_ADD | BPF_X (reg +=
+    /// reg) in even rounds, BPF_ALU64 | BPF_XOR | BPF_K (reg ^= round) in
+    /// odd ones.
+    fn alu_round(mut self, round: usize) -> Asm {
+        for reg in 6..=9u8 {
+            self = if round.is_multiple_of(2) {
+                self.insn(0x0f, reg, reg, 0, 0)
+            } else {
+                self.insn(0xa7, reg, 0, 0, round as i32)
+            };
+        }
+        self
+    }
+
+    /// r6 ^= r7; r6 ^= r8; r6 ^= r9.
+    fn alu_xor(self) -> Asm {
+        self.insn(0xaf, 6, 7, 0, 0)
             .insn(0xaf, 6, 8, 0, 0)
             .insn(0xaf, 6, 9, 0, 0)
-            .pass_after_r6()
     }
 
     /// `r0 = XDP_PASS + (r6 >> 32); exit`: returns only once the 32-bit

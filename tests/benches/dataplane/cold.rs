@@ -161,34 +161,69 @@ fn key(addr: IpAddr) -> Vec<u8> {
     }
 }
 
-/// What one run on its own, with nothing cold, costs this machine for a
-/// chain of dependent reads (`Asm::chain_of_loads`: each load's address is
-/// the word the one before read, in one array value, as a trie walk reads
-/// its levels), 4, 8 and 16 deep: each program run twice in a row per
-/// frame, the second run counted, beside the floor run the same way
-/// ([`once_each`]). Looped, the same chains cost little (`machine_costs`):
-/// one run's loads overlap the next run's. A single packet's decision pays
-/// its own chain in full, and these rows price it per read.
-pub fn single_run_chains(trials: usize) -> Result<Vec<(String, Cell, Cell)>> {
+/// What one run on its own, with nothing cold, costs this machine: each
+/// program run twice in a row per frame, the second run counted, beside
+/// the floor run the same way ([`once_each`]), as the decision's "right
+/// after the same allow" is.
+/// - A chain of dependent reads, 4, 8 and 16 deep (`Asm::chain_of_loads`:
+///   each load's address is the word the one before read, in one array
+///   value, as a trie walk reads its levels). Looped, the same chains cost
+///   little (`machine_costs`): one run's loads overlap the next run's. A
+///   single packet's decision pays its own chain in full, and these rows
+///   price it per read.
+/// - Code with nothing to wait for (`Asm::alu_blocks`): 16, 32 and 64
+///   blocks of four independent instructions, each ending in a taken
+///   branch, as a decision's code runs; and the 64 spread one per cache
+///   line. They price an instruction of a single run against its looped
+///   price (`machine_costs` has the looped rows), and show whether the
+///   code's footprint costs a single run anything.
+pub fn single_run_machine(trials: usize) -> Result<Vec<(String, Cell, Cell)>> {
     let values = bpf::array_create(1024, 1, "tg_chain_value")?;
+    let mut programs = Vec::new();
+    for hops in [4, 8, 16] {
+        programs.push((
+            format!("{hops} dependent loads, right after the same run (the machine)"),
+            Asm::new().chain_of_loads(values.as_raw_fd(), hops),
+        ));
+    }
+    for blocks in CODE_BLOCKS {
+        programs.push((
+            format!(
+                "{} instructions in {blocks} blocks, contiguous, right after the same run",
+                blocks * 5
+            ),
+            Asm::new().alu_blocks(blocks, CONTIGUOUS),
+        ));
+    }
+    let blocks = CODE_BLOCKS[CODE_BLOCKS.len() - 1];
+    programs.push((
+        format!(
+            "{} instructions in {blocks} blocks, a cache line each, right after the same run",
+            blocks * 5
+        ),
+        Asm::new().alu_blocks(blocks, SPREAD),
+    ));
     let floor = Floor::load(ProgType::Xdp)?;
     let frame = frame_any();
     let mut rows = Vec::new();
-    for hops in [4, 8, 16] {
-        let program = Asm::new().chain_of_loads(values.as_raw_fd(), hops);
-        let chain = bpf::prog_load(ProgType::Xdp, &program.0, "tg_chain")?;
+    for (what, program) in programs {
+        let fd = bpf::prog_load(ProgType::Xdp, &program.0, "tg_machine")?;
         let run = |_: usize| -> Result<u64> {
-            let (action, ns) = bpf::test_run(&chain, &frame, 1)?;
-            ensure!(action == XDP_PASS, "a chain of loads returned {action}");
+            let (action, ns) = bpf::test_run(&fd, &frame, 1)?;
+            ensure!(action == XDP_PASS, "{what} returned {action}");
             Ok(ns)
         };
         let floor = |_: usize| Ok(floor.test_run(&frame, 1)?.1);
         let cells = once_each(trials, FRAMES, &[&run, &run, &floor])?;
-        rows.push((
-            format!("{hops} dependent loads, right after the same run (the machine)"),
-            cells[1],
-            cells[2],
-        ));
+        rows.push((what, cells[1], cells[2]));
     }
     Ok(rows)
 }
+
+/// The blocks of [`single_run_machine`]'s code rows (five instructions
+/// each: four ALU and a taken branch).
+pub const CODE_BLOCKS: [usize; 3] = [16, 32, 64];
+
+/// `Asm::alu_blocks`' gaps: the blocks back to back, or one a cache line.
+pub const CONTIGUOUS: i16 = 2;
+pub const SPREAD: i16 = 40;

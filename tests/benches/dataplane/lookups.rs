@@ -10,6 +10,7 @@ use tollgate_common::{DESTINATION_HEADER_BITS, DEVICE_PREFIX_HEADER_BITS, FAMILY
 use crate::{
     asm::Asm,
     bpf::{self, ProgType},
+    cold::{CODE_BLOCKS, CONTIGUOUS, SPREAD},
     fixtures::{Family, frame_any},
     measure::{Cell, Measure},
     report::count,
@@ -128,13 +129,16 @@ pub fn lookup_costs(
 /// (and maps) of their own: dependent reads chained 16 deep, as loads
 /// inside one map value (a trie walk's levels) and as array lookups keyed
 /// by the word before (a compiled lookup's key goes through the stack);
-/// then 128 ALU instructions. A chain that costs far less than its reads'
-/// latency shows that runs overlap, so that a packet's looped time follows
-/// all the work it does, and the ALU row says what each instruction of
-/// that work costs.
+/// then 128 ALU instructions, and 320 in blocks ending in a taken branch
+/// (contiguous, and a cache line each), as `cold::single_run_machine` runs
+/// them one at a time. A chain that costs far less than its reads' latency
+/// shows that runs overlap, so that a packet's looped time follows all the
+/// work it does, and the ALU rows say what each instruction of that work
+/// costs.
 pub fn machine_costs(measure: &Measure) -> Result<Vec<(String, Cell)>> {
     const HOPS: usize = 16;
     const ALU: usize = 128;
+    const BLOCKS: usize = CODE_BLOCKS[CODE_BLOCKS.len() - 1];
     let values = bpf::array_create(1024, 1, "tg_chain_value")?;
     let words = bpf::array_create(4, 1024, "tg_chain_words")?;
     let mut out = Vec::new();
@@ -152,6 +156,20 @@ pub fn machine_costs(measure: &Measure) -> Result<Vec<(String, Cell)>> {
                 "{ALU} ALU instructions, four independent chains (an instruction's cost, looped)"
             ),
             Asm::new().alu(ALU / 4),
+        ),
+        (
+            format!(
+                "{} instructions in {BLOCKS} blocks ending in a taken branch, contiguous, looped",
+                BLOCKS * 5
+            ),
+            Asm::new().alu_blocks(BLOCKS, CONTIGUOUS),
+        ),
+        (
+            format!(
+                "{} instructions in {BLOCKS} blocks ending in a taken branch, a cache line each, looped",
+                BLOCKS * 5
+            ),
+            Asm::new().alu_blocks(BLOCKS, SPREAD),
         ),
     ] {
         let fd = bpf::prog_load(ProgType::Xdp, &program.0, "tg_machine")?;

@@ -82,10 +82,13 @@
 //!   of the family: the structure xdp-filter and Tollgate v1 use, at this
 //!   fleet's size. Both xdp-filter programs' allow probe also runs twice in
 //!   a row per source, as Tollgate's "right after the same allow" does: the
-//!   anchor's single run with nothing cold. Last, chains of 4, 8 and 16
-//!   dependent loads run the same way (`cold::single_run_chains`): what one
-//!   run's chain of reads costs this machine per read, which a looped run
-//!   hides.
+//!   anchor's single run with nothing cold. Last, programs of the machine's
+//!   own run the same way (`cold::single_run_machine`): chains of 4, 8 and
+//!   16 dependent loads, what one run's chain of reads costs per read, which
+//!   a looped run hides; and 80 to 320 instructions with nothing to wait
+//!   for, in blocks ending in a taken branch, back to back or one a cache
+//!   line: what an instruction of one run costs, and whether the code's
+//!   footprint does.
 //! - **Machine code** (`jited.rs`): each program's JITed image, function by
 //!   function, as `bpftool prog dump jited` reads it, with its bytes,
 //!   instructions, calls and conditional branches counted by `objdump`
@@ -515,7 +518,7 @@ fn main() -> Result<()> {
     ));
     costs.extend(machine_costs(&measure)?);
 
-    cold.extend(cold::single_run_chains(trials)?);
+    cold.extend(cold::single_run_machine(trials)?);
 
     let floors = floors_first.lower(&Floors::measure(&measure)?);
     let mut rows = floors.rows();
