@@ -115,15 +115,15 @@ impl Asm {
 
     /// `blocks` blocks of one [`Asm::alu`] round each (four instructions),
     /// every block ending in a branch taken over `gap` instructions that
-    /// never run: an exit, taken only if the frame's address were 0x7777,
-    /// which the verifier cannot rule out and no kernel address is. A gap of 2 keeps the code
-    /// contiguous; a gap of 40 puts each block on a cache line of its own
-    /// (a JITed instruction is about 4–5 bytes). Then
-    /// [`Asm::pass_after_r6`] on the chains' xor, less its top bit (32
-    /// doublings reach bit 32).
+    /// never run: an exit, taken only if the context's first word were
+    /// 0x7777 (an XDP frame's address, a TC frame's length: never), which
+    /// the verifier cannot rule out. A gap of 2 keeps the code contiguous;
+    /// a gap of 40 puts each block on a cache line of its own (a JITed
+    /// instruction is about 4–5 bytes). Then [`Asm::pass_after_r6`] on the
+    /// chains' xor, less its top bit (32 doublings reach bit 32).
     pub fn alu_blocks(self, blocks: usize, gap: i16) -> Asm {
         assert!(gap >= 2, "the skipped exit is two instructions");
-        // BPF_LDX | BPF_MEM | BPF_W: r5 = ctx->data, the frame's address.
+        // BPF_LDX | BPF_MEM | BPF_W: r5 = the context's first word.
         let mut asm = self.insn(0x61, 5, 1, 0, 0).alu_chains();
         for block in 0..blocks {
             // BPF_JMP | BPF_JNE | BPF_K: if r5 != 0x7777 skip the exit.

@@ -134,8 +134,11 @@ pub fn lookup_costs(
 /// them one at a time. A chain that costs far less than its reads' latency
 /// shows that runs overlap, so that a packet's looped time follows all the
 /// work it does, and the ALU rows say what each instruction of that work
-/// costs.
-pub fn machine_costs(measure: &Measure) -> Result<Vec<(String, Cell)>> {
+/// costs. `kind` is the program type the kernel runs them as: the same
+/// programs as TC programs show what the kernel's loop of TC test runs
+/// lets overlap (they return 2, `XDP_PASS` or `TC_ACT_SHOT`, which a test
+/// run only reports).
+pub fn machine_costs(measure: &Measure, kind: ProgType) -> Result<Vec<(String, Cell)>> {
     const HOPS: usize = 16;
     const ALU: usize = 128;
     const BLOCKS: usize = CODE_BLOCKS[CODE_BLOCKS.len() - 1];
@@ -172,7 +175,7 @@ pub fn machine_costs(measure: &Measure) -> Result<Vec<(String, Cell)>> {
             Asm::new().alu_blocks(BLOCKS, SPREAD),
         ),
     ] {
-        let fd = bpf::prog_load(ProgType::Xdp, &program.0, "tg_machine")?;
+        let fd = bpf::prog_load(kind, &program.0, "tg_machine")?;
         let cell = measure.run(|f, r| bpf::test_run(&fd, f, r), &frame_any(), XDP_PASS)?;
         out.push((what, cell));
     }

@@ -120,10 +120,13 @@
 //!   instructions cost here (`lookups::machine_costs`): two chains of 16
 //!   dependent reads in maps of their own, loads inside one value (as a
 //!   trie walk reads its levels) and array lookups each keyed by the word
-//!   before, and 128 ALU instructions. Looped, a chain that costs far less
-//!   than 16 load latencies shows that the runs overlap, so a packet's time
-//!   follows all of its work rather than its longest chain of reads; the
-//!   ALU row prices that work by the instruction.
+//!   before, 128 ALU instructions, and 320 in blocks ending in a taken
+//!   branch (back to back, and a cache line each). Looped, a chain that
+//!   costs far less than 16 load latencies shows that the runs overlap, so
+//!   a packet's time follows all of its work rather than its longest chain
+//!   of reads; the ALU rows price that work by the instruction. The same
+//!   programs run again as TC programs, over the TC floor: the kernel's
+//!   loop of TC test runs overlaps runs less, and the chain shows it.
 //! - **Differential** (`differential.rs`), last: the kernel-versus-model
 //!   differential test's harness (`testkit::differential`) at ≥ 10⁶ cases
 //!   with the tries' largest shape and a fifth of that each with 8-bit
@@ -516,7 +519,8 @@ fn main() -> Result<()> {
         "a BPF-to-BPF call and its return (one per packet: the classifier)".into(),
         cell,
     ));
-    costs.extend(machine_costs(&measure)?);
+    costs.extend(machine_costs(&measure, ProgType::Xdp)?);
+    let costs_tc = machine_costs(&measure, ProgType::SchedCls)?;
 
     cold.extend(cold::single_run_machine(trials)?);
 
@@ -524,7 +528,18 @@ fn main() -> Result<()> {
     let mut rows = floors.rows();
     rows.extend(table);
     print_table(&rows, &floors);
-    print_costs(&costs, floors.of(ProgType::Xdp, Family::V4));
+    print_costs(
+        "one map lookup or helper call on its own, in an XDP program that does nothing else \
+         (10^5 destination prefixes; the live policy's own maps and keys), then what reads and \
+         instructions cost here (programs and maps of their own)",
+        &costs,
+        floors.of(ProgType::Xdp, Family::V4),
+    );
+    print_costs(
+        "the same reads and instructions in TC programs (SCHED_CLS), over the TC floor",
+        &costs_tc,
+        floors.of(ProgType::SchedCls, Family::V4),
+    );
     print_verdicts(&rows, &floors);
     print_cold(&cold);
     print_memory(&memory, trie_nodes);

@@ -8,13 +8,9 @@ use crate::{
     setup::FirstPackets,
 };
 
-pub fn print_costs(costs: &[(String, Cell)], floor: u64) {
+pub fn print_costs(title: &str, costs: &[(String, Cell)], floor: u64) {
     println!();
-    println!(
-        "one map lookup or helper call on its own, in an XDP program that does nothing else \
-         (10^5 destination prefixes; the live policy's own maps and keys), then what reads and \
-         instructions cost here (programs and maps of their own)"
-    );
+    println!("{title}");
     println!("{:<68} {:>14} {:>8}", "operation", "ns", "-floor");
     for (what, cell) in costs {
         println!(
