@@ -6,7 +6,8 @@
 #                    iputils-ping, curl, nftables, bpftool,
 #                    xdp-tools (xdp-filter for the benchmark),
 #                    binutils (objdump: the benchmark counts the JITed
-#                    instructions),
+#                    instructions), linux-perf (the benchmark samples the
+#                    instructions each path runs),
 #                    chrony + ntpsec-ntpdate + sntp (real NTP
 #                    clients and the reference server), prometheus (promtool),
 #                    netsniff-ng (trafgen), iperf3, git, systemd
@@ -27,7 +28,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-packages=(iproute2 ethtool iputils-ping curl nftables bpftool xdp-tools binutils chrony ntpsec-ntpdate sntp prometheus netsniff-ng iperf3 dnsutils dnsmasq-base git systemd dpkg-dev lintian)
+packages=(iproute2 ethtool iputils-ping curl nftables bpftool xdp-tools binutils linux-perf chrony ntpsec-ntpdate sntp prometheus netsniff-ng iperf3 dnsutils dnsmasq-base git systemd dpkg-dev lintian)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -25,14 +25,71 @@ pub struct Function {
 /// The functions of program `fd`, in the kernel's order (the program
 /// first, then the functions it calls).
 pub fn functions(fd: i32) -> Result<Vec<Function>> {
+    Ok(disassemble(fd)?.iter().map(Code::counts).collect())
+}
+
+/// One function of a JITed program, instruction by instruction.
+pub struct Code {
+    /// As [`Function::name`].
+    pub name: String,
+    /// The kernel address of its first byte.
+    pub address: u64,
+    pub bytes: usize,
+    pub instructions: Vec<Instruction>,
+}
+
+/// One x86-64 instruction as `objdump` reads it.
+pub struct Instruction {
+    /// From the function's first byte.
+    pub offset: u64,
+    pub mnemonic: String,
+    /// Where a direct jump goes, as an offset in the function.
+    pub target: Option<u64>,
+}
+
+impl Instruction {
+    /// Whether the CPU may go elsewhere than the next instruction after
+    /// this one (a jump, conditional or not, or a return). A call returns
+    /// to the next instruction.
+    pub fn ends_a_block(&self) -> bool {
+        self.mnemonic.starts_with('j') || self.mnemonic.starts_with("ret")
+    }
+}
+
+impl Code {
+    fn counts(&self) -> Function {
+        let starting = |prefix: &str| {
+            self.instructions
+                .iter()
+                .filter(|i| i.mnemonic.starts_with(prefix))
+                .count()
+        };
+        Function {
+            name: self.name.clone(),
+            bytes: self.bytes,
+            instructions: self.instructions.len(),
+            calls: starting("call"),
+            branches: starting("j") - starting("jmp"),
+        }
+    }
+}
+
+/// The functions of program `fd` disassembled, in the kernel's order.
+pub fn disassemble(fd: i32) -> Result<Vec<Code>> {
     let program = bpf::prog_name(fd).context("the program's info")?;
     let (image, addresses, lens) = bpf::prog_jited(fd)?;
     ensure!(!image.is_empty(), "program {program} has no JITed image");
+    ensure!(
+        addresses.len() == lens.len(),
+        "program {program}: {} function addresses for {} lengths",
+        addresses.len(),
+        lens.len()
+    );
     let names = kernel_names(&addresses)?;
     let mut out = Vec::with_capacity(lens.len());
     let mut at = 0;
     for (i, &len) in lens.iter().enumerate() {
-        let code = &image[at..at + len as usize];
+        let bytes = &image[at..at + len as usize];
         at += len as usize;
         // The first function is the program; a function the kernel has no
         // name of its own for (one LLVM split off) is told by its place.
@@ -41,7 +98,12 @@ pub fn functions(fd: i32) -> Result<Vec<Function>> {
             Some(name) if name != program => format!("{program}: {name}"),
             _ => format!("{program}: function {i}"),
         };
-        out.push(count(name, code)?);
+        out.push(Code {
+            name,
+            address: addresses[i],
+            bytes: bytes.len(),
+            instructions: objdump(bytes)?,
+        });
     }
     Ok(out)
 }
@@ -70,8 +132,8 @@ fn kernel_names(addresses: &[u64]) -> Result<Vec<Option<String>>> {
     Ok(names)
 }
 
-/// Disassembles `code` (x86-64) and counts what it holds.
-fn count(name: String, code: &[u8]) -> Result<Function> {
+/// Disassembles `code` (x86-64).
+fn objdump(code: &[u8]) -> Result<Vec<Instruction>> {
     let mut file = tempfile::NamedTempFile::new()?;
     file.write_all(code)?;
     let out = Command::new("objdump")
@@ -91,26 +153,27 @@ fn count(name: String, code: &[u8]) -> Result<Function> {
         "objdump: {}",
         String::from_utf8_lossy(&out.stderr).trim()
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    // An instruction line is "  offset:<TAB>mnemonic operands".
-    let mnemonics: Vec<&str> = text
+    // An instruction line is "  offset:<TAB>mnemonic operands"; a direct
+    // jump's operand is its target, "0x<offset>".
+    Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|line| {
             let (offset, rest) = line.split_once(":\t")?;
-            u64::from_str_radix(offset.trim(), 16).ok()?;
-            rest.split_whitespace().next()
+            let offset = u64::from_str_radix(offset.trim(), 16).ok()?;
+            let mut words = rest.split_whitespace();
+            let mnemonic = words.next()?.to_string();
+            let target = words
+                .next()
+                .filter(|_| mnemonic.starts_with('j'))
+                .and_then(|operand| operand.strip_prefix("0x"))
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+            Some(Instruction {
+                offset,
+                mnemonic,
+                target,
+            })
         })
-        .collect();
-    Ok(Function {
-        name,
-        bytes: code.len(),
-        instructions: mnemonics.len(),
-        calls: mnemonics.iter().filter(|m| m.starts_with("call")).count(),
-        branches: mnemonics
-            .iter()
-            .filter(|m| m.starts_with('j') && !m.starts_with("jmp"))
-            .count(),
-    })
+        .collect())
 }
 
 /// The descriptor of the BPF program named `name` among this process's

@@ -93,6 +93,11 @@
 //!   function, as `bpftool prog dump jited` reads it, with its bytes,
 //!   instructions, calls and conditional branches counted by `objdump`
 //!   (binutils).
+//! - **The instructions a path runs** (`paths.rs`): each probe of the
+//!   target cell, and xdp-filter's allow and deny, looped for 2 s under
+//!   `perf record` (the software clock); the basic blocks of the JITed
+//!   code that the samples land on, in instructions, by function. Without
+//!   perf the table says why it is missing.
 //! - **TC**: the same Tollgate program's TC twin at the largest cell.
 //! - **UDP**: the same probes as UDP datagrams to port 5683 at the largest
 //!   cell: an allowed one is also checked for the NTP fast path, which a
@@ -154,6 +159,7 @@ mod fixtures;
 mod jited;
 mod lookups;
 mod measure;
+mod paths;
 mod report;
 mod setup;
 mod xdp_filter;
@@ -198,6 +204,10 @@ const VLAN_ROW: &str = "tollgate (xdp, VLAN tag)";
 
 /// The probes of each family, in the order of [`probe_jobs`].
 const PROBES_PER_FAMILY: usize = 4;
+
+/// The paths of [`probe_jobs`], in its order within a family.
+const PROBE_PATHS: [&str; PROBES_PER_FAMILY] =
+    ["allow", "deny(default)", "deny(rule)", "unknown device"];
 
 /// The four probes of each family with the action each must get: `pass`
 /// for the allow, `drop` for the two denies and the unknown device.
@@ -269,6 +279,9 @@ fn main() -> Result<()> {
     let mut cold = Vec::new();
     // The machine code of each program measured at the target.
     let mut jited = Vec::new();
+    // The instructions each path of the target runs, where perf is here.
+    let paths_skipped = paths::unavailable();
+    let mut paths = Vec::new();
     for &rules in &RULE_COUNTS {
         for &devices in &DEVICE_COUNTS {
             if target_only && (rules, devices) != (TARGET_RULES, TARGET_DEVICES) {
@@ -329,6 +342,16 @@ fn main() -> Result<()> {
                 memory = lookups::map_memory()?;
                 trie_nodes = setup.trie_nodes();
                 jited.extend(jited::functions(jited::own_program("tollgate_xdp")?)?);
+                if paths_skipped.is_none() {
+                    let code = jited::disassemble(jited::own_program("tollgate_xdp")?)?;
+                    let jobs = probe_jobs(&probes, XDP_PASS, XDP_DROP);
+                    for (i, (frame, expect)) in jobs.into_iter().enumerate() {
+                        let family = [Family::V4, Family::V6][i / PROBES_PER_FAMILY].name();
+                        let path = PROBE_PATHS[i % PROBES_PER_FAMILY];
+                        let what = format!("{TCP_ROW}, {family} {path}");
+                        paths.push(paths::measure(&what, xdp, frame, expect, &code)?);
+                    }
+                }
                 let this_cell = table.iter().filter(|r| {
                     r.program == TCP_ROW && r.rules == count(rules) && r.devices == count(devices)
                 });
@@ -448,6 +471,23 @@ fn main() -> Result<()> {
                 )?;
                 if entries == XDP_FILTER_COUNTS[1] {
                     jited.extend(jited::functions(filter.prog.as_raw_fd())?);
+                    if paths_skipped.is_none() {
+                        let code = jited::disassemble(filter.prog.as_raw_fd())?;
+                        for (family, frames) in [(Family::V4, &v4), (Family::V6, &v6)] {
+                            for (path, frame, expect) in [
+                                ("allow", &frames.0, XDP_PASS),
+                                ("deny", &frames.1, XDP_DROP),
+                            ] {
+                                let what = format!(
+                                    "xdp-filter ({}), {} {path}",
+                                    filter.name,
+                                    family.name()
+                                );
+                                let run = |f: &[u8], r: u32| filter.test_run(f, r);
+                                paths.push(paths::measure(&what, run, frame, expect, &code)?);
+                            }
+                        }
+                    }
                 }
                 if entries == XDP_FILTER_COUNTS[1] {
                     for family in [Family::V4, Family::V6] {
@@ -543,6 +583,7 @@ fn main() -> Result<()> {
     print_verdicts(&rows, &floors);
     print_cold(&cold);
     print_memory(&memory, trie_nodes);
+    paths::print(&paths, paths_skipped.as_deref());
     let floor = Floor::load(ProgType::Xdp)?;
     jited.extend(jited::functions(floor.fd.as_raw_fd())?);
     print_jited(&jited);
