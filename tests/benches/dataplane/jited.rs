@@ -57,7 +57,8 @@ impl Instruction {
 }
 
 impl Code {
-    fn counts(&self) -> Function {
+    /// What the function holds, counted.
+    pub fn counts(&self) -> Function {
         let starting = |prefix: &str| {
             self.instructions
                 .iter()

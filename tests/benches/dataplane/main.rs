@@ -176,6 +176,7 @@ use crate::{
     cold::BucketReader,
     differential::Differential,
     fixtures::{Family, Probes, Proto, frame_any, probe_sources},
+    jited::Code,
     lookups::{lookup_costs, machine_costs, print_memory},
     measure::{Cell, Floor, Floors, Measure},
     report::{Row, count, print_cold, print_costs, print_jited, print_table, print_verdicts},
@@ -341,9 +342,9 @@ fn main() -> Result<()> {
             if rules == TARGET_RULES && devices == TARGET_DEVICES {
                 memory = lookups::map_memory()?;
                 trie_nodes = setup.trie_nodes();
-                jited.extend(jited::functions(jited::own_program("tollgate_xdp")?)?);
+                let code = jited::disassemble(jited::own_program("tollgate_xdp")?)?;
+                jited.extend(code.iter().map(Code::counts));
                 if paths_skipped.is_none() {
-                    let code = jited::disassemble(jited::own_program("tollgate_xdp")?)?;
                     let jobs = probe_jobs(&probes, XDP_PASS, XDP_DROP);
                     for (i, (frame, expect)) in jobs.into_iter().enumerate() {
                         let family = [Family::V4, Family::V6][i / PROBES_PER_FAMILY].name();
@@ -470,9 +471,9 @@ fn main() -> Result<()> {
                     ],
                 )?;
                 if entries == XDP_FILTER_COUNTS[1] {
-                    jited.extend(jited::functions(filter.prog.as_raw_fd())?);
+                    let code = jited::disassemble(filter.prog.as_raw_fd())?;
+                    jited.extend(code.iter().map(Code::counts));
                     if paths_skipped.is_none() {
-                        let code = jited::disassemble(filter.prog.as_raw_fd())?;
                         for (family, frames) in [(Family::V4, &v4), (Family::V6, &v6)] {
                             for (path, frame, expect) in [
                                 ("allow", &frames.0, XDP_PASS),

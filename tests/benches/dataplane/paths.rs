@@ -117,12 +117,13 @@ pub fn measure(
 /// The instruction addresses perf sampled in this process while `work`
 /// ran, one per sample.
 fn sampled(what: &str, work: impl FnOnce() -> Result<()>) -> Result<Vec<u64>> {
-    let data = std::env::temp_dir().join(format!("tollgate-paths-{}.data", std::process::id()));
+    // Removed when dropped, whatever fails below.
+    let data = tempfile::NamedTempFile::new().context("a file for perf's samples")?;
     let mut perf = Command::new("perf")
         .args(["record", "-q", "-e", "cpu-clock", "-F", FREQUENCY, "-p"])
         .arg(std::process::id().to_string())
         .arg("-o")
-        .arg(&data)
+        .arg(data.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -140,10 +141,9 @@ fn sampled(what: &str, work: impl FnOnce() -> Result<()>) -> Result<Vec<u64>> {
     );
     let script = Command::new("perf")
         .args(["script", "-F", "ip", "-i"])
-        .arg(&data)
+        .arg(data.path())
         .output()
         .context("run perf script")?;
-    let _ = std::fs::remove_file(&data);
     ensure!(
         script.status.success(),
         "{what}: perf script failed: {}",
