@@ -100,7 +100,9 @@ impl DecisionReason {
 /// coarse clock only moves when the timekeeper does, on the tick that moves
 /// jiffies, so the limiter reads it once per tick per CPU and uses the value
 /// it kept otherwise: at most about one tick old, the coarse clock's own
-/// resolution.
+/// resolution. It reads its rate from `TG_SETTINGS` on the same tick and
+/// keeps it here, so that a refused packet, nearly every one of a flood,
+/// reads no other map: a new rate applies from each CPU's next tick.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RateBucket {
@@ -115,6 +117,10 @@ pub struct RateBucket {
     /// line the limiter reads anyway, rather than in `TG_STATS` (a deny
     /// flood, mostly refused, pays one per-CPU lookup less a packet).
     pub refused: u64,
+    /// The rate read at `tick`: nanoseconds between admitted packets (0
+    /// admits none), and how far ahead of it a burst may run.
+    pub interval_ns: u64,
+    pub burst_ns: u64,
 }
 
 /// One deny, reject or audit-deny decision.
@@ -168,4 +174,4 @@ pod!(DenyEvent, RejectFacts, RateBucket);
 
 const _: () = assert!(core::mem::size_of::<DenyEvent>() == 44);
 const _: () = assert!(core::mem::size_of::<RejectFacts>() == 8);
-const _: () = assert!(core::mem::size_of::<RateBucket>() == 32);
+const _: () = assert!(core::mem::size_of::<RateBucket>() == 48);

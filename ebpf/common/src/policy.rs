@@ -84,11 +84,21 @@ pub const GROUP_LEARNS: u32 = 8;
 
 /// One compiled rule in a rule set. Entries are sorted by precedence, so the
 /// first entry that matches a packet decides.
+///
+/// An entry carries its whole outcome: the verdict after its group's audit
+/// mode ([`RULE_AUDIT`]) and the group's total for that verdict, so that a
+/// packet a rule decides never reads its group's `TG_GROUPS` entry (that
+/// read, its copy and the verdict's mapping were about 40 of the 490
+/// machine instructions of an allow, BENCHMARKS.md, fourteenth round). The
+/// controller writes a group's lists again when its audit mode or totals
+/// change, as it does when its rules do.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RuleEntry {
     /// Counter charged when this entry decides.
     pub counter: u32,
+    /// The group's counter for this entry's verdict (after audit mode).
+    pub verdict_counter: u32,
     /// Inclusive destination port range; only read with [`RULE_PORTS`].
     pub port_lo: u16,
     pub port_hi: u16,
@@ -108,6 +118,10 @@ pub const RULE_DENY: u8 = 4;
 pub const RULE_BUILTIN: u8 = 8;
 /// The entry rejects: drops and answers the device.
 pub const RULE_REJECT: u8 = 16;
+/// The entry denies or rejects in a group in audit mode (precedence step
+/// 11): its verdict is audit-deny, whatever [`RULE_DENY`] or
+/// [`RULE_REJECT`] say.
+pub const RULE_AUDIT: u8 = 32;
 
 /// Value of `TG_RULESETS`: up to [`crate::RECORD_ENTRIES`] rules of the
 /// list that applies to one destination prefix of one group (its own rules
@@ -223,9 +237,10 @@ pub struct Settings {
 /// recorded; 1 when the trie words came to carry the child bit lowest and
 /// a child's byte offset (`crate::classifier`); 2 when an IPv4 device's
 /// hash became one multiplication (`crate::device_table`); 3 when a
-/// `TG_ROOTS` entry came to flag a wide trie; 4 since an IPv6 device's hash
-/// is two multiplications side by side.
-pub const TABLE_ENCODING: u32 = 4;
+/// `TG_ROOTS` entry came to flag a wide trie; 4 when an IPv6 device's hash
+/// became two multiplications side by side; 5 since a rule entry carries
+/// its verdict after audit mode and its group's verdict total.
+pub const TABLE_ENCODING: u32 = 5;
 
 pod!(
     DeviceKey,
@@ -248,8 +263,8 @@ const _: () = {
     assert!(size_of::<DevicePrefix>() == 20);
     assert!(size_of::<Destination>() == 20);
     assert!(size_of::<GroupInfo>() == 24);
-    assert!(size_of::<RuleEntry>() == 12);
-    assert!(size_of::<RuleRecord>() == 8 + 12 * crate::RECORD_ENTRIES);
+    assert!(size_of::<RuleEntry>() == 16);
+    assert!(size_of::<RuleRecord>() == 8 + 16 * crate::RECORD_ENTRIES);
     assert!(size_of::<FragmentKey>() == 44);
     assert!(size_of::<FragmentVerdict>() == 16);
     assert!(size_of::<SourceKey>() == 20);

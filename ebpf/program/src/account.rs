@@ -37,19 +37,18 @@ pub fn counter(index: u32, bytes: u64) {
 /// The limiter is GCRA per CPU (`rate.rs`, `TG_EVENT_BKT`): an event may run
 /// at most `event_burst_ns` ahead of one per `event_interval_ns`. Suppressed
 /// and lost events are counted, so userspace knows. Its clock is the coarse
-/// one (a tick, a few ms), read once per tick: a deny flood does not pay a
-/// clock read per packet, and the rate still holds over any second.
+/// one (a tick, a few ms), read once per tick with the rate: a deny flood
+/// pays neither a clock read nor a settings read per packet, and the rate
+/// still holds over any second.
 #[inline(always)]
 pub fn report(p: &Packet, d: &Decision) {
-    let Some(settings) = TG_SETTINGS.get(0) else {
-        return;
-    };
     // A refusal is the `EventsSuppressed` statistic, counted in the bucket.
-    if !rate::admit(
-        &TG_EVENT_BKT,
-        settings.event_interval_ns,
-        settings.event_burst_ns,
-    ) {
+    let rate = || {
+        TG_SETTINGS
+            .get(0)
+            .map(|s| (s.event_interval_ns, s.event_burst_ns))
+    };
+    if !rate::admit(&TG_EVENT_BKT, rate) {
         return;
     }
 

@@ -16,9 +16,9 @@
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use tollgate_common::{
     Allowed, DecisionReason, DeviceKey, FragmentKey, FragmentQuota, FragmentVerdict, GROUP_AUDIT,
-    GROUP_DEFAULT_DENY, GROUP_DEFAULT_REJECT, GroupInfo, MAX_CHAIN, MAX_GROUPS, NO_RECORD,
-    RECORD_ENTRIES, RULE_ANY_PROTO, RULE_BUILTIN, RULE_DENY, RULE_PORTS, RULE_REJECT, RuleEntry,
-    SourceKey, Stat, TRIE_NONE, UNKNOWN_GROUP, Verdict,
+    GROUP_DEFAULT_DENY, GROUP_DEFAULT_REJECT, GROUP_LEARNS, GroupInfo, MAX_CHAIN, MAX_GROUPS,
+    NO_RECORD, RECORD_ENTRIES, RULE_ANY_PROTO, RULE_AUDIT, RULE_BUILTIN, RULE_DENY, RULE_PORTS,
+    RULE_REJECT, RuleEntry, SourceKey, Stat, TRIE_NONE, UNKNOWN_GROUP, Verdict,
 };
 
 use crate::{
@@ -61,91 +61,92 @@ pub fn generation() -> u32 {
 pub fn decide(generation: u32, p: &Packet) -> Decision {
     let slot = generation & 1;
     let classified = classify::classify(slot, p.family, p.src, p.dst);
-    let group_id = classified.group;
     // step 5: an unknown device has no record, no rule applies
-    let entry = matching_rule(classified.record, p);
-    let learned = match entry {
-        Some(_) => None,
-        None => learned_for(slot, group_id, p),
-    };
-    // Read after the lookups above, so that its fields are not held (on
-    // the hooks' full stack) across them: read first, it cost the paths
-    // with a rule 3-5 ns (BENCHMARKS.md), more than `learned_counter`'s own
-    // read of the group's flags costs a default.
-    let group = group_info(slot, group_id);
-    let (mut verdict, reason, counter) = match entry {
-        Some(e) => (
-            if e.flags & RULE_DENY != 0 {
+    match matching_rule(classified.record, p) {
+        // step 11: the entry carries its verdict after audit mode, and its
+        // group's total for it: no read of the group
+        Some(e) => Decision {
+            verdict: if e.flags & RULE_AUDIT != 0 {
+                Verdict::AuditDeny
+            } else if e.flags & RULE_DENY != 0 {
                 Verdict::Deny
             } else if e.flags & RULE_REJECT != 0 {
                 Verdict::Reject
             } else {
                 Verdict::Allow
             },
-            if e.flags & RULE_BUILTIN != 0 {
+            reason: if e.flags & RULE_BUILTIN != 0 {
                 // step 8: the built-in NTP allow won
                 DecisionReason::BuiltinNtp
             } else {
                 DecisionReason::Rule
             },
-            e.counter,
-        ),
-        None => match learned {
-            // step 12: no candidate, but an address learned for an FQDN rule
-            Some(counter) => (Verdict::Allow, DecisionReason::Learned, counter),
-            // step 10: no candidate, the group's default
-            None => (
-                if group.flags & GROUP_DEFAULT_DENY != 0 {
-                    Verdict::Deny
-                } else if group.flags & GROUP_DEFAULT_REJECT != 0 {
-                    Verdict::Reject
-                } else {
-                    Verdict::Allow
-                },
-                if group_id == UNKNOWN_GROUP {
-                    // step 5: group 0's default is `unknown-devices`
-                    DecisionReason::UnknownDevice
-                } else {
-                    DecisionReason::GroupDefault
-                },
-                group.default_counter,
-            ),
+            counter: e.counter,
+            verdict_counter: e.verdict_counter,
         },
-    };
-    // step 11: audit mode turns a deny or a reject into audit-deny
-    if matches!(verdict, Verdict::Deny | Verdict::Reject) && group.flags & GROUP_AUDIT != 0 {
-        verdict = Verdict::AuditDeny;
-    }
-    let verdict_counter = match verdict {
-        Verdict::Allow => group.allow_counter,
-        Verdict::Deny => group.deny_counter,
-        Verdict::AuditDeny => group.audit_deny_counter,
-        Verdict::Reject => group.reject_counter,
-    };
-    Decision {
-        verdict,
-        reason,
-        counter,
-        verdict_counter,
+        None => by_group(slot, classified.group, p),
     }
 }
 
-/// A learned address of a known device's group (step 5: never group 0's).
+/// The decision where no rule is a candidate: a learned address (step 12),
+/// else the group's default (step 10), in audit mode (step 11).
 #[inline(always)]
-fn learned_for(slot: u32, group_id: u32, p: &Packet) -> Option<u32> {
-    if group_id == UNKNOWN_GROUP {
-        return None;
-    }
-    learned::learned_counter(slot, group_id, p)
-}
-
-#[inline(always)]
-fn group_info(slot: u32, group_id: u32) -> GroupInfo {
+fn by_group(slot: u32, group_id: u32, p: &Packet) -> Decision {
+    // A group id no trie holds (a broken trie) is group 0's.
     let group_id = if group_id < MAX_GROUPS {
         group_id
     } else {
         UNKNOWN_GROUP
     };
+    // One read of the group's entry, for the flags, the default and the
+    // totals alike.
+    let group = group_info(slot, group_id);
+    // step 5: never group 0's; only a group with FQDN rules learns
+    if group_id != UNKNOWN_GROUP
+        && group.flags & GROUP_LEARNS != 0
+        && let Some(counter) = learned::learned_counter(slot, group_id, p)
+    {
+        // step 12: no candidate, but an address learned for an FQDN rule
+        return Decision {
+            verdict: Verdict::Allow,
+            reason: DecisionReason::Learned,
+            counter,
+            verdict_counter: group.allow_counter,
+        };
+    }
+    // step 10: no candidate, the group's default
+    let mut verdict = if group.flags & GROUP_DEFAULT_DENY != 0 {
+        Verdict::Deny
+    } else if group.flags & GROUP_DEFAULT_REJECT != 0 {
+        Verdict::Reject
+    } else {
+        Verdict::Allow
+    };
+    // step 11: audit mode turns a deny or a reject into audit-deny
+    if !matches!(verdict, Verdict::Allow) && group.flags & GROUP_AUDIT != 0 {
+        verdict = Verdict::AuditDeny;
+    }
+    Decision {
+        verdict,
+        reason: if group_id == UNKNOWN_GROUP {
+            // step 5: group 0's default is `unknown-devices`
+            DecisionReason::UnknownDevice
+        } else {
+            DecisionReason::GroupDefault
+        },
+        counter: group.default_counter,
+        verdict_counter: match verdict {
+            Verdict::Allow => group.allow_counter,
+            Verdict::Deny => group.deny_counter,
+            Verdict::AuditDeny => group.audit_deny_counter,
+            Verdict::Reject => group.reject_counter,
+        },
+    }
+}
+
+/// The entry of `group_id`, below `MAX_GROUPS`.
+#[inline(always)]
+fn group_info(slot: u32, group_id: u32) -> GroupInfo {
     TG_GROUPS
         .get(slot * MAX_GROUPS + group_id)
         .copied()

@@ -9,11 +9,11 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use tollgate_common::{
-    GROUP_LEARNS, LEARNED_BIT_WORDS, LEARNED_ENTRIES, LEARNED_RULES, LearnedKey, LearnedValue,
-    MAX_GROUPS, RULE_ANY_PROTO, RULE_PORTS, learned_bit,
+    LEARNED_BIT_WORDS, LEARNED_ENTRIES, LEARNED_RULES, LearnedKey, LearnedValue, RULE_ANY_PROTO,
+    RULE_PORTS, learned_bit,
 };
 
-use crate::{maps::TG_GROUPS, parse::Packet};
+use crate::parse::Packet;
 
 #[btf_map]
 pub static TG_LEARNED: HashMap<LearnedKey, LearnedValue, { LEARNED_ENTRIES as usize }> =
@@ -30,20 +30,14 @@ const NO_MATCH: u32 = u32::MAX;
 /// The counter of the first unexpired learned entry of `group` for the
 /// packet's destination whose protocol and ports match, if any.
 ///
-/// Only a group with FQDN rules ([`GROUP_LEARNS`]) can have learned
-/// addresses: for any other, neither the call nor the hash lookup is made
-/// (a call and its return alone cost about 6 ns on the bench machine, and
-/// every packet a group's default denies would pay them). Nor for a
-/// destination whose bit in `TG_LEARNED_BITS` is clear.
+/// Called only for a group with FQDN rules ([`tollgate_common::GROUP_LEARNS`]):
+/// only such a group can have learned addresses, and for any other neither
+/// the call nor the hash lookup is made (a call and its return alone cost
+/// about 6 ns on the bench machine, and every packet a group's default
+/// denies would pay them). Nor for a destination whose bit in
+/// `TG_LEARNED_BITS` is clear.
 #[inline(always)]
 pub fn learned_counter(slot: u32, group: u32, p: &Packet) -> Option<u32> {
-    if group >= MAX_GROUPS {
-        return None;
-    }
-    match TG_GROUPS.get(slot * MAX_GROUPS + group) {
-        Some(info) if info.flags & GROUP_LEARNS != 0 => {}
-        _ => return None,
-    }
     let [hi, lo] = p.dst.halves();
     // Never learned (bit clear): no call, no hash lookup.
     let bit = learned_bit(hi, lo);

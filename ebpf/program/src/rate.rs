@@ -8,11 +8,14 @@ use aya_ebpf::{
 use tollgate_common::RateBucket;
 
 /// Whether this CPU may admit one more packet to `bucket`: at most one per
-/// `interval_ns` on average, running at most `burst_ns` ahead of that
-/// rate. An interval of 0 admits none. A refusal is counted in the bucket
-/// (`RateBucket::refused`).
+/// interval on average, running at most a burst ahead of that rate, as
+/// `rate` gives them (interval, burst), read once a tick. An interval of 0
+/// admits none. A refusal is counted in the bucket (`RateBucket::refused`).
 #[inline(always)]
-pub fn admit(bucket: &PerCpuArray<RateBucket, 1>, interval_ns: u64, burst_ns: u64) -> bool {
+pub fn admit(
+    bucket: &PerCpuArray<RateBucket, 1>,
+    rate: impl FnOnce() -> Option<(u64, u64)>,
+) -> bool {
     let Some(b) = bucket.get_ptr_mut(0) else {
         return false;
     };
@@ -24,13 +27,14 @@ pub fn admit(bucket: &PerCpuArray<RateBucket, 1>, interval_ns: u64, burst_ns: u6
         b.tick = tick;
         // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
         b.now_ns = unsafe { bpf_ktime_get_coarse_ns() };
+        (b.interval_ns, b.burst_ns) = rate().unwrap_or((0, 0));
     }
     let now = b.now_ns;
     let next = b.tat_ns.max(now);
-    if interval_ns == 0 || next - now > burst_ns {
+    if b.interval_ns == 0 || next - now > b.burst_ns {
         b.refused += 1;
         return false;
     }
-    b.tat_ns = next + interval_ns;
+    b.tat_ns = next + b.interval_ns;
     true
 }

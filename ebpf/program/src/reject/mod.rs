@@ -220,14 +220,11 @@ fn is_host_v6(addr: &[u8]) -> bool {
 /// (`rate.rs`), as [`account::report`] limits events.
 #[inline(always)]
 fn within_rate() -> bool {
-    let Some(settings) = TG_SETTINGS.get(0) else {
-        return false;
-    };
-    rate::admit(
-        &TG_REJECT_BKT,
-        settings.reject_interval_ns,
-        settings.reject_burst_ns,
-    )
+    rate::admit(&TG_REJECT_BKT, || {
+        TG_SETTINGS
+            .get(0)
+            .map(|s| (s.reject_interval_ns, s.reject_burst_ns))
+    })
 }
 
 /// Hands the rejected packet [`remember`]ed to the hook's answerer (the

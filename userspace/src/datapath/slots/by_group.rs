@@ -77,8 +77,8 @@ pub struct GroupInput<'a> {
 /// How to make a group's destination entries and kernel lists.
 pub struct Layout<'a> {
     pub rulesets: &'a crate::tables::Rulesets,
-    /// A rule set as kernel entries.
-    pub list: &'a dyn Fn(&[crate::tables::RuleEntry]) -> Result<List>,
+    /// A rule set of the group of a kernel id as kernel entries.
+    pub list: &'a dyn Fn(u32, &[crate::tables::RuleEntry]) -> Result<List>,
     /// A destination entry's key.
     pub key: &'a dyn Fn(&DestinationEntry) -> Result<(u32, Destination)>,
     /// The slot's share of `TG_RULESETS`.
@@ -155,7 +155,7 @@ impl GroupParts {
                         .get(d.ruleset as usize)
                         .with_context(|| format!("destination {} has no rule set", d.prefix))?;
                     e.insert(lists.len());
-                    lists.push((layout.list)(rules)?);
+                    lists.push((layout.list)(g.id, rules)?);
                 }
             }
             let held = heads.remove(&g.id).unwrap_or_default();

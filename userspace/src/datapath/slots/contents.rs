@@ -39,6 +39,8 @@ pub struct GroupContents {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleContents {
     pub counter: u64,
+    /// The owner of the group's total the entry charges.
+    pub verdict_counter: u64,
     pub port_lo: u16,
     pub port_hi: u16,
     pub proto: u8,
@@ -132,6 +134,7 @@ impl SlotContents {
                 .iter()
                 .map(|e| RuleContents {
                     counter: owner(e.counter),
+                    verdict_counter: owner(e.verdict_counter),
                     port_lo: e.port_lo,
                     port_hi: e.port_hi,
                     proto: e.proto,

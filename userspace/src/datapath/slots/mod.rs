@@ -36,8 +36,8 @@ use anyhow::{Context as _, Result, bail};
 use tollgate_common::{
     DESTINATION_HEADER_BITS, DEVICE_PREFIX_HEADER_BITS, Destination, DeviceKey, DevicePrefix,
     FAMILY_V4, FAMILY_V6, GROUP_AUDIT, GROUP_DEFAULT_DENY, GROUP_DEFAULT_REJECT, GROUP_LEARNS,
-    GroupInfo, MAX_GROUPS, RULE_ANY_PROTO, RULE_BUILTIN, RULE_DENY, RULE_PORTS, RULE_REJECT,
-    RuleEntry as KernelEntry, RuleRecord, TRIE_WORDS_PER_SLOT, Verdict,
+    GroupInfo, MAX_GROUPS, RULE_ANY_PROTO, RULE_AUDIT, RULE_BUILTIN, RULE_DENY, RULE_PORTS,
+    RULE_REJECT, RuleEntry as KernelEntry, RuleRecord, TRIE_WORDS_PER_SLOT, Verdict,
 };
 
 use self::by_group::{GroupInput, Layout};
@@ -270,7 +270,13 @@ impl SlotImage {
                 group(logical)?,
             ));
         }
-        let list = |rules: &[RuleEntry]| -> Result<List> {
+        // A group's lists carry its audit mode and verdict totals
+        // (`tollgate_common::RuleEntry`).
+        let group_infos = image.groups.clone();
+        let list = |id: u32, rules: &[RuleEntry]| -> Result<List> {
+            let info = group_infos
+                .get(id as usize)
+                .with_context(|| format!("kernel group {id} has no entry"))?;
             rules
                 .iter()
                 .map(|rule| {
@@ -281,10 +287,21 @@ impl SlotImage {
                     if rule.ports.is_some() {
                         flags |= RULE_PORTS;
                     }
-                    match rule.verdict {
-                        Verdict::Deny => flags |= RULE_DENY,
-                        Verdict::Reject => flags |= RULE_REJECT,
-                        Verdict::Allow | Verdict::AuditDeny => {}
+                    let mut verdict_counter = match rule.verdict {
+                        Verdict::Deny => {
+                            flags |= RULE_DENY;
+                            info.deny_counter
+                        }
+                        Verdict::Reject => {
+                            flags |= RULE_REJECT;
+                            info.reject_counter
+                        }
+                        Verdict::Allow | Verdict::AuditDeny => info.allow_counter,
+                    };
+                    // step 11, written into the entry
+                    if flags & (RULE_DENY | RULE_REJECT) != 0 && info.flags & GROUP_AUDIT != 0 {
+                        flags |= RULE_AUDIT;
+                        verdict_counter = info.audit_deny_counter;
                     }
                     if rule.builtin {
                         flags |= RULE_BUILTIN;
@@ -293,6 +310,7 @@ impl SlotImage {
                     let (port_lo, port_hi) = fault::ports(lo, hi);
                     Ok(KernelEntry {
                         counter: counter(rule.counter)?,
+                        verdict_counter,
                         port_lo,
                         port_hi,
                         proto: rule.proto.unwrap_or(0),
