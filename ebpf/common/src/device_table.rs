@@ -32,6 +32,10 @@
 //! into a bounds check and an address computation: at most 2 memory
 //! accesses, whatever the number of devices.
 
+/// The program's constant holding the buckets of one slot's IPv4 and IPv6
+/// tables (`[u32; 2]`), which the controller sets as it loads the program.
+pub const GLOBAL_DEVICE_BUCKETS: &str = "TG_DEVICE_BUCKETS";
+
 /// Entries of an IPv4 bucket.
 pub const V4_PER_BUCKET: usize = 8;
 /// Entries of an IPv6 bucket.

@@ -40,7 +40,7 @@ use tollgate_common::{
 };
 
 use crate::{
-    maps::{TG_DEV_EXACT, TG_ROOTS, TG_SETTINGS, TG_TRIE},
+    maps::{TG_DEV_EXACT, TG_ROOTS, TG_TRIE},
     parse::Addr,
 };
 
@@ -180,14 +180,26 @@ fn descend<const S: u32, const R: u32>(bytes: *const u8, base: u64, hi: u64, lo:
     }
 }
 
+/// Buckets of one slot's IPv4 and IPv6 exact device tables
+/// (`Settings::device_buckets_v4` and `_v6`): a constant of the program,
+/// which the controller sets as it loads it (`.rodata`, frozen), sized by
+/// `limits.device-addresses` as the tables are. Read as one load from a
+/// fixed address, where `TG_SETTINGS` cost every packet a map lookup.
+#[unsafe(no_mangle)]
+static TG_DEVICE_BUCKETS: [u32; 2] = [1, 1];
+
 /// The group of the exact device address of big-endian halves `hi` and
 /// `lo` in `table` (as [`tollgate_classify`] takes it), or `DEVICE_FREE`.
 #[inline(always)]
 fn exact_device(table: u32, hi: u64, lo: u64) -> u32 {
-    let Some(settings) = TG_SETTINGS.get(0) else {
-        return DEVICE_FREE;
+    // SAFETY: a static; volatile, so that the compiler reads the value the
+    // controller loaded, not the default it was built with.
+    let (v4, v6) = unsafe {
+        (
+            core::ptr::read_volatile(&TG_DEVICE_BUCKETS[0]),
+            core::ptr::read_volatile(&TG_DEVICE_BUCKETS[1]),
+        )
     };
-    let (v4, v6) = (settings.device_buckets_v4, settings.device_buckets_v6);
     let ipv6 = table & 1 != 0;
     let (base, buckets) = if ipv6 {
         ((table >> 1) * (v4 + v6) + v4, v6)

@@ -10,6 +10,14 @@
 //! Static counts (`jited::functions`) say how big an image is; this says
 //! how much of it one packet runs, which is what one run on its own pays
 //! for (BENCHMARKS.md, thirteenth round).
+//!
+//! A program's path also runs kernel code outside its image: the helpers
+//! its map lookups call (a hash map's lookup is a call into the kernel's
+//! hash table code; an array's is inlined into the image). Those samples
+//! are counted by kernel function, beside what the floor program's loop
+//! spends in the same test-run machinery, so a program whose lookups are
+//! calls is not shown shorter than it is (BENCHMARKS.md, fourteenth
+//! round).
 
 use std::{
     collections::BTreeMap,
@@ -40,12 +48,18 @@ const RARE: usize = 20;
 const PERF_START: Duration = Duration::from_millis(300);
 
 /// One path: the instructions of the blocks sampled in each function of
-/// the program, and the samples taken in it.
+/// the program, and the samples taken in it and outside it.
 pub struct Path {
     pub what: String,
     pub functions: Vec<(String, usize)>,
     pub samples: usize,
+    /// Samples of the loop in the kernel outside the program, by function,
+    /// the most sampled first.
+    pub outside: Vec<(String, usize)>,
 }
+
+/// How many of the kernel functions outside the program the table names.
+const OUTSIDE_NAMED: usize = 4;
 
 impl Path {
     /// The instructions of the path in all its functions.
@@ -84,12 +98,16 @@ pub fn measure(
         }
         Ok(())
     })?;
+    let inside = |ip: u64| {
+        code.iter()
+            .any(|f| ip >= f.address && ip < f.address + f.bytes as u64)
+    };
     // Samples by function, by offset in it.
     let per_function: Vec<BTreeMap<u64, usize>> = code
         .iter()
         .map(|f| {
             let mut at = BTreeMap::new();
-            for &ip in &ips {
+            for &(ip, _) in &ips {
                 if ip >= f.address && ip < f.address + f.bytes as u64 {
                     *at.entry(ip - f.address).or_default() += 1;
                 }
@@ -98,9 +116,20 @@ pub fn measure(
         })
         .collect();
     let samples: usize = per_function.iter().flat_map(|at| at.values()).sum();
-    if samples == 0 {
+    if samples == 0 && !code.is_empty() {
         bail!("{what}: perf sampled nothing in the program");
     }
+    let mut outside: BTreeMap<&str, usize> = BTreeMap::new();
+    for (ip, symbol) in &ips {
+        if !inside(*ip) {
+            *outside.entry(symbol.as_str()).or_default() += 1;
+        }
+    }
+    let mut outside: Vec<(String, usize)> = outside
+        .into_iter()
+        .map(|(symbol, n)| (symbol.to_string(), n))
+        .collect();
+    outside.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let functions = code
         .iter()
         .zip(&per_function)
@@ -111,12 +140,14 @@ pub fn measure(
         what: what.into(),
         functions,
         samples,
+        outside,
     })
 }
 
 /// The instruction addresses perf sampled in this process while `work`
-/// ran, one per sample.
-fn sampled(what: &str, work: impl FnOnce() -> Result<()>) -> Result<Vec<u64>> {
+/// ran, one per sample, each with the symbol perf gives it (`[unknown]`
+/// where it has none).
+fn sampled(what: &str, work: impl FnOnce() -> Result<()>) -> Result<Vec<(u64, String)>> {
     // Removed when dropped, whatever fails below.
     let data = tempfile::NamedTempFile::new().context("a file for perf's samples")?;
     let mut perf = Command::new("perf")
@@ -140,7 +171,7 @@ fn sampled(what: &str, work: impl FnOnce() -> Result<()>) -> Result<Vec<u64>> {
         "{what}: perf record exited with {status}"
     );
     let script = Command::new("perf")
-        .args(["script", "-F", "ip", "-i"])
+        .args(["script", "-F", "ip,sym", "-i"])
         .arg(data.path())
         .output()
         .context("run perf script")?;
@@ -150,8 +181,18 @@ fn sampled(what: &str, work: impl FnOnce() -> Result<()>) -> Result<Vec<u64>> {
         String::from_utf8_lossy(&script.stderr)
     );
     String::from_utf8_lossy(&script.stdout)
-        .split_whitespace()
-        .map(|ip| u64::from_str_radix(ip, 16).with_context(|| format!("perf script: {ip}")))
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let mut fields = line.split_whitespace();
+            let ip = fields.next().unwrap_or_default();
+            let ip = u64::from_str_radix(ip, 16).with_context(|| format!("perf script: {line}"))?;
+            let symbol = fields.next().unwrap_or("[unknown]");
+            // A symbol is printed with its offset ("name+0x1f") by some
+            // perf versions.
+            let symbol = symbol.split('+').next().unwrap_or(symbol);
+            Ok((ip, symbol.to_string()))
+        })
         .collect()
 }
 
@@ -267,6 +308,27 @@ pub fn print(paths: &[Path], skipped: Option<&str>) {
             path.instructions(),
             path.samples,
             functions.join(", ")
+        );
+    }
+    println!();
+    println!(
+        "the same loops outside the program: the share of the samples in the program, and the \
+         kernel functions sampled most outside it (the floor's are the test-run loop's own)"
+    );
+    println!("{:<44} {:>10}  outside, samples", "path", "in program");
+    for path in paths {
+        let all = path.samples + path.outside.iter().map(|(_, n)| n).sum::<usize>();
+        let named: Vec<String> = path
+            .outside
+            .iter()
+            .take(OUTSIDE_NAMED)
+            .map(|(symbol, n)| format!("{symbol} {n}"))
+            .collect();
+        println!(
+            "{:<44} {:>9.0}%  {}",
+            path.what,
+            100.0 * path.samples as f64 / all.max(1) as f64,
+            named.join(", ")
         );
     }
 }

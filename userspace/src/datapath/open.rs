@@ -14,12 +14,13 @@ use aya::{
     programs::{SchedClassifier, Xdp},
 };
 use tollgate_common::{
-    MAP_ACTIVE, MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS, MAP_DEVICE_EXACT,
-    MAP_DEVICE_PREFIX, MAP_EVENT_LIMITER, MAP_GATEWAY, MAP_GRACE, MAP_GROUPS, MAP_LEARNED,
-    MAP_LEARNED_BITS, MAP_NTP_PROG, MAP_NTP_TC, MAP_PASS_ETHERTYPES, MAP_PROBE, MAP_PROBE_RESULT,
-    MAP_REJECT_LIMITER, MAP_REJECT_TC, MAP_REJECT_XDP, MAP_RULESETS, MAP_SETTINGS, MAP_STATS,
-    MAP_TRIE, MAP_TRIE_ROOTS, PROG_NTP, PROG_NTP_TC, PROG_PROBE, PROG_REJECT_TC, PROG_REJECT_XDP,
-    PROGRAMS, ROOTS_PER_SLOT, SLOTS, Settings, TABLE_ENCODING, TRIE_WORDS_PER_SLOT,
+    GLOBAL_DEVICE_BUCKETS, MAP_ACTIVE, MAP_COUNTER_OWNERS, MAP_COUNTERS, MAP_DESTINATIONS,
+    MAP_DEVICE_EXACT, MAP_DEVICE_PREFIX, MAP_EVENT_LIMITER, MAP_GATEWAY, MAP_GRACE, MAP_GROUPS,
+    MAP_LEARNED, MAP_LEARNED_BITS, MAP_NTP_PROG, MAP_NTP_TC, MAP_PASS_ETHERTYPES, MAP_PROBE,
+    MAP_PROBE_RESULT, MAP_REJECT_LIMITER, MAP_REJECT_TC, MAP_REJECT_XDP, MAP_RULESETS,
+    MAP_SETTINGS, MAP_STATS, MAP_TRIE, MAP_TRIE_ROOTS, PROG_NTP, PROG_NTP_TC, PROG_PROBE,
+    PROG_REJECT_TC, PROG_REJECT_XDP, PROGRAMS, ROOTS_PER_SLOT, SLOTS, Settings, TABLE_ENCODING,
+    TRIE_WORDS_PER_SLOT,
 };
 
 use super::{
@@ -55,7 +56,10 @@ impl Dataplane {
             }
         }
 
+        let geometry = Geometry::for_devices(options.limits.device_addresses);
+        let buckets = [geometry.v4, geometry.v6];
         let mut loader = EbpfLoader::new();
+        loader.override_global(GLOBAL_DEVICE_BUCKETS, &buckets, true);
         let specs = layout::specs(&options.limits);
         let pins: Vec<(&str, PathBuf)> = match &options.pin_dir {
             Some(dir) => specs.iter().map(|s| (s.name, dir.join(s.name))).collect(),
@@ -132,7 +136,6 @@ impl Dataplane {
         let active: Array<MapData, u32> = take(&mut ebpf, MAP_ACTIVE)?;
         let generation = active.get(&0, 0)?;
         let active_slot = (generation & 1) as u8;
-        let geometry = Geometry::for_devices(options.limits.device_addresses);
         let policy = PolicyMaps {
             groups: take(&mut ebpf, MAP_GROUPS)?,
             device_exact: DeviceTable::new(
