@@ -217,7 +217,8 @@ pub struct Settings {
     /// First fragments one source may have remembered per lifetime window.
     pub fragments_per_source: u32,
     /// Buckets of one slot's IPv4 exact device table
-    /// ([`crate::device_table`]).
+    /// ([`crate::device_table`]), as the pinned maps were sized; packets
+    /// read the program's constant [`crate::GLOBAL_DEVICE_BUCKETS`].
     pub device_buckets_v4: u32,
     /// Nanoseconds between reject replies per CPU (1e9 / rate); 0 sends
     /// none (every reject is dropped as a deny would be).

@@ -27,7 +27,7 @@ pub struct Limits {
     #[serde(default = "default_counters")]
     pub counters: u32,
     /// Rule records per policy: each distinct rule list of a destination
-    /// prefix takes one per 8 entries (kernel memory: 104 bytes each, twice).
+    /// prefix takes one per 8 entries (kernel memory: 136 bytes each, twice).
     #[serde(default = "default_rule_records")]
     pub rule_records: u32,
     /// Fragmented datagrams whose first fragment verdict is remembered.
