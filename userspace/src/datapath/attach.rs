@@ -26,6 +26,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf,
+    maps::Map,
     programs::{
         SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -324,7 +325,8 @@ fn adopt(
             .map(|fd| ProgramIdentity::of(fd.as_fd()))
             .transpose()?,
     };
-    if running.is_some_and(|r| r.same_as(&ours)) {
+    let private = private_maps(ebpf)?;
+    if running.is_some_and(|r| r.same_as(&ours, &private)) {
         return Ok(Adoption::Kept);
     }
     if mode.is_xdp() {
@@ -357,7 +359,8 @@ fn pinned_link_ifindex(path: &Path) -> Result<u32> {
 }
 
 /// What makes two loaded programs the same: the same instructions (tag) on
-/// the same maps (after an upgrade to new maps the code may be identical).
+/// the same pinned maps (after an upgrade to new maps the code may be
+/// identical).
 #[derive(Clone, Debug)]
 pub struct ProgramIdentity {
     pub id: u32,
@@ -366,8 +369,21 @@ pub struct ProgramIdentity {
 }
 
 impl ProgramIdentity {
-    fn same_as(&self, other: &ProgramIdentity) -> bool {
-        self.tag == other.tag && self.maps == other.maps
+    /// Whether `self`, a running program, is `ours`, whose maps that are
+    /// its own load's, not pinned, are `private` (its constants,
+    /// `.rodata`: every load makes new ones). The running program has as
+    /// many maps, every pinned one of ours among them; its private ones
+    /// hold what ours hold, since the pins it shares with us passed the
+    /// layout check (`layout::check_pins`), which the constants follow
+    /// (the device tables' geometry).
+    fn same_as(&self, ours: &ProgramIdentity, private: &[u32]) -> bool {
+        self.tag == ours.tag
+            && self.maps.len() == ours.maps.len()
+            && ours
+                .maps
+                .iter()
+                .filter(|m| !private.contains(m))
+                .all(|m| self.maps.contains(m))
     }
 
     /// The program pinned at `path`.
@@ -420,6 +436,18 @@ impl ProgramIdentity {
             maps,
         })
     }
+}
+
+/// The ids of the object's maps that belong to this load alone: its data
+/// sections (`.rodata`), which aya names by section and never pins.
+fn private_maps(ebpf: &Ebpf) -> Result<Vec<u32>> {
+    ebpf.maps()
+        .filter(|(name, _)| name.starts_with('.'))
+        .map(|(name, map)| match map {
+            Map::Array(data) => Ok(data.info()?.id()),
+            _ => bail!("map {name} is a data section but not an array"),
+        })
+        .collect()
 }
 
 /// Removes a pinned link; the kernel detaches it once no fd refers to it.
