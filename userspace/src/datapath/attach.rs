@@ -464,3 +464,33 @@ where
         .ok_or_else(|| anyhow!("BPF object has no program {name}"))?;
     Ok(prog.try_into()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ProgramIdentity;
+
+    fn program(tag: u8, maps: &[u32]) -> ProgramIdentity {
+        ProgramIdentity {
+            id: 1,
+            tag: [tag; 8],
+            maps: maps.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_program_is_ours_on_our_pins_whatever_its_own_constants() {
+        // Ours: pinned maps 1 and 2, our constants 30.
+        let ours = program(7, &[1, 2, 30]);
+        let private = [30];
+        // The previous run's load: the same pins, its own constants 29.
+        assert!(program(7, &[1, 2, 29]).same_as(&ours, &private));
+        // Other code, other pins, or a map more or less: not ours.
+        assert!(!program(8, &[1, 2, 29]).same_as(&ours, &private));
+        assert!(!program(7, &[1, 5, 29]).same_as(&ours, &private));
+        assert!(!program(7, &[1, 2]).same_as(&ours, &private));
+        assert!(!program(7, &[1, 2, 29, 31]).same_as(&ours, &private));
+        // Without constants of its own, the maps must be ours exactly.
+        assert!(program(7, &[1, 2]).same_as(&program(7, &[1, 2]), &[]));
+        assert!(!program(7, &[1, 3]).same_as(&program(7, &[1, 2]), &[]));
+    }
+}
