@@ -171,6 +171,11 @@ fn key(addr: IpAddr) -> Vec<u8> {
 ///   little (`machine_costs`): one run's loads overlap the next run's. A
 ///   single packet's decision pays its own chain in full, and these rows
 ///   price it per read.
+/// - A chain of dependent array lookups, 4, 8 and 16 deep
+///   (`Asm::chain_of_lookups`: each keyed by the word the one before read,
+///   the key stored to the stack and read back, as a compiled program's
+///   lookups are): what a step of the decision's chain costs where it is
+///   a map lookup rather than a load inside one value.
 /// - Code with nothing to wait for (`Asm::alu_blocks`): 16, 32 and 64
 ///   blocks of four independent instructions, each ending in a taken
 ///   branch, as a decision's code runs; and the 64 spread one per cache
@@ -179,11 +184,20 @@ fn key(addr: IpAddr) -> Vec<u8> {
 ///   code's footprint costs a single run anything.
 pub fn single_run_machine(trials: usize) -> Result<Vec<(String, Cell, Cell)>> {
     let values = bpf::array_create(1024, 1, "tg_chain_value")?;
+    let words = bpf::array_create(4, 1024, "tg_chain_words")?;
     let mut programs = Vec::new();
     for hops in [4, 8, 16] {
         programs.push((
             format!("{hops} dependent loads, right after the same run (the machine)"),
             Asm::new().chain_of_loads(values.as_raw_fd(), hops),
+        ));
+    }
+    for hops in [4, 8, 16] {
+        programs.push((
+            format!(
+                "{hops} dependent array lookups, key through the stack, right after the same run"
+            ),
+            Asm::new().chain_of_lookups(words.as_raw_fd(), hops),
         ));
     }
     for blocks in CODE_BLOCKS {
