@@ -4,10 +4,10 @@
 //! # Structure
 //! `TG_DEV_EXACT` is an `Array` of 64-byte buckets (one cache line, one
 //! array element each; memory-mappable like `TG_TRIE`, so the controller
-//! writes it with plain stores). Per slot, an IPv4 table of
-//! `device_buckets_v4` buckets, then an IPv6 table of `device_buckets_v6`
-//! ([`crate::Settings`]; the program reads them from its constant
-//! [`GLOBAL_DEVICE_BUCKETS`], which the controller sets at load). An address lives in one of its two buckets
+//! writes it with plain stores). Per slot, an IPv4 table, then an IPv6
+//! table, of as many buckets as the program's constant
+//! [`GLOBAL_DEVICE_BUCKETS`] says (the controller sets it at load, from
+//! `limits.device-addresses`). An address lives in one of its two buckets
 //! ([`device_buckets`] of [`device_hash`]: two-choice, "cuckoo" hashing; the
 //! controller moves entries between their two buckets to make room).
 //! - An IPv4 bucket holds [`V4_PER_BUCKET`] = 8 entries: words 0–7 the

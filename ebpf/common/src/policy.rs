@@ -67,6 +67,31 @@ pub struct GroupInfo {
     /// `GROUP_*` bits.
     pub flags: u32,
 }
+impl GroupInfo {
+    /// `verdict` in this group: a deny or a reject is audit-deny in audit
+    /// mode (precedence step 11).
+    #[inline(always)]
+    pub fn audited(&self, verdict: crate::Verdict) -> crate::Verdict {
+        use crate::Verdict;
+        match verdict {
+            Verdict::Deny | Verdict::Reject if self.flags & GROUP_AUDIT != 0 => Verdict::AuditDeny,
+            other => other,
+        }
+    }
+
+    /// The group's total for `verdict`.
+    #[inline(always)]
+    pub fn total(&self, verdict: crate::Verdict) -> u32 {
+        use crate::Verdict;
+        match verdict {
+            Verdict::Allow => self.allow_counter,
+            Verdict::Deny => self.deny_counter,
+            Verdict::AuditDeny => self.audit_deny_counter,
+            Verdict::Reject => self.reject_counter,
+        }
+    }
+}
+
 /// The group default is deny (else allow, or reject with
 /// [`GROUP_DEFAULT_REJECT`]).
 pub const GROUP_DEFAULT_DENY: u32 = 1;
@@ -216,21 +241,15 @@ pub struct Settings {
     pub fragment_lifetime_ns: u64,
     /// First fragments one source may have remembered per lifetime window.
     pub fragments_per_source: u32,
-    /// Buckets of one slot's IPv4 exact device table
-    /// ([`crate::device_table`]), as the pinned maps were sized; packets
-    /// read the program's constant [`crate::GLOBAL_DEVICE_BUCKETS`].
-    pub device_buckets_v4: u32,
+    /// The [`TABLE_ENCODING`] of the build that opened the maps: pins of
+    /// another encoding are another layout, even where every map has the
+    /// same shape.
+    pub encoding: u32,
     /// Nanoseconds between reject replies per CPU (1e9 / rate); 0 sends
     /// none (every reject is dropped as a deny would be).
     pub reject_interval_ns: u64,
     /// How far ahead of schedule a burst of replies may run, in nanoseconds.
     pub reject_burst_ns: u64,
-    /// Buckets of one slot's IPv6 exact device table.
-    pub device_buckets_v6: u32,
-    /// The [`TABLE_ENCODING`] of the build that opened the maps: pins of
-    /// another encoding are another layout, even where every map has the
-    /// same shape.
-    pub encoding: u32,
 }
 
 /// How this build encodes what its maps hold, where a change keeps every
@@ -271,5 +290,5 @@ const _: () = {
     assert!(size_of::<SourceKey>() == 20);
     assert!(size_of::<FragmentQuota>() == 16);
     assert!(size_of::<Allowed>() == 8);
-    assert!(size_of::<Settings>() == 56);
+    assert!(size_of::<Settings>() == 48);
 };

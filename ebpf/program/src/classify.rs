@@ -180,11 +180,11 @@ fn descend<const S: u32, const R: u32>(bytes: *const u8, base: u64, hi: u64, lo:
     }
 }
 
-/// Buckets of one slot's IPv4 and IPv6 exact device tables
-/// (`Settings::device_buckets_v4` and `_v6`): a constant of the program,
-/// which the controller sets as it loads it (`.rodata`, frozen), sized by
+/// Buckets of one slot's IPv4 and IPv6 exact device tables: a constant of
+/// the program (`tollgate_common::GLOBAL_DEVICE_BUCKETS` names it), which
+/// the controller sets as it loads it (`.rodata`, frozen), sized by
 /// `limits.device-addresses` as the tables are. Read as one load from a
-/// fixed address, where `TG_SETTINGS` cost every packet a map lookup.
+/// fixed address, where every packet looked them up in `TG_SETTINGS`.
 #[unsafe(no_mangle)]
 static TG_DEVICE_BUCKETS: [u32; 2] = [1, 1];
 

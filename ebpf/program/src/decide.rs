@@ -15,7 +15,7 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use tollgate_common::{
-    Allowed, DecisionReason, DeviceKey, FragmentKey, FragmentQuota, FragmentVerdict, GROUP_AUDIT,
+    Allowed, DecisionReason, DeviceKey, FragmentKey, FragmentQuota, FragmentVerdict,
     GROUP_DEFAULT_DENY, GROUP_DEFAULT_REJECT, GROUP_LEARNS, GroupInfo, MAX_CHAIN, MAX_GROUPS,
     NO_RECORD, RECORD_ENTRIES, RULE_ANY_PROTO, RULE_AUDIT, RULE_BUILTIN, RULE_DENY, RULE_PORTS,
     RULE_REJECT, RuleEntry, SourceKey, Stat, TRIE_NONE, UNKNOWN_GROUP, Verdict,
@@ -114,18 +114,14 @@ fn by_group(slot: u32, group_id: u32, p: &Packet) -> Decision {
             verdict_counter: group.allow_counter,
         };
     }
-    // step 10: no candidate, the group's default
-    let mut verdict = if group.flags & GROUP_DEFAULT_DENY != 0 {
+    // step 10: no candidate, the group's default; step 11: in audit mode
+    let verdict = group.audited(if group.flags & GROUP_DEFAULT_DENY != 0 {
         Verdict::Deny
     } else if group.flags & GROUP_DEFAULT_REJECT != 0 {
         Verdict::Reject
     } else {
         Verdict::Allow
-    };
-    // step 11: audit mode turns a deny or a reject into audit-deny
-    if !matches!(verdict, Verdict::Allow) && group.flags & GROUP_AUDIT != 0 {
-        verdict = Verdict::AuditDeny;
-    }
+    });
     Decision {
         verdict,
         reason: if group_id == UNKNOWN_GROUP {
@@ -135,12 +131,7 @@ fn by_group(slot: u32, group_id: u32, p: &Packet) -> Decision {
             DecisionReason::GroupDefault
         },
         counter: group.default_counter,
-        verdict_counter: match verdict {
-            Verdict::Allow => group.allow_counter,
-            Verdict::Deny => group.deny_counter,
-            Verdict::AuditDeny => group.audit_deny_counter,
-            Verdict::Reject => group.reject_counter,
-        },
+        verdict_counter: group.total(verdict),
     }
 }
 

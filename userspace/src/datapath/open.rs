@@ -171,7 +171,7 @@ impl Dataplane {
         // Borrowed, not taken: they stay open for the hooks verified later
         // (`hooks.rs`).
         let mut settings: Array<&mut MapData, Settings> = borrow(&mut ebpf, MAP_SETTINGS)?;
-        settings.set(0, runtime_settings(options, geometry), 0)?;
+        settings.set(0, runtime_settings(options), 0)?;
         let mut ethertypes: HashMap<&mut MapData, u16, u8> =
             borrow(&mut ebpf, MAP_PASS_ETHERTYPES)?;
         // Pinned with the rest: what an earlier configuration passed goes.
@@ -251,9 +251,9 @@ where
 }
 
 /// The program's runtime knobs: the deny-event and reject-reply limiters,
-/// the fragment cache's lifetime and per-source quota, and the exact device
-/// table's `geometry`.
-fn runtime_settings(options: &Options, geometry: Geometry) -> Settings {
+/// and the fragment cache's lifetime and per-source quota. (The exact
+/// device tables' sizes are a constant of the program, set at load.)
+fn runtime_settings(options: &Options) -> Settings {
     let events = &options.deny_events;
     let (event_interval_ns, event_burst_ns) = gcra(events.rate, events.burst);
     let replies = &options.reject_replies;
@@ -263,11 +263,9 @@ fn runtime_settings(options: &Options, geometry: Geometry) -> Settings {
         event_burst_ns,
         fragment_lifetime_ns: options.limits.fragment_lifetime.as_nanos() as u64,
         fragments_per_source: options.limits.fragments_per_source,
-        device_buckets_v4: geometry.v4,
+        encoding: TABLE_ENCODING,
         reject_interval_ns,
         reject_burst_ns,
-        device_buckets_v6: geometry.v6,
-        encoding: TABLE_ENCODING,
     }
 }
 

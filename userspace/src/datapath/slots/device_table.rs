@@ -49,8 +49,8 @@ impl Words for Vec<u32> {
     }
 }
 
-/// How many buckets each table has (`Settings::device_buckets_v4` and
-/// `_v6`).
+/// How many buckets each table has (the program's constant
+/// `tollgate_common::GLOBAL_DEVICE_BUCKETS`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Geometry {
     pub v4: u32,

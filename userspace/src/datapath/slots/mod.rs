@@ -287,21 +287,16 @@ impl SlotImage {
                     if rule.ports.is_some() {
                         flags |= RULE_PORTS;
                     }
-                    let mut verdict_counter = match rule.verdict {
-                        Verdict::Deny => {
-                            flags |= RULE_DENY;
-                            info.deny_counter
-                        }
-                        Verdict::Reject => {
-                            flags |= RULE_REJECT;
-                            info.reject_counter
-                        }
-                        Verdict::Allow | Verdict::AuditDeny => info.allow_counter,
-                    };
-                    // step 11, written into the entry
-                    if flags & (RULE_DENY | RULE_REJECT) != 0 && info.flags & GROUP_AUDIT != 0 {
+                    match rule.verdict {
+                        Verdict::Deny => flags |= RULE_DENY,
+                        Verdict::Reject => flags |= RULE_REJECT,
+                        Verdict::Allow | Verdict::AuditDeny => {}
+                    }
+                    // step 11, written into the entry as the kernel's
+                    // default applies it
+                    let verdict = info.audited(rule.verdict);
+                    if verdict == Verdict::AuditDeny {
                         flags |= RULE_AUDIT;
-                        verdict_counter = info.audit_deny_counter;
                     }
                     if rule.builtin {
                         flags |= RULE_BUILTIN;
@@ -310,7 +305,7 @@ impl SlotImage {
                     let (port_lo, port_hi) = fault::ports(lo, hi);
                     Ok(KernelEntry {
                         counter: counter(rule.counter)?,
-                        verdict_counter,
+                        verdict_counter: info.total(verdict),
                         port_lo,
                         port_hi,
                         proto: rule.proto.unwrap_or(0),
